@@ -1,0 +1,82 @@
+use crate::NodeId;
+
+/// A value from outside the process failed validation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CoreError {
+    /// A node id broke the naming rules.
+    #[error("invalid node id {value:?}: {reason} (use 1-64 characters from A-Z a-z 0-9 . _ -)")]
+    InvalidNodeId {
+        /// The rejected text.
+        value: String,
+        /// Which rule it broke.
+        reason: &'static str,
+    },
+    /// A collection name broke the naming rules.
+    #[error("invalid collection name {value:?}: {reason}")]
+    InvalidCollection {
+        /// The rejected text.
+        value: String,
+        /// Which rule it broke.
+        reason: &'static str,
+    },
+    /// A document key broke the rules.
+    #[error("invalid document key: {reason}")]
+    InvalidKey {
+        /// Which rule it broke.
+        reason: &'static str,
+    },
+    /// A document value is not acceptable JSON.
+    #[error("invalid document value: {reason}")]
+    InvalidValue {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A peer address is not `host:port`.
+    #[error("invalid peer address {value:?}: {reason} (expected HOST:PORT, e.g. 127.0.0.1:25000)")]
+    InvalidAddress {
+        /// The rejected text.
+        value: String,
+        /// Which rule it broke.
+        reason: &'static str,
+    },
+}
+
+/// The clock refused a remote stamp.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClockError {
+    /// A stamp lies further in the future than the configured maximum drift allows.
+    #[error(
+        "refused a stamp from {origin} that is {ahead_ms} ms ahead of the local clock \
+         (maximum drift {max_drift_ms} ms); check the clock of {origin} or raise the maximum drift"
+    )]
+    TooFarAhead {
+        /// Node whose stamp it is.
+        origin: NodeId,
+        /// How far ahead of the local wall clock it is.
+        ahead_ms: u64,
+        /// The configured limit.
+        max_drift_ms: u64,
+    },
+}
+
+/// What a [`crate::DocumentStore`] or [`crate::PeerStore`] call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The caller passed something invalid; nothing was stored.
+    #[error(transparent)]
+    Invalid(#[from] CoreError),
+    /// A remote entry was refused by the clock; nothing of its batch was stored.
+    #[error(transparent)]
+    Clock(#[from] ClockError),
+    /// The store has been closed (the node is stopping or changing identity).
+    #[error("the store is closed; the node is stopping or reopening its database")]
+    Closed,
+    /// The storage engine failed.
+    #[error("storage failed while {operation}: {message}")]
+    Backend {
+        /// What the store was doing.
+        operation: &'static str,
+        /// The engine's own message.
+        message: String,
+    },
+}

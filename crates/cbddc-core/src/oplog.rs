@@ -1,0 +1,235 @@
+use crate::{CoreError, Hlc, NodeId};
+use serde::{Deserialize, Serialize};
+
+/// Longest collection name, in bytes.
+pub const MAX_COLLECTION_LEN: usize = 128;
+/// Longest document key, in bytes.
+pub const MAX_KEY_LEN: usize = 1024;
+/// Largest document value (JSON text), in bytes.
+pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
+
+/// What an oplog entry does to its document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Operation {
+    /// Set the document to this JSON text.
+    Put {
+        /// The document, as validated JSON text.
+        value: String,
+    },
+    /// Delete the document. Kept as a tombstone that competes by HLC like any write.
+    Delete,
+}
+
+/// One write by one origin node: the unit of sync.
+///
+/// `seq` numbers the origin's entries 1, 2, 3, … without gaps, so a receiver applies an
+/// origin's entries in order and can never miss one; `hlc` decides which of two writes to
+/// the same `(collection, key)` wins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OplogEntry {
+    /// The node that made the write.
+    pub origin: NodeId,
+    /// The origin's sequence number for this entry, starting at 1.
+    pub seq: u64,
+    /// Collection of the document.
+    pub collection: String,
+    /// Key of the document within its collection.
+    pub key: String,
+    /// Put or delete.
+    pub op: Operation,
+    /// When the origin made the write.
+    pub hlc: Hlc,
+}
+
+impl OplogEntry {
+    /// An estimate of the entry's size on the wire and on disk, for paging by bytes.
+    pub fn approx_size(&self) -> usize {
+        let value = match &self.op {
+            Operation::Put { value } => value.len(),
+            Operation::Delete => 0,
+        };
+        48 + self.origin.as_str().len()
+            + self.hlc.node.as_str().len()
+            + self.collection.len()
+            + self.key.len()
+            + value
+    }
+
+    /// Checks every field that came from outside the process.
+    pub fn validate(&self) -> Result<(), CoreError> {
+        validate_collection(&self.collection)?;
+        validate_key(&self.key)?;
+        if let Operation::Put { value } = &self.op {
+            validate_json_value(value)?;
+        }
+        if self.seq == 0 {
+            return Err(CoreError::InvalidValue {
+                reason: "an oplog entry's sequence number starts at 1".into(),
+            });
+        }
+        if self.hlc.node != self.origin {
+            return Err(CoreError::InvalidValue {
+                reason: format!(
+                    "entry {} of {} carries a stamp of {}",
+                    self.seq, self.origin, self.hlc.node
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A live document as a store returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Document {
+    /// Collection of the document.
+    pub collection: String,
+    /// Key within the collection.
+    pub key: String,
+    /// The document, as JSON text.
+    pub value: String,
+    /// Stamp of the write that produced this value.
+    pub hlc: Hlc,
+}
+
+/// One write in a local batch: `value: None` deletes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalWrite {
+    /// Collection of the document.
+    pub collection: String,
+    /// Key within the collection.
+    pub key: String,
+    /// New JSON text, or `None` to delete.
+    pub value: Option<String>,
+}
+
+impl LocalWrite {
+    /// A put of `value` (JSON text).
+    pub fn put(
+        collection: impl Into<String>,
+        key: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Self {
+        Self {
+            collection: collection.into(),
+            key: key.into(),
+            value: Some(value.into()),
+        }
+    }
+
+    /// A delete.
+    pub fn delete(collection: impl Into<String>, key: impl Into<String>) -> Self {
+        Self {
+            collection: collection.into(),
+            key: key.into(),
+            value: None,
+        }
+    }
+
+    /// Checks the collection, key and JSON text.
+    pub fn validate(&self) -> Result<(), CoreError> {
+        validate_collection(&self.collection)?;
+        validate_key(&self.key)?;
+        if let Some(value) = &self.value {
+            validate_json_value(value)?;
+        }
+        Ok(())
+    }
+}
+
+/// A collection name: 1 to 128 bytes, no control characters.
+pub fn validate_collection(name: &str) -> Result<(), CoreError> {
+    let reason = if name.is_empty() {
+        Some("it is empty")
+    } else if name.len() > MAX_COLLECTION_LEN {
+        Some("it is longer than 128 bytes")
+    } else if name.chars().any(char::is_control) {
+        Some("it contains a control character")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(CoreError::InvalidCollection {
+            value: name.chars().take(MAX_COLLECTION_LEN).collect(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// A document key: 1 to 1024 bytes, no control characters.
+pub fn validate_key(key: &str) -> Result<(), CoreError> {
+    let reason = if key.is_empty() {
+        Some("it is empty")
+    } else if key.len() > MAX_KEY_LEN {
+        Some("it is longer than 1024 bytes")
+    } else if key.chars().any(char::is_control) {
+        Some("it contains a control character")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(CoreError::InvalidKey { reason }),
+        None => Ok(()),
+    }
+}
+
+/// A document value: well-formed JSON text of at most [`MAX_VALUE_BYTES`].
+pub fn validate_json_value(value: &str) -> Result<(), CoreError> {
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(CoreError::InvalidValue {
+            reason: format!(
+                "it is {} bytes; the limit is {MAX_VALUE_BYTES} bytes",
+                value.len()
+            ),
+        });
+    }
+    serde_json::from_str::<serde::de::IgnoredAny>(value)
+        .map(|_| ())
+        .map_err(|e| CoreError::InvalidValue {
+            reason: format!("it is not valid JSON ({e})"),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_values_are_checked() {
+        assert!(validate_json_value(r#"{"a":[1,2,{"b":null}]}"#).is_ok());
+        assert!(validate_json_value("42").is_ok());
+        assert!(validate_json_value("{").is_err());
+        assert!(validate_json_value("").is_err());
+        assert!(validate_json_value(&format!("\"{}\"", "x".repeat(MAX_VALUE_BYTES))).is_err());
+    }
+
+    #[test]
+    fn names_and_keys_are_checked() {
+        assert!(validate_collection("users").is_ok());
+        assert!(validate_collection("").is_err());
+        assert!(validate_collection("a\nb").is_err());
+        assert!(validate_key("k/1 ü").is_ok());
+        assert!(validate_key(&"k".repeat(MAX_KEY_LEN + 1)).is_err());
+    }
+
+    #[test]
+    fn an_entry_must_carry_its_origins_stamp() {
+        let origin = NodeId::new("a").unwrap();
+        let mut entry = OplogEntry {
+            origin: origin.clone(),
+            seq: 1,
+            collection: "c".into(),
+            key: "k".into(),
+            op: Operation::Delete,
+            hlc: Hlc {
+                wall_ms: 1,
+                counter: 0,
+                node: origin,
+            },
+        };
+        assert!(entry.validate().is_ok());
+        entry.hlc.node = NodeId::new("b").unwrap();
+        assert!(entry.validate().is_err());
+    }
+}

@@ -1,0 +1,120 @@
+use crate::{Document, KnownPeer, LocalWrite, NodeId, OplogEntry, StorageError, VersionVector};
+use async_trait::async_trait;
+use std::sync::Arc;
+use tokio::sync::broadcast;
+
+/// Bounds on one page of oplog entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageLimits {
+    /// At most this many entries.
+    pub max_entries: usize,
+    /// At most about this many bytes ([`OplogEntry::approx_size`]); a page always holds
+    /// at least one entry if any is missing, even a larger one.
+    pub max_bytes: usize,
+}
+
+impl Default for PageLimits {
+    fn default() -> Self {
+        Self {
+            max_entries: 2_000,
+            max_bytes: 2 * 1024 * 1024,
+        }
+    }
+}
+
+/// A page of oplog entries missing from someone's version vector.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EntryPage {
+    /// Entries, each origin's in sequence order.
+    pub entries: Vec<OplogEntry>,
+    /// True when more entries are missing than this page holds.
+    pub more: bool,
+}
+
+/// What applying a remote batch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyOutcome {
+    /// Entries new to this store (recorded in its oplog).
+    pub applied: usize,
+    /// Entries the store already held, ignored.
+    pub duplicates: usize,
+    /// Entries skipped because an earlier entry of the same origin is missing; the
+    /// sender should resend from the receiver's version vector.
+    pub out_of_order: usize,
+    /// The store's version vector after the batch.
+    pub version_vector: VersionVector,
+}
+
+/// Figures for `status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Live (non-deleted) documents.
+    pub documents: u64,
+    /// Entries in the oplog.
+    pub oplog_entries: u64,
+}
+
+/// Documents and their oplog, as one node stores them.
+///
+/// Contract for implementors:
+/// - A local write stamps a fresh HLC, takes the next sequence number of this node and
+///   stores the document and its oplog entry atomically; `Ok` means durable per the
+///   store's durability setting.
+/// - [`DocumentStore::apply_remote`] applies a batch atomically. Entries of one origin are
+///   applied in sequence order only; an entry already held is ignored; an entry after a gap
+///   is skipped (counted in [`ApplyOutcome::out_of_order`]). Per `(collection, key)` the
+///   entry with the greater HLC wins, deletes included. Applying never creates a local
+///   entry. A stamp beyond the clock's drift limit refuses the whole batch.
+/// - Calls may block on disk I/O internally but never block the calling async worker.
+#[cfg_attr(feature = "mocks", mockall::automock)]
+#[async_trait]
+pub trait DocumentStore: Send + Sync + std::fmt::Debug {
+    /// The node id the store is bound to.
+    fn node_id(&self) -> &NodeId;
+
+    /// Writes a batch of local puts and deletes in one transaction, in order.
+    async fn write(&self, writes: Vec<LocalWrite>) -> Result<Vec<OplogEntry>, StorageError>;
+
+    /// The live document at `(collection, key)`, if any.
+    async fn get(&self, collection: &str, key: &str) -> Result<Option<Document>, StorageError>;
+
+    /// Live documents of a collection in key order, starting after `after_key`.
+    async fn list(
+        &self,
+        collection: &str,
+        after_key: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<Document>, StorageError>;
+
+    /// This store's version vector.
+    async fn version_vector(&self) -> Result<VersionVector, StorageError>;
+
+    /// Entries this store holds that `theirs` lacks, each origin's in order, within `limits`.
+    async fn entries_missing_from(
+        &self,
+        theirs: VersionVector,
+        limits: PageLimits,
+    ) -> Result<EntryPage, StorageError>;
+
+    /// Applies entries received from a peer (see the trait docs for the rules).
+    async fn apply_remote(&self, entries: Vec<OplogEntry>) -> Result<ApplyOutcome, StorageError>;
+
+    /// Document and oplog counts.
+    async fn stats(&self) -> Result<StoreStats, StorageError>;
+
+    /// Entries of local writes, as they commit. A receiver that lags should fall back to
+    /// [`DocumentStore::entries_missing_from`].
+    fn subscribe_local_writes(&self) -> broadcast::Receiver<Arc<Vec<OplogEntry>>>;
+}
+
+/// Known peers, persisted.
+#[cfg_attr(feature = "mocks", mockall::automock)]
+#[async_trait]
+pub trait PeerStore: Send + Sync + std::fmt::Debug {
+    /// Inserts or replaces the peer with this node id.
+    async fn save_peer(&self, peer: KnownPeer) -> Result<(), StorageError>;
+    /// Removes the peer; `Ok(false)` if it was not known.
+    async fn remove_peer(&self, node_id: NodeId) -> Result<bool, StorageError>;
+    /// Every known peer, ordered by node id.
+    async fn list_peers(&self) -> Result<Vec<KnownPeer>, StorageError>;
+}
