@@ -1,1 +1,41 @@
+//! SQLite persistence for a CBDDC node: documents, the oplog, the version vector and
+//! known peers, in one database file per node id.
+//!
+//! - **Durable acknowledgements.** A local write puts the document row and its oplog
+//!   entry in one transaction, in WAL mode with `synchronous=FULL` by default.
+//! - **One writer, group commit.** A dedicated thread owns the write connection and the
+//!   node's [`cbddc_core::HybridClock`]; writes queued while it commits are committed
+//!   together in the next transaction, each in its own savepoint so one bad write never
+//!   fails its neighbours.
+//! - **Readers apart.** Reads run on a small pool of read-only connections on tokio's
+//!   blocking pool; no SQLite call ever runs on an async worker.
+//! - **Checkpoints in the background.** Automatic checkpoints are off on the write
+//!   connection; a checkpointer thread runs passive checkpoints, so no caller's commit
+//!   pays for one.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use cbddc_core::{DocumentStore, LocalWrite, NodeId};
+//! use cbddc_store::{SqliteStore, StoreOptions};
+//!
+//! let store = SqliteStore::open("./data", NodeId::new("node-a")?, StoreOptions::default()).await?;
+//! store.write(vec![LocalWrite::put("users", "alice", r#"{"age":30}"#)]).await?;
+//! let alice = store.get("users", "alice").await?;
+//! assert!(alice.is_some());
+//! store.close().await;
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
 
+mod checkpoint;
+mod error;
+mod reader;
+mod schema;
+mod store;
+mod writer;
+
+pub use error::StoreError;
+pub use store::{Durability, SqliteStore, StoreOptions, database_path};
+
+#[cfg(test)]
+mod tests;

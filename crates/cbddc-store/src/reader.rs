@@ -1,0 +1,293 @@
+//! Read-only connections, used on tokio's blocking pool.
+
+use crate::error::{SqlContext, StoreError};
+use crate::writer::stamp;
+use cbddc_core::{
+    Document, EntryPage, KnownPeer, NodeId, Operation, OplogEntry, PageLimits, PeerType,
+    StorageError, StoreStats, VersionVector,
+};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Idle read connections are kept up to this number.
+const MAX_IDLE_READERS: usize = 8;
+
+#[derive(Debug)]
+pub(crate) struct ReaderPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    closed: AtomicBool,
+}
+
+impl ReaderPool {
+    pub(crate) fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            idle: Mutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// Runs `read` on a pooled connection on the blocking pool.
+    pub(crate) async fn read<T, F>(self: &Arc<Self>, read: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(StorageError::Closed);
+        }
+        let pool = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.take()?;
+            let result = read(&conn);
+            pool.give(conn);
+            result.map_err(StorageError::from)
+        })
+        .await
+        .map_err(|e| StorageError::Backend {
+            operation: "reading",
+            message: format!("the read task failed: {e}"),
+        })?
+    }
+
+    fn take(&self) -> Result<Connection, StorageError> {
+        if let Some(conn) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            return Ok(conn);
+        }
+        Ok(crate::schema::open_reader(&self.path)?)
+    }
+
+    fn give(&self, conn: Connection) {
+        if self.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
+    }
+}
+
+fn corrupt(operation: &'static str, detail: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        operation,
+        detail: detail.to_string(),
+    }
+}
+
+fn node_id(text: &str, operation: &'static str) -> Result<NodeId, StoreError> {
+    NodeId::new(text).map_err(|e| corrupt(operation, e))
+}
+
+pub(crate) fn read_version_vector(conn: &Connection) -> Result<VersionVector, StoreError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT origin, max_seq FROM origins")
+        .during("reading the version vector")?;
+    let rows = stmt
+        .query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+        })
+        .during("reading the version vector")?;
+    let mut vv = VersionVector::default();
+    for row in rows {
+        let (origin, seq) = row.during("reading the version vector")?;
+        let seq = u64::try_from(seq).map_err(|_| corrupt("reading the version vector", seq))?;
+        vv.advance(&node_id(&origin, "reading the version vector")?, seq);
+    }
+    Ok(vv)
+}
+
+pub(crate) fn get(
+    conn: &Connection,
+    collection: &str,
+    key: &str,
+) -> Result<Option<Document>, StoreError> {
+    let row: Option<(String, i64, u32, String)> = conn
+        .prepare_cached(
+            "SELECT value, hlc_wall, hlc_counter, hlc_node FROM documents
+             WHERE collection = ?1 AND key = ?2 AND value IS NOT NULL",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_row(params![collection, key], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .optional()
+        })
+        .during("reading a document")?;
+    row.map(|(value, wall, counter, node)| {
+        Ok(Document {
+            collection: collection.to_string(),
+            key: key.to_string(),
+            value,
+            hlc: stamp(wall, counter, &node)?,
+        })
+    })
+    .transpose()
+}
+
+pub(crate) fn list(
+    conn: &Connection,
+    collection: &str,
+    after_key: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Document>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT key, value, hlc_wall, hlc_counter, hlc_node FROM documents
+             WHERE collection = ?1 AND key > ?2 AND value IS NOT NULL
+             ORDER BY key LIMIT ?3",
+        )
+        .during("listing a collection")?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = stmt
+        .query_map(params![collection, after_key.unwrap_or(""), limit], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, u32>(3)?,
+                r.get::<_, String>(4)?,
+            ))
+        })
+        .during("listing a collection")?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (key, value, wall, counter, node) = row.during("listing a collection")?;
+        out.push(Document {
+            collection: collection.to_string(),
+            key,
+            value,
+            hlc: stamp(wall, counter, &node)?,
+        });
+    }
+    Ok(out)
+}
+
+pub(crate) fn entries_missing_from(
+    conn: &Connection,
+    theirs: &VersionVector,
+    limits: PageLimits,
+) -> Result<EntryPage, StoreError> {
+    const OP: &str = "reading the oplog";
+    let ours = read_version_vector(conn)?;
+    let behind: Vec<(NodeId, u64, u64)> = ours
+        .iter()
+        .filter(|(origin, seq)| *seq > theirs.get(origin))
+        .map(|(origin, seq)| (origin.clone(), theirs.get(origin), seq))
+        .collect();
+    let mut page = EntryPage::default();
+    let mut bytes = 0usize;
+    let max_entries = limits.max_entries.max(1);
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT seq, collection, key, value, hlc_wall, hlc_counter FROM oplog
+             WHERE origin = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        )
+        .during(OP)?;
+    for (index, (origin, from, to)) in behind.iter().enumerate() {
+        let room = max_entries - page.entries.len();
+        let rows = stmt
+            .query_map(params![origin.as_str(), *from as i64, room as i64], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, u32>(5)?,
+                ))
+            })
+            .during(OP)?;
+        let mut last_seq = *from;
+        for row in rows {
+            let (seq, collection, key, value, wall, counter) = row.during(OP)?;
+            let entry = OplogEntry {
+                origin: origin.clone(),
+                seq: u64::try_from(seq).map_err(|_| corrupt(OP, seq))?,
+                collection,
+                key,
+                op: match value {
+                    Some(value) => Operation::Put { value },
+                    None => Operation::Delete,
+                },
+                hlc: stamp(wall, counter, origin.as_str())?,
+            };
+            let size = entry.approx_size();
+            if !page.entries.is_empty() && bytes + size > limits.max_bytes {
+                page.more = true;
+                return Ok(page);
+            }
+            bytes += size;
+            last_seq = entry.seq;
+            page.entries.push(entry);
+        }
+        if page.entries.len() >= max_entries {
+            page.more = last_seq < *to || index + 1 < behind.len();
+            return Ok(page);
+        }
+        if last_seq < *to {
+            // The oplog lacks entries the version vector claims: never skip past a hole.
+            return Err(corrupt(
+                OP,
+                format!("origin {origin} has entries up to {to} but the oplog stops at {last_seq}"),
+            ));
+        }
+    }
+    Ok(page)
+}
+
+pub(crate) fn stats(conn: &Connection) -> Result<StoreStats, StoreError> {
+    let documents: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM documents WHERE value IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .during("counting documents")?;
+    let oplog_entries: i64 = conn
+        .query_row("SELECT COUNT(*) FROM oplog", [], |r| r.get(0))
+        .during("counting oplog entries")?;
+    Ok(StoreStats {
+        documents: documents.max(0) as u64,
+        oplog_entries: oplog_entries.max(0) as u64,
+    })
+}
+
+pub(crate) fn list_peers(conn: &Connection) -> Result<Vec<KnownPeer>, StoreError> {
+    const OP: &str = "listing known peers";
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT node_id, address, peer_type, enabled FROM known_peers ORDER BY node_id",
+        )
+        .during(OP)?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, bool>(3)?,
+            ))
+        })
+        .during(OP)?;
+    let mut peers = Vec::new();
+    for row in rows {
+        let (id, address, peer_type, enabled) = row.during(OP)?;
+        peers.push(KnownPeer {
+            node_id: node_id(&id, OP)?,
+            address,
+            peer_type: PeerType::parse(&peer_type)
+                .ok_or_else(|| corrupt(OP, format!("peer type {peer_type:?}")))?,
+            enabled,
+        });
+    }
+    Ok(peers)
+}

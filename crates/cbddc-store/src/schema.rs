@@ -1,0 +1,126 @@
+//! Connection settings and the versioned schema.
+
+use crate::error::{SqlContext, StoreError};
+use crate::store::Durability;
+use rusqlite::Connection;
+use std::path::Path;
+
+/// Ordered migrations; migration `i` brings `user_version` from `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: documents, oplog, version vector, known peers, node metadata.
+    "CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE documents (
+        collection  TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        value       TEXT,            -- NULL: deleted (a tombstone that keeps its HLC)
+        hlc_wall    INTEGER NOT NULL,
+        hlc_counter INTEGER NOT NULL,
+        hlc_node    TEXT NOT NULL,
+        PRIMARY KEY (collection, key)
+    ) WITHOUT ROWID;
+    CREATE TABLE oplog (
+        origin      TEXT NOT NULL,
+        seq         INTEGER NOT NULL,
+        collection  TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        value       TEXT,            -- NULL: delete
+        hlc_wall    INTEGER NOT NULL,
+        hlc_counter INTEGER NOT NULL,
+        PRIMARY KEY (origin, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE origins (
+        origin  TEXT PRIMARY KEY,
+        max_seq INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE known_peers (
+        node_id   TEXT PRIMARY KEY,
+        address   TEXT NOT NULL,
+        peer_type TEXT NOT NULL,
+        enabled   INTEGER NOT NULL
+    ) WITHOUT ROWID;",
+];
+
+/// The schema version this build writes.
+pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Opens the write connection: WAL, the chosen durability, no automatic checkpoints.
+pub(crate) fn open_writer(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).during("opening the database")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .during("setting the busy timeout")?;
+    let sync = match durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = {sync};
+         PRAGMA wal_autocheckpoint = 0;
+         PRAGMA foreign_keys = ON;"
+    ))
+    .during("configuring the write connection")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// Opens a read-only connection.
+pub(crate) fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .during("opening a read connection")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .during("setting the busy timeout")?;
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(conn)
+}
+
+/// Brings the schema up to [`SCHEMA_VERSION`] in one transaction.
+pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .during("starting the migration")?;
+    let current: i64 = tx
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .during("reading the schema version")?;
+    if current > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            path: path.to_path_buf(),
+            found: current,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        tx.execute_batch(sql).during("migrating the schema")?;
+        tx.pragma_update(None, "user_version", index as i64 + 1)
+            .during("recording the schema version")?;
+    }
+    tx.commit().during("committing the migration")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrating_twice_is_a_no_op_and_a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut conn = open_writer(&path, Durability::Full).unwrap();
+        migrate(&mut conn, &path).unwrap();
+        migrate(&mut conn, &path).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        let err = migrate(&mut conn, &path).unwrap_err();
+        assert!(matches!(err, StoreError::SchemaTooNew { .. }), "{err}");
+    }
+}

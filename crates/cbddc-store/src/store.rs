@@ -1,0 +1,285 @@
+use crate::error::{SqlContext, StoreError};
+use crate::reader::{self, ReaderPool};
+use crate::writer::{Command, Writer};
+use crate::{checkpoint, schema};
+use async_trait::async_trait;
+use cbddc_core::{
+    ApplyOutcome, Document, DocumentStore, EntryPage, HybridClock, KnownPeer, LocalWrite, NodeId,
+    OplogEntry, PageLimits, PeerStore, StorageError, StoreStats, SystemTimeSource, TimeSource,
+    VersionVector,
+};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+/// How hard a commit tries to reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous=FULL`: an acknowledged write survives a power loss.
+    #[default]
+    Full,
+    /// `synchronous=NORMAL`: survives a crash of the process; the last commits may be
+    /// lost on power loss.
+    Normal,
+}
+
+/// Settings for [`SqliteStore::open`].
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Commit durability.
+    pub durability: Durability,
+    /// Remote stamps further ahead of the local clock than this are refused.
+    pub max_clock_drift_ms: u64,
+    /// How often the background checkpointer runs.
+    pub checkpoint_interval: Duration,
+    /// The wall clock for stamps (replaceable in tests).
+    pub time: Arc<dyn TimeSource>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Full,
+            max_clock_drift_ms: 60_000,
+            checkpoint_interval: Duration::from_millis(250),
+            time: Arc::new(SystemTimeSource),
+        }
+    }
+}
+
+/// Where the database of `node` lives inside `data_dir`.
+pub fn database_path(data_dir: &Path, node: &NodeId) -> PathBuf {
+    data_dir.join(format!("node-{node}.db"))
+}
+
+/// A node's SQLite database: see the crate docs.
+#[derive(Debug)]
+pub struct SqliteStore {
+    node: NodeId,
+    path: PathBuf,
+    commands: Mutex<Option<mpsc::Sender<Command>>>,
+    writer_done: tokio::sync::Mutex<Option<oneshot::Receiver<()>>>,
+    checkpointer: Mutex<Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
+    readers: Arc<ReaderPool>,
+    local_tx: broadcast::Sender<Arc<Vec<OplogEntry>>>,
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the database of `node` in `data_dir`.
+    ///
+    /// Fails with [`StoreError::WrongNode`] if the file is bound to another node id.
+    pub async fn open(
+        data_dir: impl AsRef<Path>,
+        node: NodeId,
+        options: StoreOptions,
+    ) -> Result<Self, StoreError> {
+        let data_dir = data_dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&data_dir).map_err(|source| StoreError::DataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
+        Self::open_path(database_path(&data_dir, &node), node, options).await
+    }
+
+    /// Opens (or creates) the database at `path` for `node`.
+    pub async fn open_path(
+        path: PathBuf,
+        node: NodeId,
+        options: StoreOptions,
+    ) -> Result<Self, StoreError> {
+        let opened = {
+            let (path, node, durability) = (path.clone(), node.clone(), options.durability);
+            tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+                let mut conn = schema::open_writer(&path, durability)?;
+                schema::migrate(&mut conn, &path)?;
+                let (clock, vv) = crate::writer::load_state(&conn, &path, &node)?;
+                let checkpoint_conn = rusqlite::Connection::open(&path)
+                    .during("opening the checkpoint connection")?;
+                Ok((conn, clock, vv, checkpoint_conn))
+            })
+            .await
+            .map_err(|e| StoreError::Corrupt {
+                operation: "opening the database",
+                detail: e.to_string(),
+            })??
+        };
+        let (conn, stored_clock, vv, checkpoint_conn) = opened;
+        let mut clock = HybridClock::new(
+            node.clone(),
+            options.max_clock_drift_ms,
+            options.time.clone(),
+        );
+        if let Some((wall, counter)) = stored_clock {
+            clock.restore(wall, counter);
+        }
+        let (local_tx, _) = broadcast::channel(1024);
+        let (tx, rx) = mpsc::channel(4096);
+        let (done_tx, done_rx) = oneshot::channel();
+        let writer = Writer {
+            conn,
+            clock,
+            node: node.clone(),
+            vv,
+            local_tx: local_tx.clone(),
+        };
+        std::thread::Builder::new()
+            .name(format!("cbddc-writer-{node}"))
+            .spawn(move || {
+                writer.run(rx);
+                let _ = done_tx.send(());
+            })
+            .map_err(|source| StoreError::Thread {
+                thread: "writer",
+                source,
+            })?;
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel();
+        let interval = options.checkpoint_interval;
+        let checkpointer = std::thread::Builder::new()
+            .name(format!("cbddc-checkpoint-{node}"))
+            .spawn(move || checkpoint::run(checkpoint_conn, interval, stop_rx))
+            .map_err(|source| StoreError::Thread {
+                thread: "checkpoint",
+                source,
+            })?;
+        tracing::info!(node = %node, path = %path.display(), "store opened");
+        Ok(Self {
+            readers: Arc::new(ReaderPool::new(path.clone())),
+            node,
+            path,
+            commands: Mutex::new(Some(tx)),
+            writer_done: tokio::sync::Mutex::new(Some(done_rx)),
+            checkpointer: Mutex::new(Some((stop_tx, checkpointer))),
+            local_tx,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Finishes queued writes, checkpoints and closes the database. Later calls fail with
+    /// [`StorageError::Closed`]. Safe to call more than once.
+    pub async fn close(&self) {
+        drop(
+            self.commands
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
+        self.readers.close();
+        if let Some(done) = self.writer_done.lock().await.take() {
+            let _ = done.await;
+        }
+        let checkpointer = self
+            .checkpointer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some((stop, handle)) = checkpointer {
+            drop(stop);
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+        tracing::info!(node = %self.node, path = %self.path.display(), "store closed");
+    }
+
+    async fn send<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StorageError>>) -> Command,
+    ) -> Result<T, StorageError> {
+        let sender = self
+            .commands
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or(StorageError::Closed)?;
+        let (tx, rx) = oneshot::channel();
+        sender
+            .send(make(tx))
+            .await
+            .map_err(|_| StorageError::Closed)?;
+        rx.await.map_err(|_| StorageError::Closed)?
+    }
+}
+
+#[async_trait]
+impl DocumentStore for SqliteStore {
+    fn node_id(&self) -> &NodeId {
+        &self.node
+    }
+
+    async fn write(&self, writes: Vec<LocalWrite>) -> Result<Vec<OplogEntry>, StorageError> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.send(|reply| Command::Local { writes, reply }).await
+    }
+
+    async fn get(&self, collection: &str, key: &str) -> Result<Option<Document>, StorageError> {
+        let (collection, key) = (collection.to_string(), key.to_string());
+        self.readers
+            .read(move |c| reader::get(c, &collection, &key))
+            .await
+    }
+
+    async fn list(
+        &self,
+        collection: &str,
+        after_key: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<Document>, StorageError> {
+        let collection = collection.to_string();
+        self.readers
+            .read(move |c| reader::list(c, &collection, after_key.as_deref(), limit))
+            .await
+    }
+
+    async fn version_vector(&self) -> Result<VersionVector, StorageError> {
+        self.readers.read(reader::read_version_vector).await
+    }
+
+    async fn entries_missing_from(
+        &self,
+        theirs: VersionVector,
+        limits: PageLimits,
+    ) -> Result<EntryPage, StorageError> {
+        self.readers
+            .read(move |c| reader::entries_missing_from(c, &theirs, limits))
+            .await
+    }
+
+    async fn apply_remote(&self, entries: Vec<OplogEntry>) -> Result<ApplyOutcome, StorageError> {
+        if entries.is_empty() {
+            return Ok(ApplyOutcome {
+                version_vector: self.version_vector().await?,
+                ..ApplyOutcome::default()
+            });
+        }
+        self.send(|reply| Command::Remote { entries, reply }).await
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StorageError> {
+        self.readers.read(reader::stats).await
+    }
+
+    fn subscribe_local_writes(&self) -> broadcast::Receiver<Arc<Vec<OplogEntry>>> {
+        self.local_tx.subscribe()
+    }
+}
+
+#[async_trait]
+impl PeerStore for SqliteStore {
+    async fn save_peer(&self, peer: KnownPeer) -> Result<(), StorageError> {
+        self.send(|reply| Command::SavePeer { peer, reply }).await
+    }
+
+    async fn remove_peer(&self, node_id: NodeId) -> Result<bool, StorageError> {
+        self.send(|reply| Command::RemovePeer { node_id, reply })
+            .await
+    }
+
+    async fn list_peers(&self) -> Result<Vec<KnownPeer>, StorageError> {
+        self.readers.read(reader::list_peers).await
+    }
+}

@@ -1,0 +1,428 @@
+use crate::{SqliteStore, StoreError, StoreOptions};
+use cbddc_core::{
+    DocumentStore, Hlc, KnownPeer, LocalWrite, NodeId, Operation, OplogEntry, PageLimits,
+    PeerStore, PeerType, StorageError, VersionVector,
+};
+use std::path::Path;
+use std::sync::Arc;
+
+fn id(name: &str) -> NodeId {
+    NodeId::new(name).unwrap()
+}
+
+async fn open(dir: &Path, name: &str) -> SqliteStore {
+    SqliteStore::open(dir, id(name), StoreOptions::default())
+        .await
+        .unwrap()
+}
+
+fn remote_put(origin: &str, seq: u64, key: &str, value: &str, wall_ms: u64) -> OplogEntry {
+    OplogEntry {
+        origin: id(origin),
+        seq,
+        collection: "c".into(),
+        key: key.into(),
+        op: Operation::Put {
+            value: value.into(),
+        },
+        hlc: Hlc {
+            wall_ms,
+            counter: 0,
+            node: id(origin),
+        },
+    }
+}
+
+async fn all_docs(store: &SqliteStore) -> Vec<(String, String)> {
+    store
+        .list("c", None, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.key, d.value))
+        .collect()
+}
+
+#[tokio::test]
+async fn local_writes_are_numbered_and_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), "a").await;
+    let entries = store
+        .write(vec![
+            LocalWrite::put("c", "k1", "1"),
+            LocalWrite::put("c", "k2", r#"{"x":2}"#),
+            LocalWrite::delete("c", "k1"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+    assert!(entries.windows(2).all(|w| w[0].hlc < w[1].hlc));
+    assert_eq!(store.get("c", "k1").await.unwrap(), None);
+    assert_eq!(
+        store.get("c", "k2").await.unwrap().unwrap().value,
+        r#"{"x":2}"#
+    );
+    assert_eq!(store.version_vector().await.unwrap().get(&id("a")), 3);
+    let stats = store.stats().await.unwrap();
+    assert_eq!((stats.documents, stats.oplog_entries), (1, 3));
+    store.close().await;
+}
+
+#[tokio::test]
+async fn an_invalid_write_fails_alone_and_stores_nothing_of_its_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(dir.path(), "a").await);
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let value = if i == 25 {
+                "{broken".to_string()
+            } else {
+                i.to_string()
+            };
+            store
+                .write(vec![
+                    LocalWrite::put("c", format!("ok-{i}"), "1"),
+                    LocalWrite::put("c", format!("k{i}"), value),
+                ])
+                .await
+        }));
+    }
+    let mut seqs = Vec::new();
+    for (i, task) in tasks.into_iter().enumerate() {
+        match task.await.unwrap() {
+            Ok(entries) => seqs.extend(entries.iter().map(|e| e.seq)),
+            Err(StorageError::Invalid(_)) => assert_eq!(i, 25),
+            Err(other) => panic!("unexpected {other}"),
+        }
+    }
+    seqs.sort_unstable();
+    assert_eq!(
+        seqs,
+        (1..=98).collect::<Vec<u64>>(),
+        "sequence numbers stay gap-free"
+    );
+    assert_eq!(store.get("c", "ok-25").await.unwrap(), None);
+    assert_eq!(store.stats().await.unwrap().documents, 98);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn last_writer_wins_by_hlc_and_deletes_compete_like_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), "a").await;
+    let now = cbddc_core::unix_millis();
+    let mut newer = remote_put("b", 1, "k", "\"b-newer\"", now);
+    let older = remote_put("c", 1, "k", "\"c-older\"", now - 10);
+    store
+        .apply_remote(vec![newer.clone(), older])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get("c", "k").await.unwrap().unwrap().value,
+        "\"b-newer\""
+    );
+
+    // An older delete loses to the newer put; a newer delete wins and stays a tombstone.
+    let old_delete = OplogEntry {
+        op: Operation::Delete,
+        ..remote_put("c", 2, "k", "0", now - 5)
+    };
+    store.apply_remote(vec![old_delete]).await.unwrap();
+    assert!(store.get("c", "k").await.unwrap().is_some());
+    newer.seq = 2;
+    newer.op = Operation::Delete;
+    newer.hlc.wall_ms = now + 5;
+    store.apply_remote(vec![newer]).await.unwrap();
+    assert_eq!(store.get("c", "k").await.unwrap(), None);
+    let stale_put = remote_put("c", 3, "k", "\"stale\"", now + 1);
+    store.apply_remote(vec![stale_put]).await.unwrap();
+    assert_eq!(
+        store.get("c", "k").await.unwrap(),
+        None,
+        "a stale put must not resurrect"
+    );
+
+    // A local write after all of that is stamped later and wins.
+    store
+        .write(vec![LocalWrite::put("c", "k", "\"local\"")])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get("c", "k").await.unwrap().unwrap().value,
+        "\"local\""
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn applying_a_batch_twice_changes_nothing_and_creates_no_local_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), "a").await;
+    let now = cbddc_core::unix_millis();
+    let batch: Vec<_> = (1..=5)
+        .map(|s| remote_put("b", s, &format!("k{s}"), "1", now))
+        .collect();
+    let first = store.apply_remote(batch.clone()).await.unwrap();
+    assert_eq!((first.applied, first.duplicates), (5, 0));
+    let docs = all_docs(&store).await;
+    let second = store.apply_remote(batch).await.unwrap();
+    assert_eq!((second.applied, second.duplicates), (0, 5));
+    assert_eq!(all_docs(&store).await, docs);
+    let vv = store.version_vector().await.unwrap();
+    assert_eq!((vv.get(&id("a")), vv.get(&id("b"))), (0, 5));
+    assert_eq!(store.stats().await.unwrap().oplog_entries, 5);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn entries_after_a_gap_are_skipped_until_the_gap_is_filled() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), "a").await;
+    let now = cbddc_core::unix_millis();
+    let outcome = store
+        .apply_remote(vec![
+            remote_put("b", 1, "x", "1", now),
+            remote_put("b", 3, "z", "3", now),
+        ])
+        .await
+        .unwrap();
+    assert_eq!((outcome.applied, outcome.out_of_order), (1, 1));
+    assert_eq!(outcome.version_vector.get(&id("b")), 1);
+    assert_eq!(store.get("c", "z").await.unwrap(), None);
+    let outcome = store
+        .apply_remote(vec![
+            remote_put("b", 3, "z", "3", now),
+            remote_put("b", 2, "y", "2", now),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(outcome.applied, 2);
+    assert_eq!(all_docs(&store).await.len(), 3);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_stamp_from_the_far_future_refuses_the_whole_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), "a").await;
+    let now = cbddc_core::unix_millis();
+    let err = store
+        .apply_remote(vec![
+            remote_put("b", 1, "x", "1", now),
+            remote_put("b", 2, "y", "1", now + 3_600_000),
+        ])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::Clock(_)), "{err}");
+    assert!(err.to_string().contains("maximum drift"), "{err}");
+    assert!(all_docs(&store).await.is_empty());
+    assert!(store.version_vector().await.unwrap().is_empty());
+    // The clock was not dragged forward.
+    let local = store
+        .write(vec![LocalWrite::put("c", "l", "1")])
+        .await
+        .unwrap();
+    assert!(local[0].hlc.wall_ms < now + 60_000);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn malformed_remote_entries_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), "a").await;
+    let now = cbddc_core::unix_millis();
+    let mut bad_json = remote_put("b", 1, "x", "{nope", now);
+    assert!(store.apply_remote(vec![bad_json.clone()]).await.is_err());
+    bad_json.op = Operation::Put { value: "1".into() };
+    bad_json.hlc.node = id("someone-else");
+    assert!(store.apply_remote(vec![bad_json]).await.is_err());
+    let mut huge_seq = remote_put("b", u64::MAX, "x", "1", now);
+    assert!(store.apply_remote(vec![huge_seq.clone()]).await.is_err());
+    huge_seq.seq = 0;
+    assert!(store.apply_remote(vec![huge_seq]).await.is_err());
+    assert!(store.version_vector().await.unwrap().is_empty());
+    store.close().await;
+}
+
+#[tokio::test]
+async fn data_clock_and_peers_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), "a").await;
+    let last = store
+        .write(vec![LocalWrite::put("c", "k", "1")])
+        .await
+        .unwrap()
+        .remove(0);
+    let peer = KnownPeer::new(id("b"), "127.0.0.1:4000", PeerType::StaticRemote).unwrap();
+    store.save_peer(peer.clone()).await.unwrap();
+    store.close().await;
+    assert!(matches!(
+        store.get("c", "k").await,
+        Err(StorageError::Closed)
+    ));
+    assert!(matches!(
+        store.write(vec![LocalWrite::put("c", "k", "1")]).await,
+        Err(StorageError::Closed)
+    ));
+
+    let reopened = open(dir.path(), "a").await;
+    assert_eq!(reopened.get("c", "k").await.unwrap().unwrap().value, "1");
+    assert_eq!(reopened.list_peers().await.unwrap(), vec![peer]);
+    let next = reopened
+        .write(vec![LocalWrite::put("c", "k2", "2")])
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(next.seq, 2);
+    assert!(next.hlc > last.hlc);
+    assert!(reopened.remove_peer(id("b")).await.unwrap());
+    assert!(!reopened.remove_peer(id("b")).await.unwrap());
+    reopened.close().await;
+}
+
+#[tokio::test]
+async fn a_database_opened_under_another_node_id_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), "a").await;
+    let path = store.path().to_path_buf();
+    store.close().await;
+    let err = SqliteStore::open_path(path, id("b"), StoreOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::WrongNode { .. }), "{err}");
+    assert!(err.to_string().contains("belongs to node a"), "{err}");
+}
+
+#[tokio::test]
+async fn missing_entries_come_in_bounded_pages_that_rebuild_the_same_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = open(dir.path(), "a").await;
+    for chunk in 0..5 {
+        let writes = (0..100)
+            .map(|i| {
+                LocalWrite::put(
+                    "c",
+                    format!("k{}", (chunk * 100 + i) % 230),
+                    format!("{chunk}"),
+                )
+            })
+            .collect();
+        source.write(writes).await.unwrap();
+    }
+    source
+        .apply_remote(
+            (1..=40)
+                .map(|s| remote_put("z", s, &format!("z{s}"), "\"z\"", cbddc_core::unix_millis()))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let target = open(dir.path(), "b").await;
+    let limits = PageLimits {
+        max_entries: 64,
+        max_bytes: 4096,
+    };
+    let mut pages = 0;
+    loop {
+        let theirs = target.version_vector().await.unwrap();
+        let page = source.entries_missing_from(theirs, limits).await.unwrap();
+        assert!(page.entries.len() <= 64);
+        let bytes: usize = page.entries.iter().map(OplogEntry::approx_size).sum();
+        assert!(bytes <= 4096 || page.entries.len() == 1);
+        target.apply_remote(page.entries).await.unwrap();
+        pages += 1;
+        if !page.more {
+            break;
+        }
+        assert!(pages < 100, "paging does not terminate");
+    }
+    assert!(pages > 5);
+    assert_eq!(all_docs(&target).await, all_docs(&source).await);
+    assert_eq!(
+        target.version_vector().await.unwrap(),
+        source.version_vector().await.unwrap()
+    );
+    assert!(
+        source
+            .entries_missing_from(target.version_vector().await.unwrap(), limits)
+            .await
+            .unwrap()
+            .entries
+            .is_empty()
+    );
+    source.close().await;
+    target.close().await;
+}
+
+mod convergence {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Write { node: usize, key: u8, delete: bool },
+        Sync { from: usize, to: usize },
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            3 => (0usize..3, 0u8..6, proptest::bool::weighted(0.25)).prop_map(|(node, key, delete)| Step::Write { node, key, delete }),
+            1 => (0usize..3, 0usize..3).prop_map(|(from, to)| Step::Sync { from, to }),
+        ]
+    }
+
+    async fn sync(from: &SqliteStore, to: &SqliteStore) {
+        let theirs = to.version_vector().await.unwrap();
+        let page = from
+            .entries_missing_from(theirs, PageLimits::default())
+            .await
+            .unwrap();
+        to.apply_remote(page.entries).await.unwrap();
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+        #[test]
+        fn stores_that_saw_the_same_entries_hold_the_same_documents(steps in proptest::collection::vec(step(), 1..40)) {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            rt.block_on(async {
+                let dir = tempfile::tempdir().unwrap();
+                let nodes = [open(dir.path(), "n0").await, open(dir.path(), "n1").await, open(dir.path(), "n2").await];
+                for step in steps {
+                    match step {
+                        Step::Write { node, key, delete } => {
+                            let write = if delete {
+                                LocalWrite::delete("c", format!("k{key}"))
+                            } else {
+                                LocalWrite::put("c", format!("k{key}"), format!("\"{node}\""))
+                            };
+                            nodes[node].write(vec![write]).await.unwrap();
+                        }
+                        Step::Sync { from, to } if from != to => sync(&nodes[from], &nodes[to]).await,
+                        Step::Sync { .. } => {}
+                    }
+                }
+                for _ in 0..2 {
+                    for from in 0..3 {
+                        for to in 0..3 {
+                            if from != to {
+                                sync(&nodes[from], &nodes[to]).await;
+                            }
+                        }
+                    }
+                }
+                let expected = all_docs(&nodes[0]).await;
+                let vv: VersionVector = nodes[0].version_vector().await.unwrap();
+                for node in &nodes[1..] {
+                    assert_eq!(all_docs(node).await, expected);
+                    assert_eq!(node.version_vector().await.unwrap(), vv);
+                }
+                for node in &nodes {
+                    node.close().await;
+                }
+            });
+        }
+    }
+}

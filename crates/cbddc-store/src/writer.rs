@@ -1,0 +1,502 @@
+//! The single writer: a thread that owns the write connection and the node's clock, and
+//! commits whatever is queued as one transaction (group commit).
+
+use crate::error::{SqlContext, StoreError};
+use cbddc_core::{
+    ApplyOutcome, Hlc, HybridClock, KnownPeer, LocalWrite, NodeId, Operation, OplogEntry,
+    StorageError, VersionVector,
+};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+/// At most this many commands share one transaction.
+const MAX_GROUP_COMMANDS: usize = 512;
+/// A group stops growing once it holds about this many writes.
+const MAX_GROUP_WRITES: usize = 20_000;
+
+type Reply<T> = oneshot::Sender<Result<T, StorageError>>;
+
+/// A request to the writer thread.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Local {
+        writes: Vec<LocalWrite>,
+        reply: Reply<Vec<OplogEntry>>,
+    },
+    Remote {
+        entries: Vec<OplogEntry>,
+        reply: Reply<ApplyOutcome>,
+    },
+    SavePeer {
+        peer: KnownPeer,
+        reply: Reply<()>,
+    },
+    RemovePeer {
+        node_id: NodeId,
+        reply: Reply<bool>,
+    },
+}
+
+impl Command {
+    fn weight(&self) -> usize {
+        match self {
+            Command::Local { writes, .. } => writes.len(),
+            Command::Remote { entries, .. } => entries.len(),
+            Command::SavePeer { .. } | Command::RemovePeer { .. } => 1,
+        }
+    }
+}
+
+/// A command executed inside the open transaction, waiting for the commit.
+enum Executed {
+    Local(
+        Result<Vec<OplogEntry>, StorageError>,
+        Reply<Vec<OplogEntry>>,
+    ),
+    Remote(Result<ApplyOutcome, StorageError>, Reply<ApplyOutcome>),
+    SavePeer(Result<(), StorageError>, Reply<()>),
+    RemovePeer(Result<bool, StorageError>, Reply<bool>),
+}
+
+pub(crate) struct Writer {
+    pub(crate) conn: Connection,
+    pub(crate) clock: HybridClock,
+    pub(crate) node: NodeId,
+    /// Mirrors the `origins` table; restored whenever a transaction or savepoint rolls back.
+    pub(crate) vv: VersionVector,
+    pub(crate) local_tx: broadcast::Sender<Arc<Vec<OplogEntry>>>,
+}
+
+fn to_i64(value: u64, what: &'static str) -> Result<i64, StorageError> {
+    i64::try_from(value).map_err(|_| {
+        StorageError::Invalid(cbddc_core::CoreError::InvalidValue {
+            reason: format!("{what} {value} is out of range"),
+        })
+    })
+}
+
+fn sql(operation: &'static str) -> impl FnOnce(rusqlite::Error) -> StorageError {
+    move |source| StoreError::Sqlite { operation, source }.into()
+}
+
+impl Writer {
+    /// Runs until every sender is gone, then checkpoints and closes the database.
+    pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        let mut group = Vec::new();
+        while let Some(first) = rx.blocking_recv() {
+            let mut weight = first.weight();
+            group.push(first);
+            while group.len() < MAX_GROUP_COMMANDS && weight < MAX_GROUP_WRITES {
+                match rx.try_recv() {
+                    Ok(next) => {
+                        weight += next.weight();
+                        group.push(next);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit_group(std::mem::take(&mut group));
+        }
+        if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+            tracing::warn!(error = %e, "final checkpoint failed; the WAL will be replayed at the next open");
+        }
+        tracing::debug!(node = %self.node, "store writer stopped");
+    }
+
+    fn commit_group(&mut self, group: Vec<Command>) {
+        let vv_before = self.vv.clone();
+        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+            let message = format!("cannot start a transaction: {e}");
+            for command in group {
+                fail(command, &message);
+            }
+            return;
+        }
+        let mut executed = Vec::with_capacity(group.len());
+        for command in group {
+            executed.push(self.execute_in_savepoint(command));
+        }
+        let commit = self.persist_clock().and_then(|()| {
+            self.conn
+                .execute_batch("COMMIT")
+                .map_err(sql("committing a transaction"))
+        });
+        if let Err(e) = commit {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            self.vv = vv_before;
+            tracing::error!(error = %e, "a group commit failed; its writes are not stored");
+            let message = format!("the transaction failed to commit: {e}");
+            for done in executed {
+                done.fail(&message);
+            }
+            return;
+        }
+        for done in executed {
+            if let Executed::Local(Ok(entries), _) = &done {
+                // No receiver is fine: nobody is syncing yet.
+                let _ = self.local_tx.send(Arc::new(entries.clone()));
+            }
+            done.reply();
+        }
+    }
+
+    fn execute_in_savepoint(&mut self, command: Command) -> Executed {
+        let vv_before = self.vv.clone();
+        if let Err(e) = self.conn.execute_batch("SAVEPOINT command") {
+            let executed = precommit_failure(command, &format!("cannot open a savepoint: {e}"));
+            return executed;
+        }
+        let executed = match command {
+            Command::Local { writes, reply } => Executed::Local(self.local(&writes), reply),
+            Command::Remote { entries, reply } => Executed::Remote(self.remote(entries), reply),
+            Command::SavePeer { peer, reply } => Executed::SavePeer(self.save_peer(&peer), reply),
+            Command::RemovePeer { node_id, reply } => {
+                Executed::RemovePeer(self.remove_peer(&node_id), reply)
+            }
+        };
+        let end = if executed.is_ok() {
+            "RELEASE command"
+        } else {
+            self.vv = vv_before;
+            "ROLLBACK TO command; RELEASE command"
+        };
+        if let Err(e) = self.conn.execute_batch(end) {
+            tracing::error!(error = %e, "closing a savepoint failed");
+        }
+        executed
+    }
+
+    fn persist_clock(&mut self) -> Result<(), StorageError> {
+        let (wall, counter) = self.clock.last();
+        self.conn
+            .prepare_cached(
+                "INSERT INTO meta (key, value) VALUES ('hlc', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )
+            .and_then(|mut stmt| stmt.execute([format!("{wall}:{counter}")]))
+            .map(|_| ())
+            .map_err(sql("recording the clock"))
+    }
+
+    fn local(&mut self, writes: &[LocalWrite]) -> Result<Vec<OplogEntry>, StorageError> {
+        for write in writes {
+            write.validate()?;
+        }
+        let mut seq = self.vv.get(&self.node);
+        let mut entries = Vec::with_capacity(writes.len());
+        {
+            let mut append = self
+                .conn
+                .prepare_cached(
+                    "INSERT INTO oplog (origin, seq, collection, key, value, hlc_wall, hlc_counter)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(sql("preparing an oplog append"))?;
+            let mut upsert = self
+                .conn
+                .prepare_cached(UPSERT_DOCUMENT)
+                .map_err(sql("preparing a document upsert"))?;
+            for write in writes {
+                seq += 1;
+                let hlc = self.clock.tick();
+                let wall = to_i64(hlc.wall_ms, "a clock reading")?;
+                append
+                    .execute(params![
+                        self.node.as_str(),
+                        to_i64(seq, "a sequence number")?,
+                        write.collection,
+                        write.key,
+                        write.value,
+                        wall,
+                        hlc.counter
+                    ])
+                    .map_err(sql("appending to the oplog"))?;
+                upsert
+                    .execute(params![
+                        write.collection,
+                        write.key,
+                        write.value,
+                        wall,
+                        hlc.counter,
+                        self.node.as_str()
+                    ])
+                    .map_err(sql("writing a document"))?;
+                entries.push(OplogEntry {
+                    origin: self.node.clone(),
+                    seq,
+                    collection: write.collection.clone(),
+                    key: write.key.clone(),
+                    op: match &write.value {
+                        Some(value) => Operation::Put {
+                            value: value.clone(),
+                        },
+                        None => Operation::Delete,
+                    },
+                    hlc,
+                });
+            }
+        }
+        if !entries.is_empty() {
+            let node = self.node.clone();
+            self.record_origin(&node, seq)?;
+            self.vv.advance(&node, seq);
+        }
+        Ok(entries)
+    }
+
+    fn remote(&mut self, mut entries: Vec<OplogEntry>) -> Result<ApplyOutcome, StorageError> {
+        // Everything is checked before anything is written: a refused batch changes nothing.
+        for entry in &entries {
+            entry.validate()?;
+            self.clock.check(&entry.hlc)?;
+            to_i64(entry.seq, "a sequence number")?;
+            to_i64(entry.hlc.wall_ms, "a clock reading")?;
+        }
+        entries.sort_by(|a, b| (&a.origin, a.seq).cmp(&(&b.origin, b.seq)));
+        let mut outcome = ApplyOutcome::default();
+        let mut touched = BTreeSet::new();
+        {
+            let mut append = self
+                .conn
+                .prepare_cached(
+                    "INSERT INTO oplog (origin, seq, collection, key, value, hlc_wall, hlc_counter)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(sql("preparing an oplog append"))?;
+            let mut current = self
+                .conn
+                .prepare_cached(
+                    "SELECT hlc_wall, hlc_counter, hlc_node FROM documents
+                     WHERE collection = ?1 AND key = ?2",
+                )
+                .map_err(sql("preparing a document lookup"))?;
+            let mut upsert = self
+                .conn
+                .prepare_cached(UPSERT_DOCUMENT)
+                .map_err(sql("preparing a document upsert"))?;
+            for entry in entries {
+                let held = self.vv.get(&entry.origin);
+                if entry.seq <= held {
+                    outcome.duplicates += 1;
+                    continue;
+                }
+                if entry.seq != held + 1 {
+                    outcome.out_of_order += 1;
+                    continue;
+                }
+                let value = match &entry.op {
+                    Operation::Put { value } => Some(value.as_str()),
+                    Operation::Delete => None,
+                };
+                let wall = to_i64(entry.hlc.wall_ms, "a clock reading")?;
+                append
+                    .execute(params![
+                        entry.origin.as_str(),
+                        to_i64(entry.seq, "a sequence number")?,
+                        entry.collection,
+                        entry.key,
+                        value,
+                        wall,
+                        entry.hlc.counter
+                    ])
+                    .map_err(sql("appending to the oplog"))?;
+                let stored: Option<(i64, u32, String)> = current
+                    .query_row(params![entry.collection, entry.key], |row| {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                    })
+                    .optional()
+                    .map_err(sql("reading a document's stamp"))?;
+                let wins = match &stored {
+                    None => true,
+                    Some((w, c, n)) => {
+                        (wall, entry.hlc.counter, entry.hlc.node.as_str()) > (*w, *c, n.as_str())
+                    }
+                };
+                if wins {
+                    upsert
+                        .execute(params![
+                            entry.collection,
+                            entry.key,
+                            value,
+                            wall,
+                            entry.hlc.counter,
+                            entry.hlc.node.as_str()
+                        ])
+                        .map_err(sql("writing a document"))?;
+                }
+                self.clock.restore(entry.hlc.wall_ms, entry.hlc.counter);
+                self.vv.advance(&entry.origin, entry.seq);
+                touched.insert(entry.origin);
+                outcome.applied += 1;
+            }
+        }
+        for origin in touched {
+            let seq = self.vv.get(&origin);
+            self.record_origin(&origin, seq)?;
+        }
+        outcome.version_vector = self.vv.clone();
+        Ok(outcome)
+    }
+
+    fn record_origin(&mut self, origin: &NodeId, seq: u64) -> Result<(), StorageError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO origins (origin, max_seq) VALUES (?1, ?2)
+                 ON CONFLICT (origin) DO UPDATE SET max_seq = excluded.max_seq",
+            )
+            .and_then(|mut stmt| stmt.execute(params![origin.as_str(), seq as i64]))
+            .map(|_| ())
+            .map_err(sql("recording the version vector"))
+    }
+
+    fn save_peer(&mut self, peer: &KnownPeer) -> Result<(), StorageError> {
+        cbddc_core::validate_peer_address(&peer.address)?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO known_peers (node_id, address, peer_type, enabled) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (node_id) DO UPDATE SET address = excluded.address,
+                     peer_type = excluded.peer_type, enabled = excluded.enabled",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    peer.node_id.as_str(),
+                    peer.address,
+                    peer.peer_type.as_str(),
+                    peer.enabled
+                ])
+            })
+            .map(|_| ())
+            .map_err(sql("saving a known peer"))
+    }
+
+    fn remove_peer(&mut self, node_id: &NodeId) -> Result<bool, StorageError> {
+        self.conn
+            .prepare_cached("DELETE FROM known_peers WHERE node_id = ?1")
+            .and_then(|mut stmt| stmt.execute([node_id.as_str()]))
+            .map(|changed| changed > 0)
+            .map_err(sql("removing a known peer"))
+    }
+}
+
+const UPSERT_DOCUMENT: &str = "INSERT INTO documents (collection, key, value, hlc_wall, hlc_counter, hlc_node)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+     ON CONFLICT (collection, key) DO UPDATE SET value = excluded.value,
+         hlc_wall = excluded.hlc_wall, hlc_counter = excluded.hlc_counter, hlc_node = excluded.hlc_node";
+
+impl Executed {
+    fn is_ok(&self) -> bool {
+        match self {
+            Executed::Local(r, _) => r.is_ok(),
+            Executed::Remote(r, _) => r.is_ok(),
+            Executed::SavePeer(r, _) => r.is_ok(),
+            Executed::RemovePeer(r, _) => r.is_ok(),
+        }
+    }
+
+    fn reply(self) {
+        // A caller that went away no longer needs its answer; the write is committed anyway.
+        match self {
+            Executed::Local(r, tx) => drop(tx.send(r)),
+            Executed::Remote(r, tx) => drop(tx.send(r)),
+            Executed::SavePeer(r, tx) => drop(tx.send(r)),
+            Executed::RemovePeer(r, tx) => drop(tx.send(r)),
+        }
+    }
+
+    fn fail(self, message: &str) {
+        let err = || StorageError::Backend {
+            operation: "committing",
+            message: message.to_string(),
+        };
+        match self {
+            Executed::Local(_, tx) => drop(tx.send(Err(err()))),
+            Executed::Remote(_, tx) => drop(tx.send(Err(err()))),
+            Executed::SavePeer(_, tx) => drop(tx.send(Err(err()))),
+            Executed::RemovePeer(_, tx) => drop(tx.send(Err(err()))),
+        }
+    }
+}
+
+fn precommit_failure(command: Command, message: &str) -> Executed {
+    let err = || StorageError::Backend {
+        operation: "writing",
+        message: message.to_string(),
+    };
+    match command {
+        Command::Local { reply, .. } => Executed::Local(Err(err()), reply),
+        Command::Remote { reply, .. } => Executed::Remote(Err(err()), reply),
+        Command::SavePeer { reply, .. } => Executed::SavePeer(Err(err()), reply),
+        Command::RemovePeer { reply, .. } => Executed::RemovePeer(Err(err()), reply),
+    }
+}
+
+fn fail(command: Command, message: &str) {
+    precommit_failure(command, message).reply();
+}
+
+/// Reads `"wall:counter"` as stored in `meta`.
+pub(crate) fn parse_clock(text: &str) -> Option<(u64, u32)> {
+    let (wall, counter) = text.split_once(':')?;
+    Some((wall.parse().ok()?, counter.parse().ok()?))
+}
+
+/// Checks the node binding and loads what the writer needs to start.
+pub(crate) fn load_state(
+    conn: &Connection,
+    path: &std::path::Path,
+    node: &NodeId,
+) -> Result<(Option<(u64, u32)>, VersionVector), StoreError> {
+    let bound: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'node_id'", [], |r| {
+            r.get(0)
+        })
+        .optional()
+        .during("reading the node binding")?;
+    match bound {
+        Some(found) if found != node.as_str() => {
+            return Err(StoreError::WrongNode {
+                path: path.to_path_buf(),
+                found,
+                expected: node.clone(),
+            });
+        }
+        Some(_) => {}
+        None => {
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('node_id', ?1)",
+                [node.as_str()],
+            )
+            .during("binding the database to its node id")?;
+        }
+    }
+    let clock: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'hlc'", [], |r| r.get(0))
+        .optional()
+        .during("reading the clock")?;
+    let clock = match clock {
+        None => None,
+        Some(text) => Some(parse_clock(&text).ok_or_else(|| StoreError::Corrupt {
+            operation: "reading the clock",
+            detail: format!("meta.hlc is {text:?}"),
+        })?),
+    };
+    let vv = crate::reader::read_version_vector(conn)?;
+    Ok((clock, vv))
+}
+
+/// Makes a stamp from stored columns.
+pub(crate) fn stamp(wall: i64, counter: u32, node: &str) -> Result<Hlc, StoreError> {
+    Ok(Hlc {
+        wall_ms: u64::try_from(wall).map_err(|_| StoreError::Corrupt {
+            operation: "reading a stamp",
+            detail: format!("negative wall clock {wall}"),
+        })?,
+        counter,
+        node: NodeId::new(node).map_err(|e| StoreError::Corrupt {
+            operation: "reading a stamp",
+            detail: e.to_string(),
+        })?,
+    })
+}
