@@ -1,1 +1,26 @@
+//! The CBDDC wire protocol and its TCP endpoints.
+//!
+//! - [`secure`]: transport frames, the Noise (`NNpsk0`) handshake keyed by the cluster key,
+//!   and [`SecureStream`], the encrypted, replay-protected session.
+//! - [`proto`]: the protobuf messages (see `proto/cbddc.proto` and `docs/protocol.md`).
+//! - [`TcpSyncServer`]: accepts sessions and hands each request to a [`RequestHandler`].
+//! - [`PeerClient`]: one session with a node, for syncing nodes and for tools.
+//!
+//! Nothing is served before the handshake completes, and every network wait has a timeout
+//! that maps to [`NetError::Timeout`].
+#![warn(missing_docs)]
 
+mod client;
+pub mod convert;
+mod error;
+pub mod proto;
+pub mod secure;
+mod server;
+
+pub use client::{ClientSettings, PeerClient, PulledPage, PushOutcome};
+pub use error::NetError;
+pub use secure::{ClusterKey, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, SecureStream};
+pub use server::{RequestHandler, ServerSettings, SessionInfo, TcpSyncServer, error_body};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,274 @@
+use crate::convert::{entries_from_wire, entry_to_wire, hlc_from_wire, vv_from_wire, vv_to_wire};
+use crate::secure::{self, ClusterKey, SecureStream};
+use crate::{NetError, proto};
+use cbddc_core::{Document, Hlc, NodeId, OplogEntry, PageLimits, VersionVector};
+use std::time::Duration;
+use tokio::net::TcpStream;
+
+/// Timeouts of a [`PeerClient`].
+#[derive(Debug, Clone, Copy)]
+pub struct ClientSettings {
+    /// TCP connect plus handshake.
+    pub connect_timeout: Duration,
+    /// One request and its answer.
+    pub request_timeout: Duration,
+}
+
+impl Default for ClientSettings {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A page received by [`PeerClient::pull`].
+#[derive(Debug, Clone, Default)]
+pub struct PulledPage {
+    /// Entries we lacked, each origin's in order.
+    pub entries: Vec<OplogEntry>,
+    /// More entries are waiting.
+    pub more: bool,
+    /// The peer's version vector.
+    pub holder: VersionVector,
+}
+
+/// What the peer did with a [`PeerClient::push`].
+#[derive(Debug, Clone, Default)]
+pub struct PushOutcome {
+    /// New to the peer.
+    pub applied: u64,
+    /// Already held.
+    pub duplicates: u64,
+    /// Skipped behind a gap: resend from `holder`.
+    pub out_of_order: u64,
+    /// The peer's version vector after applying.
+    pub holder: VersionVector,
+}
+
+/// A session with one node: used by nodes to sync and by the CLI.
+#[derive(Debug)]
+pub struct PeerClient {
+    stream: SecureStream<TcpStream>,
+    remote: NodeId,
+    address: String,
+    next_id: u64,
+    request_timeout: Duration,
+}
+
+impl PeerClient {
+    /// Connects to `address` and runs the handshake. `local` is our node id (`None` for tools).
+    pub async fn connect(
+        address: &str,
+        key: &ClusterKey,
+        local: Option<&NodeId>,
+        settings: ClientSettings,
+    ) -> Result<Self, NetError> {
+        let connect = async {
+            let socket = TcpStream::connect(address)
+                .await
+                .map_err(|source| NetError::Connect {
+                    address: address.to_string(),
+                    source,
+                })?;
+            let _ = socket.set_nodelay(true);
+            secure::initiate(socket, key, local, address).await
+        };
+        let (stream, remote) = tokio::time::timeout(settings.connect_timeout, connect)
+            .await
+            .map_err(|_| NetError::Timeout {
+                during: "connecting and running the handshake",
+                after: settings.connect_timeout,
+            })??;
+        Ok(Self {
+            stream,
+            remote,
+            address: address.to_string(),
+            next_id: 1,
+            request_timeout: settings.request_timeout,
+        })
+    }
+
+    /// The node id the peer proved in the handshake.
+    pub fn remote_node(&self) -> &NodeId {
+        &self.remote
+    }
+
+    /// The address dialled.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Sends one request and waits for its answer; an error answer becomes [`NetError::Remote`].
+    pub async fn call(
+        &mut self,
+        body: proto::request::Body,
+    ) -> Result<proto::response::Body, NetError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let exchange = async {
+            self.stream
+                .send(&proto::Request {
+                    id,
+                    body: Some(body),
+                })
+                .await?;
+            self.stream.recv::<proto::Response>().await
+        };
+        let response = tokio::time::timeout(self.request_timeout, exchange)
+            .await
+            .map_err(|_| NetError::Timeout {
+                during: "waiting for an answer",
+                after: self.request_timeout,
+            })??;
+        if response.id != id {
+            return Err(NetError::Malformed {
+                detail: format!("answer {} to request {id}", response.id),
+            });
+        }
+        match response.body {
+            Some(proto::response::Body::Error(e)) => Err(NetError::Remote {
+                code: proto::ErrorCode::try_from(e.code).unwrap_or(proto::ErrorCode::Unspecified),
+                message: e.message,
+            }),
+            Some(body) => Ok(body),
+            None => Err(NetError::Malformed {
+                detail: "an answer without a body".into(),
+            }),
+        }
+    }
+
+    /// Asks for the entries missing from `have`.
+    pub async fn pull(
+        &mut self,
+        have: &VersionVector,
+        limits: PageLimits,
+    ) -> Result<PulledPage, NetError> {
+        let body = proto::request::Body::Pull(proto::PullRequest {
+            have: Some(vv_to_wire(have)),
+            max_entries: u32::try_from(limits.max_entries).unwrap_or(u32::MAX),
+            max_bytes: u32::try_from(limits.max_bytes).unwrap_or(u32::MAX),
+        });
+        match self.call(body).await? {
+            proto::response::Body::Pull(page) => Ok(PulledPage {
+                entries: entries_from_wire(page.entries)?,
+                more: page.more,
+                holder: vv_from_wire(page.holder)?,
+            }),
+            _ => Err(unexpected("pull")),
+        }
+    }
+
+    /// Sends entries for the peer to apply.
+    pub async fn push(&mut self, entries: &[OplogEntry]) -> Result<PushOutcome, NetError> {
+        let body = proto::request::Body::Push(proto::PushRequest {
+            entries: entries.iter().map(entry_to_wire).collect(),
+        });
+        match self.call(body).await? {
+            proto::response::Body::Push(ack) => Ok(PushOutcome {
+                applied: ack.applied,
+                duplicates: ack.duplicates,
+                out_of_order: ack.out_of_order,
+                holder: vv_from_wire(ack.holder)?,
+            }),
+            _ => Err(unexpected("push")),
+        }
+    }
+
+    /// Writes a document on the peer (a client request); returns the entry's sequence number and stamp.
+    pub async fn put(
+        &mut self,
+        collection: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<(u64, Hlc), NetError> {
+        let body = proto::request::Body::Put(proto::PutRequest {
+            collection: collection.into(),
+            key: key.into(),
+            value: value.into(),
+        });
+        self.written(body).await
+    }
+
+    /// Deletes a document on the peer.
+    pub async fn delete(&mut self, collection: &str, key: &str) -> Result<(u64, Hlc), NetError> {
+        let body = proto::request::Body::Delete(proto::DeleteRequest {
+            collection: collection.into(),
+            key: key.into(),
+        });
+        self.written(body).await
+    }
+
+    async fn written(&mut self, body: proto::request::Body) -> Result<(u64, Hlc), NetError> {
+        match self.call(body).await? {
+            proto::response::Body::Written(w) => Ok((w.seq, hlc_from_wire(w.hlc)?)),
+            _ => Err(unexpected("write")),
+        }
+    }
+
+    /// Reads a document from the peer.
+    pub async fn get(&mut self, collection: &str, key: &str) -> Result<Option<Document>, NetError> {
+        let body = proto::request::Body::Get(proto::GetRequest {
+            collection: collection.into(),
+            key: key.into(),
+        });
+        match self.call(body).await? {
+            proto::response::Body::Get(answer) => answer
+                .document
+                .map(|d| document_from_wire(collection, d))
+                .transpose(),
+            _ => Err(unexpected("get")),
+        }
+    }
+
+    /// Lists a page of a collection; the flag says whether more follow.
+    pub async fn list(
+        &mut self,
+        collection: &str,
+        after_key: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<Document>, bool), NetError> {
+        let body = proto::request::Body::List(proto::ListRequest {
+            collection: collection.into(),
+            after_key: after_key.unwrap_or_default().into(),
+            limit,
+        });
+        match self.call(body).await? {
+            proto::response::Body::List(page) => Ok((
+                page.documents
+                    .into_iter()
+                    .map(|d| document_from_wire(collection, d))
+                    .collect::<Result<_, _>>()?,
+                page.more,
+            )),
+            _ => Err(unexpected("list")),
+        }
+    }
+
+    /// The peer's status.
+    pub async fn status(&mut self) -> Result<proto::StatusResponse, NetError> {
+        match self
+            .call(proto::request::Body::Status(proto::StatusRequest {}))
+            .await?
+        {
+            proto::response::Body::Status(status) => Ok(status),
+            _ => Err(unexpected("status")),
+        }
+    }
+}
+
+fn document_from_wire(collection: &str, doc: proto::Document) -> Result<Document, NetError> {
+    Ok(Document {
+        collection: collection.to_string(),
+        key: doc.key,
+        value: doc.value,
+        hlc: hlc_from_wire(doc.hlc)?,
+    })
+}
+
+fn unexpected(what: &str) -> NetError {
+    NetError::Malformed {
+        detail: format!("the answer to a {what} request is of another kind"),
+    }
+}

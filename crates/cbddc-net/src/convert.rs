@@ -1,0 +1,163 @@
+//! Conversions between domain types and wire messages. Everything arriving from the wire
+//! is validated here: a hostile field becomes [`NetError::Malformed`], never a panic.
+
+use crate::{NetError, proto};
+use cbddc_core as core;
+
+fn node_id(text: &str, field: &'static str) -> Result<core::NodeId, NetError> {
+    core::NodeId::new(text).map_err(|e| NetError::Malformed {
+        detail: format!("{field}: {e}"),
+    })
+}
+
+/// Domain version vector to wire.
+pub fn vv_to_wire(vv: &core::VersionVector) -> proto::VersionVector {
+    proto::VersionVector {
+        entries: vv
+            .iter()
+            .map(|(origin, seq)| proto::VersionVectorEntry {
+                origin: origin.to_string(),
+                seq,
+            })
+            .collect(),
+    }
+}
+
+/// Wire version vector to domain, validating origins.
+pub fn vv_from_wire(vv: Option<proto::VersionVector>) -> Result<core::VersionVector, NetError> {
+    let mut out = core::VersionVector::default();
+    for entry in vv.unwrap_or_default().entries {
+        out.advance(&node_id(&entry.origin, "version vector origin")?, entry.seq);
+    }
+    Ok(out)
+}
+
+/// Domain stamp to wire.
+pub fn hlc_to_wire(hlc: &core::Hlc) -> proto::Hlc {
+    proto::Hlc {
+        wall_ms: hlc.wall_ms,
+        counter: hlc.counter,
+        node: hlc.node.to_string(),
+    }
+}
+
+/// Wire stamp to domain.
+pub fn hlc_from_wire(hlc: Option<proto::Hlc>) -> Result<core::Hlc, NetError> {
+    let hlc = hlc.ok_or_else(|| NetError::Malformed {
+        detail: "a stamp is missing".into(),
+    })?;
+    Ok(core::Hlc {
+        wall_ms: hlc.wall_ms,
+        counter: hlc.counter,
+        node: node_id(&hlc.node, "stamp node")?,
+    })
+}
+
+/// Domain oplog entry to wire.
+pub fn entry_to_wire(entry: &core::OplogEntry) -> proto::OplogEntry {
+    proto::OplogEntry {
+        origin: entry.origin.to_string(),
+        seq: entry.seq,
+        collection: entry.collection.clone(),
+        key: entry.key.clone(),
+        value: match &entry.op {
+            core::Operation::Put { value } => Some(value.clone()),
+            core::Operation::Delete => None,
+        },
+        hlc_wall_ms: entry.hlc.wall_ms,
+        hlc_counter: entry.hlc.counter,
+    }
+}
+
+/// Wire oplog entry to domain, checking every field.
+pub fn entry_from_wire(entry: proto::OplogEntry) -> Result<core::OplogEntry, NetError> {
+    let origin = node_id(&entry.origin, "entry origin")?;
+    let out = core::OplogEntry {
+        hlc: core::Hlc {
+            wall_ms: entry.hlc_wall_ms,
+            counter: entry.hlc_counter,
+            node: origin.clone(),
+        },
+        origin,
+        seq: entry.seq,
+        collection: entry.collection,
+        key: entry.key,
+        op: match entry.value {
+            Some(value) => core::Operation::Put { value },
+            None => core::Operation::Delete,
+        },
+    };
+    out.validate().map_err(|e| NetError::Malformed {
+        detail: format!("oplog entry {} of {}: {e}", out.seq, out.origin),
+    })?;
+    Ok(out)
+}
+
+/// Wire oplog entries to domain.
+pub fn entries_from_wire(
+    entries: Vec<proto::OplogEntry>,
+) -> Result<Vec<core::OplogEntry>, NetError> {
+    entries.into_iter().map(entry_from_wire).collect()
+}
+
+/// Domain document to wire.
+pub fn document_to_wire(doc: &core::Document) -> proto::Document {
+    proto::Document {
+        key: doc.key.clone(),
+        value: doc.value.clone(),
+        hlc: Some(hlc_to_wire(&doc.hlc)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_and_hostile_ones_are_refused() {
+        let origin = core::NodeId::new("a").unwrap();
+        let entry = core::OplogEntry {
+            origin: origin.clone(),
+            seq: 3,
+            collection: "c".into(),
+            key: "k".into(),
+            op: core::Operation::Put {
+                value: "[1]".into(),
+            },
+            hlc: core::Hlc {
+                wall_ms: 9,
+                counter: 1,
+                node: origin,
+            },
+        };
+        assert_eq!(entry_from_wire(entry_to_wire(&entry)).unwrap(), entry);
+
+        let mut bad = entry_to_wire(&entry);
+        bad.origin = "no spaces allowed".into();
+        assert!(matches!(
+            entry_from_wire(bad),
+            Err(NetError::Malformed { .. })
+        ));
+        let mut bad = entry_to_wire(&entry);
+        bad.value = Some("{".into());
+        assert!(matches!(
+            entry_from_wire(bad),
+            Err(NetError::Malformed { .. })
+        ));
+        let mut bad = entry_to_wire(&entry);
+        bad.collection = String::new();
+        assert!(entry_from_wire(bad).is_err());
+    }
+
+    #[test]
+    fn version_vectors_round_trip() {
+        let vv: core::VersionVector = [
+            (core::NodeId::new("a").unwrap(), 4),
+            (core::NodeId::new("b").unwrap(), 1),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(vv_from_wire(Some(vv_to_wire(&vv))).unwrap(), vv);
+        assert_eq!(vv_from_wire(None).unwrap(), core::VersionVector::default());
+    }
+}

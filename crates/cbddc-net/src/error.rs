@@ -1,0 +1,95 @@
+use std::time::Duration;
+
+/// A network operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// No TCP connection could be made.
+    #[error("cannot connect to {address}: {source}; is a cbddc node running there?")]
+    Connect {
+        /// The address dialled.
+        address: String,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// The other side holds a different cluster key.
+    #[error(
+        "the cluster key was refused by {peer}: both sides must use the same cluster key \
+         (--cluster-key or CBDDC_CLUSTER_KEY)"
+    )]
+    WrongClusterKey {
+        /// Who refused (an address, or "the peer").
+        peer: String,
+    },
+    /// The two sides speak different protocol versions.
+    #[error(
+        "protocol version mismatch: we speak {ours}, the peer speaks {theirs}; upgrade the older side"
+    )]
+    VersionMismatch {
+        /// Our version.
+        ours: u32,
+        /// Theirs.
+        theirs: u32,
+    },
+    /// The server has no room for another connection.
+    #[error("the node is at its connection limit; try again shortly")]
+    Busy,
+    /// The handshake failed for another reason (garbage, a broken peer).
+    #[error("handshake failed: {detail}")]
+    Handshake {
+        /// What went wrong.
+        detail: String,
+    },
+    /// Something took longer than its limit.
+    #[error("timed out after {after:?} while {during}")]
+    Timeout {
+        /// What was being waited for.
+        during: &'static str,
+        /// The limit.
+        after: Duration,
+    },
+    /// A frame or message announced a size above the limit; nothing was allocated for it.
+    #[error("a message of {size} bytes exceeds the limit of {max} bytes")]
+    TooLarge {
+        /// Announced size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Bytes that are not a valid message, or a message with invalid fields.
+    #[error("malformed message: {detail}")]
+    Malformed {
+        /// What was wrong.
+        detail: String,
+    },
+    /// A frame failed authentication: tampered with, replayed or reordered.
+    #[error(
+        "a frame failed authentication (tampered with, replayed or out of order); the session is closed"
+    )]
+    Decrypt,
+    /// The other side closed the connection.
+    #[error("the connection was closed by the peer")]
+    Closed,
+    /// Reading or writing the socket failed.
+    #[error("connection I/O failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// The peer answered the request with an error.
+    #[error("the node refused the request ({code:?}): {message}")]
+    Remote {
+        /// The error class.
+        code: crate::proto::ErrorCode,
+        /// The node's message.
+        message: String,
+    },
+}
+
+impl NetError {
+    /// True for failures of the handshake (key, version, garbage): retrying will not help.
+    pub fn is_authentication_failure(&self) -> bool {
+        matches!(
+            self,
+            NetError::WrongClusterKey { .. }
+                | NetError::VersionMismatch { .. }
+                | NetError::Handshake { .. }
+        )
+    }
+}

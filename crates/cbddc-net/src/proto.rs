@@ -1,0 +1,342 @@
+//! Wire messages, written by hand with explicit tags; `proto/cbddc.proto` at the
+//! repository root is the same schema for other languages, and `docs/protocol.md`
+//! describes how they travel.
+#![allow(missing_docs)]
+
+// ---- Handshake phase (plaintext frames) ----
+
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct HandshakeFrame {
+    #[prost(oneof = "handshake_frame::Kind", tags = "1, 2, 3")]
+    pub kind: Option<handshake_frame::Kind>,
+}
+
+pub mod handshake_frame {
+    #[derive(Clone, PartialEq, ::prost::Oneof)]
+    pub enum Kind {
+        #[prost(message, tag = "1")]
+        Hello(super::Hello),
+        #[prost(bytes = "vec", tag = "2")]
+        Noise(Vec<u8>),
+        #[prost(message, tag = "3")]
+        Reject(super::Reject),
+    }
+}
+
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Hello {
+    #[prost(string, tag = "1")]
+    pub magic: String,
+    #[prost(uint32, tag = "2")]
+    pub protocol_version: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum RejectReason {
+    Unspecified = 0,
+    VersionMismatch = 1,
+    AuthFailed = 2,
+    Busy = 3,
+}
+
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Reject {
+    #[prost(enumeration = "RejectReason", tag = "1")]
+    pub reason: i32,
+    #[prost(string, tag = "2")]
+    pub message: String,
+    #[prost(uint32, tag = "3")]
+    pub protocol_version: u32,
+}
+
+/// Carried inside the Noise handshake messages, so only key holders read it.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct SessionHello {
+    /// Empty for tools (the CLI) that are not nodes.
+    #[prost(string, tag = "1")]
+    pub node_id: String,
+}
+
+// ---- Shared types ----
+
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Hlc {
+    #[prost(uint64, tag = "1")]
+    pub wall_ms: u64,
+    #[prost(uint32, tag = "2")]
+    pub counter: u32,
+    #[prost(string, tag = "3")]
+    pub node: String,
+}
+
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct VersionVectorEntry {
+    #[prost(string, tag = "1")]
+    pub origin: String,
+    #[prost(uint64, tag = "2")]
+    pub seq: u64,
+}
+
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct VersionVector {
+    #[prost(message, repeated, tag = "1")]
+    pub entries: Vec<VersionVectorEntry>,
+}
+
+/// An oplog entry; its stamp's node is the origin.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct OplogEntry {
+    #[prost(string, tag = "1")]
+    pub origin: String,
+    #[prost(uint64, tag = "2")]
+    pub seq: u64,
+    #[prost(string, tag = "3")]
+    pub collection: String,
+    #[prost(string, tag = "4")]
+    pub key: String,
+    /// JSON text of a put; absent for a delete.
+    #[prost(string, optional, tag = "5")]
+    pub value: Option<String>,
+    #[prost(uint64, tag = "6")]
+    pub hlc_wall_ms: u64,
+    #[prost(uint32, tag = "7")]
+    pub hlc_counter: u32,
+}
+
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Document {
+    #[prost(string, tag = "1")]
+    pub key: String,
+    #[prost(string, tag = "2")]
+    pub value: String,
+    #[prost(message, optional, tag = "3")]
+    pub hlc: Option<Hlc>,
+}
+
+// ---- Requests ----
+
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Request {
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    #[prost(oneof = "request::Body", tags = "10, 11, 12, 13, 14, 15, 16")]
+    pub body: Option<request::Body>,
+}
+
+pub mod request {
+    #[derive(Clone, PartialEq, ::prost::Oneof)]
+    pub enum Body {
+        #[prost(message, tag = "10")]
+        Pull(super::PullRequest),
+        #[prost(message, tag = "11")]
+        Push(super::PushRequest),
+        #[prost(message, tag = "12")]
+        Put(super::PutRequest),
+        #[prost(message, tag = "13")]
+        Get(super::GetRequest),
+        #[prost(message, tag = "14")]
+        Delete(super::DeleteRequest),
+        #[prost(message, tag = "15")]
+        List(super::ListRequest),
+        #[prost(message, tag = "16")]
+        Status(super::StatusRequest),
+    }
+}
+
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct PullRequest {
+    #[prost(message, optional, tag = "1")]
+    pub have: Option<VersionVector>,
+    #[prost(uint32, tag = "2")]
+    pub max_entries: u32,
+    #[prost(uint32, tag = "3")]
+    pub max_bytes: u32,
+}
+
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct PushRequest {
+    #[prost(message, repeated, tag = "1")]
+    pub entries: Vec<OplogEntry>,
+}
+
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct PutRequest {
+    #[prost(string, tag = "1")]
+    pub collection: String,
+    #[prost(string, tag = "2")]
+    pub key: String,
+    #[prost(string, tag = "3")]
+    pub value: String,
+}
+
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct GetRequest {
+    #[prost(string, tag = "1")]
+    pub collection: String,
+    #[prost(string, tag = "2")]
+    pub key: String,
+}
+
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct DeleteRequest {
+    #[prost(string, tag = "1")]
+    pub collection: String,
+    #[prost(string, tag = "2")]
+    pub key: String,
+}
+
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListRequest {
+    #[prost(string, tag = "1")]
+    pub collection: String,
+    /// Start after this key; empty for the first page.
+    #[prost(string, tag = "2")]
+    pub after_key: String,
+    #[prost(uint32, tag = "3")]
+    pub limit: u32,
+}
+
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct StatusRequest {}
+
+// ---- Responses ----
+
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Response {
+    /// The id of the request answered.
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    #[prost(oneof = "response::Body", tags = "2, 10, 11, 12, 13, 15, 16")]
+    pub body: Option<response::Body>,
+}
+
+pub mod response {
+    #[derive(Clone, PartialEq, ::prost::Oneof)]
+    pub enum Body {
+        #[prost(message, tag = "2")]
+        Error(super::ErrorResponse),
+        #[prost(message, tag = "10")]
+        Pull(super::PullResponse),
+        #[prost(message, tag = "11")]
+        Push(super::PushResponse),
+        #[prost(message, tag = "12")]
+        Written(super::WriteResponse),
+        #[prost(message, tag = "13")]
+        Get(super::GetResponse),
+        #[prost(message, tag = "15")]
+        List(super::ListResponse),
+        #[prost(message, tag = "16")]
+        Status(super::StatusResponse),
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum ErrorCode {
+    Unspecified = 0,
+    /// The request was malformed or named invalid data; nothing was stored.
+    InvalidRequest = 1,
+    /// The node's storage failed.
+    Storage = 2,
+    /// The request took longer than the node's per-request limit.
+    Timeout = 3,
+    /// The node is stopping or reopening its database.
+    Unavailable = 4,
+    /// The request is not allowed for this session (e.g. a push from a tool).
+    Forbidden = 5,
+}
+
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ErrorResponse {
+    #[prost(enumeration = "ErrorCode", tag = "1")]
+    pub code: i32,
+    #[prost(string, tag = "2")]
+    pub message: String,
+}
+
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct PullResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub entries: Vec<OplogEntry>,
+    #[prost(bool, tag = "2")]
+    pub more: bool,
+    /// The responder's version vector when the page was read.
+    #[prost(message, optional, tag = "3")]
+    pub holder: Option<VersionVector>,
+}
+
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct PushResponse {
+    #[prost(uint64, tag = "1")]
+    pub applied: u64,
+    #[prost(uint64, tag = "2")]
+    pub duplicates: u64,
+    #[prost(uint64, tag = "3")]
+    pub out_of_order: u64,
+    /// The receiver's version vector after applying.
+    #[prost(message, optional, tag = "4")]
+    pub holder: Option<VersionVector>,
+}
+
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct WriteResponse {
+    #[prost(uint64, tag = "1")]
+    pub seq: u64,
+    #[prost(message, optional, tag = "2")]
+    pub hlc: Option<Hlc>,
+}
+
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct GetResponse {
+    #[prost(message, optional, tag = "1")]
+    pub document: Option<Document>,
+}
+
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub documents: Vec<Document>,
+    /// True when more documents follow the last one.
+    #[prost(bool, tag = "2")]
+    pub more: bool,
+}
+
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct PeerStatus {
+    #[prost(string, tag = "1")]
+    pub node_id: String,
+    #[prost(string, tag = "2")]
+    pub address: String,
+    /// `static`, `cloud`, `lan`, or `inbound` for a peer known only by its sessions.
+    #[prost(string, tag = "3")]
+    pub peer_type: String,
+    #[prost(bool, tag = "4")]
+    pub enabled: bool,
+    /// Unix milliseconds of the last successful exchange of data; 0 when never.
+    #[prost(uint64, tag = "5")]
+    pub last_exchange_ms: u64,
+    /// The last error talking to the peer, if the last attempt failed.
+    #[prost(string, tag = "6")]
+    pub last_error: String,
+}
+
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct StatusResponse {
+    #[prost(string, tag = "1")]
+    pub node_id: String,
+    #[prost(uint32, tag = "2")]
+    pub tcp_port: u32,
+    #[prost(string, tag = "3")]
+    pub bind_address: String,
+    #[prost(uint64, tag = "4")]
+    pub documents: u64,
+    #[prost(uint64, tag = "5")]
+    pub oplog_entries: u64,
+    #[prost(message, optional, tag = "6")]
+    pub version_vector: Option<VersionVector>,
+    #[prost(message, repeated, tag = "7")]
+    pub peers: Vec<PeerStatus>,
+    #[prost(uint32, tag = "8")]
+    pub protocol_version: u32,
+}

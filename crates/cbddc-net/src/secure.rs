@@ -1,0 +1,435 @@
+//! Framing and the Noise-secured session every connection runs.
+//!
+//! Transport frame: `u16` big-endian length (1..=65535) + bytes. Before the handshake the
+//! bytes are a plaintext [`proto::HandshakeFrame`]; after it each frame is one Noise
+//! transport message, and the decrypted bytes form a stream of application messages,
+//! each a `u32` big-endian length (at most [`MAX_MESSAGE_BYTES`]) + a protobuf message.
+
+use crate::{NetError, proto};
+use blake2::{Blake2s256, Digest};
+use cbddc_core::NodeId;
+use prost::Message;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Identifies a CBDDC hello.
+pub const MAGIC: &str = "cbddc";
+/// Largest application message, in bytes; larger announcements close the session.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+const NOISE_PATTERN: &str = "Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s";
+const NOISE_PROLOGUE: &[u8] = b"cbddc/1";
+const MAX_FRAME: usize = u16::MAX as usize;
+const AEAD_TAG: usize = 16;
+const MAX_CHUNK: usize = MAX_FRAME - AEAD_TAG;
+
+/// The 32-byte pre-shared key derived from a cluster's shared secret. The secret itself
+/// never travels: the handshake only proves both sides derived the same key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClusterKey([u8; 32]);
+
+impl ClusterKey {
+    /// Derives the key from the cluster secret (BLAKE2s with a fixed context string).
+    pub fn derive(secret: &str) -> Self {
+        let digest = Blake2s256::new()
+            .chain_update(b"cbddc cluster key v1\0")
+            .chain_update(secret.as_bytes())
+            .finalize();
+        let mut key = [0u8; 32];
+        key.copy_from_slice(&digest);
+        Self(key)
+    }
+}
+
+impl std::fmt::Debug for ClusterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterKey(…)")
+    }
+}
+
+fn noise(key: &ClusterKey) -> Result<snow::Builder<'_>, NetError> {
+    let params = NOISE_PATTERN.parse().map_err(|e| NetError::Handshake {
+        detail: format!("noise parameters: {e}"),
+    })?;
+    snow::Builder::new(params)
+        .prologue(NOISE_PROLOGUE)
+        .and_then(|b| b.psk(0, &key.0))
+        .map_err(|e| NetError::Handshake {
+            detail: format!("noise setup: {e}"),
+        })
+}
+
+async fn read_frame<S: AsyncRead + Unpin>(io: &mut S, buf: &mut Vec<u8>) -> Result<(), NetError> {
+    let mut len = [0u8; 2];
+    match io.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(NetError::Closed),
+        Err(e) => return Err(e.into()),
+    }
+    let len = u16::from_be_bytes(len) as usize;
+    if len == 0 {
+        return Err(NetError::Malformed {
+            detail: "an empty frame".into(),
+        });
+    }
+    buf.resize(len, 0);
+    match io.read_exact(buf).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(NetError::Malformed {
+            detail: format!("a frame announced {len} bytes and the connection ended first"),
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn push_frame(out: &mut Vec<u8>, bytes: &[u8]) {
+    // Callers never pass more than MAX_FRAME bytes.
+    out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
+async fn write_handshake<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    frames: &[proto::HandshakeFrame],
+) -> Result<(), NetError> {
+    let mut out = Vec::new();
+    for frame in frames {
+        push_frame(&mut out, &frame.encode_to_vec());
+    }
+    io.write_all(&out).await?;
+    io.flush().await?;
+    Ok(())
+}
+
+async fn read_handshake<S: AsyncRead + Unpin>(
+    io: &mut S,
+) -> Result<proto::handshake_frame::Kind, NetError> {
+    let mut buf = Vec::new();
+    read_frame(io, &mut buf).await?;
+    proto::HandshakeFrame::decode(buf.as_slice())
+        .ok()
+        .and_then(|f| f.kind)
+        .ok_or_else(|| NetError::Handshake {
+            detail: "the peer sent something that is not a CBDDC handshake".into(),
+        })
+}
+
+fn frame(kind: proto::handshake_frame::Kind) -> proto::HandshakeFrame {
+    proto::HandshakeFrame { kind: Some(kind) }
+}
+
+fn reject(reason: proto::RejectReason, message: &str) -> proto::HandshakeFrame {
+    frame(proto::handshake_frame::Kind::Reject(proto::Reject {
+        reason: reason as i32,
+        message: message.to_string(),
+        protocol_version: PROTOCOL_VERSION,
+    }))
+}
+
+fn session_node(payload: &[u8]) -> Result<Option<NodeId>, NetError> {
+    let hello = proto::SessionHello::decode(payload).map_err(|e| NetError::Handshake {
+        detail: format!("session hello: {e}"),
+    })?;
+    if hello.node_id.is_empty() {
+        return Ok(None);
+    }
+    NodeId::new(hello.node_id)
+        .map(Some)
+        .map_err(|e| NetError::Handshake {
+            detail: format!("session hello: {e}"),
+        })
+}
+
+/// Runs the initiator side of the handshake. `local` is our node id (`None` for tools).
+/// Returns the session and the responder's node id.
+pub async fn initiate<S: AsyncRead + AsyncWrite + Unpin>(
+    mut io: S,
+    key: &ClusterKey,
+    local: Option<&NodeId>,
+    peer: &str,
+) -> Result<(SecureStream<S>, NodeId), NetError> {
+    let mut hs = noise(key)?
+        .build_initiator()
+        .map_err(|e| NetError::Handshake {
+            detail: e.to_string(),
+        })?;
+    let payload = proto::SessionHello {
+        node_id: local.map(NodeId::to_string).unwrap_or_default(),
+    }
+    .encode_to_vec();
+    let mut buf = vec![0u8; MAX_FRAME];
+    let n = hs
+        .write_message(&payload, &mut buf)
+        .map_err(|e| NetError::Handshake {
+            detail: e.to_string(),
+        })?;
+    let hello = proto::Hello {
+        magic: MAGIC.into(),
+        protocol_version: PROTOCOL_VERSION,
+    };
+    write_handshake(
+        &mut io,
+        &[
+            frame(proto::handshake_frame::Kind::Hello(hello)),
+            frame(proto::handshake_frame::Kind::Noise(buf[..n].to_vec())),
+        ],
+    )
+    .await?;
+    let answer = match read_handshake(&mut io).await {
+        Err(NetError::Closed) => {
+            return Err(NetError::Handshake {
+                detail: format!("{peer} closed the connection during the handshake"),
+            });
+        }
+        other => other?,
+    };
+    let message = match answer {
+        proto::handshake_frame::Kind::Noise(message) => message,
+        proto::handshake_frame::Kind::Reject(r) => {
+            return Err(match proto::RejectReason::try_from(r.reason) {
+                Ok(proto::RejectReason::AuthFailed) => NetError::WrongClusterKey {
+                    peer: peer.to_string(),
+                },
+                Ok(proto::RejectReason::VersionMismatch) => NetError::VersionMismatch {
+                    ours: PROTOCOL_VERSION,
+                    theirs: r.protocol_version,
+                },
+                Ok(proto::RejectReason::Busy) => NetError::Busy,
+                _ => NetError::Handshake { detail: r.message },
+            });
+        }
+        proto::handshake_frame::Kind::Hello(_) => {
+            return Err(NetError::Handshake {
+                detail: "the peer answered a hello with a hello".into(),
+            });
+        }
+    };
+    let mut payload = vec![0u8; MAX_FRAME];
+    // A responder that cannot produce a valid answer does not hold the key.
+    let n = hs
+        .read_message(&message, &mut payload)
+        .map_err(|_| NetError::WrongClusterKey {
+            peer: peer.to_string(),
+        })?;
+    let remote = session_node(&payload[..n])?.ok_or_else(|| NetError::Handshake {
+        detail: "the responder did not name its node id".into(),
+    })?;
+    let transport = hs.into_transport_mode().map_err(|e| NetError::Handshake {
+        detail: e.to_string(),
+    })?;
+    Ok((SecureStream::new(io, transport), remote))
+}
+
+/// Runs the responder side of the handshake. Returns the session and the initiator's
+/// node id (`None` for tools such as the CLI).
+pub async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
+    mut io: S,
+    key: &ClusterKey,
+    local: &NodeId,
+) -> Result<(SecureStream<S>, Option<NodeId>), NetError> {
+    let hello = match read_handshake(&mut io).await? {
+        proto::handshake_frame::Kind::Hello(hello) => hello,
+        _ => {
+            return Err(NetError::Handshake {
+                detail: "the first frame is not a hello".into(),
+            });
+        }
+    };
+    if hello.magic != MAGIC {
+        return Err(NetError::Handshake {
+            detail: "the hello does not carry the CBDDC magic".into(),
+        });
+    }
+    if hello.protocol_version != PROTOCOL_VERSION {
+        let text = format!("this node speaks protocol version {PROTOCOL_VERSION}");
+        write_handshake(
+            &mut io,
+            &[reject(proto::RejectReason::VersionMismatch, &text)],
+        )
+        .await?;
+        return Err(NetError::VersionMismatch {
+            ours: PROTOCOL_VERSION,
+            theirs: hello.protocol_version,
+        });
+    }
+    let message = match read_handshake(&mut io).await? {
+        proto::handshake_frame::Kind::Noise(message) => message,
+        _ => {
+            return Err(NetError::Handshake {
+                detail: "the second frame is not a Noise message".into(),
+            });
+        }
+    };
+    let mut hs = noise(key)?
+        .build_responder()
+        .map_err(|e| NetError::Handshake {
+            detail: e.to_string(),
+        })?;
+    let mut payload = vec![0u8; MAX_FRAME];
+    let n = match hs.read_message(&message, &mut payload) {
+        Ok(n) => n,
+        Err(_) => {
+            write_handshake(
+                &mut io,
+                &[reject(
+                    proto::RejectReason::AuthFailed,
+                    "cluster key refused",
+                )],
+            )
+            .await?;
+            return Err(NetError::WrongClusterKey {
+                peer: "the initiator".into(),
+            });
+        }
+    };
+    let remote = session_node(&payload[..n])?;
+    let answer = proto::SessionHello {
+        node_id: local.to_string(),
+    }
+    .encode_to_vec();
+    let mut buf = vec![0u8; MAX_FRAME];
+    let n = hs
+        .write_message(&answer, &mut buf)
+        .map_err(|e| NetError::Handshake {
+            detail: e.to_string(),
+        })?;
+    write_handshake(
+        &mut io,
+        &[frame(proto::handshake_frame::Kind::Noise(
+            buf[..n].to_vec(),
+        ))],
+    )
+    .await?;
+    let transport = hs.into_transport_mode().map_err(|e| NetError::Handshake {
+        detail: e.to_string(),
+    })?;
+    Ok((SecureStream::new(io, transport), remote))
+}
+
+/// Refuses a connection before the handshake because the server is full.
+pub async fn refuse_busy<S: AsyncWrite + Unpin>(io: &mut S) -> Result<(), NetError> {
+    write_handshake(
+        io,
+        &[reject(
+            proto::RejectReason::Busy,
+            "connection limit reached",
+        )],
+    )
+    .await
+}
+
+/// An authenticated, encrypted session carrying length-prefixed protobuf messages.
+///
+/// Noise's per-direction nonce counter makes a replayed, dropped or reordered frame fail
+/// authentication, which ends the session ([`NetError::Decrypt`]).
+pub struct SecureStream<S> {
+    io: S,
+    transport: snow::TransportState,
+    plain: Vec<u8>,
+    frame: Vec<u8>,
+    scratch: Vec<u8>,
+}
+
+impl<S> std::fmt::Debug for SecureStream<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecureStream")
+            .field("buffered", &self.plain.len())
+            .finish()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> SecureStream<S> {
+    fn new(io: S, transport: snow::TransportState) -> Self {
+        Self {
+            io,
+            transport,
+            plain: Vec::new(),
+            frame: Vec::new(),
+            scratch: vec![0u8; MAX_FRAME],
+        }
+    }
+
+    /// Encrypts and sends one message.
+    pub async fn send<M: Message>(&mut self, message: &M) -> Result<(), NetError> {
+        let len = message.encoded_len();
+        if len > MAX_MESSAGE_BYTES {
+            return Err(NetError::TooLarge {
+                size: len,
+                max: MAX_MESSAGE_BYTES,
+            });
+        }
+        let mut plain = Vec::with_capacity(4 + len);
+        plain.extend_from_slice(&(len as u32).to_be_bytes());
+        message.encode_raw(&mut plain);
+        let mut out = Vec::with_capacity(
+            plain.len() + plain.len() / MAX_CHUNK * (AEAD_TAG + 2) + AEAD_TAG + 2,
+        );
+        for chunk in plain.chunks(MAX_CHUNK) {
+            let n = self
+                .transport
+                .write_message(chunk, &mut self.scratch)
+                .map_err(|e| NetError::Handshake {
+                    detail: format!("encryption failed: {e}"),
+                })?;
+            push_frame(&mut out, &self.scratch[..n]);
+        }
+        self.io.write_all(&out).await?;
+        self.io.flush().await?;
+        Ok(())
+    }
+
+    /// Receives and decrypts one message.
+    pub async fn recv<M: Message + Default>(&mut self) -> Result<M, NetError> {
+        self.fill(4).await?;
+        let len = u32::from_be_bytes([self.plain[0], self.plain[1], self.plain[2], self.plain[3]])
+            as usize;
+        if len > MAX_MESSAGE_BYTES {
+            return Err(NetError::TooLarge {
+                size: len,
+                max: MAX_MESSAGE_BYTES,
+            });
+        }
+        self.fill(4 + len).await?;
+        let message = M::decode(&self.plain[4..4 + len]).map_err(|e| NetError::Malformed {
+            detail: e.to_string(),
+        });
+        self.plain.drain(..4 + len);
+        message
+    }
+
+    async fn fill(&mut self, wanted: usize) -> Result<(), NetError> {
+        while self.plain.len() < wanted {
+            read_frame(&mut self.io, &mut self.frame).await?;
+            let n = self
+                .transport
+                .read_message(&self.frame, &mut self.scratch)
+                .map_err(|_| NetError::Decrypt)?;
+            self.plain.extend_from_slice(&self.scratch[..n]);
+        }
+        Ok(())
+    }
+
+    /// The underlying stream, to forge raw frames in tests.
+    #[cfg(test)]
+    pub(crate) fn io_mut(&mut self) -> &mut S {
+        &mut self.io
+    }
+
+    /// Encrypts `plain` as it is, without the message length prefix: forges framing errors in tests.
+    #[cfg(test)]
+    pub(crate) async fn send_raw_plain(&mut self, plain: &[u8]) -> Result<(), NetError> {
+        let n = self
+            .transport
+            .write_message(plain, &mut self.scratch)
+            .map_err(|_| NetError::Decrypt)?;
+        let mut out = Vec::new();
+        push_frame(&mut out, &self.scratch[..n]);
+        self.io.write_all(&out).await?;
+        Ok(())
+    }
+
+    /// Closes the write side.
+    pub async fn shutdown(&mut self) {
+        let _ = self.io.shutdown().await;
+    }
+}

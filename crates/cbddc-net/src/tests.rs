@@ -1,0 +1,377 @@
+use crate::secure::{self, ClusterKey};
+use crate::{
+    ClientSettings, NetError, PeerClient, RequestHandler, ServerSettings, SessionInfo,
+    TcpSyncServer, proto,
+};
+use async_trait::async_trait;
+use cbddc_core::NodeId;
+use prost::Message;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+fn id(name: &str) -> NodeId {
+    NodeId::new(name).unwrap()
+}
+
+#[test]
+fn golden_bytes_of_a_put_request() {
+    let request = proto::Request {
+        id: 7,
+        body: Some(proto::request::Body::Put(proto::PutRequest {
+            collection: "c".into(),
+            key: "k".into(),
+            value: "1".into(),
+        })),
+    };
+    let bytes = request.encode_to_vec();
+    assert_eq!(
+        bytes,
+        [
+            0x08, 0x07, 0x62, 0x09, 0x0a, 0x01, b'c', 0x12, 0x01, b'k', 0x1a, 0x01, b'1'
+        ]
+    );
+}
+
+#[test]
+fn golden_bytes_of_a_hello_and_an_oplog_entry() {
+    let hello = proto::HandshakeFrame {
+        kind: Some(proto::handshake_frame::Kind::Hello(proto::Hello {
+            magic: "cbddc".into(),
+            protocol_version: 1,
+        })),
+    };
+    assert_eq!(
+        hello.encode_to_vec(),
+        [
+            0x0a, 0x09, 0x0a, 0x05, b'c', b'b', b'd', b'd', b'c', 0x10, 0x01
+        ]
+    );
+    let delete = proto::OplogEntry {
+        origin: "a".into(),
+        seq: 2,
+        collection: "c".into(),
+        key: "k".into(),
+        value: None,
+        hlc_wall_ms: 300,
+        hlc_counter: 0,
+    };
+    // 300 = 0xAC 0x02 as a varint; an absent value (delete) and a zero counter are not sent.
+    assert_eq!(
+        delete.encode_to_vec(),
+        [
+            0x0a, 0x01, b'a', 0x10, 0x02, 0x1a, 0x01, b'c', 0x22, 0x01, b'k', 0x30, 0xac, 0x02
+        ]
+    );
+}
+
+#[test]
+fn the_cluster_key_derivation_is_stable_and_secret_dependent() {
+    assert_eq!(ClusterKey::derive("s"), ClusterKey::derive("s"));
+    assert_ne!(ClusterKey::derive("s"), ClusterKey::derive("t"));
+    assert_eq!(format!("{:?}", ClusterKey::derive("s")), "ClusterKey(…)");
+}
+
+async fn pair(
+    client_key: &str,
+    server_key: &str,
+) -> (
+    Result<(secure::SecureStream<tokio::io::DuplexStream>, NodeId), NetError>,
+    Result<
+        (
+            secure::SecureStream<tokio::io::DuplexStream>,
+            Option<NodeId>,
+        ),
+        NetError,
+    >,
+) {
+    let (a, b) = tokio::io::duplex(1 << 20);
+    let (ck, sk) = (
+        ClusterKey::derive(client_key),
+        ClusterKey::derive(server_key),
+    );
+    let server_id = id("server");
+    let client_id = id("client");
+    tokio::join!(
+        secure::initiate(a, &ck, Some(&client_id), "test"),
+        secure::respond(b, &sk, &server_id)
+    )
+}
+
+#[tokio::test]
+async fn a_shared_key_opens_a_session_that_carries_messages_larger_than_a_frame() {
+    let (client, server) = pair("k", "k").await;
+    let (mut client, server_seen) = client.unwrap();
+    let (mut server, client_seen) = server.unwrap();
+    assert_eq!(server_seen, id("server"));
+    assert_eq!(client_seen, Some(id("client")));
+    let big = proto::PutRequest {
+        collection: "c".into(),
+        key: "k".into(),
+        value: "x".repeat(300_000),
+    };
+    client.send(&big).await.unwrap();
+    client.send(&proto::StatusRequest {}).await.unwrap();
+    assert_eq!(server.recv::<proto::PutRequest>().await.unwrap(), big);
+    server.recv::<proto::StatusRequest>().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_wrong_key_fails_on_both_sides() {
+    let (client, server) = pair("right", "wrong").await;
+    assert!(matches!(
+        client.unwrap_err(),
+        NetError::WrongClusterKey { .. }
+    ));
+    assert!(matches!(
+        server.unwrap_err(),
+        NetError::WrongClusterKey { .. }
+    ));
+}
+
+#[tokio::test]
+async fn another_protocol_version_is_refused_by_name() {
+    let (mut a, b) = tokio::io::duplex(1 << 16);
+    let server = tokio::spawn(async move {
+        secure::respond(b, &ClusterKey::derive("k"), &id("s"))
+            .await
+            .map(|_| ())
+    });
+    let hello = proto::HandshakeFrame {
+        kind: Some(proto::handshake_frame::Kind::Hello(proto::Hello {
+            magic: "cbddc".into(),
+            protocol_version: 99,
+        })),
+    }
+    .encode_to_vec();
+    a.write_all(&(hello.len() as u16).to_be_bytes())
+        .await
+        .unwrap();
+    a.write_all(&hello).await.unwrap();
+    let mut len = [0u8; 2];
+    a.read_exact(&mut len).await.unwrap();
+    let mut frame = vec![0u8; u16::from_be_bytes(len) as usize];
+    a.read_exact(&mut frame).await.unwrap();
+    let reply = proto::HandshakeFrame::decode(frame.as_slice()).unwrap();
+    match reply.kind {
+        Some(proto::handshake_frame::Kind::Reject(r)) => {
+            assert_eq!(r.reason, proto::RejectReason::VersionMismatch as i32);
+            assert_eq!(r.protocol_version, 1);
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    assert!(matches!(
+        server.await.unwrap(),
+        Err(NetError::VersionMismatch { theirs: 99, .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_replayed_frame_fails_authentication() {
+    let (client, server) = pair("k", "k").await;
+    let (mut client, _) = client.unwrap();
+    let (mut server, _) = server.unwrap();
+    client.send(&proto::StatusRequest {}).await.unwrap();
+    // Take the raw frame off the wire, then deliver it twice.
+    let mut len = [0u8; 2];
+    server.io_mut().read_exact(&mut len).await.unwrap();
+    let mut raw = vec![0u8; u16::from_be_bytes(len) as usize];
+    server.io_mut().read_exact(&mut raw).await.unwrap();
+    for _ in 0..2 {
+        client.io_mut().write_all(&len).await.unwrap();
+        client.io_mut().write_all(&raw).await.unwrap();
+    }
+    server.recv::<proto::StatusRequest>().await.unwrap();
+    assert!(matches!(
+        server.recv::<proto::StatusRequest>().await,
+        Err(NetError::Decrypt)
+    ));
+}
+
+#[tokio::test]
+async fn an_oversized_announcement_is_refused_before_allocation() {
+    let (client, server) = pair("k", "k").await;
+    let (mut client, _) = client.unwrap();
+    let (mut server, _) = server.unwrap();
+    client
+        .send_raw_plain(&u32::MAX.to_be_bytes())
+        .await
+        .unwrap();
+    assert!(
+        matches!(server.recv::<proto::Request>().await, Err(NetError::TooLarge { size, .. }) if size == u32::MAX as usize)
+    );
+}
+
+#[tokio::test]
+async fn undecodable_bytes_are_a_malformed_message() {
+    let (client, server) = pair("k", "k").await;
+    let (mut client, _) = client.unwrap();
+    let (mut server, _) = server.unwrap();
+    client
+        .send_raw_plain(&[0, 0, 0, 3, 0xff, 0xff, 0xff])
+        .await
+        .unwrap();
+    assert!(matches!(
+        server.recv::<proto::Request>().await,
+        Err(NetError::Malformed { .. })
+    ));
+}
+
+#[derive(Debug)]
+struct EchoHandler;
+
+#[async_trait]
+impl RequestHandler for EchoHandler {
+    async fn handle(
+        &self,
+        session: &SessionInfo,
+        request: proto::request::Body,
+    ) -> proto::response::Body {
+        match request {
+            proto::request::Body::Status(_) => {
+                proto::response::Body::Status(proto::StatusResponse {
+                    node_id: session
+                        .peer
+                        .as_ref()
+                        .map(NodeId::to_string)
+                        .unwrap_or_else(|| "tool".into()),
+                    ..Default::default()
+                })
+            }
+            proto::request::Body::Get(_) => {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                proto::response::Body::Get(proto::GetResponse::default())
+            }
+            _ => crate::error_body(proto::ErrorCode::InvalidRequest, "not in this test"),
+        }
+    }
+}
+
+async fn start_server(settings: ServerSettings) -> (TcpSyncServer, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = TcpSyncServer::start(
+        listener,
+        settings,
+        Arc::new(EchoHandler),
+        CancellationToken::new(),
+    )
+    .unwrap();
+    let address = server.local_addr().to_string();
+    (server, address)
+}
+
+async fn status_as(address: &str, key: &str) -> Result<String, NetError> {
+    let mut client = PeerClient::connect(
+        address,
+        &ClusterKey::derive(key),
+        Some(&id("peer")),
+        ClientSettings::default(),
+    )
+    .await?;
+    Ok(client.status().await?.node_id)
+}
+
+#[tokio::test]
+async fn the_server_survives_garbage_truncation_and_silence_and_keeps_serving() {
+    let mut settings = ServerSettings::new(id("srv"), ClusterKey::derive("k"));
+    settings.handshake_timeout = Duration::from_millis(300);
+    let (server, address) = start_server(settings).await;
+
+    let mut garbage = tokio::net::TcpStream::connect(&address).await.unwrap();
+    garbage
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut truncated = tokio::net::TcpStream::connect(&address).await.unwrap();
+    truncated.write_all(&[0xff, 0xff, 1, 2, 3]).await.unwrap();
+    drop(truncated);
+    let mut silent = tokio::net::TcpStream::connect(&address).await.unwrap();
+
+    assert_eq!(status_as(&address, "k").await.unwrap(), "peer");
+    let mut buf = [0u8; 64];
+    // The silent connection is closed once the handshake timeout passes.
+    let closed = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut buf))
+        .await
+        .unwrap();
+    assert!(matches!(closed, Ok(0) | Err(_)));
+    let answered = tokio::time::timeout(Duration::from_secs(10), garbage.read(&mut buf))
+        .await
+        .unwrap();
+    assert!(
+        matches!(answered, Ok(0) | Err(_)),
+        "garbage must get nothing back"
+    );
+    assert_eq!(status_as(&address, "k").await.unwrap(), "peer");
+    assert!(server.stop(Duration::from_secs(5)).await);
+}
+
+#[tokio::test]
+async fn a_client_with_the_wrong_key_gets_nothing_and_is_told_why() {
+    let (server, address) =
+        start_server(ServerSettings::new(id("srv"), ClusterKey::derive("k"))).await;
+    let err = status_as(&address, "not-k").await.unwrap_err();
+    assert!(matches!(err, NetError::WrongClusterKey { .. }), "{err}");
+    assert!(err.to_string().contains("cluster key"), "{err}");
+    server.stop(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn a_slow_request_times_out_without_stalling_other_sessions() {
+    let mut settings = ServerSettings::new(id("srv"), ClusterKey::derive("k"));
+    settings.request_timeout = Duration::from_millis(200);
+    let (server, address) = start_server(settings).await;
+    let mut slow = PeerClient::connect(
+        &address,
+        &ClusterKey::derive("k"),
+        None,
+        ClientSettings::default(),
+    )
+    .await
+    .unwrap();
+    let slow_call = tokio::spawn(async move { slow.get("c", "k").await });
+    assert_eq!(status_as(&address, "k").await.unwrap(), "peer");
+    let err = slow_call.await.unwrap().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            NetError::Remote {
+                code: proto::ErrorCode::Timeout,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    server.stop(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_refused_as_busy() {
+    let mut settings = ServerSettings::new(id("srv"), ClusterKey::derive("k"));
+    settings.max_connections = 1;
+    let (server, address) = start_server(settings).await;
+    let first = PeerClient::connect(
+        &address,
+        &ClusterKey::derive("k"),
+        None,
+        ClientSettings::default(),
+    )
+    .await
+    .unwrap();
+    let err = status_as(&address, "k").await.unwrap_err();
+    assert!(matches!(err, NetError::Busy), "{err}");
+    drop(first);
+    let mut answered = false;
+    for _ in 0..100 {
+        if status_as(&address, "k").await.is_ok() {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        answered,
+        "the slot must come back after the first client leaves"
+    );
+    server.stop(Duration::from_secs(5)).await;
+}
