@@ -1,1 +1,93 @@
+//! Node configuration: the file format, validation into [`PeerNodeConfiguration`], and the
+//! embedded defaults. (Live providers that watch files and other sources build on this.)
+//!
+//! A configuration file is TOML, or JSON when its name ends in `.json`. Every field is
+//! optional; unknown fields are refused:
+//!
+//! ```toml
+//! node_id = "node-a"            # default: generated once and kept in data_dir/node-id
+//! tcp_port = 25000              # 0 picks a free port
+//! bind_address = "127.0.0.1"
+//! data_dir = "./cbddc-data"
+//! cluster_key = "change-me"     # default: a well-known key, with a warning
+//! durability = "full"           # or "normal"
+//! sync_interval_ms = 1000
+//! max_clock_drift_ms = 60000
+//! known_peers = [{ node_id = "node-b", address = "127.0.0.1:25001", type = "static" }]
+//! ```
+//!
+//! ```
+//! let config = cbddc_config::parse_str("node_id = \"a\"\ntcp_port = 0", "inline.toml").unwrap();
+//! let config = config.resolve().unwrap();
+//! assert_eq!(config.node_id.as_str(), "a");
+//! ```
+#![warn(missing_docs)]
 
+mod error;
+mod file;
+mod node_id_file;
+
+pub use error::ConfigError;
+pub use file::{ConfigFile, Durability, PeerEntry, PeerEntryType, load_file, parse_str};
+pub use node_id_file::{NODE_ID_FILE, resolve_node_id};
+
+use cbddc_core::{KnownPeer, NodeId};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+/// The cluster key used when none is configured. Anyone can join a cluster that uses it.
+pub const DEFAULT_CLUSTER_KEY: &str = "cbddc-default-cluster-key";
+/// The port used when none is configured.
+pub const DEFAULT_TCP_PORT: u16 = 25000;
+/// The data directory used when none is configured.
+pub const DEFAULT_DATA_DIR: &str = "./cbddc-data";
+
+/// A validated node configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerNodeConfiguration {
+    /// This node's id.
+    pub node_id: NodeId,
+    /// TCP port of the sync server (0 picks a free port).
+    pub tcp_port: u16,
+    /// Address the sync server binds.
+    pub bind_address: IpAddr,
+    /// Directory holding the node's database(s).
+    pub data_dir: PathBuf,
+    /// The cluster's shared secret.
+    pub cluster_key: String,
+    /// Peers to sync with.
+    pub known_peers: Vec<KnownPeer>,
+    /// Commit durability.
+    pub durability: Durability,
+    /// Period of the catch-up pull with each peer.
+    pub sync_interval_ms: u64,
+    /// Remote stamps further ahead than this are refused.
+    pub max_clock_drift_ms: u64,
+}
+
+impl PeerNodeConfiguration {
+    /// Defaults for everything but the node id and the data directory.
+    pub fn new(node_id: NodeId, data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            node_id,
+            tcp_port: DEFAULT_TCP_PORT,
+            bind_address: IpAddr::from([127, 0, 0, 1]),
+            data_dir: data_dir.into(),
+            cluster_key: DEFAULT_CLUSTER_KEY.to_string(),
+            known_peers: Vec::new(),
+            durability: Durability::Full,
+            sync_interval_ms: 1_000,
+            max_clock_drift_ms: 60_000,
+        }
+    }
+
+    /// The socket address the sync server binds.
+    pub fn listen_address(&self) -> SocketAddr {
+        SocketAddr::new(self.bind_address, self.tcp_port)
+    }
+
+    /// True when the cluster key is the well-known default.
+    pub fn uses_default_cluster_key(&self) -> bool {
+        self.cluster_key == DEFAULT_CLUSTER_KEY
+    }
+}

@@ -1,0 +1,285 @@
+use crate::{ConfigError, PeerNodeConfiguration, resolve_node_id};
+use cbddc_core::{KnownPeer, NodeId, PeerType};
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+/// Commit durability, as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// Survives power loss (`synchronous=FULL`).
+    #[default]
+    Full,
+    /// Survives a process crash; the last commits may be lost on power loss.
+    Normal,
+}
+
+/// The type of a configured peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerEntryType {
+    /// A member of the same cluster.
+    #[default]
+    Static,
+    /// A cloud gateway.
+    Cloud,
+}
+
+/// One `known_peers` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerEntry {
+    /// The peer's node id.
+    pub node_id: String,
+    /// `host:port`.
+    pub address: String,
+    /// `static` (default) or `cloud`.
+    #[serde(default, rename = "type")]
+    pub peer_type: PeerEntryType,
+}
+
+/// A configuration file as written: every field optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// See [`PeerNodeConfiguration::node_id`]; generated when absent.
+    pub node_id: Option<String>,
+    /// See [`PeerNodeConfiguration::tcp_port`].
+    pub tcp_port: Option<u16>,
+    /// See [`PeerNodeConfiguration::bind_address`].
+    pub bind_address: Option<String>,
+    /// See [`PeerNodeConfiguration::data_dir`].
+    pub data_dir: Option<PathBuf>,
+    /// See [`PeerNodeConfiguration::cluster_key`].
+    pub cluster_key: Option<String>,
+    /// See [`PeerNodeConfiguration::known_peers`].
+    #[serde(default)]
+    pub known_peers: Vec<PeerEntry>,
+    /// See [`PeerNodeConfiguration::durability`].
+    pub durability: Option<Durability>,
+    /// See [`PeerNodeConfiguration::sync_interval_ms`].
+    pub sync_interval_ms: Option<u64>,
+    /// See [`PeerNodeConfiguration::max_clock_drift_ms`].
+    pub max_clock_drift_ms: Option<u64>,
+    /// The file (or source) this came from, for error messages.
+    #[serde(skip)]
+    pub source_name: String,
+}
+
+/// Reads and parses a configuration file (JSON if the name ends in `.json`, else TOML).
+pub fn load_file(path: &Path) -> Result<ConfigFile, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_str(&text, &path.display().to_string())
+}
+
+/// Parses configuration text; `source_name` ending in `.json` selects JSON.
+pub fn parse_str(text: &str, source_name: &str) -> Result<ConfigFile, ConfigError> {
+    let parsed = if source_name.ends_with(".json") {
+        serde_json::from_str::<ConfigFile>(text).map_err(|e| e.to_string())
+    } else {
+        toml::from_str::<ConfigFile>(text).map_err(|e| e.to_string().trim_end().to_string())
+    };
+    let mut file = parsed.map_err(|message| ConfigError::Parse {
+        source_name: source_name.to_string(),
+        message,
+    })?;
+    file.source_name = source_name.to_string();
+    Ok(file)
+}
+
+impl ConfigFile {
+    fn invalid(&self, field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            source_name: if self.source_name.is_empty() {
+                "(defaults)".to_string()
+            } else {
+                self.source_name.clone()
+            },
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Validates every field and fills in defaults. A missing node id is read from (or
+    /// generated into) `data_dir/node-id`.
+    pub fn resolve(&self) -> Result<PeerNodeConfiguration, ConfigError> {
+        let data_dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(crate::DEFAULT_DATA_DIR));
+        if data_dir.as_os_str().is_empty() {
+            return Err(self.invalid("data_dir", "must not be empty"));
+        }
+        let node_id = match &self.node_id {
+            Some(text) => {
+                NodeId::new(text.as_str()).map_err(|e| self.invalid("node_id", e.to_string()))?
+            }
+            None => resolve_node_id(&data_dir)?,
+        };
+        let mut config = PeerNodeConfiguration::new(node_id, data_dir);
+        if let Some(port) = self.tcp_port {
+            config.tcp_port = port;
+        }
+        if let Some(address) = &self.bind_address {
+            config.bind_address = address.parse::<IpAddr>().map_err(|_| {
+                self.invalid(
+                    "bind_address",
+                    format!("{address:?} is not an IP address (e.g. 127.0.0.1 or 0.0.0.0)"),
+                )
+            })?;
+        }
+        if let Some(key) = &self.cluster_key {
+            if key.is_empty() || key.len() > 1024 {
+                return Err(self.invalid("cluster_key", "must be 1 to 1024 characters"));
+            }
+            config.cluster_key = key.clone();
+        }
+        if let Some(durability) = self.durability {
+            config.durability = durability;
+        }
+        if let Some(interval) = self.sync_interval_ms {
+            if !(50..=3_600_000).contains(&interval) {
+                return Err(
+                    self.invalid("sync_interval_ms", "must be from 50 to 3600000 (one hour)")
+                );
+            }
+            config.sync_interval_ms = interval;
+        }
+        if let Some(drift) = self.max_clock_drift_ms {
+            if !(1..=86_400_000).contains(&drift) {
+                return Err(
+                    self.invalid("max_clock_drift_ms", "must be from 1 to 86400000 (one day)")
+                );
+            }
+            config.max_clock_drift_ms = drift;
+        }
+        let mut seen = BTreeSet::new();
+        for (index, entry) in self.known_peers.iter().enumerate() {
+            let field = |name: &str| format!("known_peers[{index}].{name}");
+            let id = NodeId::new(entry.node_id.as_str())
+                .map_err(|e| self.invalid(field("node_id"), e.to_string()))?;
+            if id == config.node_id {
+                return Err(self.invalid(field("node_id"), format!("{id} is this node itself")));
+            }
+            if !seen.insert(id.clone()) {
+                return Err(self.invalid(field("node_id"), format!("{id} is listed twice")));
+            }
+            let peer_type = match entry.peer_type {
+                PeerEntryType::Static => PeerType::StaticRemote,
+                PeerEntryType::Cloud => PeerType::CloudRemote,
+            };
+            let peer = KnownPeer::new(id, entry.address.as_str(), peer_type)
+                .map_err(|e| self.invalid(field("address"), e.to_string()))?;
+            config.known_peers.push(peer);
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(text: &str, name: &str) -> Result<PeerNodeConfiguration, ConfigError> {
+        parse_str(text, name)?.resolve()
+    }
+
+    #[test]
+    fn a_full_toml_file_resolves() {
+        let config = resolve(
+            r#"
+            node_id = "node-a"
+            tcp_port = 26000
+            bind_address = "0.0.0.0"
+            data_dir = "/tmp/x"
+            cluster_key = "secret"
+            durability = "normal"
+            known_peers = [
+              { node_id = "node-b", address = "127.0.0.1:26001" },
+              { node_id = "gw", address = "gw.example:443", type = "cloud" },
+            ]
+            "#,
+            "a.toml",
+        )
+        .unwrap();
+        assert_eq!(config.node_id.as_str(), "node-a");
+        assert_eq!(config.listen_address().to_string(), "0.0.0.0:26000");
+        assert_eq!(config.durability, Durability::Normal);
+        assert_eq!(config.known_peers.len(), 2);
+        assert_eq!(config.known_peers[1].peer_type, PeerType::CloudRemote);
+        assert!(!config.uses_default_cluster_key());
+    }
+
+    #[test]
+    fn json_is_chosen_by_the_file_name() {
+        let config = resolve(
+            r#"{"node_id":"a","known_peers":[{"node_id":"b","address":"h:1","type":"static"}]}"#,
+            "c.json",
+        )
+        .unwrap();
+        assert_eq!(config.known_peers[0].node_id.as_str(), "b");
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_naming_the_field_and_the_file() {
+        let err = resolve("node_id = \"a\"\ntcp_prot = 1", "conf.toml").unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("conf.toml") && text.contains("tcp_prot"),
+            "{text}"
+        );
+        let err = resolve(r#"{"node_id":"a","extra":1}"#, "c.json").unwrap_err();
+        assert!(err.to_string().contains("extra"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        for (text, field) in [
+            ("node_id = \"bad id\"", "node_id"),
+            ("node_id = \"a\"\ntcp_port = 70000", "tcp_port"),
+            (
+                "node_id = \"a\"\nbind_address = \"nowhere\"",
+                "bind_address",
+            ),
+            ("node_id = \"a\"\ncluster_key = \"\"", "cluster_key"),
+            ("node_id = \"a\"\nsync_interval_ms = 1", "sync_interval_ms"),
+            (
+                "node_id = \"a\"\nknown_peers = [{ node_id = \"b\", address = \"nohost\" }]",
+                "known_peers[0].address",
+            ),
+            (
+                "node_id = \"a\"\nknown_peers = [{ node_id = \"a\", address = \"h:1\" }]",
+                "known_peers[0].node_id",
+            ),
+            (
+                "node_id = \"a\"\nknown_peers = [{ node_id = \"b\", address = \"h:1\" }, { node_id = \"b\", address = \"h:2\" }]",
+                "known_peers[1].node_id",
+            ),
+            (
+                "node_id = \"a\"\nknown_peers = [{ node_id = \"b\", address = \"h:1\", type = \"lan\" }]",
+                "type",
+            ),
+        ] {
+            let err = resolve(text, "f.toml").unwrap_err().to_string();
+            assert!(
+                err.contains(field) && err.contains("f.toml"),
+                "{text:?} gave {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_file_means_the_defaults_with_a_generated_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!("data_dir = {:?}", dir.path().display().to_string());
+        let first = resolve(&text, "f.toml").unwrap();
+        assert_eq!(first.tcp_port, crate::DEFAULT_TCP_PORT);
+        assert!(first.uses_default_cluster_key());
+        assert_eq!(resolve(&text, "f.toml").unwrap().node_id, first.node_id);
+    }
+}

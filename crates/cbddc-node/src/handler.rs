@@ -1,0 +1,189 @@
+//! Answers the requests of peers and tools on behalf of the node.
+
+use crate::peers::PeerBook;
+use async_trait::async_trait;
+use cbddc_core::{DocumentStore, LocalWrite, PageLimits, PeerStore, StorageError, VersionVector};
+use cbddc_net::convert::{
+    document_to_wire, entries_from_wire, entry_to_wire, hlc_to_wire, vv_from_wire, vv_to_wire,
+};
+use cbddc_net::proto::{self, ErrorCode, request::Body as Req, response::Body as Res};
+use cbddc_net::{RequestHandler, SessionInfo, error_body};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Pages served to a pull never exceed these, whatever the puller asks for.
+const MAX_PULL_ENTRIES: usize = 10_000;
+const MAX_PULL_BYTES: usize = 8 * 1024 * 1024;
+const MAX_LIST_LIMIT: u32 = 1_000;
+const DEFAULT_LIST_LIMIT: u32 = 100;
+
+/// The node side of every session.
+#[derive(Debug)]
+pub(crate) struct NodeHandler {
+    pub(crate) store: Arc<dyn DocumentStore>,
+    pub(crate) peers: Arc<dyn PeerStore>,
+    pub(crate) book: Arc<PeerBook>,
+    pub(crate) listen: SocketAddr,
+}
+
+fn storage_error(err: StorageError) -> Res {
+    let code = match &err {
+        StorageError::Invalid(_) | StorageError::Clock(_) => ErrorCode::InvalidRequest,
+        StorageError::Closed => ErrorCode::Unavailable,
+        StorageError::Backend { .. } => ErrorCode::Storage,
+    };
+    error_body(code, &err.to_string())
+}
+
+fn clamp(requested: u32, max: usize) -> usize {
+    match requested {
+        0 => max,
+        n => (n as usize).min(max),
+    }
+}
+
+impl NodeHandler {
+    async fn answer(&self, session: &SessionInfo, request: Req) -> Result<Res, Res> {
+        Ok(match request {
+            Req::Pull(pull) => {
+                let have = vv_from_wire(pull.have)
+                    .map_err(|e| error_body(ErrorCode::InvalidRequest, &e.to_string()))?;
+                let limits = PageLimits {
+                    max_entries: clamp(pull.max_entries, MAX_PULL_ENTRIES),
+                    max_bytes: clamp(pull.max_bytes, MAX_PULL_BYTES),
+                };
+                let page = self
+                    .store
+                    .entries_missing_from(have, limits)
+                    .await
+                    .map_err(storage_error)?;
+                let holder = self.store.version_vector().await.map_err(storage_error)?;
+                self.record(session);
+                Res::Pull(proto::PullResponse {
+                    entries: page.entries.iter().map(entry_to_wire).collect(),
+                    more: page.more,
+                    holder: Some(vv_to_wire(&holder)),
+                })
+            }
+            Req::Push(push) => {
+                if session.peer.is_none() {
+                    return Err(error_body(
+                        ErrorCode::Forbidden,
+                        "only nodes may push oplog entries",
+                    ));
+                }
+                let entries = entries_from_wire(push.entries)
+                    .map_err(|e| error_body(ErrorCode::InvalidRequest, &e.to_string()))?;
+                let outcome = self
+                    .store
+                    .apply_remote(entries)
+                    .await
+                    .map_err(storage_error)?;
+                self.record(session);
+                Res::Push(proto::PushResponse {
+                    applied: outcome.applied as u64,
+                    duplicates: outcome.duplicates as u64,
+                    out_of_order: outcome.out_of_order as u64,
+                    holder: Some(vv_to_wire(&outcome.version_vector)),
+                })
+            }
+            Req::Put(put) => {
+                self.write(LocalWrite::put(put.collection, put.key, put.value))
+                    .await?
+            }
+            Req::Delete(delete) => {
+                self.write(LocalWrite::delete(delete.collection, delete.key))
+                    .await?
+            }
+            Req::Get(get) => {
+                let doc = self
+                    .store
+                    .get(&get.collection, &get.key)
+                    .await
+                    .map_err(storage_error)?;
+                Res::Get(proto::GetResponse {
+                    document: doc.as_ref().map(document_to_wire),
+                })
+            }
+            Req::List(list) => {
+                let limit = if list.limit == 0 {
+                    DEFAULT_LIST_LIMIT
+                } else {
+                    list.limit.min(MAX_LIST_LIMIT)
+                } as usize;
+                let after = (!list.after_key.is_empty()).then_some(list.after_key);
+                let mut docs = self
+                    .store
+                    .list(&list.collection, after, limit + 1)
+                    .await
+                    .map_err(storage_error)?;
+                let more = docs.len() > limit;
+                docs.truncate(limit);
+                Res::List(proto::ListResponse {
+                    documents: docs.iter().map(document_to_wire).collect(),
+                    more,
+                })
+            }
+            Req::Status(_) => Res::Status(self.status().await.map_err(storage_error)?),
+        })
+    }
+
+    async fn write(&self, write: LocalWrite) -> Result<Res, Res> {
+        let mut entries = self.store.write(vec![write]).await.map_err(storage_error)?;
+        let entry = entries
+            .pop()
+            .ok_or_else(|| error_body(ErrorCode::Storage, "the store acknowledged no entry"))?;
+        Ok(Res::Written(proto::WriteResponse {
+            seq: entry.seq,
+            hlc: Some(hlc_to_wire(&entry.hlc)),
+        }))
+    }
+
+    fn record(&self, session: &SessionInfo) {
+        if let Some(peer) = &session.peer {
+            self.book.exchanged(peer, &session.address.to_string());
+        }
+    }
+
+    pub(crate) async fn status(&self) -> Result<proto::StatusResponse, StorageError> {
+        let stats = self.store.stats().await?;
+        let vv: VersionVector = self.store.version_vector().await?;
+        let known = self.peers.list_peers().await?;
+        let peers = self
+            .book
+            .report(&known)
+            .into_iter()
+            .map(|p| proto::PeerStatus {
+                node_id: p.node_id.to_string(),
+                address: p.address.unwrap_or_default(),
+                peer_type: p
+                    .peer_type
+                    .map(|t| t.as_str())
+                    .unwrap_or("inbound")
+                    .to_string(),
+                enabled: p.enabled,
+                last_exchange_ms: p.last_exchange_ms.unwrap_or(0),
+                last_error: p.last_error.unwrap_or_default(),
+            })
+            .collect();
+        Ok(proto::StatusResponse {
+            node_id: self.store.node_id().to_string(),
+            tcp_port: u32::from(self.listen.port()),
+            bind_address: self.listen.ip().to_string(),
+            documents: stats.documents,
+            oplog_entries: stats.oplog_entries,
+            version_vector: Some(vv_to_wire(&vv)),
+            peers,
+            protocol_version: cbddc_net::PROTOCOL_VERSION,
+        })
+    }
+}
+
+#[async_trait]
+impl RequestHandler for NodeHandler {
+    async fn handle(&self, session: &SessionInfo, request: Req) -> Res {
+        match self.answer(session, request).await {
+            Ok(answer) | Err(answer) => answer,
+        }
+    }
+}

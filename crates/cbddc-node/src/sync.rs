@@ -1,0 +1,158 @@
+//! Keeps this node and each known peer in step: push on every local write, and a periodic
+//! anti-entropy round (pull what we lack, then push what the peer lacks) that catches up
+//! after any absence. One task per enabled peer; a peer that cannot be reached is retried
+//! with exponential backoff capped at [`MAX_BACKOFF`].
+
+use crate::peers::PeerBook;
+use cbddc_core::{DocumentStore, KnownPeer, NodeId, OplogEntry, PageLimits, VersionVector};
+use cbddc_net::{ClientSettings, ClusterKey, NetError, PeerClient};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+
+/// Longest wait between two connection attempts to an unreachable peer.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// A catch-up round moves at most this many pages each way before yielding to pushes.
+const MAX_PAGES_PER_ROUND: usize = 1_000;
+
+/// What every peer task shares.
+#[derive(Debug, Clone)]
+pub(crate) struct SyncContext {
+    pub(crate) node_id: NodeId,
+    pub(crate) store: Arc<dyn DocumentStore>,
+    pub(crate) key: ClusterKey,
+    pub(crate) book: Arc<PeerBook>,
+    pub(crate) interval: Duration,
+    pub(crate) limits: PageLimits,
+    pub(crate) client: ClientSettings,
+}
+
+/// Runs until `token` is cancelled.
+pub(crate) async fn run_peer(ctx: SyncContext, peer: KnownPeer, token: CancellationToken) {
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let attempt = async {
+            // Subscribe before catching up, so no write made meanwhile is missed.
+            let local = ctx.store.subscribe_local_writes();
+            let mut client =
+                PeerClient::connect(&peer.address, &ctx.key, Some(&ctx.node_id), ctx.client)
+                    .await?;
+            if client.remote_node() != &peer.node_id {
+                return Err(SyncError::Identity {
+                    expected: peer.node_id.clone(),
+                    found: client.remote_node().clone(),
+                });
+            }
+            tracing::info!(peer = %peer.node_id, address = %peer.address, "connected to peer");
+            session(&ctx, &peer, &mut client, local, &token, &mut backoff).await
+        };
+        let result = tokio::select! {
+            _ = token.cancelled() => return,
+            result = attempt => result,
+        };
+        match result {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(peer = %peer.node_id, address = %peer.address, error = %e, retry_in = ?backoff, "sync with peer failed");
+                ctx.book.failed(&peer.node_id, &e.to_string());
+            }
+        }
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SyncError {
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error(transparent)]
+    Storage(#[from] cbddc_core::StorageError),
+    #[error("the peer at this address is {found}, not {expected}; fix the known peer's address")]
+    Identity { expected: NodeId, found: NodeId },
+}
+
+async fn session(
+    ctx: &SyncContext,
+    peer: &KnownPeer,
+    client: &mut PeerClient,
+    mut local: tokio::sync::broadcast::Receiver<Arc<Vec<OplogEntry>>>,
+    token: &CancellationToken,
+    backoff: &mut Duration,
+) -> Result<(), SyncError> {
+    catch_up(ctx, client).await?;
+    ctx.book.exchanged(&peer.node_id, &peer.address);
+    *backoff = FIRST_BACKOFF;
+    let mut ticker = tokio::time::interval(ctx.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return Ok(()),
+            _ = ticker.tick() => catch_up(ctx, client).await?,
+            received = local.recv() => match received {
+                Ok(entries) => {
+                    let outcome = client.push(&entries).await?;
+                    if outcome.out_of_order > 0 {
+                        push_missing(ctx, client, outcome.holder).await?;
+                    }
+                }
+                // We fell behind the write stream: a full round resends whatever is missing.
+                Err(RecvError::Lagged(_)) => catch_up(ctx, client).await?,
+                Err(RecvError::Closed) => return Ok(()),
+            },
+        }
+        ctx.book.exchanged(&peer.node_id, &peer.address);
+    }
+}
+
+/// Pulls every entry we lack, then pushes every entry the peer lacks.
+async fn catch_up(ctx: &SyncContext, client: &mut PeerClient) -> Result<(), SyncError> {
+    let mut holder = VersionVector::default();
+    for _ in 0..MAX_PAGES_PER_ROUND {
+        let have = ctx.store.version_vector().await?;
+        let page = client.pull(&have, ctx.limits).await?;
+        holder = page.holder;
+        let received = page.entries.len();
+        if received > 0 {
+            let outcome = ctx.store.apply_remote(page.entries).await?;
+            tracing::debug!(peer = %client.remote_node(), received, applied = outcome.applied, "pulled");
+        }
+        if !page.more || received == 0 {
+            break;
+        }
+    }
+    push_missing(ctx, client, holder).await
+}
+
+async fn push_missing(
+    ctx: &SyncContext,
+    client: &mut PeerClient,
+    mut holder: VersionVector,
+) -> Result<(), SyncError> {
+    for _ in 0..MAX_PAGES_PER_ROUND {
+        let page = ctx
+            .store
+            .entries_missing_from(holder.clone(), ctx.limits)
+            .await?;
+        if page.entries.is_empty() {
+            break;
+        }
+        let outcome = client.push(&page.entries).await?;
+        tracing::debug!(peer = %client.remote_node(), sent = page.entries.len(), applied = outcome.applied, "pushed");
+        if outcome.holder == holder {
+            // The peer took nothing: stop rather than resend the same page forever.
+            break;
+        }
+        holder = outcome.holder;
+        if !page.more {
+            break;
+        }
+    }
+    Ok(())
+}
