@@ -1,1 +1,7 @@
+//! Scenarios with whole nodes in one process, driven through the public API.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod t10_convergence;
+mod t20_restart;
+mod t30_authentication;
+mod t40_hostile_input;

@@ -1,1 +1,147 @@
+//! A harness for CBDDC scenarios: nodes in this process, each with its own temp dir, on
+//! ports picked free, and bounded polling instead of sleeps.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+use cbddc_config::PeerNodeConfiguration;
+use cbddc_core::{KnownPeer, NodeId, PeerType};
+use cbddc_node::Node;
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Polls `condition` every 20 ms until it holds; panics naming `what` after `deadline`.
+pub async fn wait_until<F, Fut>(what: &str, deadline: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if condition().await {
+            return;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn node_id(name: &str) -> NodeId {
+    NodeId::new(name).unwrap()
+}
+
+/// A node under test: it owns its data directory and can be stopped and started again.
+#[derive(Debug)]
+pub struct TestNode {
+    pub config: PeerNodeConfiguration,
+    pub node: Option<Node>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestNode {
+    /// The configuration a test node starts from: a fresh temp dir, a free port, a fast sync interval.
+    pub fn configure(name: &str) -> (PeerNodeConfiguration, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = PeerNodeConfiguration::new(node_id(name), dir.path().join("data"));
+        config.tcp_port = free_port();
+        config.cluster_key = "test-cluster".into();
+        config.sync_interval_ms = 100;
+        (config, dir)
+    }
+
+    pub async fn start(config: PeerNodeConfiguration, dir: tempfile::TempDir) -> Self {
+        let node = Node::start(config.clone()).await.unwrap();
+        Self {
+            config,
+            node: Some(node),
+            _dir: dir,
+        }
+    }
+
+    /// Starts a node named `name`, after `adjust` has changed its configuration.
+    pub async fn spawn(name: &str, adjust: impl FnOnce(&mut PeerNodeConfiguration)) -> Self {
+        let (mut config, dir) = Self::configure(name);
+        adjust(&mut config);
+        Self::start(config, dir).await
+    }
+
+    pub fn node(&self) -> &Node {
+        self.node.as_ref().expect("the node is stopped")
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.config.tcp_port)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.config.data_dir.clone()
+    }
+
+    /// This node as a static peer of another.
+    pub fn as_peer(&self) -> KnownPeer {
+        KnownPeer::new(
+            self.config.node_id.clone(),
+            self.address(),
+            PeerType::StaticRemote,
+        )
+        .unwrap()
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(node) = self.node.take() {
+            node.shutdown().await;
+        }
+    }
+
+    /// Starts the node again on `config` (same data dir).
+    pub async fn restart_with(&mut self, config: PeerNodeConfiguration) {
+        self.stop().await;
+        self.config = config;
+        self.node = Some(Node::start(self.config.clone()).await.unwrap());
+    }
+
+    /// Every document of `collection` as (key, value) pairs in key order.
+    pub async fn documents(&self, collection: &str) -> Vec<(String, String)> {
+        self.node()
+            .list_all(collection)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| (d.key, d.value))
+            .collect()
+    }
+}
+
+/// Two nodes that know each other.
+pub async fn two_peers(a: &str, b: &str) -> (TestNode, TestNode) {
+    let (mut ca, da) = TestNode::configure(a);
+    let (mut cb, db) = TestNode::configure(b);
+    ca.known_peers.push(
+        KnownPeer::new(
+            cb.node_id.clone(),
+            format!("127.0.0.1:{}", cb.tcp_port),
+            PeerType::StaticRemote,
+        )
+        .unwrap(),
+    );
+    cb.known_peers.push(
+        KnownPeer::new(
+            ca.node_id.clone(),
+            format!("127.0.0.1:{}", ca.tcp_port),
+            PeerType::StaticRemote,
+        )
+        .unwrap(),
+    );
+    (TestNode::start(ca, da).await, TestNode::start(cb, db).await)
+}

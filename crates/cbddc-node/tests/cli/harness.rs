@@ -1,0 +1,145 @@
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const KEY: &str = "cli-test-key";
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs a client command against `port` with the test key.
+pub fn cbddc(args: &[&str], port: u16) -> Output {
+    cbddc_with_key(args, port, KEY)
+}
+
+pub fn cbddc_with_key(args: &[&str], port: u16, key: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cbddc"))
+        .args(args)
+        .args(["--node", &format!("127.0.0.1:{port}")])
+        .env("CBDDC_CLUSTER_KEY", key)
+        .output()
+        .unwrap()
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Polls `condition` every 50 ms; panics naming `what` after `deadline`.
+pub fn wait_until(what: &str, deadline: Duration, mut condition: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A `cbddc run` process with its own config file and log; killed when dropped.
+pub struct RunningNode {
+    pub name: String,
+    pub port: u16,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl RunningNode {
+    /// Writes `name.toml` into `dir` and starts a node on it.
+    pub fn start(dir: &Path, name: &str, port: u16, peers: &[(&str, u16)]) -> Self {
+        let peers: Vec<String> = peers
+            .iter()
+            .map(|(id, p)| {
+                format!("{{ node_id = \"{id}\", address = \"127.0.0.1:{p}\", type = \"static\" }}")
+            })
+            .collect();
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "node_id = \"{name}\"\ntcp_port = {port}\ndata_dir = {:?}\ncluster_key = \"{KEY}\"\nsync_interval_ms = 200\nknown_peers = [{}]\n",
+                dir.join(format!("{name}-data")).display().to_string(),
+                peers.join(", ")
+            ),
+        )
+        .unwrap();
+        let mut node = Self {
+            name: name.to_string(),
+            port,
+            log: dir.join(format!("{name}.log")),
+            config,
+            child: None,
+        };
+        node.launch();
+        node
+    }
+
+    pub fn launch(&mut self) {
+        let log = std::fs::File::create(&self.log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_cbddc"))
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let port = self.port;
+        wait_until(
+            &format!("{} to answer status", self.name),
+            Duration::from_secs(20),
+            || cbddc(&["status"], port).status.success(),
+        );
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("not running");
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "{} did not stop on SIGTERM",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for RunningNode {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn status_json(port: u16) -> serde_json::Value {
+    let out = cbddc(&["status", "--json"], port);
+    assert!(out.status.success(), "status failed: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}

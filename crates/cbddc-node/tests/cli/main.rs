@@ -1,0 +1,7 @@
+//! Black-box tests of the `cbddc` binary: real processes, real config files, loopback ports.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod harness;
+mod t10_two_nodes;
+mod t20_errors;
+mod t30_lifecycle;

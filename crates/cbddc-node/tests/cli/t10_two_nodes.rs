@@ -1,0 +1,64 @@
+use crate::harness::*;
+use std::time::Duration;
+
+#[test]
+fn two_processes_that_know_each_other_converge_and_report_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, pb) = (free_port(), free_port());
+    let _a = RunningNode::start(dir.path(), "node-a", pa, &[("node-b", pb)]);
+    let _b = RunningNode::start(dir.path(), "node-b", pb, &[("node-a", pa)]);
+
+    assert!(
+        cbddc(
+            &["put", "users", "alice", r#"{"name":"Alice","age":30}"#],
+            pa
+        )
+        .status
+        .success()
+    );
+    assert!(
+        cbddc(&["put", "users", "bob", r#"{"name":"Bob"}"#], pb)
+            .status
+            .success()
+    );
+    assert!(cbddc(&["put", "users", "carol", "1"], pb).status.success());
+    assert!(cbddc(&["delete", "users", "carol"], pa).status.success());
+
+    wait_until(
+        "both nodes to list the same users",
+        Duration::from_secs(20),
+        || {
+            let (la, lb) = (
+                cbddc(&["list", "users", "--json"], pa),
+                cbddc(&["list", "users", "--json"], pb),
+            );
+            la.status.success()
+                && la.stdout == lb.stdout
+                && stdout(&la).contains("Bob")
+                && stdout(&la).contains("Alice")
+        },
+    );
+    let listed: serde_json::Value =
+        serde_json::from_slice(&cbddc(&["list", "users", "--json"], pb).stdout).unwrap();
+    assert_eq!(
+        listed.as_array().unwrap().len(),
+        2,
+        "carol was deleted: {listed}"
+    );
+    assert_eq!(listed[0]["key"], "alice");
+    assert_eq!(listed[0]["value"]["age"], 30);
+
+    let got = cbddc(&["get", "users", "alice"], pb);
+    assert!(got.status.success());
+    let value: serde_json::Value = serde_json::from_str(stdout(&got).trim()).unwrap();
+    assert_eq!(value["name"], "Alice");
+
+    let status = status_json(pa);
+    assert_eq!(status["node_id"], "node-a");
+    assert_eq!(status["tcp_port"], pa);
+    let peer = &status["peers"][0];
+    assert_eq!(peer["node_id"], "node-b");
+    assert_eq!(peer["address"], format!("127.0.0.1:{pb}"));
+    assert_eq!(peer["type"], "static");
+    assert!(peer["last_exchange_ms"].as_u64().unwrap() > 0, "{status}");
+}

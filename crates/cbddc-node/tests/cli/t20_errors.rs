@@ -1,0 +1,112 @@
+use crate::harness::*;
+use std::process::Command;
+
+#[test]
+fn client_commands_fail_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _node = RunningNode::start(dir.path(), "solo", port, &[]);
+
+    let absent = cbddc(&["get", "users", "nobody"], port);
+    assert_eq!(absent.status.code(), Some(1));
+    assert!(stderr(&absent).contains("not found"));
+
+    for args in [
+        &["status"][..],
+        &["get", "users", "x"],
+        &["put", "c", "k", "1"],
+        &["list", "c"],
+    ] {
+        let refused = cbddc_with_key(args, port, "wrong-key");
+        assert!(
+            !refused.status.success(),
+            "{args:?} must fail with a wrong key"
+        );
+        assert_ne!(
+            refused.status.code(),
+            Some(1),
+            "a refused key is not 'not found'"
+        );
+        assert!(
+            stderr(&refused).contains("cluster key"),
+            "{args:?}: {}",
+            stderr(&refused)
+        );
+    }
+    let bad_json = cbddc(&["put", "c", "k", "{oops"], port);
+    assert!(!bad_json.status.success());
+    assert!(
+        stderr(&bad_json).contains("not valid JSON"),
+        "{}",
+        stderr(&bad_json)
+    );
+
+    let nobody = cbddc(&["status"], free_port());
+    assert!(!nobody.status.success());
+    assert!(
+        stderr(&nobody).contains("is a cbddc node running there"),
+        "{}",
+        stderr(&nobody)
+    );
+}
+
+#[test]
+fn a_bad_configuration_file_is_refused_naming_the_field_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_cbddc");
+    for (name, text, expected) in [
+        ("unknown.toml", "node_id = \"a\"\nport = 1\n", "port"),
+        (
+            "peer.toml",
+            "node_id = \"a\"\nknown_peers = [{ node_id = \"b\", address = \"b\" }]\n",
+            "known_peers[0].address",
+        ),
+        ("bad.json", "{\"node_id\": \"has space\"}", "node_id"),
+        ("syntax.toml", "node_id = ", "syntax.toml"),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(bin)
+            .args(["run", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{name} must be refused");
+        let err = stderr(&out);
+        assert!(
+            err.contains(expected) && err.contains(name),
+            "{name}: {err}"
+        );
+    }
+    let missing = Command::new(bin)
+        .args(["run", "--config", "/nonexistent/cbddc.toml"])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(stderr(&missing).contains("/nonexistent/cbddc.toml"));
+}
+
+#[test]
+fn help_explains_the_commands() {
+    let out = Command::new(env!("CARGO_BIN_EXE_cbddc"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    for command in ["run", "put", "get", "delete", "list", "status"] {
+        assert!(
+            text.contains(command),
+            "--help must mention {command}: {text}"
+        );
+    }
+    let run = stdout(
+        &Command::new(env!("CARGO_BIN_EXE_cbddc"))
+            .args(["run", "--help"])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        run.contains("127.0.0.1:25000") && run.contains("cbddc-data"),
+        "{run}"
+    );
+}

@@ -1,0 +1,56 @@
+use cbddc_core::PeerType;
+use cbddc_tests::{two_peers, wait_until};
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_keeps_its_data_and_known_peers_and_catches_up() {
+    let (mut a, b) = two_peers("node-a", "node-b").await;
+    for i in 0..50 {
+        a.node()
+            .put("items", &format!("i{i:02}"), &i.to_string())
+            .await
+            .unwrap();
+    }
+    wait_until(
+        "b to receive a's writes",
+        Duration::from_secs(10),
+        || async { b.documents("items").await.len() == 50 },
+    )
+    .await;
+    let before = a.documents("items").await;
+    a.stop().await;
+
+    // While a is down, b keeps accepting writes.
+    b.node().put("items", "while-away", "true").await.unwrap();
+    b.node().delete("items", "i00").await.unwrap();
+
+    // a comes back with a configuration that no longer names b: the saved peer remains.
+    let mut config = a.config.clone();
+    config.known_peers.clear();
+    a.restart_with(config).await;
+    // Catch-up may already be running, so only b's own changes may differ.
+    let after_restart = a.documents("items").await;
+    for (key, value) in before.iter().filter(|(k, _)| k != "i00") {
+        assert!(
+            after_restart.contains(&(key.clone(), value.clone())),
+            "{key} lost in the restart"
+        );
+    }
+    let peers = a.node().peer_store().list_peers().await.unwrap();
+    assert_eq!(peers.len(), 1);
+    assert_eq!(peers[0].node_id.as_str(), "node-b");
+    assert_eq!(peers[0].peer_type, PeerType::StaticRemote);
+
+    wait_until(
+        "a to catch up with what b wrote meanwhile",
+        Duration::from_secs(10),
+        || async {
+            a.node().get("items", "while-away").await.unwrap().is_some()
+                && a.node().get("items", "i00").await.unwrap().is_none()
+        },
+    )
+    .await;
+    // New local writes continue a's sequence without reusing numbers.
+    let next = a.node().put("items", "after", "1").await.unwrap();
+    assert_eq!(next.seq, 51);
+}
