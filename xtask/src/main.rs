@@ -1,1 +1,140 @@
-fn main() {}
+//! `cargo xtask`: project automation that needs more than one cargo command.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "CBDDC project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Run the criterion benchmarks and print each one as a ratio of its baseline
+    /// (raw SQLite measured in the same run).
+    Bench,
+}
+
+/// A benchmark, its baseline, and how to read them: both report elements per second.
+struct Comparison {
+    label: &'static str,
+    group: &'static str,
+    subject: &'static str,
+    baseline: &'static str,
+    target: Option<f64>,
+}
+
+const COMPARISONS: &[Comparison] = &[
+    Comparison {
+        label: "batched puts (1,000 per call) vs raw SQLite batches of 1,000",
+        group: "puts",
+        subject: "store_batch_1000",
+        baseline: "raw_sqlite_batch_1000",
+        target: Some(0.5),
+    },
+    Comparison {
+        label: "single puts (one commit each) vs raw SQLite single-row commits",
+        group: "puts",
+        subject: "store_single_put",
+        baseline: "raw_sqlite_single",
+        target: None,
+    },
+    Comparison {
+        label: "64 tasks putting concurrently (group commit) vs raw single-row commits",
+        group: "puts",
+        subject: "store_concurrent_64_tasks",
+        baseline: "raw_sqlite_single",
+        target: None,
+    },
+    Comparison {
+        label: "catch-up of 100,000 documents from a peer vs raw SQLite insert of the same rows",
+        group: "catch_up_100k",
+        subject: "node_catch_up",
+        baseline: "raw_sqlite_insert",
+        target: Some(0.5),
+    },
+];
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Bench => bench(),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+fn bench() -> Result<()> {
+    let root = workspace_root();
+    for (package, bench) in [("cbddc-store", "puts"), ("cbddc-node", "catch_up")] {
+        eprintln!("== cargo bench -p {package} --bench {bench}");
+        let status = Command::new(env!("CARGO"))
+            .current_dir(&root)
+            .args(["bench", "-p", package, "--bench", bench])
+            .status()
+            .with_context(|| format!("cannot run cargo bench for {package}"))?;
+        if !status.success() {
+            bail!("cargo bench -p {package} --bench {bench} failed ({status})");
+        }
+    }
+    println!(
+        "\n{:<80} {:>14} {:>14} {:>7}",
+        "comparison", "subject/s", "baseline/s", "ratio"
+    );
+    let mut missed = Vec::new();
+    for c in COMPARISONS {
+        let subject = elements_per_second(&root, c.group, c.subject)?;
+        let baseline = elements_per_second(&root, c.group, c.baseline)?;
+        let ratio = subject / baseline;
+        let verdict = match c.target {
+            Some(t) if ratio < t => {
+                missed.push(c.label);
+                format!("  (below the {:.0}% target)", t * 100.0)
+            }
+            Some(t) => format!("  (target {:.0}%)", t * 100.0),
+            None => String::new(),
+        };
+        println!(
+            "{:<80} {:>14.0} {:>14.0} {:>6.0}%{verdict}",
+            c.label,
+            subject,
+            baseline,
+            ratio * 100.0
+        );
+    }
+    if !missed.is_empty() {
+        bail!("below target: {}", missed.join("; "));
+    }
+    Ok(())
+}
+
+/// Criterion's mean time per iteration, turned into elements per second with the
+/// throughput the benchmark declared.
+fn elements_per_second(root: &Path, group: &str, bench: &str) -> Result<f64> {
+    let dir = root
+        .join("target/criterion")
+        .join(group)
+        .join(bench)
+        .join("new");
+    let read = |name: &str| -> Result<serde_json::Value> {
+        let path = dir.join(name);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("cannot parse {}", path.display()))
+    };
+    let mean_ns = read("estimates.json")?["mean"]["point_estimate"]
+        .as_f64()
+        .context("estimates.json has no mean")?;
+    let elements = read("benchmark.json")?["throughput"]["Elements"]
+        .as_f64()
+        .context("benchmark.json declares no element throughput")?;
+    Ok(elements / (mean_ns / 1e9))
+}

@@ -1,1 +1,136 @@
-fn main() {}
+//! A new node catching up with a peer that holds 100,000 documents, beside raw rusqlite
+//! inserting the same 100,000 rows (document + oplog entry) in batches of 1,000 into a
+//! fresh file. Both report documents per second; `cargo xtask bench` prints the ratio.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use cbddc_config::PeerNodeConfiguration;
+use cbddc_core::{KnownPeer, LocalWrite, NodeId, PeerType};
+use cbddc_node::Node;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use rusqlite::{Connection, params};
+use std::time::{Duration, Instant};
+
+const DOCUMENTS: usize = 100_000;
+const BATCH: usize = 1_000;
+const VALUE: &str = r#"{"name":"benchmark document","count":12345,"tags":["a","b","c"]}"#;
+
+fn raw_copy(path: &std::path::Path) {
+    let mut conn = Connection::open(path).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
+         CREATE TABLE documents (collection TEXT NOT NULL, key TEXT NOT NULL, value TEXT,
+             hlc_wall INTEGER NOT NULL, hlc_counter INTEGER NOT NULL, hlc_node TEXT NOT NULL,
+             PRIMARY KEY (collection, key)) WITHOUT ROWID;
+         CREATE TABLE oplog (origin TEXT NOT NULL, seq INTEGER NOT NULL, collection TEXT NOT NULL,
+             key TEXT NOT NULL, value TEXT, hlc_wall INTEGER NOT NULL, hlc_counter INTEGER NOT NULL,
+             PRIMARY KEY (origin, seq)) WITHOUT ROWID;",
+    )
+    .unwrap();
+    for batch in 0..DOCUMENTS / BATCH {
+        let tx = conn.transaction().unwrap();
+        {
+            let mut op = tx
+                .prepare_cached("INSERT INTO oplog VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
+                .unwrap();
+            let mut doc = tx
+                .prepare_cached("INSERT INTO documents VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+                .unwrap();
+            for i in 0..BATCH {
+                let seq = (batch * BATCH + i + 1) as i64;
+                let key = format!("doc-{seq:06}");
+                op.execute(params!["source", seq, "docs", key, VALUE, seq, 0])
+                    .unwrap();
+                doc.execute(params!["docs", key, VALUE, seq, 0, "source"])
+                    .unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    }
+}
+
+fn catch_up(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let source_dir = tempfile::tempdir().unwrap();
+    let source = runtime.block_on(async {
+        let mut config =
+            PeerNodeConfiguration::new(NodeId::new("source").unwrap(), source_dir.path());
+        config.tcp_port = 0;
+        config.cluster_key = "bench".into();
+        let node = Node::start(config).await.unwrap();
+        for batch in 0..DOCUMENTS / BATCH {
+            let writes = (0..BATCH)
+                .map(|i| LocalWrite::put("docs", format!("doc-{:06}", batch * BATCH + i), VALUE))
+                .collect();
+            node.write(writes).await.unwrap();
+        }
+        node
+    });
+    let source_address = source.local_addr().to_string();
+
+    let mut group = c.benchmark_group("catch_up_100k");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(100))
+        .measurement_time(Duration::from_secs(20));
+    group.throughput(Throughput::Elements(DOCUMENTS as u64));
+    group.bench_function("raw_sqlite_insert", |b| {
+        b.iter_custom(|iterations| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iterations {
+                let dir = tempfile::tempdir().unwrap();
+                let start = Instant::now();
+                raw_copy(&dir.path().join("raw.db"));
+                total += start.elapsed();
+            }
+            total
+        })
+    });
+    group.bench_function("node_catch_up", |b| {
+        b.iter_custom(|iterations| {
+            runtime.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iterations {
+                    let dir = tempfile::tempdir().unwrap();
+                    let mut config =
+                        PeerNodeConfiguration::new(NodeId::new("newcomer").unwrap(), dir.path());
+                    config.tcp_port = 0;
+                    config.cluster_key = "bench".into();
+                    config.known_peers.push(
+                        KnownPeer::new(
+                            NodeId::new("source").unwrap(),
+                            source_address.clone(),
+                            PeerType::StaticRemote,
+                        )
+                        .unwrap(),
+                    );
+                    let start = Instant::now();
+                    let node = Node::start(config).await.unwrap();
+                    let deadline = start + Duration::from_secs(300);
+                    loop {
+                        let vv = node.store().version_vector().await.unwrap();
+                        if vv.total() >= DOCUMENTS as u64 {
+                            break;
+                        }
+                        assert!(
+                            Instant::now() < deadline,
+                            "catch-up did not finish in 300 s"
+                        );
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    total += start.elapsed();
+                    node.shutdown().await;
+                }
+                total
+            })
+        })
+    });
+    group.finish();
+    runtime.block_on(source.shutdown());
+}
+
+criterion_group!(benches, catch_up);
+criterion_main!(benches);

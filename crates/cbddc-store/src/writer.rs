@@ -134,8 +134,10 @@ impl Writer {
             return;
         }
         for done in executed {
-            if let Executed::Local(Ok(entries), _) = &done {
-                // No receiver is fine: nobody is syncing yet.
+            if let Executed::Local(Ok(entries), _) = &done
+                && self.local_tx.receiver_count() > 0
+            {
+                // A receiver may go away meanwhile: then nobody needs the entries.
                 let _ = self.local_tx.send(Arc::new(entries.clone()));
             }
             done.reply();
