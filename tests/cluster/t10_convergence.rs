@@ -85,4 +85,17 @@ async fn a_write_reaches_the_peer_and_a_delete_follows_it() {
     let peer = status.peers.iter().find(|p| p.node_id == "left").unwrap();
     assert!(peer.last_exchange_ms > 0);
     assert_eq!(peer.peer_type, "static");
+
+    let mut client = cbddc_net::PeerClient::connect(
+        &a.address(),
+        &cbddc_net::ClusterKey::derive("test-cluster"),
+        None,
+        cbddc_net::ClientSettings::default(),
+    )
+    .await
+    .unwrap();
+    let peers = client.peers().await.unwrap();
+    assert_eq!(peers.len(), 1);
+    assert_eq!(peers[0].node_id, "right");
+    assert!(peers[0].last_exchange_ms > 0);
 }

@@ -258,6 +258,19 @@ impl PeerClient {
     }
 }
 
+impl PeerClient {
+    /// The peers the node knows or has exchanged data with.
+    pub async fn peers(&mut self) -> Result<Vec<proto::PeerStatus>, NetError> {
+        match self
+            .call(proto::request::Body::ListPeers(proto::ListPeersRequest {}))
+            .await?
+        {
+            proto::response::Body::Peers(answer) => Ok(answer.peers),
+            _ => Err(unexpected("list peers")),
+        }
+    }
+}
+
 fn document_from_wire(collection: &str, doc: proto::Document) -> Result<Document, NetError> {
     Ok(Document {
         collection: collection.to_string(),

@@ -120,7 +120,7 @@ pub struct Document {
 pub struct Request {
     #[prost(uint64, tag = "1")]
     pub id: u64,
-    #[prost(oneof = "request::Body", tags = "10, 11, 12, 13, 14, 15, 16")]
+    #[prost(oneof = "request::Body", tags = "10, 11, 12, 13, 14, 15, 16, 17")]
     pub body: Option<request::Body>,
 }
 
@@ -141,6 +141,8 @@ pub mod request {
         List(super::ListRequest),
         #[prost(message, tag = "16")]
         Status(super::StatusRequest),
+        #[prost(message, tag = "17")]
+        ListPeers(super::ListPeersRequest),
     }
 }
 
@@ -200,6 +202,9 @@ pub struct ListRequest {
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct StatusRequest {}
 
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListPeersRequest {}
+
 // ---- Responses ----
 
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -207,7 +212,7 @@ pub struct Response {
     /// The id of the request answered.
     #[prost(uint64, tag = "1")]
     pub id: u64,
-    #[prost(oneof = "response::Body", tags = "2, 10, 11, 12, 13, 15, 16")]
+    #[prost(oneof = "response::Body", tags = "2, 10, 11, 12, 13, 15, 16, 17")]
     pub body: Option<response::Body>,
 }
 
@@ -228,6 +233,8 @@ pub mod response {
         List(super::ListResponse),
         #[prost(message, tag = "16")]
         Status(super::StatusResponse),
+        #[prost(message, tag = "17")]
+        Peers(super::PeersResponse),
     }
 }
 
@@ -339,4 +346,10 @@ pub struct StatusResponse {
     pub peers: Vec<PeerStatus>,
     #[prost(uint32, tag = "8")]
     pub protocol_version: u32,
+}
+
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct PeersResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub peers: Vec<PeerStatus>,
 }

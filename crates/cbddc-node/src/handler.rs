@@ -125,6 +125,9 @@ impl NodeHandler {
                 })
             }
             Req::Status(_) => Res::Status(self.status().await.map_err(storage_error)?),
+            Req::ListPeers(_) => Res::Peers(proto::PeersResponse {
+                peers: self.peer_statuses().await.map_err(storage_error)?,
+            }),
         })
     }
 
@@ -145,11 +148,9 @@ impl NodeHandler {
         }
     }
 
-    pub(crate) async fn status(&self) -> Result<proto::StatusResponse, StorageError> {
-        let stats = self.store.stats().await?;
-        let vv: VersionVector = self.store.version_vector().await?;
+    pub(crate) async fn peer_statuses(&self) -> Result<Vec<proto::PeerStatus>, StorageError> {
         let known = self.peers.list_peers().await?;
-        let peers = self
+        Ok(self
             .book
             .report(&known)
             .into_iter()
@@ -165,7 +166,13 @@ impl NodeHandler {
                 last_exchange_ms: p.last_exchange_ms.unwrap_or(0),
                 last_error: p.last_error.unwrap_or_default(),
             })
-            .collect();
+            .collect())
+    }
+
+    pub(crate) async fn status(&self) -> Result<proto::StatusResponse, StorageError> {
+        let stats = self.store.stats().await?;
+        let vv: VersionVector = self.store.version_vector().await?;
+        let peers = self.peer_statuses().await?;
         Ok(proto::StatusResponse {
             node_id: self.store.node_id().to_string(),
             tcp_port: u32::from(self.listen.port()),

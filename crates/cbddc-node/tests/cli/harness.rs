@@ -124,6 +124,13 @@ impl RunningNode {
         }
     }
 
+    /// SIGKILL: no chance to flush or close anything.
+    pub fn kill_9(&mut self) {
+        let mut child = self.child.take().expect("not running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

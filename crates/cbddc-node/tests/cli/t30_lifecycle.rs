@@ -70,3 +70,23 @@ fn run_without_a_config_uses_the_embedded_defaults() {
         "the default key must be warned about: {log}"
     );
 }
+
+#[test]
+fn acknowledged_writes_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut node = RunningNode::start(dir.path(), "crashy", port, &[]);
+    for i in 0..30 {
+        let out = cbddc(&["put", "c", &format!("k{i:02}"), &i.to_string()], port);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    node.kill_9();
+    node.launch();
+    let listed = stdout(&cbddc(&["list", "c"], port));
+    assert_eq!(
+        listed.lines().count(),
+        30,
+        "every acknowledged write must survive: {listed}"
+    );
+    assert_eq!(stdout(&cbddc(&["get", "c", "k29"], port)).trim(), "29");
+}
