@@ -30,6 +30,14 @@ pub enum ConfigError {
         /// What is wrong and what to do.
         message: String,
     },
+    /// The configuration server could not be used.
+    #[error("configuration server {url}: {message}")]
+    Remote {
+        /// The URL polled.
+        url: String,
+        /// What went wrong and what to do.
+        message: String,
+    },
     /// The node id file in the data directory is unusable.
     #[error("node id file {path}: {message}")]
     NodeIdFile {

@@ -23,15 +23,26 @@
 //! ```
 #![warn(missing_docs)]
 
+mod env;
 mod error;
 mod file;
 mod node_id_file;
+mod provider;
+mod remote;
+mod watched;
 
+pub use env::{ENV_VARS, EnvProvider, env_layer};
 pub use error::ConfigError;
-pub use file::{ConfigFile, Durability, PeerEntry, PeerEntryType, load_file, parse_str};
+pub use file::{
+    ConfigFile, Durability, PeerEntry, PeerEntryType, load_file, parse_json, parse_str, parse_toml,
+};
 pub use node_id_file::{NODE_ID_FILE, resolve_node_id};
+pub use provider::{ConfigCell, ConfigEvent, ConfigProvider, StaticProvider};
+pub use remote::{RemoteOptions, RemoteProvider};
+pub use watched::FileProvider;
 
 use cbddc_core::{KnownPeer, NodeId};
+use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
@@ -89,5 +100,61 @@ impl PeerNodeConfiguration {
     /// True when the cluster key is the well-known default.
     pub fn uses_default_cluster_key(&self) -> bool {
         self.cluster_key == DEFAULT_CLUSTER_KEY
+    }
+
+    /// The one place every configuration is checked, whatever its source (`source_name`
+    /// appears in the errors). Creates the data directory if it does not exist yet.
+    pub fn validate(&self, source_name: &str) -> Result<(), ConfigError> {
+        let invalid = |field: String, message: String| ConfigError::Invalid {
+            source_name: source_name.to_string(),
+            field,
+            message,
+        };
+        if self.cluster_key.is_empty() || self.cluster_key.len() > 1024 {
+            return Err(invalid(
+                "cluster_key".into(),
+                "must be 1 to 1024 characters".into(),
+            ));
+        }
+        if !(50..=3_600_000).contains(&self.sync_interval_ms) {
+            return Err(invalid(
+                "sync_interval_ms".into(),
+                "must be from 50 to 3600000 (one hour)".into(),
+            ));
+        }
+        if !(1..=86_400_000).contains(&self.max_clock_drift_ms) {
+            return Err(invalid(
+                "max_clock_drift_ms".into(),
+                "must be from 1 to 86400000 (one day)".into(),
+            ));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir".into(), "must not be empty".into()));
+        }
+        if let Err(e) = std::fs::create_dir_all(&self.data_dir) {
+            return Err(invalid(
+                "data_dir".into(),
+                format!("cannot create {}: {e}", self.data_dir.display()),
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for (index, peer) in self.known_peers.iter().enumerate() {
+            let field = |name: &str| format!("known_peers[{index}].{name}");
+            if peer.node_id == self.node_id {
+                return Err(invalid(
+                    field("node_id"),
+                    format!("{} is this node itself", peer.node_id),
+                ));
+            }
+            if !seen.insert(peer.node_id.clone()) {
+                return Err(invalid(
+                    field("node_id"),
+                    format!("{} is listed twice", peer.node_id),
+                ));
+            }
+            cbddc_core::validate_peer_address(&peer.address)
+                .map_err(|e| invalid(field("address"), e.to_string()))?;
+        }
+        Ok(())
     }
 }

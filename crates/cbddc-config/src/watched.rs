@@ -1,0 +1,284 @@
+use crate::provider::{ConfigCell, ConfigEvent, ConfigProvider};
+use crate::{ConfigError, ConfigFile, PeerNodeConfiguration, env_layer, load_file};
+use notify_debouncer_full::notify::RecursiveMode;
+use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+/// How long the file must be quiet before it is read again: editors and orchestrators
+/// write in several steps.
+const DEBOUNCE: Duration = Duration::from_millis(150);
+
+/// A configuration file (TOML, or JSON by its `.json` name), watched for changes, with an
+/// optional layer on top (the environment, for [`FileProvider::watch_with_env`]).
+///
+/// The directory is watched rather than the file, so a file replaced by rename (editors,
+/// Kubernetes ConfigMaps) is followed; events are debounced, and the file is re-read
+/// only when its text changed. A file that fails to parse or validate is announced as
+/// [`ConfigEvent::Rejected`] and the last good configuration stays in force.
+pub struct FileProvider {
+    shared: Arc<Shared>,
+    _debouncer: Debouncer<notify_debouncer_full::notify::RecommendedWatcher, RecommendedCache>,
+}
+
+impl std::fmt::Debug for FileProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileProvider")
+            .field("path", &self.shared.path)
+            .finish()
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    path: PathBuf,
+    overrides: ConfigFile,
+    cell: ConfigCell,
+    last_text: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn load(&self) -> Result<PeerNodeConfiguration, ConfigError> {
+        load_file(&self.path)?.overlay(&self.overrides).resolve()
+    }
+
+    /// Re-reads the file if its text changed since the last read.
+    fn reload(&self) {
+        let text = std::fs::read_to_string(&self.path).ok();
+        {
+            let mut last = self.last_text.lock().unwrap_or_else(|p| p.into_inner());
+            if *last == text && text.is_some() {
+                return;
+            }
+            last.clone_from(&text);
+        }
+        let source = self.path.display().to_string();
+        self.cell.offer(self.load(), &source);
+    }
+}
+
+impl FileProvider {
+    /// Watches `path`. Fails if the file cannot be loaded now: there is no last good
+    /// configuration to fall back on yet.
+    pub fn watch(path: impl Into<PathBuf>) -> Result<Self, ConfigError> {
+        Self::watch_layered(path, ConfigFile::default())
+    }
+
+    /// Watches `path`, with the `CBDDC_*` environment variables overriding the file: what
+    /// `cbddc run --config FILE` uses.
+    pub fn watch_with_env(path: impl Into<PathBuf>) -> Result<Self, ConfigError> {
+        Self::watch_layered(path, env_layer(|name| std::env::var(name).ok())?)
+    }
+
+    /// Watches `path`, with `overrides` applied over every version of the file.
+    pub fn watch_layered(
+        path: impl Into<PathBuf>,
+        overrides: ConfigFile,
+    ) -> Result<Self, ConfigError> {
+        let path = absolute(path.into());
+        let text = std::fs::read_to_string(&path).ok();
+        let initial = load_file(&path)?.overlay(&overrides).resolve()?;
+        let shared = Arc::new(Shared {
+            cell: ConfigCell::new(initial),
+            last_text: Mutex::new(text),
+            overrides,
+            path,
+        });
+        let watch_error = |e: notify_debouncer_full::notify::Error| ConfigError::Read {
+            path: shared.path.clone(),
+            source: std::io::Error::other(format!("cannot watch for changes: {e}")),
+        };
+        let handler_state = shared.clone();
+        let mut debouncer = new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| match result {
+            Ok(events) => {
+                let ours = events.iter().any(|e| {
+                    e.paths
+                        .iter()
+                        .any(|p| p == &handler_state.path || p.parent() == handler_state.path.parent())
+                });
+                if ours {
+                    handler_state.reload();
+                }
+            }
+            Err(errors) => {
+                for error in errors {
+                    tracing::warn!(path = %handler_state.path.display(), %error, "watching the configuration file failed");
+                }
+            }
+        })
+        .map_err(watch_error)?;
+        let dir = shared
+            .path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        debouncer
+            .watch(&dir, RecursiveMode::NonRecursive)
+            .map_err(watch_error)?;
+        tracing::info!(path = %shared.path.display(), "watching the configuration file");
+        Ok(Self {
+            shared,
+            _debouncer: debouncer,
+        })
+    }
+
+    /// The file watched.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+}
+
+fn absolute(path: PathBuf) -> PathBuf {
+    if path.is_absolute() {
+        return path;
+    }
+    std::env::current_dir()
+        .map(|cwd| cwd.join(&path))
+        .unwrap_or(path)
+}
+
+impl ConfigProvider for FileProvider {
+    fn current(&self) -> Arc<PeerNodeConfiguration> {
+        self.shared.cell.current()
+    }
+    fn subscribe(&self) -> broadcast::Receiver<ConfigEvent> {
+        self.shared.cell.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn write(path: &Path, port: u16, data: &Path) {
+        std::fs::write(path, body(port, data)).unwrap();
+    }
+
+    fn body(port: u16, data: &Path) -> String {
+        format!(
+            "node_id = \"n\"\ntcp_port = {port}\ndata_dir = {:?}\n",
+            data.display().to_string()
+        )
+    }
+
+    /// Waits (bounded) for the next event.
+    fn next_event(events: &mut broadcast::Receiver<ConfigEvent>) -> ConfigEvent {
+        let start = Instant::now();
+        loop {
+            match events.try_recv() {
+                Ok(event) => return event,
+                Err(broadcast::error::TryRecvError::Empty) => {
+                    assert!(
+                        start.elapsed() < Duration::from_secs(10),
+                        "no configuration event within 10 s"
+                    );
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    fn changed_port(event: ConfigEvent) -> u16 {
+        match event {
+            ConfigEvent::Changed(c) => c.tcp_port,
+            ConfigEvent::Rejected { message, .. } => panic!("rejected: {message}"),
+        }
+    }
+
+    #[test]
+    fn an_edit_in_place_is_picked_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        write(&path, 1000, dir.path());
+        let provider = FileProvider::watch(&path).unwrap();
+        let mut events = provider.subscribe();
+        assert_eq!(provider.current().tcp_port, 1000);
+        write(&path, 1001, dir.path());
+        assert_eq!(changed_port(next_event(&mut events)), 1001);
+        assert_eq!(provider.current().tcp_port, 1001);
+    }
+
+    #[test]
+    fn a_file_replaced_by_rename_is_picked_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        write(&path, 1000, dir.path());
+        let provider = FileProvider::watch(&path).unwrap();
+        let mut events = provider.subscribe();
+        for port in [2000, 2001] {
+            let staged = dir.path().join(".node.toml.tmp");
+            write(&staged, port, dir.path());
+            std::fs::rename(&staged, &path).unwrap();
+            assert_eq!(changed_port(next_event(&mut events)), port);
+        }
+    }
+
+    #[test]
+    fn a_broken_or_half_written_file_is_refused_and_the_last_good_one_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        write(&path, 1000, dir.path());
+        let provider = FileProvider::watch(&path).unwrap();
+        let mut events = provider.subscribe();
+
+        std::fs::write(&path, "node_id = \"n\"\ntcp_port = 3000\nbogus_field = 1\n").unwrap();
+        match next_event(&mut events) {
+            ConfigEvent::Rejected { source, message } => {
+                assert!(source.ends_with("node.toml"), "{source}");
+                assert!(
+                    message.contains("bogus_field") && message.contains("node.toml"),
+                    "{message}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(provider.current().tcp_port, 1000);
+
+        // Written in two steps: the first half alone does not parse.
+        let full = body(3001, dir.path());
+        let (first, second) = full.split_at(full.len() / 2 + 3);
+        std::fs::write(&path, first).unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        std::io::Write::write_all(&mut file, second.as_bytes()).unwrap();
+        drop(file);
+        let start = Instant::now();
+        while provider.current().tcp_port != 3001 {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the completed file was not applied"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+
+        // Consume the events of the two-step write, up to the change it caused.
+        while !matches!(next_event(&mut events), ConfigEvent::Changed(c) if c.tcp_port == 3001) {}
+
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(
+            next_event(&mut events),
+            ConfigEvent::Rejected { .. }
+        ));
+        assert_eq!(
+            provider.current().tcp_port,
+            3001,
+            "a deleted file leaves the last good configuration"
+        );
+    }
+
+    #[test]
+    fn a_missing_or_invalid_file_at_start_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(FileProvider::watch(dir.path().join("absent.toml")).is_err());
+        let path = dir.path().join("bad.json");
+        std::fs::write(&path, "{\"tcp_port\": \"x\"}").unwrap();
+        let err = FileProvider::watch(&path).unwrap_err();
+        assert!(err.to_string().contains("bad.json"), "{err}");
+    }
+}
