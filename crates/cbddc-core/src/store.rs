@@ -108,11 +108,18 @@ pub trait DocumentStore: Send + Sync + std::fmt::Debug {
 }
 
 /// Known peers, persisted.
+///
+/// Peers come from two places: the configuration, and operators at run time. A
+/// configuration reload replaces the configured set only; peers saved at run time stay
+/// until removed. A peer named by both counts as configured.
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait PeerStore: Send + Sync + std::fmt::Debug {
-    /// Inserts or replaces the peer with this node id.
+    /// Inserts or replaces the peer with this node id, as added at run time.
     async fn save_peer(&self, peer: KnownPeer) -> Result<(), StorageError>;
+    /// Makes `peers` the configured set, atomically: configured peers not in it are
+    /// removed, and each of it is inserted or replaced.
+    async fn replace_configured_peers(&self, peers: Vec<KnownPeer>) -> Result<(), StorageError>;
     /// Removes the peer; `Ok(false)` if it was not known.
     async fn remove_peer(&self, node_id: NodeId) -> Result<bool, StorageError>;
     /// Every known peer, ordered by node id.

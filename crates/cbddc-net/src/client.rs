@@ -269,6 +269,37 @@ impl PeerClient {
             _ => Err(unexpected("list peers")),
         }
     }
+
+    /// Saves a known peer on the node; returns the resulting peers.
+    pub async fn add_peer(
+        &mut self,
+        node_id: &str,
+        address: &str,
+        peer_type: &str,
+        disabled: bool,
+    ) -> Result<Vec<proto::PeerStatus>, NetError> {
+        let body = proto::request::Body::AddPeer(proto::AddPeerRequest {
+            node_id: node_id.into(),
+            address: address.into(),
+            peer_type: peer_type.into(),
+            disabled,
+        });
+        match self.call(body).await? {
+            proto::response::Body::Peers(answer) => Ok(answer.peers),
+            _ => Err(unexpected("add peer")),
+        }
+    }
+
+    /// Removes a known peer on the node; returns the resulting peers.
+    pub async fn remove_peer(&mut self, node_id: &str) -> Result<Vec<proto::PeerStatus>, NetError> {
+        let body = proto::request::Body::RemovePeer(proto::RemovePeerRequest {
+            node_id: node_id.into(),
+        });
+        match self.call(body).await? {
+            proto::response::Body::Peers(answer) => Ok(answer.peers),
+            _ => Err(unexpected("remove peer")),
+        }
+    }
 }
 
 fn document_from_wire(collection: &str, doc: proto::Document) -> Result<Document, NetError> {

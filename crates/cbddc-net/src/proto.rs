@@ -120,7 +120,10 @@ pub struct Document {
 pub struct Request {
     #[prost(uint64, tag = "1")]
     pub id: u64,
-    #[prost(oneof = "request::Body", tags = "10, 11, 12, 13, 14, 15, 16, 17")]
+    #[prost(
+        oneof = "request::Body",
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19"
+    )]
     pub body: Option<request::Body>,
 }
 
@@ -143,6 +146,10 @@ pub mod request {
         Status(super::StatusRequest),
         #[prost(message, tag = "17")]
         ListPeers(super::ListPeersRequest),
+        #[prost(message, tag = "18")]
+        AddPeer(super::AddPeerRequest),
+        #[prost(message, tag = "19")]
+        RemovePeer(super::RemovePeerRequest),
     }
 }
 
@@ -204,6 +211,27 @@ pub struct StatusRequest {}
 
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ListPeersRequest {}
+
+/// Saves a known peer (as added at run time); the answer is the resulting list.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct AddPeerRequest {
+    #[prost(string, tag = "1")]
+    pub node_id: String,
+    #[prost(string, tag = "2")]
+    pub address: String,
+    /// `static` or `cloud`.
+    #[prost(string, tag = "3")]
+    pub peer_type: String,
+    #[prost(bool, tag = "4")]
+    pub disabled: bool,
+}
+
+/// Removes a known peer; the answer is the resulting list.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct RemovePeerRequest {
+    #[prost(string, tag = "1")]
+    pub node_id: String,
+}
 
 // ---- Responses ----
 

@@ -3,7 +3,7 @@ use crate::{NetError, proto};
 use async_trait::async_trait;
 use cbddc_core::NodeId;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 pub struct ServerSettings {
     /// Our node id, sent to every peer in the handshake.
     pub node_id: NodeId,
-    /// The cluster's pre-shared key.
+    /// The cluster's pre-shared key at start ([`TcpSyncServer::set_cluster_key`] changes it).
     pub cluster_key: ClusterKey,
     /// A connection must complete the handshake within this time.
     pub handshake_timeout: Duration,
@@ -73,6 +73,8 @@ pub struct TcpSyncServer {
     local_addr: SocketAddr,
     token: CancellationToken,
     tracker: TaskTracker,
+    key: Arc<RwLock<ClusterKey>>,
+    acceptor: tokio::sync::Mutex<Option<tokio::task::JoinHandle<TcpListener>>>,
 }
 
 impl TcpSyncServer {
@@ -85,11 +87,13 @@ impl TcpSyncServer {
     ) -> Result<Self, NetError> {
         let local_addr = listener.local_addr()?;
         let tracker = TaskTracker::new();
+        let key = Arc::new(RwLock::new(settings.cluster_key.clone()));
         let settings = Arc::new(settings);
         let limit = Arc::new(Semaphore::new(settings.max_connections));
-        tracker.spawn(accept_loop(
+        let acceptor = tokio::spawn(accept_loop(
             listener,
             settings,
+            key.clone(),
             handler,
             limit,
             token.clone(),
@@ -100,7 +104,15 @@ impl TcpSyncServer {
             local_addr,
             token,
             tracker,
+            key,
+            acceptor: tokio::sync::Mutex::new(Some(acceptor)),
         })
+    }
+
+    /// Uses `key` for every session that starts from now on; sessions already
+    /// established keep theirs.
+    pub fn set_cluster_key(&self, key: ClusterKey) {
+        *self.key.write().unwrap_or_else(|p| p.into_inner()) = key;
     }
 
     /// The address the server listens on.
@@ -111,27 +123,38 @@ impl TcpSyncServer {
     /// Stops accepting, lets sessions finish the request in flight, and waits up to
     /// `grace` for them. Returns false if some were still running at the deadline.
     pub async fn stop(&self, grace: Duration) -> bool {
+        self.stop_keeping_listener(grace).await.1
+    }
+
+    /// Like [`TcpSyncServer::stop`], but hands back the still-bound listener, so a new
+    /// server can take over the same address without a moment in which it is unbound.
+    pub async fn stop_keeping_listener(&self, grace: Duration) -> (Option<TcpListener>, bool) {
         self.token.cancel();
+        let listener = match self.acceptor.lock().await.take() {
+            Some(acceptor) => acceptor.await.ok(),
+            None => None,
+        };
         self.tracker.close();
         let finished = tokio::time::timeout(grace, self.tracker.wait())
             .await
             .is_ok();
         tracing::info!(address = %self.local_addr, clean = finished, "sync server stopped");
-        finished
+        (listener, finished)
     }
 }
 
 async fn accept_loop(
     listener: TcpListener,
     settings: Arc<ServerSettings>,
+    key: Arc<RwLock<ClusterKey>>,
     handler: Arc<dyn RequestHandler>,
     limit: Arc<Semaphore>,
     token: CancellationToken,
     tracker: TaskTracker,
-) {
+) -> TcpListener {
     loop {
         let accepted = tokio::select! {
-            _ = token.cancelled() => return,
+            _ = token.cancelled() => return listener,
             accepted = listener.accept() => accepted,
         };
         let (mut socket, address) = match accepted {
@@ -154,9 +177,12 @@ async fn accept_loop(
             continue;
         };
         let (settings, handler, token) = (settings.clone(), handler.clone(), token.child_token());
+        let key = key.read().unwrap_or_else(|p| p.into_inner()).clone();
         tracker.spawn(async move {
             let _permit = permit;
-            if let Err(reason) = serve(socket, address, &settings, handler.as_ref(), &token).await {
+            if let Err(reason) =
+                serve(socket, address, &settings, &key, handler.as_ref(), &token).await
+            {
                 match reason {
                     NetError::Closed => tracing::debug!(%address, "session ended by the peer"),
                     reason => tracing::warn!(%address, %reason, "closing connection"),
@@ -170,10 +196,11 @@ async fn serve(
     socket: TcpStream,
     address: SocketAddr,
     settings: &ServerSettings,
+    key: &ClusterKey,
     handler: &dyn RequestHandler,
     token: &CancellationToken,
 ) -> Result<(), NetError> {
-    let handshake = secure::respond(socket, &settings.cluster_key, &settings.node_id);
+    let handshake = secure::respond(socket, key, &settings.node_id);
     let (mut stream, peer) = tokio::select! {
         _ = token.cancelled() => return Ok(()),
         result = tokio::time::timeout(settings.handshake_timeout, handshake) => result.map_err(|_| NetError::Timeout {

@@ -375,3 +375,28 @@ async fn connections_beyond_the_limit_are_refused_as_busy() {
     );
     server.stop(Duration::from_secs(5)).await;
 }
+
+#[tokio::test]
+async fn a_new_cluster_key_applies_to_new_sessions() {
+    let (server, address) =
+        start_server(ServerSettings::new(id("srv"), ClusterKey::derive("old"))).await;
+    let mut established = PeerClient::connect(
+        &address,
+        &ClusterKey::derive("old"),
+        None,
+        ClientSettings::default(),
+    )
+    .await
+    .unwrap();
+    server.set_cluster_key(ClusterKey::derive("new"));
+    assert!(matches!(
+        status_as(&address, "old").await,
+        Err(NetError::WrongClusterKey { .. })
+    ));
+    assert_eq!(status_as(&address, "new").await.unwrap(), "peer");
+    assert!(
+        established.status().await.is_ok(),
+        "a session in flight keeps working"
+    );
+    server.stop(Duration::from_secs(5)).await;
+}

@@ -1,15 +1,19 @@
 //! Answers the requests of peers and tools on behalf of the node.
 
 use crate::peers::PeerBook;
+use crate::sync::SyncSupervisor;
 use async_trait::async_trait;
-use cbddc_core::{DocumentStore, LocalWrite, PageLimits, PeerStore, StorageError, VersionVector};
+use cbddc_core::{
+    DocumentStore, KnownPeer, LocalWrite, NodeId, PageLimits, PeerStore, PeerType, StorageError,
+    VersionVector,
+};
 use cbddc_net::convert::{
     document_to_wire, entries_from_wire, entry_to_wire, hlc_to_wire, vv_from_wire, vv_to_wire,
 };
 use cbddc_net::proto::{self, ErrorCode, request::Body as Req, response::Body as Res};
 use cbddc_net::{RequestHandler, SessionInfo, error_body};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Pages served to a pull never exceed these, whatever the puller asks for.
 const MAX_PULL_ENTRIES: usize = 10_000;
@@ -23,7 +27,9 @@ pub(crate) struct NodeHandler {
     pub(crate) store: Arc<dyn DocumentStore>,
     pub(crate) peers: Arc<dyn PeerStore>,
     pub(crate) book: Arc<PeerBook>,
-    pub(crate) listen: SocketAddr,
+    pub(crate) sync: Arc<SyncSupervisor>,
+    /// Changes when the node moves to another port.
+    pub(crate) listen: Mutex<SocketAddr>,
 }
 
 fn storage_error(err: StorageError) -> Res {
@@ -33,6 +39,17 @@ fn storage_error(err: StorageError) -> Res {
         StorageError::Backend { .. } => ErrorCode::Storage,
     };
     error_body(code, &err.to_string())
+}
+
+/// Peer management is for operators' tools, not for other nodes.
+fn forbid_nodes(session: &SessionInfo) -> Result<(), Res> {
+    match &session.peer {
+        None => Ok(()),
+        Some(node) => Err(error_body(
+            ErrorCode::Forbidden,
+            &format!("node {node} may not change this node's peers; use the cbddc CLI"),
+        )),
+    }
 }
 
 fn clamp(requested: u32, max: usize) -> usize {
@@ -125,10 +142,68 @@ impl NodeHandler {
                 })
             }
             Req::Status(_) => Res::Status(self.status().await.map_err(storage_error)?),
-            Req::ListPeers(_) => Res::Peers(proto::PeersResponse {
-                peers: self.peer_statuses().await.map_err(storage_error)?,
-            }),
+            Req::ListPeers(_) => self.peers_answer().await?,
+            Req::AddPeer(add) => {
+                forbid_nodes(session)?;
+                let invalid = |message: String| error_body(ErrorCode::InvalidRequest, &message);
+                let node_id = NodeId::new(add.node_id).map_err(|e| invalid(e.to_string()))?;
+                if &node_id == self.store.node_id() {
+                    return Err(invalid(format!("{node_id} is this node itself")));
+                }
+                let peer_type = match add.peer_type.as_str() {
+                    "" | "static" => PeerType::StaticRemote,
+                    "cloud" => PeerType::CloudRemote,
+                    other => {
+                        return Err(invalid(format!(
+                            "peer type {other:?} is not static or cloud"
+                        )));
+                    }
+                };
+                let mut peer = KnownPeer::new(node_id, add.address, peer_type)
+                    .map_err(|e| invalid(e.to_string()))?;
+                peer.enabled = !add.disabled;
+                tracing::info!(peer = %peer.node_id, address = %peer.address, enabled = peer.enabled, "known peer added");
+                self.peers.save_peer(peer).await.map_err(storage_error)?;
+                self.follow_peer_store().await?;
+                self.peers_answer().await?
+            }
+            Req::RemovePeer(remove) => {
+                forbid_nodes(session)?;
+                let node_id = NodeId::new(remove.node_id)
+                    .map_err(|e| error_body(ErrorCode::InvalidRequest, &e.to_string()))?;
+                if !self
+                    .peers
+                    .remove_peer(node_id.clone())
+                    .await
+                    .map_err(storage_error)?
+                {
+                    return Err(error_body(
+                        ErrorCode::InvalidRequest,
+                        &format!("{node_id} is not a known peer"),
+                    ));
+                }
+                tracing::info!(peer = %node_id, "known peer removed");
+                self.follow_peer_store().await?;
+                self.peers_answer().await?
+            }
         })
+    }
+
+    async fn peers_answer(&self) -> Result<Res, Res> {
+        Ok(Res::Peers(proto::PeersResponse {
+            peers: self.peer_statuses().await.map_err(storage_error)?,
+        }))
+    }
+
+    /// Points the sync tasks at the peers the store now lists.
+    pub(crate) async fn follow_peer_store(&self) -> Result<(), Res> {
+        let peers = self.peers.list_peers().await.map_err(storage_error)?;
+        self.sync.reconcile(&peers);
+        Ok(())
+    }
+
+    pub(crate) fn listen(&self) -> SocketAddr {
+        *self.listen.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     async fn write(&self, write: LocalWrite) -> Result<Res, Res> {
@@ -173,10 +248,11 @@ impl NodeHandler {
         let stats = self.store.stats().await?;
         let vv: VersionVector = self.store.version_vector().await?;
         let peers = self.peer_statuses().await?;
+        let listen = self.listen();
         Ok(proto::StatusResponse {
             node_id: self.store.node_id().to_string(),
-            tcp_port: u32::from(self.listen.port()),
-            bind_address: self.listen.ip().to_string(),
+            tcp_port: u32::from(listen.port()),
+            bind_address: listen.ip().to_string(),
             documents: stats.documents,
             oplog_entries: stats.oplog_entries,
             version_vector: Some(vv_to_wire(&vv)),

@@ -1,16 +1,21 @@
-//! A running CBDDC node: its store, its sync server and its sync loop, composed.
+//! A running CBDDC node: its store, its sync server and its sync tasks, composed, and
+//! reconfigured live from a [`ConfigProvider`].
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use cbddc_config::PeerNodeConfiguration;
+//! use cbddc_config::{PeerNodeConfiguration, StaticProvider};
 //! use cbddc_core::NodeId;
 //! use cbddc_node::Node;
+//! use std::sync::Arc;
 //!
 //! let mut config = PeerNodeConfiguration::new(NodeId::new("node-a")?, "./data-a");
 //! config.tcp_port = 0; // any free port
-//! let node = Node::start(config).await?;
+//! let provider = Arc::new(StaticProvider::new(config.clone())?);
+//! let node = Node::start_with_provider(provider.clone()).await?;
 //! node.put("users", "alice", r#"{"age":30}"#).await?;
-//! println!("listening on {}", node.local_addr());
+//!
+//! config.tcp_port = 26000; // move to another port without a restart
+//! provider.set(config)?;
 //! node.shutdown().await;
 //! # Ok(()) }
 //! ```
@@ -19,140 +24,166 @@
 mod error;
 mod handler;
 mod peers;
+mod reconfigure;
+mod runtime;
 mod sync;
 
 pub use error::NodeError;
 pub use peers::{PeerActivity, PeerBook, PeerReport};
 
-use cbddc_config::PeerNodeConfiguration;
-use cbddc_core::{Document, DocumentStore, LocalWrite, NodeId, OplogEntry, PageLimits, PeerStore};
-use cbddc_net::{ClientSettings, ClusterKey, ServerSettings, TcpSyncServer, proto};
-use cbddc_store::{SqliteStore, StoreOptions};
+use cbddc_config::{ConfigProvider, PeerNodeConfiguration, StaticProvider};
+use cbddc_core::{Document, DocumentStore, KnownPeer, LocalWrite, NodeId, OplogEntry, PeerStore};
+use cbddc_net::proto;
+use cbddc_store::SqliteStore;
+use handler::NodeHandler;
+use runtime::Runtime;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, RwLock};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-/// How long shutdown waits for sessions and sync tasks to finish what they are doing.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// What a node announces about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// A new configuration was applied.
+    Reconfigured {
+        /// The node id in force.
+        node_id: NodeId,
+        /// The address listened on.
+        listen: SocketAddr,
+        /// What changed.
+        applied: Vec<String>,
+        /// Changes that could not be applied, and why.
+        not_applied: Vec<String>,
+    },
+    /// Applying a configuration failed; the node runs as before.
+    ReconfigurationFailed {
+        /// Why.
+        reason: String,
+    },
+    /// The provider refused a configuration (it never reached the node).
+    ConfigRefused {
+        /// Where it came from.
+        source: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// What the public API reads, replaced whenever the node is reconfigured.
+#[derive(Debug, Clone)]
+struct Snapshot {
+    config: Arc<PeerNodeConfiguration>,
+    listen: SocketAddr,
+    store: Arc<SqliteStore>,
+    handler: Arc<NodeHandler>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    provider: Arc<dyn ConfigProvider>,
+    snapshot: RwLock<Snapshot>,
+    runtime: tokio::sync::Mutex<Runtime>,
+    events: broadcast::Sender<NodeEvent>,
+    root: CancellationToken,
+}
+
+impl Shared {
+    fn publish(&self, runtime: &Runtime) {
+        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Snapshot {
+            config: runtime.config.clone(),
+            listen: runtime.listen(),
+            store: runtime.store.clone(),
+            handler: runtime.handler.clone(),
+        };
+    }
+}
 
 /// A running node. Stop it with [`Node::shutdown`].
 #[derive(Debug)]
 pub struct Node {
-    config: PeerNodeConfiguration,
-    store: Arc<SqliteStore>,
-    server: TcpSyncServer,
-    handler: Arc<handler::NodeHandler>,
-    token: CancellationToken,
-    sync_tasks: TaskTracker,
+    shared: Arc<Shared>,
+    reconfigurator: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Node {
-    /// Opens the node's database, starts listening and starts syncing with its known peers.
-    ///
-    /// Peers named in the configuration are saved to the peer store, merged with peers
-    /// saved earlier.
+    /// Starts a node on a fixed configuration.
     pub async fn start(config: PeerNodeConfiguration) -> Result<Self, NodeError> {
-        let options = StoreOptions {
-            durability: match config.durability {
-                cbddc_config::Durability::Full => cbddc_store::Durability::Full,
-                cbddc_config::Durability::Normal => cbddc_store::Durability::Normal,
-            },
-            max_clock_drift_ms: config.max_clock_drift_ms,
-            ..StoreOptions::default()
-        };
-        let store =
-            Arc::new(SqliteStore::open(&config.data_dir, config.node_id.clone(), options).await?);
-        match Self::start_services(config, store.clone()).await {
-            Ok(node) => Ok(node),
-            Err(e) => {
-                store.close().await;
-                Err(e)
-            }
-        }
+        Self::start_with_provider(Arc::new(StaticProvider::new(config)?)).await
     }
 
-    async fn start_services(
-        config: PeerNodeConfiguration,
-        store: Arc<SqliteStore>,
-    ) -> Result<Self, NodeError> {
-        for peer in &config.known_peers {
-            store.save_peer(peer.clone()).await?;
-        }
-        let address = config.listen_address();
-        let listener = tokio::net::TcpListener::bind(address)
-            .await
-            .map_err(|source| NodeError::Bind { address, source })?;
-        let listen = listener
-            .local_addr()
-            .map_err(|source| NodeError::Bind { address, source })?;
-        let key = ClusterKey::derive(&config.cluster_key);
-        let book = Arc::new(PeerBook::default());
-        let handler = Arc::new(handler::NodeHandler {
-            store: store.clone(),
-            peers: store.clone(),
-            book: book.clone(),
-            listen,
-        });
-        let token = CancellationToken::new();
-        let server = TcpSyncServer::start(
-            listener,
-            ServerSettings::new(config.node_id.clone(), key.clone()),
-            handler.clone(),
-            token.child_token(),
-        )?;
-        let sync_tasks = TaskTracker::new();
-        let context = sync::SyncContext {
-            node_id: config.node_id.clone(),
-            store: store.clone(),
-            key,
-            book,
-            interval: Duration::from_millis(config.sync_interval_ms),
-            limits: PageLimits::default(),
-            client: ClientSettings::default(),
-        };
-        for peer in store.list_peers().await? {
-            if !peer.enabled {
-                tracing::info!(peer = %peer.node_id, "known peer is disabled; not contacting it");
-                continue;
+    /// Starts a node on the provider's configuration and follows its changes.
+    ///
+    /// Opens the node's database, saves the configured peers (merged with peers added at
+    /// run time), starts listening and starts syncing.
+    pub async fn start_with_provider(provider: Arc<dyn ConfigProvider>) -> Result<Self, NodeError> {
+        let config = provider.current();
+        let store = runtime::open_store(&config).await?;
+        let listener = match runtime::bind(config.listen_address()).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                store.close().await;
+                return Err(e);
             }
-            sync_tasks.spawn(sync::run_peer(context.clone(), peer, token.child_token()));
-        }
-        tracing::info!(node = %config.node_id, address = %listen, "node started");
+        };
+        let root = CancellationToken::new();
+        let runtime = Runtime::start(config, store, listener, root.child_token()).await?;
+        let snapshot = Snapshot {
+            config: runtime.config.clone(),
+            listen: runtime.listen(),
+            store: runtime.store.clone(),
+            handler: runtime.handler.clone(),
+        };
+        let shared = Arc::new(Shared {
+            provider,
+            snapshot: RwLock::new(snapshot),
+            runtime: tokio::sync::Mutex::new(runtime),
+            events: broadcast::channel(64).0,
+            root: root.clone(),
+        });
+        let reconfigurator = tokio::spawn(reconfigure::run(shared.clone(), root.child_token()));
         Ok(Self {
-            config,
-            store,
-            server,
-            handler,
-            token,
-            sync_tasks,
+            shared,
+            reconfigurator: Some(reconfigurator),
         })
     }
 
-    /// This node's id.
-    pub fn node_id(&self) -> &NodeId {
-        &self.config.node_id
+    fn snapshot(&self) -> Snapshot {
+        self.shared
+            .snapshot
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Events about reconfiguration.
+    pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// The node id in force.
+    pub fn node_id(&self) -> NodeId {
+        self.snapshot().config.node_id.clone()
     }
 
     /// The address the sync server listens on (with the real port when 0 was configured).
     pub fn local_addr(&self) -> SocketAddr {
-        self.server.local_addr()
+        self.snapshot().listen
     }
 
-    /// The configuration the node runs on.
-    pub fn config(&self) -> &PeerNodeConfiguration {
-        &self.config
+    /// The configuration in force (changes that could not be applied keep their old values).
+    pub fn config(&self) -> Arc<PeerNodeConfiguration> {
+        self.snapshot().config
     }
 
-    /// The node's document store.
+    /// The node's document store (replaced by a node id change).
     pub fn store(&self) -> Arc<dyn DocumentStore> {
-        self.store.clone()
+        self.snapshot().store
     }
 
-    /// The node's known-peer store.
+    /// The node's known-peer store (replaced by a node id change).
     pub fn peer_store(&self) -> Arc<dyn PeerStore> {
-        self.store.clone()
+        self.snapshot().store
     }
 
     /// Writes a document (JSON text); it is pushed to connected peers once committed.
@@ -173,11 +204,11 @@ impl Node {
 
     /// Writes a batch in one transaction.
     pub async fn write(&self, writes: Vec<LocalWrite>) -> Result<Vec<OplogEntry>, NodeError> {
-        Ok(self.store.write(writes).await?)
+        Ok(self.snapshot().store.write(writes).await?)
     }
 
     async fn write_one(&self, write: LocalWrite) -> Result<OplogEntry, NodeError> {
-        let mut entries = self.store.write(vec![write]).await?;
+        let mut entries = self.snapshot().store.write(vec![write]).await?;
         entries.pop().ok_or_else(|| {
             NodeError::Storage(cbddc_core::StorageError::Backend {
                 operation: "writing",
@@ -188,15 +219,16 @@ impl Node {
 
     /// Reads a live document.
     pub async fn get(&self, collection: &str, key: &str) -> Result<Option<Document>, NodeError> {
-        Ok(self.store.get(collection, key).await?)
+        Ok(self.snapshot().store.get(collection, key).await?)
     }
 
     /// Every live document of a collection, in key order.
     pub async fn list_all(&self, collection: &str) -> Result<Vec<Document>, NodeError> {
+        let store = self.snapshot().store;
         let mut out: Vec<Document> = Vec::new();
         loop {
             let after = out.last().map(|d| d.key.clone());
-            let page = self.store.list(collection, after, 1_000).await?;
+            let page = store.list(collection, after, 1_000).await?;
             let done = page.len() < 1_000;
             out.extend(page);
             if done {
@@ -205,23 +237,50 @@ impl Node {
         }
     }
 
-    /// What `cbddc status` shows.
-    pub async fn status(&self) -> Result<proto::StatusResponse, NodeError> {
-        Ok(self.handler.status().await?)
+    /// Saves a known peer (kept across restarts) and starts syncing with it if enabled.
+    pub async fn save_peer(&self, peer: KnownPeer) -> Result<(), NodeError> {
+        let snapshot = self.snapshot();
+        snapshot.store.save_peer(peer).await?;
+        self.follow_peer_store(&snapshot).await
     }
 
-    /// Stops syncing and serving (letting requests in flight finish), then closes the database.
-    pub async fn shutdown(self) {
-        self.token.cancel();
-        self.sync_tasks.close();
-        if tokio::time::timeout(SHUTDOWN_GRACE, self.sync_tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("sync tasks did not stop within the grace period");
+    /// Forgets a known peer and stops syncing with it; `Ok(false)` if it was not known.
+    pub async fn remove_peer(&self, node_id: NodeId) -> Result<bool, NodeError> {
+        let snapshot = self.snapshot();
+        let removed = snapshot.store.remove_peer(node_id).await?;
+        self.follow_peer_store(&snapshot).await?;
+        Ok(removed)
+    }
+
+    async fn follow_peer_store(&self, snapshot: &Snapshot) -> Result<(), NodeError> {
+        let peers = snapshot.store.list_peers().await?;
+        snapshot.handler.sync.reconcile(&peers);
+        Ok(())
+    }
+
+    /// What `cbddc status` shows.
+    pub async fn status(&self) -> Result<proto::StatusResponse, NodeError> {
+        Ok(self.snapshot().handler.status().await?)
+    }
+
+    /// Stops following the configuration, syncing and serving (letting requests in flight
+    /// finish), then closes the database.
+    pub async fn shutdown(mut self) {
+        self.shared.root.cancel();
+        if let Some(task) = self.reconfigurator.take() {
+            let _ = task.await;
         }
-        self.server.stop(SHUTDOWN_GRACE).await;
-        self.store.close().await;
-        tracing::info!(node = %self.config.node_id, "node stopped");
+        let runtime = self.shared.runtime.lock().await;
+        let node = runtime.config.node_id.clone();
+        drop(runtime.stop().await);
+        tracing::info!(%node, "node stopped");
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // A node dropped without shutdown still stops its tasks; the store closes when
+        // its last handle goes.
+        self.shared.root.cancel();
     }
 }

@@ -1,13 +1,18 @@
 //! `cbddc`: run a node, or talk to a running one.
 
 use anyhow::{Context, Result, bail};
-use cbddc_config::{ConfigFile, DEFAULT_CLUSTER_KEY, load_file};
+use cbddc_config::{
+    ConfigProvider, DEFAULT_CLUSTER_KEY, EnvProvider, FileProvider, RemoteOptions, RemoteProvider,
+    env_layer,
+};
 use cbddc_net::{ClientSettings, ClusterKey, PeerClient, proto};
 use cbddc_node::Node;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// CBDDC: documents in a local SQLite database on every node, synced peer to peer.
 ///
@@ -26,11 +31,33 @@ enum Command {
     /// Without --config the node runs on embedded defaults: data in ./cbddc-data, a node
     /// id generated once and kept there, listening on 127.0.0.1:25000, and the default
     /// cluster key (anyone who knows it can join: set your own for real use).
+    ///
+    /// The configuration is followed while the node runs: edit the file (or change what
+    /// the URL serves) and the node applies the change without a restart: a new port is
+    /// listened on, a new node id opens that id's database. An invalid change is refused
+    /// with a log line naming the field, and the node keeps its last good configuration.
+    /// The variables CBDDC_NODE_ID, CBDDC_TCP_PORT, CBDDC_BIND_ADDRESS, CBDDC_DATA_DIR
+    /// and CBDDC_CLUSTER_KEY override the file.
     Run {
         /// Configuration file: TOML, or JSON when the name ends in .json.
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", conflicts_with = "config_url")]
         config: Option<PathBuf>,
+        /// A configuration server serving the configuration as JSON, polled with
+        /// If-None-Match (https:// needs a build with the remote-https feature).
+        #[arg(long, value_name = "URL")]
+        config_url: Option<String>,
+        /// Seconds between polls of --config-url.
+        #[arg(
+            long,
+            value_name = "SECONDS",
+            default_value_t = 10,
+            requires = "config_url"
+        )]
+        poll_seconds: u64,
     },
+    /// Manage the known peers of a running node (kept across restarts).
+    #[command(subcommand)]
+    Peers(PeersCommand),
     /// Write a document: its value is JSON text.
     Put {
         /// Collection of the document.
@@ -75,6 +102,40 @@ enum Command {
         /// Print machine-readable JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PeersCommand {
+    /// Add (or update) a known peer; syncing with it starts at once.
+    Add {
+        /// The peer's node id.
+        node_id: String,
+        /// Where it listens, as HOST:PORT.
+        address: String,
+        /// `static` for a member of the cluster, `cloud` for a cloud gateway.
+        #[arg(long = "type", value_name = "TYPE", default_value = "static", value_parser = ["static", "cloud"])]
+        peer_type: String,
+        /// Keep the peer but never contact it.
+        #[arg(long)]
+        disabled: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List known peers and peers seen in sessions.
+    List {
+        /// Print machine-readable JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Remove a known peer; syncing with it stops.
+    Remove {
+        /// The peer's node id.
+        node_id: String,
         #[command(flatten)]
         target: Target,
     },
@@ -128,7 +189,12 @@ fn main() -> ExitCode {
 
 async fn dispatch(command: Command) -> Result<ExitCode> {
     match command {
-        Command::Run { config } => run(config).await,
+        Command::Run {
+            config,
+            config_url,
+            poll_seconds,
+        } => run(config, config_url, poll_seconds).await,
+        Command::Peers(command) => peers(command).await,
         Command::Put {
             collection,
             key,
@@ -186,20 +252,31 @@ fn init_logging() {
         .init();
 }
 
-async fn run(config_path: Option<PathBuf>) -> Result<ExitCode> {
+async fn run(
+    config_path: Option<PathBuf>,
+    config_url: Option<String>,
+    poll_seconds: u64,
+) -> Result<ExitCode> {
     init_logging();
-    let file = match &config_path {
-        Some(path) => load_file(path)?,
-        None => ConfigFile::default(),
+    let provider: Arc<dyn ConfigProvider> = match (&config_path, &config_url) {
+        (Some(path), _) => Arc::new(FileProvider::watch_with_env(path)?),
+        (None, Some(url)) => Arc::new(RemoteProvider::start(
+            url,
+            RemoteOptions {
+                poll_interval: Duration::from_secs(poll_seconds.max(1)),
+                overrides: env_layer(|name| std::env::var(name).ok())?,
+                ..RemoteOptions::default()
+            },
+        )?),
+        (None, None) => Arc::new(EnvProvider::from_env()?),
     };
-    let config = file.resolve()?;
-    if config.uses_default_cluster_key() {
+    if provider.current().uses_default_cluster_key() {
         tracing::warn!(
             "running with the default cluster key: any node that knows it can sync with this one; \
              set cluster_key in the configuration file"
         );
     }
-    let node = Node::start(config).await?;
+    let node = Node::start_with_provider(provider).await?;
     println!(
         "cbddc node {} listening on {}",
         node.node_id(),
@@ -259,6 +336,60 @@ async fn list(collection: &str, as_json: bool, target: &Target) -> Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
+fn peer_json(p: &proto::PeerStatus) -> Value {
+    json!({
+        "node_id": p.node_id,
+        "address": p.address,
+        "type": p.peer_type,
+        "enabled": p.enabled,
+        "last_exchange_ms": (p.last_exchange_ms > 0).then_some(p.last_exchange_ms),
+        "last_error": (!p.last_error.is_empty()).then_some(&p.last_error),
+    })
+}
+
+fn print_peers(peers: &[proto::PeerStatus], as_json: bool) -> Result<()> {
+    if as_json {
+        let items: Vec<Value> = peers.iter().map(peer_json).collect();
+        println!("{}", serde_json::to_string_pretty(&items)?);
+        return Ok(());
+    }
+    if peers.is_empty() {
+        println!("no peers");
+    }
+    for p in peers {
+        let state = if p.enabled { "enabled" } else { "disabled" };
+        println!("{}\t{}\t{}\t{}", p.node_id, p.address, p.peer_type, state);
+    }
+    Ok(())
+}
+
+async fn peers(command: PeersCommand) -> Result<ExitCode> {
+    match command {
+        PeersCommand::Add {
+            node_id,
+            address,
+            peer_type,
+            disabled,
+            target,
+        } => {
+            let peers = target
+                .connect()
+                .await?
+                .add_peer(&node_id, &address, &peer_type, disabled)
+                .await?;
+            print_peers(&peers, false)?;
+        }
+        PeersCommand::List { json, target } => {
+            print_peers(&target.connect().await?.peers().await?, json)?
+        }
+        PeersCommand::Remove { node_id, target } => {
+            let peers = target.connect().await?.remove_peer(&node_id).await?;
+            print_peers(&peers, false)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn status_json(status: &proto::StatusResponse) -> Value {
     let vv: serde_json::Map<String, Value> = status
         .version_vector
@@ -270,20 +401,7 @@ fn status_json(status: &proto::StatusResponse) -> Value {
                 .collect()
         })
         .unwrap_or_default();
-    let peers: Vec<Value> = status
-        .peers
-        .iter()
-        .map(|p| {
-            json!({
-                "node_id": p.node_id,
-                "address": p.address,
-                "type": p.peer_type,
-                "enabled": p.enabled,
-                "last_exchange_ms": (p.last_exchange_ms > 0).then_some(p.last_exchange_ms),
-                "last_error": (!p.last_error.is_empty()).then_some(&p.last_error),
-            })
-        })
-        .collect();
+    let peers: Vec<Value> = status.peers.iter().map(peer_json).collect();
     json!({
         "node_id": status.node_id,
         "tcp_port": status.tcp_port,

@@ -6,10 +6,12 @@
 use crate::peers::PeerBook;
 use cbddc_core::{DocumentStore, KnownPeer, NodeId, OplogEntry, PageLimits, VersionVector};
 use cbddc_net::{ClientSettings, ClusterKey, NetError, PeerClient};
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Longest wait between two connection attempts to an unreachable peer.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -27,6 +29,102 @@ pub(crate) struct SyncContext {
     pub(crate) interval: Duration,
     pub(crate) limits: PageLimits,
     pub(crate) client: ClientSettings,
+}
+
+/// Keeps exactly one sync task per enabled known peer.
+#[derive(Debug)]
+pub(crate) struct SyncSupervisor {
+    context: Mutex<SyncContext>,
+    running: Mutex<BTreeMap<NodeId, (KnownPeer, CancellationToken)>>,
+    tracker: TaskTracker,
+    token: CancellationToken,
+}
+
+impl SyncSupervisor {
+    pub(crate) fn new(context: SyncContext, token: CancellationToken) -> Self {
+        Self {
+            context: Mutex::new(context),
+            running: Mutex::new(BTreeMap::new()),
+            tracker: TaskTracker::new(),
+            token,
+        }
+    }
+
+    /// Syncs with exactly the enabled peers of `peers`: tasks of peers that are gone,
+    /// changed or disabled stop; missing ones start.
+    pub(crate) fn reconcile(&self, peers: &[KnownPeer]) {
+        let context = self
+            .context
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let wanted: BTreeMap<NodeId, KnownPeer> = peers
+            .iter()
+            .filter(|p| p.enabled && p.node_id != context.node_id)
+            .map(|p| (p.node_id.clone(), p.clone()))
+            .collect();
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        running.retain(|id, (peer, token)| {
+            let keep = wanted.get(id) == Some(peer);
+            if !keep {
+                tracing::info!(peer = %id, "stopping sync with peer");
+                token.cancel();
+            }
+            keep
+        });
+        for (id, peer) in wanted {
+            if running.contains_key(&id) {
+                continue;
+            }
+            let token = self.token.child_token();
+            self.tracker
+                .spawn(run_peer(context.clone(), peer.clone(), token.clone()));
+            running.insert(id, (peer, token));
+        }
+    }
+
+    /// Restarts every peer task with a new cluster key and sync interval.
+    pub(crate) fn update(&self, key: ClusterKey, interval: Duration) {
+        {
+            let mut context = self.context.lock().unwrap_or_else(|p| p.into_inner());
+            context.key = key;
+            context.interval = interval;
+        }
+        let peers: Vec<KnownPeer> = {
+            let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            let peers = running
+                .values()
+                .map(|(peer, token)| {
+                    token.cancel();
+                    peer.clone()
+                })
+                .collect();
+            running.clear();
+            peers
+        };
+        self.reconcile(&peers);
+    }
+
+    /// The activity record the tasks write to.
+    pub(crate) fn book(&self) -> Arc<PeerBook> {
+        self.context
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .book
+            .clone()
+    }
+
+    /// Stops every task, waiting up to `grace` for them.
+    pub(crate) async fn stop(&self, grace: Duration) {
+        self.token.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("sync tasks did not stop within the grace period");
+        }
+    }
 }
 
 /// Runs until `token` is cancelled.

@@ -41,6 +41,8 @@ const MIGRATIONS: &[&str] = &[
         peer_type TEXT NOT NULL,
         enabled   INTEGER NOT NULL
     ) WITHOUT ROWID;",
+    // 2: where a known peer came from, so a configuration reload replaces only its own.
+    "ALTER TABLE known_peers ADD COLUMN source TEXT NOT NULL DEFAULT 'runtime';",
 ];
 
 /// The schema version this build writes.

@@ -274,6 +274,11 @@ impl PeerStore for SqliteStore {
         self.send(|reply| Command::SavePeer { peer, reply }).await
     }
 
+    async fn replace_configured_peers(&self, peers: Vec<KnownPeer>) -> Result<(), StorageError> {
+        self.send(|reply| Command::ReplaceConfiguredPeers { peers, reply })
+            .await
+    }
+
     async fn remove_peer(&self, node_id: NodeId) -> Result<bool, StorageError> {
         self.send(|reply| Command::RemovePeer { node_id, reply })
             .await

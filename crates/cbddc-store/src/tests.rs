@@ -426,3 +426,50 @@ mod convergence {
         }
     }
 }
+
+#[tokio::test]
+async fn a_configuration_reload_replaces_configured_peers_and_keeps_runtime_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), "a").await;
+    let peer = |name: &str, port: u16| {
+        KnownPeer::new(
+            id(name),
+            format!("127.0.0.1:{port}"),
+            PeerType::StaticRemote,
+        )
+        .unwrap()
+    };
+    store
+        .replace_configured_peers(vec![peer("b", 1), peer("c", 2)])
+        .await
+        .unwrap();
+    store.save_peer(peer("d", 3)).await.unwrap();
+    store
+        .replace_configured_peers(vec![peer("c", 22), peer("e", 5)])
+        .await
+        .unwrap();
+    let listed: Vec<(String, String)> = store
+        .list_peers()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.node_id.to_string(), p.address))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("c", "127.0.0.1:22"),
+            ("d", "127.0.0.1:3"),
+            ("e", "127.0.0.1:5")
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    // A runtime peer later named by the configuration becomes configured, and goes with it.
+    store
+        .replace_configured_peers(vec![peer("d", 3)])
+        .await
+        .unwrap();
+    store.replace_configured_peers(vec![]).await.unwrap();
+    assert!(store.list_peers().await.unwrap().is_empty());
+    store.close().await;
+}

@@ -37,6 +37,10 @@ pub(crate) enum Command {
         node_id: NodeId,
         reply: Reply<bool>,
     },
+    ReplaceConfiguredPeers {
+        peers: Vec<KnownPeer>,
+        reply: Reply<()>,
+    },
 }
 
 impl Command {
@@ -44,6 +48,7 @@ impl Command {
         match self {
             Command::Local { writes, .. } => writes.len(),
             Command::Remote { entries, .. } => entries.len(),
+            Command::ReplaceConfiguredPeers { peers, .. } => peers.len(),
             Command::SavePeer { .. } | Command::RemovePeer { .. } => 1,
         }
     }
@@ -153,7 +158,12 @@ impl Writer {
         let executed = match command {
             Command::Local { writes, reply } => Executed::Local(self.local(&writes), reply),
             Command::Remote { entries, reply } => Executed::Remote(self.remote(entries), reply),
-            Command::SavePeer { peer, reply } => Executed::SavePeer(self.save_peer(&peer), reply),
+            Command::SavePeer { peer, reply } => {
+                Executed::SavePeer(self.save_peer(&peer, "runtime"), reply)
+            }
+            Command::ReplaceConfiguredPeers { peers, reply } => {
+                Executed::SavePeer(self.replace_configured_peers(&peers), reply)
+            }
             Command::RemovePeer { node_id, reply } => {
                 Executed::RemovePeer(self.remove_peer(&node_id), reply)
             }
@@ -353,24 +363,55 @@ impl Writer {
             .map_err(sql("recording the version vector"))
     }
 
-    fn save_peer(&mut self, peer: &KnownPeer) -> Result<(), StorageError> {
+    fn save_peer(&mut self, peer: &KnownPeer, source: &str) -> Result<(), StorageError> {
         cbddc_core::validate_peer_address(&peer.address)?;
         self.conn
             .prepare_cached(
-                "INSERT INTO known_peers (node_id, address, peer_type, enabled) VALUES (?1, ?2, ?3, ?4)
+                "INSERT INTO known_peers (node_id, address, peer_type, enabled, source) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (node_id) DO UPDATE SET address = excluded.address,
-                     peer_type = excluded.peer_type, enabled = excluded.enabled",
+                     peer_type = excluded.peer_type, enabled = excluded.enabled, source = excluded.source",
             )
             .and_then(|mut stmt| {
                 stmt.execute(params![
                     peer.node_id.as_str(),
                     peer.address,
                     peer.peer_type.as_str(),
-                    peer.enabled
+                    peer.enabled,
+                    source
                 ])
             })
             .map(|_| ())
             .map_err(sql("saving a known peer"))
+    }
+
+    fn replace_configured_peers(&mut self, peers: &[KnownPeer]) -> Result<(), StorageError> {
+        let keep: Vec<&str> = peers.iter().map(|p| p.node_id.as_str()).collect();
+        let stale: Vec<String> = {
+            let mut stmt = self
+                .conn
+                .prepare_cached("SELECT node_id FROM known_peers WHERE source = 'config'")
+                .map_err(sql("listing configured peers"))?;
+            let rows = stmt
+                .query_map([], |r| r.get::<_, String>(0))
+                .map_err(sql("listing configured peers"))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let id = row.map_err(sql("listing configured peers"))?;
+                if !keep.contains(&id.as_str()) {
+                    out.push(id);
+                }
+            }
+            out
+        };
+        for id in stale {
+            self.conn
+                .execute("DELETE FROM known_peers WHERE node_id = ?1", [id])
+                .map_err(sql("removing a configured peer"))?;
+        }
+        for peer in peers {
+            self.save_peer(peer, "config")?;
+        }
+        Ok(())
     }
 
     fn remove_peer(&mut self, node_id: &NodeId) -> Result<bool, StorageError> {
@@ -429,7 +470,9 @@ fn precommit_failure(command: Command, message: &str) -> Executed {
     match command {
         Command::Local { reply, .. } => Executed::Local(Err(err()), reply),
         Command::Remote { reply, .. } => Executed::Remote(Err(err()), reply),
-        Command::SavePeer { reply, .. } => Executed::SavePeer(Err(err()), reply),
+        Command::SavePeer { reply, .. } | Command::ReplaceConfiguredPeers { reply, .. } => {
+            Executed::SavePeer(Err(err()), reply)
+        }
         Command::RemovePeer { reply, .. } => Executed::RemovePeer(Err(err()), reply),
     }
 }

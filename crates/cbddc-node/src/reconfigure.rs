@@ -1,0 +1,193 @@
+//! Applies each new configuration to the running node, one at a time and in order,
+//! touching only what changed.
+//!
+//! | change | action |
+//! | --- | --- |
+//! | `node_id`, `data_dir` | identity change: open the new database first, then stop every service, close the old database (left on disk untouched) and start every service again under the new id, on the same listening socket |
+//! | `tcp_port`, `bind_address` | bind the new address first; on success the new server takes over and the old one finishes its sessions in flight; on failure the old listener stays and the error is reported |
+//! | `cluster_key` | new sessions, inbound and outbound, use the new key |
+//! | `sync_interval_ms` | the sync tasks restart with it |
+//! | `known_peers` | the configured peers in the store are replaced and the sync tasks follow |
+//! | `durability`, `max_clock_drift_ms` | not applied live: logged, and in force from the next start |
+
+use crate::runtime::{GRACE, Runtime, bind, open_store, server_settings};
+use crate::{NodeError, NodeEvent, Shared};
+use cbddc_config::{ConfigEvent, PeerNodeConfiguration};
+use cbddc_core::PeerStore;
+use cbddc_net::{ClusterKey, TcpSyncServer};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Default)]
+struct Outcome {
+    applied: Vec<String>,
+    not_applied: Vec<String>,
+}
+
+/// Follows the provider until `token` is cancelled.
+pub(crate) async fn run(shared: Arc<Shared>, token: CancellationToken) {
+    let mut events = shared.provider.subscribe();
+    // A change made between the node's start and this subscription is not lost.
+    apply(&shared, shared.provider.current()).await;
+    loop {
+        let event = tokio::select! {
+            _ = token.cancelled() => return,
+            event = events.recv() => event,
+        };
+        match event {
+            Ok(ConfigEvent::Changed(config)) => apply(&shared, config).await,
+            Ok(ConfigEvent::Rejected { source, message }) => {
+                let _ = shared
+                    .events
+                    .send(NodeEvent::ConfigRefused { source, message });
+            }
+            Err(RecvError::Lagged(_)) => apply(&shared, shared.provider.current()).await,
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+async fn apply(shared: &Shared, new: Arc<PeerNodeConfiguration>) {
+    let mut runtime = shared.runtime.lock().await;
+    if *runtime.config == *new {
+        return;
+    }
+    match apply_to(&mut runtime, &new, &shared.root).await {
+        Ok(outcome) => {
+            shared.publish(&runtime);
+            for what in &outcome.not_applied {
+                tracing::warn!(%what, "configuration change not applied");
+            }
+            tracing::info!(node = %runtime.config.node_id, address = %runtime.listen(), applied = ?outcome.applied, "reconfigured");
+            let _ = shared.events.send(NodeEvent::Reconfigured {
+                node_id: runtime.config.node_id.clone(),
+                listen: runtime.listen(),
+                applied: outcome.applied,
+                not_applied: outcome.not_applied,
+            });
+        }
+        Err(e) => {
+            shared.publish(&runtime);
+            tracing::error!(error = %e, "reconfiguration failed; the node keeps running as it was");
+            let _ = shared.events.send(NodeEvent::ReconfigurationFailed {
+                reason: e.to_string(),
+            });
+        }
+    }
+}
+
+async fn apply_to(
+    runtime: &mut Runtime,
+    new: &PeerNodeConfiguration,
+    root: &CancellationToken,
+) -> Result<Outcome, NodeError> {
+    let old = runtime.config.clone();
+    let mut effective = new.clone();
+    let mut outcome = Outcome::default();
+    if new.durability != old.durability {
+        effective.durability = old.durability;
+        outcome
+            .not_applied
+            .push("durability: takes effect at the next start".into());
+    }
+    if new.max_clock_drift_ms != old.max_clock_drift_ms {
+        effective.max_clock_drift_ms = old.max_clock_drift_ms;
+        outcome
+            .not_applied
+            .push("max_clock_drift_ms: takes effect at the next start".into());
+    }
+    let address_changed = new.listen_address() != old.listen_address();
+
+    if new.node_id != old.node_id || new.data_dir != old.data_dir {
+        // Everything that can fail is prepared before the running services are touched.
+        let fresh_listener = if address_changed {
+            match bind(new.listen_address()).await {
+                Ok(listener) => Some(listener),
+                Err(e) => {
+                    keep_address(&mut effective, &old, &mut outcome, &e);
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let store = open_store(&effective).await?;
+        tracing::info!(from = %old.node_id, to = %effective.node_id, "changing node identity");
+        let old_listener = runtime.stop().await;
+        let listener = match (fresh_listener, old_listener) {
+            (Some(listener), _) | (None, Some(listener)) => listener,
+            (None, None) => bind(effective.listen_address()).await?,
+        };
+        *runtime = Runtime::start(Arc::new(effective), store, listener, root.child_token()).await?;
+        outcome.applied.push("node_id".into());
+        if address_changed && runtime.config.listen_address() == new.listen_address() {
+            outcome.applied.push("listen address".into());
+        }
+        return Ok(outcome);
+    }
+
+    if address_changed {
+        match bind(new.listen_address()).await {
+            Ok(listener) => {
+                let listen = listener.local_addr().map_err(|source| NodeError::Bind {
+                    address: new.listen_address(),
+                    source,
+                })?;
+                let server = TcpSyncServer::start(
+                    listener,
+                    server_settings(&effective),
+                    runtime.handler.clone(),
+                    runtime.token.child_token(),
+                )?;
+                let previous = std::mem::replace(&mut runtime.server, server);
+                *runtime
+                    .handler
+                    .listen
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = listen;
+                // Sessions in flight on the old address finish their request.
+                previous.stop(GRACE).await;
+                outcome.applied.push("listen address".into());
+            }
+            Err(e) => keep_address(&mut effective, &old, &mut outcome, &e),
+        }
+    }
+    if new.cluster_key != old.cluster_key || new.sync_interval_ms != old.sync_interval_ms {
+        let key = ClusterKey::derive(&new.cluster_key);
+        runtime.server.set_cluster_key(key.clone());
+        runtime
+            .sync
+            .update(key, Duration::from_millis(new.sync_interval_ms));
+        outcome
+            .applied
+            .push("cluster_key / sync_interval_ms".into());
+    }
+    if new.known_peers != old.known_peers {
+        runtime
+            .store
+            .replace_configured_peers(new.known_peers.clone())
+            .await?;
+        let peers = runtime.store.list_peers().await?;
+        runtime.sync.reconcile(&peers);
+        outcome.applied.push("known_peers".into());
+    }
+    runtime.config = Arc::new(effective);
+    Ok(outcome)
+}
+
+fn keep_address(
+    effective: &mut PeerNodeConfiguration,
+    old: &PeerNodeConfiguration,
+    outcome: &mut Outcome,
+    error: &NodeError,
+) {
+    tracing::error!(%error, kept = %old.listen_address(), "cannot move to the new address; keeping the old listener");
+    effective.tcp_port = old.tcp_port;
+    effective.bind_address = old.bind_address;
+    outcome.not_applied.push(format!(
+        "listen address: {error}; still listening on {}",
+        old.listen_address()
+    ));
+}
