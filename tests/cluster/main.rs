@@ -5,3 +5,4 @@ mod t10_convergence;
 mod t20_restart;
 mod t30_authentication;
 mod t40_hostile_input;
+mod t50_reconfiguration;

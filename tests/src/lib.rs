@@ -2,11 +2,12 @@
 //! ports picked free, and bounded polling instead of sleeps.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use cbddc_config::PeerNodeConfiguration;
+use cbddc_config::{PeerNodeConfiguration, StaticProvider};
 use cbddc_core::{KnownPeer, NodeId, PeerType};
 use cbddc_node::Node;
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Polls `condition` every 20 ms until it holds; panics naming `what` after `deadline`.
@@ -46,6 +47,8 @@ pub fn node_id(name: &str) -> NodeId {
 pub struct TestNode {
     pub config: PeerNodeConfiguration,
     pub node: Option<Node>,
+    /// Changing the configuration through it reconfigures the running node.
+    pub provider: Arc<StaticProvider>,
     _dir: tempfile::TempDir,
 }
 
@@ -61,12 +64,20 @@ impl TestNode {
     }
 
     pub async fn start(config: PeerNodeConfiguration, dir: tempfile::TempDir) -> Self {
-        let node = Node::start(config.clone()).await.unwrap();
+        let provider = Arc::new(StaticProvider::new(config.clone()).unwrap());
+        let node = Node::start_with_provider(provider.clone()).await.unwrap();
         Self {
             config,
             node: Some(node),
+            provider,
             _dir: dir,
         }
+    }
+
+    /// Hands the running node a changed configuration (it applies it in the background).
+    pub fn reconfigure(&mut self, change: impl FnOnce(&mut PeerNodeConfiguration)) {
+        change(&mut self.config);
+        self.provider.set(self.config.clone()).unwrap();
     }
 
     /// Starts a node named `name`, after `adjust` has changed its configuration.
@@ -80,8 +91,9 @@ impl TestNode {
         self.node.as_ref().expect("the node is stopped")
     }
 
+    /// The address the node listens on now.
     pub fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.config.tcp_port)
+        self.node().local_addr().to_string()
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -108,7 +120,12 @@ impl TestNode {
     pub async fn restart_with(&mut self, config: PeerNodeConfiguration) {
         self.stop().await;
         self.config = config;
-        self.node = Some(Node::start(self.config.clone()).await.unwrap());
+        self.provider = Arc::new(StaticProvider::new(self.config.clone()).unwrap());
+        self.node = Some(
+            Node::start_with_provider(self.provider.clone())
+                .await
+                .unwrap(),
+        );
     }
 
     /// Every document of `collection` as (key, value) pairs in key order.

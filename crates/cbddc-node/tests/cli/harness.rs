@@ -49,7 +49,10 @@ pub fn wait_until(what: &str, deadline: Duration, mut condition: impl FnMut() ->
 /// A `cbddc run` process with its own config file and log; killed when dropped.
 pub struct RunningNode {
     pub name: String,
+    pub node_id: String,
     pub port: u16,
+    pub peers: Vec<(String, u16)>,
+    pub dir: PathBuf,
     pub config: PathBuf,
     pub log: PathBuf,
     child: Option<Child>,
@@ -58,31 +61,52 @@ pub struct RunningNode {
 impl RunningNode {
     /// Writes `name.toml` into `dir` and starts a node on it.
     pub fn start(dir: &Path, name: &str, port: u16, peers: &[(&str, u16)]) -> Self {
-        let peers: Vec<String> = peers
+        let mut node = Self {
+            name: name.to_string(),
+            node_id: name.to_string(),
+            port,
+            peers: peers.iter().map(|(id, p)| (id.to_string(), *p)).collect(),
+            dir: dir.to_path_buf(),
+            config: dir.join(format!("{name}.toml")),
+            log: dir.join(format!("{name}.log")),
+            child: None,
+        };
+        node.write_config_text(&node.config_text());
+        node.launch();
+        node
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join(format!("{}-data", self.name))
+    }
+
+    pub fn config_text(&self) -> String {
+        let peers: Vec<String> = self
+            .peers
             .iter()
             .map(|(id, p)| {
                 format!("{{ node_id = \"{id}\", address = \"127.0.0.1:{p}\", type = \"static\" }}")
             })
             .collect();
-        let config = dir.join(format!("{name}.toml"));
-        std::fs::write(
-            &config,
-            format!(
-                "node_id = \"{name}\"\ntcp_port = {port}\ndata_dir = {:?}\ncluster_key = \"{KEY}\"\nsync_interval_ms = 200\nknown_peers = [{}]\n",
-                dir.join(format!("{name}-data")).display().to_string(),
-                peers.join(", ")
-            ),
+        format!(
+            "node_id = \"{}\"\ntcp_port = {}\ndata_dir = {:?}\ncluster_key = \"{KEY}\"\nsync_interval_ms = 200\nknown_peers = [{}]\n",
+            self.node_id,
+            self.port,
+            self.data_dir().display().to_string(),
+            peers.join(", ")
         )
-        .unwrap();
-        let mut node = Self {
-            name: name.to_string(),
-            port,
-            log: dir.join(format!("{name}.log")),
-            config,
-            child: None,
-        };
-        node.launch();
-        node
+    }
+
+    /// Replaces the config file the way orchestrators do: write aside, then rename over it.
+    pub fn write_config_text(&self, text: &str) {
+        let staged = self.dir.join(format!(".{}.toml.tmp", self.name));
+        std::fs::write(&staged, text).unwrap();
+        std::fs::rename(&staged, &self.config).unwrap();
+    }
+
+    /// Rewrites the config file from the fields.
+    pub fn rewrite_config(&self) {
+        self.write_config_text(&self.config_text());
     }
 
     pub fn launch(&mut self) {

@@ -5,3 +5,4 @@ mod harness;
 mod t10_two_nodes;
 mod t20_errors;
 mod t30_lifecycle;
+mod t40_reconfiguration;
