@@ -74,7 +74,11 @@ fn workspace_root() -> PathBuf {
 
 fn bench() -> Result<()> {
     let root = workspace_root();
-    for (package, bench) in [("cbddc-store", "puts"), ("cbddc-node", "catch_up")] {
+    for (package, bench) in [
+        ("cbddc-store", "puts"),
+        ("cbddc-node", "catch_up"),
+        ("cbddc-node", "reconfigure"),
+    ] {
         eprintln!("== cargo bench -p {package} --bench {bench}");
         let status = Command::new(env!("CARGO"))
             .current_dir(&root)
@@ -110,10 +114,49 @@ fn bench() -> Result<()> {
             ratio * 100.0
         );
     }
+    println!("\n{:<80} {:>14}", "latency", "median");
+    for (label, group, bench) in MEDIANS {
+        let median_ms = median_ns(&root, group, bench)? / 1e6;
+        println!("{label:<80} {median_ms:>11.1} ms");
+    }
     if !missed.is_empty() {
         bail!("below target: {}", missed.join("; "));
     }
     Ok(())
+}
+
+/// Latencies reported by their median.
+const MEDIANS: &[(&str, &str, &str)] = &[
+    (
+        "single put, committed (synchronous=FULL)",
+        "puts",
+        "store_single_put",
+    ),
+    (
+        "config file replaced -> new port accepts connections",
+        "reconfigure",
+        "file_port_change",
+    ),
+    (
+        "node id change -> back in sync with a peer holding 10,000 documents",
+        "reconfigure",
+        "node_id_change_10k",
+    ),
+];
+
+fn median_ns(root: &Path, group: &str, bench: &str) -> Result<f64> {
+    let path = root
+        .join("target/criterion")
+        .join(group)
+        .join(bench)
+        .join("new/estimates.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("cannot parse {}", path.display()))?;
+    value["median"]["point_estimate"]
+        .as_f64()
+        .context("estimates.json has no median")
 }
 
 /// Criterion's mean time per iteration, turned into elements per second with the
