@@ -320,4 +320,20 @@ mod tests {
         assert!(first.uses_default_cluster_key());
         assert_eq!(resolve(&text, "f.toml").unwrap().node_id, first.node_id);
     }
+
+    #[test]
+    fn a_data_dir_that_cannot_be_created_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("a-file");
+        std::fs::write(&blocker, "").unwrap();
+        let text = format!(
+            "node_id = \"a\"\ndata_dir = {:?}",
+            blocker.join("data").display().to_string()
+        );
+        let err = resolve(&text, "f.toml").unwrap_err().to_string();
+        assert!(
+            err.contains("data_dir") && err.contains("cannot create"),
+            "{err}"
+        );
+    }
 }

@@ -281,4 +281,28 @@ mod tests {
         let err = FileProvider::watch(&path).unwrap_err();
         assert!(err.to_string().contains("bad.json"), "{err}");
     }
+
+    #[test]
+    fn overrides_stay_on_top_of_every_version_of_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        write(&path, 1000, dir.path());
+        let env =
+            crate::env_layer(|name| (name == "CBDDC_CLUSTER_KEY").then(|| "from-env".to_string()))
+                .unwrap();
+        let provider = FileProvider::watch_layered(&path, env).unwrap();
+        let mut events = provider.subscribe();
+        assert_eq!(provider.current().cluster_key, "from-env");
+        std::fs::write(
+            &path,
+            format!("{}cluster_key = \"from-file\"\n", body(1001, dir.path())),
+        )
+        .unwrap();
+        assert_eq!(changed_port(next_event(&mut events)), 1001);
+        assert_eq!(
+            provider.current().cluster_key,
+            "from-env",
+            "the environment wins over the file"
+        );
+    }
 }
