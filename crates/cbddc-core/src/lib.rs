@@ -8,6 +8,7 @@
 //! - [`VersionVector`]: per origin, the highest sequence number a node holds.
 //! - [`KnownPeer`]: a peer this node was told about (static remote, cloud remote, LAN).
 //! - [`DocumentStore`] and [`PeerStore`]: what a storage engine offers the rest of the system.
+//! - [`PeerDirectory`]: which peers are alive and may lead, for the election.
 //!
 //! ```
 //! use cbddc_core::{HybridClock, NodeId, SystemTimeSource, VersionVector};
@@ -25,6 +26,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod directory;
 mod error;
 mod hlc;
 mod node_id;
@@ -33,6 +35,9 @@ mod peer;
 mod store;
 mod version_vector;
 
+#[cfg(feature = "mocks")]
+pub use directory::MockPeerDirectory;
+pub use directory::{PeerDirectory, PeerState};
 pub use error::{ClockError, CoreError, StorageError};
 pub use hlc::{Hlc, HybridClock, SystemTimeSource, TimeSource};
 pub use node_id::NodeId;
@@ -42,6 +47,8 @@ pub use oplog::{
 };
 pub use peer::{KnownPeer, PeerType, validate_peer_address};
 pub use store::{ApplyOutcome, DocumentStore, EntryPage, PageLimits, PeerStore, StoreStats};
+#[cfg(feature = "mocks")]
+pub use store::{MockDocumentStore, MockPeerStore};
 pub use version_vector::VersionVector;
 
 /// Milliseconds since the Unix epoch, as the system clock reports them (0 if it is before 1970).
