@@ -12,6 +12,8 @@ pub struct ClientSettings {
     pub connect_timeout: Duration,
     /// One request and its answer.
     pub request_timeout: Duration,
+    /// Whether we may be elected leader (told to the peer; false for tools).
+    pub eligible: bool,
 }
 
 impl Default for ClientSettings {
@@ -19,6 +21,7 @@ impl Default for ClientSettings {
         Self {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
+            eligible: false,
         }
     }
 }
@@ -51,7 +54,7 @@ pub struct PushOutcome {
 #[derive(Debug)]
 pub struct PeerClient {
     stream: SecureStream<TcpStream>,
-    remote: NodeId,
+    remote: secure::Remote,
     address: String,
     next_id: u64,
     request_timeout: Duration,
@@ -73,7 +76,7 @@ impl PeerClient {
                     source,
                 })?;
             let _ = socket.set_nodelay(true);
-            secure::initiate(socket, key, local, address).await
+            secure::initiate(socket, key, local, settings.eligible, address).await
         };
         let (stream, remote) = tokio::time::timeout(settings.connect_timeout, connect)
             .await
@@ -92,7 +95,12 @@ impl PeerClient {
 
     /// The node id the peer proved in the handshake.
     pub fn remote_node(&self) -> &NodeId {
-        &self.remote
+        &self.remote.node_id
+    }
+
+    /// Whether the peer says it may lead.
+    pub fn remote_eligible(&self) -> bool {
+        self.remote.eligible
     }
 
     /// The address dialled.

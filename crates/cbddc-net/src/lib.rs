@@ -5,6 +5,7 @@
 //! - [`proto`]: the protobuf messages (see `proto/cbddc.proto` and `docs/protocol.md`).
 //! - [`TcpSyncServer`]: accepts sessions and hands each request to a [`RequestHandler`].
 //! - [`PeerClient`]: one session with a node, for syncing nodes and for tools.
+//! - [`discovery`]: authenticated UDP beacons that find peers on the LAN.
 //!
 //! Nothing is served before the handshake completes, and every network wait has a timeout
 //! that maps to [`NetError::Timeout`].
@@ -12,6 +13,7 @@
 
 mod client;
 pub mod convert;
+pub mod discovery;
 mod error;
 pub mod proto;
 pub mod secure;
@@ -19,7 +21,7 @@ mod server;
 
 pub use client::{ClientSettings, PeerClient, PulledPage, PushOutcome};
 pub use error::NetError;
-pub use secure::{ClusterKey, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, SecureStream};
+pub use secure::{ClusterKey, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, Remote, SecureStream};
 pub use server::{RequestHandler, ServerSettings, SessionInfo, TcpSyncServer, error_body};
 
 #[cfg(test)]

@@ -56,6 +56,33 @@ pub struct SessionHello {
     /// Empty for tools (the CLI) that are not nodes.
     #[prost(string, tag = "1")]
     pub node_id: String,
+    /// Whether the node may be elected leader.
+    #[prost(bool, tag = "2")]
+    pub eligible: bool,
+}
+
+/// A discovery beacon (one UDP datagram). `tag` is a BLAKE2s MAC over the message
+/// encoded with an empty `tag`, keyed by the cluster's discovery key.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Beacon {
+    #[prost(string, tag = "1")]
+    pub magic: String,
+    #[prost(uint32, tag = "2")]
+    pub protocol_version: u32,
+    #[prost(string, tag = "3")]
+    pub node_id: String,
+    #[prost(uint32, tag = "4")]
+    pub tcp_port: u32,
+    #[prost(bool, tag = "5")]
+    pub eligible: bool,
+    /// The sender's clock, Unix milliseconds.
+    #[prost(uint64, tag = "6")]
+    pub sent_ms: u64,
+    /// Counts the sender's beacons; with `sent_ms` it makes every beacon unique.
+    #[prost(uint64, tag = "7")]
+    pub counter: u64,
+    #[prost(bytes = "vec", tag = "8")]
+    pub tag: Vec<u8>,
 }
 
 // ---- Shared types ----
@@ -374,6 +401,11 @@ pub struct StatusResponse {
     pub peers: Vec<PeerStatus>,
     #[prost(uint32, tag = "8")]
     pub protocol_version: u32,
+    /// The leader this node sees (empty when none).
+    #[prost(string, tag = "9")]
+    pub leader: String,
+    #[prost(bool, tag = "10")]
+    pub is_leader: bool,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]

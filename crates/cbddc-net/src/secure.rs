@@ -126,28 +126,40 @@ fn reject(reason: proto::RejectReason, message: &str) -> proto::HandshakeFrame {
     }))
 }
 
-fn session_node(payload: &[u8]) -> Result<Option<NodeId>, NetError> {
+/// Who is on the other end, as its handshake says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remote {
+    /// Its node id.
+    pub node_id: NodeId,
+    /// Whether it may be elected leader.
+    pub eligible: bool,
+}
+
+fn session_node(payload: &[u8]) -> Result<Option<Remote>, NetError> {
     let hello = proto::SessionHello::decode(payload).map_err(|e| NetError::Handshake {
         detail: format!("session hello: {e}"),
     })?;
     if hello.node_id.is_empty() {
         return Ok(None);
     }
-    NodeId::new(hello.node_id)
-        .map(Some)
-        .map_err(|e| NetError::Handshake {
-            detail: format!("session hello: {e}"),
-        })
+    let node_id = NodeId::new(hello.node_id).map_err(|e| NetError::Handshake {
+        detail: format!("session hello: {e}"),
+    })?;
+    Ok(Some(Remote {
+        node_id,
+        eligible: hello.eligible,
+    }))
 }
 
-/// Runs the initiator side of the handshake. `local` is our node id (`None` for tools).
-/// Returns the session and the responder's node id.
+/// Runs the initiator side of the handshake. `local` is our node id (`None` for tools),
+/// `eligible` whether we may lead. Returns the session and the responder.
 pub async fn initiate<S: AsyncRead + AsyncWrite + Unpin>(
     mut io: S,
     key: &ClusterKey,
     local: Option<&NodeId>,
+    eligible: bool,
     peer: &str,
-) -> Result<(SecureStream<S>, NodeId), NetError> {
+) -> Result<(SecureStream<S>, Remote), NetError> {
     let mut hs = noise(key)?
         .build_initiator()
         .map_err(|e| NetError::Handshake {
@@ -155,6 +167,7 @@ pub async fn initiate<S: AsyncRead + AsyncWrite + Unpin>(
         })?;
     let payload = proto::SessionHello {
         node_id: local.map(NodeId::to_string).unwrap_or_default(),
+        eligible,
     }
     .encode_to_vec();
     let mut buf = vec![0u8; MAX_FRAME];
@@ -220,13 +233,14 @@ pub async fn initiate<S: AsyncRead + AsyncWrite + Unpin>(
     Ok((SecureStream::new(io, transport), remote))
 }
 
-/// Runs the responder side of the handshake. Returns the session and the initiator's
-/// node id (`None` for tools such as the CLI).
+/// Runs the responder side of the handshake. Returns the session and the initiator
+/// (`None` for tools such as the CLI).
 pub async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
     mut io: S,
     key: &ClusterKey,
     local: &NodeId,
-) -> Result<(SecureStream<S>, Option<NodeId>), NetError> {
+    eligible: bool,
+) -> Result<(SecureStream<S>, Option<Remote>), NetError> {
     let hello = match read_handshake(&mut io).await? {
         proto::handshake_frame::Kind::Hello(hello) => hello,
         _ => {
@@ -285,6 +299,7 @@ pub async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
     let remote = session_node(&payload[..n])?;
     let answer = proto::SessionHello {
         node_id: local.to_string(),
+        eligible,
     }
     .encode_to_vec();
     let mut buf = vec![0u8; MAX_FRAME];

@@ -25,6 +25,8 @@ pub struct ServerSettings {
     pub idle_timeout: Duration,
     /// Connections beyond this number are refused as busy.
     pub max_connections: usize,
+    /// Whether this node may be elected leader (told to peers in the handshake).
+    pub eligible: bool,
 }
 
 impl ServerSettings {
@@ -37,6 +39,7 @@ impl ServerSettings {
             request_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(300),
             max_connections: 256,
+            eligible: true,
         }
     }
 }
@@ -46,6 +49,8 @@ impl ServerSettings {
 pub struct SessionInfo {
     /// The peer's node id, or `None` for a tool such as the CLI.
     pub peer: Option<NodeId>,
+    /// Whether the peer says it may lead.
+    pub peer_eligible: bool,
     /// The peer's socket address.
     pub address: SocketAddr,
 }
@@ -200,7 +205,7 @@ async fn serve(
     handler: &dyn RequestHandler,
     token: &CancellationToken,
 ) -> Result<(), NetError> {
-    let handshake = secure::respond(socket, key, &settings.node_id);
+    let handshake = secure::respond(socket, key, &settings.node_id, settings.eligible);
     let (mut stream, peer) = tokio::select! {
         _ = token.cancelled() => return Ok(()),
         result = tokio::time::timeout(settings.handshake_timeout, handshake) => result.map_err(|_| NetError::Timeout {
@@ -208,7 +213,11 @@ async fn serve(
             after: settings.handshake_timeout,
         })??,
     };
-    let session = SessionInfo { peer, address };
+    let session = SessionInfo {
+        peer_eligible: peer.as_ref().is_some_and(|p| p.eligible),
+        peer: peer.map(|p| p.node_id),
+        address,
+    };
     tracing::debug!(%address, peer = ?session.peer, "session established");
     loop {
         let request: proto::Request = tokio::select! {

@@ -73,19 +73,12 @@ fn the_cluster_key_derivation_is_stable_and_secret_dependent() {
     assert_eq!(format!("{:?}", ClusterKey::derive("s")), "ClusterKey(…)");
 }
 
+type Side<R> = Result<(secure::SecureStream<tokio::io::DuplexStream>, R), NetError>;
+
 async fn pair(
     client_key: &str,
     server_key: &str,
-) -> (
-    Result<(secure::SecureStream<tokio::io::DuplexStream>, NodeId), NetError>,
-    Result<
-        (
-            secure::SecureStream<tokio::io::DuplexStream>,
-            Option<NodeId>,
-        ),
-        NetError,
-    >,
-) {
+) -> (Side<secure::Remote>, Side<Option<secure::Remote>>) {
     let (a, b) = tokio::io::duplex(1 << 20);
     let (ck, sk) = (
         ClusterKey::derive(client_key),
@@ -94,8 +87,8 @@ async fn pair(
     let server_id = id("server");
     let client_id = id("client");
     tokio::join!(
-        secure::initiate(a, &ck, Some(&client_id), "test"),
-        secure::respond(b, &sk, &server_id)
+        secure::initiate(a, &ck, Some(&client_id), true, "test"),
+        secure::respond(b, &sk, &server_id, false)
     )
 }
 
@@ -104,8 +97,20 @@ async fn a_shared_key_opens_a_session_that_carries_messages_larger_than_a_frame(
     let (client, server) = pair("k", "k").await;
     let (mut client, server_seen) = client.unwrap();
     let (mut server, client_seen) = server.unwrap();
-    assert_eq!(server_seen, id("server"));
-    assert_eq!(client_seen, Some(id("client")));
+    assert_eq!(
+        server_seen,
+        secure::Remote {
+            node_id: id("server"),
+            eligible: false
+        }
+    );
+    assert_eq!(
+        client_seen,
+        Some(secure::Remote {
+            node_id: id("client"),
+            eligible: true
+        })
+    );
     let big = proto::PutRequest {
         collection: "c".into(),
         key: "k".into(),
@@ -134,7 +139,7 @@ async fn a_wrong_key_fails_on_both_sides() {
 async fn another_protocol_version_is_refused_by_name() {
     let (mut a, b) = tokio::io::duplex(1 << 16);
     let server = tokio::spawn(async move {
-        secure::respond(b, &ClusterKey::derive("k"), &id("s"))
+        secure::respond(b, &ClusterKey::derive("k"), &id("s"), true)
             .await
             .map(|_| ())
     });
