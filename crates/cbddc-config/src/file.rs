@@ -41,6 +41,32 @@ pub struct PeerEntry {
     pub enabled: Option<bool>,
 }
 
+/// `[discovery]` as written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoverySection {
+    /// See [`crate::DiscoveryConfig::enabled`].
+    pub enabled: Option<bool>,
+    /// See [`crate::DiscoveryConfig::port`].
+    pub port: Option<u16>,
+    /// See [`crate::DiscoveryConfig::interval_ms`].
+    pub interval_ms: Option<u64>,
+    /// See [`crate::DiscoveryConfig::targets`]: `IP:PORT` each.
+    pub targets: Option<Vec<String>>,
+}
+
+/// `[election]` as written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ElectionSection {
+    /// See [`crate::ElectionConfig::eligible`].
+    pub eligible: Option<bool>,
+    /// See [`crate::ElectionConfig::interval_ms`].
+    pub interval_ms: Option<u64>,
+    /// See [`crate::ElectionConfig::peer_timeout_ms`].
+    pub peer_timeout_ms: Option<u64>,
+}
+
 /// A configuration file as written: every field optional.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -64,6 +90,10 @@ pub struct ConfigFile {
     pub sync_interval_ms: Option<u64>,
     /// See [`PeerNodeConfiguration::max_clock_drift_ms`].
     pub max_clock_drift_ms: Option<u64>,
+    /// See [`PeerNodeConfiguration::discovery`].
+    pub discovery: Option<DiscoverySection>,
+    /// See [`PeerNodeConfiguration::election`].
+    pub election: Option<ElectionSection>,
     /// The file (or source) this came from, for error messages.
     #[serde(skip)]
     pub source_name: String,
@@ -139,6 +169,8 @@ impl ConfigFile {
         pick(&mut self.durability, &top.durability);
         pick(&mut self.sync_interval_ms, &top.sync_interval_ms);
         pick(&mut self.max_clock_drift_ms, &top.max_clock_drift_ms);
+        pick(&mut self.discovery, &top.discovery);
+        pick(&mut self.election, &top.election);
         if !top.known_peers.is_empty() {
             self.known_peers.clone_from(&top.known_peers);
         }
@@ -192,6 +224,26 @@ impl ConfigFile {
         }
         if let Some(drift) = self.max_clock_drift_ms {
             config.max_clock_drift_ms = drift;
+        }
+        if let Some(section) = &self.discovery {
+            let d = &mut config.discovery;
+            d.enabled = section.enabled.unwrap_or(d.enabled);
+            d.port = section.port.unwrap_or(d.port);
+            d.interval_ms = section.interval_ms.unwrap_or(d.interval_ms);
+            for (index, target) in section.targets.iter().flatten().enumerate() {
+                d.targets.push(target.parse().map_err(|_| {
+                    self.invalid(
+                        format!("discovery.targets[{index}]"),
+                        format!("{target:?} is not IP:PORT"),
+                    )
+                })?);
+            }
+        }
+        if let Some(section) = &self.election {
+            let e = &mut config.election;
+            e.eligible = section.eligible.unwrap_or(e.eligible);
+            e.interval_ms = section.interval_ms.unwrap_or(e.interval_ms);
+            e.peer_timeout_ms = section.peer_timeout_ms.unwrap_or(e.peer_timeout_ms);
         }
         for (index, entry) in self.known_peers.iter().enumerate() {
             let field = |name: &str| format!("known_peers[{index}].{name}");
@@ -335,5 +387,44 @@ mod tests {
             err.contains("data_dir") && err.contains("cannot create"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn discovery_and_election_sections() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = format!(
+            "node_id = \"a\"\ndata_dir = {:?}\n",
+            dir.path().display().to_string()
+        );
+        let config = resolve(
+            &format!("{base}[discovery]\nenabled = true\ntargets = [\"127.0.0.1:7001\"]\n[election]\neligible = false\npeer_timeout_ms = 5000\n"),
+            "f.toml",
+        )
+        .unwrap();
+        assert!(config.discovery.enabled && !config.election.eligible);
+        assert_eq!(
+            config.discovery.effective_targets(),
+            vec!["127.0.0.1:7001".parse().unwrap()]
+        );
+        assert_eq!(
+            crate::DiscoveryConfig::default().effective_targets()[0].to_string(),
+            "255.255.255.255:25001"
+        );
+        for (section, field) in [
+            (
+                "[discovery]\ntargets = [\"somewhere\"]",
+                "discovery.targets[0]",
+            ),
+            ("[discovery]\nbogus = 1", "bogus"),
+            (
+                "[election]\npeer_timeout_ms = 100",
+                "election.peer_timeout_ms",
+            ),
+        ] {
+            let err = resolve(&format!("{base}{section}\n"), "f.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(field), "{section}: {err}");
+        }
     }
 }

@@ -14,6 +14,17 @@
 //! sync_interval_ms = 1000
 //! max_clock_drift_ms = 60000
 //! known_peers = [{ node_id = "node-b", address = "127.0.0.1:25001", type = "static" }]
+//!
+//! [discovery]                   # UDP beacons on the LAN
+//! enabled = false
+//! port = 25001
+//! interval_ms = 1000
+//! targets = []                  # default: 255.255.255.255:<port>
+//!
+//! [election]                    # bully election of the gateway to the cloud
+//! eligible = true
+//! interval_ms = 1000
+//! peer_timeout_ms = 3000
 //! ```
 //!
 //! ```
@@ -45,6 +56,7 @@ use cbddc_core::{KnownPeer, NodeId};
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// The cluster key used when none is configured. Anyone can join a cluster that uses it.
 pub const DEFAULT_CLUSTER_KEY: &str = "cbddc-default-cluster-key";
@@ -52,6 +64,71 @@ pub const DEFAULT_CLUSTER_KEY: &str = "cbddc-default-cluster-key";
 pub const DEFAULT_TCP_PORT: u16 = 25000;
 /// The data directory used when none is configured.
 pub const DEFAULT_DATA_DIR: &str = "./cbddc-data";
+
+/// `[discovery]`: finding peers on the LAN with UDP beacons.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoveryConfig {
+    /// Off by default.
+    pub enabled: bool,
+    /// UDP port beacons are received on (bound on `bind_address`).
+    pub port: u16,
+    /// Time between beacons.
+    pub interval_ms: u64,
+    /// Where beacons go; empty means the broadcast address on `port`.
+    pub targets: Vec<SocketAddr>,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            port: 25001,
+            interval_ms: 1_000,
+            targets: Vec::new(),
+        }
+    }
+}
+
+impl DiscoveryConfig {
+    /// The targets in force: the configured ones, or `255.255.255.255:port`.
+    pub fn effective_targets(&self) -> Vec<SocketAddr> {
+        if self.targets.is_empty() {
+            vec![SocketAddr::from(([255, 255, 255, 255], self.port))]
+        } else {
+            self.targets.clone()
+        }
+    }
+}
+
+/// `[election]`: the bully election of the gateway to the cloud.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ElectionConfig {
+    /// Whether this node may lead.
+    pub eligible: bool,
+    /// How often leadership is re-evaluated (it also is on every change of the peer view).
+    pub interval_ms: u64,
+    /// A peer not heard from (beacon or successful exchange) for this long counts as dead;
+    /// two failed exchanges in a row count too. This bounds how long a dead leader is
+    /// followed.
+    pub peer_timeout_ms: u64,
+}
+
+impl Default for ElectionConfig {
+    fn default() -> Self {
+        Self {
+            eligible: true,
+            interval_ms: 1_000,
+            peer_timeout_ms: 3_000,
+        }
+    }
+}
+
+impl ElectionConfig {
+    /// `peer_timeout_ms` as a duration.
+    pub fn peer_timeout(&self) -> Duration {
+        Duration::from_millis(self.peer_timeout_ms)
+    }
+}
 
 /// A validated node configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +151,10 @@ pub struct PeerNodeConfiguration {
     pub sync_interval_ms: u64,
     /// Remote stamps further ahead than this are refused.
     pub max_clock_drift_ms: u64,
+    /// LAN discovery.
+    pub discovery: DiscoveryConfig,
+    /// Leader election.
+    pub election: ElectionConfig,
 }
 
 impl PeerNodeConfiguration {
@@ -89,6 +170,8 @@ impl PeerNodeConfiguration {
             durability: Durability::Full,
             sync_interval_ms: 1_000,
             max_clock_drift_ms: 60_000,
+            discovery: DiscoveryConfig::default(),
+            election: ElectionConfig::default(),
         }
     }
 
@@ -135,6 +218,35 @@ impl PeerNodeConfiguration {
             return Err(invalid(
                 "data_dir".into(),
                 format!("cannot create {}: {e}", self.data_dir.display()),
+            ));
+        }
+        if !(50..=60_000).contains(&self.discovery.interval_ms) {
+            return Err(invalid(
+                "discovery.interval_ms".into(),
+                "must be from 50 to 60000".into(),
+            ));
+        }
+        if !(50..=60_000).contains(&self.election.interval_ms) {
+            return Err(invalid(
+                "election.interval_ms".into(),
+                "must be from 50 to 60000".into(),
+            ));
+        }
+        let heartbeat = if self.discovery.enabled {
+            self.sync_interval_ms.max(self.discovery.interval_ms)
+        } else {
+            self.sync_interval_ms
+        };
+        if self.election.peer_timeout_ms < 2 * heartbeat
+            || self.election.peer_timeout_ms > 3_600_000
+        {
+            return Err(invalid(
+                "election.peer_timeout_ms".into(),
+                format!(
+                    "must be at least twice the sync and beacon intervals ({} ms) so one lost beacon \
+                     or sync round does not make a peer look dead, and at most one hour",
+                    2 * heartbeat
+                ),
             ));
         }
         let mut seen = BTreeSet::new();

@@ -260,7 +260,7 @@ impl PeerClient {
             .call(proto::request::Body::Status(proto::StatusRequest {}))
             .await?
         {
-            proto::response::Body::Status(status) => Ok(status),
+            proto::response::Body::Status(status) => Ok(*status),
             _ => Err(unexpected("status")),
         }
     }

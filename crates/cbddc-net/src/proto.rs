@@ -286,8 +286,9 @@ pub mod response {
         Get(super::GetResponse),
         #[prost(message, tag = "15")]
         List(super::ListResponse),
-        #[prost(message, tag = "16")]
-        Status(super::StatusResponse),
+        /// Boxed: by far the largest answer, it would make every answer as large.
+        #[prost(message, boxed, tag = "16")]
+        Status(Box<super::StatusResponse>),
         #[prost(message, tag = "17")]
         Peers(super::PeersResponse),
     }

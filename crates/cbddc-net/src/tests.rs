@@ -235,14 +235,14 @@ impl RequestHandler for EchoHandler {
     ) -> proto::response::Body {
         match request {
             proto::request::Body::Status(_) => {
-                proto::response::Body::Status(proto::StatusResponse {
+                proto::response::Body::Status(Box::new(proto::StatusResponse {
                     node_id: session
                         .peer
                         .as_ref()
                         .map(NodeId::to_string)
                         .unwrap_or_else(|| "tool".into()),
                     ..Default::default()
-                })
+                }))
             }
             proto::request::Body::Get(_) => {
                 tokio::time::sleep(Duration::from_secs(3600)).await;

@@ -1,19 +1,20 @@
 //! Answers the requests of peers and tools on behalf of the node.
 
 use crate::peers::PeerBook;
-use crate::sync::SyncSupervisor;
+use crate::sync::SyncOrchestrator;
 use async_trait::async_trait;
 use cbddc_core::{
     DocumentStore, KnownPeer, LocalWrite, NodeId, PageLimits, PeerStore, PeerType, StorageError,
     VersionVector,
 };
+use cbddc_election::Leadership;
 use cbddc_net::convert::{
     document_to_wire, entries_from_wire, entry_to_wire, hlc_to_wire, vv_from_wire, vv_to_wire,
 };
 use cbddc_net::proto::{self, ErrorCode, request::Body as Req, response::Body as Res};
 use cbddc_net::{RequestHandler, SessionInfo, error_body};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// Pages served to a pull never exceed these, whatever the puller asks for.
 const MAX_PULL_ENTRIES: usize = 10_000;
@@ -27,9 +28,11 @@ pub(crate) struct NodeHandler {
     pub(crate) store: Arc<dyn DocumentStore>,
     pub(crate) peers: Arc<dyn PeerStore>,
     pub(crate) book: Arc<PeerBook>,
-    pub(crate) sync: Arc<SyncSupervisor>,
+    pub(crate) sync: Arc<SyncOrchestrator>,
     /// Changes when the node moves to another port.
     pub(crate) listen: Mutex<SocketAddr>,
+    /// Who leads, as the election last said.
+    pub(crate) leadership: Arc<RwLock<Leadership>>,
 }
 
 fn storage_error(err: StorageError) -> Res {
@@ -141,7 +144,7 @@ impl NodeHandler {
                     more,
                 })
             }
-            Req::Status(_) => Res::Status(self.status().await.map_err(storage_error)?),
+            Req::Status(_) => Res::Status(Box::new(self.status().await.map_err(storage_error)?)),
             Req::ListPeers(_) => self.peers_answer().await?,
             Req::AddPeer(add) => {
                 forbid_nodes(session)?;
@@ -198,7 +201,7 @@ impl NodeHandler {
     /// Points the sync tasks at the peers the store now lists.
     pub(crate) async fn follow_peer_store(&self) -> Result<(), Res> {
         let peers = self.peers.list_peers().await.map_err(storage_error)?;
-        self.sync.reconcile(&peers);
+        self.sync.set_known(peers);
         Ok(())
     }
 
@@ -219,7 +222,11 @@ impl NodeHandler {
 
     fn record(&self, session: &SessionInfo) {
         if let Some(peer) = &session.peer {
-            self.book.exchanged(peer, &session.address.to_string());
+            self.book.exchanged(
+                peer,
+                &session.address.to_string(),
+                Some(session.peer_eligible),
+            );
         }
     }
 
@@ -249,6 +256,11 @@ impl NodeHandler {
         let vv: VersionVector = self.store.version_vector().await?;
         let peers = self.peer_statuses().await?;
         let listen = self.listen();
+        let leadership = self
+            .leadership
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         Ok(proto::StatusResponse {
             node_id: self.store.node_id().to_string(),
             tcp_port: u32::from(listen.port()),
@@ -258,6 +270,8 @@ impl NodeHandler {
             version_vector: Some(vv_to_wire(&vv)),
             peers,
             protocol_version: cbddc_net::PROTOCOL_VERSION,
+            leader: leadership.leader.map(|l| l.to_string()).unwrap_or_default(),
+            is_leader: leadership.is_leader,
         })
     }
 }

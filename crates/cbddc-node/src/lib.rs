@@ -254,7 +254,7 @@ impl Node {
 
     async fn follow_peer_store(&self, snapshot: &Snapshot) -> Result<(), NodeError> {
         let peers = snapshot.store.list_peers().await?;
-        snapshot.handler.sync.reconcile(&peers);
+        snapshot.handler.sync.set_known(peers);
         Ok(())
     }
 

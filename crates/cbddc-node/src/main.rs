@@ -410,6 +410,8 @@ fn status_json(status: &proto::StatusResponse) -> Value {
         "oplog_entries": status.oplog_entries,
         "version_vector": vv,
         "protocol_version": status.protocol_version,
+        "leader": (!status.leader.is_empty()).then_some(&status.leader),
+        "is_leader": status.is_leader,
         "peers": peers,
     })
 }

@@ -1,9 +1,16 @@
-//! What this node knows about its peers at run time: when data was last exchanged and
-//! the last error, for `status`.
+//! What this node knows about its peers at run time: liveness (for the election), when
+//! data was last exchanged and the last error (for `status`).
 
-use cbddc_core::{KnownPeer, NodeId, PeerType, unix_millis};
+use cbddc_core::{KnownPeer, NodeId, PeerDirectory, PeerState, PeerType, unix_millis};
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Failed exchanges in a row after which a peer counts as dead before its timeout.
+const FAILURES_BEFORE_DEAD: u32 = 2;
 
 /// Run-time facts about one peer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -14,6 +21,11 @@ pub struct PeerActivity {
     pub last_exchange_ms: Option<u64>,
     /// The last error, cleared by the next success.
     pub last_error: Option<String>,
+    /// Whether the peer says it may lead.
+    pub eligible: Option<bool>,
+    last_heard: Option<Instant>,
+    alive_since: Option<Instant>,
+    failures: u32,
 }
 
 /// A peer as `status` reports it.
@@ -33,42 +45,142 @@ pub struct PeerReport {
     pub last_error: Option<String>,
 }
 
-/// Activity of every peer this node talked to, inbound or outbound.
 #[derive(Debug, Default)]
+struct Inner {
+    activity: BTreeMap<NodeId, PeerActivity>,
+    known: Vec<KnownPeer>,
+    discovered: BTreeMap<NodeId, SocketAddr>,
+}
+
+/// Every peer this node talked to, inbound or outbound, or heard beacons from; and the
+/// [`PeerDirectory`] the election reads: enabled known peers and discovered ones.
+#[derive(Debug)]
 pub struct PeerBook {
-    activity: Mutex<BTreeMap<NodeId, PeerActivity>>,
+    inner: Mutex<Inner>,
+    changes: watch::Sender<u64>,
+    timeout_ms: AtomicU64,
 }
 
 impl PeerBook {
-    fn with(&self, peer: &NodeId, change: impl FnOnce(&mut PeerActivity)) {
-        let mut map = self.activity.lock().unwrap_or_else(|p| p.into_inner());
-        change(map.entry(peer.clone()).or_default());
+    /// A book whose peers die after `timeout` without news.
+    pub fn new(timeout: Duration) -> Self {
+        Self {
+            inner: Mutex::new(Inner::default()),
+            changes: watch::Sender::new(0),
+            timeout_ms: AtomicU64::new(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
+        }
+    }
+
+    /// Changes how long a peer stays alive without news.
+    pub fn set_timeout(&self, timeout: Duration) {
+        self.timeout_ms.store(
+            u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    fn with<T>(&self, change: impl FnOnce(&mut Inner) -> (T, bool)) -> T {
+        let (result, changed) = {
+            let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            change(&mut inner)
+        };
+        if changed {
+            self.changes.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        result
+    }
+
+    fn heard(activity: &mut PeerActivity, now: Instant, eligible: Option<bool>) -> bool {
+        let became_alive = activity.alive_since.is_none();
+        activity.last_heard = Some(now);
+        activity.failures = 0;
+        activity.alive_since.get_or_insert(now);
+        let eligibility_changed = eligible.is_some() && activity.eligible != eligible;
+        if eligible.is_some() {
+            activity.eligible = eligible;
+        }
+        became_alive || eligibility_changed
     }
 
     /// Records a successful exchange with `peer` at `address`.
-    pub fn exchanged(&self, peer: &NodeId, address: &str) {
-        self.with(peer, |a| {
+    pub fn exchanged(&self, peer: &NodeId, address: &str, eligible: Option<bool>) {
+        self.with(|inner| {
+            let a = inner.activity.entry(peer.clone()).or_default();
             a.address = Some(address.to_string());
             a.last_exchange_ms = Some(unix_millis());
             a.last_error = None;
+            ((), Self::heard(a, Instant::now(), eligible))
         });
     }
 
-    /// Records a failed attempt.
+    /// Records a failed attempt; the second failure in a row counts the peer as dead.
     pub fn failed(&self, peer: &NodeId, error: &str) {
-        self.with(peer, |a| a.last_error = Some(error.to_string()));
+        self.with(|inner| {
+            let a = inner.activity.entry(peer.clone()).or_default();
+            a.last_error = Some(error.to_string());
+            a.failures += 1;
+            let died = a.failures >= FAILURES_BEFORE_DEAD && a.alive_since.is_some();
+            if died {
+                a.alive_since = None;
+            }
+            ((), died)
+        });
+    }
+
+    /// Records a beacon of a LAN peer.
+    pub fn beacon(&self, peer: &NodeId, address: SocketAddr, eligible: bool) {
+        self.with(|inner| {
+            let moved = inner.discovered.insert(peer.clone(), address) != Some(address);
+            let a = inner.activity.entry(peer.clone()).or_default();
+            if a.address.is_none() {
+                a.address = Some(address.to_string());
+            }
+            ((), Self::heard(a, Instant::now(), Some(eligible)) || moved)
+        });
+    }
+
+    /// The enabled and disabled known peers, from the peer store.
+    pub fn set_known(&self, peers: Vec<KnownPeer>) {
+        self.with(|inner| {
+            let changed = inner.known != peers;
+            inner.known = peers;
+            ((), changed)
+        });
+    }
+
+    /// Discovered peers that are alive now and not known otherwise, as peers to sync with.
+    pub fn discovered_alive(&self) -> Vec<KnownPeer> {
+        self.peers()
+            .into_iter()
+            .filter(|p| p.peer_type == PeerType::LanDiscovered && p.is_alive())
+            .filter_map(|p| {
+                let mut peer =
+                    KnownPeer::new(p.node_id, p.address, PeerType::LanDiscovered).ok()?;
+                peer.enabled = true;
+                Some(peer)
+            })
+            .collect()
+    }
+
+    fn alive_since(&self, a: &PeerActivity, now: Instant) -> Option<Instant> {
+        let timeout = Duration::from_millis(self.timeout_ms.load(Ordering::Relaxed));
+        let fresh = a
+            .last_heard
+            .is_some_and(|t| now.saturating_duration_since(t) < timeout);
+        if fresh { a.alive_since } else { None }
     }
 
     /// Known peers with their activity, then peers seen only inbound; ordered by node id.
     pub fn report(&self, known: &[KnownPeer]) -> Vec<PeerReport> {
-        let activity = self
-            .activity
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut out: BTreeMap<NodeId, PeerReport> = BTreeMap::new();
         for peer in known {
-            let a = activity.get(&peer.node_id).cloned().unwrap_or_default();
+            let a = inner
+                .activity
+                .get(&peer.node_id)
+                .cloned()
+                .unwrap_or_default();
             out.insert(
                 peer.node_id.clone(),
                 PeerReport {
@@ -81,16 +193,108 @@ impl PeerBook {
                 },
             );
         }
-        for (id, a) in activity {
+        for (id, a) in &inner.activity {
+            let peer_type = inner
+                .discovered
+                .contains_key(id)
+                .then_some(PeerType::LanDiscovered);
             out.entry(id.clone()).or_insert(PeerReport {
-                node_id: id,
-                address: a.address,
-                peer_type: None,
+                node_id: id.clone(),
+                address: a.address.clone(),
+                peer_type,
                 enabled: true,
                 last_exchange_ms: a.last_exchange_ms,
-                last_error: a.last_error,
+                last_error: a.last_error.clone(),
             });
         }
         out.into_values().collect()
+    }
+}
+
+impl PeerDirectory for PeerBook {
+    fn peers(&self) -> Vec<PeerState> {
+        let now = Instant::now();
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut view: BTreeMap<NodeId, PeerState> = BTreeMap::new();
+        for (id, address) in &inner.discovered {
+            let a = inner.activity.get(id).cloned().unwrap_or_default();
+            view.insert(
+                id.clone(),
+                PeerState {
+                    node_id: id.clone(),
+                    peer_type: PeerType::LanDiscovered,
+                    address: address.to_string(),
+                    eligible: a.eligible.unwrap_or(false),
+                    alive_since: self.alive_since(&a, now),
+                },
+            );
+        }
+        for peer in inner.known.iter().filter(|p| p.enabled) {
+            let a = inner
+                .activity
+                .get(&peer.node_id)
+                .cloned()
+                .unwrap_or_default();
+            view.insert(
+                peer.node_id.clone(),
+                PeerState {
+                    node_id: peer.node_id.clone(),
+                    peer_type: peer.peer_type,
+                    address: peer.address.clone(),
+                    eligible: a.eligible.unwrap_or(false),
+                    alive_since: self.alive_since(&a, now),
+                },
+            );
+        }
+        view.into_values().collect()
+    }
+
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(name: &str) -> NodeId {
+        NodeId::new(name).unwrap()
+    }
+
+    #[test]
+    fn a_peer_is_alive_after_news_and_dead_after_two_failures_or_the_timeout() {
+        let book = PeerBook::new(Duration::from_millis(200));
+        let peer = KnownPeer::new(id("b"), "127.0.0.1:1", PeerType::StaticRemote).unwrap();
+        book.set_known(vec![peer]);
+        assert!(!book.peers()[0].is_alive());
+        book.exchanged(&id("b"), "127.0.0.1:1", Some(true));
+        let state = &book.peers()[0];
+        assert!(state.is_alive() && state.eligible);
+        book.failed(&id("b"), "refused");
+        assert!(book.peers()[0].is_alive(), "one failure is not death");
+        book.failed(&id("b"), "refused");
+        assert!(!book.peers()[0].is_alive());
+
+        book.exchanged(&id("b"), "127.0.0.1:1", Some(true));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while book.peers()[0].is_alive() {
+            assert!(Instant::now() < deadline, "the timeout must end liveness");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn beacons_add_lan_peers_and_every_change_is_announced() {
+        let book = PeerBook::new(Duration::from_secs(5));
+        let changes = book.changes();
+        book.beacon(&id("lan"), "10.0.0.9:25000".parse().unwrap(), true);
+        assert!(changes.has_changed().unwrap());
+        let view = book.peers();
+        assert_eq!(
+            (view[0].peer_type, view[0].address.as_str()),
+            (PeerType::LanDiscovered, "10.0.0.9:25000")
+        );
+        assert_eq!(book.discovered_alive().len(), 1);
     }
 }

@@ -8,6 +8,7 @@
 //! | `cluster_key` | new sessions, inbound and outbound, use the new key |
 //! | `sync_interval_ms` | the sync tasks restart with it |
 //! | `known_peers` | the configured peers in the store are replaced and the sync tasks follow |
+//! | `[discovery]`, `[election]` (and any port or key change) | discovery and election restart with the new settings |
 //! | `durability`, `max_clock_drift_ms` | not applied live: logged, and in force from the next start |
 
 use crate::runtime::{GRACE, Runtime, bind, open_store, server_settings};
@@ -170,10 +171,18 @@ async fn apply_to(
             .replace_configured_peers(new.known_peers.clone())
             .await?;
         let peers = runtime.store.list_peers().await?;
-        runtime.sync.reconcile(&peers);
+        runtime.sync.set_known(peers);
         outcome.applied.push("known_peers".into());
     }
+    let control_changed = runtime.config.listen_address() != effective.listen_address()
+        || old.cluster_key != effective.cluster_key
+        || old.discovery != effective.discovery
+        || old.election != effective.election;
     runtime.config = Arc::new(effective);
+    if control_changed {
+        runtime.restart_control().await?;
+        outcome.applied.push("discovery / election".into());
+    }
     Ok(outcome)
 }
 

@@ -5,15 +5,20 @@
 use crate::NodeError;
 use crate::handler::NodeHandler;
 use crate::peers::PeerBook;
-use crate::sync::{SyncContext, SyncSupervisor};
+use crate::sync::{SyncContext, SyncOrchestrator};
 use cbddc_config::PeerNodeConfiguration;
+use cbddc_core::PeerDirectory;
 use cbddc_core::{PageLimits, PeerStore};
+use cbddc_election::{ElectionService, ElectionSettings, Leadership};
+use cbddc_net::discovery::{self, BeaconSettings, DiscoveryKey};
 use cbddc_net::{ClientSettings, ClusterKey, ServerSettings, TcpSyncServer};
 use cbddc_store::{SqliteStore, StoreOptions};
 use std::net::SocketAddr;
+use std::sync::RwLock;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 /// How long stopping waits for sessions and sync tasks to finish what they are doing.
@@ -26,8 +31,92 @@ pub(crate) struct Runtime {
     pub(crate) store: Arc<SqliteStore>,
     pub(crate) server: TcpSyncServer,
     pub(crate) handler: Arc<NodeHandler>,
-    pub(crate) sync: Arc<SyncSupervisor>,
+    pub(crate) sync: Arc<SyncOrchestrator>,
+    pub(crate) control: Control,
     pub(crate) token: CancellationToken,
+}
+
+/// Discovery and election: restarted whenever their settings, the port, the key or the
+/// node id change.
+#[derive(Debug)]
+pub(crate) struct Control {
+    token: CancellationToken,
+    _election: ElectionService,
+}
+
+impl Control {
+    pub(crate) async fn start(
+        config: &PeerNodeConfiguration,
+        listen: SocketAddr,
+        sync: Arc<SyncOrchestrator>,
+        leadership: Arc<RwLock<Leadership>>,
+        parent: &CancellationToken,
+    ) -> Result<Self, NodeError> {
+        let token = parent.child_token();
+        let book = sync.book();
+        book.set_timeout(config.election.peer_timeout());
+        if config.discovery.enabled {
+            let address = SocketAddr::new(config.bind_address, config.discovery.port);
+            let socket = tokio::net::UdpSocket::bind(address)
+                .await
+                .map_err(|source| NodeError::Bind { address, source })?;
+            let settings = BeaconSettings {
+                node_id: config.node_id.clone(),
+                tcp_port: listen.port(),
+                eligible: config.election.eligible,
+                key: DiscoveryKey::derive(&config.cluster_key),
+                targets: config.discovery.effective_targets(),
+                interval: Duration::from_millis(config.discovery.interval_ms),
+                max_age: Duration::from_secs(60),
+            };
+            let (heard_tx, mut heard_rx) = tokio::sync::mpsc::channel(256);
+            tokio::spawn(discovery::run(socket, settings, heard_tx, token.clone()));
+            let beacons_book = book.clone();
+            tokio::spawn(async move {
+                while let Some(heard) = heard_rx.recv().await {
+                    beacons_book.beacon(&heard.node_id, heard.address, heard.eligible);
+                }
+            });
+            tracing::info!(%address, targets = ?config.discovery.effective_targets(), "discovery started");
+        }
+        let interval = Duration::from_millis(config.election.interval_ms);
+        let election = ElectionService::start(
+            config.node_id.clone(),
+            ElectionSettings::new(
+                config.election.eligible,
+                interval,
+                config.election.peer_timeout(),
+            ),
+            book.clone(),
+            token.child_token(),
+        );
+        let mut led = election.watch();
+        let mut changes = book.changes();
+        let follower_token = token.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            loop {
+                tokio::select! {
+                    _ = follower_token.cancelled() => return,
+                    _ = ticker.tick() => {}
+                    _ = led.changed() => {}
+                    _ = changes.changed() => {}
+                }
+                let now = led.borrow_and_update().clone();
+                sync.set_leader(now.is_leader);
+                *leadership.write().unwrap_or_else(|p| p.into_inner()) = now;
+                sync.set_discovered(book.discovered_alive());
+            }
+        });
+        Ok(Self {
+            token,
+            _election: election,
+        })
+    }
+
+    pub(crate) fn stop(&self) {
+        self.token.cancel();
+    }
 }
 
 pub(crate) async fn open_store(
@@ -90,15 +179,19 @@ impl Runtime {
             address: config.listen_address(),
             source,
         })?;
-        let sync = Arc::new(SyncSupervisor::new(
+        let sync = Arc::new(SyncOrchestrator::new(
             SyncContext {
                 node_id: config.node_id.clone(),
                 store: store.clone(),
                 key: ClusterKey::derive(&config.cluster_key),
-                book: Arc::new(PeerBook::default()),
+                book: Arc::new(PeerBook::new(config.election.peer_timeout())),
                 interval: Duration::from_millis(config.sync_interval_ms),
                 limits: PageLimits::default(),
-                client: ClientSettings::default(),
+                client: ClientSettings {
+                    eligible: config.election.eligible,
+                    ..ClientSettings::default()
+                },
+                fan_out: Arc::new(Semaphore::new(crate::sync::FAN_OUT)),
             },
             token.child_token(),
         ));
@@ -108,6 +201,7 @@ impl Runtime {
             book: sync.book(),
             sync: sync.clone(),
             listen: Mutex::new(listen),
+            leadership: Arc::new(RwLock::new(Leadership::default())),
         });
         let server = TcpSyncServer::start(
             listener,
@@ -115,7 +209,23 @@ impl Runtime {
             handler.clone(),
             token.child_token(),
         )?;
-        sync.reconcile(&store.list_peers().await?);
+        sync.set_known(store.list_peers().await?);
+        let control = match Control::start(
+            &config,
+            listen,
+            sync.clone(),
+            handler.leadership.clone(),
+            &token,
+        )
+        .await
+        {
+            Ok(control) => control,
+            Err(e) => {
+                sync.stop(GRACE).await;
+                server.stop(GRACE).await;
+                return Err(e);
+            }
+        };
         tracing::info!(node = %config.node_id, address = %listen, "node services started");
         Ok(Self {
             config,
@@ -123,6 +233,7 @@ impl Runtime {
             server,
             handler,
             sync,
+            control,
             token,
         })
     }
@@ -132,7 +243,22 @@ impl Runtime {
     }
 
     /// Stops syncing and serving, then closes the store. Returns the still-bound listener.
+    /// Starts discovery and election again on the current configuration and port.
+    pub(crate) async fn restart_control(&mut self) -> Result<(), NodeError> {
+        self.control.stop();
+        self.control = Control::start(
+            &self.config,
+            self.listen(),
+            self.sync.clone(),
+            self.handler.leadership.clone(),
+            &self.token,
+        )
+        .await?;
+        Ok(())
+    }
+
     pub(crate) async fn stop(&self) -> Option<TcpListener> {
+        self.control.stop();
         self.sync.stop(GRACE).await;
         let (listener, _) = self.server.stop_keeping_listener(GRACE).await;
         self.token.cancel();

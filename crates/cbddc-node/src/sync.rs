@@ -1,20 +1,29 @@
-//! Keeps this node and each known peer in step: push on every local write, and a periodic
-//! anti-entropy round (pull what we lack, then push what the peer lacks) that catches up
-//! after any absence. One task per enabled peer; a peer that cannot be reached is retried
-//! with exponential backoff capped at [`MAX_BACKOFF`].
+//! The SyncOrchestrator keeps this node and its peers in step: push on every local write,
+//! and a periodic anti-entropy round (pull what we lack, then push what the peer lacks)
+//! that catches up after any absence. One task per peer; a peer that cannot be reached is
+//! retried with exponential backoff capped at [`MAX_BACKOFF`]; at most [`FAN_OUT`]
+//! catch-up rounds run at once; every request has a timeout.
+//!
+//! The peers synced with are the enabled known peers and the LAN peers discovered alive;
+//! cloud remotes only while this node is the elected leader: losing leadership stops those
+//! tasks at once, gaining it starts them at once, beginning with a full catch-up.
 
 use crate::peers::PeerBook;
+use cbddc_core::PeerType;
 use cbddc_core::{DocumentStore, KnownPeer, NodeId, OplogEntry, PageLimits, VersionVector};
 use cbddc_net::{ClientSettings, ClusterKey, NetError, PeerClient};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::Semaphore;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// Longest wait between two connection attempts to an unreachable peer.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Catch-up rounds running at once, whatever the number of peers.
+pub const FAN_OUT: usize = 3;
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// A catch-up round moves at most this many pages each way before yielding to pushes.
 const MAX_PAGES_PER_ROUND: usize = 1_000;
@@ -29,50 +38,103 @@ pub(crate) struct SyncContext {
     pub(crate) interval: Duration,
     pub(crate) limits: PageLimits,
     pub(crate) client: ClientSettings,
+    pub(crate) fan_out: Arc<Semaphore>,
 }
 
-/// Keeps exactly one sync task per enabled known peer.
+#[derive(Debug, Default)]
+struct Wanted {
+    known: Vec<KnownPeer>,
+    discovered: Vec<KnownPeer>,
+    is_leader: bool,
+}
+
+/// Keeps exactly one sync task per peer that should be synced with (see the module docs).
 #[derive(Debug)]
-pub(crate) struct SyncSupervisor {
+pub(crate) struct SyncOrchestrator {
     context: Mutex<SyncContext>,
+    wanted: Mutex<Wanted>,
     running: Mutex<BTreeMap<NodeId, (KnownPeer, CancellationToken)>>,
     tracker: TaskTracker,
     token: CancellationToken,
 }
 
-impl SyncSupervisor {
+impl SyncOrchestrator {
     pub(crate) fn new(context: SyncContext, token: CancellationToken) -> Self {
         Self {
             context: Mutex::new(context),
+            wanted: Mutex::new(Wanted::default()),
             running: Mutex::new(BTreeMap::new()),
             tracker: TaskTracker::new(),
             token,
         }
     }
 
-    /// Syncs with exactly the enabled peers of `peers`: tasks of peers that are gone,
-    /// changed or disabled stop; missing ones start.
-    pub(crate) fn reconcile(&self, peers: &[KnownPeer]) {
+    fn change(&self, update: impl FnOnce(&mut Wanted)) {
+        update(&mut self.wanted.lock().unwrap_or_else(|p| p.into_inner()));
+        self.reconcile();
+    }
+
+    /// The known peers (enabled or not) from the peer store; the directory follows too.
+    pub(crate) fn set_known(&self, peers: Vec<KnownPeer>) {
+        self.book().set_known(peers.clone());
+        self.change(|w| w.known = peers);
+    }
+
+    /// The LAN peers discovered alive.
+    pub(crate) fn set_discovered(&self, peers: Vec<KnownPeer>) {
+        self.change(|w| w.discovered = peers);
+    }
+
+    /// Whether this node leads (and so syncs with cloud remotes).
+    pub(crate) fn set_leader(&self, is_leader: bool) {
+        let changed = {
+            let mut wanted = self.wanted.lock().unwrap_or_else(|p| p.into_inner());
+            std::mem::replace(&mut wanted.is_leader, is_leader) != is_leader
+        };
+        if changed {
+            tracing::info!(
+                is_leader,
+                "cloud remotes are {}",
+                if is_leader {
+                    "synced by this node"
+                } else {
+                    "left to the leader"
+                }
+            );
+            self.reconcile();
+        }
+    }
+
+    fn reconcile(&self) {
         let context = self
             .context
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let wanted: BTreeMap<NodeId, KnownPeer> = peers
-            .iter()
-            .filter(|p| p.enabled && p.node_id != context.node_id)
-            .map(|p| (p.node_id.clone(), p.clone()))
-            .collect();
+        let want: BTreeMap<NodeId, KnownPeer> = {
+            let wanted = self.wanted.lock().unwrap_or_else(|p| p.into_inner());
+            let mut peers: BTreeMap<NodeId, KnownPeer> = BTreeMap::new();
+            for peer in wanted.discovered.iter().chain(wanted.known.iter()) {
+                // Known peers come second and win over a discovery of the same node.
+                peers.insert(peer.node_id.clone(), peer.clone());
+            }
+            peers.retain(|id, p| {
+                p.enabled
+                    && *id != context.node_id
+                    && (p.peer_type != PeerType::CloudRemote || wanted.is_leader)
+            });
+            peers
+        };
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         running.retain(|id, (peer, token)| {
-            let keep = wanted.get(id) == Some(peer);
+            let keep = want.get(id) == Some(peer);
             if !keep {
                 tracing::info!(peer = %id, "stopping sync with peer");
                 token.cancel();
             }
             keep
         });
-        for (id, peer) in wanted {
+        for (id, peer) in want {
             if running.contains_key(&id) {
                 continue;
             }
@@ -90,19 +152,14 @@ impl SyncSupervisor {
             context.key = key;
             context.interval = interval;
         }
-        let peers: Vec<KnownPeer> = {
+        {
             let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-            let peers = running
-                .values()
-                .map(|(peer, token)| {
-                    token.cancel();
-                    peer.clone()
-                })
-                .collect();
+            for (_, token) in running.values() {
+                token.cancel();
+            }
             running.clear();
-            peers
-        };
-        self.reconcile(&peers);
+        }
+        self.reconcile();
     }
 
     /// The activity record the tasks write to.
@@ -144,6 +201,8 @@ pub(crate) async fn run_peer(ctx: SyncContext, peer: KnownPeer, token: Cancellat
                 });
             }
             tracing::info!(peer = %peer.node_id, address = %peer.address, "connected to peer");
+            ctx.book
+                .exchanged(&peer.node_id, &peer.address, Some(client.remote_eligible()));
             session(&ctx, &peer, &mut client, local, &token, &mut backoff).await
         };
         let result = tokio::select! {
@@ -184,7 +243,7 @@ async fn session(
     backoff: &mut Duration,
 ) -> Result<(), SyncError> {
     catch_up(ctx, client).await?;
-    ctx.book.exchanged(&peer.node_id, &peer.address);
+    ctx.book.exchanged(&peer.node_id, &peer.address, None);
     *backoff = FIRST_BACKOFF;
     let mut ticker = tokio::time::interval(ctx.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -192,7 +251,11 @@ async fn session(
     loop {
         tokio::select! {
             _ = token.cancelled() => return Ok(()),
-            _ = ticker.tick() => catch_up(ctx, client).await?,
+            _ = ticker.tick() => {
+                // Bounded fan-out: a node with many peers does not pull from all at once.
+                let _permit = ctx.fan_out.acquire().await;
+                catch_up(ctx, client).await?;
+            }
             received = local.recv() => match received {
                 Ok(entries) => {
                     let outcome = client.push(&entries).await?;
@@ -205,7 +268,7 @@ async fn session(
                 Err(RecvError::Closed) => return Ok(()),
             },
         }
-        ctx.book.exchanged(&peer.node_id, &peer.address);
+        ctx.book.exchanged(&peer.node_id, &peer.address, None);
     }
 }
 
