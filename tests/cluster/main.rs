@@ -6,3 +6,4 @@ mod t20_restart;
 mod t30_authentication;
 mod t40_hostile_input;
 mod t50_reconfiguration;
+mod t60_election;

@@ -52,6 +52,10 @@ pub struct RunningNode {
     pub node_id: String,
     pub port: u16,
     pub peers: Vec<(String, u16)>,
+    /// Cloud remotes, as (node id, port).
+    pub cloud: Vec<(String, u16)>,
+    /// Appended to the generated configuration (e.g. `[election]` settings).
+    pub extra_toml: String,
     pub dir: PathBuf,
     pub config: PathBuf,
     pub log: PathBuf,
@@ -61,11 +65,25 @@ pub struct RunningNode {
 impl RunningNode {
     /// Writes `name.toml` into `dir` and starts a node on it.
     pub fn start(dir: &Path, name: &str, port: u16, peers: &[(&str, u16)]) -> Self {
+        Self::start_with(dir, name, port, peers, &[], "")
+    }
+
+    /// Like [`RunningNode::start`], with cloud remotes and extra configuration.
+    pub fn start_with(
+        dir: &Path,
+        name: &str,
+        port: u16,
+        peers: &[(&str, u16)],
+        cloud: &[(&str, u16)],
+        extra_toml: &str,
+    ) -> Self {
         let mut node = Self {
             name: name.to_string(),
             node_id: name.to_string(),
             port,
             peers: peers.iter().map(|(id, p)| (id.to_string(), *p)).collect(),
+            cloud: cloud.iter().map(|(id, p)| (id.to_string(), *p)).collect(),
+            extra_toml: extra_toml.to_string(),
             dir: dir.to_path_buf(),
             config: dir.join(format!("{name}.toml")),
             log: dir.join(format!("{name}.log")),
@@ -81,19 +99,22 @@ impl RunningNode {
     }
 
     pub fn config_text(&self) -> String {
+        let entry = |(id, p): &(String, u16), kind: &str| {
+            format!("{{ node_id = \"{id}\", address = \"127.0.0.1:{p}\", type = \"{kind}\" }}")
+        };
         let peers: Vec<String> = self
             .peers
             .iter()
-            .map(|(id, p)| {
-                format!("{{ node_id = \"{id}\", address = \"127.0.0.1:{p}\", type = \"static\" }}")
-            })
+            .map(|p| entry(p, "static"))
+            .chain(self.cloud.iter().map(|p| entry(p, "cloud")))
             .collect();
         format!(
-            "node_id = \"{}\"\ntcp_port = {}\ndata_dir = {:?}\ncluster_key = \"{KEY}\"\nsync_interval_ms = 200\nknown_peers = [{}]\n",
+            "node_id = \"{}\"\ntcp_port = {}\ndata_dir = {:?}\ncluster_key = \"{KEY}\"\nsync_interval_ms = 200\nknown_peers = [{}]\n{}",
             self.node_id,
             self.port,
             self.data_dir().display().to_string(),
-            peers.join(", ")
+            peers.join(", "),
+            self.extra_toml
         )
     }
 

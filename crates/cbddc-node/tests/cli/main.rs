@@ -6,3 +6,4 @@ mod t10_two_nodes;
 mod t20_errors;
 mod t30_lifecycle;
 mod t40_reconfiguration;
+mod t50_election;

@@ -1,0 +1,168 @@
+use cbddc_core::{KnownPeer, PeerType};
+use cbddc_tests::{TestNode, node_id, wait_until};
+use std::time::Duration;
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Fast timers so elections settle in well under a second.
+fn fast(config: &mut cbddc_config::PeerNodeConfiguration) {
+    config.sync_interval_ms = 100;
+    config.election.interval_ms = 100;
+    config.election.peer_timeout_ms = 600;
+}
+
+async fn leader_of(node: &TestNode) -> String {
+    node.node().status().await.unwrap().leader
+}
+
+async fn all_agree(nodes: Vec<&TestNode>, leader: &str) -> bool {
+    for node in nodes {
+        if leader_of(node).await != leader {
+            return false;
+        }
+    }
+    true
+}
+
+/// Peers the cloud has exchanged data with.
+async fn cloud_contacts(cloud: &TestNode) -> Vec<String> {
+    cloud
+        .node()
+        .status()
+        .await
+        .unwrap()
+        .peers
+        .into_iter()
+        .map(|p| p.node_id)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_smallest_node_syncs_with_the_cloud_and_leadership_moves_when_it_dies() {
+    let cloud = TestNode::spawn("cloud", fast).await;
+    let names = ["node-a", "node-b", "node-c"];
+    let mut configs: Vec<_> = names.iter().map(|n| TestNode::configure(n)).collect();
+    let ports: Vec<u16> = configs.iter().map(|(c, _)| c.tcp_port).collect();
+    for (config, _) in configs.iter_mut() {
+        fast(config);
+        for (name, port) in names.iter().zip(&ports) {
+            if *name != config.node_id.as_str() {
+                config.known_peers.push(
+                    KnownPeer::new(
+                        node_id(name),
+                        format!("127.0.0.1:{port}"),
+                        PeerType::StaticRemote,
+                    )
+                    .unwrap(),
+                );
+            }
+        }
+        config.known_peers.push(
+            KnownPeer::new(node_id("cloud"), cloud.address(), PeerType::CloudRemote).unwrap(),
+        );
+    }
+    let mut nodes = Vec::new();
+    for (config, dir) in configs {
+        nodes.push(TestNode::start(config, dir).await);
+    }
+    let [a, b, c] = &mut nodes[..] else {
+        unreachable!()
+    };
+
+    wait_until("a, b and c to agree that node-a leads", DEADLINE, || {
+        all_agree(vec![&*a, &*b, &*c], "node-a")
+    })
+    .await;
+    assert!(a.node().status().await.unwrap().is_leader);
+    c.node().put("c", "from-c", "1").await.unwrap();
+    wait_until("c's write to reach the cloud", DEADLINE, || async {
+        cloud.node().get("c", "from-c").await.unwrap().is_some()
+    })
+    .await;
+    assert_eq!(
+        cloud_contacts(&cloud).await,
+        ["node-a"],
+        "only the leader talks to the cloud"
+    );
+
+    a.stop().await;
+    wait_until("b and c to elect node-b", DEADLINE, || {
+        all_agree(vec![&*b, &*c], "node-b")
+    })
+    .await;
+    c.node().put("c", "after-failover", "1").await.unwrap();
+    wait_until("writes to keep reaching the cloud", DEADLINE, || async {
+        cloud
+            .node()
+            .get("c", "after-failover")
+            .await
+            .unwrap()
+            .is_some()
+    })
+    .await;
+    assert!(cloud_contacts(&cloud).await.contains(&"node-b".to_string()));
+    assert!(
+        !cloud_contacts(&cloud).await.contains(&"node-c".to_string()),
+        "c never leads while b lives"
+    );
+
+    let config = a.config.clone();
+    a.restart_with(config).await;
+    wait_until("node-a to lead again everywhere", DEADLINE, || {
+        all_agree(vec![&*a, &*b, &*c], "node-a")
+    })
+    .await;
+    assert!(!b.node().status().await.unwrap().is_leader);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_with_discovery_on_loopback_find_each_other_and_elect() {
+    let names = ["lan-a", "lan-b", "lan-c"];
+    let udp: Vec<u16> = names.iter().map(|_| free_udp_port()).collect();
+    let mut nodes = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let udp = udp.clone();
+        nodes.push(
+            TestNode::spawn(name, |c| {
+                fast(c);
+                c.discovery.enabled = true;
+                c.discovery.interval_ms = 100;
+                c.discovery.port = udp[i];
+                c.discovery.targets = udp
+                    .iter()
+                    .map(|p| format!("127.0.0.1:{p}").parse().unwrap())
+                    .collect();
+            })
+            .await,
+        );
+    }
+    wait_until("all three to elect lan-a", DEADLINE, || {
+        all_agree(nodes.iter().collect(), "lan-a")
+    })
+    .await;
+
+    nodes[2].node().put("c", "found", "1").await.unwrap();
+    wait_until(
+        "a write to travel between discovered peers",
+        DEADLINE,
+        || async { nodes[0].node().get("c", "found").await.unwrap().is_some() },
+    )
+    .await;
+    let status = nodes[1].node().status().await.unwrap();
+    assert!(
+        status
+            .peers
+            .iter()
+            .any(|p| p.node_id == "lan-c" && p.peer_type == "lan"),
+        "{:?}",
+        status.peers
+    );
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
