@@ -1,0 +1,197 @@
+//! Cluster figures that are distributions, not throughputs, so measured directly:
+//! - failover: kill -9 of the leader (a `cbddc` process) until both survivors name the
+//!   new leader, over several rounds;
+//! - write propagation: a put on node a until the document is visible on node c, in a
+//!   three-node in-process cluster, p50 and p99 over many writes.
+//!
+//! Prints the figures and writes them to `target/cbddc-bench/cluster.json` for
+//! `cargo xtask bench`.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use cbddc_config::PeerNodeConfiguration;
+use cbddc_core::{KnownPeer, NodeId, PeerType};
+use cbddc_net::{ClientSettings, ClusterKey, PeerClient};
+use cbddc_node::Node;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const FAILOVER_ROUNDS: usize = 5;
+const WRITES: usize = 400;
+const KEY: &str = "bench-cluster";
+const ELECTION: &str =
+    "sync_interval_ms = 200\n[election]\ninterval_ms = 200\npeer_timeout_ms = 1000\n";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn start(dir: &std::path::Path, id: &str, port: u16, peers: &[(&str, u16)]) -> Child {
+    let peers: Vec<String> = peers
+        .iter()
+        .map(|(p, port)| format!("{{ node_id = \"{p}\", address = \"127.0.0.1:{port}\" }}"))
+        .collect();
+    let config = dir.join(format!("{id}.toml"));
+    let text = format!(
+        "node_id = \"{id}\"\ntcp_port = {port}\ndata_dir = {:?}\ncluster_key = \"{KEY}\"\nknown_peers = [{}]\n{ELECTION}",
+        dir.join(id).display().to_string(),
+        peers.join(", ")
+    );
+    std::fs::write(&config, text).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_cbddc"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+async fn leader(port: u16) -> Option<String> {
+    let settings = ClientSettings {
+        connect_timeout: Duration::from_millis(500),
+        request_timeout: Duration::from_millis(500),
+        eligible: false,
+    };
+    let mut client = PeerClient::connect(
+        &format!("127.0.0.1:{port}"),
+        &ClusterKey::derive(KEY),
+        None,
+        settings,
+    )
+    .await
+    .ok()?;
+    let status = client.status().await.ok()?;
+    (!status.leader.is_empty()).then_some(status.leader)
+}
+
+async fn wait_for_leader(ports: &[u16], expected: &str, limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let mut agreed = true;
+        for port in ports {
+            agreed &= leader(*port).await.as_deref() == Some(expected);
+        }
+        if agreed {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "no agreement on {expected} within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn failover() -> Vec<Duration> {
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, pb, pc) = (free_port(), free_port(), free_port());
+    let mut a = start(dir.path(), "node-a", pa, &[("node-b", pb), ("node-c", pc)]);
+    let mut b = start(dir.path(), "node-b", pb, &[("node-a", pa), ("node-c", pc)]);
+    let mut c = start(dir.path(), "node-c", pc, &[("node-a", pa), ("node-b", pb)]);
+    let mut samples = Vec::new();
+    for round in 0..FAILOVER_ROUNDS {
+        wait_for_leader(&[pa, pb, pc], "node-a", Duration::from_secs(60)).await;
+        a.kill().unwrap();
+        a.wait().unwrap();
+        let took = wait_for_leader(&[pb, pc], "node-b", Duration::from_secs(60)).await;
+        eprintln!("failover round {round}: {took:?}");
+        samples.push(took);
+        a = start(dir.path(), "node-a", pa, &[("node-b", pb), ("node-c", pc)]);
+    }
+    for child in [&mut a, &mut b, &mut c] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    samples
+}
+
+async fn propagation() -> Vec<Duration> {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let ids = ["node-a", "node-b", "node-c"];
+    let ports: Vec<u16> = ids.iter().map(|_| free_port()).collect();
+    let mut nodes = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let mut config = PeerNodeConfiguration::new(NodeId::new(*id).unwrap(), dirs[i].path());
+        config.tcp_port = ports[i];
+        config.cluster_key = KEY.into();
+        for (j, other) in ids.iter().enumerate() {
+            if i != j {
+                config.known_peers.push(
+                    KnownPeer::new(
+                        NodeId::new(*other).unwrap(),
+                        format!("127.0.0.1:{}", ports[j]),
+                        PeerType::StaticRemote,
+                    )
+                    .unwrap(),
+                );
+            }
+        }
+        nodes.push(Node::start(config).await.unwrap());
+    }
+    // Let every sync session connect before measuring.
+    nodes[0].put("warm", "up", "1").await.unwrap();
+    while nodes[2].get("warm", "up").await.unwrap().is_none() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut samples = Vec::with_capacity(WRITES);
+    for i in 0..WRITES {
+        let key = format!("k{i}");
+        let start = Instant::now();
+        nodes[0].put("bench", &key, "{\"v\":1}").await.unwrap();
+        while nodes[2].get("bench", &key).await.unwrap().is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "write {i} never arrived"
+            );
+            tokio::task::yield_now().await;
+        }
+        samples.push(start.elapsed());
+    }
+    for node in nodes {
+        node.shutdown().await;
+    }
+    samples
+}
+
+fn main() {
+    // `cargo test --benches` runs bench binaries with --bench absent; skip the long work then.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut fail = runtime.block_on(failover());
+    let mut prop = runtime.block_on(propagation());
+    fail.sort();
+    prop.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let report = serde_json::json!({
+        "failover_settings": "3 processes; election interval 200 ms, peer timeout 1000 ms, sync interval 200 ms; kill -9 of the leader",
+        "failover_rounds": fail.len(),
+        "failover_median_ms": ms(percentile(&fail, 0.5)),
+        "failover_max_ms": ms(*fail.last().unwrap()),
+        "propagation_settings": "3 in-process nodes, full mesh of static peers, push on write; one write at a time on node-a",
+        "propagation_writes": prop.len(),
+        "propagation_p50_ms": ms(percentile(&prop, 0.5)),
+        "propagation_p99_ms": ms(percentile(&prop, 0.99)),
+    });
+    println!("{}", serde_json::to_string_pretty(&report).unwrap());
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/cbddc-bench");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(
+        out.join("cluster.json"),
+        serde_json::to_string_pretty(&report).unwrap(),
+    )
+    .unwrap();
+}
