@@ -9,6 +9,8 @@
 //!   fails its neighbours.
 //! - **Readers apart.** Reads run on a small pool of read-only connections on tokio's
 //!   blocking pool; no SQLite call ever runs on an async worker.
+//! - **The control plane's log.** [`SqliteLogStorage`] implements OmniPaxos' `Storage`
+//!   trait on the same database file, one log per cluster configuration.
 //! - **Checkpoints in the background.** Automatic checkpoints are off on the write
 //!   connection; a checkpointer thread runs passive checkpoints, so no caller's commit
 //!   pays for one.
@@ -29,12 +31,14 @@
 
 mod checkpoint;
 mod error;
+mod paxos_log;
 mod reader;
 mod schema;
 mod store;
 mod writer;
 
 pub use error::StoreError;
+pub use paxos_log::SqliteLogStorage;
 pub use store::{Durability, SqliteStore, StoreOptions, database_path};
 
 #[cfg(test)]

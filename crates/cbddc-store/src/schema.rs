@@ -43,6 +43,22 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;",
     // 2: where a known peer came from, so a configuration reload replaces only its own.
     "ALTER TABLE known_peers ADD COLUMN source TEXT NOT NULL DEFAULT 'runtime';",
+    // 3: the control plane's replicated log, one OmniPaxos instance per configuration.
+    "CREATE TABLE cluster_log (
+        configuration_id INTEGER NOT NULL,
+        idx              INTEGER NOT NULL,   -- absolute: as if never compacted
+        entry            TEXT NOT NULL,      -- JSON
+        PRIMARY KEY (configuration_id, idx)
+    ) WITHOUT ROWID;
+    CREATE TABLE cluster_state (
+        configuration_id INTEGER PRIMARY KEY,
+        promise          TEXT,               -- JSON ballots, stopsign and snapshot
+        accepted_round   TEXT,
+        decided_idx      INTEGER NOT NULL DEFAULT 0,
+        compacted_idx    INTEGER NOT NULL DEFAULT 0,
+        stopsign         TEXT,
+        snapshot         TEXT
+    );",
 ];
 
 /// The schema version this build writes.

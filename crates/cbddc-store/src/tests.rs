@@ -473,3 +473,199 @@ async fn a_configuration_reload_replaces_configured_peers_and_keeps_runtime_ones
     assert!(store.list_peers().await.unwrap().is_empty());
     store.close().await;
 }
+
+mod paxos_log {
+    use crate::SqliteLogStorage;
+    use omnipaxos::ballot_leader_election::Ballot;
+    use omnipaxos::storage::{Entry, NoSnapshot, StopSign, Storage, StorageOp};
+    use omnipaxos::util::LogEntry;
+    use omnipaxos::{ClusterConfig, OmniPaxos, ServerConfig};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    struct Op(u64);
+
+    impl Entry for Op {
+        type Snapshot = NoSnapshot;
+    }
+
+    fn ops(range: std::ops::Range<u64>) -> Vec<Op> {
+        range.map(Op).collect()
+    }
+
+    fn ballot(n: u32, pid: u64) -> Ballot {
+        Ballot {
+            config_id: 1,
+            n,
+            priority: 0,
+            pid,
+        }
+    }
+
+    #[test]
+    fn the_storage_contract_holds_and_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.db");
+        {
+            let mut s = SqliteLogStorage::<Op>::open(&path, 1).unwrap();
+            assert_eq!(s.get_log_len().unwrap(), 0);
+            assert_eq!(s.get_promise().unwrap(), None);
+            s.append_entry(Op(0)).unwrap();
+            s.append_entries(ops(1..5)).unwrap();
+            assert_eq!(s.get_log_len().unwrap(), 5);
+            assert_eq!(s.get_entries(1, 3).unwrap(), ops(1..3));
+            assert!(
+                s.get_entries(3, 9).unwrap().is_empty(),
+                "a range not wholly present reads as empty"
+            );
+            s.append_on_prefix(3, ops(30..32)).unwrap();
+            assert_eq!(s.get_suffix(2).unwrap(), vec![Op(2), Op(30), Op(31)]);
+            s.set_promise(ballot(3, 2)).unwrap();
+            s.set_accepted_round(ballot(2, 1)).unwrap();
+            s.set_decided_idx(4).unwrap();
+            let next = ClusterConfig {
+                configuration_id: 2,
+                nodes: vec![1, 2, 4],
+                ..Default::default()
+            };
+            s.set_stopsign(Some(StopSign::with(next, Some(vec![7, 7]))))
+                .unwrap();
+            // Compaction: indexes stay absolute.
+            s.write_atomically(vec![StorageOp::Trim(2), StorageOp::SetCompactedIdx(2)])
+                .unwrap();
+            assert_eq!(
+                (s.get_compacted_idx().unwrap(), s.get_log_len().unwrap()),
+                (2, 3)
+            );
+            assert!(s.get_entries(0, 2).unwrap().is_empty());
+            assert_eq!(s.get_entries(2, 5).unwrap(), vec![Op(2), Op(30), Op(31)]);
+        }
+        let mut s = SqliteLogStorage::<Op>::open(&path, 1).unwrap();
+        assert_eq!(s.get_promise().unwrap(), Some(ballot(3, 2)));
+        assert_eq!(s.get_accepted_round().unwrap(), Some(ballot(2, 1)));
+        assert_eq!(s.get_decided_idx().unwrap(), 4);
+        assert_eq!(
+            (s.get_compacted_idx().unwrap(), s.get_log_len().unwrap()),
+            (2, 3)
+        );
+        let stopsign = s.get_stopsign().unwrap().unwrap();
+        assert_eq!(
+            (stopsign.next_config.configuration_id, stopsign.metadata),
+            (2, Some(vec![7, 7]))
+        );
+        // Everything trimmed, then a seeded prefix: the next entry takes the compacted index.
+        s.write_atomically(vec![StorageOp::Trim(10), StorageOp::SetCompactedIdx(10)])
+            .unwrap();
+        s.append_entry(Op(10)).unwrap();
+        assert_eq!(s.get_entries(10, 11).unwrap(), vec![Op(10)]);
+        // Another configuration in the same file is independent.
+        let other = SqliteLogStorage::<Op>::open(&path, 2).unwrap();
+        assert_eq!(
+            (other.get_log_len().unwrap(), other.get_stopsign().unwrap()),
+            (0, None)
+        );
+        assert_eq!(
+            SqliteLogStorage::<Op>::configurations(&path).unwrap(),
+            vec![1, 2]
+        );
+    }
+
+    #[test]
+    fn a_failing_atomic_write_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SqliteLogStorage::<Op>::open(&dir.path().join("n.db"), 1).unwrap();
+        s.append_entries(ops(0..3)).unwrap();
+        let result = s.write_atomically(vec![
+            StorageOp::SetDecidedIndex(3),
+            StorageOp::AppendEntries(ops(3..5)),
+            StorageOp::AppendOnPrefix(usize::MAX, ops(9..10)),
+        ]);
+        assert!(result.is_err());
+        assert_eq!(
+            (s.get_decided_idx().unwrap(), s.get_log_len().unwrap()),
+            (0, 3)
+        );
+    }
+
+    type Node = OmniPaxos<Op, SqliteLogStorage<Op>>;
+
+    fn build(dir: &std::path::Path, pid: u64) -> Node {
+        let storage = SqliteLogStorage::open(&dir.join(format!("n{pid}.db")), 1).unwrap();
+        let cluster = ClusterConfig {
+            configuration_id: 1,
+            nodes: vec![1, 2, 3],
+            ..Default::default()
+        };
+        let server = ServerConfig {
+            pid,
+            election_tick_timeout: 5,
+            resend_message_tick_timeout: 20,
+            buffer_size: 1024,
+            ..Default::default()
+        };
+        cluster.build_for_server(server, storage).unwrap()
+    }
+
+    /// Delivers every message and ticks, until `done` holds (bounded).
+    fn run_until(nodes: &mut [Node], mut done: impl FnMut(&[Node]) -> bool) {
+        let mut outgoing = Vec::new();
+        for _ in 0..2_000 {
+            if done(nodes) {
+                return;
+            }
+            for i in 0..nodes.len() {
+                nodes[i].tick();
+                nodes[i].take_outgoing_messages(&mut outgoing);
+                for message in outgoing.drain(..) {
+                    let to = message.get_receiver() as usize - 1;
+                    nodes[to].handle_incoming(message);
+                }
+            }
+        }
+        panic!("the cluster did not get there in 2000 rounds");
+    }
+
+    fn decided(node: &Node) -> Vec<u64> {
+        node.read_decided_suffix(0)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|e| match e {
+                LogEntry::Decided(Op(n)) => Some(n),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_omnipaxos_cluster_decides_on_sqlite_and_recovers_from_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut nodes: Vec<Node> = (1..=3).map(|pid| build(dir.path(), pid)).collect();
+        run_until(&mut nodes, |n| {
+            n.iter().all(|x| x.get_current_leader().is_some())
+        });
+        for i in 0..10 {
+            nodes[(i % 3) as usize].append(Op(i)).unwrap();
+        }
+        run_until(&mut nodes, |n| n.iter().all(|x| x.get_decided_idx() == 10));
+        let first = decided(&nodes[0]);
+        assert_eq!(first.len(), 10);
+        assert!(
+            nodes.iter().all(|n| decided(n) == first),
+            "every node decided the same log"
+        );
+
+        // A crash of every node: rebuilt from their databases, they go on where they were.
+        drop(nodes);
+        let mut nodes: Vec<Node> = (1..=3).map(|pid| build(dir.path(), pid)).collect();
+        assert!(
+            nodes.iter().all(|n| decided(n) == first),
+            "the decided log survives"
+        );
+        run_until(&mut nodes, |n| {
+            n.iter().all(|x| x.get_current_leader().is_some())
+        });
+        nodes[1].append(Op(100)).unwrap();
+        run_until(&mut nodes, |n| n.iter().all(|x| x.get_decided_idx() == 11));
+        assert!(nodes.iter().all(|n| decided(n).last() == Some(&100)));
+    }
+}

@@ -1,0 +1,371 @@
+//! OmniPaxos' [`Storage`] on the node's SQLite database: one log per configuration.
+//!
+//! Indexes are absolute ("as if never compacted"): the log of a configuration holds the
+//! entries `compacted_idx .. compacted_idx + len`, each row keyed by its index. Every
+//! call is durable on its own (OmniPaxos also writes outside `write_atomically`), and
+//! `write_atomically` is one transaction. The storage owns its own connection and does
+//! blocking I/O: OmniPaxos calls it from `tick`, `append` and `handle_incoming`, so run the
+//! instance on a thread of its own, never on an async worker.
+
+use crate::error::{SqlContext, StoreError};
+use omnipaxos::ballot_leader_election::Ballot;
+use omnipaxos::storage::{Entry, StopSign, Storage, StorageOp, StorageResult};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::marker::PhantomData;
+use std::path::Path;
+
+/// The log of one OmniPaxos configuration in a node's database.
+pub struct SqliteLogStorage<T> {
+    conn: Connection,
+    configuration_id: i64,
+    _entries: PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for SqliteLogStorage<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteLogStorage")
+            .field("configuration_id", &self.configuration_id)
+            .finish()
+    }
+}
+
+fn to_json<V: Serialize>(value: &V) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt {
+        operation: "encoding a control-plane record",
+        detail: e.to_string(),
+    })
+}
+
+fn from_json<V: DeserializeOwned>(text: &str) -> Result<V, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
+        operation: "decoding a control-plane record",
+        detail: e.to_string(),
+    })
+}
+
+fn index(value: usize) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::Corrupt {
+        operation: "indexing the control-plane log",
+        detail: format!("index {value} is out of range"),
+    })
+}
+
+impl<T> SqliteLogStorage<T>
+where
+    T: Entry + Serialize + DeserializeOwned,
+    T::Snapshot: Serialize + DeserializeOwned,
+{
+    /// Opens the log of `configuration_id` in the database at `path` (a node's database,
+    /// see [`crate::database_path`]), creating its state row if it has none.
+    pub fn open(path: &Path, configuration_id: u32) -> Result<Self, StoreError> {
+        let mut conn = crate::schema::open_writer(path, crate::Durability::Full)?;
+        // This connection writes alongside the store's writer: let SQLite checkpoint as usual.
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 1000;")
+            .during("configuring the control-plane connection")?;
+        crate::schema::migrate(&mut conn, path)?;
+        conn.execute(
+            "INSERT INTO cluster_state (configuration_id) VALUES (?1) ON CONFLICT DO NOTHING",
+            [i64::from(configuration_id)],
+        )
+        .during("creating the control-plane state")?;
+        Ok(Self {
+            conn,
+            configuration_id: i64::from(configuration_id),
+            _entries: PhantomData,
+        })
+    }
+
+    /// Configurations that have a log in the database at `path`, in order.
+    pub fn configurations(path: &Path) -> Result<Vec<u32>, StoreError> {
+        let conn = crate::schema::open_reader(path)?;
+        let mut stmt = conn
+            .prepare("SELECT configuration_id FROM cluster_state ORDER BY configuration_id")
+            .during("listing configurations")?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, u32>(0))
+            .during("listing configurations")?;
+        rows.collect::<Result<_, _>>()
+            .during("listing configurations")
+    }
+
+    fn state_field<V: DeserializeOwned>(
+        &self,
+        column: &'static str,
+    ) -> Result<Option<V>, StoreError> {
+        let text: Option<String> = self
+            .conn
+            .query_row(
+                &format!("SELECT {column} FROM cluster_state WHERE configuration_id = ?1"),
+                [self.configuration_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .during("reading the control-plane state")?
+            .flatten();
+        text.map(|t| from_json(&t)).transpose()
+    }
+
+    fn set_state_field(
+        &self,
+        column: &'static str,
+        value: Option<String>,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                &format!("UPDATE cluster_state SET {column} = ?2 WHERE configuration_id = ?1"),
+                params![self.configuration_id, value],
+            )
+            .during("writing the control-plane state")?;
+        Ok(())
+    }
+
+    fn state_index(&self, column: &'static str) -> Result<usize, StoreError> {
+        let value: i64 = self
+            .conn
+            .query_row(
+                &format!("SELECT {column} FROM cluster_state WHERE configuration_id = ?1"),
+                [self.configuration_id],
+                |r| r.get(0),
+            )
+            .during("reading the control-plane state")?;
+        usize::try_from(value).map_err(|_| StoreError::Corrupt {
+            operation: "reading the control-plane state",
+            detail: format!("{column} is {value}"),
+        })
+    }
+
+    fn set_state_index(&self, column: &'static str, value: usize) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                &format!("UPDATE cluster_state SET {column} = ?2 WHERE configuration_id = ?1"),
+                params![self.configuration_id, index(value)?],
+            )
+            .during("writing the control-plane state")?;
+        Ok(())
+    }
+
+    /// The index the next appended entry takes.
+    fn end(&self) -> Result<usize, StoreError> {
+        let last: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT MAX(idx) FROM cluster_log WHERE configuration_id = ?1",
+                [self.configuration_id],
+                |r| r.get(0),
+            )
+            .during("reading the control-plane log")?;
+        match last {
+            Some(last) => Ok(usize::try_from(last + 1).unwrap_or(0)),
+            None => self.state_index("compacted_idx"),
+        }
+    }
+
+    fn append_at(&self, from: usize, entries: &[T]) -> Result<(), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO cluster_log (configuration_id, idx, entry) VALUES (?1, ?2, ?3)",
+            )
+            .during("appending to the control-plane log")?;
+        for (offset, entry) in entries.iter().enumerate() {
+            stmt.execute(params![
+                self.configuration_id,
+                index(from + offset)?,
+                to_json(entry)?
+            ])
+            .during("appending to the control-plane log")?;
+        }
+        Ok(())
+    }
+
+    fn truncate_from(&self, from: usize) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "DELETE FROM cluster_log WHERE configuration_id = ?1 AND idx >= ?2",
+                params![self.configuration_id, index(from)?],
+            )
+            .during("truncating the control-plane log")?;
+        Ok(())
+    }
+
+    fn apply(&self, op: StorageOp<T>) -> Result<(), StoreError> {
+        match op {
+            StorageOp::AppendEntry(entry) => self.append_at(self.end()?, &[entry]),
+            StorageOp::AppendEntries(entries) => self.append_at(self.end()?, &entries),
+            StorageOp::AppendOnPrefix(from, entries) => {
+                self.truncate_from(from)?;
+                self.append_at(from, &entries)
+            }
+            StorageOp::SetPromise(ballot) => {
+                self.set_state_field("promise", Some(to_json(&ballot)?))
+            }
+            StorageOp::SetDecidedIndex(idx) => self.set_state_index("decided_idx", idx),
+            StorageOp::SetAcceptedRound(ballot) => {
+                self.set_state_field("accepted_round", Some(to_json(&ballot)?))
+            }
+            StorageOp::SetCompactedIdx(idx) => self.set_state_index("compacted_idx", idx),
+            StorageOp::Trim(idx) => {
+                self.conn
+                    .execute(
+                        "DELETE FROM cluster_log WHERE configuration_id = ?1 AND idx < ?2",
+                        params![self.configuration_id, index(idx)?],
+                    )
+                    .during("trimming the control-plane log")?;
+                Ok(())
+            }
+            StorageOp::SetStopsign(stopsign) => {
+                self.set_state_field("stopsign", stopsign.as_ref().map(to_json).transpose()?)
+            }
+            StorageOp::SetSnapshot(snapshot) => {
+                self.set_state_field("snapshot", snapshot.as_ref().map(to_json).transpose()?)
+            }
+        }
+    }
+
+    /// Runs `ops` in one transaction.
+    fn atomically(&mut self, ops: Vec<StorageOp<T>>) -> Result<(), StoreError> {
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .during("starting a control-plane transaction")?;
+        for op in ops {
+            if let Err(e) = self.apply(op) {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        }
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err(StoreError::Sqlite {
+                operation: "committing a control-plane transaction",
+                source: e,
+            });
+        }
+        Ok(())
+    }
+
+    fn entries(&self, from: usize, to: usize) -> Result<Vec<T>, StoreError> {
+        if to <= from {
+            return Ok(Vec::new());
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT entry FROM cluster_log WHERE configuration_id = ?1 AND idx >= ?2 AND idx < ?3 ORDER BY idx",
+            )
+            .during("reading the control-plane log")?;
+        let rows = stmt
+            .query_map(
+                params![self.configuration_id, index(from)?, index(to)?],
+                |r| r.get::<_, String>(0),
+            )
+            .during("reading the control-plane log")?;
+        let mut out = Vec::with_capacity(to - from);
+        for row in rows {
+            out.push(from_json(&row.during("reading the control-plane log")?)?);
+        }
+        // The contract: an empty result unless the whole range is present.
+        if out.len() != to - from {
+            return Ok(Vec::new());
+        }
+        Ok(out)
+    }
+}
+
+fn boxed<V>(result: Result<V, StoreError>) -> StorageResult<V> {
+    result.map_err(|e| Box::new(e) as Box<dyn std::error::Error>)
+}
+
+impl<T> Storage<T> for SqliteLogStorage<T>
+where
+    T: Entry + Serialize + DeserializeOwned,
+    T::Snapshot: Serialize + DeserializeOwned,
+{
+    fn write_atomically(&mut self, ops: Vec<StorageOp<T>>) -> StorageResult<()> {
+        boxed(self.atomically(ops))
+    }
+
+    fn append_entry(&mut self, entry: T) -> StorageResult<()> {
+        boxed(self.apply(StorageOp::AppendEntry(entry)))
+    }
+
+    fn append_entries(&mut self, entries: Vec<T>) -> StorageResult<()> {
+        boxed(self.atomically(vec![StorageOp::AppendEntries(entries)]))
+    }
+
+    fn append_on_prefix(&mut self, from_idx: usize, entries: Vec<T>) -> StorageResult<()> {
+        boxed(self.atomically(vec![StorageOp::AppendOnPrefix(from_idx, entries)]))
+    }
+
+    fn set_promise(&mut self, n_prom: Ballot) -> StorageResult<()> {
+        boxed(self.apply(StorageOp::SetPromise(n_prom)))
+    }
+
+    fn set_decided_idx(&mut self, ld: usize) -> StorageResult<()> {
+        boxed(self.apply(StorageOp::SetDecidedIndex(ld)))
+    }
+
+    fn get_decided_idx(&self) -> StorageResult<usize> {
+        boxed(self.state_index("decided_idx"))
+    }
+
+    fn set_accepted_round(&mut self, na: Ballot) -> StorageResult<()> {
+        boxed(self.apply(StorageOp::SetAcceptedRound(na)))
+    }
+
+    fn get_accepted_round(&self) -> StorageResult<Option<Ballot>> {
+        boxed(self.state_field("accepted_round"))
+    }
+
+    fn get_entries(&self, from: usize, to: usize) -> StorageResult<Vec<T>> {
+        boxed(self.entries(from, to))
+    }
+
+    fn get_log_len(&self) -> StorageResult<usize> {
+        boxed((|| {
+            let end = self.end()?;
+            let start = self.state_index("compacted_idx")?;
+            Ok(end.saturating_sub(start))
+        })())
+    }
+
+    fn get_suffix(&self, from: usize) -> StorageResult<Vec<T>> {
+        boxed((|| {
+            let end = self.end()?;
+            self.entries(from, end)
+        })())
+    }
+
+    fn get_promise(&self) -> StorageResult<Option<Ballot>> {
+        boxed(self.state_field("promise"))
+    }
+
+    fn set_stopsign(&mut self, s: Option<StopSign>) -> StorageResult<()> {
+        boxed(self.apply(StorageOp::SetStopsign(s)))
+    }
+
+    fn get_stopsign(&self) -> StorageResult<Option<StopSign>> {
+        boxed(self.state_field("stopsign"))
+    }
+
+    fn trim(&mut self, idx: usize) -> StorageResult<()> {
+        boxed(self.apply(StorageOp::Trim(idx)))
+    }
+
+    fn set_compacted_idx(&mut self, idx: usize) -> StorageResult<()> {
+        boxed(self.apply(StorageOp::SetCompactedIdx(idx)))
+    }
+
+    fn get_compacted_idx(&self) -> StorageResult<usize> {
+        boxed(self.state_index("compacted_idx"))
+    }
+
+    fn set_snapshot(&mut self, snapshot: Option<T::Snapshot>) -> StorageResult<()> {
+        boxed(self.apply(StorageOp::SetSnapshot(snapshot)))
+    }
+
+    fn get_snapshot(&self) -> StorageResult<Option<T::Snapshot>> {
+        boxed(self.state_field("snapshot"))
+    }
+}
