@@ -1,8 +1,6 @@
-use crate::provider::{ConfigCell, ConfigEvent, ConfigProvider};
-use crate::{ConfigError, ConfigFile, PeerNodeConfiguration};
+use crate::provider::ConfigCell;
+use crate::{ConfigError, ConfigFile};
 use std::path::PathBuf;
-use std::sync::Arc;
-use tokio::sync::broadcast;
 
 /// The environment variables read, and the field each sets.
 pub const ENV_VARS: [(&str, &str); 5] = [
@@ -65,18 +63,12 @@ impl EnvProvider {
     }
 }
 
-impl ConfigProvider for EnvProvider {
-    fn current(&self) -> Arc<PeerNodeConfiguration> {
-        self.cell.current()
-    }
-    fn subscribe(&self) -> broadcast::Receiver<ConfigEvent> {
-        self.cell.subscribe()
-    }
-}
+crate::provider::backed_by_cell!(EnvProvider, cell);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ConfigProvider;
     use std::collections::HashMap;
 
     fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {

@@ -91,6 +91,21 @@ impl ConfigCell {
     }
 }
 
+/// Implements [`ConfigProvider`] for a provider whose state is a [`ConfigCell`] at `field`.
+macro_rules! backed_by_cell {
+    ($provider:ty, $($field:ident).+) => {
+        impl $crate::ConfigProvider for $provider {
+            fn current(&self) -> std::sync::Arc<$crate::PeerNodeConfiguration> {
+                self.$($field).+.current()
+            }
+            fn subscribe(&self) -> tokio::sync::broadcast::Receiver<$crate::ConfigEvent> {
+                self.$($field).+.subscribe()
+            }
+        }
+    };
+}
+pub(crate) use backed_by_cell;
+
 /// A configuration set by the program (embedders and tests).
 #[derive(Debug)]
 pub struct StaticProvider {
@@ -122,14 +137,7 @@ impl StaticProvider {
     }
 }
 
-impl ConfigProvider for StaticProvider {
-    fn current(&self) -> Arc<PeerNodeConfiguration> {
-        self.cell.current()
-    }
-    fn subscribe(&self) -> broadcast::Receiver<ConfigEvent> {
-        self.cell.subscribe()
-    }
-}
+crate::provider::backed_by_cell!(StaticProvider, cell);
 
 #[cfg(test)]
 mod tests {

@@ -1,11 +1,10 @@
-use crate::provider::{ConfigCell, ConfigEvent, ConfigProvider};
+use crate::provider::ConfigCell;
 use crate::{ConfigError, ConfigFile, PeerNodeConfiguration, parse_json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::Duration;
-use tokio::sync::broadcast;
 
 /// How a [`RemoteProvider`] polls.
 #[derive(Debug, Clone)]
@@ -209,18 +208,12 @@ impl Drop for RemoteProvider {
     }
 }
 
-impl ConfigProvider for RemoteProvider {
-    fn current(&self) -> Arc<PeerNodeConfiguration> {
-        self.cell.current()
-    }
-    fn subscribe(&self) -> broadcast::Receiver<ConfigEvent> {
-        self.cell.subscribe()
-    }
-}
+crate::provider::backed_by_cell!(RemoteProvider, cell);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{ConfigEvent, ConfigProvider};
     use std::io::{BufRead, BufReader, Write};
     use std::net::TcpListener;
     use std::sync::Mutex;

@@ -1,11 +1,10 @@
-use crate::provider::{ConfigCell, ConfigEvent, ConfigProvider};
+use crate::provider::ConfigCell;
 use crate::{ConfigError, ConfigFile, PeerNodeConfiguration, env_layer, load_file};
 use notify_debouncer_full::notify::RecursiveMode;
 use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::broadcast;
 
 /// How long the file must be quiet before it is read again: editors and orchestrators
 /// write in several steps.
@@ -139,19 +138,14 @@ fn absolute(path: PathBuf) -> PathBuf {
         .unwrap_or(path)
 }
 
-impl ConfigProvider for FileProvider {
-    fn current(&self) -> Arc<PeerNodeConfiguration> {
-        self.shared.cell.current()
-    }
-    fn subscribe(&self) -> broadcast::Receiver<ConfigEvent> {
-        self.shared.cell.subscribe()
-    }
-}
+crate::provider::backed_by_cell!(FileProvider, shared.cell);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{ConfigEvent, ConfigProvider};
     use std::time::Instant;
+    use tokio::sync::broadcast;
 
     fn write(path: &Path, port: u16, data: &Path) {
         std::fs::write(path, body(port, data)).unwrap();

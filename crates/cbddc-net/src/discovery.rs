@@ -10,8 +10,8 @@
 //! `(sent_ms, counter)` forward, so a replayed beacon cannot keep a dead node alive.
 
 use crate::{NetError, proto};
+use blake2::Blake2sMac256;
 use blake2::digest::{KeyInit, Mac};
-use blake2::{Blake2s256, Blake2sMac256, Digest};
 use cbddc_core::{NodeId, unix_millis};
 use prost::Message;
 use std::collections::HashMap;
@@ -31,13 +31,10 @@ pub struct DiscoveryKey([u8; 32]);
 impl DiscoveryKey {
     /// Derives the key from the cluster secret (BLAKE2s with its own context string).
     pub fn derive(secret: &str) -> Self {
-        let digest = Blake2s256::new()
-            .chain_update(b"cbddc discovery key v1\0")
-            .chain_update(secret.as_bytes())
-            .finalize();
-        let mut key = [0u8; 32];
-        key.copy_from_slice(&digest);
-        Self(key)
+        Self(crate::secure::derive_key(
+            b"cbddc discovery key v1\0",
+            secret,
+        ))
     }
 
     fn mac(&self) -> Blake2sMac256 {

@@ -31,14 +31,19 @@ pub struct ClusterKey([u8; 32]);
 impl ClusterKey {
     /// Derives the key from the cluster secret (BLAKE2s with a fixed context string).
     pub fn derive(secret: &str) -> Self {
-        let digest = Blake2s256::new()
-            .chain_update(b"cbddc cluster key v1\0")
-            .chain_update(secret.as_bytes())
-            .finalize();
-        let mut key = [0u8; 32];
-        key.copy_from_slice(&digest);
-        Self(key)
+        Self(derive_key(b"cbddc cluster key v1\0", secret))
     }
+}
+
+/// BLAKE2s-256 of `context || secret`: one key per purpose from one cluster secret.
+pub(crate) fn derive_key(context: &[u8], secret: &str) -> [u8; 32] {
+    let digest = Blake2s256::new()
+        .chain_update(context)
+        .chain_update(secret.as_bytes())
+        .finalize();
+    let mut key = [0u8; 32];
+    key.copy_from_slice(&digest);
+    key
 }
 
 impl std::fmt::Debug for ClusterKey {

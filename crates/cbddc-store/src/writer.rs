@@ -201,10 +201,7 @@ impl Writer {
         {
             let mut append = self
                 .conn
-                .prepare_cached(
-                    "INSERT INTO oplog (origin, seq, collection, key, value, hlc_wall, hlc_counter)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )
+                .prepare_cached(APPEND_OPLOG)
                 .map_err(sql("preparing an oplog append"))?;
             let mut upsert = self
                 .conn
@@ -272,10 +269,7 @@ impl Writer {
         {
             let mut append = self
                 .conn
-                .prepare_cached(
-                    "INSERT INTO oplog (origin, seq, collection, key, value, hlc_wall, hlc_counter)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )
+                .prepare_cached(APPEND_OPLOG)
                 .map_err(sql("preparing an oplog append"))?;
             let mut current = self
                 .conn
@@ -422,6 +416,10 @@ impl Writer {
             .map_err(sql("removing a known peer"))
     }
 }
+
+const APPEND_OPLOG: &str =
+    "INSERT INTO oplog (origin, seq, collection, key, value, hlc_wall, hlc_counter)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 
 const UPSERT_DOCUMENT: &str = "INSERT INTO documents (collection, key, value, hlc_wall, hlc_counter, hlc_node)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6)
