@@ -1,5 +1,6 @@
-//! The control plane of a CBDDC cluster. Today: the **bully election** of the gateway to
-//! the cloud. (Cluster membership with OmniPaxos will live here too.)
+//! The control plane of a CBDDC cluster: the **bully election** of the gateway to the
+//! cloud, and **cluster membership** agreed with OmniPaxos ([`membership`]; its network
+//! driver is not built yet).
 //!
 //! # The rule
 //!
@@ -29,6 +30,9 @@
 #![warn(missing_docs)]
 
 mod bully;
+pub mod membership;
+#[cfg(test)]
+mod membership_tests;
 mod service;
 
 pub use bully::{Bully, ElectionSettings, Leadership, LeadershipChanged};

@@ -1,0 +1,836 @@
+//! Cluster membership, sans I/O: which nodes form each configuration, agreed through one
+//! OmniPaxos instance per configuration and changed by a StopSign.
+//!
+//! [`Membership`] takes ticks, frames and commands, and returns [`Action`]s for its driver
+//! (send this frame, offer this newcomer to join, this configuration is sealed, …). It
+//! builds what the `omnipaxos` crate leaves to its user:
+//!
+//! - **Agreed dense pids.** The members of a configuration are ordered by node id and
+//!   numbered 1, 2, 3, …; every node derives the same numbers from the member list, which
+//!   travels in the StopSign's metadata.
+//! - **Fencing.** A frame is handed to the crate only if it names a configuration running
+//!   here, comes from one of its members and is addressed to this node (a stray pid would
+//!   panic inside the crate).
+//! - **The switch.** When a StopSign is decided, members of the next configuration start
+//!   its instance (with empty storage: positions are `(configuration, index)`), members that
+//!   are not retire, and newcomers are offered to join until they speak in the new
+//!   configuration. The old instance keeps ticking for a while so every old member learns
+//!   the seal (it no longer takes log syncs: its log is final); one that missed it learns
+//!   it out of band ([`Membership::learn_seal`]).
+//! - **FIFO links.** The crate detects lost messages but expects each link to keep its
+//!   order; the driver must send a peer's frames over one ordered connection.
+//! - **One member.** OmniPaxos refuses one-node clusters; a configuration of one member
+//!   decides locally in the same storage, and can grow to two.
+//! - **Nothing silently lost.** Entries proposed but not decided when the StopSign is
+//!   decided are proposed again in the next configuration, or reported as
+//!   [`Action::Dropped`] when this node does not continue; undecided proposals (and a
+//!   proposed StopSign) are retried every [`RETRY_EVERY_TICKS`] because the crate drops
+//!   forwarded proposals without a word, and a retried entry is applied once.
+//!
+//! **Status:** not yet driven by the node (no transport, CLI or data-plane gating), and
+//! the randomized simulation in `membership_tests.rs` still fails for about one seed in
+//! five (see its doc comment): do not rely on it yet.
+
+use cbddc_core::NodeId;
+use omnipaxos::messages::Message;
+use omnipaxos::messages::sequence_paxos::PaxosMsg;
+use omnipaxos::storage::{Entry, NoSnapshot, StopSign, Storage};
+use omnipaxos::util::LogEntry;
+use omnipaxos::{ClusterConfig, OmniPaxos, ServerConfig};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Ticks an old configuration keeps running after its seal, so old members learn it.
+pub const SEAL_GRACE_TICKS: u32 = 200;
+/// Ticks between two offers to a newcomer that has not spoken yet.
+pub const OFFER_EVERY_TICKS: u32 = 50;
+/// Ticks after which undecided proposals are proposed again: the crate drops a proposal
+/// forwarded to a leader that is lost or gone, without telling anyone.
+pub const RETRY_EVERY_TICKS: u32 = 40;
+
+/// A control-plane log entry: opaque to membership, applied by its user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlEntry {
+    /// Unique per proposer and proposal, so a re-proposed entry is recognised.
+    pub id: (String, u64),
+    /// The payload.
+    pub data: Vec<u8>,
+}
+
+impl Entry for ControlEntry {
+    type Snapshot = NoSnapshot;
+}
+
+/// One member of a configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Its node id.
+    pub node_id: NodeId,
+    /// Its OmniPaxos pid in this configuration (its position, from 1, in node id order).
+    pub pid: u64,
+    /// Where it listens.
+    pub address: String,
+}
+
+/// A configuration: its id and its members, with their pids.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Configuration {
+    /// Starts at 1 and grows by one with each reconfiguration.
+    pub configuration_id: u32,
+    /// Ordered by node id; pids 1, 2, 3, ….
+    pub members: Vec<Member>,
+}
+
+/// A membership call was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MembershipError {
+    /// The member list is unusable.
+    #[error("invalid member list: {0}")]
+    InvalidMembers(String),
+    /// A reconfiguration is already under way.
+    #[error("configuration {0} is already being replaced; wait for it to finish")]
+    ReconfigurationInFlight(u32),
+    /// This node is not a member of the running configuration.
+    #[error("this node is not a member of the running configuration")]
+    NotAMember,
+    /// A frame was refused (fencing).
+    #[error("control frame refused: {0}")]
+    Fenced(String),
+    /// The frame's configuration is sealed here: its sender must learn the seal
+    /// ([`Membership::learn_seal`]) and move on to `next`.
+    #[error("configuration {configuration_id} is sealed; configuration {} follows", next.configuration_id)]
+    Superseded {
+        /// The sealed configuration.
+        configuration_id: u32,
+        /// The configuration after it.
+        next: Box<Configuration>,
+        /// The sealed configuration's decided log, up to the StopSign.
+        decided: Vec<ControlEntry>,
+    },
+    /// The storage failed.
+    #[error("control-plane storage failed: {0}")]
+    Storage(String),
+}
+
+impl Configuration {
+    /// Numbers `members` by node id order. Refuses an empty list, duplicates and empty addresses.
+    pub fn new(
+        configuration_id: u32,
+        members: Vec<(NodeId, String)>,
+    ) -> Result<Self, MembershipError> {
+        if configuration_id == 0 {
+            return Err(MembershipError::InvalidMembers(
+                "configuration ids start at 1".into(),
+            ));
+        }
+        if members.is_empty() {
+            return Err(MembershipError::InvalidMembers(
+                "a configuration needs at least one member".into(),
+            ));
+        }
+        let mut sorted: BTreeMap<NodeId, String> = BTreeMap::new();
+        for (node, address) in members {
+            if address.is_empty() {
+                return Err(MembershipError::InvalidMembers(format!(
+                    "{node} has no known address"
+                )));
+            }
+            if sorted.insert(node.clone(), address).is_some() {
+                return Err(MembershipError::InvalidMembers(format!(
+                    "{node} is listed twice"
+                )));
+            }
+        }
+        Ok(Self {
+            configuration_id,
+            members: sorted
+                .into_iter()
+                .enumerate()
+                .map(|(i, (node_id, address))| Member {
+                    node_id,
+                    pid: i as u64 + 1,
+                    address,
+                })
+                .collect(),
+        })
+    }
+
+    /// The member with this node id.
+    pub fn member(&self, node: &NodeId) -> Option<&Member> {
+        self.members.iter().find(|m| &m.node_id == node)
+    }
+
+    /// The member with this pid.
+    pub fn by_pid(&self, pid: u64) -> Option<&Member> {
+        self.members.iter().find(|m| m.pid == pid)
+    }
+
+    fn paxos(&self) -> ClusterConfig {
+        // OmniPaxos refuses one-node configurations, even as the next configuration of a
+        // StopSign; the member list in the metadata is what counts, so pad it to two.
+        let mut nodes: Vec<u64> = self.members.iter().map(|m| m.pid).collect();
+        if nodes.len() == 1 {
+            nodes.push(2);
+        }
+        ClusterConfig {
+            configuration_id: self.configuration_id,
+            nodes,
+            ..Default::default()
+        }
+    }
+}
+
+/// A control message between two members, tagged with its configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ControlFrame {
+    /// The configuration whose instance the message belongs to.
+    pub configuration_id: u32,
+    /// The OmniPaxos message.
+    pub message: Message<ControlEntry>,
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Send `frame` to `to` at `address`.
+    Send {
+        /// Recipient.
+        to: NodeId,
+        /// Its address.
+        address: String,
+        /// The frame.
+        frame: ControlFrame,
+    },
+    /// An entry was decided at `(configuration_id, index)`.
+    Decided {
+        /// Configuration.
+        configuration_id: u32,
+        /// Index within it.
+        index: usize,
+        /// The entry.
+        entry: ControlEntry,
+    },
+    /// Configuration `configuration_id` is sealed; `next` follows it.
+    Sealed {
+        /// The sealed configuration.
+        configuration_id: u32,
+        /// The one after it.
+        next: Configuration,
+        /// The metadata given to [`Membership::reconfigure`].
+        metadata: Option<Vec<u8>>,
+    },
+    /// This node now runs `configuration`.
+    Started {
+        /// The configuration.
+        configuration: Configuration,
+    },
+    /// This node is not a member of the configuration after `configuration_id`.
+    Retired {
+        /// The last configuration it was a member of.
+        configuration_id: u32,
+    },
+    /// Offer `to` (new in `configuration`) to join: it must receive the state up to the
+    /// seal, then call [`Membership::join`].
+    OfferJoin {
+        /// The newcomer.
+        to: NodeId,
+        /// Its address.
+        address: String,
+        /// The configuration it joins.
+        configuration: Configuration,
+    },
+    /// An entry proposed here will not be decided (this node retired before it was).
+    Dropped {
+        /// The entry.
+        entry: ControlEntry,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SealMetadata {
+    next: Configuration,
+    user: Option<Vec<u8>>,
+}
+
+enum Engine<S: Storage<ControlEntry>> {
+    Paxos(Box<OmniPaxos<ControlEntry, S>>),
+    Solo(S),
+}
+
+struct Instance<S: Storage<ControlEntry>> {
+    config: Configuration,
+    pid: u64,
+    engine: Engine<S>,
+    applied: usize,
+    sealed: bool,
+    /// Ids of the entries decided in this configuration: a retried proposal may be
+    /// decided twice, and is applied once.
+    decided_ids: BTreeSet<(String, u64)>,
+    /// The decided log, index by index (control logs are small).
+    log: Vec<ControlEntry>,
+}
+
+impl<S: Storage<ControlEntry>> Instance<S> {
+    fn decided(&self, from: usize) -> Vec<LogEntry<ControlEntry>> {
+        match &self.engine {
+            Engine::Paxos(op) => op.read_decided_suffix(from).unwrap_or_default(),
+            Engine::Solo(storage) => {
+                let mut out: Vec<LogEntry<ControlEntry>> = storage
+                    .get_suffix(from)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(LogEntry::Decided)
+                    .collect();
+                let len = storage.get_log_len().unwrap_or(0);
+                if let Ok(Some(stopsign)) = storage.get_stopsign()
+                    && storage.get_decided_idx().unwrap_or(0) > len
+                    && from <= len
+                {
+                    out.push(LogEntry::StopSign(stopsign, true));
+                }
+                out
+            }
+        }
+    }
+}
+
+/// The membership of one node (see the module docs).
+pub struct Membership<S: Storage<ControlEntry>> {
+    local: NodeId,
+    open: Box<dyn FnMut(u32) -> Result<S, String> + Send>,
+    current: Option<Instance<S>>,
+    sealed: Vec<(Instance<S>, u32)>,
+    pending: Vec<ControlEntry>,
+    next_proposal: u64,
+    reconfiguring: Option<u32>,
+    /// The StopSign proposed here and not decided yet, for retries.
+    proposed_seal: Option<(ClusterConfig, Vec<u8>)>,
+    retry_in: u32,
+    offers: BTreeMap<NodeId, (Member, Configuration, u32)>,
+    /// The seals seen here with the sealed decided logs, to tell members that missed them.
+    seals: BTreeMap<u32, (Configuration, Vec<ControlEntry>)>,
+    retired_after: Option<u32>,
+    actions: Vec<Action>,
+    outgoing: Vec<Message<ControlEntry>>,
+}
+
+impl<S: Storage<ControlEntry>> std::fmt::Debug for Membership<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Membership")
+            .field("local", &self.local)
+            .field(
+                "configuration",
+                &self.configuration().map(|c| c.configuration_id),
+            )
+            .field("retired_after", &self.retired_after)
+            .finish()
+    }
+}
+
+/// Messages that make the receiver replace a suffix of its log.
+fn rewrites_the_log(message: &Message<ControlEntry>) -> bool {
+    matches!(
+        message,
+        Message::SequencePaxos(p) if matches!(p.msg, PaxosMsg::AcceptSync(_) | PaxosMsg::Promise(_))
+    )
+}
+
+fn storage_error(e: impl std::fmt::Display) -> MembershipError {
+    MembershipError::Storage(e.to_string())
+}
+
+impl<S: Storage<ControlEntry>> Membership<S> {
+    /// A node that waits to be invited (or to [`Membership::bootstrap`]). `open` returns
+    /// the storage of a configuration (the same one again after a restart).
+    pub fn new(local: NodeId, open: impl FnMut(u32) -> Result<S, String> + Send + 'static) -> Self {
+        Self {
+            local,
+            open: Box::new(open),
+            current: None,
+            sealed: Vec::new(),
+            pending: Vec::new(),
+            next_proposal: 1,
+            reconfiguring: None,
+            proposed_seal: None,
+            retry_in: RETRY_EVERY_TICKS,
+            offers: BTreeMap::new(),
+            seals: BTreeMap::new(),
+            retired_after: None,
+            actions: Vec::new(),
+            outgoing: Vec::new(),
+        }
+    }
+
+    /// Starts (or, after a restart, resumes from storage) `configuration`, of which this
+    /// node must be a member. A resumed configuration reports its decided entries again
+    /// from index 0: applying them must be idempotent.
+    pub fn bootstrap(&mut self, configuration: Configuration) -> Result<(), MembershipError> {
+        let member = configuration
+            .member(&self.local)
+            .cloned()
+            .ok_or(MembershipError::NotAMember)?;
+        let storage =
+            (self.open)(configuration.configuration_id).map_err(MembershipError::Storage)?;
+        let engine = if configuration.members.len() == 1 {
+            Engine::Solo(storage)
+        } else {
+            let server = ServerConfig {
+                pid: member.pid,
+                // Several round trips per election round, so a dead leader is replaced.
+                election_tick_timeout: 5,
+                resend_message_tick_timeout: 20,
+                buffer_size: 1024,
+                ..Default::default()
+            };
+            let mut op = configuration
+                .paxos()
+                .build_for_server(server, storage)
+                .map_err(storage_error)?;
+            for other in configuration.members.iter().filter(|m| m.pid != member.pid) {
+                op.reconnected(other.pid);
+            }
+            Engine::Paxos(Box::new(op))
+        };
+        tracing::info!(node = %self.local, configuration = configuration.configuration_id, members = configuration.members.len(), "control plane started");
+        self.actions.push(Action::Started {
+            configuration: configuration.clone(),
+        });
+        self.current = Some(Instance {
+            config: configuration,
+            pid: member.pid,
+            engine,
+            applied: 0,
+            sealed: false,
+            decided_ids: BTreeSet::new(),
+            log: Vec::new(),
+        });
+        self.retired_after = None;
+        // An instance resumed from storage may already be sealed.
+        self.poll_current();
+        Ok(())
+    }
+
+    /// Accepts an offer to join `configuration` (after storing the state up to its seal).
+    /// Repeated or stale offers are ignored.
+    pub fn join(&mut self, configuration: Configuration) -> Result<(), MembershipError> {
+        if let Some(current) = &self.current
+            && current.config.configuration_id >= configuration.configuration_id
+        {
+            return Ok(());
+        }
+        self.bootstrap(configuration)
+    }
+
+    /// The running configuration.
+    pub fn configuration(&self) -> Option<&Configuration> {
+        self.current.as_ref().map(|i| &i.config)
+    }
+
+    /// The last configuration this node was a member of, if it has retired since.
+    pub fn retired_after(&self) -> Option<u32> {
+        self.retired_after
+    }
+
+    /// The OmniPaxos leader of the running configuration.
+    pub fn leader(&self) -> Option<NodeId> {
+        let current = self.current.as_ref()?;
+        match &current.engine {
+            Engine::Paxos(op) => op
+                .get_current_leader()
+                .and_then(|(pid, _)| current.config.by_pid(pid).map(|m| m.node_id.clone())),
+            Engine::Solo(_) => Some(self.local.clone()),
+        }
+    }
+
+    /// Entries decided in the running configuration.
+    pub fn decided_idx(&self) -> usize {
+        self.current.as_ref().map(|i| i.applied).unwrap_or(0)
+    }
+
+    /// Decided entries of the running configuration from `from`, the StopSign included.
+    pub fn read_decided(&self, from: usize) -> Vec<LogEntry<ControlEntry>> {
+        self.current
+            .as_ref()
+            .map(|i| i.decided(from))
+            .unwrap_or_default()
+    }
+
+    /// Proposes a control entry; it is decided in this configuration or, if a StopSign
+    /// wins the race, proposed again in the next one.
+    pub fn append(&mut self, data: Vec<u8>) -> Result<(String, u64), MembershipError> {
+        let entry = ControlEntry {
+            id: (self.local.to_string(), self.next_proposal),
+            data,
+        };
+        self.next_proposal += 1;
+        let id = entry.id.clone();
+        self.propose(entry.clone())?;
+        self.pending.push(entry);
+        Ok(id)
+    }
+
+    fn propose(&mut self, entry: ControlEntry) -> Result<(), MembershipError> {
+        let current = self.current.as_mut().ok_or(MembershipError::NotAMember)?;
+        match &mut current.engine {
+            // A refusal (a StopSign is already accepted) leaves the entry pending: it is
+            // proposed again in the next configuration.
+            Engine::Paxos(op) => {
+                let _ = op.append(entry);
+            }
+            Engine::Solo(storage) => {
+                if !current.sealed {
+                    storage.append_entry(entry).map_err(storage_error)?;
+                    let len = storage.get_log_len().map_err(storage_error)?;
+                    storage.set_decided_idx(len).map_err(storage_error)?;
+                }
+            }
+        }
+        self.poll_current();
+        Ok(())
+    }
+
+    /// Proposes the StopSign that replaces the running configuration with `members`.
+    pub fn reconfigure(
+        &mut self,
+        members: Vec<(NodeId, String)>,
+        metadata: Option<Vec<u8>>,
+    ) -> Result<Configuration, MembershipError> {
+        let current = self.current.as_mut().ok_or(MembershipError::NotAMember)?;
+        if current.sealed {
+            return Err(MembershipError::ReconfigurationInFlight(
+                current.config.configuration_id,
+            ));
+        }
+        if let Some(id) = self.reconfiguring
+            && id == current.config.configuration_id
+        {
+            return Err(MembershipError::ReconfigurationInFlight(id));
+        }
+        let next = Configuration::new(current.config.configuration_id + 1, members)?;
+        let meta = serde_json::to_vec(&SealMetadata {
+            next: next.clone(),
+            user: metadata,
+        })
+        .map_err(storage_error)?;
+        match &mut current.engine {
+            Engine::Paxos(op) => {
+                op.reconfigure(next.paxos(), Some(meta.clone()))
+                    .map_err(|_| {
+                        MembershipError::ReconfigurationInFlight(current.config.configuration_id)
+                    })?;
+                self.proposed_seal = Some((next.paxos(), meta));
+            }
+            Engine::Solo(storage) => {
+                let stopsign = StopSign::with(next.paxos(), Some(meta));
+                storage
+                    .set_stopsign(Some(stopsign))
+                    .map_err(storage_error)?;
+                let len = storage.get_log_len().map_err(storage_error)?;
+                storage.set_decided_idx(len + 1).map_err(storage_error)?;
+            }
+        }
+        self.reconfiguring = Some(current.config.configuration_id);
+        self.poll_current();
+        Ok(next)
+    }
+
+    /// A member that missed the seal of its configuration (it was down) learns it from a
+    /// peer: `next` follows `configuration_id`, whose decided log is `decided` (see
+    /// [`MembershipError::Superseded`]). Entries it had not applied yet are applied first.
+    pub fn learn_seal(
+        &mut self,
+        configuration_id: u32,
+        next: Configuration,
+        decided: Vec<ControlEntry>,
+    ) -> Result<(), MembershipError> {
+        let Some(current) = self.current.as_mut() else {
+            return Ok(());
+        };
+        if current.config.configuration_id != configuration_id || current.sealed {
+            return Ok(());
+        }
+        if next.configuration_id != configuration_id + 1 {
+            return Err(MembershipError::Fenced(format!(
+                "configuration {} cannot follow {configuration_id}",
+                next.configuration_id
+            )));
+        }
+        tracing::info!(node = %self.local, configuration = configuration_id, "learned the seal from a peer");
+        for entry in decided.into_iter().skip(current.applied) {
+            self.pending.retain(|p| p.id != entry.id);
+            current.log.push(entry.clone());
+            if current.decided_ids.insert(entry.id.clone()) {
+                self.actions.push(Action::Decided {
+                    configuration_id,
+                    index: current.applied,
+                    entry,
+                });
+            }
+            current.applied += 1;
+        }
+        self.seal(next, None);
+        Ok(())
+    }
+
+    /// Hands a received frame to its configuration, after the fencing checks.
+    pub fn handle(&mut self, from: &NodeId, frame: ControlFrame) -> Result<(), MembershipError> {
+        let local = self.local.clone();
+        let running = std::iter::once(self.current.as_ref())
+            .flatten()
+            .chain(self.sealed.iter().map(|(i, _)| i))
+            .any(|i| i.config.configuration_id == frame.configuration_id);
+        if !running && let Some((next, decided)) = self.seals.get(&frame.configuration_id) {
+            return Err(MembershipError::Superseded {
+                configuration_id: frame.configuration_id,
+                next: Box::new(next.clone()),
+                decided: decided.clone(),
+            });
+        }
+        let instance = std::iter::once(self.current.as_mut())
+            .flatten()
+            .chain(self.sealed.iter_mut().map(|(i, _)| i))
+            .find(|i| i.config.configuration_id == frame.configuration_id)
+            .ok_or_else(|| {
+                MembershipError::Fenced(format!(
+                    "configuration {} is not running here",
+                    frame.configuration_id
+                ))
+            })?;
+        let sender = instance.config.member(from).ok_or_else(|| {
+            MembershipError::Fenced(format!(
+                "{from} is not a member of configuration {}",
+                frame.configuration_id
+            ))
+        })?;
+        if frame.message.get_sender() != sender.pid || frame.message.get_receiver() != instance.pid
+        {
+            return Err(MembershipError::Fenced(format!(
+                "a frame from {from} to {local} names pids {} -> {}",
+                frame.message.get_sender(),
+                frame.message.get_receiver()
+            )));
+        }
+        if instance.sealed && rewrites_the_log(&frame.message) {
+            // A sealed log is final. Syncing it again from the StopSign's index trips the
+            // crate (its debug assertion "log sync … would overwrite decided entries"), and
+            // there is nothing left to learn: drop the message, keep answering the rest.
+            return Ok(());
+        }
+        let Engine::Paxos(op) = &mut instance.engine else {
+            return Err(MembershipError::Fenced(
+                "a one-member configuration takes no messages".into(),
+            ));
+        };
+        op.handle_incoming(frame.message);
+        let newcomer_spoke = self.offers.remove(from).is_some();
+        if newcomer_spoke {
+            tracing::info!(node = %from, "newcomer joined");
+        }
+        self.poll_current();
+        Ok(())
+    }
+
+    /// Advances every instance's clock; sends re-offers to newcomers that did not speak yet.
+    pub fn tick(&mut self) {
+        if let Some(Instance {
+            engine: Engine::Paxos(op),
+            ..
+        }) = self.current.as_mut()
+        {
+            op.tick();
+        }
+        for (instance, left) in &mut self.sealed {
+            if let Engine::Paxos(op) = &mut instance.engine {
+                op.tick();
+            }
+            *left = left.saturating_sub(1);
+        }
+        self.drain_outgoing();
+        self.sealed.retain(|(_, left)| *left > 0);
+        self.retry_in = self.retry_in.saturating_sub(1);
+        if self.retry_in == 0 {
+            self.retry_in = RETRY_EVERY_TICKS;
+            self.retry();
+        }
+        for (node, (member, configuration, wait)) in &mut self.offers {
+            *wait = wait.saturating_sub(1);
+            if *wait == 0 {
+                *wait = OFFER_EVERY_TICKS;
+                self.actions.push(Action::OfferJoin {
+                    to: node.clone(),
+                    address: member.address.clone(),
+                    configuration: configuration.clone(),
+                });
+            }
+        }
+        self.poll_current();
+    }
+
+    /// Proposes again what this node proposed and has not seen decided.
+    fn retry(&mut self) {
+        let Some(current) = self.current.as_mut() else {
+            return;
+        };
+        if current.sealed {
+            return;
+        }
+        let Engine::Paxos(op) = &mut current.engine else {
+            return;
+        };
+        if let Some((next, meta)) = &self.proposed_seal {
+            // Refused if the StopSign is already in this node's log: then it is on its way.
+            let _ = op.reconfigure(next.clone(), Some(meta.clone()));
+        }
+        for entry in &self.pending {
+            let _ = op.append(entry.clone());
+        }
+    }
+
+    /// Takes the actions produced since the last call.
+    pub fn take_actions(&mut self) -> Vec<Action> {
+        self.drain_outgoing();
+        std::mem::take(&mut self.actions)
+    }
+
+    fn drain_outgoing(&mut self) {
+        let routes = |instance: &mut Instance<S>,
+                      actions: &mut Vec<Action>,
+                      outgoing: &mut Vec<Message<ControlEntry>>| {
+            if let Engine::Paxos(op) = &mut instance.engine {
+                op.take_outgoing_messages(outgoing);
+                for message in outgoing.drain(..) {
+                    // Messages to pids outside the configuration (the padding of a
+                    // one-member next configuration) have nobody to go to.
+                    if let Some(member) = instance.config.by_pid(message.get_receiver()) {
+                        actions.push(Action::Send {
+                            to: member.node_id.clone(),
+                            address: member.address.clone(),
+                            frame: ControlFrame {
+                                configuration_id: instance.config.configuration_id,
+                                message,
+                            },
+                        });
+                    }
+                }
+            }
+        };
+        if let Some(current) = self.current.as_mut() {
+            routes(current, &mut self.actions, &mut self.outgoing);
+        }
+        for (instance, _) in &mut self.sealed {
+            routes(instance, &mut self.actions, &mut self.outgoing);
+        }
+    }
+
+    /// Applies newly decided entries of the running configuration and handles its seal.
+    fn poll_current(&mut self) {
+        let Some(current) = self.current.as_mut() else {
+            return;
+        };
+        if current.sealed {
+            return;
+        }
+        let mut seal = None;
+        for entry in current.decided(current.applied) {
+            match entry {
+                LogEntry::Decided(entry) => {
+                    self.pending.retain(|p| p.id != entry.id);
+                    current.log.push(entry.clone());
+                    if current.decided_ids.insert(entry.id.clone()) {
+                        self.actions.push(Action::Decided {
+                            configuration_id: current.config.configuration_id,
+                            index: current.applied,
+                            entry,
+                        });
+                    }
+                    current.applied += 1;
+                }
+                LogEntry::StopSign(stopsign, true) => {
+                    seal = Some(stopsign);
+                    break;
+                }
+                _ => break,
+            }
+        }
+        if let Some(stopsign) = seal {
+            match stopsign
+                .metadata
+                .as_deref()
+                .map(serde_json::from_slice::<SealMetadata>)
+            {
+                Some(Ok(meta)) => self.seal(meta.next, meta.user),
+                _ => {
+                    tracing::error!(node = %self.local, "a decided StopSign without CBDDC metadata; ignoring it")
+                }
+            }
+        }
+    }
+
+    fn seal(&mut self, next: Configuration, user: Option<Vec<u8>>) {
+        let Some(mut old) = self.current.take() else {
+            return;
+        };
+        old.sealed = true;
+        self.proposed_seal = None;
+        let old_id = old.config.configuration_id;
+        tracing::info!(node = %self.local, configuration = old_id, next = next.configuration_id, "configuration sealed");
+        self.seals.insert(old_id, (next.clone(), old.log.clone()));
+        self.actions.push(Action::Sealed {
+            configuration_id: old_id,
+            next: next.clone(),
+            metadata: user,
+        });
+        let newcomers: Vec<Member> = next
+            .members
+            .iter()
+            .filter(|m| old.config.member(&m.node_id).is_none())
+            .cloned()
+            .collect();
+        let old_config = old.config.clone();
+        self.sealed.push((old, SEAL_GRACE_TICKS));
+        self.reconfiguring = None;
+        if next.member(&self.local).is_some() {
+            if let Err(e) = self.bootstrap(next.clone()) {
+                tracing::error!(node = %self.local, error = %e, "cannot start the next configuration");
+                return;
+            }
+            for member in newcomers {
+                self.actions.push(Action::OfferJoin {
+                    to: member.node_id.clone(),
+                    address: member.address.clone(),
+                    configuration: next.clone(),
+                });
+                self.offers.insert(
+                    member.node_id.clone(),
+                    (member, next.clone(), OFFER_EVERY_TICKS),
+                );
+            }
+            for entry in std::mem::take(&mut self.pending) {
+                self.pending.push(entry.clone());
+                let _ = self.propose(entry);
+            }
+        } else {
+            self.retired_after = Some(old_config.configuration_id);
+            tracing::info!(node = %self.local, configuration = old_id, "retired from the control plane");
+            self.actions.push(Action::Retired {
+                configuration_id: old_id,
+            });
+            for entry in std::mem::take(&mut self.pending) {
+                self.actions.push(Action::Dropped { entry });
+            }
+        }
+    }
+
+    /// Node ids of every member of the running configuration except this node.
+    pub fn peers(&self) -> BTreeSet<NodeId> {
+        self.configuration()
+            .map(|c| {
+                c.members
+                    .iter()
+                    .map(|m| m.node_id.clone())
+                    .filter(|n| n != &self.local)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
