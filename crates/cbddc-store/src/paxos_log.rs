@@ -1,7 +1,10 @@
 //! OmniPaxos' [`Storage`] on the node's SQLite database: one log per configuration.
 //!
 //! Indexes are absolute ("as if never compacted"): the log of a configuration holds the
-//! entries `compacted_idx .. compacted_idx + len`, each row keyed by its index. Every
+//! entries `trimmed_idx .. trimmed_idx + len`, each row keyed by its index, and never has
+//! a hole. The semantics follow the crate's reference `MemoryStorage` exactly, which the
+//! crate relies on: `trim` moves the first index (apart from `compacted_idx`), and
+//! `append_on_prefix(from, …)` past the end of the log appends at the end. Every
 //! call is durable on its own (OmniPaxos also writes outside `write_atomically`), and
 //! `write_atomically` is one transaction. The storage owns its own connection and does
 //! blocking I/O: OmniPaxos calls it from `tick`, `append` and `handle_incoming`, so run the
@@ -158,7 +161,7 @@ where
             .during("reading the control-plane log")?;
         match last {
             Some(last) => Ok(usize::try_from(last + 1).unwrap_or(0)),
-            None => self.state_index("compacted_idx"),
+            None => self.state_index("trimmed_idx"),
         }
     }
 
@@ -195,8 +198,10 @@ where
             StorageOp::AppendEntry(entry) => self.append_at(self.end()?, &[entry]),
             StorageOp::AppendEntries(entries) => self.append_at(self.end()?, &entries),
             StorageOp::AppendOnPrefix(from, entries) => {
+                // Cut at `from` if the log reaches it, then append at the end (which is
+                // `from`, or earlier when `from` lies past the end).
                 self.truncate_from(from)?;
-                self.append_at(from, &entries)
+                self.append_at(self.end()?, &entries)
             }
             StorageOp::SetPromise(ballot) => {
                 self.set_state_field("promise", Some(to_json(&ballot)?))
@@ -213,7 +218,7 @@ where
                         params![self.configuration_id, index(idx)?],
                     )
                     .during("trimming the control-plane log")?;
-                Ok(())
+                self.set_state_index("trimmed_idx", idx)
             }
             StorageOp::SetStopsign(stopsign) => {
                 self.set_state_field("stopsign", stopsign.as_ref().map(to_json).transpose()?)
@@ -325,7 +330,7 @@ where
     fn get_log_len(&self) -> StorageResult<usize> {
         boxed((|| {
             let end = self.end()?;
-            let start = self.state_index("compacted_idx")?;
+            let start = self.state_index("trimmed_idx")?;
             Ok(end.saturating_sub(start))
         })())
     }

@@ -56,6 +56,7 @@ const MIGRATIONS: &[&str] = &[
         accepted_round   TEXT,
         decided_idx      INTEGER NOT NULL DEFAULT 0,
         compacted_idx    INTEGER NOT NULL DEFAULT 0,
+        trimmed_idx      INTEGER NOT NULL DEFAULT 0, -- the log's first index
         stopsign         TEXT,
         snapshot         TEXT
     );",

@@ -571,6 +571,25 @@ mod paxos_log {
     }
 
     #[test]
+    fn appending_on_a_prefix_past_the_end_appends_at_the_end_like_the_reference_storage() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SqliteLogStorage::<Op>::open(&dir.path().join("n.db"), 1).unwrap();
+        s.append_entries(ops(0..3)).unwrap();
+        s.append_on_prefix(5, ops(50..52)).unwrap();
+        assert_eq!(s.get_log_len().unwrap(), 5, "no hole at 3 and 4");
+        assert_eq!(s.get_entries(3, 5).unwrap(), ops(50..52));
+        s.append_on_prefix(1, ops(10..11)).unwrap();
+        assert_eq!(s.get_suffix(0).unwrap(), vec![Op(0), Op(10)]);
+        // Trimming moves the log's first index by itself.
+        s.trim(1).unwrap();
+        assert_eq!(
+            (s.get_log_len().unwrap(), s.get_compacted_idx().unwrap()),
+            (1, 0)
+        );
+        assert_eq!(s.get_entries(1, 2).unwrap(), vec![Op(10)]);
+    }
+
+    #[test]
     fn a_failing_atomic_write_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = SqliteLogStorage::<Op>::open(&dir.path().join("n.db"), 1).unwrap();
