@@ -1,5 +1,5 @@
 //! Cluster membership, sans I/O: which nodes form each configuration, agreed through one
-//! OmniPaxos instance per configuration and changed by a StopSign.
+//! OmniPaxos instance per configuration and changed by a decided seal.
 //!
 //! [`Membership`] takes ticks, frames and commands, and returns [`Action`]s for its driver
 //! (send this frame, offer this newcomer to join, this configuration is sealed, …). It
@@ -7,34 +7,36 @@
 //!
 //! - **Agreed dense pids.** The members of a configuration are ordered by node id and
 //!   numbered 1, 2, 3, …; every node derives the same numbers from the member list, which
-//!   travels in the StopSign's metadata.
+//!   travels in the seal.
 //! - **Fencing.** A frame is handed to the crate only if it names a configuration running
 //!   here, comes from one of its members and is addressed to this node (a stray pid would
 //!   panic inside the crate).
-//! - **The switch.** When a StopSign is decided, members of the next configuration start
-//!   its instance (with empty storage: positions are `(configuration, index)`), members that
-//!   are not retire, and newcomers are offered to join until they speak in the new
-//!   configuration. The old instance keeps ticking for a while so every old member learns
-//!   the seal (it no longer takes log syncs: its log is final); one that missed it learns
-//!   it out of band ([`Membership::learn_seal`]).
+//! - **The seal is an entry.** A configuration is sealed by the first [`ControlBody::Seal`]
+//!   entry decided in its log, not by OmniPaxos' StopSign: the crate's StopSign path
+//!   (0.2.4) loses or overwrites decided entries when messages are delayed (see
+//!   `bare_omnipaxos_keeps_a_whole_log_before_its_stopsign` in the tests), while its
+//!   ordinary entries stay consistent. Entries decided after the seal do not count in
+//!   that configuration, on any member alike, and are proposed again in the next one.
+//! - **The switch.** When the seal is decided, members of the next configuration start
+//!   its instance (with empty storage: positions are `(configuration, index)`), members
+//!   that are not retire, and newcomers are offered to join until they speak in the new
+//!   configuration. The old instance keeps running for a while so every old member learns
+//!   the seal; one that missed it learns it out of band ([`Membership::learn_seal`]).
 //! - **FIFO links.** The crate detects lost messages but expects each link to keep its
 //!   order; the driver must send a peer's frames over one ordered connection.
 //! - **One member.** OmniPaxos refuses one-node clusters; a configuration of one member
 //!   decides locally in the same storage, and can grow to two.
-//! - **Nothing silently lost.** Entries proposed but not decided when the StopSign is
-//!   decided are proposed again in the next configuration, or reported as
-//!   [`Action::Dropped`] when this node does not continue; undecided proposals (and a
-//!   proposed StopSign) are retried every [`RETRY_EVERY_TICKS`] because the crate drops
-//!   forwarded proposals without a word, and a retried entry is applied once.
+//! - **Nothing silently lost.** Undecided proposals — the seal included — are proposed
+//!   again every [`RETRY_EVERY_TICKS`] (the crate drops forwarded proposals without a
+//!   word) and in the next configuration; a retried entry is applied once; a node that
+//!   retires reports what it proposed and never saw decided as [`Action::Dropped`].
 //!
-//! **Status:** not yet driven by the node (no transport, CLI or data-plane gating), and
-//! the randomized simulation in `membership_tests.rs` still fails for about one seed in
-//! five (see its doc comment): do not rely on it yet.
+//! **Status:** not yet driven by the node: the transport of frames over cbddc-net, the
+//! state transfer to newcomers, data-plane gating and the CLI are still to be built.
 
 use cbddc_core::NodeId;
 use omnipaxos::messages::Message;
-use omnipaxos::messages::sequence_paxos::PaxosMsg;
-use omnipaxos::storage::{Entry, NoSnapshot, StopSign, Storage};
+use omnipaxos::storage::{Entry, NoSnapshot, Storage};
 use omnipaxos::util::LogEntry;
 use omnipaxos::{ClusterConfig, OmniPaxos, ServerConfig};
 use serde::{Deserialize, Serialize};
@@ -48,13 +50,28 @@ pub const OFFER_EVERY_TICKS: u32 = 50;
 /// forwarded to a leader that is lost or gone, without telling anyone.
 pub const RETRY_EVERY_TICKS: u32 = 40;
 
-/// A control-plane log entry: opaque to membership, applied by its user.
+/// A control-plane log entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ControlEntry {
     /// Unique per proposer and proposal, so a re-proposed entry is recognised.
     pub id: (String, u64),
-    /// The payload.
-    pub data: Vec<u8>,
+    /// What it carries.
+    pub body: ControlBody,
+}
+
+/// The content of a [`ControlEntry`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControlBody {
+    /// An entry for the user of the control plane, opaque here.
+    Data(Vec<u8>),
+    /// Seals this configuration: `next` follows it. The first one decided wins; entries
+    /// decided after it do not count in this configuration.
+    Seal {
+        /// The next configuration.
+        next: Configuration,
+        /// The caller's metadata.
+        metadata: Option<Vec<u8>>,
+    },
 }
 
 impl Entry for ControlEntry {
@@ -104,7 +121,7 @@ pub enum MembershipError {
         configuration_id: u32,
         /// The configuration after it.
         next: Box<Configuration>,
-        /// The sealed configuration's decided log, up to the StopSign.
+        /// The sealed configuration's decided log, up to its seal.
         decided: Vec<ControlEntry>,
     },
     /// The storage failed.
@@ -166,12 +183,7 @@ impl Configuration {
     }
 
     fn paxos(&self) -> ClusterConfig {
-        // OmniPaxos refuses one-node configurations, even as the next configuration of a
-        // StopSign; the member list in the metadata is what counts, so pad it to two.
-        let mut nodes: Vec<u64> = self.members.iter().map(|m| m.pid).collect();
-        if nodes.len() == 1 {
-            nodes.push(2);
-        }
+        let nodes: Vec<u64> = self.members.iter().map(|m| m.pid).collect();
         ClusterConfig {
             configuration_id: self.configuration_id,
             nodes,
@@ -246,12 +258,6 @@ pub enum Action {
     },
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct SealMetadata {
-    next: Configuration,
-    user: Option<Vec<u8>>,
-}
-
 enum Engine<S: Storage<ControlEntry>> {
     Paxos(Box<OmniPaxos<ControlEntry, S>>),
     Solo(S),
@@ -261,35 +267,30 @@ struct Instance<S: Storage<ControlEntry>> {
     config: Configuration,
     pid: u64,
     engine: Engine<S>,
+    /// Log positions read so far.
     applied: usize,
     sealed: bool,
     /// Ids of the entries decided in this configuration: a retried proposal may be
     /// decided twice, and is applied once.
     decided_ids: BTreeSet<(String, u64)>,
-    /// The decided log, index by index (control logs are small).
+    /// The decided log up to the seal (control logs are small).
     log: Vec<ControlEntry>,
 }
 
 impl<S: Storage<ControlEntry>> Instance<S> {
-    fn decided(&self, from: usize) -> Vec<LogEntry<ControlEntry>> {
+    /// Decided entries from log position `from`.
+    fn decided(&self, from: usize) -> Vec<ControlEntry> {
         match &self.engine {
-            Engine::Paxos(op) => op.read_decided_suffix(from).unwrap_or_default(),
-            Engine::Solo(storage) => {
-                let mut out: Vec<LogEntry<ControlEntry>> = storage
-                    .get_suffix(from)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(LogEntry::Decided)
-                    .collect();
-                let len = storage.get_log_len().unwrap_or(0);
-                if let Ok(Some(stopsign)) = storage.get_stopsign()
-                    && storage.get_decided_idx().unwrap_or(0) > len
-                    && from <= len
-                {
-                    out.push(LogEntry::StopSign(stopsign, true));
-                }
-                out
-            }
+            Engine::Paxos(op) => op
+                .read_decided_suffix(from)
+                .unwrap_or_default()
+                .into_iter()
+                .map_while(|e| match e {
+                    LogEntry::Decided(entry) => Some(entry),
+                    _ => None,
+                })
+                .collect(),
+            Engine::Solo(storage) => storage.get_suffix(from).unwrap_or_default(),
         }
     }
 }
@@ -300,11 +301,9 @@ pub struct Membership<S: Storage<ControlEntry>> {
     open: Box<dyn FnMut(u32) -> Result<S, String> + Send>,
     current: Option<Instance<S>>,
     sealed: Vec<(Instance<S>, u32)>,
+    /// Proposed here, not yet seen decided, in proposal order (the seal included).
     pending: Vec<ControlEntry>,
     next_proposal: u64,
-    reconfiguring: Option<u32>,
-    /// The StopSign proposed here and not decided yet, for retries.
-    proposed_seal: Option<(ClusterConfig, Vec<u8>)>,
     retry_in: u32,
     offers: BTreeMap<NodeId, (Member, Configuration, u32)>,
     /// The seals seen here with the sealed decided logs, to tell members that missed them.
@@ -327,14 +326,6 @@ impl<S: Storage<ControlEntry>> std::fmt::Debug for Membership<S> {
     }
 }
 
-/// Messages that make the receiver replace a suffix of its log.
-fn rewrites_the_log(message: &Message<ControlEntry>) -> bool {
-    matches!(
-        message,
-        Message::SequencePaxos(p) if matches!(p.msg, PaxosMsg::AcceptSync(_) | PaxosMsg::Promise(_))
-    )
-}
-
 fn storage_error(e: impl std::fmt::Display) -> MembershipError {
     MembershipError::Storage(e.to_string())
 }
@@ -350,8 +341,6 @@ impl<S: Storage<ControlEntry>> Membership<S> {
             sealed: Vec::new(),
             pending: Vec::new(),
             next_proposal: 1,
-            reconfiguring: None,
-            proposed_seal: None,
             retry_in: RETRY_EVERY_TICKS,
             offers: BTreeMap::new(),
             seals: BTreeMap::new(),
@@ -442,105 +431,92 @@ impl<S: Storage<ControlEntry>> Membership<S> {
         }
     }
 
-    /// Entries decided in the running configuration.
+    /// Log positions decided in the running configuration.
     pub fn decided_idx(&self) -> usize {
         self.current.as_ref().map(|i| i.applied).unwrap_or(0)
     }
 
-    /// Decided entries of the running configuration from `from`, the StopSign included.
-    pub fn read_decided(&self, from: usize) -> Vec<LogEntry<ControlEntry>> {
+    /// The decided log of the running configuration from `from` (up to its seal).
+    pub fn read_decided(&self, from: usize) -> Vec<ControlEntry> {
         self.current
             .as_ref()
-            .map(|i| i.decided(from))
+            .map(|i| i.log.iter().skip(from).cloned().collect())
             .unwrap_or_default()
     }
 
-    /// Proposes a control entry; it is decided in this configuration or, if a StopSign
-    /// wins the race, proposed again in the next one.
+    /// Proposes a control entry; it is decided in this configuration or, if the seal wins
+    /// the race, proposed again in the next one.
     pub fn append(&mut self, data: Vec<u8>) -> Result<(String, u64), MembershipError> {
+        if self.current.is_none() {
+            return Err(MembershipError::NotAMember);
+        }
+        Ok(self.propose_new(ControlBody::Data(data)))
+    }
+
+    fn propose_new(&mut self, body: ControlBody) -> (String, u64) {
         let entry = ControlEntry {
             id: (self.local.to_string(), self.next_proposal),
-            data,
+            body,
         };
         self.next_proposal += 1;
         let id = entry.id.clone();
-        self.propose(entry.clone())?;
-        self.pending.push(entry);
-        Ok(id)
+        self.pending.push(entry.clone());
+        self.propose(entry);
+        id
     }
 
-    fn propose(&mut self, entry: ControlEntry) -> Result<(), MembershipError> {
-        let current = self.current.as_mut().ok_or(MembershipError::NotAMember)?;
+    fn propose(&mut self, entry: ControlEntry) {
+        let Some(current) = self.current.as_mut() else {
+            return;
+        };
         match &mut current.engine {
-            // A refusal (a StopSign is already accepted) leaves the entry pending: it is
-            // proposed again in the next configuration.
+            // Lost proposals are retried (see RETRY_EVERY_TICKS).
             Engine::Paxos(op) => {
                 let _ = op.append(entry);
             }
             Engine::Solo(storage) => {
-                if !current.sealed {
-                    storage.append_entry(entry).map_err(storage_error)?;
-                    let len = storage.get_log_len().map_err(storage_error)?;
-                    storage.set_decided_idx(len).map_err(storage_error)?;
+                let decided = storage
+                    .append_entry(entry)
+                    .and_then(|()| storage.get_log_len())
+                    .and_then(|len| storage.set_decided_idx(len));
+                if let Err(e) = decided {
+                    tracing::error!(node = %self.local, error = %e, "control-plane storage failed; the entry stays pending");
                 }
             }
         }
         self.poll_current();
-        Ok(())
     }
 
-    /// Proposes the StopSign that replaces the running configuration with `members`.
+    /// Proposes the seal that replaces the running configuration with `members`; it takes
+    /// effect once decided ([`Action::Sealed`]).
     pub fn reconfigure(
         &mut self,
         members: Vec<(NodeId, String)>,
         metadata: Option<Vec<u8>>,
     ) -> Result<Configuration, MembershipError> {
-        let current = self.current.as_mut().ok_or(MembershipError::NotAMember)?;
-        if current.sealed {
-            return Err(MembershipError::ReconfigurationInFlight(
-                current.config.configuration_id,
-            ));
-        }
-        if let Some(id) = self.reconfiguring
-            && id == current.config.configuration_id
+        let current = self.current.as_ref().ok_or(MembershipError::NotAMember)?;
+        let id = current.config.configuration_id;
+        if self
+            .pending
+            .iter()
+            .any(|e| matches!(e.body, ControlBody::Seal { .. }))
         {
             return Err(MembershipError::ReconfigurationInFlight(id));
         }
-        let next = Configuration::new(current.config.configuration_id + 1, members)?;
-        let meta = serde_json::to_vec(&SealMetadata {
+        let next = Configuration::new(id + 1, members)?;
+        self.propose_new(ControlBody::Seal {
             next: next.clone(),
-            user: metadata,
-        })
-        .map_err(storage_error)?;
-        match &mut current.engine {
-            Engine::Paxos(op) => {
-                op.reconfigure(next.paxos(), Some(meta.clone()))
-                    .map_err(|_| {
-                        MembershipError::ReconfigurationInFlight(current.config.configuration_id)
-                    })?;
-                self.proposed_seal = Some((next.paxos(), meta));
-            }
-            Engine::Solo(storage) => {
-                let stopsign = StopSign::with(next.paxos(), Some(meta));
-                storage
-                    .set_stopsign(Some(stopsign))
-                    .map_err(storage_error)?;
-                let len = storage.get_log_len().map_err(storage_error)?;
-                storage.set_decided_idx(len + 1).map_err(storage_error)?;
-            }
-        }
-        self.reconfiguring = Some(current.config.configuration_id);
-        self.poll_current();
+            metadata,
+        });
         Ok(next)
     }
 
     /// A member that missed the seal of its configuration (it was down) learns it from a
-    /// peer: `next` follows `configuration_id`, whose decided log is `decided` (see
+    /// peer: the sealed configuration's decided log, which ends with its seal (see
     /// [`MembershipError::Superseded`]). Entries it had not applied yet are applied first.
     pub fn learn_seal(
         &mut self,
         configuration_id: u32,
-        next: Configuration,
         decided: Vec<ControlEntry>,
     ) -> Result<(), MembershipError> {
         let Some(current) = self.current.as_mut() else {
@@ -549,26 +525,21 @@ impl<S: Storage<ControlEntry>> Membership<S> {
         if current.config.configuration_id != configuration_id || current.sealed {
             return Ok(());
         }
-        if next.configuration_id != configuration_id + 1 {
-            return Err(MembershipError::Fenced(format!(
-                "configuration {} cannot follow {configuration_id}",
-                next.configuration_id
-            )));
+        if !matches!(
+            decided.last().map(|e| &e.body),
+            Some(ControlBody::Seal { .. })
+        ) {
+            return Err(MembershipError::Fenced(
+                "a sealed log must end with its seal".into(),
+            ));
         }
         tracing::info!(node = %self.local, configuration = configuration_id, "learned the seal from a peer");
-        for entry in decided.into_iter().skip(current.applied) {
-            self.pending.retain(|p| p.id != entry.id);
-            current.log.push(entry.clone());
-            if current.decided_ids.insert(entry.id.clone()) {
-                self.actions.push(Action::Decided {
-                    configuration_id,
-                    index: current.applied,
-                    entry,
-                });
+        let already = current.log.len();
+        for entry in decided.into_iter().skip(already) {
+            if self.apply(entry) {
+                break;
             }
-            current.applied += 1;
         }
-        self.seal(next, None);
         Ok(())
     }
 
@@ -610,27 +581,24 @@ impl<S: Storage<ControlEntry>> Membership<S> {
                 frame.message.get_receiver()
             )));
         }
-        if instance.sealed && rewrites_the_log(&frame.message) {
-            // A sealed log is final. Syncing it again from the StopSign's index trips the
-            // crate (its debug assertion "log sync … would overwrite decided entries"), and
-            // there is nothing left to learn: drop the message, keep answering the rest.
-            return Ok(());
-        }
         let Engine::Paxos(op) = &mut instance.engine else {
             return Err(MembershipError::Fenced(
                 "a one-member configuration takes no messages".into(),
             ));
         };
         op.handle_incoming(frame.message);
-        let newcomer_spoke = self.offers.remove(from).is_some();
-        if newcomer_spoke {
+        if let Some((_, offered, _)) = self.offers.get(from)
+            && offered.configuration_id == frame.configuration_id
+        {
             tracing::info!(node = %from, "newcomer joined");
+            self.offers.remove(from);
         }
         self.poll_current();
         Ok(())
     }
 
-    /// Advances every instance's clock; sends re-offers to newcomers that did not speak yet.
+    /// Advances every instance's clock, retries undecided proposals, re-offers to
+    /// newcomers that did not speak yet.
     pub fn tick(&mut self) {
         if let Some(Instance {
             engine: Engine::Paxos(op),
@@ -650,7 +618,15 @@ impl<S: Storage<ControlEntry>> Membership<S> {
         self.retry_in = self.retry_in.saturating_sub(1);
         if self.retry_in == 0 {
             self.retry_in = RETRY_EVERY_TICKS;
-            self.retry();
+            if let Some(Instance {
+                engine: Engine::Paxos(op),
+                ..
+            }) = self.current.as_mut()
+            {
+                for entry in &self.pending {
+                    let _ = op.append(entry.clone());
+                }
+            }
         }
         for (node, (member, configuration, wait)) in &mut self.offers {
             *wait = wait.saturating_sub(1);
@@ -666,26 +642,6 @@ impl<S: Storage<ControlEntry>> Membership<S> {
         self.poll_current();
     }
 
-    /// Proposes again what this node proposed and has not seen decided.
-    fn retry(&mut self) {
-        let Some(current) = self.current.as_mut() else {
-            return;
-        };
-        if current.sealed {
-            return;
-        }
-        let Engine::Paxos(op) = &mut current.engine else {
-            return;
-        };
-        if let Some((next, meta)) = &self.proposed_seal {
-            // Refused if the StopSign is already in this node's log: then it is on its way.
-            let _ = op.reconfigure(next.clone(), Some(meta.clone()));
-        }
-        for entry in &self.pending {
-            let _ = op.append(entry.clone());
-        }
-    }
-
     /// Takes the actions produced since the last call.
     pub fn take_actions(&mut self) -> Vec<Action> {
         self.drain_outgoing();
@@ -699,8 +655,6 @@ impl<S: Storage<ControlEntry>> Membership<S> {
             if let Engine::Paxos(op) = &mut instance.engine {
                 op.take_outgoing_messages(outgoing);
                 for message in outgoing.drain(..) {
-                    // Messages to pids outside the configuration (the padding of a
-                    // one-member next configuration) have nobody to go to.
                     if let Some(member) = instance.config.by_pid(message.get_receiver()) {
                         actions.push(Action::Send {
                             to: member.node_id.clone(),
@@ -722,46 +676,49 @@ impl<S: Storage<ControlEntry>> Membership<S> {
         }
     }
 
-    /// Applies newly decided entries of the running configuration and handles its seal.
+    /// Applies newly decided entries of the running configuration, up to its seal.
     fn poll_current(&mut self) {
-        let Some(current) = self.current.as_mut() else {
+        let Some(current) = self.current.as_ref() else {
             return;
         };
         if current.sealed {
             return;
         }
-        let mut seal = None;
-        for entry in current.decided(current.applied) {
-            match entry {
-                LogEntry::Decided(entry) => {
-                    self.pending.retain(|p| p.id != entry.id);
-                    current.log.push(entry.clone());
-                    if current.decided_ids.insert(entry.id.clone()) {
-                        self.actions.push(Action::Decided {
-                            configuration_id: current.config.configuration_id,
-                            index: current.applied,
-                            entry,
-                        });
-                    }
-                    current.applied += 1;
-                }
-                LogEntry::StopSign(stopsign, true) => {
-                    seal = Some(stopsign);
-                    break;
-                }
-                _ => break,
+        let fresh = current.decided(current.applied);
+        for entry in fresh {
+            if let Some(current) = self.current.as_mut() {
+                current.applied += 1;
+            }
+            if self.apply(entry) {
+                return;
             }
         }
-        if let Some(stopsign) = seal {
-            match stopsign
-                .metadata
-                .as_deref()
-                .map(serde_json::from_slice::<SealMetadata>)
-            {
-                Some(Ok(meta)) => self.seal(meta.next, meta.user),
-                _ => {
-                    tracing::error!(node = %self.local, "a decided StopSign without CBDDC metadata; ignoring it")
-                }
+    }
+
+    /// Applies one decided entry of the running configuration; true if it sealed it.
+    fn apply(&mut self, entry: ControlEntry) -> bool {
+        let Some(current) = self.current.as_mut() else {
+            return true;
+        };
+        self.pending.retain(|p| p.id != entry.id);
+        current.log.push(entry.clone());
+        if !current.decided_ids.insert(entry.id.clone()) {
+            return false;
+        }
+        let configuration_id = current.config.configuration_id;
+        let index = current.log.len() - 1;
+        match entry.body {
+            ControlBody::Seal { next, metadata } => {
+                self.seal(next, metadata);
+                true
+            }
+            ControlBody::Data(_) => {
+                self.actions.push(Action::Decided {
+                    configuration_id,
+                    index,
+                    entry,
+                });
+                false
             }
         }
     }
@@ -771,7 +728,6 @@ impl<S: Storage<ControlEntry>> Membership<S> {
             return;
         };
         old.sealed = true;
-        self.proposed_seal = None;
         let old_id = old.config.configuration_id;
         tracing::info!(node = %self.local, configuration = old_id, next = next.configuration_id, "configuration sealed");
         self.seals.insert(old_id, (next.clone(), old.log.clone()));
@@ -786,9 +742,10 @@ impl<S: Storage<ControlEntry>> Membership<S> {
             .filter(|m| old.config.member(&m.node_id).is_none())
             .cloned()
             .collect();
-        let old_config = old.config.clone();
         self.sealed.push((old, SEAL_GRACE_TICKS));
-        self.reconfiguring = None;
+        // A seal proposed here for this configuration is done, decided or not (another won).
+        self.pending
+            .retain(|e| !matches!(e.body, ControlBody::Seal { .. }));
         if next.member(&self.local).is_some() {
             if let Err(e) = self.bootstrap(next.clone()) {
                 tracing::error!(node = %self.local, error = %e, "cannot start the next configuration");
@@ -805,12 +762,11 @@ impl<S: Storage<ControlEntry>> Membership<S> {
                     (member, next.clone(), OFFER_EVERY_TICKS),
                 );
             }
-            for entry in std::mem::take(&mut self.pending) {
-                self.pending.push(entry.clone());
-                let _ = self.propose(entry);
+            for entry in self.pending.clone() {
+                self.propose(entry);
             }
         } else {
-            self.retired_after = Some(old_config.configuration_id);
+            self.retired_after = Some(old_id);
             tracing::info!(node = %self.local, configuration = old_id, "retired from the control plane");
             self.actions.push(Action::Retired {
                 configuration_id: old_id,
