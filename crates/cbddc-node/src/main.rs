@@ -428,6 +428,13 @@ async fn status(as_json: bool, target: &Target) -> Result<ExitCode> {
         "documents  {} ({} oplog entries)",
         status.documents, status.oplog_entries
     );
+    let leader = if status.leader.is_empty() {
+        "none yet"
+    } else {
+        status.leader.as_str()
+    };
+    let this_node = if status.is_leader { " (this node)" } else { "" };
+    println!("leader     {leader}{this_node}");
     if status.peers.is_empty() {
         println!("peers      none");
     }

@@ -59,6 +59,8 @@ fn the_smallest_node_is_the_cloud_gateway_and_kill_9_moves_the_role() {
             .all(|p| leader(*p).as_deref() == Some("node-a"))
     });
     assert_eq!(status_json(pa)["is_leader"], true);
+    assert!(stdout(&cbddc(&["status"], pa)).contains("leader     node-a (this node)"));
+    assert!(stdout(&cbddc(&["status"], pb)).contains("leader     node-a\n"));
     assert_eq!(status_json(pc)["is_leader"], false);
     assert!(cbddc(&["put", "docs", "from-c", "1"], pc).status.success());
     wait_until("c's write to reach the cloud through a", DEADLINE, || {
