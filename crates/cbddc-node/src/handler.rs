@@ -167,7 +167,7 @@ impl NodeHandler {
                 peer.enabled = !add.disabled;
                 tracing::info!(peer = %peer.node_id, address = %peer.address, enabled = peer.enabled, "known peer added");
                 self.peers.save_peer(peer).await.map_err(storage_error)?;
-                self.follow_peer_store().await?;
+                self.follow_peer_store().await.map_err(storage_error)?;
                 self.peers_answer().await?
             }
             Req::RemovePeer(remove) => {
@@ -186,7 +186,7 @@ impl NodeHandler {
                     ));
                 }
                 tracing::info!(peer = %node_id, "known peer removed");
-                self.follow_peer_store().await?;
+                self.follow_peer_store().await.map_err(storage_error)?;
                 self.peers_answer().await?
             }
         })
@@ -199,8 +199,10 @@ impl NodeHandler {
     }
 
     /// Points the sync tasks at the peers the store now lists.
-    pub(crate) async fn follow_peer_store(&self) -> Result<(), Res> {
-        let peers = self.peers.list_peers().await.map_err(storage_error)?;
+    /// Points the sync tasks (and the peer directory) at the peers the store now lists:
+    /// the one way every change of known peers takes effect.
+    pub(crate) async fn follow_peer_store(&self) -> Result<(), StorageError> {
+        let peers = self.peers.list_peers().await?;
         self.sync.set_known(peers);
         Ok(())
     }

@@ -241,21 +241,15 @@ impl Node {
     pub async fn save_peer(&self, peer: KnownPeer) -> Result<(), NodeError> {
         let snapshot = self.snapshot();
         snapshot.store.save_peer(peer).await?;
-        self.follow_peer_store(&snapshot).await
+        Ok(snapshot.handler.follow_peer_store().await?)
     }
 
     /// Forgets a known peer and stops syncing with it; `Ok(false)` if it was not known.
     pub async fn remove_peer(&self, node_id: NodeId) -> Result<bool, NodeError> {
         let snapshot = self.snapshot();
         let removed = snapshot.store.remove_peer(node_id).await?;
-        self.follow_peer_store(&snapshot).await?;
+        snapshot.handler.follow_peer_store().await?;
         Ok(removed)
-    }
-
-    async fn follow_peer_store(&self, snapshot: &Snapshot) -> Result<(), NodeError> {
-        let peers = snapshot.store.list_peers().await?;
-        snapshot.handler.sync.set_known(peers);
-        Ok(())
     }
 
     /// What `cbddc status` shows.

@@ -170,8 +170,7 @@ async fn apply_to(
             .store
             .replace_configured_peers(new.known_peers.clone())
             .await?;
-        let peers = runtime.store.list_peers().await?;
-        runtime.sync.set_known(peers);
+        runtime.handler.follow_peer_store().await?;
         outcome.applied.push("known_peers".into());
     }
     let control_changed = runtime.config.listen_address() != effective.listen_address()

@@ -209,7 +209,7 @@ impl Runtime {
             handler.clone(),
             token.child_token(),
         )?;
-        sync.set_known(store.list_peers().await?);
+        handler.follow_peer_store().await?;
         let control = match Control::start(
             &config,
             listen,
