@@ -67,6 +67,19 @@ pub struct ElectionSection {
     pub peer_timeout_ms: Option<u64>,
 }
 
+/// `[cluster]` as written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// See [`crate::ClusterConfig::configuration_id`].
+    pub configuration_id: Option<u32>,
+    /// See [`crate::ClusterConfig::members`].
+    #[serde(default)]
+    pub members: Vec<String>,
+    /// See [`crate::ClusterConfig::join`].
+    pub join: Option<bool>,
+}
+
 /// A configuration file as written: every field optional.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -94,6 +107,8 @@ pub struct ConfigFile {
     pub discovery: Option<DiscoverySection>,
     /// See [`PeerNodeConfiguration::election`].
     pub election: Option<ElectionSection>,
+    /// See [`PeerNodeConfiguration::cluster`].
+    pub cluster: Option<ClusterSection>,
     /// The file (or source) this came from, for error messages.
     #[serde(skip)]
     pub source_name: String,
@@ -171,6 +186,7 @@ impl ConfigFile {
         pick(&mut self.max_clock_drift_ms, &top.max_clock_drift_ms);
         pick(&mut self.discovery, &top.discovery);
         pick(&mut self.election, &top.election);
+        pick(&mut self.cluster, &top.cluster);
         if !top.known_peers.is_empty() {
             self.known_peers.clone_from(&top.known_peers);
         }
@@ -244,6 +260,19 @@ impl ConfigFile {
             e.eligible = section.eligible.unwrap_or(e.eligible);
             e.interval_ms = section.interval_ms.unwrap_or(e.interval_ms);
             e.peer_timeout_ms = section.peer_timeout_ms.unwrap_or(e.peer_timeout_ms);
+        }
+        if let Some(section) = &self.cluster {
+            let mut members = Vec::new();
+            for (index, member) in section.members.iter().enumerate() {
+                members.push(NodeId::new(member.as_str()).map_err(|e| {
+                    self.invalid(format!("cluster.members[{index}]"), e.to_string())
+                })?);
+            }
+            config.cluster = Some(crate::ClusterConfig {
+                configuration_id: section.configuration_id.unwrap_or(1),
+                members,
+                join: section.join.unwrap_or(false),
+            });
         }
         for (index, entry) in self.known_peers.iter().enumerate() {
             let field = |name: &str| format!("known_peers[{index}].{name}");
@@ -425,6 +454,36 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(field), "{section}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_cluster_section_bootstraps_or_joins_and_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = format!(
+            "node_id = \"a\"\ndata_dir = {:?}\nknown_peers = [{{ node_id = \"b\", address = \"127.0.0.1:7002\" }}]\n",
+            dir.path().display().to_string()
+        );
+        let config = resolve(&format!("{base}[cluster]\nmembers = [\"a\", \"b\"]\n"), "f.toml").unwrap();
+        let cluster = config.cluster.unwrap();
+        assert_eq!(cluster.configuration_id, 1);
+        assert_eq!(cluster.members.len(), 2);
+        assert!(!cluster.join);
+        let joining = resolve(&format!("{base}[cluster]\njoin = true\n"), "f.toml").unwrap();
+        assert!(joining.cluster.unwrap().join);
+        assert_eq!(resolve(&base, "f.toml").unwrap().cluster, None);
+        for (section, expected) in [
+            ("members = [\"b\"]", "must name this node"),
+            ("members = [\"a\", \"c\"]", "add it to known_peers"),
+            ("members = [\"a\", \"a\"]", "listed twice"),
+            ("members = [\"a\"]\njoin = true", "remove `members` or `join`"),
+            ("members = [\"a\"]\nconfiguration_id = 0", "start at 1"),
+            ("members = [\"no spaces\"]", "cluster.members[0]"),
+        ] {
+            let err = resolve(&format!("{base}[cluster]\n{section}\n"), "f.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{section}: {err}");
         }
     }
 }

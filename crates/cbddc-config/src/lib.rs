@@ -25,6 +25,11 @@
 //! eligible = true
 //! interval_ms = 1000
 //! peer_timeout_ms = 3000
+//!
+//! [cluster]                     # a control plane agreeing on members (absent: none)
+//! configuration_id = 1
+//! members = ["node-a", "node-b", "node-c"]   # addresses from known_peers
+//! # join = true                 # instead of members: wait to be invited by a cluster
 //! ```
 //!
 //! ```
@@ -45,7 +50,7 @@ mod watched;
 pub use env::{ENV_VARS, EnvProvider, env_layer};
 pub use error::ConfigError;
 pub use file::{
-    ConfigFile, Durability, PeerEntry, PeerEntryType, load_file, parse_json, parse_str, parse_toml,
+    ClusterSection, ConfigFile, Durability, PeerEntry, PeerEntryType, load_file, parse_json, parse_str, parse_toml,
 };
 pub use node_id_file::{NODE_ID_FILE, resolve_node_id};
 pub use provider::{ConfigCell, ConfigEvent, ConfigProvider, StaticProvider};
@@ -130,6 +135,21 @@ impl ElectionConfig {
     }
 }
 
+/// `[cluster]`: the control plane that agrees on the cluster's members (OmniPaxos).
+///
+/// Used only when the node's database holds no cluster state yet: after that the stored
+/// configurations (and the reconfigurations decided since) are in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// The id of the bootstrapped configuration (1 unless restoring an older cluster).
+    pub configuration_id: u32,
+    /// The bootstrapped configuration's members, this node among them; the others'
+    /// addresses come from `known_peers`. Empty with `join`.
+    pub members: Vec<NodeId>,
+    /// Wait to be invited into a cluster by one of its members instead of bootstrapping.
+    pub join: bool,
+}
+
 /// A validated node configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerNodeConfiguration {
@@ -155,6 +175,8 @@ pub struct PeerNodeConfiguration {
     pub discovery: DiscoveryConfig,
     /// Leader election.
     pub election: ElectionConfig,
+    /// The control plane; `None` runs without one (any holder of the key may sync).
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl PeerNodeConfiguration {
@@ -172,6 +194,7 @@ impl PeerNodeConfiguration {
             max_clock_drift_ms: 60_000,
             discovery: DiscoveryConfig::default(),
             election: ElectionConfig::default(),
+            cluster: None,
         }
     }
 
@@ -266,6 +289,59 @@ impl PeerNodeConfiguration {
             }
             cbddc_core::validate_peer_address(&peer.address)
                 .map_err(|e| invalid(field("address"), e.to_string()))?;
+        }
+        if let Some(cluster) = &self.cluster {
+            self.validate_cluster(cluster, &invalid)?;
+        }
+        Ok(())
+    }
+}
+
+impl PeerNodeConfiguration {
+    fn validate_cluster(
+        &self,
+        cluster: &ClusterConfig,
+        invalid: &dyn Fn(String, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        if cluster.configuration_id == 0 {
+            return Err(invalid(
+                "cluster.configuration_id".into(),
+                "configuration ids start at 1".into(),
+            ));
+        }
+        if cluster.join {
+            if !cluster.members.is_empty() {
+                return Err(invalid(
+                    "cluster.members".into(),
+                    "a node that joins is told its members by the cluster: remove `members` or `join`"
+                        .into(),
+                ));
+            }
+            return Ok(());
+        }
+        if !cluster.members.contains(&self.node_id) {
+            return Err(invalid(
+                "cluster.members".into(),
+                format!(
+                    "must name this node ({}) to bootstrap a cluster; to be invited into one, set `join = true` instead",
+                    self.node_id
+                ),
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for (index, member) in cluster.members.iter().enumerate() {
+            if !seen.insert(member) {
+                return Err(invalid(
+                    format!("cluster.members[{index}]"),
+                    format!("{member} is listed twice"),
+                ));
+            }
+            if member != &self.node_id && !self.known_peers.iter().any(|p| &p.node_id == member) {
+                return Err(invalid(
+                    format!("cluster.members[{index}]"),
+                    format!("{member} has no address: add it to known_peers"),
+                ));
+            }
         }
         Ok(())
     }

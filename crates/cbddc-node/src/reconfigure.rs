@@ -10,6 +10,7 @@
 //! | `known_peers` | the configured peers in the store are replaced and the sync tasks follow |
 //! | `[discovery]`, `[election]` (and any port or key change) | discovery and election restart with the new settings |
 //! | `durability`, `max_clock_drift_ms` | not applied live: logged, and in force from the next start |
+//! | `[cluster]` | not applied live: members change by reconfiguration (`cbddc cluster reconfigure`) |
 
 use crate::runtime::{GRACE, Runtime, bind, open_store, server_settings};
 use crate::{NodeError, NodeEvent, Shared};
@@ -98,6 +99,13 @@ async fn apply_to(
         outcome
             .not_applied
             .push("max_clock_drift_ms: takes effect at the next start".into());
+    }
+    if new.cluster != old.cluster {
+        effective.cluster = old.cluster.clone();
+        outcome.not_applied.push(
+            "cluster: membership changes through `cbddc cluster reconfigure`; the section is read at the next start"
+                .into(),
+        );
     }
     let address_changed = new.listen_address() != old.listen_address();
 
