@@ -30,6 +30,7 @@
 #![warn(missing_docs)]
 
 mod checkpoint;
+mod cluster_records;
 mod error;
 mod paxos_log;
 mod reader;
@@ -37,6 +38,7 @@ mod schema;
 mod store;
 mod writer;
 
+pub use cluster_records::ClusterRecords;
 pub use error::StoreError;
 pub use paxos_log::SqliteLogStorage;
 pub use store::{Durability, SqliteStore, StoreOptions, database_path};

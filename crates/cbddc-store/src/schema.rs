@@ -60,6 +60,11 @@ const MIGRATIONS: &[&str] = &[
         stopsign         TEXT,
         snapshot         TEXT
     );",
+    // 4: the configurations this node ran, so a restart resumes its control plane.
+    "CREATE TABLE cluster_configurations (
+        configuration_id INTEGER PRIMARY KEY,
+        configuration    TEXT NOT NULL       -- JSON: members, pids, addresses
+    );",
 ];
 
 /// The schema version this build writes.
