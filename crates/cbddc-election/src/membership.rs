@@ -410,6 +410,54 @@ impl<S: Storage<ControlEntry>> Membership<S> {
         self.bootstrap(configuration)
     }
 
+    /// Accepts an offer like [`Membership::join`], first storing the decided log of the
+    /// configuration before `configuration` (which must end with the seal naming it), so
+    /// this node can read it and tell late members of that configuration about the seal.
+    pub fn join_with_log(
+        &mut self,
+        configuration: Configuration,
+        sealed_log: Vec<ControlEntry>,
+    ) -> Result<(), MembershipError> {
+        if let Some(current) = &self.current
+            && current.config.configuration_id >= configuration.configuration_id
+        {
+            return Ok(());
+        }
+        let sealed_id = configuration.configuration_id.saturating_sub(1);
+        match sealed_log.last().map(|e| &e.body) {
+            Some(ControlBody::Seal { next, .. }) if next == &configuration => {}
+            _ => {
+                return Err(MembershipError::Fenced(format!(
+                    "the log offered with configuration {} does not end with the seal naming it",
+                    configuration.configuration_id
+                )));
+            }
+        }
+        if sealed_id > 0 && !self.seals.contains_key(&sealed_id) {
+            let mut storage = (self.open)(sealed_id).map_err(MembershipError::Storage)?;
+            let stored = storage.get_log_len().map_err(storage_error)?;
+            if stored < sealed_log.len() {
+                storage
+                    .append_entries(sealed_log[stored..].to_vec())
+                    .map_err(storage_error)?;
+            }
+            storage
+                .set_decided_idx(sealed_log.len())
+                .map_err(storage_error)?;
+            self.seals
+                .insert(sealed_id, (configuration.clone(), sealed_log));
+        }
+        self.bootstrap(configuration)
+    }
+
+    /// The decided log of sealed configuration `configuration_id`, ending with its seal,
+    /// if this node saw that seal.
+    pub fn sealed_log(&self, configuration_id: u32) -> Option<Vec<ControlEntry>> {
+        self.seals
+            .get(&configuration_id)
+            .map(|(_, log)| log.clone())
+    }
+
     /// The running configuration.
     pub fn configuration(&self) -> Option<&Configuration> {
         self.current.as_ref().map(|i| &i.config)
