@@ -267,6 +267,19 @@ impl PeerClient {
 }
 
 impl PeerClient {
+    /// Sends a control-plane message (cluster membership) and returns the answer's payload.
+    pub async fn control(&mut self, payload: Vec<u8>) -> Result<Vec<u8>, NetError> {
+        match self
+            .call(proto::request::Body::Control(proto::ControlRequest {
+                payload,
+            }))
+            .await?
+        {
+            proto::response::Body::Control(answer) => Ok(answer.payload),
+            _ => Err(unexpected("control")),
+        }
+    }
+
     /// The peers the node knows or has exchanged data with.
     pub async fn peers(&mut self) -> Result<Vec<proto::PeerStatus>, NetError> {
         match self

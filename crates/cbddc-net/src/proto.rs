@@ -31,6 +31,13 @@ pub struct Hello {
     pub protocol_version: u32,
 }
 
+/// The answer to a [`ControlRequest`], as opaque as the request.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ControlResponse {
+    #[prost(bytes = "vec", tag = "1")]
+    pub payload: Vec<u8>,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
 pub enum RejectReason {
@@ -149,7 +156,7 @@ pub struct Request {
     pub id: u64,
     #[prost(
         oneof = "request::Body",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20"
     )]
     pub body: Option<request::Body>,
 }
@@ -177,6 +184,8 @@ pub mod request {
         AddPeer(super::AddPeerRequest),
         #[prost(message, tag = "19")]
         RemovePeer(super::RemovePeerRequest),
+        #[prost(message, tag = "20")]
+        Control(super::ControlRequest),
     }
 }
 
@@ -260,6 +269,14 @@ pub struct RemovePeerRequest {
     pub node_id: String,
 }
 
+/// A control-plane message (cluster membership), opaque to the transport: its payload is
+/// a JSON document defined by the node (see docs/protocol.md).
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ControlRequest {
+    #[prost(bytes = "vec", tag = "1")]
+    pub payload: Vec<u8>,
+}
+
 // ---- Responses ----
 
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -267,7 +284,7 @@ pub struct Response {
     /// The id of the request answered.
     #[prost(uint64, tag = "1")]
     pub id: u64,
-    #[prost(oneof = "response::Body", tags = "2, 10, 11, 12, 13, 15, 16, 17")]
+    #[prost(oneof = "response::Body", tags = "2, 10, 11, 12, 13, 15, 16, 17, 20")]
     pub body: Option<response::Body>,
 }
 
@@ -291,6 +308,8 @@ pub mod response {
         Status(Box<super::StatusResponse>),
         #[prost(message, tag = "17")]
         Peers(super::PeersResponse),
+        #[prost(message, tag = "20")]
+        Control(super::ControlResponse),
     }
 }
 
