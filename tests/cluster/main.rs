@@ -7,3 +7,4 @@ mod t30_authentication;
 mod t40_hostile_input;
 mod t50_reconfiguration;
 mod t60_election;
+mod t70_membership;

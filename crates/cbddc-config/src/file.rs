@@ -464,7 +464,11 @@ mod tests {
             "node_id = \"a\"\ndata_dir = {:?}\nknown_peers = [{{ node_id = \"b\", address = \"127.0.0.1:7002\" }}]\n",
             dir.path().display().to_string()
         );
-        let config = resolve(&format!("{base}[cluster]\nmembers = [\"a\", \"b\"]\n"), "f.toml").unwrap();
+        let config = resolve(
+            &format!("{base}[cluster]\nmembers = [\"a\", \"b\"]\n"),
+            "f.toml",
+        )
+        .unwrap();
         let cluster = config.cluster.unwrap();
         assert_eq!(cluster.configuration_id, 1);
         assert_eq!(cluster.members.len(), 2);
@@ -476,7 +480,10 @@ mod tests {
             ("members = [\"b\"]", "must name this node"),
             ("members = [\"a\", \"c\"]", "add it to known_peers"),
             ("members = [\"a\", \"a\"]", "listed twice"),
-            ("members = [\"a\"]\njoin = true", "remove `members` or `join`"),
+            (
+                "members = [\"a\"]\njoin = true",
+                "remove `members` or `join`",
+            ),
             ("members = [\"a\"]\nconfiguration_id = 0", "start at 1"),
             ("members = [\"no spaces\"]", "cluster.members[0]"),
         ] {

@@ -50,7 +50,8 @@ mod watched;
 pub use env::{ENV_VARS, EnvProvider, env_layer};
 pub use error::ConfigError;
 pub use file::{
-    ClusterSection, ConfigFile, Durability, PeerEntry, PeerEntryType, load_file, parse_json, parse_str, parse_toml,
+    ClusterSection, ConfigFile, Durability, PeerEntry, PeerEntryType, load_file, parse_json,
+    parse_str, parse_toml,
 };
 pub use node_id_file::{NODE_ID_FILE, resolve_node_id};
 pub use provider::{ConfigCell, ConfigEvent, ConfigProvider, StaticProvider};

@@ -23,4 +23,7 @@ pub enum NodeError {
     /// The network layer failed.
     #[error(transparent)]
     Net(#[from] cbddc_net::NetError),
+    /// The control plane (cluster membership) refused or failed.
+    #[error("control plane: {0}")]
+    ControlPlane(String),
 }

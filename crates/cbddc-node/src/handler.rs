@@ -1,5 +1,6 @@
 //! Answers the requests of peers and tools on behalf of the node.
 
+use crate::cluster::{ControlCall, ControlPlane, ControlReply};
 use crate::peers::PeerBook;
 use crate::sync::SyncOrchestrator;
 use async_trait::async_trait;
@@ -8,6 +9,7 @@ use cbddc_core::{
     VersionVector,
 };
 use cbddc_election::Leadership;
+use cbddc_election::membership::Configuration;
 use cbddc_net::convert::{
     document_to_wire, entries_from_wire, entry_to_wire, hlc_to_wire, vv_from_wire, vv_to_wire,
 };
@@ -25,6 +27,9 @@ const DEFAULT_LIST_LIMIT: u32 = 100;
 /// The node side of every session.
 #[derive(Debug)]
 pub(crate) struct NodeHandler {
+    /// The control plane, with a `[cluster]` section: then only members (and cloud
+    /// remotes) may pull and push.
+    pub(crate) cluster: Option<Arc<ControlPlane>>,
     pub(crate) store: Arc<dyn DocumentStore>,
     pub(crate) peers: Arc<dyn PeerStore>,
     pub(crate) book: Arc<PeerBook>,
@@ -66,6 +71,7 @@ impl NodeHandler {
     async fn answer(&self, session: &SessionInfo, request: Req) -> Result<Res, Res> {
         Ok(match request {
             Req::Pull(pull) => {
+                self.admit(session)?;
                 let have = vv_from_wire(pull.have)
                     .map_err(|e| error_body(ErrorCode::InvalidRequest, &e.to_string()))?;
                 let limits = PageLimits {
@@ -92,6 +98,7 @@ impl NodeHandler {
                         "only nodes may push oplog entries",
                     ));
                 }
+                self.admit(session)?;
                 let entries = entries_from_wire(push.entries)
                     .map_err(|e| error_body(ErrorCode::InvalidRequest, &e.to_string()))?;
                 let outcome = self
@@ -144,6 +151,7 @@ impl NodeHandler {
                     more,
                 })
             }
+            Req::Control(control) => self.control(session, &control.payload).await?,
             Req::Status(_) => Res::Status(Box::new(self.status().await.map_err(storage_error)?)),
             Req::ListPeers(_) => self.peers_answer().await?,
             Req::AddPeer(add) => {
@@ -190,6 +198,118 @@ impl NodeHandler {
                 self.peers_answer().await?
             }
         })
+    }
+
+    /// With a control plane, a node may sync only if it is a member of the running
+    /// configuration or a cloud remote; tools always may.
+    fn admit(&self, session: &SessionInfo) -> Result<(), Res> {
+        let (Some(cluster), Some(peer)) = (&self.cluster, &session.peer) else {
+            return Ok(());
+        };
+        if cluster.is_member(peer) || self.book.is_cloud_remote(peer) {
+            return Ok(());
+        }
+        let configuration = cluster
+            .configuration()
+            .map(|c| format!("configuration {}", c.configuration_id))
+            .unwrap_or_else(|| "any configuration here".into());
+        Err(error_body(
+            ErrorCode::Forbidden,
+            &format!("node {peer} is not a member of {configuration}; only members sync"),
+        ))
+    }
+
+    async fn control(&self, session: &SessionInfo, payload: &[u8]) -> Result<Res, Res> {
+        let invalid = |message: String| error_body(ErrorCode::InvalidRequest, &message);
+        let call: ControlCall = serde_json::from_slice(payload)
+            .map_err(|e| invalid(format!("an unreadable control message: {e}")))?;
+        let Some(cluster) = &self.cluster else {
+            return Err(error_body(
+                ErrorCode::Forbidden,
+                "this node runs without a control plane: give it a [cluster] section to make it a cluster member",
+            ));
+        };
+        let unavailable = |message: String| error_body(ErrorCode::Unavailable, &message);
+        let reply = match call {
+            ControlCall::Frames { frames } => {
+                let from = session.peer.clone().ok_or_else(|| {
+                    error_body(ErrorCode::Forbidden, "only nodes send control frames")
+                })?;
+                cluster.frames(from, frames).await.map_err(unavailable)?
+            }
+            ControlCall::Offer {
+                configuration,
+                sealed_log,
+            } => {
+                let from = session.peer.clone().ok_or_else(|| {
+                    error_body(ErrorCode::Forbidden, "only cluster members invite nodes")
+                })?;
+                cluster
+                    .accept_offer(from, configuration, sealed_log, self.sync.context())
+                    .map_err(invalid)?;
+                ControlReply::Accepted
+            }
+            ControlCall::Status => ControlReply::Status(cluster.status().map_err(unavailable)?),
+            ControlCall::Reconfigure { members } => {
+                forbid_nodes(session)?;
+                let configuration = self.reconfigure_cluster(members).await?;
+                ControlReply::Reconfigured { configuration }
+            }
+        };
+        let payload = serde_json::to_vec(&reply)
+            .map_err(|e| error_body(ErrorCode::Unspecified, &e.to_string()))?;
+        Ok(Res::Control(proto::ControlResponse { payload }))
+    }
+
+    /// Replaces the running configuration with the named members; returns once the seal
+    /// is decided.
+    pub(crate) async fn reconfigure_cluster(
+        &self,
+        members: Vec<String>,
+    ) -> Result<Configuration, Res> {
+        let cluster = self.cluster.as_ref().ok_or_else(|| {
+            error_body(
+                ErrorCode::Forbidden,
+                "this node runs without a control plane: give it a [cluster] section to make it a cluster member",
+            )
+        })?;
+        let members = self.resolve_members(cluster, members).await?;
+        cluster
+            .reconfigure(members)
+            .await
+            .map_err(|message| error_body(ErrorCode::InvalidRequest, &message))
+    }
+
+    /// The addresses of the named members: from the running configuration, else from the
+    /// known peers.
+    async fn resolve_members(
+        &self,
+        cluster: &ControlPlane,
+        names: Vec<String>,
+    ) -> Result<Vec<(NodeId, String)>, Res> {
+        let invalid = |message: String| error_body(ErrorCode::InvalidRequest, &message);
+        let running = cluster.configuration();
+        let known = self.peers.list_peers().await.map_err(storage_error)?;
+        let mut members = Vec::new();
+        for name in names {
+            let node = NodeId::new(name.as_str()).map_err(|e| invalid(e.to_string()))?;
+            let address = running
+                .as_ref()
+                .and_then(|c| c.member(&node).map(|m| m.address.clone()))
+                .or_else(|| {
+                    known
+                        .iter()
+                        .find(|p| p.node_id == node)
+                        .map(|p| p.address.clone())
+                })
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "{node} has no known address: add it first with `cbddc peers add {node} <address>`"
+                    ))
+                })?;
+            members.push((node, address));
+        }
+        Ok(members)
     }
 
     async fn peers_answer(&self) -> Result<Res, Res> {

@@ -21,6 +21,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod cluster;
 mod error;
 mod handler;
 mod peers;
@@ -28,6 +29,7 @@ mod reconfigure;
 mod runtime;
 mod sync;
 
+pub use cluster::{ClusterStatus, RECONFIGURE_DEADLINE};
 pub use error::NodeError;
 pub use peers::{PeerActivity, PeerBook, PeerReport};
 
@@ -255,6 +257,31 @@ impl Node {
     /// What `cbddc status` shows.
     pub async fn status(&self) -> Result<proto::StatusResponse, NodeError> {
         Ok(self.snapshot().handler.status().await?)
+    }
+
+    /// The control plane's state: `Err` for a node without a `[cluster]` section.
+    pub fn cluster_status(&self) -> Result<ClusterStatus, NodeError> {
+        let handler = self.snapshot().handler;
+        let cluster = handler.cluster.as_ref().ok_or_else(|| {
+            NodeError::ControlPlane(
+                "this node runs without a control plane: give it a [cluster] section".into(),
+            )
+        })?;
+        cluster.status().map_err(NodeError::ControlPlane)
+    }
+
+    /// Replaces the cluster's members (this node must be one) and returns once the
+    /// reconfiguration is decided, or with an error after [`RECONFIGURE_DEADLINE`].
+    /// Members are named by node id; each needs a known address (a member of the running
+    /// configuration, or a known peer).
+    pub async fn reconfigure_cluster(&self, members: Vec<NodeId>) -> Result<u32, NodeError> {
+        let handler = self.snapshot().handler;
+        let names = members.into_iter().map(|m| m.to_string()).collect();
+        match handler.reconfigure_cluster(names).await {
+            Ok(configuration) => Ok(configuration.configuration_id),
+            Err(proto::response::Body::Error(e)) => Err(NodeError::ControlPlane(e.message)),
+            Err(_) => Err(NodeError::ControlPlane("an unexpected answer".into())),
+        }
     }
 
     /// Stops following the configuration, syncing and serving (letting requests in flight

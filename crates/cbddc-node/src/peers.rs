@@ -50,6 +50,8 @@ struct Inner {
     activity: BTreeMap<NodeId, PeerActivity>,
     known: Vec<KnownPeer>,
     discovered: BTreeMap<NodeId, SocketAddr>,
+    /// With a control plane: the members of the running configuration and their addresses.
+    members: Option<BTreeMap<NodeId, String>>,
 }
 
 /// Every peer this node talked to, inbound or outbound, or heard beacons from; and the
@@ -149,6 +151,25 @@ impl PeerBook {
         });
     }
 
+    /// With a control plane, only these nodes may lead (`None`: no control plane, every
+    /// eligible peer may); members that are not known peers take part too.
+    pub fn set_members(&self, members: Option<BTreeMap<NodeId, String>>) {
+        self.with(|inner| {
+            let changed = inner.members != members;
+            inner.members = members;
+            ((), changed)
+        });
+    }
+
+    /// Whether `peer` is a known cloud remote.
+    pub fn is_cloud_remote(&self, peer: &NodeId) -> bool {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner
+            .known
+            .iter()
+            .any(|p| &p.node_id == peer && p.peer_type == PeerType::CloudRemote)
+    }
+
     /// Discovered peers that are alive now and not known otherwise, as peers to sync with.
     pub fn discovered_alive(&self) -> Vec<KnownPeer> {
         self.peers()
@@ -245,6 +266,21 @@ impl PeerDirectory for PeerBook {
                     alive_since: self.alive_since(&a, now),
                 },
             );
+        }
+        if let Some(members) = &inner.members {
+            for (id, address) in members {
+                let a = inner.activity.get(id).cloned().unwrap_or_default();
+                view.entry(id.clone()).or_insert_with(|| PeerState {
+                    node_id: id.clone(),
+                    peer_type: PeerType::StaticRemote,
+                    address: address.clone(),
+                    eligible: a.eligible.unwrap_or(false),
+                    alive_since: self.alive_since(&a, now),
+                });
+            }
+            for state in view.values_mut() {
+                state.eligible &= members.contains_key(&state.node_id);
+            }
         }
         view.into_values().collect()
     }

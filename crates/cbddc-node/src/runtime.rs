@@ -3,6 +3,7 @@
 //! applied to it in place (see `reconfigure`).
 
 use crate::NodeError;
+use crate::cluster::{self, ControlPlane};
 use crate::handler::NodeHandler;
 use crate::peers::PeerBook;
 use crate::sync::{SyncContext, SyncOrchestrator};
@@ -33,6 +34,8 @@ pub(crate) struct Runtime {
     pub(crate) handler: Arc<NodeHandler>,
     pub(crate) sync: Arc<SyncOrchestrator>,
     pub(crate) control: Control,
+    /// The control plane, with a `[cluster]` section.
+    pub(crate) cluster: Option<Arc<ControlPlane>>,
     pub(crate) token: CancellationToken,
 }
 
@@ -50,9 +53,11 @@ impl Control {
         listen: SocketAddr,
         sync: Arc<SyncOrchestrator>,
         leadership: Arc<RwLock<Leadership>>,
+        cluster: Option<Arc<ControlPlane>>,
         parent: &CancellationToken,
     ) -> Result<Self, NodeError> {
         let token = parent.child_token();
+        let local = config.node_id.clone();
         let book = sync.book();
         book.set_timeout(config.election.peer_timeout());
         if config.discovery.enabled {
@@ -102,7 +107,17 @@ impl Control {
                     _ = led.changed() => {}
                     _ = changes.changed() => {}
                 }
-                let now = led.borrow_and_update().clone();
+                let mut now = led.borrow_and_update().clone();
+                // With a control plane, only members lead (their books count only members
+                // as eligible; this node checks itself).
+                if let Some(cluster) = &cluster
+                    && !cluster.is_member(&local)
+                {
+                    now.is_leader = false;
+                    if now.leader.as_ref() == Some(&local) {
+                        now.leader = None;
+                    }
+                }
                 sync.set_leader(now.is_leader);
                 *leadership.write().unwrap_or_else(|p| p.into_inner()) = now;
                 sync.set_discovered(book.discovered_alive());
@@ -195,7 +210,12 @@ impl Runtime {
             },
             token.child_token(),
         ));
+        let cluster = match &config.cluster {
+            Some(section) => Some(start_cluster(&config, section, listen, &sync, &token)?),
+            None => None,
+        };
         let handler = Arc::new(NodeHandler {
+            cluster,
             store: store.clone(),
             peers: store.clone(),
             book: sync.book(),
@@ -215,17 +235,22 @@ impl Runtime {
             listen,
             sync.clone(),
             handler.leadership.clone(),
+            handler.cluster.clone(),
             &token,
         )
         .await
         {
             Ok(control) => control,
             Err(e) => {
+                if let Some(cluster) = &handler.cluster {
+                    cluster.stop().await;
+                }
                 sync.stop(GRACE).await;
                 server.stop(GRACE).await;
                 return Err(e);
             }
         };
+        let cluster = handler.cluster.clone();
         tracing::info!(node = %config.node_id, address = %listen, "node services started");
         Ok(Self {
             config,
@@ -234,6 +259,7 @@ impl Runtime {
             handler,
             sync,
             control,
+            cluster,
             token,
         })
     }
@@ -251,6 +277,7 @@ impl Runtime {
             self.listen(),
             self.sync.clone(),
             self.handler.leadership.clone(),
+            self.cluster.clone(),
             &self.token,
         )
         .await?;
@@ -259,10 +286,99 @@ impl Runtime {
 
     pub(crate) async fn stop(&self) -> Option<TcpListener> {
         self.control.stop();
+        if let Some(cluster) = &self.cluster {
+            cluster.stop().await;
+        }
         self.sync.stop(GRACE).await;
         let (listener, _) = self.server.stop_keeping_listener(GRACE).await;
         self.token.cancel();
         self.store.close().await;
         listener
     }
+}
+
+/// Where other members reach this node: its listen address (loopback if it binds all
+/// interfaces: list the node in its peers' `known_peers` to reach it from elsewhere).
+fn advertised(listen: SocketAddr) -> SocketAddr {
+    if listen.ip().is_unspecified() {
+        SocketAddr::new(std::net::IpAddr::from([127, 0, 0, 1]), listen.port())
+    } else {
+        listen
+    }
+}
+
+/// Starts the control plane of a `[cluster]` node, and keeps the data plane (sync peers)
+/// and the election (eligible peers) on the members of its running configuration.
+fn start_cluster(
+    config: &PeerNodeConfiguration,
+    section: &cbddc_config::ClusterConfig,
+    listen: SocketAddr,
+    sync: &Arc<SyncOrchestrator>,
+    token: &CancellationToken,
+) -> Result<Arc<ControlPlane>, NodeError> {
+    let bootstrap = if section.join {
+        None
+    } else {
+        let mut members = Vec::new();
+        for member in &section.members {
+            let address = if member == &config.node_id {
+                advertised(listen).to_string()
+            } else {
+                config
+                    .known_peers
+                    .iter()
+                    .find(|p| &p.node_id == member)
+                    .map(|p| p.address.clone())
+                    .ok_or_else(|| {
+                        NodeError::ControlPlane(format!(
+                            "cluster member {member} has no address: add it to known_peers"
+                        ))
+                    })?
+            };
+            members.push((member.clone(), address));
+        }
+        Some(
+            cbddc_election::membership::Configuration::new(section.configuration_id, members)
+                .map_err(|e| NodeError::ControlPlane(e.to_string()))?,
+        )
+    };
+    let plane = ControlPlane::start(
+        config.node_id.clone(),
+        cbddc_store::database_path(&config.data_dir, &config.node_id),
+        bootstrap,
+        (
+            ClusterKey::derive(&config.cluster_key),
+            ClientSettings {
+                eligible: config.election.eligible,
+                ..ClientSettings::default()
+            },
+        ),
+        token.child_token(),
+    )?;
+    let mut view = plane.watch();
+    let local = config.node_id.clone();
+    let sync = sync.clone();
+    let follow = token.clone();
+    // Until the first view, sync with nobody: a node that waits to join has no members.
+    sync.set_members(Some(Vec::new()));
+    sync.book().set_members(Some(Default::default()));
+    tokio::spawn(async move {
+        loop {
+            let configuration = view.borrow_and_update().configuration.clone();
+            let (peers, addresses) = match &configuration {
+                Some(c) => (
+                    cluster::member_peers(&local, c),
+                    cluster::member_addresses(c),
+                ),
+                None => (Vec::new(), Default::default()),
+            };
+            sync.set_members(Some(peers));
+            sync.book().set_members(Some(addresses));
+            tokio::select! {
+                _ = follow.cancelled() => return,
+                changed = view.changed() => if changed.is_err() { return },
+            }
+        }
+    });
+    Ok(plane)
 }

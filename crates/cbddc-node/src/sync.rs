@@ -46,6 +46,9 @@ struct Wanted {
     known: Vec<KnownPeer>,
     discovered: Vec<KnownPeer>,
     is_leader: bool,
+    /// With a control plane: the other members of the running configuration, which
+    /// replace the known and discovered peers (cloud remotes stay).
+    members: Option<Vec<KnownPeer>>,
 }
 
 /// Keeps exactly one sync task per peer that should be synced with (see the module docs).
@@ -85,6 +88,20 @@ impl SyncOrchestrator {
         self.change(|w| w.discovered = peers);
     }
 
+    /// With a control plane, the other members of the running configuration (`None`
+    /// without one): only they, and cloud remotes, are synced with.
+    pub(crate) fn set_members(&self, members: Option<Vec<KnownPeer>>) {
+        self.change(|w| w.members = members);
+    }
+
+    /// What every peer task shares.
+    pub(crate) fn context(&self) -> SyncContext {
+        self.context
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Whether this node leads (and so syncs with cloud remotes).
     pub(crate) fn set_leader(&self, is_leader: bool) {
         let changed = {
@@ -114,9 +131,22 @@ impl SyncOrchestrator {
         let want: BTreeMap<NodeId, KnownPeer> = {
             let wanted = self.wanted.lock().unwrap_or_else(|p| p.into_inner());
             let mut peers: BTreeMap<NodeId, KnownPeer> = BTreeMap::new();
-            for peer in wanted.discovered.iter().chain(wanted.known.iter()) {
-                // Known peers come second and win over a discovery of the same node.
-                peers.insert(peer.node_id.clone(), peer.clone());
+            match &wanted.members {
+                None => {
+                    for peer in wanted.discovered.iter().chain(wanted.known.iter()) {
+                        // Known peers come second and win over a discovery of the same node.
+                        peers.insert(peer.node_id.clone(), peer.clone());
+                    }
+                }
+                Some(members) => {
+                    let clouds = wanted
+                        .known
+                        .iter()
+                        .filter(|p| p.peer_type == PeerType::CloudRemote);
+                    for peer in members.iter().chain(clouds) {
+                        peers.insert(peer.node_id.clone(), peer.clone());
+                    }
+                }
             }
             peers.retain(|id, p| {
                 p.enabled
@@ -316,4 +346,62 @@ async fn push_missing(
         }
     }
     Ok(())
+}
+
+/// Copies everything `peer` at `address` holds that this node lacks, page by page (each
+/// page bounded by `ctx.limits`), logging progress: how a newcomer receives the cluster's
+/// data before it joins. Returns the number of entries applied.
+pub(crate) async fn copy_from(
+    ctx: &SyncContext,
+    peer: &NodeId,
+    address: &str,
+) -> Result<u64, String> {
+    /// A peer that never says "no more" cannot keep a newcomer copying forever.
+    const MAX_PAGES: usize = 1_000_000;
+    let mut client = PeerClient::connect(address, &ctx.key, Some(&ctx.node_id), ctx.client)
+        .await
+        .map_err(|e| e.to_string())?;
+    if client.remote_node() != peer {
+        return Err(SyncError::Identity {
+            expected: peer.clone(),
+            found: client.remote_node().clone(),
+        }
+        .to_string());
+    }
+    let started = std::time::Instant::now();
+    let mut last_report = started;
+    let mut applied: u64 = 0;
+    let mut received: u64 = 0;
+    for _ in 0..MAX_PAGES {
+        let have = ctx
+            .store
+            .version_vector()
+            .await
+            .map_err(|e| e.to_string())?;
+        let page = client
+            .pull(&have, ctx.limits)
+            .await
+            .map_err(|e| e.to_string())?;
+        let count = page.entries.len() as u64;
+        if count > 0 {
+            let outcome = ctx
+                .store
+                .apply_remote(page.entries)
+                .await
+                .map_err(|e| e.to_string())?;
+            applied += outcome.applied as u64;
+            received += count;
+        }
+        if last_report.elapsed() >= Duration::from_secs(1) {
+            last_report = std::time::Instant::now();
+            tracing::info!(%peer, received, applied, elapsed = ?started.elapsed(), "copying the cluster's data");
+        }
+        if !page.more || count == 0 {
+            tracing::info!(%peer, received, applied, elapsed = ?started.elapsed(), "copied the cluster's data");
+            return Ok(applied);
+        }
+    }
+    Err(format!(
+        "{peer} sent more than {MAX_PAGES} pages; giving up"
+    ))
 }

@@ -1,0 +1,213 @@
+//! Carries control frames to other members: one task and one session per peer, so each
+//! link keeps its order (OmniPaxos detects lost messages but needs FIFO links). A link
+//! that fails drops what it was sending and reconnects; the crate resends what matters.
+
+use super::plane::Command;
+use super::wire::{ControlCall, ControlReply};
+use cbddc_core::NodeId;
+use cbddc_election::membership::{Configuration, ControlEntry, ControlFrame};
+use cbddc_net::{ClientSettings, ClusterKey, PeerClient};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::mpsc::Sender;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Frames sent in one request at most.
+const MAX_BATCH: usize = 256;
+/// Pause after a failed connection before the link tries again.
+const RECONNECT_AFTER: Duration = Duration::from_millis(200);
+
+#[derive(Debug, Clone)]
+pub(crate) struct LinkSettings {
+    pub(crate) local: NodeId,
+    pub(crate) key: ClusterKey,
+    pub(crate) client: ClientSettings,
+}
+
+/// The outgoing side of the control plane.
+pub(crate) struct Links {
+    settings: LinkSettings,
+    runtime: tokio::runtime::Handle,
+    token: CancellationToken,
+    commands: Sender<Command>,
+    open: Mutex<BTreeMap<NodeId, (String, mpsc::UnboundedSender<ControlFrame>)>>,
+}
+
+impl std::fmt::Debug for Links {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Links")
+            .field("local", &self.settings.local)
+            .finish()
+    }
+}
+
+impl Links {
+    pub(crate) fn new(
+        settings: LinkSettings,
+        runtime: tokio::runtime::Handle,
+        token: CancellationToken,
+        commands: Sender<Command>,
+    ) -> Self {
+        Self {
+            settings,
+            runtime,
+            token,
+            commands,
+            open: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Queues `frame` for `to`, opening its link if needed (callable from any thread).
+    pub(crate) fn send(&self, to: &NodeId, address: &str, frame: ControlFrame) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((known, link)) = open.get(to)
+            && known == address
+            && link.send(frame.clone()).is_ok()
+        {
+            return;
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = tx.send(frame);
+        self.runtime.spawn(link(
+            self.settings.clone(),
+            to.clone(),
+            address.to_string(),
+            rx,
+            self.commands.clone(),
+            self.token.child_token(),
+        ));
+        open.insert(to.clone(), (address.to_string(), tx));
+    }
+
+    /// Invites `to` into `configuration`, handing it the log sealed before it.
+    pub(crate) fn offer(
+        &self,
+        to: &NodeId,
+        address: &str,
+        configuration: Configuration,
+        sealed_log: Vec<ControlEntry>,
+    ) {
+        let settings = self.settings.clone();
+        let to = to.clone();
+        let address = address.to_string();
+        let token = self.token.clone();
+        self.runtime.spawn(async move {
+            let call = ControlCall::Offer {
+                configuration,
+                sealed_log,
+            };
+            let offered = tokio::select! {
+                _ = token.cancelled() => return,
+                answer = exchange(&settings, &to, &address, &call) => answer,
+            };
+            match offered {
+                Ok(_) => tracing::info!(peer = %to, %address, "invited a new member"),
+                Err(e) => {
+                    tracing::warn!(peer = %to, %address, error = %e, "inviting a new member failed; it is invited again shortly")
+                }
+            }
+        });
+    }
+}
+
+async fn connect(
+    settings: &LinkSettings,
+    to: &NodeId,
+    address: &str,
+) -> Result<PeerClient, String> {
+    let client = PeerClient::connect(
+        address,
+        &settings.key,
+        Some(&settings.local),
+        settings.client,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    if client.remote_node() != to {
+        return Err(format!(
+            "the node at {address} is {}, not {to}",
+            client.remote_node()
+        ));
+    }
+    Ok(client)
+}
+
+async fn call(client: &mut PeerClient, call: &ControlCall) -> Result<ControlReply, String> {
+    let payload = serde_json::to_vec(call).map_err(|e| e.to_string())?;
+    let answer = client.control(payload).await.map_err(|e| e.to_string())?;
+    serde_json::from_slice(&answer).map_err(|e| format!("an unreadable control answer: {e}"))
+}
+
+async fn exchange(
+    settings: &LinkSettings,
+    to: &NodeId,
+    address: &str,
+    request: &ControlCall,
+) -> Result<ControlReply, String> {
+    let mut client = connect(settings, to, address).await?;
+    call(&mut client, request).await
+}
+
+async fn link(
+    settings: LinkSettings,
+    to: NodeId,
+    address: String,
+    mut frames: mpsc::UnboundedReceiver<ControlFrame>,
+    commands: Sender<Command>,
+    token: CancellationToken,
+) {
+    let mut client: Option<PeerClient> = None;
+    loop {
+        let first = tokio::select! {
+            _ = token.cancelled() => return,
+            first = frames.recv() => match first {
+                Some(frame) => frame,
+                None => return,
+            },
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match frames.try_recv() {
+                Ok(frame) => batch.push(frame),
+                Err(_) => break,
+            }
+        }
+        if client.is_none() {
+            match connect(&settings, &to, &address).await {
+                Ok(c) => client = Some(c),
+                Err(e) => {
+                    tracing::debug!(peer = %to, %address, error = %e, dropped = batch.len(), "control link down");
+                    tokio::select! {
+                        _ = token.cancelled() => return,
+                        _ = tokio::time::sleep(RECONNECT_AFTER) => {}
+                    }
+                    // What queued meanwhile is stale too: OmniPaxos resends what matters.
+                    while frames.try_recv().is_ok() {}
+                    continue;
+                }
+            }
+        }
+        let Some(session) = client.as_mut() else {
+            continue;
+        };
+        match call(session, &ControlCall::Frames { frames: batch }).await {
+            Ok(ControlReply::Superseded {
+                configuration_id,
+                decided,
+            }) => {
+                tracing::info!(peer = %to, configuration_id, "a peer says our configuration is sealed");
+                let _ = commands.send(Command::LearnSeal {
+                    configuration_id,
+                    decided,
+                });
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(peer = %to, %address, error = %e, "control link failed; reconnecting");
+                client = None;
+            }
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! The control plane of a node with a `[cluster]` section: the members of the cluster,
+//! agreed through OmniPaxos ([`cbddc_election::membership`]), changed by reconfiguration,
+//! and used to fence the data plane (only members and cloud remotes sync) and the
+//! election (only members lead).
+//!
+//! - `plane`: the thread that owns the membership and its SQLite logs;
+//! - `links`: ordered links carrying control frames to other members, and invitations;
+//! - `wire`: the JSON payloads of `Request::Control`.
+
+mod links;
+mod plane;
+mod wire;
+
+pub(crate) use wire::{ControlCall, ControlReply};
+
+use crate::NodeError;
+use crate::sync::SyncContext;
+use cbddc_core::{KnownPeer, NodeId, PeerType};
+use cbddc_election::membership::{Configuration, ControlEntry, ControlFrame};
+use links::{LinkSettings, Links};
+use plane::{Command, PlaneSettings};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+/// How long `reconfigure` waits for its seal to be decided.
+pub const RECONFIGURE_DEADLINE: Duration = Duration::from_secs(30);
+
+/// What `cbddc cluster status` shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// The running configuration (`None` before joining a cluster, or after retiring).
+    pub configuration_id: Option<u32>,
+    /// Its members' node ids, in pid order.
+    pub members: Vec<String>,
+    /// The OmniPaxos leader of the running configuration, if one is known.
+    pub leader: Option<String>,
+    /// Control entries decided in the running configuration.
+    pub decided_idx: u64,
+    /// This node was removed from the cluster.
+    pub retired: bool,
+    /// The last configuration it was a member of, if it retired.
+    pub retired_after: Option<u32>,
+}
+
+/// What the control thread publishes to the rest of the node.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ClusterView {
+    pub(crate) status: ClusterStatus,
+    pub(crate) configuration: Option<Configuration>,
+    /// Why the control plane stopped, if it did.
+    pub(crate) failure: Option<String>,
+}
+
+/// A handle on the control-plane thread.
+#[derive(Debug)]
+pub(crate) struct ControlPlane {
+    local: NodeId,
+    commands: Sender<Command>,
+    view: watch::Receiver<ClusterView>,
+    joining: AtomicBool,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    token: CancellationToken,
+}
+
+impl ControlPlane {
+    /// Starts the control thread on the node's database at `database`.
+    pub(crate) fn start(
+        local: NodeId,
+        database: std::path::PathBuf,
+        bootstrap: Option<Configuration>,
+        link: (cbddc_net::ClusterKey, cbddc_net::ClientSettings),
+        token: CancellationToken,
+    ) -> Result<Arc<Self>, NodeError> {
+        let (commands, receiver) = std::sync::mpsc::channel();
+        let (view_tx, view) = watch::channel(ClusterView::default());
+        let links = Arc::new(Links::new(
+            LinkSettings {
+                local: local.clone(),
+                key: link.0,
+                client: link.1,
+            },
+            tokio::runtime::Handle::current(),
+            token.clone(),
+            commands.clone(),
+        ));
+        let settings = PlaneSettings {
+            local: local.clone(),
+            database,
+            bootstrap,
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("cbddc-control-{local}"))
+            .spawn(move || plane::run(settings, receiver, links, view_tx))
+            .map_err(|e| NodeError::ControlPlane(format!("cannot start its thread: {e}")))?;
+        Ok(Arc::new(Self {
+            local,
+            commands,
+            view,
+            joining: AtomicBool::new(false),
+            thread: Mutex::new(Some(thread)),
+            token,
+        }))
+    }
+
+    pub(crate) fn watch(&self) -> watch::Receiver<ClusterView> {
+        self.view.clone()
+    }
+
+    pub(crate) fn status(&self) -> Result<ClusterStatus, String> {
+        let view = self.view.borrow();
+        match &view.failure {
+            Some(failure) => Err(format!("the control plane stopped: {failure}")),
+            None => Ok(view.status.clone()),
+        }
+    }
+
+    /// The running configuration, if this node is in one.
+    pub(crate) fn configuration(&self) -> Option<Configuration> {
+        self.view.borrow().configuration.clone()
+    }
+
+    /// Whether `node` is a member of the running configuration here.
+    pub(crate) fn is_member(&self, node: &NodeId) -> bool {
+        self.view
+            .borrow()
+            .configuration
+            .as_ref()
+            .is_some_and(|c| c.member(node).is_some())
+    }
+
+    fn command<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<oneshot::Receiver<T>, String> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(make(reply))
+            .map_err(|_| "the control plane is stopped".to_string())?;
+        Ok(answer)
+    }
+
+    /// Hands frames from `from` to the membership.
+    pub(crate) async fn frames(
+        &self,
+        from: NodeId,
+        frames: Vec<ControlFrame>,
+    ) -> Result<ControlReply, String> {
+        let answer = self.command(|reply| Command::Frames {
+            from,
+            frames,
+            reply,
+        })?;
+        match answer.await {
+            Ok(Some((configuration_id, decided))) => Ok(ControlReply::Superseded {
+                configuration_id,
+                decided,
+            }),
+            Ok(None) => Ok(ControlReply::Accepted),
+            Err(_) => Err("the control plane restarted; send again".into()),
+        }
+    }
+
+    /// Proposes the next configuration and waits until its seal is decided.
+    pub(crate) async fn reconfigure(
+        &self,
+        members: Vec<(NodeId, String)>,
+    ) -> Result<Configuration, String> {
+        let answer = self.command(|reply| Command::Reconfigure { members, reply })?;
+        match tokio::time::timeout(RECONFIGURE_DEADLINE, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err("the control plane restarted before the reconfiguration was decided; check `cbddc cluster status` and try again".into()),
+            Err(_) => Err(format!(
+                "the reconfiguration was not decided within {RECONFIGURE_DEADLINE:?}: is a majority of the members up? It may still be decided; check `cbddc cluster status`"
+            )),
+        }
+    }
+
+    /// Accepts an invitation from `from` into `configuration`: copies the cluster's data
+    /// from it, then stores the sealed log and starts the configuration, in the
+    /// background (the inviter offers again until this node speaks).
+    pub(crate) fn accept_offer(
+        self: &Arc<Self>,
+        from: NodeId,
+        configuration: Configuration,
+        sealed_log: Vec<ControlEntry>,
+        sync: SyncContext,
+    ) -> Result<(), String> {
+        if configuration.member(&self.local).is_none() {
+            return Err(format!(
+                "this node ({}) is not a member of configuration {}",
+                self.local, configuration.configuration_id
+            ));
+        }
+        let Some(inviter) = configuration.member(&from).cloned() else {
+            return Err(format!(
+                "{from} is not a member of the configuration it invites to"
+            ));
+        };
+        let running = self.view.borrow().status.configuration_id;
+        if running.is_some_and(|id| id >= configuration.configuration_id) {
+            return Ok(());
+        }
+        if self.joining.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let plane = self.clone();
+        tokio::spawn(async move {
+            let id = configuration.configuration_id;
+            tracing::info!(inviter = %from, configuration = id, "invited into the cluster: copying its data first");
+            let joined = async {
+                let copy = crate::sync::copy_from(&sync, &inviter.node_id, &inviter.address);
+                let applied = tokio::select! {
+                    _ = plane.token.cancelled() => return Err("the node is stopping".to_string()),
+                    copied = copy => copied?,
+                };
+                let answer = plane.command(|reply| Command::Join {
+                    configuration,
+                    sealed_log,
+                    reply,
+                })?;
+                answer
+                    .await
+                    .map_err(|_| "the control plane restarted".to_string())??;
+                Ok::<u64, String>(applied)
+            }
+            .await;
+            match joined {
+                Ok(applied) => {
+                    tracing::info!(configuration = id, applied, "joined the cluster")
+                }
+                Err(e) => {
+                    tracing::warn!(configuration = id, error = %e, "joining the cluster failed; waiting for the next invitation")
+                }
+            }
+            plane.joining.store(false, Ordering::SeqCst);
+        });
+        Ok(())
+    }
+
+    /// Stops the thread and waits for it (its SQLite connections close with it).
+    pub(crate) async fn stop(&self) {
+        let _ = self.commands.send(Command::Stop);
+        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+/// The other members of `configuration`, as peers to sync with.
+pub(crate) fn member_peers(local: &NodeId, configuration: &Configuration) -> Vec<KnownPeer> {
+    configuration
+        .members
+        .iter()
+        .filter(|m| &m.node_id != local)
+        .filter_map(|m| {
+            KnownPeer::new(
+                m.node_id.clone(),
+                m.address.as_str(),
+                PeerType::StaticRemote,
+            )
+            .ok()
+        })
+        .collect()
+}
+
+/// The members of `configuration` with their addresses.
+pub(crate) fn member_addresses(configuration: &Configuration) -> BTreeMap<NodeId, String> {
+    configuration
+        .members
+        .iter()
+        .map(|m| (m.node_id.clone(), m.address.clone()))
+        .collect()
+}

@@ -1,0 +1,318 @@
+//! The control-plane thread: owns the node's [`Membership`] (whose OmniPaxos instances
+//! do blocking SQLite I/O), ticks it, feeds it frames and commands, and carries out its
+//! actions. A panic inside is a crash of the control plane only: it is rebuilt from the
+//! database, and the node keeps serving.
+
+use super::links::Links;
+use super::{ClusterStatus, ClusterView};
+use cbddc_core::NodeId;
+use cbddc_election::membership::{
+    Action, Configuration, ControlEntry, ControlFrame, Membership, MembershipError,
+};
+use cbddc_store::{ClusterRecords, SqliteLogStorage};
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+use tokio::sync::{oneshot, watch};
+
+/// One OmniPaxos tick; the election timeout is a few of them.
+pub(crate) const TICK: Duration = Duration::from_millis(10);
+/// Rebuilds after panics before the control plane gives up (the node keeps serving).
+const MAX_REBUILDS: u32 = 5;
+
+type Log = SqliteLogStorage<ControlEntry>;
+
+pub(crate) enum Command {
+    Frames {
+        from: NodeId,
+        frames: Vec<ControlFrame>,
+        reply: oneshot::Sender<Option<(u32, Vec<ControlEntry>)>>,
+    },
+    LearnSeal {
+        configuration_id: u32,
+        decided: Vec<ControlEntry>,
+    },
+    Join {
+        configuration: Configuration,
+        sealed_log: Vec<ControlEntry>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    Reconfigure {
+        members: Vec<(NodeId, String)>,
+        reply: oneshot::Sender<Result<Configuration, String>>,
+    },
+    Stop,
+}
+
+pub(crate) struct PlaneSettings {
+    pub(crate) local: NodeId,
+    pub(crate) database: PathBuf,
+    /// Bootstrapped when the database holds no configuration yet (`None`: wait to join).
+    pub(crate) bootstrap: Option<Configuration>,
+}
+
+/// Runs until [`Command::Stop`] or until every command sender is gone.
+pub(crate) fn run(
+    settings: PlaneSettings,
+    commands: Receiver<Command>,
+    links: Arc<Links>,
+    view: watch::Sender<ClusterView>,
+) {
+    for attempt in 0..=MAX_REBUILDS {
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let mut plane = Plane::open(&settings, links.clone(), &view)?;
+            plane.serve(&commands, &view);
+            Ok::<(), String>(())
+        }));
+        match outcome {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => {
+                tracing::error!(node = %settings.local, error = %e, "the control plane cannot start; the node keeps serving without it");
+                view.send_modify(|v| v.failure = Some(e));
+                return;
+            }
+            Err(_) => {
+                tracing::error!(node = %settings.local, attempt, "the control plane crashed; rebuilding it from the database");
+                std::thread::sleep(Duration::from_millis(100 * u64::from(attempt + 1)));
+            }
+        }
+    }
+    let message = format!("the control plane crashed {MAX_REBUILDS} times; restart the node");
+    tracing::error!(node = %settings.local, "{message}");
+    view.send_modify(|v| v.failure = Some(message));
+}
+
+/// A reconfiguration asked for here: the configuration id it proposed, the configuration
+/// itself, and where to answer once a seal for that id is decided.
+type Waiter = (
+    u32,
+    Configuration,
+    oneshot::Sender<Result<Configuration, String>>,
+);
+
+struct Plane {
+    local: NodeId,
+    membership: Membership<Log>,
+    records: ClusterRecords,
+    links: Arc<Links>,
+    /// Reconfigurations asked for here, waiting for their seal to be decided.
+    waiting: Vec<Waiter>,
+}
+
+impl Plane {
+    fn open(
+        settings: &PlaneSettings,
+        links: Arc<Links>,
+        view: &watch::Sender<ClusterView>,
+    ) -> Result<Self, String> {
+        let records = ClusterRecords::open(&settings.database).map_err(|e| e.to_string())?;
+        let stored = records.list().map_err(|e| e.to_string())?;
+        let database = settings.database.clone();
+        let mut membership = Membership::new(settings.local.clone(), move |id| {
+            Log::open(&database, id).map_err(|e| e.to_string())
+        });
+        // Resuming from the first configuration replays every seal since, in order, so
+        // this node can again tell late members where the cluster went.
+        let first = match stored.first() {
+            Some((id, text)) => Some(serde_json::from_str::<Configuration>(text).map_err(|e| {
+                format!(
+                    "the stored configuration {id} is unreadable ({e}); the database is damaged"
+                )
+            })?),
+            None => settings.bootstrap.clone(),
+        };
+        match first {
+            Some(configuration) => {
+                membership
+                    .bootstrap(configuration)
+                    .map_err(|e| e.to_string())?;
+            }
+            None => {
+                tracing::info!(node = %settings.local, "waiting to be invited into a cluster");
+            }
+        }
+        let mut plane = Self {
+            local: settings.local.clone(),
+            membership,
+            records,
+            links,
+            waiting: Vec::new(),
+        };
+        plane.carry_out();
+        plane.publish(view);
+        Ok(plane)
+    }
+
+    fn serve(&mut self, commands: &Receiver<Command>, view: &watch::Sender<ClusterView>) {
+        let mut next_tick = Instant::now() + TICK;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match commands.recv_timeout(wait) {
+                Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+                Ok(command) => self.command(command),
+                Err(RecvTimeoutError::Timeout) => {
+                    self.membership.tick();
+                    next_tick += TICK;
+                    // After a stall, do not tick in a burst to catch up.
+                    if next_tick < Instant::now() {
+                        next_tick = Instant::now() + TICK;
+                    }
+                }
+            }
+            self.carry_out();
+            self.publish(view);
+        }
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Frames {
+                from,
+                frames,
+                reply,
+            } => {
+                let mut superseded = None;
+                for frame in frames {
+                    match self.membership.handle(&from, frame) {
+                        Ok(()) => {}
+                        Err(MembershipError::Superseded {
+                            configuration_id,
+                            decided,
+                            ..
+                        }) => superseded = Some((configuration_id, decided)),
+                        Err(e) => {
+                            tracing::debug!(peer = %from, error = %e, "control frame refused")
+                        }
+                    }
+                }
+                let _ = reply.send(superseded);
+            }
+            Command::LearnSeal {
+                configuration_id,
+                decided,
+            } => {
+                if let Err(e) = self.membership.learn_seal(configuration_id, decided) {
+                    tracing::warn!(error = %e, "a peer's seal was refused");
+                }
+            }
+            Command::Join {
+                configuration,
+                sealed_log,
+                reply,
+            } => {
+                let joined = self
+                    .membership
+                    .join_with_log(configuration, sealed_log)
+                    .map_err(|e| e.to_string());
+                let _ = reply.send(joined);
+            }
+            Command::Reconfigure { members, reply } => {
+                match self.membership.reconfigure(members, None) {
+                    Ok(next) => {
+                        tracing::info!(node = %self.local, next = next.configuration_id, members = ?next.members.iter().map(|m| m.node_id.as_str()).collect::<Vec<_>>(), "reconfiguration proposed");
+                        self.waiting.push((next.configuration_id, next, reply));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.to_string()));
+                    }
+                }
+            }
+            Command::Stop => {}
+        }
+    }
+
+    fn carry_out(&mut self) {
+        for action in self.membership.take_actions() {
+            match action {
+                Action::Send {
+                    to, address, frame, ..
+                } => self.links.send(&to, &address, frame),
+                Action::Started { configuration } => {
+                    match serde_json::to_string(&configuration) {
+                        Ok(text) => {
+                            if let Err(e) = self.records.save(configuration.configuration_id, &text)
+                            {
+                                // Without the record a restart resumes an older
+                                // configuration and learns the seal again from peers.
+                                tracing::error!(error = %e, "cannot record the configuration");
+                            }
+                        }
+                        Err(e) => tracing::error!(error = %e, "cannot encode the configuration"),
+                    }
+                }
+                Action::Sealed {
+                    configuration_id,
+                    next,
+                    ..
+                } => {
+                    tracing::info!(node = %self.local, sealed = configuration_id, next = next.configuration_id, "the cluster moved to a new configuration");
+                    for (id, wanted, reply) in std::mem::take(&mut self.waiting) {
+                        if id != next.configuration_id {
+                            self.waiting.push((id, wanted, reply));
+                        } else if wanted == next {
+                            let _ = reply.send(Ok(next.clone()));
+                        } else {
+                            let _ = reply.send(Err(format!(
+                                "another reconfiguration was decided first: configuration {} has members {}",
+                                next.configuration_id,
+                                member_names(&next)
+                            )));
+                        }
+                    }
+                }
+                Action::OfferJoin {
+                    to,
+                    address,
+                    configuration,
+                } => {
+                    let sealed = configuration.configuration_id.saturating_sub(1);
+                    if let Some(log) = self.membership.sealed_log(sealed) {
+                        self.links.offer(&to, &address, configuration, log);
+                    }
+                }
+                Action::Retired { configuration_id } => {
+                    tracing::info!(node = %self.local, configuration_id, "this node is no longer a member of the cluster");
+                }
+                Action::Dropped { entry } => {
+                    tracing::warn!(id = ?entry.id, "a control entry proposed here was not decided before this node retired");
+                }
+                Action::Decided { .. } => {}
+            }
+        }
+    }
+
+    fn publish(&self, view: &watch::Sender<ClusterView>) {
+        let status = ClusterStatus {
+            configuration_id: self.membership.configuration().map(|c| c.configuration_id),
+            members: self
+                .membership
+                .configuration()
+                .map(|c| c.members.iter().map(|m| m.node_id.to_string()).collect())
+                .unwrap_or_default(),
+            leader: self.membership.leader().map(|l| l.to_string()),
+            decided_idx: self.membership.decided_idx() as u64,
+            retired: self.membership.retired_after().is_some(),
+            retired_after: self.membership.retired_after(),
+        };
+        let configuration = self.membership.configuration().cloned();
+        view.send_if_modified(|v| {
+            let changed = v.status != status || v.configuration != configuration;
+            if changed {
+                v.status = status;
+                v.configuration = configuration;
+            }
+            changed
+        });
+    }
+}
+
+pub(crate) fn member_names(configuration: &Configuration) -> String {
+    configuration
+        .members
+        .iter()
+        .map(|m| m.node_id.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}

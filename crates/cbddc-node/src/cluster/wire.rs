@@ -1,0 +1,40 @@
+//! The control-plane payloads carried by `Request::Control` (JSON; see docs/protocol.md).
+
+use cbddc_election::membership::{Configuration, ControlEntry, ControlFrame};
+use serde::{Deserialize, Serialize};
+
+/// What a node or tool asks of a node's control plane.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "call", rename_all = "snake_case")]
+pub(crate) enum ControlCall {
+    /// OmniPaxos messages from a member, in the order they were produced (nodes only).
+    Frames { frames: Vec<ControlFrame> },
+    /// A member invites this node into `configuration`: copy the data, store the sealed
+    /// log (which ends with the seal naming `configuration`), then start (nodes only).
+    Offer {
+        configuration: Configuration,
+        sealed_log: Vec<ControlEntry>,
+    },
+    /// The control plane's state.
+    Status,
+    /// Replace the running configuration with these members (tools only).
+    Reconfigure { members: Vec<String> },
+}
+
+/// The answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub(crate) enum ControlReply {
+    /// Taken.
+    Accepted,
+    /// The frames' configuration is sealed: learn the seal from its decided log.
+    Superseded {
+        configuration_id: u32,
+        decided: Vec<ControlEntry>,
+    },
+    Status(crate::ClusterStatus),
+    /// The seal is decided; `configuration` runs now.
+    Reconfigured {
+        configuration: Configuration,
+    },
+}

@@ -1,0 +1,149 @@
+//! Cluster membership through the control plane: bootstrap, replacing a member, a newcomer
+//! receiving the data, fencing of a retired member, and a second reconfiguration.
+
+use cbddc_config::{ClusterConfig, PeerNodeConfiguration};
+use cbddc_core::{KnownPeer, PeerType};
+use cbddc_node::ClusterStatus;
+use cbddc_tests::{TestNode, node_id, wait_until};
+use std::time::Duration;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn peer(config: &PeerNodeConfiguration) -> KnownPeer {
+    KnownPeer::new(
+        config.node_id.clone(),
+        format!("127.0.0.1:{}", config.tcp_port),
+        PeerType::StaticRemote,
+    )
+    .unwrap()
+}
+
+/// Configurations for `names`, each knowing all the others; the first `members` bootstrap
+/// a cluster of themselves, the rest wait to be invited.
+fn cluster(names: &[&str], members: usize) -> Vec<(PeerNodeConfiguration, tempfile::TempDir)> {
+    let mut configs: Vec<_> = names.iter().map(|n| TestNode::configure(n)).collect();
+    let peers: Vec<KnownPeer> = configs.iter().map(|(c, _)| peer(c)).collect();
+    for (index, (config, _)) in configs.iter_mut().enumerate() {
+        config.election.interval_ms = 100;
+        config.election.peer_timeout_ms = 600;
+        config.known_peers = peers
+            .iter()
+            .filter(|p| p.node_id != config.node_id)
+            .cloned()
+            .collect();
+        config.cluster = Some(if index < members {
+            ClusterConfig {
+                configuration_id: 1,
+                members: names[..members].iter().map(|n| node_id(n)).collect(),
+                join: false,
+            }
+        } else {
+            ClusterConfig {
+                configuration_id: 1,
+                members: Vec::new(),
+                join: true,
+            }
+        });
+    }
+    configs
+}
+
+fn status(node: &TestNode) -> ClusterStatus {
+    node.node().cluster_status().unwrap()
+}
+
+fn runs(node: &TestNode, configuration_id: u32, members: &[&str]) -> bool {
+    let status = status(node);
+    status.configuration_id == Some(configuration_id)
+        && status.members == members.iter().map(|m| m.to_string()).collect::<Vec<_>>()
+}
+
+async fn count(node: &TestNode) -> usize {
+    node.documents("docs").await.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_is_replaced_the_newcomer_gets_the_data_and_the_retired_one_is_fenced() {
+    let mut nodes = Vec::new();
+    for (config, dir) in cluster(&["a", "b", "c", "d"], 3) {
+        nodes.push(TestNode::start(config, dir).await);
+    }
+    let [a, b, c, d] = &nodes[..] else {
+        unreachable!()
+    };
+    wait_until(
+        "a, b and c agree on configuration 1 and a leader",
+        DEADLINE,
+        || async {
+            [a, b, c].iter().all(|n| runs(n, 1, &["a", "b", "c"]))
+                && [a, b, c].iter().all(|n| status(n).leader.is_some())
+        },
+    )
+    .await;
+    assert_eq!(status(d).configuration_id, None, "d waits to be invited");
+    let writes = (0..200)
+        .map(|i| cbddc_core::LocalWrite::put("docs", format!("k{i:03}"), format!("{{\"n\":{i}}}")))
+        .collect();
+    a.node().write(writes).await.unwrap();
+    wait_until("b and c hold the 200 documents", DEADLINE, || async {
+        count(b).await == 200 && count(c).await == 200
+    })
+    .await;
+    assert_eq!(
+        count(d).await,
+        0,
+        "a node outside the cluster is not synced with"
+    );
+
+    let next = a
+        .node()
+        .reconfigure_cluster(vec![node_id("a"), node_id("b"), node_id("d")])
+        .await
+        .unwrap();
+    assert_eq!(next, 2);
+    wait_until("a, b and d run configuration 2", DEADLINE, || async {
+        [a, b, d].iter().all(|n| runs(n, 2, &["a", "b", "d"]))
+    })
+    .await;
+    wait_until("c retires", DEADLINE, || async { status(c).retired }).await;
+    wait_until("d holds the 200 documents", DEADLINE, || async {
+        count(d).await == 200
+    })
+    .await;
+
+    d.node().put("docs", "from-d", "{}").await.unwrap();
+    wait_until("a write on d reaches b", DEADLINE, || async {
+        b.node().get("docs", "from-d").await.unwrap().is_some()
+    })
+    .await;
+    c.node().put("docs", "from-retired-c", "{}").await.unwrap();
+    b.node().put("docs", "after-c", "{}").await.unwrap();
+    wait_until("a later write on b reaches a", DEADLINE, || async {
+        a.node().get("docs", "after-c").await.unwrap().is_some()
+    })
+    .await;
+    assert!(
+        a.node()
+            .get("docs", "from-retired-c")
+            .await
+            .unwrap()
+            .is_none(),
+        "a write on the retired c must not reach a"
+    );
+
+    let next = b
+        .node()
+        .reconfigure_cluster(vec![node_id("a"), node_id("d")])
+        .await
+        .unwrap();
+    assert_eq!(next, 3);
+    wait_until(
+        "a and d run configuration 3; b retires",
+        DEADLINE,
+        || async { [a, d].iter().all(|n| runs(n, 3, &["a", "d"])) && status(b).retired },
+    )
+    .await;
+    for mut node in nodes {
+        node.stop().await;
+    }
+}
