@@ -133,6 +133,15 @@ impl Plane {
                 tracing::info!(node = %settings.local, "waiting to be invited into a cluster");
             }
         }
+        // A node removed and later added again resumes the later configuration too.
+        for (id, text) in stored.iter().skip(1) {
+            let running = membership.configuration().map(|c| c.configuration_id);
+            if running.is_none_or(|r| r < *id)
+                && let Ok(configuration) = serde_json::from_str::<Configuration>(text)
+            {
+                membership.join(configuration).map_err(|e| e.to_string())?;
+            }
+        }
         let mut plane = Self {
             local: settings.local.clone(),
             membership,
