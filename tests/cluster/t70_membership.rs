@@ -111,6 +111,21 @@ async fn a_member_is_replaced_the_newcomer_gets_the_data_and_the_retired_one_is_
     })
     .await;
 
+    let mut as_c = cbddc_net::PeerClient::connect(
+        &a.address(),
+        &cbddc_net::ClusterKey::derive("test-cluster"),
+        Some(&node_id("c")),
+        cbddc_net::ClientSettings::default(),
+    )
+    .await
+    .unwrap();
+    let refused = as_c
+        .pull(&Default::default(), Default::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("not a member"), "{refused}");
+
     d.node().put("docs", "from-d", "{}").await.unwrap();
     wait_until("a write on d reaches b", DEADLINE, || async {
         b.node().get("docs", "from-d").await.unwrap().is_some()

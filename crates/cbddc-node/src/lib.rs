@@ -29,7 +29,7 @@ mod reconfigure;
 mod runtime;
 mod sync;
 
-pub use cluster::{ClusterStatus, RECONFIGURE_DEADLINE};
+pub use cluster::{ClusterStatus, ControlCall, ControlReply, RECONFIGURE_DEADLINE};
 pub use error::NodeError;
 pub use peers::{PeerActivity, PeerBook, PeerReport};
 

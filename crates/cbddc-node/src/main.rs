@@ -6,7 +6,7 @@ use cbddc_config::{
     env_layer,
 };
 use cbddc_net::{ClientSettings, ClusterKey, PeerClient, proto};
-use cbddc_node::Node;
+use cbddc_node::{ControlCall, ControlReply, Node};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -58,6 +58,9 @@ enum Command {
     /// Manage the known peers of a running node (kept across restarts).
     #[command(subcommand)]
     Peers(PeersCommand),
+    /// See and change the members of a cluster (nodes started with a [cluster] section).
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Write a document: its value is JSON text.
     Put {
         /// Collection of the document.
@@ -141,6 +144,33 @@ enum PeersCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// Show the node's cluster configuration and members.
+    ///
+    /// Also the control plane's leader, how many control entries are decided in the
+    /// running configuration, and whether the node was removed from the cluster.
+    Status {
+        /// Print JSON: configuration_id, members, leader, decided_idx, retired.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Replace the cluster's members (against any current member).
+    ///
+    /// Exits 0 once the new configuration is decided: members that are new are then sent the data
+    /// and join, members left out stop syncing with the cluster. Every member named must
+    /// be a current member or a known peer of the target node (`cbddc peers add`).
+    Reconfigure {
+        /// The next configuration's members, by node id, comma-separated (e.g. a,b,d).
+        #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
+        members: Vec<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
 /// Which node to talk to, and the key to prove membership with.
 #[derive(Debug, Args)]
 struct Target {
@@ -154,16 +184,87 @@ struct Target {
 
 impl Target {
     async fn connect(&self) -> Result<PeerClient> {
+        self.connect_with(ClientSettings::default()).await
+    }
+
+    async fn connect_with(&self, settings: ClientSettings) -> Result<PeerClient> {
         cbddc_core::validate_peer_address(&self.node)?;
         let client = PeerClient::connect(
             &self.node,
             &ClusterKey::derive(&self.cluster_key),
             None,
-            ClientSettings::default(),
+            settings,
         )
         .await?;
         Ok(client)
     }
+}
+
+async fn control(client: &mut PeerClient, call: &ControlCall) -> Result<ControlReply> {
+    let answer = client.control(serde_json::to_vec(call)?).await?;
+    serde_json::from_slice(&answer).context("the node's answer is unreadable")
+}
+
+async fn cluster(command: ClusterCommand) -> Result<ExitCode> {
+    match command {
+        ClusterCommand::Status { json, target } => {
+            let mut client = target.connect().await?;
+            let ControlReply::Status(status) = control(&mut client, &ControlCall::Status).await?
+            else {
+                bail!("the node answered something other than its cluster status");
+            };
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({
+                        "configuration_id": status.configuration_id,
+                        "members": status.members,
+                        "leader": status.leader,
+                        "decided_idx": status.decided_idx,
+                        "retired": status.retired,
+                    }))?
+                );
+            } else {
+                match status.configuration_id {
+                    Some(id) => println!("configuration {id}: {}", status.members.join(", ")),
+                    None if status.retired => println!(
+                        "retired: removed from the cluster after configuration {}",
+                        status.retired_after.unwrap_or_default()
+                    ),
+                    None => println!("waiting to be invited into a cluster"),
+                }
+                if status.configuration_id.is_some() {
+                    println!("leader: {}", status.leader.as_deref().unwrap_or("none yet"));
+                    println!("decided entries: {}", status.decided_idx);
+                }
+            }
+        }
+        ClusterCommand::Reconfigure { members, target } => {
+            let settings = ClientSettings {
+                // The node answers once the change is decided, or after its own deadline.
+                request_timeout: cbddc_node::RECONFIGURE_DEADLINE + Duration::from_secs(10),
+                ..ClientSettings::default()
+            };
+            let mut client = target.connect_with(settings).await?;
+            eprintln!("proposing members {} ...", members.join(", "));
+            let ControlReply::Reconfigured { configuration } =
+                control(&mut client, &ControlCall::Reconfigure { members }).await?
+            else {
+                bail!("the node answered something other than the reconfiguration");
+            };
+            let names: Vec<&str> = configuration
+                .members
+                .iter()
+                .map(|m| m.node_id.as_str())
+                .collect();
+            println!(
+                "configuration {} decided: {}",
+                configuration.configuration_id,
+                names.join(", ")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
@@ -195,6 +296,7 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             poll_seconds,
         } => run(config, config_url, poll_seconds).await,
         Command::Peers(command) => peers(command).await,
+        Command::Cluster(command) => cluster(command).await,
         Command::Put {
             collection,
             key,

@@ -11,7 +11,7 @@ mod links;
 mod plane;
 mod wire;
 
-pub(crate) use wire::{ControlCall, ControlReply};
+pub use wire::{ControlCall, ControlReply};
 
 use crate::NodeError;
 use crate::sync::SyncContext;

@@ -7,3 +7,4 @@ mod t20_errors;
 mod t30_lifecycle;
 mod t40_reconfiguration;
 mod t50_election;
+mod t60_cluster;
