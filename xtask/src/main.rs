@@ -119,6 +119,9 @@ fn bench() -> Result<()> {
         ("cbddc-store", "puts"),
         ("cbddc-node", "catch_up"),
         ("cbddc-node", "reconfigure"),
+        ("cbddc-node", "cluster"),
+        ("cbddc-election", "control_reconfigure"),
+        ("cbddc-node", "membership"),
     ] {
         eprintln!("== cargo bench -p {package} --bench {bench}");
         let status = Command::new(env!("CARGO"))
@@ -187,9 +190,66 @@ fn bench() -> Result<()> {
         "   settings: {}",
         cluster["propagation_settings"].as_str().unwrap_or("?")
     );
+    print_membership(&root)?;
     if !missed.is_empty() {
         bail!("below target: {}", missed.join("; "));
     }
+    Ok(())
+}
+
+fn read_json(root: &Path, name: &str) -> Result<serde_json::Value> {
+    let path = root.join("target/cbddc-bench").join(name);
+    Ok(serde_json::from_str(
+        &std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?,
+    )?)
+}
+
+/// The control plane's figures, each beside its baseline from the same run.
+fn print_membership(root: &Path) -> Result<()> {
+    let control = read_json(root, "control.json")?;
+    let membership = read_json(root, "membership.json")?;
+    let f = |v: &serde_json::Value, name: &str| v[name].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "\n{:<80} {:>14} {:>14} {:>7}",
+        "membership", "ours", "baseline", "ratio"
+    );
+    let row = |label: &str, ours: f64, baseline: f64| {
+        println!(
+            "{label:<80} {ours:>11.3} ms {baseline:>11.3} ms {:>6.1}x",
+            ours / baseline
+        );
+    };
+    row(
+        "reconfigure -> next configuration decides an entry (SQLite) vs bare omnipaxos",
+        f(&control, "ours_median_ms"),
+        f(&control, "bare_median_ms"),
+    );
+    row(
+        "reconfigure -> next configuration decides an entry (in memory) vs bare omnipaxos",
+        f(&control, "ours_in_memory_median_ms"),
+        f(&control, "bare_median_ms"),
+    );
+    println!(
+        "   ticks taken: ours {}, bare {} ({})",
+        control["ours_ticks"],
+        control["bare_ticks"],
+        control["settings"].as_str().unwrap_or("?")
+    );
+    row(
+        &format!(
+            "newcomer bootstrap with {} documents vs raw loopback TCP copy",
+            membership["documents"]
+        ),
+        f(&membership, "newcomer_bootstrap_ms"),
+        f(&membership, "raw_tcp_copy_ms"),
+    );
+    println!(
+        "{:<80} {:>11.1} ms (all members running it: {:.1} ms)",
+        "reconfigure over TCP -> seal decided, median",
+        f(&membership, "reconfigure_decided_median_ms"),
+        f(&membership, "reconfigure_all_running_median_ms")
+    );
     Ok(())
 }
 

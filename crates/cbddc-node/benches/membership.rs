@@ -1,0 +1,224 @@
+//! Cluster membership over real nodes (in-process, loopback TCP):
+//! - bootstrap of a newcomer: `reconfigure_cluster` adding it to a member holding 100,000
+//!   documents, until it runs the new configuration and holds every document, beside a
+//!   raw copy of the same keys and values over one loopback TCP connection;
+//! - reconfiguration over TCP: `reconfigure_cluster` swapping one member of three, until
+//!   it returns (the seal decided), then until every member of the new configuration
+//!   runs it with a leader.
+//!
+//! Prints the figures and writes them to `target/cbddc-bench/membership.json`.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use cbddc_config::{ClusterConfig, PeerNodeConfiguration};
+use cbddc_core::{KnownPeer, LocalWrite, NodeId, PeerType};
+use cbddc_node::Node;
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+const KEY: &str = "bench-membership";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn id(name: &str) -> NodeId {
+    NodeId::new(name).unwrap()
+}
+
+/// Node configurations that all know each other; `members` bootstrap, the rest join.
+fn configs(names: &[&str], members: &[&str], dir: &std::path::Path) -> Vec<PeerNodeConfiguration> {
+    let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let mut config = PeerNodeConfiguration::new(id(name), dir.join(name));
+            config.tcp_port = ports[i];
+            config.cluster_key = KEY.into();
+            config.sync_interval_ms = 200;
+            config.election.interval_ms = 200;
+            config.election.peer_timeout_ms = 1_000;
+            for (j, other) in names.iter().enumerate() {
+                if i != j {
+                    config.known_peers.push(
+                        KnownPeer::new(
+                            id(other),
+                            format!("127.0.0.1:{}", ports[j]),
+                            PeerType::StaticRemote,
+                        )
+                        .unwrap(),
+                    );
+                }
+            }
+            let member = members.contains(name);
+            config.cluster = Some(ClusterConfig {
+                configuration_id: 1,
+                members: if member {
+                    members.iter().map(|m| id(m)).collect()
+                } else {
+                    Vec::new()
+                },
+                join: !member,
+            });
+            config
+        })
+        .collect()
+}
+
+fn document(i: usize) -> (String, String) {
+    (
+        format!("key-{i:07}"),
+        format!("{{\"n\":{i},\"payload\":\"{}\"}}", "x".repeat(64)),
+    )
+}
+
+async fn wait(what: &str, mut condition: impl AsyncFnMut() -> bool) {
+    let start = Instant::now();
+    while !condition().await {
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "timed out: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+async fn newcomer_bootstrap(documents: usize) -> Duration {
+    let dir = tempfile::tempdir().unwrap();
+    let configs = configs(&["a", "d"], &["a"], dir.path());
+    let a = Node::start(configs[0].clone()).await.unwrap();
+    let d = Node::start(configs[1].clone()).await.unwrap();
+    for chunk in (0..documents).collect::<Vec<_>>().chunks(1_000) {
+        let writes = chunk
+            .iter()
+            .map(|i| {
+                let (k, v) = document(*i);
+                LocalWrite::put("docs", k, v)
+            })
+            .collect();
+        a.write(writes).await.unwrap();
+    }
+    let started = Instant::now();
+    a.reconfigure_cluster(vec![id("a"), id("d")]).await.unwrap();
+    wait("the newcomer holds everything", async || {
+        d.cluster_status().unwrap().configuration_id == Some(2)
+            && d.store().stats().await.unwrap().documents == documents as u64
+    })
+    .await;
+    let took = started.elapsed();
+    a.shutdown().await;
+    d.shutdown().await;
+    took
+}
+
+/// The same keys and values, length-prefixed, over one loopback connection.
+fn raw_copy(documents: usize) -> Duration {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let receiver = std::thread::spawn(move || {
+        let (mut socket, _) = listener.accept().unwrap();
+        let mut received = Vec::new();
+        socket.read_to_end(&mut received).unwrap();
+        received.len()
+    });
+    let started = Instant::now();
+    let mut socket = std::net::TcpStream::connect(address).unwrap();
+    let mut buffer = Vec::with_capacity(1 << 20);
+    for i in 0..documents {
+        let (k, v) = document(i);
+        for field in [k.as_bytes(), v.as_bytes()] {
+            buffer.extend_from_slice(&(field.len() as u32).to_le_bytes());
+            buffer.extend_from_slice(field);
+        }
+        if buffer.len() >= 1 << 20 {
+            socket.write_all(&buffer).unwrap();
+            buffer.clear();
+        }
+    }
+    socket.write_all(&buffer).unwrap();
+    drop(socket);
+    let bytes = receiver.join().unwrap();
+    assert!(bytes > documents * 64);
+    started.elapsed()
+}
+
+async fn reconfigure_rounds(rounds: usize) -> (Vec<Duration>, Vec<Duration>) {
+    let dir = tempfile::tempdir().unwrap();
+    let names = ["a", "b", "c", "d"];
+    let configs = configs(&names, &["a", "b", "c"], dir.path());
+    let mut nodes = Vec::new();
+    for config in configs {
+        nodes.push(Node::start(config).await.unwrap());
+    }
+    let runs = |node: &Node, configuration_id: u32| {
+        let status = node.cluster_status().unwrap();
+        status.configuration_id == Some(configuration_id) && status.leader.is_some()
+    };
+    wait("configuration 1", async || {
+        nodes[..3].iter().all(|n| runs(n, 1))
+    })
+    .await;
+    let (mut decided, mut running) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        // Swap c and d in and out: {a, b, c} -> {a, b, d} -> {a, b, c} -> ...
+        let (next, incoming) = if round % 2 == 0 { ("d", 3) } else { ("c", 2) };
+        let configuration_id = round as u32 + 2;
+        let started = Instant::now();
+        let id_now = nodes[0]
+            .reconfigure_cluster(vec![id("a"), id("b"), id(next)])
+            .await
+            .unwrap();
+        assert_eq!(id_now, configuration_id);
+        decided.push(started.elapsed());
+        wait("every member runs the new configuration", async || {
+            [0, 1, incoming]
+                .iter()
+                .all(|i| runs(&nodes[*i], configuration_id))
+        })
+        .await;
+        running.push(started.elapsed());
+    }
+    for node in nodes {
+        node.shutdown().await;
+    }
+    (decided, running)
+}
+
+fn median(mut samples: Vec<Duration>) -> f64 {
+    samples.sort();
+    samples[samples.len() / 2].as_secs_f64() * 1e3
+}
+
+fn main() {
+    // `cargo test --benches` runs this without --bench: keep that quick.
+    let full = std::env::args().any(|a| a == "--bench");
+    let (documents, rounds) = if full { (100_000, 8) } else { (2_000, 2) };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let bootstrap = runtime.block_on(newcomer_bootstrap(documents));
+    let raw = (0..3).map(|_| raw_copy(documents)).min().unwrap();
+    let (decided, running) = runtime.block_on(reconfigure_rounds(rounds));
+    let report = serde_json::json!({
+        "documents": documents,
+        "newcomer_bootstrap_ms": bootstrap.as_secs_f64() * 1e3,
+        "raw_tcp_copy_ms": raw.as_secs_f64() * 1e3,
+        "reconfigure_rounds": rounds,
+        "reconfigure_decided_median_ms": median(decided),
+        "reconfigure_all_running_median_ms": median(running),
+        "settings": "in-process nodes over loopback TCP, synchronous=FULL, 10 ms control ticks, election_tick_timeout 5",
+    });
+    println!("{}", serde_json::to_string_pretty(&report).unwrap());
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/cbddc-bench");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(
+        out.join("membership.json"),
+        serde_json::to_string_pretty(&report).unwrap(),
+    )
+    .unwrap();
+}
