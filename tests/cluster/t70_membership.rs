@@ -162,3 +162,75 @@ async fn a_member_is_replaced_the_newcomer_gets_the_data_and_the_retired_one_is_
         node.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_control_messages_are_refused_and_the_cluster_goes_on() {
+    let mut nodes = Vec::new();
+    for (config, dir) in cluster(&["a", "b"], 2) {
+        nodes.push(TestNode::start(config, dir).await);
+    }
+    let [a, b] = &nodes[..] else { unreachable!() };
+    wait_until("a and b agree on configuration 1", DEADLINE, || async {
+        [a, b]
+            .iter()
+            .all(|n| runs(n, 1, &["a", "b"]) && status(n).leader.is_some())
+    })
+    .await;
+    let key = cbddc_net::ClusterKey::derive("test-cluster");
+    let settings = cbddc_net::ClientSettings::default();
+    let mut tool = cbddc_net::PeerClient::connect(&a.address(), &key, None, settings)
+        .await
+        .unwrap();
+    let mut intruder =
+        cbddc_net::PeerClient::connect(&a.address(), &key, Some(&node_id("mallory")), settings)
+            .await
+            .unwrap();
+    let mut impostor =
+        cbddc_net::PeerClient::connect(&a.address(), &key, Some(&node_id("b")), settings)
+            .await
+            .unwrap();
+    let refused = |r: Result<Vec<u8>, cbddc_net::NetError>| r.unwrap_err().to_string();
+
+    let garbage = refused(tool.control(b"{not json".to_vec()).await);
+    assert!(garbage.contains("unreadable control message"), "{garbage}");
+    let frames = br#"{"call":"frames","frames":[]}"#.to_vec();
+    assert!(refused(tool.control(frames).await).contains("only nodes"));
+    let reconfigure = br#"{"call":"reconfigure","members":["a"]}"#.to_vec();
+    assert!(refused(intruder.control(reconfigure).await).contains("may not"));
+    let offer = br#"{"call":"offer","configuration":{"configuration_id":9,"members":[{"node_id":"mallory","pid":1,"address":"127.0.0.1:1"}]},"sealed_log":[]}"#;
+    assert!(refused(intruder.control(offer.to_vec()).await).contains("not a member"));
+
+    // Frames naming configurations, senders and pids that do not fit are dropped before
+    // they reach OmniPaxos (a stray pid would panic inside it).
+    let mut forged = Vec::new();
+    for (configuration_id, from, to) in [(1u32, 7u64, 1u64), (1, 2, 9), (1, 0, 0), (5, 2, 1)] {
+        let ballot =
+            serde_json::json!({"config_id": configuration_id, "n": 1, "priority": 0, "pid": from});
+        let message = serde_json::json!({"SequencePaxos": {"from": from, "to": to, "msg": {"PrepareReq": {"n": ballot}}}});
+        forged.push(serde_json::json!({"configuration_id": configuration_id, "message": message}));
+    }
+    let forged = serde_json::json!({"call": "frames", "frames": forged});
+    for client in [&mut intruder, &mut impostor] {
+        let answer = client
+            .control(serde_json::to_vec(&forged).unwrap())
+            .await
+            .unwrap();
+        let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+        assert_eq!(answer["reply"], "accepted", "{answer}");
+    }
+    let next = a
+        .node()
+        .reconfigure_cluster(vec![node_id("a")])
+        .await
+        .unwrap();
+    assert_eq!(next, 2, "the control plane still decides");
+    wait_until(
+        "a runs configuration 2 alone and b retires",
+        DEADLINE,
+        || async { runs(a, 2, &["a"]) && status(b).retired },
+    )
+    .await;
+    for mut node in nodes {
+        node.stop().await;
+    }
+}

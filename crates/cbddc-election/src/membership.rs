@@ -31,8 +31,9 @@
 //!   word) and in the next configuration; a retried entry is applied once; a node that
 //!   retires reports what it proposed and never saw decided as [`Action::Dropped`].
 //!
-//! **Status:** not yet driven by the node: the transport of frames over cbddc-net, the
-//! state transfer to newcomers, data-plane gating and the CLI are still to be built.
+//! The node (`cbddc-node`, module `cluster`) drives it on a thread of its own, carries
+//! its frames over cbddc-net sessions (one per peer, in order), copies the data to
+//! newcomers before they join, and restricts sync and election to members.
 
 use cbddc_core::NodeId;
 use omnipaxos::messages::Message;
