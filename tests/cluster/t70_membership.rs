@@ -234,3 +234,95 @@ async fn hostile_control_messages_are_refused_and_the_cluster_goes_on() {
         node.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_member_cluster_grows_and_bad_member_lists_are_refused() {
+    let mut nodes = Vec::new();
+    for (config, dir) in cluster(&["a", "b"], 1) {
+        nodes.push(TestNode::start(config, dir).await);
+    }
+    let [a, b] = &nodes[..] else { unreachable!() };
+    wait_until("a runs configuration 1 alone", DEADLINE, || async {
+        runs(a, 1, &["a"]) && status(a).leader.as_deref() == Some("a")
+    })
+    .await;
+    a.node().put("docs", "early", "{}").await.unwrap();
+    for (members, expected) in [
+        (vec![], "at least one member"),
+        (vec![node_id("a"), node_id("a")], "listed twice"),
+        (vec![node_id("a"), node_id("zed")], "no known address"),
+    ] {
+        let err = a
+            .node()
+            .reconfigure_cluster(members)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expected), "{err}");
+    }
+    let err = b
+        .node()
+        .reconfigure_cluster(vec![node_id("b")])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not a member"), "{err}");
+
+    let next = a
+        .node()
+        .reconfigure_cluster(vec![node_id("a"), node_id("b")])
+        .await
+        .unwrap();
+    assert_eq!(next, 2);
+    wait_until(
+        "a and b run configuration 2 and b has the data",
+        DEADLINE,
+        || async {
+            runs(a, 2, &["a", "b"])
+                && runs(b, 2, &["a", "b"])
+                && status(b).leader.is_some()
+                && b.node().get("docs", "early").await.unwrap().is_some()
+        },
+    )
+    .await;
+    for mut node in nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_removed_while_down_retires_when_it_comes_back() {
+    let mut nodes = Vec::new();
+    for (config, dir) in cluster(&["a", "b", "c"], 3) {
+        nodes.push(TestNode::start(config, dir).await);
+    }
+    wait_until("configuration 1 everywhere", DEADLINE, || async {
+        nodes.iter().all(|n| runs(n, 1, &["a", "b", "c"]))
+    })
+    .await;
+    let config_c = nodes[2].config.clone();
+    nodes[2].stop().await;
+    let next = nodes[0]
+        .node()
+        .reconfigure_cluster(vec![node_id("a"), node_id("b")])
+        .await
+        .unwrap();
+    assert_eq!(next, 2);
+    // c learns the seal from the old configuration, still running on a and b for a
+    // grace period, or after it from their answer to its frames (`superseded`).
+    wait_until("a and b run configuration 2", DEADLINE, || async {
+        runs(&nodes[0], 2, &["a", "b"]) && runs(&nodes[1], 2, &["a", "b"])
+    })
+    .await;
+    nodes[2].restart_with(config_c).await;
+    wait_until(
+        "the restarted c learns it was removed",
+        DEADLINE,
+        || async { status(&nodes[2]).retired },
+    )
+    .await;
+    assert_eq!(status(&nodes[2]).retired_after, Some(1));
+    for mut node in nodes {
+        node.stop().await;
+    }
+}

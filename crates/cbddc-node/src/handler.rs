@@ -293,9 +293,12 @@ impl NodeHandler {
         let mut members = Vec::new();
         for name in names {
             let node = NodeId::new(name.as_str()).map_err(|e| invalid(e.to_string()))?;
+            let own = (&node == self.store.node_id())
+                .then(|| crate::cluster::advertised(self.listen()).to_string());
             let address = running
                 .as_ref()
                 .and_then(|c| c.member(&node).map(|m| m.address.clone()))
+                .or(own)
                 .or_else(|| {
                     known
                         .iter()

@@ -297,16 +297,6 @@ impl Runtime {
     }
 }
 
-/// Where other members reach this node: its listen address (loopback if it binds all
-/// interfaces: list the node in its peers' `known_peers` to reach it from elsewhere).
-fn advertised(listen: SocketAddr) -> SocketAddr {
-    if listen.ip().is_unspecified() {
-        SocketAddr::new(std::net::IpAddr::from([127, 0, 0, 1]), listen.port())
-    } else {
-        listen
-    }
-}
-
 /// Starts the control plane of a `[cluster]` node, and keeps the data plane (sync peers)
 /// and the election (eligible peers) on the members of its running configuration.
 fn start_cluster(
@@ -322,7 +312,7 @@ fn start_cluster(
         let mut members = Vec::new();
         for member in &section.members {
             let address = if member == &config.node_id {
-                advertised(listen).to_string()
+                cluster::advertised(listen).to_string()
             } else {
                 config
                     .known_peers

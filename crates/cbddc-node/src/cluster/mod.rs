@@ -278,3 +278,13 @@ pub(crate) fn member_addresses(configuration: &Configuration) -> BTreeMap<NodeId
         .map(|m| (m.node_id.clone(), m.address.clone()))
         .collect()
 }
+
+/// Where other members reach this node: its listen address (loopback if it binds all
+/// interfaces: list the node in its peers' `known_peers` to reach it from elsewhere).
+pub(crate) fn advertised(listen: std::net::SocketAddr) -> std::net::SocketAddr {
+    if listen.ip().is_unspecified() {
+        std::net::SocketAddr::new(std::net::IpAddr::from([127, 0, 0, 1]), listen.port())
+    } else {
+        listen
+    }
+}
