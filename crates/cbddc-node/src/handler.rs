@@ -295,15 +295,19 @@ impl NodeHandler {
             let node = NodeId::new(name.as_str()).map_err(|e| invalid(e.to_string()))?;
             let own = (&node == self.store.node_id())
                 .then(|| crate::cluster::advertised(self.listen()).to_string());
-            let address = running
-                .as_ref()
-                .and_then(|c| c.member(&node).map(|m| m.address.clone()))
-                .or(own)
+            // Its own address, then a known peer's (which may be newer), then the one in
+            // the running configuration.
+            let address = own
                 .or_else(|| {
                     known
                         .iter()
                         .find(|p| p.node_id == node)
                         .map(|p| p.address.clone())
+                })
+                .or_else(|| {
+                    running
+                        .as_ref()
+                        .and_then(|c| c.member(&node).map(|m| m.address.clone()))
                 })
                 .ok_or_else(|| {
                     invalid(format!(

@@ -93,6 +93,7 @@ impl ControlPlane {
             local: local.clone(),
             database,
             bootstrap,
+            token: token.clone(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("cbddc-control-{local}"))

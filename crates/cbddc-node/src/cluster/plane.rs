@@ -51,6 +51,8 @@ pub(crate) struct PlaneSettings {
     pub(crate) database: PathBuf,
     /// Bootstrapped when the database holds no configuration yet (`None`: wait to join).
     pub(crate) bootstrap: Option<Configuration>,
+    /// Cancelled when the node stops, even if nobody sends [`Command::Stop`].
+    pub(crate) token: tokio_util::sync::CancellationToken,
 }
 
 /// Runs until [`Command::Stop`] or until every command sender is gone.
@@ -97,6 +99,7 @@ struct Plane {
     membership: Membership<Log>,
     records: ClusterRecords,
     links: Arc<Links>,
+    token: tokio_util::sync::CancellationToken,
     /// Reconfigurations asked for here, waiting for their seal to be decided.
     waiting: Vec<Waiter>,
 }
@@ -147,6 +150,7 @@ impl Plane {
             membership,
             records,
             links,
+            token: settings.token.clone(),
             waiting: Vec::new(),
         };
         plane.carry_out();
@@ -158,6 +162,9 @@ impl Plane {
         let mut next_tick = Instant::now() + TICK;
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
+            if self.token.is_cancelled() {
+                return;
+            }
             match commands.recv_timeout(wait) {
                 Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => return,
                 Ok(command) => self.command(command),
