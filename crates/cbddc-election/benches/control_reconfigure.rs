@@ -3,7 +3,8 @@
 //!
 //! Both run three members and a newcomer on an instant in-memory network, with the same
 //! timers, ticking as fast as they go:
-//! - ours: `Membership` on `SqliteLogStorage` (durable, one fsync per storage write), the
+//! - ours: `Membership` on `SqliteLogStorage` (durable: each node's work in a step is one
+//!   transaction, committed before its messages leave, as the node's driver does), the
 //!   seal as a decided entry, the newcomer invited with the sealed log;
 //! - bare: `OmniPaxos` on the crate's `MemoryStorage`, its StopSign, and the next
 //!   configuration's instances started by hand, the newcomer empty.
@@ -15,7 +16,7 @@
 
 use cbddc_core::NodeId;
 use cbddc_election::membership::{Action, Configuration, ControlBody, ControlEntry, Membership};
-use cbddc_store::SqliteLogStorage;
+use cbddc_store::{ControlDatabase, SqliteLogStorage};
 use omnipaxos::storage::Storage;
 use omnipaxos::{ClusterConfig, OmniPaxos, ServerConfig};
 use omnipaxos_storage::memory_storage::MemoryStorage;
@@ -35,86 +36,124 @@ fn members(names: &[&str]) -> Vec<(NodeId, String)> {
     names.iter().map(|n| (id(n), format!("{n}:1"))).collect()
 }
 
-/// One step of the network: every node ticks, then messages are delivered until none is left.
+/// The shared connections of the SQLite variant (empty in memory): a node's work in one
+/// step is one batch, committed before its messages leave, as the node's driver does.
+type Batches = BTreeMap<NodeId, ControlDatabase>;
+
+fn batch<R>(batches: &Batches, node: &NodeId, work: impl FnOnce() -> R) -> R {
+    if let Some(db) = batches.get(node) {
+        db.begin().unwrap();
+    }
+    let result = work();
+    if let Some(db) = batches.get(node) {
+        db.commit().unwrap();
+    }
+    result
+}
+
+/// One step of the network: every node ticks, then each node takes every message sent to
+/// it in one batch, until no message is left.
 fn step<S: Storage<ControlEntry>>(
     nodes: &mut BTreeMap<NodeId, Ours<S>>,
+    batches: &Batches,
     events: &mut Vec<(NodeId, Action)>,
-) -> usize {
-    let mut delivered = 0;
-    for node in nodes.values_mut() {
-        node.tick();
+) {
+    let mut actions = Vec::new();
+    for (name, node) in nodes.iter_mut() {
+        let taken = batch(batches, name, || {
+            node.tick();
+            node.take_actions()
+        });
+        actions.extend(taken.into_iter().map(|a| (name.clone(), a)));
     }
     for _ in 0..1_000 {
-        let mut actions = Vec::new();
-        for (name, node) in nodes.iter_mut() {
-            actions.extend(node.take_actions().into_iter().map(|a| (name.clone(), a)));
-        }
         if actions.is_empty() {
-            return delivered;
+            return;
         }
-        delivered += actions.len();
-        for (from, action) in actions {
-            match action {
-                Action::Send { to, frame, .. } => {
-                    if let Some(node) = nodes.get_mut(&to) {
+        let mut inbox: BTreeMap<NodeId, Vec<(NodeId, Action)>> = BTreeMap::new();
+        for (from, action) in actions.drain(..) {
+            match &action {
+                Action::Send { to, .. } | Action::OfferJoin { to, .. } => {
+                    inbox.entry(to.clone()).or_default().push((from, action))
+                }
+                _ => events.push((from, action)),
+            }
+        }
+        for (to, messages) in inbox {
+            let offered: Vec<_> = messages
+                .iter()
+                .filter_map(|(from, a)| match a {
+                    Action::OfferJoin { configuration, .. } => Some((
+                        configuration.clone(),
+                        nodes[from]
+                            .sealed_log(configuration.configuration_id - 1)
+                            .unwrap(),
+                    )),
+                    _ => None,
+                })
+                .collect();
+            let Some(node) = nodes.get_mut(&to) else {
+                continue;
+            };
+            let taken = batch(batches, &to, || {
+                for (from, action) in messages {
+                    if let Action::Send { frame, .. } = action {
                         let _ = node.handle(&from, frame);
                     }
                 }
-                Action::OfferJoin {
-                    to, configuration, ..
-                } => {
-                    let log = nodes[&from]
-                        .sealed_log(configuration.configuration_id - 1)
-                        .unwrap();
-                    nodes
-                        .get_mut(&to)
-                        .unwrap()
-                        .join_with_log(configuration, log)
-                        .unwrap();
+                for (configuration, log) in offered {
+                    node.join_with_log(configuration, log).unwrap();
                 }
-                other => events.push((from, other)),
-            }
+                node.take_actions()
+            });
+            actions.extend(taken.into_iter().map(|a| (to.clone(), a)));
         }
     }
-    delivered
 }
 
-fn on_sqlite(dir: &std::path::Path) -> BTreeMap<NodeId, Ours<SqliteLogStorage<ControlEntry>>> {
-    ["a", "b", "c", "d"]
-        .into_iter()
-        .map(|name| {
-            let path = dir.join(format!("{name}.db"));
-            let node = Membership::new(id(name), move |c| {
-                SqliteLogStorage::open(&path, c).map_err(|e| e.to_string())
-            });
-            (id(name), node)
-        })
-        .collect()
+type OnSqlite = (
+    BTreeMap<NodeId, Ours<SqliteLogStorage<ControlEntry>>>,
+    Batches,
+);
+
+fn on_sqlite(dir: &std::path::Path) -> OnSqlite {
+    let mut nodes = BTreeMap::new();
+    let mut batches = BTreeMap::new();
+    for name in ["a", "b", "c", "d"] {
+        let db = ControlDatabase::open(&dir.join(format!("{name}.db"))).unwrap();
+        let logs = db.clone();
+        nodes.insert(
+            id(name),
+            Membership::new(id(name), move |c| logs.log(c).map_err(|e| e.to_string())),
+        );
+        batches.insert(id(name), db);
+    }
+    (nodes, batches)
 }
 
-fn in_memory() -> BTreeMap<NodeId, Ours<MemoryStorage<ControlEntry>>> {
-    ["a", "b", "c", "d"]
+fn in_memory() -> (BTreeMap<NodeId, Ours<MemoryStorage<ControlEntry>>>, Batches) {
+    let nodes = ["a", "b", "c", "d"]
         .into_iter()
         .map(|name| {
             let node = Membership::new(id(name), |_| Ok(MemoryStorage::default()));
             (id(name), node)
         })
-        .collect()
+        .collect();
+    (nodes, Batches::new())
 }
 
 /// Returns the time and the steps (ticks) taken.
-fn ours_round<S: Storage<ControlEntry>>(mut nodes: BTreeMap<NodeId, Ours<S>>) -> (Duration, usize) {
+fn ours_round<S: Storage<ControlEntry>>(
+    (mut nodes, batches): (BTreeMap<NodeId, Ours<S>>, Batches),
+) -> (Duration, usize) {
     let first = Configuration::new(1, members(&["a", "b", "c"])).unwrap();
     for name in ["a", "b", "c"] {
-        nodes
-            .get_mut(&id(name))
-            .unwrap()
-            .bootstrap(first.clone())
-            .unwrap();
+        let node = nodes.get_mut(&id(name)).unwrap();
+        batch(&batches, &id(name), || node.bootstrap(first.clone())).unwrap();
     }
     let mut events = Vec::new();
     for _ in 0..MAX_STEPS {
-        step(&mut nodes, &mut events);
+        step(&mut nodes, &batches, &mut events);
         if ["a", "b", "c"]
             .iter()
             .all(|n| nodes[&id(n)].leader().is_some())
@@ -125,11 +164,11 @@ fn ours_round<S: Storage<ControlEntry>>(mut nodes: BTreeMap<NodeId, Ours<S>>) ->
     events.clear();
     let started = Instant::now();
     let mut steps = 0;
-    nodes
-        .get_mut(&id("a"))
-        .unwrap()
-        .reconfigure(members(&["a", "b", "d"]), None)
-        .unwrap();
+    let a = nodes.get_mut(&id("a")).unwrap();
+    batch(&batches, &id("a"), || {
+        a.reconfigure(members(&["a", "b", "d"]), None)
+    })
+    .unwrap();
     let sealed = |events: &[(NodeId, Action)]| {
         events
             .iter()
@@ -139,11 +178,12 @@ fn ours_round<S: Storage<ControlEntry>>(mut nodes: BTreeMap<NodeId, Ours<S>>) ->
         if sealed(&events) {
             break;
         }
-        step(&mut nodes, &mut events);
+        step(&mut nodes, &batches, &mut events);
         steps += 1;
     }
     assert!(sealed(&events), "the seal was not decided");
-    nodes.get_mut(&id("a")).unwrap().append(vec![1]).unwrap();
+    let a = nodes.get_mut(&id("a")).unwrap();
+    batch(&batches, &id("a"), || a.append(vec![1])).unwrap();
     let decided = |events: &[(NodeId, Action)]| {
         events.iter().any(|(n, e)| {
             n.as_str() == "a"
@@ -154,7 +194,7 @@ fn ours_round<S: Storage<ControlEntry>>(mut nodes: BTreeMap<NodeId, Ours<S>>) ->
         if decided(&events) {
             return (started.elapsed(), steps);
         }
-        step(&mut nodes, &mut events);
+        step(&mut nodes, &batches, &mut events);
         steps += 1;
     }
     panic!("configuration 2 decided nothing");

@@ -40,7 +40,7 @@ mod writer;
 
 pub use cluster_records::ClusterRecords;
 pub use error::StoreError;
-pub use paxos_log::SqliteLogStorage;
+pub use paxos_log::{ControlDatabase, SqliteLogStorage};
 pub use store::{Durability, SqliteStore, StoreOptions, database_path};
 
 #[cfg(test)]

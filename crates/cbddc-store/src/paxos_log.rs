@@ -18,10 +18,90 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::marker::PhantomData;
 use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// One connection to a node's database shared by the logs of every configuration, so a
+/// driver can make all the control-plane writes of one step a single transaction (one
+/// fsync): [`ControlDatabase::begin`] before the step, [`ControlDatabase::commit`] before
+/// sending what the step produced. Outside a batch every call is durable on its own.
+#[derive(Clone)]
+pub struct ControlDatabase {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for ControlDatabase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlDatabase").finish_non_exhaustive()
+    }
+}
+
+impl ControlDatabase {
+    /// Opens (and migrates) the node's database at `path` (see [`crate::database_path`]).
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let mut conn = crate::schema::open_writer(path, crate::Durability::Full)?;
+        // This connection writes alongside the store's writer: let SQLite checkpoint as usual.
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 1000;")
+            .during("configuring the control-plane connection")?;
+        crate::schema::migrate(&mut conn, path)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The log of `configuration_id`, creating its state row if it has none.
+    pub fn log<T>(&self, configuration_id: u32) -> Result<SqliteLogStorage<T>, StoreError>
+    where
+        T: Entry + Serialize + DeserializeOwned,
+        T::Snapshot: Serialize + DeserializeOwned,
+    {
+        self.lock()
+            .execute(
+                "INSERT INTO cluster_state (configuration_id) VALUES (?1) ON CONFLICT DO NOTHING",
+                [i64::from(configuration_id)],
+            )
+            .during("creating the control-plane state")?;
+        Ok(SqliteLogStorage {
+            db: self.clone(),
+            configuration_id: i64::from(configuration_id),
+            _entries: PhantomData,
+        })
+    }
+
+    /// Starts a batch: the writes until [`ControlDatabase::commit`] are one transaction.
+    /// Holds the database's write lock until then, so keep batches short. A batch left
+    /// open when the connection is dropped (a crash) is rolled back.
+    pub fn begin(&self) -> Result<(), StoreError> {
+        let conn = self.lock();
+        if conn.is_autocommit() {
+            conn.execute_batch("BEGIN IMMEDIATE")
+                .during("starting a control-plane batch")?;
+        }
+        Ok(())
+    }
+
+    /// Commits the batch started by [`ControlDatabase::begin`], if one is open.
+    pub fn commit(&self) -> Result<(), StoreError> {
+        let conn = self.lock();
+        if !conn.is_autocommit()
+            && let Err(e) = conn.execute_batch("COMMIT")
+        {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(StoreError::Sqlite {
+                operation: "committing a control-plane batch",
+                source: e,
+            });
+        }
+        Ok(())
+    }
+}
 
 /// The log of one OmniPaxos configuration in a node's database.
 pub struct SqliteLogStorage<T> {
-    conn: Connection,
+    db: ControlDatabase,
     configuration_id: i64,
     _entries: PhantomData<fn() -> T>,
 }
@@ -63,21 +143,7 @@ where
     /// Opens the log of `configuration_id` in the database at `path` (a node's database,
     /// see [`crate::database_path`]), creating its state row if it has none.
     pub fn open(path: &Path, configuration_id: u32) -> Result<Self, StoreError> {
-        let mut conn = crate::schema::open_writer(path, crate::Durability::Full)?;
-        // This connection writes alongside the store's writer: let SQLite checkpoint as usual.
-        conn.execute_batch("PRAGMA wal_autocheckpoint = 1000;")
-            .during("configuring the control-plane connection")?;
-        crate::schema::migrate(&mut conn, path)?;
-        conn.execute(
-            "INSERT INTO cluster_state (configuration_id) VALUES (?1) ON CONFLICT DO NOTHING",
-            [i64::from(configuration_id)],
-        )
-        .during("creating the control-plane state")?;
-        Ok(Self {
-            conn,
-            configuration_id: i64::from(configuration_id),
-            _entries: PhantomData,
-        })
+        ControlDatabase::open(path)?.log(configuration_id)
     }
 
     /// Configurations that have a log in the database at `path`, in order.
@@ -98,7 +164,8 @@ where
         column: &'static str,
     ) -> Result<Option<V>, StoreError> {
         let text: Option<String> = self
-            .conn
+            .db
+            .lock()
             .query_row(
                 &format!("SELECT {column} FROM cluster_state WHERE configuration_id = ?1"),
                 [self.configuration_id],
@@ -115,7 +182,8 @@ where
         column: &'static str,
         value: Option<String>,
     ) -> Result<(), StoreError> {
-        self.conn
+        self.db
+            .lock()
             .execute(
                 &format!("UPDATE cluster_state SET {column} = ?2 WHERE configuration_id = ?1"),
                 params![self.configuration_id, value],
@@ -126,7 +194,8 @@ where
 
     fn state_index(&self, column: &'static str) -> Result<usize, StoreError> {
         let value: i64 = self
-            .conn
+            .db
+            .lock()
             .query_row(
                 &format!("SELECT {column} FROM cluster_state WHERE configuration_id = ?1"),
                 [self.configuration_id],
@@ -140,7 +209,8 @@ where
     }
 
     fn set_state_index(&self, column: &'static str, value: usize) -> Result<(), StoreError> {
-        self.conn
+        self.db
+            .lock()
             .execute(
                 &format!("UPDATE cluster_state SET {column} = ?2 WHERE configuration_id = ?1"),
                 params![self.configuration_id, index(value)?],
@@ -152,7 +222,8 @@ where
     /// The index the next appended entry takes.
     fn end(&self) -> Result<usize, StoreError> {
         let last: Option<i64> = self
-            .conn
+            .db
+            .lock()
             .query_row(
                 "SELECT MAX(idx) FROM cluster_log WHERE configuration_id = ?1",
                 [self.configuration_id],
@@ -166,8 +237,8 @@ where
     }
 
     fn append_at(&self, from: usize, entries: &[T]) -> Result<(), StoreError> {
-        let mut stmt = self
-            .conn
+        let conn = self.db.lock();
+        let mut stmt = conn
             .prepare_cached(
                 "INSERT INTO cluster_log (configuration_id, idx, entry) VALUES (?1, ?2, ?3)",
             )
@@ -184,7 +255,8 @@ where
     }
 
     fn truncate_from(&self, from: usize) -> Result<(), StoreError> {
-        self.conn
+        self.db
+            .lock()
             .execute(
                 "DELETE FROM cluster_log WHERE configuration_id = ?1 AND idx >= ?2",
                 params![self.configuration_id, index(from)?],
@@ -212,7 +284,8 @@ where
             }
             StorageOp::SetCompactedIdx(idx) => self.set_state_index("compacted_idx", idx),
             StorageOp::Trim(idx) => {
-                self.conn
+                self.db
+                    .lock()
                     .execute(
                         "DELETE FROM cluster_log WHERE configuration_id = ?1 AND idx < ?2",
                         params![self.configuration_id, index(idx)?],
@@ -229,19 +302,31 @@ where
         }
     }
 
-    /// Runs `ops` in one transaction.
+    /// Runs `ops` in one transaction (a savepoint inside a batch).
     fn atomically(&mut self, ops: Vec<StorageOp<T>>) -> Result<(), StoreError> {
-        self.conn
-            .execute_batch("BEGIN IMMEDIATE")
+        let in_batch = !self.db.lock().is_autocommit();
+        let (start, done, undo) = if in_batch {
+            (
+                "SAVEPOINT control_atomic",
+                "RELEASE control_atomic",
+                "ROLLBACK TO control_atomic; RELEASE control_atomic",
+            )
+        } else {
+            ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK")
+        };
+        self.db
+            .lock()
+            .execute_batch(start)
             .during("starting a control-plane transaction")?;
         for op in ops {
             if let Err(e) = self.apply(op) {
-                let _ = self.conn.execute_batch("ROLLBACK");
+                let _ = self.db.lock().execute_batch(undo);
                 return Err(e);
             }
         }
-        if let Err(e) = self.conn.execute_batch("COMMIT") {
-            let _ = self.conn.execute_batch("ROLLBACK");
+        let conn = self.db.lock();
+        if let Err(e) = conn.execute_batch(done) {
+            let _ = conn.execute_batch(undo);
             return Err(StoreError::Sqlite {
                 operation: "committing a control-plane transaction",
                 source: e,
@@ -254,8 +339,8 @@ where
         if to <= from {
             return Ok(Vec::new());
         }
-        let mut stmt = self
-            .conn
+        let conn = self.db.lock();
+        let mut stmt = conn
             .prepare_cached(
                 "SELECT entry FROM cluster_log WHERE configuration_id = ?1 AND idx >= ?2 AND idx < ?3 ORDER BY idx",
             )

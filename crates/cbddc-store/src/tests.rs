@@ -503,6 +503,46 @@ mod paxos_log {
     }
 
     #[test]
+    fn a_batch_is_one_transaction_and_a_crash_inside_it_leaves_nothing() {
+        use crate::ControlDatabase;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.db");
+        let db = ControlDatabase::open(&path).unwrap();
+        let mut one = db.log::<Op>(1).unwrap();
+        let mut two = db.log::<Op>(2).unwrap();
+        one.append_entry(Op(0)).unwrap();
+        db.begin().unwrap();
+        one.append_entries(ops(1..3)).unwrap();
+        one.set_decided_idx(3).unwrap();
+        two.write_atomically(vec![
+            StorageOp::AppendEntry(Op(9)),
+            StorageOp::SetDecidedIndex(1),
+        ])
+        .unwrap();
+        assert_eq!(
+            one.get_log_len().unwrap(),
+            3,
+            "the batch reads its own writes"
+        );
+        let outside = SqliteLogStorage::<Op>::configurations(&path).unwrap();
+        assert_eq!(outside, vec![1, 2]);
+        db.commit().unwrap();
+        db.begin().unwrap();
+        one.append_entry(Op(3)).unwrap();
+        two.set_decided_idx(0).unwrap();
+        // A crash in the middle of a batch: the connection goes without a commit.
+        drop((one, two, db));
+        let one = SqliteLogStorage::<Op>::open(&path, 1).unwrap();
+        let two = SqliteLogStorage::<Op>::open(&path, 2).unwrap();
+        assert_eq!(one.get_suffix(0).unwrap(), ops(0..3));
+        assert_eq!(one.get_decided_idx().unwrap(), 3);
+        assert_eq!(
+            (two.get_suffix(0).unwrap(), two.get_decided_idx().unwrap()),
+            (vec![Op(9)], 1)
+        );
+    }
+
+    #[test]
     fn the_storage_contract_holds_and_survives_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node.db");

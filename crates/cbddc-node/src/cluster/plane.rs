@@ -9,7 +9,7 @@ use cbddc_core::NodeId;
 use cbddc_election::membership::{
     Action, Configuration, ControlEntry, ControlFrame, Membership, MembershipError,
 };
-use cbddc_store::{ClusterRecords, SqliteLogStorage};
+use cbddc_store::{ClusterRecords, ControlDatabase, SqliteLogStorage};
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -55,6 +55,14 @@ pub(crate) struct PlaneSettings {
     pub(crate) token: tokio_util::sync::CancellationToken,
 }
 
+/// Why the plane stopped serving.
+enum Halt {
+    /// It cannot start (e.g. a damaged database): retrying will not help.
+    Fatal(String),
+    /// Its storage failed mid-run: rebuild it from what was committed.
+    Crash(String),
+}
+
 /// Runs until [`Command::Stop`] or until every command sender is gone.
 pub(crate) fn run(
     settings: PlaneSettings,
@@ -64,22 +72,21 @@ pub(crate) fn run(
 ) {
     for attempt in 0..=MAX_REBUILDS {
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            let mut plane = Plane::open(&settings, links.clone(), &view)?;
-            plane.serve(&commands, &view);
-            Ok::<(), String>(())
+            let mut plane = Plane::open(&settings, links.clone(), &view).map_err(Halt::Fatal)?;
+            plane.serve(&commands, &view).map_err(Halt::Crash)
         }));
-        match outcome {
+        let crash = match outcome {
             Ok(Ok(())) => return,
-            Ok(Err(e)) => {
+            Ok(Err(Halt::Fatal(e))) => {
                 tracing::error!(node = %settings.local, error = %e, "the control plane cannot start; the node keeps serving without it");
                 view.send_modify(|v| v.failure = Some(e));
                 return;
             }
-            Err(_) => {
-                tracing::error!(node = %settings.local, attempt, "the control plane crashed; rebuilding it from the database");
-                std::thread::sleep(Duration::from_millis(100 * u64::from(attempt + 1)));
-            }
-        }
+            Ok(Err(Halt::Crash(e))) => e,
+            Err(_) => "a panic".to_string(),
+        };
+        tracing::error!(node = %settings.local, attempt, cause = %crash, "the control plane crashed; rebuilding it from the database");
+        std::thread::sleep(Duration::from_millis(100 * u64::from(attempt + 1)));
     }
     let message = format!("the control plane crashed {MAX_REBUILDS} times; restart the node");
     tracing::error!(node = %settings.local, "{message}");
@@ -94,9 +101,15 @@ type Waiter = (
     oneshot::Sender<Result<Configuration, String>>,
 );
 
+/// Commands handled in one batch (one transaction) at most.
+const MAX_COMMANDS_PER_BATCH: usize = 64;
+
 struct Plane {
     local: NodeId,
     membership: Membership<Log>,
+    /// The logs' shared connection: each step is one transaction, committed before any
+    /// message it produced is sent.
+    database: ControlDatabase,
     records: ClusterRecords,
     links: Arc<Links>,
     token: tokio_util::sync::CancellationToken,
@@ -112,9 +125,10 @@ impl Plane {
     ) -> Result<Self, String> {
         let records = ClusterRecords::open(&settings.database).map_err(|e| e.to_string())?;
         let stored = records.list().map_err(|e| e.to_string())?;
-        let database = settings.database.clone();
+        let database = ControlDatabase::open(&settings.database).map_err(|e| e.to_string())?;
+        let logs = database.clone();
         let mut membership = Membership::new(settings.local.clone(), move |id| {
-            Log::open(&database, id).map_err(|e| e.to_string())
+            logs.log(id).map_err(|e| e.to_string())
         });
         // Resuming from the first configuration replays every seal since, in order, so
         // this node can again tell late members where the cluster went.
@@ -148,27 +162,54 @@ impl Plane {
         let mut plane = Self {
             local: settings.local.clone(),
             membership,
+            database,
             records,
             links,
             token: settings.token.clone(),
             waiting: Vec::new(),
         };
-        plane.carry_out();
+        let actions = plane.membership.take_actions();
+        plane.carry_out(actions);
         plane.publish(view);
         Ok(plane)
     }
 
-    fn serve(&mut self, commands: &Receiver<Command>, view: &watch::Sender<ClusterView>) {
+    fn serve(
+        &mut self,
+        commands: &Receiver<Command>,
+        view: &watch::Sender<ClusterView>,
+    ) -> Result<(), String> {
         let mut next_tick = Instant::now() + TICK;
         loop {
-            let wait = next_tick.saturating_duration_since(Instant::now());
             if self.token.is_cancelled() {
-                return;
+                return Ok(());
             }
-            match commands.recv_timeout(wait) {
-                Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => return,
-                Ok(command) => self.command(command),
-                Err(RecvTimeoutError::Timeout) => {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            let first = match commands.recv_timeout(wait) {
+                Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => return Ok(()),
+                Ok(command) => Some(command),
+                Err(RecvTimeoutError::Timeout) => None,
+            };
+            self.database
+                .begin()
+                .map_err(|e| format!("cannot start a batch: {e}"))?;
+            let mut stop = false;
+            match first {
+                Some(command) => {
+                    self.command(command);
+                    // Commands that queued meanwhile share the batch (one fsync).
+                    for _ in 1..MAX_COMMANDS_PER_BATCH {
+                        match commands.try_recv() {
+                            Ok(Command::Stop) => {
+                                stop = true;
+                                break;
+                            }
+                            Ok(command) => self.command(command),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                None => {
                     self.membership.tick();
                     next_tick += TICK;
                     // After a stall, do not tick in a burst to catch up.
@@ -177,8 +218,16 @@ impl Plane {
                     }
                 }
             }
-            self.carry_out();
+            let actions = self.membership.take_actions();
+            // Durable before anything the step produced leaves this node.
+            self.database
+                .commit()
+                .map_err(|e| format!("cannot commit a batch: {e}"))?;
+            self.carry_out(actions);
             self.publish(view);
+            if stop {
+                return Ok(());
+            }
         }
     }
 
@@ -239,8 +288,8 @@ impl Plane {
         }
     }
 
-    fn carry_out(&mut self) {
-        for action in self.membership.take_actions() {
+    fn carry_out(&mut self, actions: Vec<Action>) {
+        for action in actions {
             match action {
                 Action::Send {
                     to, address, frame, ..
