@@ -350,7 +350,9 @@ async fn push_missing(
 
 /// Copies everything `peer` at `address` holds that this node lacks, page by page (each
 /// page bounded by `ctx.limits`), logging progress: how a newcomer receives the cluster's
-/// data before it joins. Returns the number of entries applied.
+/// data before it joins. The next page is pulled while the last one is applied; a final
+/// round from the store's own version vector picks up anything a page could not apply.
+/// Returns the number of entries applied.
 pub(crate) async fn copy_from(
     ctx: &SyncContext,
     peer: &NodeId,
@@ -369,10 +371,60 @@ pub(crate) async fn copy_from(
         .to_string());
     }
     let started = std::time::Instant::now();
+    let (pages, mut to_apply) = tokio::sync::mpsc::channel::<Vec<OplogEntry>>(2);
+    let store = ctx.store.clone();
+    let applier = tokio::spawn(async move {
+        let mut applied: u64 = 0;
+        while let Some(entries) = to_apply.recv().await {
+            applied += store
+                .apply_remote(entries)
+                .await
+                .map_err(|e| e.to_string())?
+                .applied as u64;
+        }
+        Ok::<u64, String>(applied)
+    });
+    let mut have = ctx
+        .store
+        .version_vector()
+        .await
+        .map_err(|e| e.to_string())?;
     let mut last_report = started;
-    let mut applied: u64 = 0;
     let mut received: u64 = 0;
+    let mut finished = false;
     for _ in 0..MAX_PAGES {
+        let page = client
+            .pull(&have, ctx.limits)
+            .await
+            .map_err(|e| e.to_string())?;
+        received += page.entries.len() as u64;
+        let done = !page.more || page.entries.is_empty();
+        for entry in &page.entries {
+            have.advance(&entry.origin, entry.seq);
+        }
+        if !page.entries.is_empty() && pages.send(page.entries).await.is_err() {
+            break;
+        }
+        if last_report.elapsed() >= Duration::from_secs(1) {
+            last_report = std::time::Instant::now();
+            tracing::info!(%peer, received, elapsed = ?started.elapsed(), "copying the cluster's data");
+        }
+        if done {
+            finished = true;
+            break;
+        }
+    }
+    drop(pages);
+    let mut applied = applier
+        .await
+        .map_err(|e| format!("applying the copied data stopped: {e}"))??;
+    if !finished {
+        return Err(format!(
+            "{peer} sent more than {MAX_PAGES} pages; giving up"
+        ));
+    }
+    // Pages are applied in order per origin; anything skipped behind a gap comes now.
+    for _ in 0..MAX_PAGES_PER_ROUND {
         let have = ctx
             .store
             .version_vector()
@@ -382,26 +434,20 @@ pub(crate) async fn copy_from(
             .pull(&have, ctx.limits)
             .await
             .map_err(|e| e.to_string())?;
-        let count = page.entries.len() as u64;
-        if count > 0 {
-            let outcome = ctx
-                .store
-                .apply_remote(page.entries)
-                .await
-                .map_err(|e| e.to_string())?;
-            applied += outcome.applied as u64;
-            received += count;
+        if page.entries.is_empty() {
+            break;
         }
-        if last_report.elapsed() >= Duration::from_secs(1) {
-            last_report = std::time::Instant::now();
-            tracing::info!(%peer, received, applied, elapsed = ?started.elapsed(), "copying the cluster's data");
-        }
-        if !page.more || count == 0 {
-            tracing::info!(%peer, received, applied, elapsed = ?started.elapsed(), "copied the cluster's data");
-            return Ok(applied);
+        let more = page.more;
+        applied += ctx
+            .store
+            .apply_remote(page.entries)
+            .await
+            .map_err(|e| e.to_string())?
+            .applied as u64;
+        if !more {
+            break;
         }
     }
-    Err(format!(
-        "{peer} sent more than {MAX_PAGES} pages; giving up"
-    ))
+    tracing::info!(%peer, received, applied, elapsed = ?started.elapsed(), "copied the cluster's data");
+    Ok(applied)
 }
