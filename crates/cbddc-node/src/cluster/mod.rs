@@ -289,3 +289,58 @@ pub(crate) fn advertised(listen: std::net::SocketAddr) -> std::net::SocketAddr {
         listen
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    async fn wait_for(plane: &ControlPlane, what: &str, check: impl Fn(&ClusterStatus) -> bool) {
+        let start = Instant::now();
+        while !plane.status().is_ok_and(|s| check(&s)) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "timed out: {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_crash_of_the_control_thread_is_rebuilt_from_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = NodeId::new("a").unwrap();
+        let database = dir.path().join("node-a.db");
+        let first = Configuration::new(1, vec![(local.clone(), "127.0.0.1:1".into())]).unwrap();
+        let token = CancellationToken::new();
+        let plane = ControlPlane::start(
+            local.clone(),
+            database,
+            Some(first),
+            (
+                cbddc_net::ClusterKey::derive("k"),
+                cbddc_net::ClientSettings::default(),
+            ),
+            token.clone(),
+        )
+        .unwrap();
+        wait_for(&plane, "configuration 1", |s| s.configuration_id == Some(1)).await;
+        let next = plane
+            .reconfigure(vec![(local.clone(), "127.0.0.1:2".into())])
+            .await
+            .unwrap();
+        assert_eq!(next.configuration_id, 2);
+
+        plane.commands.send(Command::Crash).unwrap();
+        // Rebuilt from the database: configuration 2, decided before the crash, runs again
+        // and the plane takes commands again.
+        let next = plane
+            .reconfigure(vec![(local.clone(), "127.0.0.1:3".into())])
+            .await
+            .unwrap();
+        assert_eq!(next.configuration_id, 3);
+        wait_for(&plane, "configuration 3", |s| s.configuration_id == Some(3)).await;
+        plane.stop().await;
+        token.cancel();
+    }
+}

@@ -44,6 +44,9 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Result<Configuration, String>>,
     },
     Stop,
+    /// Panics inside the plane, as a storage failure inside OmniPaxos would.
+    #[cfg(test)]
+    Crash,
 }
 
 pub(crate) struct PlaneSettings {
@@ -285,6 +288,8 @@ impl Plane {
                 }
             }
             Command::Stop => {}
+            #[cfg(test)]
+            Command::Crash => panic!("a crash injected by a test"),
         }
     }
 
