@@ -304,7 +304,19 @@ async fn session(
 
 /// Pulls every entry we lack, then pushes every entry the peer lacks.
 async fn catch_up(ctx: &SyncContext, client: &mut PeerClient) -> Result<(), SyncError> {
+    let (holder, _) = pull_missing(ctx, client).await?;
+    push_missing(ctx, client, holder).await
+}
+
+/// Pulls and applies, from our own version vector, until the peer has nothing more (at
+/// most [`MAX_PAGES_PER_ROUND`] pages). Returns the peer's version vector and the number
+/// of entries applied.
+async fn pull_missing(
+    ctx: &SyncContext,
+    client: &mut PeerClient,
+) -> Result<(VersionVector, u64), SyncError> {
     let mut holder = VersionVector::default();
+    let mut applied = 0;
     for _ in 0..MAX_PAGES_PER_ROUND {
         let have = ctx.store.version_vector().await?;
         let page = client.pull(&have, ctx.limits).await?;
@@ -312,13 +324,14 @@ async fn catch_up(ctx: &SyncContext, client: &mut PeerClient) -> Result<(), Sync
         let received = page.entries.len();
         if received > 0 {
             let outcome = ctx.store.apply_remote(page.entries).await?;
+            applied += outcome.applied as u64;
             tracing::debug!(peer = %client.remote_node(), received, applied = outcome.applied, "pulled");
         }
         if !page.more || received == 0 {
             break;
         }
     }
-    push_missing(ctx, client, holder).await
+    Ok((holder, applied))
 }
 
 async fn push_missing(
@@ -424,30 +437,10 @@ pub(crate) async fn copy_from(
         ));
     }
     // Pages are applied in order per origin; anything skipped behind a gap comes now.
-    for _ in 0..MAX_PAGES_PER_ROUND {
-        let have = ctx
-            .store
-            .version_vector()
-            .await
-            .map_err(|e| e.to_string())?;
-        let page = client
-            .pull(&have, ctx.limits)
-            .await
-            .map_err(|e| e.to_string())?;
-        if page.entries.is_empty() {
-            break;
-        }
-        let more = page.more;
-        applied += ctx
-            .store
-            .apply_remote(page.entries)
-            .await
-            .map_err(|e| e.to_string())?
-            .applied as u64;
-        if !more {
-            break;
-        }
-    }
+    let (_, late) = pull_missing(ctx, &mut client)
+        .await
+        .map_err(|e| e.to_string())?;
+    applied += late;
     tracing::info!(%peer, received, applied, elapsed = ?started.elapsed(), "copied the cluster's data");
     Ok(applied)
 }

@@ -1,29 +1,32 @@
 //! The configurations a node's control plane ran, kept in its database so a restart
 //! resumes where it stopped. The records are opaque text (the control plane's JSON).
 
+use crate::ControlDatabase;
 use crate::error::{SqlContext, StoreError};
-use rusqlite::{Connection, params};
+use rusqlite::params;
 use std::path::Path;
 
-/// The configurations this node ran, in the database at `path`.
-#[derive(Debug)]
+/// The configurations this node ran, in its database (on the control plane's connection,
+/// see [`ControlDatabase::records`]).
+#[derive(Debug, Clone)]
 pub struct ClusterRecords {
-    conn: Connection,
+    db: ControlDatabase,
 }
 
 impl ClusterRecords {
     /// Opens (and migrates) the node's database at `path` (see [`crate::database_path`]).
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let mut conn = crate::schema::open_writer(path, crate::Durability::Full)?;
-        conn.execute_batch("PRAGMA wal_autocheckpoint = 1000;")
-            .during("configuring the control-plane connection")?;
-        crate::schema::migrate(&mut conn, path)?;
-        Ok(Self { conn })
+        Ok(ControlDatabase::open(path)?.records())
+    }
+
+    pub(crate) fn on(db: ControlDatabase) -> Self {
+        Self { db }
     }
 
     /// Records configuration `configuration_id` (replacing an earlier record of it).
     pub fn save(&self, configuration_id: u32, configuration: &str) -> Result<(), StoreError> {
-        self.conn
+        self.db
+            .lock()
             .execute(
                 "INSERT INTO cluster_configurations (configuration_id, configuration) VALUES (?1, ?2)
                  ON CONFLICT (configuration_id) DO UPDATE SET configuration = excluded.configuration",
@@ -35,8 +38,8 @@ impl ClusterRecords {
 
     /// Every recorded configuration, oldest first.
     pub fn list(&self) -> Result<Vec<(u32, String)>, StoreError> {
-        let mut stmt = self
-            .conn
+        let conn = self.db.lock();
+        let mut stmt = conn
             .prepare_cached(
                 "SELECT configuration_id, configuration FROM cluster_configurations ORDER BY configuration_id",
             )

@@ -48,7 +48,12 @@ impl ControlDatabase {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
+    /// The configurations recorded in this database, on this connection.
+    pub fn records(&self) -> crate::ClusterRecords {
+        crate::ClusterRecords::on(self.clone())
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 

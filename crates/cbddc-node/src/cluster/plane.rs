@@ -126,9 +126,9 @@ impl Plane {
         links: Arc<Links>,
         view: &watch::Sender<ClusterView>,
     ) -> Result<Self, String> {
-        let records = ClusterRecords::open(&settings.database).map_err(|e| e.to_string())?;
-        let stored = records.list().map_err(|e| e.to_string())?;
         let database = ControlDatabase::open(&settings.database).map_err(|e| e.to_string())?;
+        let records = database.records();
+        let stored = records.list().map_err(|e| e.to_string())?;
         let logs = database.clone();
         let mut membership = Membership::new(settings.local.clone(), move |id| {
             logs.log(id).map_err(|e| e.to_string())
