@@ -30,6 +30,26 @@ pub enum ConfigError {
         /// What is wrong and what to do.
         message: String,
     },
+    /// A running node's source became empty: what a file looks like while it is rewritten.
+    #[error(
+        "configuration {source_name} is empty; the node keeps the configuration in force (an empty file is what a half-written one looks like: write the whole file, or restart the node to run on the defaults)"
+    )]
+    Empty {
+        /// The file (or other source) name.
+        source_name: String,
+    },
+    /// A field that fixes the node's identity vanished from a running node's source.
+    #[error(
+        "configuration {source_name}: field `{field}` is in force but missing from this version; a running node never falls back to {fallback}: put the field back (or restart the node to use the default)"
+    )]
+    Vanished {
+        /// The file (or other source) name.
+        source_name: String,
+        /// `node_id`, `cluster_key` or `data_dir`.
+        field: &'static str,
+        /// What the node would fall back to.
+        fallback: &'static str,
+    },
     /// The configuration server could not be used.
     #[error("configuration server {url}: {message}")]
     Remote {

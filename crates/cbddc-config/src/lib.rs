@@ -45,6 +45,7 @@ mod file;
 mod node_id_file;
 mod provider;
 mod remote;
+mod successor;
 mod watched;
 
 pub use env::{ENV_VARS, EnvProvider, env_layer};
@@ -56,6 +57,7 @@ pub use file::{
 pub use node_id_file::{NODE_ID_FILE, resolve_node_id};
 pub use provider::{ConfigCell, ConfigEvent, ConfigProvider, StaticProvider};
 pub use remote::{RemoteOptions, RemoteProvider};
+pub use successor::check_live_successor;
 pub use watched::FileProvider;
 
 use cbddc_core::{KnownPeer, NodeId};

@@ -1,4 +1,5 @@
 use crate::provider::ConfigCell;
+use crate::successor::LiveSource;
 use crate::{ConfigError, ConfigFile, PeerNodeConfiguration, parse_json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,6 +64,8 @@ struct Poller {
     agent: ureq::Agent,
     options: RemoteOptions,
     etag: Option<String>,
+    /// Set once the first configuration is in force: every later one passes its gate.
+    live: Option<LiveSource>,
 }
 
 impl Poller {
@@ -93,10 +96,19 @@ impl Poller {
         }
     }
 
-    fn resolve(&self, text: &str) -> Result<PeerNodeConfiguration, ConfigError> {
-        parse_json(text, &self.url)?
-            .overlay(&self.options.overrides)
-            .resolve()
+    /// The configuration the server's `text` stands for: the first one as it is, later
+    /// ones only if a running node may adopt them (see [`crate::check_live_successor`]).
+    fn resolve(&mut self, text: &str) -> Result<PeerNodeConfiguration, ConfigError> {
+        let url = self.url.clone();
+        match &self.live {
+            Some(live) => live.candidate(text, &url, |t| parse_json(t, &url)),
+            None => {
+                let file = parse_json(text, &url)?;
+                let config = file.clone().overlay(&self.options.overrides).resolve()?;
+                self.live = Some(LiveSource::new(&file, self.options.overrides.clone()));
+                Ok(config)
+            }
+        }
     }
 
     fn run(
@@ -122,7 +134,8 @@ impl Poller {
                     delay = self.options.poll_interval;
                     if let Fetched::Body { text, etag } = fetched {
                         self.etag = etag;
-                        cell.offer(self.resolve(&text), &self.url);
+                        let candidate = self.resolve(&text);
+                        cell.offer(candidate, &self.url);
                     }
                 }
                 Err(error) => {
@@ -164,6 +177,7 @@ impl RemoteProvider {
             agent,
             options,
             etag: None,
+            live: None,
         };
         let initial = match poller.fetch().map_err(fail)? {
             Fetched::Body { text, etag } => {

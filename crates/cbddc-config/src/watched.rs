@@ -1,22 +1,29 @@
 use crate::provider::ConfigCell;
-use crate::{ConfigError, ConfigFile, PeerNodeConfiguration, env_layer, load_file};
+use crate::successor::LiveSource;
+use crate::{ConfigError, ConfigFile, env_layer, load_file, parse_str};
 use notify_debouncer_full::notify::RecursiveMode;
 use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// How long the file must be quiet before it is read again: editors and orchestrators
-/// write in several steps.
+/// How long the file must be quiet before it is read again, and how long its text must
+/// then stay the same before it is used: editors and orchestrators write in several steps.
 const DEBOUNCE: Duration = Duration::from_millis(150);
+/// Reads of a file that keeps changing before the latest text is judged as it stands.
+const MAX_STABILITY_READS: usize = 20;
 
 /// A configuration file (TOML, or JSON by its `.json` name), watched for changes, with an
 /// optional layer on top (the environment, for [`FileProvider::watch_with_env`]).
 ///
 /// The directory is watched rather than the file, so a file replaced by rename (editors,
 /// Kubernetes ConfigMaps) is followed; events are debounced, and the file is re-read
-/// only when its text changed. A file that fails to parse or validate is announced as
-/// [`ConfigEvent::Rejected`] and the last good configuration stays in force.
+/// only when its text changed and then stayed the same for the debounce. A file that fails
+/// to parse or validate is announced as [`ConfigEvent::Rejected`] and the last good
+/// configuration stays in force; so is a file that became empty, or one from which
+/// `node_id`, `cluster_key` or `data_dir` vanished (see [`crate::check_live_successor`]):
+/// a running node never falls back to a generated id, the default key or the default
+/// data directory because a file was half-written.
 pub struct FileProvider {
     shared: Arc<Shared>,
     _debouncer: Debouncer<notify_debouncer_full::notify::RecommendedWatcher, RecommendedCache>,
@@ -33,19 +40,31 @@ impl std::fmt::Debug for FileProvider {
 #[derive(Debug)]
 struct Shared {
     path: PathBuf,
-    overrides: ConfigFile,
+    live: LiveSource,
     cell: ConfigCell,
     last_text: Mutex<Option<String>>,
 }
 
 impl Shared {
-    fn load(&self) -> Result<PeerNodeConfiguration, ConfigError> {
-        load_file(&self.path)?.overlay(&self.overrides).resolve()
+    /// The file's text once two reads a debounce apart agree.
+    fn read_stable(&self) -> std::io::Result<String> {
+        let mut text = std::fs::read_to_string(&self.path)?;
+        for _ in 0..MAX_STABILITY_READS {
+            std::thread::sleep(DEBOUNCE);
+            let again = std::fs::read_to_string(&self.path)?;
+            if again == text {
+                break;
+            }
+            text = again;
+        }
+        Ok(text)
     }
 
     /// Re-reads the file if its text changed since the last read.
     fn reload(&self) {
-        let text = std::fs::read_to_string(&self.path).ok();
+        let source = self.path.display().to_string();
+        let read = self.read_stable();
+        let text = read.as_ref().ok().cloned();
         {
             let mut last = self.last_text.lock().unwrap_or_else(|p| p.into_inner());
             if *last == text && text.is_some() {
@@ -53,8 +72,16 @@ impl Shared {
             }
             last.clone_from(&text);
         }
-        let source = self.path.display().to_string();
-        self.cell.offer(self.load(), &source);
+        let candidate = match read {
+            Ok(text) => self
+                .live
+                .candidate(&text, &source, |t| parse_str(t, &source)),
+            Err(source_error) => Err(ConfigError::Read {
+                path: self.path.clone(),
+                source: source_error,
+            }),
+        };
+        self.cell.offer(candidate, &source);
     }
 }
 
@@ -78,11 +105,12 @@ impl FileProvider {
     ) -> Result<Self, ConfigError> {
         let path = absolute(path.into());
         let text = std::fs::read_to_string(&path).ok();
-        let initial = load_file(&path)?.overlay(&overrides).resolve()?;
+        let file = load_file(&path)?;
+        let initial = file.clone().overlay(&overrides).resolve()?;
         let shared = Arc::new(Shared {
             cell: ConfigCell::new(initial),
             last_text: Mutex::new(text),
-            overrides,
+            live: LiveSource::new(&file, overrides),
             path,
         });
         let watch_error = |e: notify_debouncer_full::notify::Error| ConfigError::Read {
@@ -264,6 +292,50 @@ mod tests {
             3001,
             "a deleted file leaves the last good configuration"
         );
+    }
+
+    #[test]
+    fn an_emptied_or_cut_file_never_changes_the_identity_and_the_whole_file_applies() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        let whole = |port: u16| format!("{}cluster_key = \"secret\"\n", body(port, dir.path()));
+        std::fs::write(&path, whole(1000)).unwrap();
+        let provider = FileProvider::watch(&path).unwrap();
+        let mut events = provider.subscribe();
+
+        // A slow `cat > file`: truncated first, then written line by line.
+        std::fs::write(&path, "").unwrap();
+        match next_event(&mut events) {
+            ConfigEvent::Rejected { message, .. } => {
+                assert!(message.contains("is empty"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+        std::fs::write(&path, "tcp_port = 1001\n").unwrap();
+        match next_event(&mut events) {
+            ConfigEvent::Rejected { message, .. } => {
+                assert!(message.contains("`node_id`"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let partial = whole(1002).replace("cluster_key = \"secret\"\n", "");
+        std::fs::write(&path, partial).unwrap();
+        match next_event(&mut events) {
+            ConfigEvent::Rejected { message, .. } => {
+                assert!(message.contains("`cluster_key`"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let current = provider.current();
+        assert_eq!(
+            (current.tcp_port, current.cluster_key.as_str()),
+            (1000, "secret")
+        );
+        assert_eq!(current.node_id.as_str(), "n");
+
+        std::fs::write(&path, whole(1003)).unwrap();
+        assert_eq!(changed_port(next_event(&mut events)), 1003);
+        assert_eq!(provider.current().cluster_key, "secret");
     }
 
     #[test]
