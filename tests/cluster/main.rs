@@ -8,3 +8,4 @@ mod t40_hostile_input;
 mod t50_reconfiguration;
 mod t60_election;
 mod t70_membership;
+mod t80_handover;

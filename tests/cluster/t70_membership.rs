@@ -131,20 +131,35 @@ async fn a_member_is_replaced_the_newcomer_gets_the_data_and_the_retired_one_is_
         b.node().get("docs", "from-d").await.unwrap().is_some()
     })
     .await;
-    c.node().put("docs", "from-retired-c", "{}").await.unwrap();
-    b.node().put("docs", "after-c", "{}").await.unwrap();
-    wait_until("a later write on b reaches a", DEADLINE, || async {
-        a.node().get("docs", "after-c").await.unwrap().is_some()
-    })
-    .await;
-    assert!(
-        a.node()
-            .get("docs", "from-retired-c")
-            .await
-            .unwrap()
-            .is_none(),
-        "a write on the retired c must not reach a"
-    );
+    match c.node().put("docs", "from-retired-c", "{}").await {
+        Err(cbddc_node::NodeError::Retired {
+            configuration_id: 2,
+            last_member_of: 1,
+        }) => {}
+        other => panic!("a retired node must refuse writes, got {other:?}"),
+    }
+    assert_eq!(count(c).await, 200, "reads keep working on a retired node");
+    // Not even as a hand-over: c departed, but these entries are not its own.
+    let foreign = a
+        .node()
+        .store()
+        .entries_missing_from(Default::default(), Default::default())
+        .await
+        .unwrap();
+    let mut as_departed_c = cbddc_net::PeerClient::connect(
+        &b.address(),
+        &cbddc_net::ClusterKey::derive("test-cluster"),
+        Some(&node_id("c")),
+        cbddc_net::ClientSettings::default(),
+    )
+    .await
+    .unwrap();
+    let refused = as_departed_c
+        .push(&foreign.entries[..1])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("only its own writes"), "{refused}");
 
     let next = b
         .node()

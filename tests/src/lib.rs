@@ -162,3 +162,62 @@ pub async fn two_peers(a: &str, b: &str) -> (TestNode, TestNode) {
     );
     (TestNode::start(ca, da).await, TestNode::start(cb, db).await)
 }
+
+/// A network switch for in-process partitions: nodes reach each other through relays
+/// ([`Switch::relay`]) that stop carrying anything while the switch is cut.
+#[derive(Debug, Clone)]
+pub struct Switch {
+    cut: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Default for Switch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Switch {
+    pub fn new() -> Self {
+        Self {
+            cut: Arc::new(tokio::sync::watch::Sender::new(false)),
+        }
+    }
+
+    /// Cuts every link through this switch: open connections are closed, new ones are
+    /// closed as soon as they arrive.
+    pub fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+
+    /// Carries traffic again.
+    pub fn heal(&self) {
+        self.cut.send_replace(false);
+    }
+
+    /// A loopback address that relays to `target` while the switch is not cut.
+    pub async fn relay(&self, target: String) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let cut = self.cut.clone();
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                if *cut.borrow() {
+                    continue;
+                }
+                let mut watch = cut.subscribe();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let (mut inbound, mut outbound) = (inbound, outbound);
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = watch.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        address
+    }
+}

@@ -31,6 +31,26 @@
 //!   word) and in the next configuration; a retried entry is applied once; a node that
 //!   retires reports what it proposed and never saw decided as [`Action::Dropped`].
 //!
+//! ## Acknowledged writes of a departing member
+//!
+//! The data plane never waits for the control plane, so a member keeps taking writes
+//! until it learns that the configuration that removed it is sealed — and a member cut
+//! off during its own removal learns it only when the partition heals. The rule that
+//! keeps those writes:
+//!
+//! - A member's own writes up to the moment it learns of the seal that removed it are
+//!   writes of the cluster. From that moment it refuses writes (it is retired: reads
+//!   still work), so the set of its writes is closed.
+//! - It then hands that set over: it pushes its own writes to every member of the
+//!   configuration that followed its last one ([`Membership::successor`]) until each
+//!   holds them, or is itself retired.
+//! - Members accept such a hand-over from a node that departed a configuration they
+//!   know ([`Action::Sealed`] names the departed), restricted to entries of the
+//!   departed node's own origin; it gets no data in return.
+//!
+//! A node that waits to be invited (`join`) has no writes of the cluster yet and
+//! refuses writes until it is admitted.
+//!
 //! The node (`cbddc-node`, module `cluster`) drives it on a thread of its own, carries
 //! its frames over cbddc-net sessions (one per peer, in order), copies the data to
 //! newcomers before they join, and restricts sync and election to members.
@@ -229,6 +249,9 @@ pub enum Action {
         configuration_id: u32,
         /// The one after it.
         next: Configuration,
+        /// Members of the sealed configuration that are not in `next`: they may still
+        /// hand over the writes they took while they were members (see the crate docs).
+        departed: Vec<NodeId>,
         /// The metadata given to [`Membership::reconfigure`].
         metadata: Option<Vec<u8>>,
     },
@@ -467,6 +490,13 @@ impl<S: Storage<ControlEntry>> Membership<S> {
     /// The last configuration this node was a member of, if it has retired since.
     pub fn retired_after(&self) -> Option<u32> {
         self.retired_after
+    }
+
+    /// After retiring: the configuration that followed this node's last one, whose
+    /// members take over the writes this node acknowledged while it was a member.
+    pub fn successor(&self) -> Option<&Configuration> {
+        let retired_after = self.retired_after?;
+        self.seals.get(&retired_after).map(|(next, _)| next)
     }
 
     /// The OmniPaxos leader of the running configuration.
@@ -780,9 +810,17 @@ impl<S: Storage<ControlEntry>> Membership<S> {
         let old_id = old.config.configuration_id;
         tracing::info!(node = %self.local, configuration = old_id, next = next.configuration_id, "configuration sealed");
         self.seals.insert(old_id, (next.clone(), old.log.clone()));
+        let departed = old
+            .config
+            .members
+            .iter()
+            .filter(|m| next.member(&m.node_id).is_none())
+            .map(|m| m.node_id.clone())
+            .collect();
         self.actions.push(Action::Sealed {
             configuration_id: old_id,
             next: next.clone(),
+            departed,
             metadata: user,
         });
         let newcomers: Vec<Member> = next

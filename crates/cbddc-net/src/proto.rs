@@ -327,6 +327,9 @@ pub enum ErrorCode {
     Unavailable = 4,
     /// The request is not allowed for this session (e.g. a push from a tool).
     Forbidden = 5,
+    /// The node is not a member of its cluster (it retired, or waits to be admitted) and
+    /// refuses writes and hand-overs; reads still work.
+    NotAMember = 6,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]

@@ -23,6 +23,23 @@ pub enum NodeError {
     /// The network layer failed.
     #[error(transparent)]
     Net(#[from] cbddc_net::NetError),
+    /// This node was removed from its cluster: it refuses writes (they could reach
+    /// nobody); reads still work.
+    #[error(
+        "this node was removed from the cluster in configuration {configuration_id} (its last configuration was {last_member_of}) and takes no writes: write to a member of the cluster (`cbddc cluster status` on this node names them), or add this node back with `cbddc cluster reconfigure` on a member"
+    )]
+    Retired {
+        /// The configuration that removed it.
+        configuration_id: u32,
+        /// The last configuration it was a member of.
+        last_member_of: u32,
+    },
+    /// This node waits to be invited into a cluster (`[cluster] join = true`) and takes
+    /// no writes until it is admitted.
+    #[error(
+        "this node waits to be invited into a cluster and takes no writes until it is admitted: add it with `cbddc cluster reconfigure --members <members>,<this node>` on a member"
+    )]
+    NotAdmitted,
     /// The control plane (cluster membership) refused or failed.
     #[error("control plane: {0}")]
     ControlPlane(String),

@@ -1,12 +1,13 @@
 //! Answers the requests of peers and tools on behalf of the node.
 
+use crate::NodeError;
 use crate::cluster::{ControlCall, ControlPlane, ControlReply};
 use crate::peers::PeerBook;
 use crate::sync::SyncOrchestrator;
 use async_trait::async_trait;
 use cbddc_core::{
-    DocumentStore, KnownPeer, LocalWrite, NodeId, PageLimits, PeerStore, PeerType, StorageError,
-    VersionVector,
+    DocumentStore, KnownPeer, LocalWrite, NodeId, OplogEntry, PageLimits, PeerStore, PeerType,
+    StorageError, VersionVector,
 };
 use cbddc_election::Leadership;
 use cbddc_election::membership::Configuration;
@@ -98,9 +99,20 @@ impl NodeHandler {
                         "only nodes may push oplog entries",
                     ));
                 }
-                self.admit(session)?;
+                let handover = self.admit_push(session)?;
                 let entries = entries_from_wire(push.entries)
                     .map_err(|e| error_body(ErrorCode::InvalidRequest, &e.to_string()))?;
+                if let Some(departed) = handover
+                    && let Some(foreign) = entries.iter().find(|e| &e.origin != departed)
+                {
+                    return Err(error_body(
+                        ErrorCode::Forbidden,
+                        &format!(
+                            "node {departed} left the cluster and may hand over only its own writes, not {}'s",
+                            foreign.origin
+                        ),
+                    ));
+                }
                 let outcome = self
                     .store
                     .apply_remote(entries)
@@ -219,6 +231,29 @@ impl NodeHandler {
         ))
     }
 
+    /// Admits a push: from a member as [`NodeHandler::admit`] does (`Ok(None)`), or from a
+    /// member that departed the cluster, handing over its own writes (`Ok(Some(it))`).
+    fn admit_push<'s>(&self, session: &'s SessionInfo) -> Result<Option<&'s NodeId>, Res> {
+        let refused = match self.admit(session) {
+            Ok(()) => return Ok(None),
+            Err(refused) => refused,
+        };
+        let (Some(cluster), Some(peer)) = (&self.cluster, &session.peer) else {
+            return Err(refused);
+        };
+        if cluster.accepts_handover_from(peer) {
+            return Ok(Some(peer));
+        }
+        if let Some(after) = cluster.status().ok().and_then(|s| s.retired_after) {
+            // The sender skips a retired node in its hand-over: it could keep nothing moving.
+            return Err(error_body(
+                ErrorCode::NotAMember,
+                &format!("this node retired from the cluster after configuration {after}"),
+            ));
+        }
+        Err(refused)
+    }
+
     async fn control(&self, session: &SessionInfo, payload: &[u8]) -> Result<Res, Res> {
         let invalid = |message: String| error_body(ErrorCode::InvalidRequest, &message);
         let call: ControlCall = serde_json::from_slice(payload)
@@ -240,12 +275,19 @@ impl NodeHandler {
             ControlCall::Offer {
                 configuration,
                 sealed_log,
+                departed,
             } => {
                 let from = session.peer.clone().ok_or_else(|| {
                     error_body(ErrorCode::Forbidden, "only cluster members invite nodes")
                 })?;
                 cluster
-                    .accept_offer(from, configuration, sealed_log, self.sync.context())
+                    .accept_offer(
+                        from,
+                        configuration,
+                        sealed_log,
+                        departed,
+                        self.sync.context(),
+                    )
                     .map_err(invalid)?;
                 ControlReply::Accepted
             }
@@ -338,8 +380,27 @@ impl NodeHandler {
         *self.listen.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Writes a batch of local writes in one transaction, if this node may take writes
+    /// (with a control plane: only as a member of the running configuration).
+    pub(crate) async fn write_local(
+        &self,
+        writes: Vec<LocalWrite>,
+    ) -> Result<Vec<OplogEntry>, NodeError> {
+        let _permit = match &self.cluster {
+            Some(cluster) => Some(cluster.gate.enter().await?),
+            None => None,
+        };
+        Ok(self.store.write(writes).await?)
+    }
+
     async fn write(&self, write: LocalWrite) -> Result<Res, Res> {
-        let mut entries = self.store.write(vec![write]).await.map_err(storage_error)?;
+        let mut entries = self.write_local(vec![write]).await.map_err(|e| match e {
+            NodeError::Storage(e) => storage_error(e),
+            NodeError::Retired { .. } | NodeError::NotAdmitted => {
+                error_body(ErrorCode::NotAMember, &e.to_string())
+            }
+            other => error_body(ErrorCode::Unspecified, &other.to_string()),
+        })?;
         let entry = entries
             .pop()
             .ok_or_else(|| error_body(ErrorCode::Storage, "the store acknowledged no entry"))?;

@@ -29,7 +29,7 @@ mod reconfigure;
 mod runtime;
 mod sync;
 
-pub use cluster::{ClusterStatus, ControlCall, ControlReply, RECONFIGURE_DEADLINE};
+pub use cluster::{ClusterStatus, ControlCall, ControlReply, Handover, RECONFIGURE_DEADLINE};
 pub use error::NodeError;
 pub use peers::{PeerActivity, PeerBook, PeerReport};
 
@@ -205,12 +205,16 @@ impl Node {
     }
 
     /// Writes a batch in one transaction.
+    ///
+    /// A node with a `[cluster]` section takes writes only as a member of the running
+    /// configuration: a retired node refuses them with [`NodeError::Retired`], and one
+    /// that waits to be invited with [`NodeError::NotAdmitted`].
     pub async fn write(&self, writes: Vec<LocalWrite>) -> Result<Vec<OplogEntry>, NodeError> {
-        Ok(self.snapshot().store.write(writes).await?)
+        self.snapshot().handler.write_local(writes).await
     }
 
     async fn write_one(&self, write: LocalWrite) -> Result<OplogEntry, NodeError> {
-        let mut entries = self.snapshot().store.write(vec![write]).await?;
+        let mut entries = self.snapshot().handler.write_local(vec![write]).await?;
         entries.pop().ok_or_else(|| {
             NodeError::Storage(cbddc_core::StorageError::Backend {
                 operation: "writing",

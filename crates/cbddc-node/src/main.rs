@@ -151,7 +151,8 @@ enum ClusterCommand {
     /// Also the control plane's leader, how many control entries are decided in the
     /// running configuration, and whether the node was removed from the cluster.
     Status {
-        /// Print JSON: configuration_id, members, leader, decided_idx, retired.
+        /// Print JSON: configuration_id, members, leader, decided_idx, retired,
+        /// retired_after, handover.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -222,6 +223,8 @@ async fn cluster(command: ClusterCommand) -> Result<ExitCode> {
                         "leader": status.leader,
                         "decided_idx": status.decided_idx,
                         "retired": status.retired,
+                        "retired_after": status.retired_after,
+                        "handover": status.handover,
                     }))?
                 );
             } else {
@@ -236,6 +239,20 @@ async fn cluster(command: ClusterCommand) -> Result<ExitCode> {
                 if status.configuration_id.is_some() {
                     println!("leader: {}", status.leader.as_deref().unwrap_or("none yet"));
                     println!("decided entries: {}", status.decided_idx);
+                }
+                if let Some(handover) = &status.handover {
+                    if handover.complete {
+                        println!(
+                            "hand-over complete: the members of configuration {} hold every write this node took",
+                            handover.to_configuration
+                        );
+                    } else {
+                        println!(
+                            "handing its writes over to configuration {}: waiting for {}",
+                            handover.to_configuration,
+                            handover.pending.join(", ")
+                        );
+                    }
                 }
             }
         }

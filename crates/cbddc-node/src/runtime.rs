@@ -211,7 +211,7 @@ impl Runtime {
             token.child_token(),
         ));
         let cluster = match &config.cluster {
-            Some(section) => Some(start_cluster(&config, section, listen, &sync, &token)?),
+            Some(section) => Some(start_cluster(&config, section, listen, &sync, &token).await?),
             None => None,
         };
         let handler = Arc::new(NodeHandler {
@@ -299,7 +299,7 @@ impl Runtime {
 
 /// Starts the control plane of a `[cluster]` node, and keeps the data plane (sync peers)
 /// and the election (eligible peers) on the members of its running configuration.
-fn start_cluster(
+async fn start_cluster(
     config: &PeerNodeConfiguration,
     section: &cbddc_config::ClusterConfig,
     listen: SocketAddr,
@@ -345,6 +345,14 @@ fn start_cluster(
         ),
         token.child_token(),
     )?;
+    if let Err(e) = plane.ready(Duration::from_secs(30)).await {
+        plane.stop().await;
+        return Err(e);
+    }
+    // The gate is right before the first write can arrive; then it follows the view.
+    let initial = plane.watch().borrow().gate_state();
+    plane.gate.set(initial).await;
+    tokio::spawn(plane.clone().follow_membership(sync.context()));
     let mut view = plane.watch();
     let local = config.node_id.clone();
     let sync = sync.clone();

@@ -1,5 +1,6 @@
 //! The configurations a node's control plane ran, kept in its database so a restart
-//! resumes where it stopped. The records are opaque text (the control plane's JSON).
+//! resumes where it stopped, and the members that departed the configurations it knows.
+//! The configuration records are opaque text (the control plane's JSON).
 
 use crate::ControlDatabase;
 use crate::error::{SqlContext, StoreError};
@@ -36,6 +37,36 @@ impl ClusterRecords {
         Ok(())
     }
 
+    /// Records that `node_id` left the cluster after configuration `configuration_id`
+    /// (a later departure of the same node replaces an earlier one).
+    pub fn save_departed(&self, node_id: &str, configuration_id: u32) -> Result<(), StoreError> {
+        self.db
+            .lock()
+            .execute(
+                "INSERT INTO cluster_departed (node_id, configuration_id) VALUES (?1, ?2)
+                 ON CONFLICT (node_id) DO UPDATE SET configuration_id = excluded.configuration_id
+                 WHERE excluded.configuration_id > cluster_departed.configuration_id",
+                params![node_id, i64::from(configuration_id)],
+            )
+            .during("recording a departed member")?;
+        Ok(())
+    }
+
+    /// Every departed member, with the last configuration it was a member of.
+    pub fn departed(&self) -> Result<Vec<(String, u32)>, StoreError> {
+        let conn = self.db.lock();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT node_id, configuration_id FROM cluster_departed ORDER BY node_id",
+            )
+            .during("listing departed members")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))
+            .during("listing departed members")?;
+        rows.collect::<Result<_, _>>()
+            .during("listing departed members")
+    }
+
     /// Every recorded configuration, oldest first.
     pub fn list(&self) -> Result<Vec<(u32, String)>, StoreError> {
         let conn = self.db.lock();
@@ -70,6 +101,23 @@ mod tests {
         assert_eq!(
             records.list().unwrap(),
             vec![(1, "one".to_string()), (2, "two, again".to_string())]
+        );
+    }
+
+    #[test]
+    fn a_departed_member_keeps_its_latest_departure() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node-a.db");
+        {
+            let records = ClusterRecords::open(&path).unwrap();
+            records.save_departed("c", 3).unwrap();
+            records.save_departed("c", 1).unwrap();
+            records.save_departed("b", 2).unwrap();
+        }
+        let records = ClusterRecords::open(&path).unwrap();
+        assert_eq!(
+            records.departed().unwrap(),
+            vec![("b".to_string(), 2), ("c".to_string(), 3)]
         );
     }
 }

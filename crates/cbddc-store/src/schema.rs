@@ -65,6 +65,12 @@ const MIGRATIONS: &[&str] = &[
         configuration_id INTEGER PRIMARY KEY,
         configuration    TEXT NOT NULL       -- JSON: members, pids, addresses
     );",
+    // 5: members that left a configuration this node knows: they may still hand over the
+    // writes they took as members.
+    "CREATE TABLE cluster_departed (
+        node_id          TEXT PRIMARY KEY,
+        configuration_id INTEGER NOT NULL    -- the last configuration it was a member of
+    ) WITHOUT ROWID;",
 ];
 
 /// The schema version this build writes.

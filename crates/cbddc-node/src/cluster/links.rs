@@ -88,6 +88,7 @@ impl Links {
         address: &str,
         configuration: Configuration,
         sealed_log: Vec<ControlEntry>,
+        departed: Vec<(NodeId, u32)>,
     ) {
         let settings = self.settings.clone();
         let to = to.clone();
@@ -97,6 +98,7 @@ impl Links {
             let call = ControlCall::Offer {
                 configuration,
                 sealed_log,
+                departed,
             };
             let offered = tokio::select! {
                 _ = token.cancelled() => return,

@@ -5,12 +5,18 @@
 //!
 //! - `plane`: the thread that owns the membership and its SQLite logs;
 //! - `links`: ordered links carrying control frames to other members, and invitations;
+//! - `gate`: whether this node may take writes (only as a member);
+//! - `handover`: a retired node hands the writes it took as a member over to the cluster;
 //! - `wire`: the JSON payloads of `Request::Control`.
 
+mod gate;
+mod handover;
 mod links;
 mod plane;
 mod wire;
 
+pub(crate) use gate::{GateState, WriteGate};
+pub use handover::Handover;
 pub use wire::{ControlCall, ControlReply};
 
 use crate::NodeError;
@@ -46,15 +52,35 @@ pub struct ClusterStatus {
     pub retired: bool,
     /// The last configuration it was a member of, if it retired.
     pub retired_after: Option<u32>,
+    /// After retiring: the hand-over of the writes it took as a member.
+    #[serde(default)]
+    pub handover: Option<Handover>,
 }
 
 /// What the control thread publishes to the rest of the node.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ClusterView {
+    /// False until the control thread has opened its state.
+    pub(crate) ready: bool,
     pub(crate) status: ClusterStatus,
     pub(crate) configuration: Option<Configuration>,
+    /// After retiring: the configuration that followed this node's last one.
+    pub(crate) successor: Option<Configuration>,
+    /// Members that departed a configuration known here, with their last configuration.
+    pub(crate) departed: BTreeMap<NodeId, u32>,
     /// Why the control plane stopped, if it did.
     pub(crate) failure: Option<String>,
+}
+
+impl ClusterView {
+    /// What the write gate should let through in this view.
+    pub(crate) fn gate_state(&self) -> GateState {
+        match (&self.configuration, self.status.retired_after) {
+            (Some(_), _) => GateState::Open,
+            (None, Some(after)) => GateState::Retired { after },
+            (None, None) => GateState::NotAdmitted,
+        }
+    }
 }
 
 /// A handle on the control-plane thread.
@@ -63,6 +89,9 @@ pub(crate) struct ControlPlane {
     local: NodeId,
     commands: Sender<Command>,
     view: watch::Receiver<ClusterView>,
+    /// Writes are taken only while this node is a member.
+    pub(crate) gate: WriteGate,
+    handover: watch::Sender<Option<Handover>>,
     joining: AtomicBool,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     token: CancellationToken,
@@ -103,6 +132,8 @@ impl ControlPlane {
             local,
             commands,
             view,
+            gate: WriteGate::new(GateState::NotAdmitted),
+            handover: watch::Sender::new(None),
             joining: AtomicBool::new(false),
             thread: Mutex::new(Some(thread)),
             token,
@@ -117,7 +148,82 @@ impl ControlPlane {
         let view = self.view.borrow();
         match &view.failure {
             Some(failure) => Err(format!("the control plane stopped: {failure}")),
-            None => Ok(view.status.clone()),
+            None => Ok(ClusterStatus {
+                handover: self.handover.borrow().clone(),
+                ..view.status.clone()
+            }),
+        }
+    }
+
+    /// Waits (bounded) until the control thread has opened its state, so the write gate
+    /// starts right: a retired node must not take writes in its first moments either.
+    pub(crate) async fn ready(&self, within: Duration) -> Result<(), NodeError> {
+        let mut view = self.view.clone();
+        let opened =
+            tokio::time::timeout(within, view.wait_for(|v| v.ready || v.failure.is_some())).await;
+        match opened {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(NodeError::ControlPlane(
+                "its thread stopped while opening".into(),
+            )),
+            Err(_) => Err(NodeError::ControlPlane(format!(
+                "it did not open its state within {within:?}"
+            ))),
+        }
+    }
+
+    /// Whether `node` may hand over the writes it took as a member: it departed a
+    /// configuration known here, and this node runs the cluster's configuration now.
+    pub(crate) fn accepts_handover_from(&self, node: &NodeId) -> bool {
+        let view = self.view.borrow();
+        view.configuration
+            .as_ref()
+            .is_some_and(|c| c.member(node).is_none())
+            && view.departed.contains_key(node)
+    }
+
+    /// Follows the view with the write gate and, once retired, the hand-over.
+    pub(crate) async fn follow_membership(self: Arc<Self>, sync: SyncContext) {
+        let mut view = self.view.clone();
+        let mut handing_over: Option<(u32, CancellationToken)> = None;
+        loop {
+            let (state, successor) = {
+                let v = view.borrow_and_update();
+                (v.gate_state(), v.successor.clone())
+            };
+            if self.gate.state().await != state {
+                tracing::info!(node = %self.local, ?state, "write gate");
+                // Waits for writes in flight: what is handed over below is final.
+                self.gate.set(state).await;
+            }
+            match (state, successor) {
+                (GateState::Retired { .. }, Some(successor)) => {
+                    let to = successor.configuration_id;
+                    if handing_over.as_ref().is_none_or(|(id, _)| *id != to) {
+                        if let Some((_, previous)) = handing_over.take() {
+                            previous.cancel();
+                        }
+                        let token = self.token.child_token();
+                        tokio::spawn(handover::run(
+                            sync.clone(),
+                            successor,
+                            self.handover.clone(),
+                            token.clone(),
+                        ));
+                        handing_over = Some((to, token));
+                    }
+                }
+                _ => {
+                    if let Some((_, previous)) = handing_over.take() {
+                        previous.cancel();
+                        self.handover.send_replace(None);
+                    }
+                }
+            }
+            tokio::select! {
+                _ = self.token.cancelled() => return,
+                changed = view.changed() => if changed.is_err() { return },
+            }
         }
     }
 
@@ -190,6 +296,7 @@ impl ControlPlane {
         from: NodeId,
         configuration: Configuration,
         sealed_log: Vec<ControlEntry>,
+        departed: Vec<(NodeId, u32)>,
         sync: SyncContext,
     ) -> Result<(), String> {
         if configuration.member(&self.local).is_none() {
@@ -223,6 +330,7 @@ impl ControlPlane {
                 let answer = plane.command(|reply| Command::Join {
                     configuration,
                     sealed_log,
+                    departed,
                     reply,
                 })?;
                 answer

@@ -10,6 +10,7 @@ use cbddc_election::membership::{
     Action, Configuration, ControlEntry, ControlFrame, Membership, MembershipError,
 };
 use cbddc_store::{ClusterRecords, ControlDatabase, SqliteLogStorage};
+use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,6 +38,7 @@ pub(crate) enum Command {
     Join {
         configuration: Configuration,
         sealed_log: Vec<ControlEntry>,
+        departed: Vec<(NodeId, u32)>,
         reply: oneshot::Sender<Result<(), String>>,
     },
     Reconfigure {
@@ -118,6 +120,8 @@ struct Plane {
     token: tokio_util::sync::CancellationToken,
     /// Reconfigurations asked for here, waiting for their seal to be decided.
     waiting: Vec<Waiter>,
+    /// Members that departed a configuration known here (see the membership crate docs).
+    departed: BTreeMap<NodeId, u32>,
 }
 
 impl Plane {
@@ -162,6 +166,17 @@ impl Plane {
                 membership.join(configuration).map_err(|e| e.to_string())?;
             }
         }
+        let mut departed = BTreeMap::new();
+        for (node, configuration_id) in records.departed().map_err(|e| e.to_string())? {
+            match NodeId::new(node.as_str()) {
+                Ok(node) => {
+                    departed.insert(node, configuration_id);
+                }
+                Err(e) => {
+                    tracing::warn!(%node, error = %e, "a recorded departed member has an invalid id; ignored")
+                }
+            }
+        }
         let mut plane = Self {
             local: settings.local.clone(),
             membership,
@@ -170,6 +185,7 @@ impl Plane {
             links,
             token: settings.token.clone(),
             waiting: Vec::new(),
+            departed,
         };
         let actions = plane.membership.take_actions();
         plane.carry_out(actions);
@@ -268,12 +284,18 @@ impl Plane {
             Command::Join {
                 configuration,
                 sealed_log,
+                departed,
                 reply,
             } => {
                 let joined = self
                     .membership
                     .join_with_log(configuration, sealed_log)
                     .map_err(|e| e.to_string());
+                if joined.is_ok() {
+                    for (node, configuration_id) in departed {
+                        self.record_departed(node, configuration_id);
+                    }
+                }
                 let _ = reply.send(joined);
             }
             Command::Reconfigure { members, reply } => {
@@ -315,9 +337,13 @@ impl Plane {
                 Action::Sealed {
                     configuration_id,
                     next,
+                    departed,
                     ..
                 } => {
                     tracing::info!(node = %self.local, sealed = configuration_id, next = next.configuration_id, "the cluster moved to a new configuration");
+                    for node in departed {
+                        self.record_departed(node, configuration_id);
+                    }
                     for (id, wanted, reply) in std::mem::take(&mut self.waiting) {
                         if id != next.configuration_id {
                             self.waiting.push((id, wanted, reply));
@@ -339,7 +365,13 @@ impl Plane {
                 } => {
                     let sealed = configuration.configuration_id.saturating_sub(1);
                     if let Some(log) = self.membership.sealed_log(sealed) {
-                        self.links.offer(&to, &address, configuration, log);
+                        let departed = self
+                            .departed
+                            .iter()
+                            .map(|(node, id)| (node.clone(), *id))
+                            .collect();
+                        self.links
+                            .offer(&to, &address, configuration, log, departed);
                     }
                 }
                 Action::Retired { configuration_id } => {
@@ -351,6 +383,24 @@ impl Plane {
                 Action::Decided { .. } => {}
             }
         }
+    }
+
+    /// Remembers (durably) that `node` left the cluster after
+    /// configuration `configuration_id`.
+    fn record_departed(&mut self, node: NodeId, configuration_id: u32) {
+        if node == self.local
+            || self
+                .departed
+                .get(&node)
+                .is_some_and(|known| *known >= configuration_id)
+        {
+            return;
+        }
+        if let Err(e) = self.records.save_departed(node.as_str(), configuration_id) {
+            // Kept in memory still; a restart rebuilds it from the seals it replays.
+            tracing::error!(%node, error = %e, "cannot record a departed member");
+        }
+        self.departed.insert(node, configuration_id);
     }
 
     fn publish(&self, view: &watch::Sender<ClusterView>) {
@@ -365,13 +415,22 @@ impl Plane {
             decided_idx: self.membership.decided_idx() as u64,
             retired: self.membership.retired_after().is_some(),
             retired_after: self.membership.retired_after(),
+            handover: None,
         };
         let configuration = self.membership.configuration().cloned();
+        let successor = self.membership.successor().cloned();
         view.send_if_modified(|v| {
-            let changed = v.status != status || v.configuration != configuration;
+            let changed = !v.ready
+                || v.status != status
+                || v.configuration != configuration
+                || v.successor != successor
+                || v.departed != self.departed;
             if changed {
+                v.ready = true;
                 v.status = status;
                 v.configuration = configuration;
+                v.successor = successor;
+                v.departed.clone_from(&self.departed);
             }
             changed
         });

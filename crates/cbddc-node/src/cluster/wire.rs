@@ -1,5 +1,6 @@
 //! The control-plane payloads carried by `Request::Control` (JSON; see docs/protocol.md).
 
+use cbddc_core::NodeId;
 use cbddc_election::membership::{Configuration, ControlEntry, ControlFrame};
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +20,10 @@ pub enum ControlCall {
         configuration: Configuration,
         /// The decided log of the configuration before it.
         sealed_log: Vec<ControlEntry>,
+        /// Members that departed configurations the inviter knows, with the last
+        /// configuration each was a member of: the newcomer accepts their hand-over.
+        #[serde(default)]
+        departed: Vec<(NodeId, u32)>,
     },
     /// The control plane's state.
     Status,

@@ -1,0 +1,220 @@
+//! Acknowledged means kept across a member's removal: a member cut off from the others
+//! keeps taking writes; when the others remove it, it hands those writes over once it is
+//! reachable again, then refuses writes. A node waiting to be invited refuses writes too.
+
+use cbddc_config::{ClusterConfig, PeerNodeConfiguration};
+use cbddc_core::{KnownPeer, LocalWrite, PeerType};
+use cbddc_node::{ClusterStatus, NodeError};
+use cbddc_tests::{Switch, TestNode, node_id, wait_until};
+use std::time::Duration;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn status(node: &TestNode) -> ClusterStatus {
+    node.node().cluster_status().unwrap()
+}
+
+/// a, b and c bootstrap configuration 1; every link to or from c runs through `switch`.
+async fn cluster_with_c_behind(switch: &Switch) -> Vec<TestNode> {
+    let mut configs: Vec<(PeerNodeConfiguration, tempfile::TempDir)> = ["a", "b", "c"]
+        .iter()
+        .map(|n| TestNode::configure(n))
+        .collect();
+    let direct: Vec<String> = configs
+        .iter()
+        .map(|(c, _)| format!("127.0.0.1:{}", c.tcp_port))
+        .collect();
+    let mut relayed = Vec::new();
+    for address in &direct {
+        relayed.push(switch.relay(address.clone()).await);
+    }
+    for index in 0..3 {
+        let me = configs[index].0.node_id.clone();
+        let mut peers = Vec::new();
+        for other in 0..3 {
+            if other == index {
+                continue;
+            }
+            // Links that touch c (index 2) go through the switch.
+            let address = if index == 2 || other == 2 {
+                relayed[other].clone()
+            } else {
+                direct[other].clone()
+            };
+            let id = configs[other].0.node_id.clone();
+            peers.push(KnownPeer::new(id, address, PeerType::StaticRemote).unwrap());
+        }
+        let config = &mut configs[index].0;
+        assert_eq!(config.node_id, me);
+        config.known_peers = peers;
+        config.election.interval_ms = 100;
+        config.election.peer_timeout_ms = 600;
+        config.cluster = Some(ClusterConfig {
+            configuration_id: 1,
+            members: vec![node_id("a"), node_id("b"), node_id("c")],
+            join: false,
+        });
+    }
+    let mut nodes = Vec::new();
+    for (config, dir) in configs {
+        nodes.push(TestNode::start(config, dir).await);
+    }
+    wait_until("configuration 1 everywhere", DEADLINE, || async {
+        nodes
+            .iter()
+            .all(|n| status(n).configuration_id == Some(1) && status(n).leader.is_some())
+    })
+    .await;
+    nodes
+}
+
+fn writes(prefix: &str, n: usize) -> Vec<LocalWrite> {
+    (0..n)
+        .map(|i| LocalWrite::put("docs", format!("{prefix}{i:02}"), format!("{{\"n\":{i}}}")))
+        .collect()
+}
+
+async fn holds_all(node: &TestNode, prefix: &str, n: usize) -> bool {
+    let docs = node.documents("docs").await;
+    docs.iter().filter(|(k, _)| k.starts_with(prefix)).count() == n
+}
+
+async fn acknowledge_on_c_while_cut_off(nodes: &[TestNode], switch: &Switch) {
+    let [a, b, c] = nodes else { unreachable!() };
+    a.node().write(writes("before-", 10)).await.unwrap();
+    wait_until("c holds a's writes", DEADLINE, || {
+        holds_all(c, "before-", 10)
+    })
+    .await;
+    switch.cut();
+    // c does not know yet that it is being removed: it acknowledges writes.
+    for write in writes("from-c-", 20) {
+        c.node().write(vec![write]).await.unwrap();
+    }
+    let next = a
+        .node()
+        .reconfigure_cluster(vec![node_id("a"), node_id("b")])
+        .await
+        .unwrap();
+    assert_eq!(next, 2);
+    assert!(
+        !holds_all(a, "from-c-", 20).await && !holds_all(b, "from-c-", 20).await,
+        "nothing crossed the cut"
+    );
+}
+
+async fn the_writes_of_c_were_handed_over(nodes: &[TestNode]) {
+    let [a, b, c] = nodes else { unreachable!() };
+    wait_until("c learns it was removed", DEADLINE, || async {
+        status(c).retired
+    })
+    .await;
+    wait_until(
+        "a and b hold every write c acknowledged",
+        DEADLINE,
+        || async { holds_all(a, "from-c-", 20).await && holds_all(b, "from-c-", 20).await },
+    )
+    .await;
+    wait_until("c reports its hand-over complete", DEADLINE, || async {
+        status(c)
+            .handover
+            .is_some_and(|h| h.complete && h.to_configuration == 2)
+    })
+    .await;
+    match c.node().put("docs", "after-retiring", "{}").await {
+        Err(NodeError::Retired {
+            configuration_id: 2,
+            last_member_of: 1,
+        }) => {}
+        other => panic!("a retired node must refuse writes, got {other:?}"),
+    }
+    assert!(
+        c.node().get("docs", "from-c-00").await.unwrap().is_some(),
+        "reads keep working on a retired node"
+    );
+    a.node()
+        .put("docs", "after-the-change", "{}")
+        .await
+        .unwrap();
+    wait_until("the cluster goes on", DEADLINE, || async {
+        b.node()
+            .get("docs", "after-the-change")
+            .await
+            .unwrap()
+            .is_some()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_cut_off_during_its_removal_hands_its_writes_over_on_healing() {
+    let switch = Switch::new();
+    let mut nodes = cluster_with_c_behind(&switch).await;
+    acknowledge_on_c_while_cut_off(&nodes, &switch).await;
+    switch.heal();
+    the_writes_of_c_were_handed_over(&nodes).await;
+    for node in &mut nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_stopped_after_its_removal_hands_its_writes_over_when_restarted() {
+    let switch = Switch::new();
+    let mut nodes = cluster_with_c_behind(&switch).await;
+    acknowledge_on_c_while_cut_off(&nodes, &switch).await;
+    let config_c = nodes[2].config.clone();
+    nodes[2].stop().await;
+    switch.heal();
+    nodes[2].restart_with(config_c).await;
+    the_writes_of_c_were_handed_over(&nodes).await;
+    for node in &mut nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_waiting_to_be_invited_refuses_writes_until_admitted() {
+    let (mut a, mut d) = (TestNode::configure("a"), TestNode::configure("d"));
+    let peer = |c: &PeerNodeConfiguration| {
+        KnownPeer::new(
+            c.node_id.clone(),
+            format!("127.0.0.1:{}", c.tcp_port),
+            PeerType::StaticRemote,
+        )
+        .unwrap()
+    };
+    a.0.known_peers = vec![peer(&d.0)];
+    d.0.known_peers = vec![peer(&a.0)];
+    a.0.cluster = Some(ClusterConfig {
+        configuration_id: 1,
+        members: vec![node_id("a")],
+        join: false,
+    });
+    d.0.cluster = Some(ClusterConfig {
+        configuration_id: 1,
+        members: Vec::new(),
+        join: true,
+    });
+    let mut a = TestNode::start(a.0, a.1).await;
+    let mut d = TestNode::start(d.0, d.1).await;
+    match d.node().put("docs", "too-early", "{}").await {
+        Err(NodeError::NotAdmitted) => {}
+        other => panic!("a node not admitted yet must refuse writes, got {other:?}"),
+    }
+    a.node()
+        .reconfigure_cluster(vec![node_id("a"), node_id("d")])
+        .await
+        .unwrap();
+    wait_until("d is admitted", DEADLINE, || async {
+        status(&d).configuration_id == Some(2)
+    })
+    .await;
+    d.node().put("docs", "admitted", "{}").await.unwrap();
+    wait_until("d's write reaches a", DEADLINE, || async {
+        a.node().get("docs", "admitted").await.unwrap().is_some()
+    })
+    .await;
+    a.stop().await;
+    d.stop().await;
+}
