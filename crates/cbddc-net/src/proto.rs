@@ -429,6 +429,10 @@ pub struct StatusResponse {
     pub leader: String,
     #[prost(bool, tag = "10")]
     pub is_leader: bool,
+    /// `host:port` the configuration asks for while the node cannot bind it (it retries,
+    /// and listens on `bind_address:tcp_port` meanwhile); empty otherwise.
+    #[prost(string, tag = "11")]
+    pub wanted_listen: String,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]

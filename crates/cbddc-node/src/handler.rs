@@ -37,6 +37,8 @@ pub(crate) struct NodeHandler {
     pub(crate) sync: Arc<SyncOrchestrator>,
     /// Changes when the node moves to another port.
     pub(crate) listen: Mutex<SocketAddr>,
+    /// The address the configuration asks for, while it cannot be bound.
+    pub(crate) wanted_listen: Mutex<Option<SocketAddr>>,
     /// Who leads, as the election last said.
     pub(crate) leadership: Arc<RwLock<Leadership>>,
 }
@@ -462,6 +464,12 @@ impl NodeHandler {
             protocol_version: cbddc_net::PROTOCOL_VERSION,
             leader: leadership.leader.map(|l| l.to_string()).unwrap_or_default(),
             is_leader: leadership.is_leader,
+            wanted_listen: self
+                .wanted_listen
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
         })
     }
 }

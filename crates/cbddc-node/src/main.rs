@@ -531,6 +531,7 @@ fn status_json(status: &proto::StatusResponse) -> Value {
         "protocol_version": status.protocol_version,
         "leader": (!status.leader.is_empty()).then_some(&status.leader),
         "is_leader": status.is_leader,
+        "wanted_listen": (!status.wanted_listen.is_empty()).then_some(&status.wanted_listen),
         "peers": peers,
     })
 }
@@ -543,6 +544,12 @@ async fn status(as_json: bool, target: &Target) -> Result<ExitCode> {
     }
     println!("node       {}", status.node_id);
     println!("listening  {}:{}", status.bind_address, status.tcp_port);
+    if !status.wanted_listen.is_empty() {
+        println!(
+            "wanted     {} (cannot bind it yet; retrying)",
+            status.wanted_listen
+        );
+    }
     println!(
         "documents  {} ({} oplog entries)",
         status.documents, status.oplog_entries

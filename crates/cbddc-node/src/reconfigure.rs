@@ -4,7 +4,7 @@
 //! | change | action |
 //! | --- | --- |
 //! | `node_id`, `data_dir` | identity change: open the new database first, then stop every service, close the old database (left on disk untouched) and start every service again under the new id, on the same listening socket |
-//! | `tcp_port`, `bind_address` | bind the new address first; on success the new server takes over and the old one finishes its sessions in flight; on failure the old listener stays and the error is reported |
+//! | `tcp_port`, `bind_address` | bind the new address first; on success the new server takes over and the old one finishes its sessions in flight; on failure the old listener stays, the error is reported, `status` shows the address wanted, and binding is tried again with backoff until it works or the configuration changes |
 //! | `cluster_key` | new sessions, inbound and outbound, use the new key |
 //! | `sync_interval_ms` | the sync tasks restart with it |
 //! | `known_peers` | the configured peers in the store are replaced and the sync tasks follow |
@@ -28,16 +28,34 @@ struct Outcome {
     not_applied: Vec<String>,
 }
 
-/// Follows the provider until `token` is cancelled.
+/// First wait before binding a wanted address again after it was busy.
+const FIRST_BIND_RETRY: Duration = Duration::from_millis(250);
+/// Longest wait between two attempts to bind a wanted address.
+const MAX_BIND_RETRY: Duration = Duration::from_secs(10);
+
+/// Follows the provider until `token` is cancelled. A new address that could not be
+/// bound (the port was busy) is tried again with backoff until it binds or the
+/// configuration changes again.
 pub(crate) async fn run(shared: Arc<Shared>, token: CancellationToken) {
     let mut events = shared.provider.subscribe();
     // A change made between the node's start and this subscription is not lost.
     apply(&shared, shared.provider.current()).await;
+    let mut bind_retry = FIRST_BIND_RETRY;
     loop {
+        let waiting_for_address = wanted_address(&shared).await.is_some();
         let event = tokio::select! {
             _ = token.cancelled() => return,
-            event = events.recv() => event,
+            event = events.recv() => Some(event),
+            _ = tokio::time::sleep(bind_retry), if waiting_for_address => None,
         };
+        let Some(event) = event else {
+            let wanted = wanted_address(&shared).await;
+            tracing::info!(?wanted, "trying the configured address again");
+            apply(&shared, shared.provider.current()).await;
+            bind_retry = (bind_retry * 2).min(MAX_BIND_RETRY);
+            continue;
+        };
+        bind_retry = FIRST_BIND_RETRY;
         match event {
             Ok(ConfigEvent::Changed(config)) => apply(&shared, config).await,
             Ok(ConfigEvent::Rejected { source, message }) => {
@@ -49,6 +67,20 @@ pub(crate) async fn run(shared: Arc<Shared>, token: CancellationToken) {
             Err(RecvError::Closed) => return,
         }
     }
+}
+
+/// The address the configuration asks for, if the node does not listen there (it could
+/// not be bound); the handler shows it in `status`.
+async fn wanted_address(shared: &Shared) -> Option<std::net::SocketAddr> {
+    let runtime = shared.runtime.lock().await;
+    let wanted = shared.provider.current().listen_address();
+    let pending = (runtime.config.listen_address() != wanted).then_some(wanted);
+    *runtime
+        .handler
+        .wanted_listen
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = pending;
+    pending
 }
 
 async fn apply(shared: &Shared, new: Arc<PeerNodeConfiguration>) {

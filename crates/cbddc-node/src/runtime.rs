@@ -221,6 +221,7 @@ impl Runtime {
             book: sync.book(),
             sync: sync.clone(),
             listen: Mutex::new(listen),
+            wanted_listen: Mutex::new(None),
             leadership: Arc::new(RwLock::new(Leadership::default())),
         });
         let server = TcpSyncServer::start(

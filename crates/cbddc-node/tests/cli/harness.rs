@@ -125,6 +125,11 @@ impl RunningNode {
         std::fs::rename(&staged, &self.config).unwrap();
     }
 
+    /// Writes the config file in place, as `cat > file` does: truncated, then written.
+    pub fn write_config_in_place(&self, text: &str) {
+        std::fs::write(&self.config, text).unwrap();
+    }
+
     /// Rewrites the config file from the fields.
     pub fn rewrite_config(&self) {
         self.write_config_text(&self.config_text());

@@ -106,12 +106,13 @@ fn a_broken_file_is_refused_with_a_log_line_and_the_node_keeps_running() {
 }
 
 #[test]
-fn a_port_already_in_use_keeps_the_node_on_its_old_port() {
+fn a_port_already_in_use_keeps_the_node_on_its_old_port_and_is_retried_until_free() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut a = RunningNode::start(dir.path(), "node-a", port, &[]);
     let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    a.port = squatter.local_addr().unwrap().port();
+    let wanted = squatter.local_addr().unwrap().port();
+    a.port = wanted;
     a.rewrite_config();
     wait_until("the failure in the log", DEADLINE, || {
         a.log_text().contains("cannot move to the new address")
@@ -120,8 +121,48 @@ fn a_port_already_in_use_keeps_the_node_on_its_old_port() {
         cbddc(&["status"], port).status.success(),
         "still up on the old port"
     );
-    assert_eq!(status_json(port)["tcp_port"], port);
+    let status = status_json(port);
+    assert_eq!(status["tcp_port"], port);
+    assert_eq!(status["wanted_listen"], format!("127.0.0.1:{wanted}"));
+    let plain = stdout(&cbddc(&["status"], port));
+    assert!(plain.contains("cannot bind it yet"), "{plain}");
+
+    // Once the port is free the node moves there without another edit.
     drop(squatter);
+    wait_until("the node on the wanted port", DEADLINE, || {
+        cbddc(&["status"], wanted).status.success()
+    });
+    assert!(status_json(wanted)["wanted_listen"].is_null());
+}
+
+#[test]
+fn an_emptied_or_half_written_file_never_changes_the_running_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let a = RunningNode::start(dir.path(), "node-a", port, &[]);
+    let good = a.config_text();
+    assert!(good.contains("cluster_key"), "{good}");
+    // A slow `cat > file`: truncated, then the first half, held long past the debounce.
+    a.write_config_in_place("");
+    wait_until("the empty file refused in the log", DEADLINE, || {
+        a.log_text().contains("is empty")
+    });
+    let half = &good[..good.find("cluster_key").unwrap()];
+    a.write_config_in_place(half);
+    wait_until("the half file refused in the log", DEADLINE, || {
+        a.log_text()
+            .contains("`cluster_key` is in force but missing")
+    });
+    let status = status_json(port);
+    assert_eq!(status["node_id"], "node-a");
+    assert_eq!(status["tcp_port"], port);
+    let wrong_key = cbddc_with_key(&["status"], port, cbddc_config::DEFAULT_CLUSTER_KEY);
+    assert!(
+        !wrong_key.status.success(),
+        "the node must never serve the default key"
+    );
+    a.write_config_in_place(&good);
+    assert!(cbddc(&["put", "c", "k", "1"], port).status.success());
 }
 
 #[test]
