@@ -1,10 +1,13 @@
-//! Black-box tests of the `cbddc` binary: real processes, real config files, loopback ports.
+//! Black-box tests of the `cbddc` binary: real processes, real config files, loopback
+//! ports, and hosts of a LAN as network namespaces (`lan`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod harness;
+mod lan;
 mod t10_two_nodes;
 mod t20_errors;
 mod t30_lifecycle;
 mod t40_reconfiguration;
 mod t50_election;
 mod t60_cluster;
+mod t70_removal_on_a_lan;
