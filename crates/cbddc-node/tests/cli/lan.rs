@@ -123,7 +123,6 @@ pub struct HostNode {
     pub namespace: String,
     pub address: String,
     pub config: PathBuf,
-    pub data_dir: PathBuf,
     log: PathBuf,
     child: Option<Child>,
 }
@@ -163,7 +162,6 @@ impl HostNode {
             namespace: host.namespace.clone(),
             address: format!("{}:{PORT}", host.address),
             config,
-            data_dir,
             log: dir.join(format!("{node_id}.log")),
             child: None,
         };

@@ -70,6 +70,11 @@ fn c_handed_over(nodes: &[HostNode], acknowledged: &[String]) {
     wait_until("c reports its hand-over complete", DEADLINE, || {
         cluster_status(c).is_some_and(|s| s["handover"]["complete"] == true)
     });
+    assert!(
+        c.log_text().contains("hand-over complete"),
+        "the log says the hand-over is done: {}",
+        c.log_text()
+    );
     let refused = c.cli(&["put", "docs", "after-retiring", "{}"]);
     assert!(!refused.status.success(), "a retired node took a write");
     assert!(
