@@ -36,6 +36,15 @@ enum Task {
         #[arg(long)]
         release: bool,
     },
+    /// Run the seeded simulations of the control plane for many seeds (the test suite
+    /// runs a few hundred): reconfiguration under drops, delays and reorders, and a
+    /// member cut off or paused during its removal, checked for lost acknowledged writes.
+    /// A failing seed is printed with the command that replays it.
+    Sim {
+        /// Seeds per simulation (1..=N).
+        #[arg(long, default_value_t = 5_000)]
+        seeds: u64,
+    },
 }
 
 /// A benchmark, its baseline, and how to read them: both report elements per second.
@@ -81,6 +90,7 @@ const COMPARISONS: &[Comparison] = &[
 fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Bench => bench(),
+        Task::Sim { seeds } => sim(seeds),
         Task::Cluster {
             nodes,
             base_port,
@@ -104,6 +114,36 @@ fn main() -> Result<()> {
             )
         }
     }
+}
+
+/// The long run of the simulations; a failure names its seed (and `SIM_SEED=… cargo test
+/// -p cbddc-election …` replays it).
+fn sim(seeds: u64) -> Result<()> {
+    eprintln!("running the handover simulations over seeds 1..={seeds} (release build)");
+    let started = std::time::Instant::now();
+    let status = Command::new(env!("CARGO"))
+        .current_dir(workspace_root())
+        .args([
+            "test",
+            "--release",
+            "-p",
+            "cbddc-election",
+            "--lib",
+            "handover_sim",
+            "--",
+            "--nocapture",
+        ])
+        .env("SIM_HANDOVER_SEEDS", seeds.to_string())
+        .status()
+        .context("running cargo test")?;
+    if !status.success() {
+        bail!("a simulation failed: its seed is printed above");
+    }
+    eprintln!(
+        "{seeds} seeds of each simulation passed in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 fn workspace_root() -> PathBuf {

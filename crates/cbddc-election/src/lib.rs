@@ -30,6 +30,8 @@
 #![warn(missing_docs)]
 
 mod bully;
+#[cfg(test)]
+mod handover_sim;
 pub mod membership;
 #[cfg(test)]
 mod membership_tests;
