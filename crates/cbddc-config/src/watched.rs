@@ -171,7 +171,7 @@ crate::provider::backed_by_cell!(FileProvider, shared.cell);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ConfigEvent, ConfigProvider};
+    use crate::{ConfigEvent, ConfigProvider, PeerNodeConfiguration};
     use std::time::Instant;
     use tokio::sync::broadcast;
 
@@ -336,6 +336,86 @@ mod tests {
         std::fs::write(&path, whole(1003)).unwrap();
         assert_eq!(changed_port(next_event(&mut events)), 1003);
         assert_eq!(provider.current().cluster_key, "secret");
+    }
+
+    /// A fuzz of the real watcher: seeded random truncations, partial writes in place and
+    /// partial files renamed over the real one. Every configuration it puts in force, at
+    /// any moment, keeps the original node id, key and data directory.
+    #[test]
+    fn random_cuts_partial_writes_and_renames_never_change_the_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        let whole = |port: u16| {
+            format!(
+                "node_id = \"n\"\ndata_dir = {:?}\ncluster_key = \"secret\"\ntcp_port = {port}\nsync_interval_ms = 500\nknown_peers = [{{ node_id = \"m\", address = \"127.0.0.1:7001\" }}]\n[election]\neligible = true\ninterval_ms = 300\n",
+                dir.path().display().to_string()
+            )
+        };
+        std::fs::write(&path, whole(1000)).unwrap();
+        let provider = FileProvider::watch(&path).unwrap();
+        let original = provider.current();
+        let mut events = provider.subscribe();
+        let check = |config: &PeerNodeConfiguration, after: &str| {
+            assert_eq!(config.node_id, original.node_id, "after {after:?}");
+            assert_eq!(config.cluster_key, original.cluster_key, "after {after:?}");
+            assert_eq!(config.data_dir, original.data_dir, "after {after:?}");
+        };
+        // Waits until the watcher has judged `text`, then checks what it put in force.
+        let judged = |text: &str, events: &mut broadcast::Receiver<ConfigEvent>| {
+            let start = Instant::now();
+            while provider.shared.last_text.lock().unwrap().as_deref() != Some(text) {
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "never read {text:?}"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            while let Ok(event) = events.try_recv() {
+                if let ConfigEvent::Changed(config) = event {
+                    check(&config, text);
+                }
+            }
+            check(&provider.current(), text);
+        };
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for step in 0..12u16 {
+            let full = whole(1001 + step);
+            // Half the cuts fall at the end of a line: those parse, and are the dangerous ones.
+            let line_ends: Vec<usize> = full.match_indices('\n').map(|(i, _)| i + 1).collect();
+            let text = if step % 4 == 3 {
+                full.clone()
+            } else if next(2) == 0 {
+                full[..line_ends[next(line_ends.len())]].to_string()
+            } else {
+                full[..next(full.len() + 1)].to_string()
+            };
+            match next(3) {
+                0 => std::fs::write(&path, &text).unwrap(),
+                1 => {
+                    // A write in two pieces, the first left standing until it is judged.
+                    let first = &text[..text.len() / 2];
+                    std::fs::write(&path, first).unwrap();
+                    judged(first, &mut events);
+                    std::fs::write(&path, &text).unwrap();
+                }
+                _ => {
+                    let staged = dir.path().join(".node.toml.tmp");
+                    std::fs::write(&staged, &text).unwrap();
+                    std::fs::rename(&staged, &path).unwrap();
+                }
+            }
+            judged(&text, &mut events);
+        }
+        let last = whole(2000);
+        std::fs::write(&path, &last).unwrap();
+        judged(&last, &mut events);
+        assert_eq!(provider.current().tcp_port, 2000, "the whole file applies");
     }
 
     #[test]
