@@ -52,7 +52,15 @@ async fn a_restarted_node_keeps_its_data_and_known_peers_and_catches_up() {
         },
     )
     .await;
-    // New local writes continue a's sequence without reusing numbers.
+    // A restarted node is a new replica: its writes never reuse an (origin, seq) pair.
     let next = a.node().put("items", "after", "1").await.unwrap();
-    assert_eq!(next.seq, 51);
+    assert_eq!((next.node.as_str(), next.seq), ("node-a", 1));
+    assert_eq!(&next.origin, a.node().store().replica());
+    let own = a.node().store().own_replicas();
+    let vv = a.node().store().version_vector().await.unwrap();
+    assert_eq!(
+        own.iter().map(|r| vv.get(r)).collect::<Vec<_>>(),
+        [50, 1],
+        "the first run's 50 writes stay under its replica"
+    );
 }

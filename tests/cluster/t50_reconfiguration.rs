@@ -125,7 +125,7 @@ async fn a_node_id_change_opens_a_new_database_and_catches_up_from_a_peer() {
     .await;
     let entry = a.node().put("c", "new", "1").await.unwrap();
     assert_eq!(
-        (entry.origin.as_str(), entry.seq),
+        (entry.node.as_str(), entry.seq),
         ("node-a2", 1),
         "a new identity starts its own sequence"
     );

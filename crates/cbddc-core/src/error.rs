@@ -1,5 +1,3 @@
-use crate::NodeId;
-
 /// A value from outside the process failed validation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CoreError {
@@ -10,6 +8,20 @@ pub enum CoreError {
         value: String,
         /// Which rule it broke.
         reason: &'static str,
+    },
+    /// A replica id broke the naming rules.
+    #[error("invalid replica id {value:?}: {reason} (1-64 characters from A-Z a-z 0-9 . _ -)")]
+    InvalidReplicaId {
+        /// The rejected text.
+        value: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The operating system gave no random bytes.
+    #[error("cannot draw random bytes from the operating system: {reason}")]
+    Random {
+        /// The operating system's error.
+        reason: String,
     },
     /// A collection name broke the naming rules.
     #[error("invalid collection name {value:?}: {reason}")]
@@ -46,12 +58,12 @@ pub enum CoreError {
 pub enum ClockError {
     /// A stamp lies further in the future than the configured maximum drift allows.
     #[error(
-        "refused a stamp from {origin} that is {ahead_ms} ms ahead of the local clock \
-         (maximum drift {max_drift_ms} ms); check the clock of {origin} or raise the maximum drift"
+        "refused a stamp from replica {origin} that is {ahead_ms} ms ahead of the local clock \
+         (maximum drift {max_drift_ms} ms); check the clock of the node that wrote it or raise the maximum drift"
     )]
     TooFarAhead {
-        /// Node whose stamp it is.
-        origin: NodeId,
+        /// Replica whose stamp it is.
+        origin: crate::ReplicaId,
         /// How far ahead of the local wall clock it is.
         ahead_ms: u64,
         /// The configured limit.
@@ -68,6 +80,17 @@ pub enum StorageError {
     /// A remote entry was refused by the clock; nothing of its batch was stored.
     #[error(transparent)]
     Clock(#[from] ClockError),
+    /// A remote batch held an entry of the receiver's own running replica: nobody else
+    /// can hold such writes, so the batch is forged; nothing of it was stored.
+    #[error(
+        "refused entry {seq} of replica {replica}: that is this node's own running replica, which no peer can hold; the sender is forging entries (or relays a forged batch)"
+    )]
+    OwnReplica {
+        /// The receiver's replica.
+        replica: crate::ReplicaId,
+        /// The entry's sequence number.
+        seq: u64,
+    },
     /// The store has been closed (the node is stopping or changing identity).
     #[error("the store is closed; the node is stopping or reopening its database")]
     Closed,

@@ -1,25 +1,26 @@
-use crate::{ClockError, NodeId};
+use crate::{ClockError, ReplicaId};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::sync::Arc;
 
 /// A hybrid logical clock stamp: wall-clock milliseconds, a counter for stamps issued
-/// within one millisecond (or while the wall clock lags), and the issuing node.
+/// within one millisecond (or while the wall clock lags), and the issuing replica.
 ///
-/// Stamps are totally ordered by `(wall_ms, counter, node)`; the greater stamp wins a conflict.
+/// Stamps are totally ordered by `(wall_ms, counter, replica)`; the greater stamp wins a
+/// conflict.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Hlc {
     /// Milliseconds since the Unix epoch (as far as the issuing node knew).
     pub wall_ms: u64,
     /// Orders stamps that share `wall_ms`.
     pub counter: u32,
-    /// The node that issued the stamp; breaks ties between nodes.
-    pub node: NodeId,
+    /// The replica that issued the stamp; breaks ties between writers.
+    pub replica: ReplicaId,
 }
 
 impl fmt::Display for Hlc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}@{}", self.wall_ms, self.counter, self.node)
+        write!(f, "{}.{}@{}", self.wall_ms, self.counter, self.replica)
     }
 }
 
@@ -45,7 +46,7 @@ impl TimeSource for SystemTimeSource {
     }
 }
 
-/// Issues strictly increasing [`Hlc`] stamps for one node.
+/// Issues strictly increasing [`Hlc`] stamps for one replica.
 ///
 /// The clock is a plain value: its owner (the store's writer thread) serialises access.
 /// [`HybridClock::observe`] merges a remote stamp so that every later local stamp is
@@ -54,7 +55,7 @@ impl TimeSource for SystemTimeSource {
 /// highest stamp a previous run issued or saw.
 #[derive(Debug, Clone)]
 pub struct HybridClock {
-    node: NodeId,
+    replica: ReplicaId,
     wall_ms: u64,
     counter: u32,
     max_drift_ms: u64,
@@ -62,10 +63,10 @@ pub struct HybridClock {
 }
 
 impl HybridClock {
-    /// A clock for `node` that refuses remote stamps more than `max_drift_ms` ahead.
-    pub fn new(node: NodeId, max_drift_ms: u64, time: Arc<dyn TimeSource>) -> Self {
+    /// A clock for `replica` that refuses remote stamps more than `max_drift_ms` ahead.
+    pub fn new(replica: ReplicaId, max_drift_ms: u64, time: Arc<dyn TimeSource>) -> Self {
         Self {
-            node,
+            replica,
             wall_ms: 0,
             counter: 0,
             max_drift_ms,
@@ -73,9 +74,9 @@ impl HybridClock {
         }
     }
 
-    /// The node this clock stamps for.
-    pub fn node(&self) -> &NodeId {
-        &self.node
+    /// The replica this clock stamps for.
+    pub fn replica(&self) -> &ReplicaId {
+        &self.replica
     }
 
     /// The highest `(wall_ms, counter)` issued or observed so far.
@@ -107,7 +108,7 @@ impl HybridClock {
         Hlc {
             wall_ms: self.wall_ms,
             counter: self.counter,
-            node: self.node.clone(),
+            replica: self.replica.clone(),
         }
     }
 
@@ -117,7 +118,7 @@ impl HybridClock {
         let limit = now.saturating_add(self.max_drift_ms);
         if remote.wall_ms > limit {
             return Err(ClockError::TooFarAhead {
-                origin: remote.node.clone(),
+                origin: remote.replica.clone(),
                 ahead_ms: remote.wall_ms - now,
                 max_drift_ms: self.max_drift_ms,
             });
@@ -149,7 +150,7 @@ mod tests {
 
     fn clock_at(ms: u64, drift: u64) -> (HybridClock, Arc<ManualTime>) {
         let time = Arc::new(ManualTime(AtomicU64::new(ms)));
-        let clock = HybridClock::new(NodeId::new("local").unwrap(), drift, time.clone());
+        let clock = HybridClock::new(ReplicaId::new("local").unwrap(), drift, time.clone());
         (clock, time)
     }
 
@@ -157,7 +158,7 @@ mod tests {
         Hlc {
             wall_ms,
             counter,
-            node: NodeId::new(node).unwrap(),
+            replica: ReplicaId::new(node).unwrap(),
         }
     }
 

@@ -3,26 +3,28 @@
 //! Nothing here does I/O or needs a tokio runtime. The vocabulary:
 //!
 //! - [`NodeId`]: a validated node name, ordered byte-wise (the bully election relies on it).
+//! - [`ReplicaId`]: one incarnation of a node's database, the owner of oplog history.
 //! - [`Hlc`] and [`HybridClock`]: hybrid logical clock stamps that order conflicting writes.
-//! - [`OplogEntry`]: one write (put or delete) by one origin node, numbered 1, 2, 3, … per origin.
-//! - [`VersionVector`]: per origin, the highest sequence number a node holds.
+//! - [`OplogEntry`]: one write (put or delete) by one origin replica, numbered 1, 2, 3, …
+//!   per origin, naming the node that wrote it.
+//! - [`VersionVector`]: per origin replica, the highest sequence number a node holds.
 //! - [`KnownPeer`]: a peer this node was told about (static remote, cloud remote, LAN).
 //! - [`DocumentStore`] and [`PeerStore`]: what a storage engine offers the rest of the system.
 //! - [`PeerDirectory`]: which peers are alive and may lead, for the election.
 //!
 //! ```
-//! use cbddc_core::{HybridClock, NodeId, SystemTimeSource, VersionVector};
+//! use cbddc_core::{HybridClock, ReplicaId, SystemTimeSource, VersionVector};
 //! use std::sync::Arc;
 //!
-//! let node = NodeId::new("node-a").unwrap();
-//! let mut clock = HybridClock::new(node.clone(), 60_000, Arc::new(SystemTimeSource));
+//! let replica = ReplicaId::generate().unwrap();
+//! let mut clock = HybridClock::new(replica.clone(), 60_000, Arc::new(SystemTimeSource));
 //! let first = clock.tick();
 //! let second = clock.tick();
 //! assert!(second > first);
 //!
 //! let mut vv = VersionVector::default();
-//! vv.advance(&node, 2);
-//! assert_eq!(vv.get(&node), 2);
+//! vv.advance(&replica, 2);
+//! assert_eq!(vv.get(&replica), 2);
 //! ```
 #![warn(missing_docs)]
 
@@ -32,6 +34,7 @@ mod hlc;
 mod node_id;
 mod oplog;
 mod peer;
+mod replica;
 mod store;
 mod version_vector;
 
@@ -46,6 +49,7 @@ pub use oplog::{
     validate_collection, validate_json_value, validate_key,
 };
 pub use peer::{KnownPeer, PeerType, validate_peer_address};
+pub use replica::ReplicaId;
 pub use store::{ApplyOutcome, DocumentStore, EntryPage, PageLimits, PeerStore, StoreStats};
 #[cfg(feature = "mocks")]
 pub use store::{MockDocumentStore, MockPeerStore};

@@ -1,4 +1,4 @@
-use crate::{CoreError, Hlc, NodeId};
+use crate::{CoreError, Hlc, NodeId, ReplicaId};
 use serde::{Deserialize, Serialize};
 
 /// Longest collection name, in bytes.
@@ -20,15 +20,17 @@ pub enum Operation {
     Delete,
 }
 
-/// One write by one origin node: the unit of sync.
+/// One write by one origin replica: the unit of sync.
 ///
 /// `seq` numbers the origin's entries 1, 2, 3, … without gaps, so a receiver applies an
 /// origin's entries in order and can never miss one; `hlc` decides which of two writes to
-/// the same `(collection, key)` wins.
+/// the same `(collection, key)` wins. `node` names the node whose replica wrote it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OplogEntry {
-    /// The node that made the write.
-    pub origin: NodeId,
+    /// The replica that made the write (see [`ReplicaId`]).
+    pub origin: ReplicaId,
+    /// The node whose replica `origin` is.
+    pub node: NodeId,
     /// The origin's sequence number for this entry, starting at 1.
     pub seq: u64,
     /// Collection of the document.
@@ -48,8 +50,8 @@ impl OplogEntry {
             Operation::Put { value } => value.len(),
             Operation::Delete => 0,
         };
-        48 + self.origin.as_str().len()
-            + self.hlc.node.as_str().len()
+        48 + 2 * self.origin.as_str().len()
+            + self.node.as_str().len()
             + self.collection.len()
             + self.key.len()
             + value
@@ -67,11 +69,11 @@ impl OplogEntry {
                 reason: "an oplog entry's sequence number starts at 1".into(),
             });
         }
-        if self.hlc.node != self.origin {
+        if self.hlc.replica != self.origin {
             return Err(CoreError::InvalidValue {
                 reason: format!(
                     "entry {} of {} carries a stamp of {}",
-                    self.seq, self.origin, self.hlc.node
+                    self.seq, self.origin, self.hlc.replica
                 ),
             });
         }
@@ -215,9 +217,10 @@ mod tests {
 
     #[test]
     fn an_entry_must_carry_its_origins_stamp() {
-        let origin = NodeId::new("a").unwrap();
+        let origin = ReplicaId::new("a").unwrap();
         let mut entry = OplogEntry {
             origin: origin.clone(),
+            node: NodeId::new("a").unwrap(),
             seq: 1,
             collection: "c".into(),
             key: "k".into(),
@@ -225,11 +228,11 @@ mod tests {
             hlc: Hlc {
                 wall_ms: 1,
                 counter: 0,
-                node: origin,
+                replica: origin,
             },
         };
         assert!(entry.validate().is_ok());
-        entry.hlc.node = NodeId::new("b").unwrap();
+        entry.hlc.replica = ReplicaId::new("b").unwrap();
         assert!(entry.validate().is_err());
     }
 }

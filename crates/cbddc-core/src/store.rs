@@ -1,4 +1,6 @@
-use crate::{Document, KnownPeer, LocalWrite, NodeId, OplogEntry, StorageError, VersionVector};
+use crate::{
+    Document, KnownPeer, LocalWrite, NodeId, OplogEntry, ReplicaId, StorageError, VersionVector,
+};
 use async_trait::async_trait;
 use std::sync::Arc;
 use tokio::sync::broadcast;
@@ -57,20 +59,28 @@ pub struct StoreStats {
 /// Documents and their oplog, as one node stores them.
 ///
 /// Contract for implementors:
-/// - A local write stamps a fresh HLC, takes the next sequence number of this node and
-///   stores the document and its oplog entry atomically; `Ok` means durable per the
-///   store's durability setting.
+/// - A local write stamps a fresh HLC, takes the next sequence number of this store's
+///   running replica ([`DocumentStore::replica`], new at every opening) and stores the
+///   document and its oplog entry atomically; `Ok` means durable per the store's
+///   durability setting.
 /// - [`DocumentStore::apply_remote`] applies a batch atomically. Entries of one origin are
 ///   applied in sequence order only; an entry already held is ignored; an entry after a gap
 ///   is skipped (counted in [`ApplyOutcome::out_of_order`]). Per `(collection, key)` the
 ///   entry with the greater HLC wins, deletes included. Applying never creates a local
-///   entry. A stamp beyond the clock's drift limit refuses the whole batch.
+///   entry. A stamp beyond the clock's drift limit refuses the whole batch, and so does an
+///   entry of the store's running replica ([`StorageError::OwnReplica`]).
 /// - Calls may block on disk I/O internally but never block the calling async worker.
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait DocumentStore: Send + Sync + std::fmt::Debug {
     /// The node id the store is bound to.
     fn node_id(&self) -> &NodeId;
+
+    /// The replica this opening of the store writes as: never used before, by any store.
+    fn replica(&self) -> &ReplicaId;
+
+    /// Every replica this store has been (its own history), the running one included.
+    fn own_replicas(&self) -> Vec<ReplicaId>;
 
     /// Writes a batch of local puts and deletes in one transaction, in order.
     async fn write(&self, writes: Vec<LocalWrite>) -> Result<Vec<OplogEntry>, StorageError>;

@@ -1,19 +1,19 @@
-use crate::NodeId;
+use crate::ReplicaId;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// Per origin node, the highest sequence number held. A missing origin counts as 0.
+/// Per origin replica, the highest sequence number held. A missing origin counts as 0.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VersionVector(BTreeMap<NodeId, u64>);
+pub struct VersionVector(BTreeMap<ReplicaId, u64>);
 
 impl VersionVector {
     /// The highest sequence number held for `origin` (0 when none).
-    pub fn get(&self, origin: &NodeId) -> u64 {
+    pub fn get(&self, origin: &ReplicaId) -> u64 {
         self.0.get(origin).copied().unwrap_or(0)
     }
 
     /// Raises `origin`'s entry to `seq` if it is lower.
-    pub fn advance(&mut self, origin: &NodeId, seq: u64) {
+    pub fn advance(&mut self, origin: &ReplicaId, seq: u64) {
         if seq == 0 {
             return;
         }
@@ -34,7 +34,7 @@ impl VersionVector {
     }
 
     /// Origins and sequence numbers, ordered by origin.
-    pub fn iter(&self) -> impl Iterator<Item = (&NodeId, u64)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&ReplicaId, u64)> {
         self.0.iter().map(|(k, v)| (k, *v))
     }
 
@@ -54,8 +54,8 @@ impl VersionVector {
     }
 }
 
-impl FromIterator<(NodeId, u64)> for VersionVector {
-    fn from_iter<T: IntoIterator<Item = (NodeId, u64)>>(iter: T) -> Self {
+impl FromIterator<(ReplicaId, u64)> for VersionVector {
+    fn from_iter<T: IntoIterator<Item = (ReplicaId, u64)>>(iter: T) -> Self {
         let mut vv = VersionVector::default();
         for (origin, seq) in iter {
             vv.advance(&origin, seq);
@@ -73,7 +73,7 @@ mod tests {
         proptest::collection::vec(("[a-d]", 0u64..20), 0..6).prop_map(|pairs| {
             pairs
                 .into_iter()
-                .map(|(k, v)| (NodeId::new(k).unwrap(), v))
+                .map(|(k, v)| (ReplicaId::new(k).unwrap(), v))
                 .collect()
         })
     }
@@ -112,7 +112,7 @@ mod tests {
     #[test]
     fn zero_entries_are_not_recorded() {
         let mut v = VersionVector::default();
-        v.advance(&NodeId::new("a").unwrap(), 0);
+        v.advance(&ReplicaId::new("a").unwrap(), 0);
         assert!(v.is_empty());
     }
 }

@@ -45,8 +45,8 @@
 //!   configuration that followed its last one ([`Membership::successor`]) until each
 //!   holds them, or is itself retired.
 //! - Members accept such a hand-over from a node that departed a configuration they
-//!   know ([`Action::Sealed`] names the departed), restricted to entries of the
-//!   departed node's own origin; it gets no data in return.
+//!   know ([`Action::Sealed`] names the departed), restricted to the departed node's
+//!   own writes (entries naming it as their node); it gets no data in return.
 //!
 //! A node that waits to be invited (`join`) has no writes of the cluster yet and
 //! refuses writes until it is admitted.

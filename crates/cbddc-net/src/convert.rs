@@ -10,6 +10,12 @@ fn node_id(text: &str, field: &'static str) -> Result<core::NodeId, NetError> {
     })
 }
 
+fn replica_id(text: &str, field: &'static str) -> Result<core::ReplicaId, NetError> {
+    core::ReplicaId::new(text).map_err(|e| NetError::Malformed {
+        detail: format!("{field}: {e}"),
+    })
+}
+
 /// Domain version vector to wire.
 pub fn vv_to_wire(vv: &core::VersionVector) -> proto::VersionVector {
     proto::VersionVector {
@@ -27,7 +33,10 @@ pub fn vv_to_wire(vv: &core::VersionVector) -> proto::VersionVector {
 pub fn vv_from_wire(vv: Option<proto::VersionVector>) -> Result<core::VersionVector, NetError> {
     let mut out = core::VersionVector::default();
     for entry in vv.unwrap_or_default().entries {
-        out.advance(&node_id(&entry.origin, "version vector origin")?, entry.seq);
+        out.advance(
+            &replica_id(&entry.origin, "version vector origin")?,
+            entry.seq,
+        );
     }
     Ok(out)
 }
@@ -37,7 +46,7 @@ pub fn hlc_to_wire(hlc: &core::Hlc) -> proto::Hlc {
     proto::Hlc {
         wall_ms: hlc.wall_ms,
         counter: hlc.counter,
-        node: hlc.node.to_string(),
+        node: hlc.replica.to_string(),
     }
 }
 
@@ -49,7 +58,7 @@ pub fn hlc_from_wire(hlc: Option<proto::Hlc>) -> Result<core::Hlc, NetError> {
     Ok(core::Hlc {
         wall_ms: hlc.wall_ms,
         counter: hlc.counter,
-        node: node_id(&hlc.node, "stamp node")?,
+        replica: replica_id(&hlc.node, "stamp replica")?,
     })
 }
 
@@ -66,19 +75,27 @@ pub fn entry_to_wire(entry: &core::OplogEntry) -> proto::OplogEntry {
         },
         hlc_wall_ms: entry.hlc.wall_ms,
         hlc_counter: entry.hlc.counter,
+        node: entry.node.to_string(),
     }
 }
 
-/// Wire oplog entry to domain, checking every field.
+/// Wire oplog entry to domain, checking every field. An entry without `node` was
+/// written before replica ids: its origin is its writer's node id.
 pub fn entry_from_wire(entry: proto::OplogEntry) -> Result<core::OplogEntry, NetError> {
-    let origin = node_id(&entry.origin, "entry origin")?;
+    let origin = replica_id(&entry.origin, "entry origin")?;
+    let node = if entry.node.is_empty() {
+        node_id(&entry.origin, "entry origin (as the writer's node id)")?
+    } else {
+        node_id(&entry.node, "entry node")?
+    };
     let out = core::OplogEntry {
         hlc: core::Hlc {
             wall_ms: entry.hlc_wall_ms,
             counter: entry.hlc_counter,
-            node: origin.clone(),
+            replica: origin.clone(),
         },
         origin,
+        node,
         seq: entry.seq,
         collection: entry.collection,
         key: entry.key,
@@ -115,9 +132,10 @@ mod tests {
 
     #[test]
     fn entries_round_trip_and_hostile_ones_are_refused() {
-        let origin = core::NodeId::new("a").unwrap();
+        let origin = core::ReplicaId::generate().unwrap();
         let entry = core::OplogEntry {
             origin: origin.clone(),
+            node: core::NodeId::new("a").unwrap(),
             seq: 3,
             collection: "c".into(),
             key: "k".into(),
@@ -127,10 +145,20 @@ mod tests {
             hlc: core::Hlc {
                 wall_ms: 9,
                 counter: 1,
-                node: origin,
+                replica: origin,
             },
         };
         assert_eq!(entry_from_wire(entry_to_wire(&entry)).unwrap(), entry);
+
+        // Written before replica ids: the origin names the writer.
+        let mut legacy = entry_to_wire(&entry);
+        legacy.origin = "node-a".into();
+        legacy.node = String::new();
+        let legacy = entry_from_wire(legacy).unwrap();
+        assert_eq!(
+            (legacy.origin.as_str(), legacy.node.as_str()),
+            ("node-a", "node-a")
+        );
 
         let mut bad = entry_to_wire(&entry);
         bad.origin = "no spaces allowed".into();
@@ -152,8 +180,8 @@ mod tests {
     #[test]
     fn version_vectors_round_trip() {
         let vv: core::VersionVector = [
-            (core::NodeId::new("a").unwrap(), 4),
-            (core::NodeId::new("b").unwrap(), 1),
+            (core::ReplicaId::new("a").unwrap(), 4),
+            (core::ReplicaId::new("b").unwrap(), 1),
         ]
         .into_iter()
         .collect();

@@ -100,6 +100,7 @@ pub struct Hlc {
     pub wall_ms: u64,
     #[prost(uint32, tag = "2")]
     pub counter: u32,
+    /// The replica that issued the stamp (the field keeps its v1 name).
     #[prost(string, tag = "3")]
     pub node: String,
 }
@@ -136,6 +137,10 @@ pub struct OplogEntry {
     pub hlc_wall_ms: u64,
     #[prost(uint32, tag = "7")]
     pub hlc_counter: u32,
+    /// The node whose replica `origin` is; empty in entries written before replica ids
+    /// (their origin is the writer's node id).
+    #[prost(string, tag = "8")]
+    pub node: String,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -433,6 +438,9 @@ pub struct StatusResponse {
     /// and listens on `bind_address:tcp_port` meanwhile); empty otherwise.
     #[prost(string, tag = "11")]
     pub wanted_listen: String,
+    /// The replica this node writes as now (new at every start; see docs/protocol.md).
+    #[prost(string, tag = "12")]
+    pub replica: String,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]

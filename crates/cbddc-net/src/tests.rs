@@ -56,14 +56,22 @@ fn golden_bytes_of_a_hello_and_an_oplog_entry() {
         value: None,
         hlc_wall_ms: 300,
         hlc_counter: 0,
+        node: String::new(),
     };
-    // 300 = 0xAC 0x02 as a varint; an absent value (delete) and a zero counter are not sent.
+    // 300 = 0xAC 0x02 as a varint; an absent value (delete), a zero counter and an empty
+    // node (an entry written before replica ids) are not sent: v1's bytes exactly.
     assert_eq!(
         delete.encode_to_vec(),
         [
             0x0a, 0x01, b'a', 0x10, 0x02, 0x1a, 0x01, b'c', 0x22, 0x01, b'k', 0x30, 0xac, 0x02
         ]
     );
+    // The writer's node id is field 8.
+    let written = proto::OplogEntry {
+        node: "n".into(),
+        ..delete
+    };
+    assert_eq!(written.encode_to_vec()[14..], [0x42, 0x01, b'n']);
 }
 
 #[test]

@@ -45,7 +45,9 @@ pub(crate) struct NodeHandler {
 
 fn storage_error(err: StorageError) -> Res {
     let code = match &err {
-        StorageError::Invalid(_) | StorageError::Clock(_) => ErrorCode::InvalidRequest,
+        StorageError::Invalid(_) | StorageError::Clock(_) | StorageError::OwnReplica { .. } => {
+            ErrorCode::InvalidRequest
+        }
         StorageError::Closed => ErrorCode::Unavailable,
         StorageError::Backend { .. } => ErrorCode::Storage,
     };
@@ -105,13 +107,13 @@ impl NodeHandler {
                 let entries = entries_from_wire(push.entries)
                     .map_err(|e| error_body(ErrorCode::InvalidRequest, &e.to_string()))?;
                 if let Some(departed) = handover
-                    && let Some(foreign) = entries.iter().find(|e| &e.origin != departed)
+                    && let Some(foreign) = entries.iter().find(|e| &e.node != departed)
                 {
                     return Err(error_body(
                         ErrorCode::Forbidden,
                         &format!(
                             "node {departed} left the cluster and may hand over only its own writes, not {}'s",
-                            foreign.origin
+                            foreign.node
                         ),
                     ));
                 }
@@ -455,6 +457,7 @@ impl NodeHandler {
             .clone();
         Ok(proto::StatusResponse {
             node_id: self.store.node_id().to_string(),
+            replica: self.store.replica().to_string(),
             tcp_port: u32::from(listen.port()),
             bind_address: listen.ip().to_string(),
             documents: stats.documents,

@@ -523,6 +523,7 @@ fn status_json(status: &proto::StatusResponse) -> Value {
     let peers: Vec<Value> = status.peers.iter().map(peer_json).collect();
     json!({
         "node_id": status.node_id,
+        "replica": status.replica,
         "tcp_port": status.tcp_port,
         "bind_address": status.bind_address,
         "documents": status.documents,
@@ -542,7 +543,7 @@ async fn status(as_json: bool, target: &Target) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&status_json(&status))?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("node       {}", status.node_id);
+    println!("node       {} (replica {})", status.node_id, status.replica);
     println!("listening  {}:{}", status.bind_address, status.tcp_port);
     if !status.wanted_listen.is_empty() {
         println!(

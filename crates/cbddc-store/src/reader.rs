@@ -3,7 +3,7 @@
 use crate::error::{SqlContext, StoreError};
 use crate::writer::stamp;
 use cbddc_core::{
-    Document, EntryPage, KnownPeer, NodeId, Operation, OplogEntry, PageLimits, PeerType,
+    Document, EntryPage, KnownPeer, NodeId, Operation, OplogEntry, PageLimits, PeerType, ReplicaId,
     StorageError, StoreStats, VersionVector,
 };
 use rusqlite::{Connection, OptionalExtension, params};
@@ -87,6 +87,39 @@ fn node_id(text: &str, operation: &'static str) -> Result<NodeId, StoreError> {
     NodeId::new(text).map_err(|e| corrupt(operation, e))
 }
 
+fn replica_id(text: &str, operation: &'static str) -> Result<ReplicaId, StoreError> {
+    ReplicaId::new(text).map_err(|e| corrupt(operation, e))
+}
+
+/// The writer of an entry: its `node` column, or for entries written before replica ids
+/// (an empty column) the origin, which was the node id then.
+fn writer_of(node: &str, origin: &ReplicaId) -> Result<NodeId, StoreError> {
+    node_id(
+        if node.is_empty() {
+            origin.as_str()
+        } else {
+            node
+        },
+        "reading an entry's writer",
+    )
+}
+
+/// The replicas this database has been (its own history), oldest first.
+pub(crate) fn local_replicas(conn: &Connection) -> Result<Vec<ReplicaId>, StoreError> {
+    const OP: &str = "reading the local replicas";
+    let mut stmt = conn
+        .prepare_cached("SELECT replica FROM local_replicas ORDER BY opened_ms, replica")
+        .during(OP)?;
+    let rows = stmt
+        .query_map([], |row| row.get::<_, String>(0))
+        .during(OP)?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(replica_id(&row.during(OP)?, OP)?);
+    }
+    Ok(out)
+}
+
 pub(crate) fn read_version_vector(conn: &Connection) -> Result<VersionVector, StoreError> {
     let mut stmt = conn
         .prepare_cached("SELECT origin, max_seq FROM origins")
@@ -100,7 +133,7 @@ pub(crate) fn read_version_vector(conn: &Connection) -> Result<VersionVector, St
     for row in rows {
         let (origin, seq) = row.during("reading the version vector")?;
         let seq = u64::try_from(seq).map_err(|_| corrupt("reading the version vector", seq))?;
-        vv.advance(&node_id(&origin, "reading the version vector")?, seq);
+        vv.advance(&replica_id(&origin, "reading the version vector")?, seq);
     }
     Ok(vv)
 }
@@ -178,7 +211,7 @@ pub(crate) fn entries_missing_from(
 ) -> Result<EntryPage, StoreError> {
     const OP: &str = "reading the oplog";
     let ours = read_version_vector(conn)?;
-    let behind: Vec<(NodeId, u64, u64)> = ours
+    let behind: Vec<(ReplicaId, u64, u64)> = ours
         .iter()
         .filter(|(origin, seq)| *seq > theirs.get(origin))
         .map(|(origin, seq)| (origin.clone(), theirs.get(origin), seq))
@@ -188,7 +221,7 @@ pub(crate) fn entries_missing_from(
     let max_entries = limits.max_entries.max(1);
     let mut stmt = conn
         .prepare_cached(
-            "SELECT seq, collection, key, value, hlc_wall, hlc_counter FROM oplog
+            "SELECT seq, collection, key, value, hlc_wall, hlc_counter, node FROM oplog
              WHERE origin = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
         )
         .during(OP)?;
@@ -203,14 +236,16 @@ pub(crate) fn entries_missing_from(
                     r.get::<_, Option<String>>(3)?,
                     r.get::<_, i64>(4)?,
                     r.get::<_, u32>(5)?,
+                    r.get::<_, String>(6)?,
                 ))
             })
             .during(OP)?;
         let mut last_seq = *from;
         for row in rows {
-            let (seq, collection, key, value, wall, counter) = row.during(OP)?;
+            let (seq, collection, key, value, wall, counter, node) = row.during(OP)?;
             let entry = OplogEntry {
                 origin: origin.clone(),
+                node: writer_of(&node, origin)?,
                 seq: u64::try_from(seq).map_err(|_| corrupt(OP, seq))?,
                 collection,
                 key,

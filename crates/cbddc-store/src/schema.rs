@@ -6,7 +6,7 @@ use rusqlite::Connection;
 use std::path::Path;
 
 /// Ordered migrations; migration `i` brings `user_version` from `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     // 1: documents, oplog, version vector, known peers, node metadata.
     "CREATE TABLE meta (
         key   TEXT PRIMARY KEY,
@@ -71,6 +71,17 @@ const MIGRATIONS: &[&str] = &[
         node_id          TEXT PRIMARY KEY,
         configuration_id INTEGER NOT NULL    -- the last configuration it was a member of
     ) WITHOUT ROWID;",
+    // 6: replica identity. Each opening of the database is a fresh replica (the origin of
+    // the writes it takes); `node` names the node that wrote an entry ('' in entries
+    // written before: their origin is the writer's node id). The history written before
+    // is this database's own, under its node id.
+    "ALTER TABLE oplog ADD COLUMN node TEXT NOT NULL DEFAULT '';
+    CREATE TABLE local_replicas (
+        replica   TEXT PRIMARY KEY,
+        opened_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO local_replicas (replica, opened_ms)
+        SELECT value, 0 FROM meta WHERE key = 'node_id';",
 ];
 
 /// The schema version this build writes.

@@ -5,8 +5,8 @@ use crate::{checkpoint, schema};
 use async_trait::async_trait;
 use cbddc_core::{
     ApplyOutcome, Document, DocumentStore, EntryPage, HybridClock, KnownPeer, LocalWrite, NodeId,
-    OplogEntry, PageLimits, PeerStore, StorageError, StoreStats, SystemTimeSource, TimeSource,
-    VersionVector,
+    OplogEntry, PageLimits, PeerStore, ReplicaId, StorageError, StoreStats, SystemTimeSource,
+    TimeSource, VersionVector,
 };
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -57,6 +57,9 @@ pub fn database_path(data_dir: &Path, node: &NodeId) -> PathBuf {
 #[derive(Debug)]
 pub struct SqliteStore {
     node: NodeId,
+    replica: ReplicaId,
+    /// Every replica this database has been, oldest first, this opening's last.
+    own_replicas: Vec<ReplicaId>,
     path: PathBuf,
     commands: Mutex<Option<mpsc::Sender<Command>>>,
     writer_done: tokio::sync::Mutex<Option<oneshot::Receiver<()>>>,
@@ -94,9 +97,11 @@ impl SqliteStore {
                 let mut conn = schema::open_writer(&path, durability)?;
                 schema::migrate(&mut conn, &path)?;
                 let (clock, vv) = crate::writer::load_state(&conn, &path, &node)?;
+                let replica = crate::writer::start_replica(&conn)?;
+                let own = crate::reader::local_replicas(&conn)?;
                 let checkpoint_conn = rusqlite::Connection::open(&path)
                     .during("opening the checkpoint connection")?;
-                Ok((conn, clock, vv, checkpoint_conn))
+                Ok((conn, clock, vv, replica, own, checkpoint_conn))
             })
             .await
             .map_err(|e| StoreError::Corrupt {
@@ -104,9 +109,9 @@ impl SqliteStore {
                 detail: e.to_string(),
             })??
         };
-        let (conn, stored_clock, vv, checkpoint_conn) = opened;
+        let (conn, stored_clock, vv, replica, own, checkpoint_conn) = opened;
         let mut clock = HybridClock::new(
-            node.clone(),
+            replica.clone(),
             options.max_clock_drift_ms,
             options.time.clone(),
         );
@@ -120,6 +125,7 @@ impl SqliteStore {
             conn,
             clock,
             node: node.clone(),
+            replica: replica.clone(),
             vv,
             local_tx: local_tx.clone(),
         };
@@ -142,10 +148,12 @@ impl SqliteStore {
                 thread: "checkpoint",
                 source,
             })?;
-        tracing::info!(node = %node, path = %path.display(), "store opened");
+        tracing::info!(node = %node, replica = %replica, path = %path.display(), "store opened");
         Ok(Self {
             readers: Arc::new(ReaderPool::new(path.clone())),
             node,
+            replica,
+            own_replicas: own,
             path,
             commands: Mutex::new(Some(tx)),
             writer_done: tokio::sync::Mutex::new(Some(done_rx)),
@@ -207,6 +215,14 @@ impl SqliteStore {
 impl DocumentStore for SqliteStore {
     fn node_id(&self) -> &NodeId {
         &self.node
+    }
+
+    fn replica(&self) -> &ReplicaId {
+        &self.replica
+    }
+
+    fn own_replicas(&self) -> Vec<ReplicaId> {
+        self.own_replicas.clone()
     }
 
     async fn write(&self, writes: Vec<LocalWrite>) -> Result<Vec<OplogEntry>, StorageError> {

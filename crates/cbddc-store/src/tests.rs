@@ -1,13 +1,17 @@
 use crate::{SqliteStore, StoreError, StoreOptions};
 use cbddc_core::{
     DocumentStore, Hlc, KnownPeer, LocalWrite, NodeId, Operation, OplogEntry, PageLimits,
-    PeerStore, PeerType, StorageError, VersionVector,
+    PeerStore, PeerType, ReplicaId, StorageError, VersionVector,
 };
 use std::path::Path;
 use std::sync::Arc;
 
 fn id(name: &str) -> NodeId {
     NodeId::new(name).unwrap()
+}
+
+fn r(name: &str) -> ReplicaId {
+    ReplicaId::new(name).unwrap()
 }
 
 async fn open(dir: &Path, name: &str) -> SqliteStore {
@@ -18,7 +22,8 @@ async fn open(dir: &Path, name: &str) -> SqliteStore {
 
 fn remote_put(origin: &str, seq: u64, key: &str, value: &str, wall_ms: u64) -> OplogEntry {
     OplogEntry {
-        origin: id(origin),
+        origin: r(origin),
+        node: id(origin),
         seq,
         collection: "c".into(),
         key: key.into(),
@@ -28,7 +33,7 @@ fn remote_put(origin: &str, seq: u64, key: &str, value: &str, wall_ms: u64) -> O
         hlc: Hlc {
             wall_ms,
             counter: 0,
-            node: id(origin),
+            replica: r(origin),
         },
     }
 }
@@ -62,7 +67,15 @@ async fn local_writes_are_numbered_and_readable() {
         store.get("c", "k2").await.unwrap().unwrap().value,
         r#"{"x":2}"#
     );
-    assert_eq!(store.version_vector().await.unwrap().get(&id("a")), 3);
+    assert_eq!(
+        store.version_vector().await.unwrap().get(store.replica()),
+        3
+    );
+    assert!(
+        entries
+            .iter()
+            .all(|e| &e.origin == store.replica() && e.node == id("a"))
+    );
     let stats = store.stats().await.unwrap();
     assert_eq!((stats.documents, stats.oplog_entries), (1, 3));
     store.close().await;
@@ -171,7 +184,7 @@ async fn applying_a_batch_twice_changes_nothing_and_creates_no_local_entries() {
     assert_eq!((second.applied, second.duplicates), (0, 5));
     assert_eq!(all_docs(&store).await, docs);
     let vv = store.version_vector().await.unwrap();
-    assert_eq!((vv.get(&id("a")), vv.get(&id("b"))), (0, 5));
+    assert_eq!((vv.get(store.replica()), vv.get(&r("b"))), (0, 5));
     assert_eq!(store.stats().await.unwrap().oplog_entries, 5);
     store.close().await;
 }
@@ -189,7 +202,7 @@ async fn entries_after_a_gap_are_skipped_until_the_gap_is_filled() {
         .await
         .unwrap();
     assert_eq!((outcome.applied, outcome.out_of_order), (1, 1));
-    assert_eq!(outcome.version_vector.get(&id("b")), 1);
+    assert_eq!(outcome.version_vector.get(&r("b")), 1);
     assert_eq!(store.get("c", "z").await.unwrap(), None);
     let outcome = store
         .apply_remote(vec![
@@ -236,7 +249,7 @@ async fn malformed_remote_entries_are_refused() {
     let mut bad_json = remote_put("b", 1, "x", "{nope", now);
     assert!(store.apply_remote(vec![bad_json.clone()]).await.is_err());
     bad_json.op = Operation::Put { value: "1".into() };
-    bad_json.hlc.node = id("someone-else");
+    bad_json.hlc.replica = r("someone-else");
     assert!(store.apply_remote(vec![bad_json]).await.is_err());
     let mut huge_seq = remote_put("b", u64::MAX, "x", "1", now);
     assert!(store.apply_remote(vec![huge_seq.clone()]).await.is_err());
@@ -275,7 +288,9 @@ async fn data_clock_and_peers_survive_a_reopen() {
         .await
         .unwrap()
         .remove(0);
-    assert_eq!(next.seq, 2);
+    // A new replica numbers from 1; its stamps still follow the last run's.
+    assert_ne!(next.origin, last.origin);
+    assert_eq!(next.seq, 1);
     assert!(next.hlc > last.hlc);
     assert!(reopened.remove_peer(id("b")).await.unwrap());
     assert!(!reopened.remove_peer(id("b")).await.unwrap());
@@ -727,4 +742,122 @@ mod paxos_log {
         run_until(&mut nodes, |n| n.iter().all(|x| x.get_decided_idx() == 11));
         assert!(nodes.iter().all(|n| decided(n).last() == Some(&100)));
     }
+}
+
+#[tokio::test]
+async fn every_opening_is_a_new_replica_and_the_old_history_stays_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = open(dir.path(), "a").await;
+    let before = first.replica().clone();
+    first
+        .write(vec![LocalWrite::put("c", "k1", "1")])
+        .await
+        .unwrap();
+    first.close().await;
+
+    let second = open(dir.path(), "a").await;
+    assert_ne!(
+        second.replica(),
+        &before,
+        "a reopened store is a new replica"
+    );
+    assert_eq!(
+        second.own_replicas(),
+        vec![before.clone(), second.replica().clone()]
+    );
+    let entry = second
+        .write(vec![LocalWrite::put("c", "k2", "2")])
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        (entry.origin.clone(), entry.seq),
+        (second.replica().clone(), 1)
+    );
+    let vv = second.version_vector().await.unwrap();
+    assert_eq!((vv.get(&before), vv.get(second.replica())), (1, 1));
+    second.close().await;
+}
+
+#[tokio::test]
+async fn entries_of_the_running_replica_are_refused_but_a_past_ones_are_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = open(dir.path(), "a").await;
+    let past = first.replica().clone();
+    first.close().await;
+    let store = open(dir.path(), "a").await;
+    let now = cbddc_core::unix_millis();
+    let mut forged = remote_put("x", 1, "k", "1", now);
+    forged.origin = store.replica().clone();
+    forged.hlc.replica = store.replica().clone();
+    forged.node = id("a");
+    let err = store.apply_remote(vec![forged]).await.unwrap_err();
+    assert!(
+        matches!(err, StorageError::OwnReplica { seq: 1, .. }),
+        "{err}"
+    );
+    assert!(
+        store.version_vector().await.unwrap().is_empty(),
+        "nothing stored"
+    );
+    // Writes of an earlier opening that peers hold and this store lost (a restored
+    // backup) are history to take back.
+    let mut lost = remote_put("x", 1, "back", "1", now);
+    lost.origin = past.clone();
+    lost.hlc.replica = past.clone();
+    lost.node = id("a");
+    assert_eq!(store.apply_remote(vec![lost]).await.unwrap().applied, 1);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_database_of_the_previous_schema_keeps_its_documents_and_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = crate::database_path(dir.path(), &id("a"));
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        for sql in &crate::schema::MIGRATIONS[..5] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch(
+            "PRAGMA user_version = 5;
+             INSERT INTO meta (key, value) VALUES ('node_id', 'a');
+             INSERT INTO oplog (origin, seq, collection, key, value, hlc_wall, hlc_counter)
+                 VALUES ('a', 1, 'c', 'mine', '1', 1000, 0), ('b', 1, 'c', 'theirs', '2', 1001, 0);
+             INSERT INTO documents (collection, key, value, hlc_wall, hlc_counter, hlc_node)
+                 VALUES ('c', 'mine', '1', 1000, 0, 'a'), ('c', 'theirs', '2', 1001, 0, 'b');
+             INSERT INTO origins (origin, max_seq) VALUES ('a', 1), ('b', 1);",
+        )
+        .unwrap();
+    }
+    let store = open(dir.path(), "a").await;
+    assert_eq!(
+        all_docs(&store).await,
+        [("mine".into(), "1".into()), ("theirs".into(), "2".into())]
+    );
+    let history = store
+        .entries_missing_from(VersionVector::default(), PageLimits::default())
+        .await
+        .unwrap()
+        .entries;
+    let writers: Vec<(&str, &str)> = history
+        .iter()
+        .map(|e| (e.origin.as_str(), e.node.as_str()))
+        .collect();
+    assert_eq!(
+        writers,
+        [("a", "a"), ("b", "b")],
+        "the old origins name their writers"
+    );
+    assert!(
+        store.own_replicas().contains(&r("a")),
+        "the old history is this node's own"
+    );
+    let entry = store
+        .write(vec![LocalWrite::put("c", "new", "3")])
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!((&entry.origin, entry.seq), (store.replica(), 1));
+    store.close().await;
 }

@@ -4,7 +4,7 @@
 use crate::error::{SqlContext, StoreError};
 use cbddc_core::{
     ApplyOutcome, Hlc, HybridClock, KnownPeer, LocalWrite, NodeId, Operation, OplogEntry,
-    StorageError, VersionVector,
+    ReplicaId, StorageError, VersionVector,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::BTreeSet;
@@ -69,6 +69,8 @@ pub(crate) struct Writer {
     pub(crate) conn: Connection,
     pub(crate) clock: HybridClock,
     pub(crate) node: NodeId,
+    /// This opening of the database: the origin of every local write it takes.
+    pub(crate) replica: ReplicaId,
     /// Mirrors the `origins` table; restored whenever a transaction or savepoint rolls back.
     pub(crate) vv: VersionVector,
     pub(crate) local_tx: broadcast::Sender<Arc<Vec<OplogEntry>>>,
@@ -196,7 +198,7 @@ impl Writer {
         for write in writes {
             write.validate()?;
         }
-        let mut seq = self.vv.get(&self.node);
+        let mut seq = self.vv.get(&self.replica);
         let mut entries = Vec::with_capacity(writes.len());
         {
             let mut append = self
@@ -213,13 +215,14 @@ impl Writer {
                 let wall = to_i64(hlc.wall_ms, "a clock reading")?;
                 append
                     .execute(params![
-                        self.node.as_str(),
+                        self.replica.as_str(),
                         to_i64(seq, "a sequence number")?,
                         write.collection,
                         write.key,
                         write.value,
                         wall,
-                        hlc.counter
+                        hlc.counter,
+                        self.node.as_str()
                     ])
                     .map_err(sql("appending to the oplog"))?;
                 upsert
@@ -229,11 +232,12 @@ impl Writer {
                         write.value,
                         wall,
                         hlc.counter,
-                        self.node.as_str()
+                        self.replica.as_str()
                     ])
                     .map_err(sql("writing a document"))?;
                 entries.push(OplogEntry {
-                    origin: self.node.clone(),
+                    origin: self.replica.clone(),
+                    node: self.node.clone(),
                     seq,
                     collection: write.collection.clone(),
                     key: write.key.clone(),
@@ -248,9 +252,9 @@ impl Writer {
             }
         }
         if !entries.is_empty() {
-            let node = self.node.clone();
-            self.record_origin(&node, seq)?;
-            self.vv.advance(&node, seq);
+            let replica = self.replica.clone();
+            self.record_origin(&replica, seq)?;
+            self.vv.advance(&replica, seq);
         }
         Ok(entries)
     }
@@ -259,6 +263,13 @@ impl Writer {
         // Everything is checked before anything is written: a refused batch changes nothing.
         for entry in &entries {
             entry.validate()?;
+            if entry.origin == self.replica {
+                // Nobody else can hold writes of this opening of the database: forged.
+                return Err(StorageError::OwnReplica {
+                    replica: entry.origin.clone(),
+                    seq: entry.seq,
+                });
+            }
             self.clock.check(&entry.hlc)?;
             to_i64(entry.seq, "a sequence number")?;
             to_i64(entry.hlc.wall_ms, "a clock reading")?;
@@ -305,7 +316,8 @@ impl Writer {
                         entry.key,
                         value,
                         wall,
-                        entry.hlc.counter
+                        entry.hlc.counter,
+                        entry.node.as_str()
                     ])
                     .map_err(sql("appending to the oplog"))?;
                 let stored: Option<(i64, u32, String)> = current
@@ -317,7 +329,7 @@ impl Writer {
                 let wins = match &stored {
                     None => true,
                     Some((w, c, n)) => {
-                        (wall, entry.hlc.counter, entry.hlc.node.as_str()) > (*w, *c, n.as_str())
+                        (wall, entry.hlc.counter, entry.hlc.replica.as_str()) > (*w, *c, n.as_str())
                     }
                 };
                 if wins {
@@ -328,7 +340,7 @@ impl Writer {
                             value,
                             wall,
                             entry.hlc.counter,
-                            entry.hlc.node.as_str()
+                            entry.hlc.replica.as_str()
                         ])
                         .map_err(sql("writing a document"))?;
                 }
@@ -346,7 +358,7 @@ impl Writer {
         Ok(outcome)
     }
 
-    fn record_origin(&mut self, origin: &NodeId, seq: u64) -> Result<(), StorageError> {
+    fn record_origin(&mut self, origin: &ReplicaId, seq: u64) -> Result<(), StorageError> {
         self.conn
             .prepare_cached(
                 "INSERT INTO origins (origin, max_seq) VALUES (?1, ?2)
@@ -418,8 +430,8 @@ impl Writer {
 }
 
 const APPEND_OPLOG: &str =
-    "INSERT INTO oplog (origin, seq, collection, key, value, hlc_wall, hlc_counter)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+    "INSERT INTO oplog (origin, seq, collection, key, value, hlc_wall, hlc_counter, node)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
 const UPSERT_DOCUMENT: &str = "INSERT INTO documents (collection, key, value, hlc_wall, hlc_counter, hlc_node)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -529,15 +541,32 @@ pub(crate) fn load_state(
     Ok((clock, vv))
 }
 
+/// Starts a new replica of this database: the origin of the writes this opening takes.
+pub(crate) fn start_replica(conn: &Connection) -> Result<ReplicaId, StoreError> {
+    let replica = ReplicaId::generate().map_err(|e| StoreError::Corrupt {
+        operation: "choosing a replica id",
+        detail: e.to_string(),
+    })?;
+    conn.execute(
+        "INSERT INTO local_replicas (replica, opened_ms) VALUES (?1, ?2)",
+        params![
+            replica.as_str(),
+            i64::try_from(cbddc_core::unix_millis()).unwrap_or(i64::MAX)
+        ],
+    )
+    .during("recording the new replica")?;
+    Ok(replica)
+}
+
 /// Makes a stamp from stored columns.
-pub(crate) fn stamp(wall: i64, counter: u32, node: &str) -> Result<Hlc, StoreError> {
+pub(crate) fn stamp(wall: i64, counter: u32, replica: &str) -> Result<Hlc, StoreError> {
     Ok(Hlc {
         wall_ms: u64::try_from(wall).map_err(|_| StoreError::Corrupt {
             operation: "reading a stamp",
             detail: format!("negative wall clock {wall}"),
         })?,
         counter,
-        node: NodeId::new(node).map_err(|e| StoreError::Corrupt {
+        replica: ReplicaId::new(replica).map_err(|e| StoreError::Corrupt {
             operation: "reading a stamp",
             detail: e.to_string(),
         })?,

@@ -1,5 +1,5 @@
 //! A retired node hands over the writes it took as a member: it pushes its own entries
-//! to every member of the configuration that followed its last one, until each holds
+//! (those of every replica its database has been) to every member of the configuration that followed its last one, until each holds
 //! them all (or has retired too). The writes are final by then: the node's write gate
 //! closed before the hand-over starts (see `gate`).
 //!
@@ -7,7 +7,7 @@
 //! and give it no data back (see `NodeHandler`'s push admission).
 
 use crate::sync::SyncContext;
-use cbddc_core::{NodeId, StorageError, VersionVector};
+use cbddc_core::{NodeId, ReplicaId, StorageError, VersionVector};
 use cbddc_election::membership::Configuration;
 use cbddc_net::proto::ErrorCode;
 use cbddc_net::{NetError, PeerClient};
@@ -129,6 +129,7 @@ async fn hand_over_to(
     address: &str,
 ) -> Result<Reached, HandoverError> {
     let local = &ctx.node_id;
+    let own = ctx.store.own_replicas();
     let mut client = PeerClient::connect(address, &ctx.key, Some(local), ctx.client).await?;
     if client.remote_node() != member {
         return Err(HandoverError::Identity {
@@ -139,7 +140,7 @@ async fn hand_over_to(
     }
     // An empty push answers with what the member holds.
     let mut held = match client.push(&[]).await {
-        Ok(outcome) => outcome.holder.get(local),
+        Ok(outcome) => outcome.holder,
         Err(NetError::Remote {
             code: ErrorCode::NotAMember,
             ..
@@ -148,33 +149,41 @@ async fn hand_over_to(
     };
     for _ in 0..MAX_PAGES {
         let ours = ctx.store.version_vector().await?;
-        if held >= ours.get(local) {
+        if own.iter().all(|r| held.get(r) >= ours.get(r)) {
             return Ok(Reached::HoldsAll);
         }
         let page = ctx
             .store
-            .entries_missing_from(only_own_after(&ours, local, held), ctx.limits)
+            .entries_missing_from(only_own_missing(&ours, &own, &held), ctx.limits)
             .await?;
         let outcome = client.push(&page.entries).await?;
-        let now = outcome.holder.get(local);
-        if now <= held {
+        if own.iter().all(|r| outcome.holder.get(r) <= held.get(r)) {
             return Err(HandoverError::Stalled {
                 member: member.clone(),
             });
         }
-        held = now;
+        held = outcome.holder;
     }
     Err(HandoverError::Stalled {
         member: member.clone(),
     })
 }
 
-/// A version vector that lacks only `local`'s entries after `held`: every other origin
-/// stands at what this store holds of it.
-fn only_own_after(ours: &VersionVector, local: &NodeId, held: u64) -> VersionVector {
+/// A version vector that lacks only this node's own entries (of any of its replicas)
+/// beyond what the member `held`: every other origin stands at what this store holds.
+fn only_own_missing(
+    ours: &VersionVector,
+    own: &[ReplicaId],
+    held: &VersionVector,
+) -> VersionVector {
     let mut have = VersionVector::default();
     for (origin, seq) in ours.iter() {
-        have.advance(origin, if origin == local { held } else { seq });
+        let at = if own.contains(origin) {
+            held.get(origin)
+        } else {
+            seq
+        };
+        have.advance(origin, at);
     }
     have
 }
@@ -185,13 +194,16 @@ mod tests {
 
     #[test]
     fn only_own_entries_after_what_the_member_holds_are_missing() {
-        let a = NodeId::new("a").unwrap();
-        let c = NodeId::new("c").unwrap();
+        let [a, c1, c2] = ["a", "c1", "c2"].map(|r| ReplicaId::new(r).unwrap());
         let mut ours = VersionVector::default();
         ours.advance(&a, 7);
-        ours.advance(&c, 20);
-        let have = only_own_after(&ours, &c, 5);
+        ours.advance(&c1, 20);
+        ours.advance(&c2, 3);
+        let mut held = VersionVector::default();
+        held.advance(&c1, 5);
+        let have = only_own_missing(&ours, &[c1.clone(), c2.clone()], &held);
         assert_eq!(have.get(&a), 7);
-        assert_eq!(have.get(&c), 5);
+        assert_eq!(have.get(&c1), 5);
+        assert_eq!(have.get(&c2), 0);
     }
 }

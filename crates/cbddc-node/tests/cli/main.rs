@@ -11,3 +11,4 @@ mod t40_reconfiguration;
 mod t50_election;
 mod t60_cluster;
 mod t70_removal_on_a_lan;
+mod t80_replicas;

@@ -1,0 +1,91 @@
+//! Who wrote it: a node restarted on a wiped data dir, and two processes started from
+//! copies of one data dir, are new replicas. Their writes can never be mistaken for
+//! writes a peer already holds, so every acknowledged write reaches every node.
+
+use crate::harness::*;
+use std::time::Duration;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn put(port: u16, key: &str) {
+    let out = cbddc(&["put", "docs", key, "{\"v\":1}"], port);
+    assert!(out.status.success(), "put {key}: {}", stderr(&out));
+}
+
+fn has(port: u16, key: &str) -> bool {
+    cbddc(&["get", "docs", key], port).status.success()
+}
+
+#[test]
+fn a_node_restarted_on_a_wiped_data_dir_gets_its_history_back_and_its_new_writes_reach_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, pb) = (free_port(), free_port());
+    let mut a = RunningNode::start(dir.path(), "node-a", pa, &[("node-b", pb)]);
+    let mut b = RunningNode::start(dir.path(), "node-b", pb, &[("node-a", pa)]);
+    for i in 0..50 {
+        put(pa, &format!("old-{i:02}"));
+    }
+    wait_until("b holds a's 50 writes", DEADLINE, || has(pb, "old-49"));
+    assert!(a.terminate().success());
+    assert!(b.terminate().success());
+
+    // A disk replaced, a container restarted without its volume.
+    std::fs::remove_dir_all(a.data_dir()).unwrap();
+    a.launch();
+    for i in 0..20 {
+        put(pa, &format!("new-{i:02}"));
+    }
+    b.launch();
+    wait_until(
+        "b receives the 20 writes made after the wipe",
+        DEADLINE,
+        || (0..20).all(|i| has(pb, &format!("new-{i:02}"))),
+    );
+    wait_until("a gets its 50 earlier writes back", DEADLINE, || {
+        (0..50).all(|i| has(pa, &format!("old-{i:02}")))
+    });
+    let (sa, sb) = (status_json(pa), status_json(pb));
+    assert_eq!(sa["documents"], 70);
+    assert_eq!(sb["documents"], 70);
+    assert_eq!(
+        sa["version_vector"], sb["version_vector"],
+        "same history everywhere"
+    );
+}
+
+#[test]
+fn two_processes_started_from_copies_of_one_data_dir_both_reach_their_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, pb) = (free_port(), free_port());
+    let mut a = RunningNode::start(dir.path(), "node-a", pa, &[("node-b", pb)]);
+    let _b = RunningNode::start(dir.path(), "node-b", pb, &[("node-a", pa)]);
+    for i in 0..10 {
+        put(pa, &format!("shared-{i}"));
+    }
+    wait_until("b holds the shared history", DEADLINE, || {
+        has(pb, "shared-9")
+    });
+    assert!(a.terminate().success());
+
+    // A cloned VM: the same data dir and node id, twice.
+    let clone_dir = dir.path().join("clone");
+    std::fs::create_dir_all(&clone_dir).unwrap();
+    let copied = clone_dir.join("node-a-data");
+    std::fs::create_dir_all(&copied).unwrap();
+    for file in std::fs::read_dir(a.data_dir()).unwrap() {
+        let file = file.unwrap();
+        std::fs::copy(file.path(), copied.join(file.file_name())).unwrap();
+    }
+    let pc = free_port();
+    let _clone = RunningNode::start(&clone_dir, "node-a", pc, &[("node-b", pb)]);
+    a.launch();
+    for i in 0..20 {
+        put(pa, &format!("from-a-{i:02}"));
+        put(pc, &format!("from-clone-{i:02}"));
+    }
+    wait_until("b receives every write of both processes", DEADLINE, || {
+        (0..20)
+            .all(|i| has(pb, &format!("from-a-{i:02}")) && has(pb, &format!("from-clone-{i:02}")))
+    });
+    assert_eq!(status_json(pb)["documents"], 50);
+}
