@@ -44,4 +44,6 @@ pub use paxos_log::{ControlDatabase, SqliteLogStorage};
 pub use store::{Durability, SqliteStore, StoreOptions, database_path};
 
 #[cfg(test)]
+mod replica_props;
+#[cfg(test)]
 mod tests;
