@@ -89,7 +89,7 @@ async fn a_write_reaches_the_peer_and_a_delete_follows_it() {
     let mut client = cbddc_net::PeerClient::connect(
         &a.address(),
         &cbddc_net::ClusterKey::derive("test-cluster"),
-        None,
+        &cbddc_net::LocalIdentity::tool().unwrap(),
         cbddc_net::ClientSettings::default(),
     )
     .await

@@ -47,7 +47,7 @@ async fn a_peer_with_the_wrong_key_gets_nothing_and_gives_nothing() {
     let err = PeerClient::connect(
         &a.address(),
         &ClusterKey::derive("guess"),
-        None,
+        &cbddc_net::LocalIdentity::tool().unwrap(),
         ClientSettings::default(),
     )
     .await

@@ -28,7 +28,7 @@ async fn garbage_oversized_and_truncated_frames_do_not_stop_the_node_serving_oth
     let mut client = PeerClient::connect(
         &address,
         &ClusterKey::derive("test-cluster"),
-        None,
+        &cbddc_net::LocalIdentity::tool().unwrap(),
         ClientSettings::default(),
     )
     .await

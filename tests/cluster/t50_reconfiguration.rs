@@ -10,7 +10,7 @@ async fn answers(address: &str, key: &str) -> Result<String, NetError> {
     let mut client = PeerClient::connect(
         address,
         &ClusterKey::derive(key),
-        None,
+        &cbddc_net::LocalIdentity::tool().unwrap(),
         ClientSettings::default(),
     )
     .await?;

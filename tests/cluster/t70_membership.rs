@@ -4,7 +4,7 @@
 use cbddc_config::{ClusterConfig, PeerNodeConfiguration};
 use cbddc_core::{KnownPeer, PeerType};
 use cbddc_node::ClusterStatus;
-use cbddc_tests::{TestNode, node_id, wait_until};
+use cbddc_tests::{TestNode, claiming, identity_of, node_id, wait_until};
 use std::time::Duration;
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -114,7 +114,7 @@ async fn a_member_is_replaced_the_newcomer_gets_the_data_and_the_retired_one_is_
     let mut as_c = cbddc_net::PeerClient::connect(
         &a.address(),
         &cbddc_net::ClusterKey::derive("test-cluster"),
-        Some(&node_id("c")),
+        &identity_of(c),
         cbddc_net::ClientSettings::default(),
     )
     .await
@@ -149,7 +149,7 @@ async fn a_member_is_replaced_the_newcomer_gets_the_data_and_the_retired_one_is_
     let mut as_departed_c = cbddc_net::PeerClient::connect(
         &b.address(),
         &cbddc_net::ClusterKey::derive("test-cluster"),
-        Some(&node_id("c")),
+        &identity_of(c),
         cbddc_net::ClientSettings::default(),
     )
     .await
@@ -193,17 +193,25 @@ async fn hostile_control_messages_are_refused_and_the_cluster_goes_on() {
     .await;
     let key = cbddc_net::ClusterKey::derive("test-cluster");
     let settings = cbddc_net::ClientSettings::default();
-    let mut tool = cbddc_net::PeerClient::connect(&a.address(), &key, None, settings)
-        .await
-        .unwrap();
+    let mut tool = cbddc_net::PeerClient::connect(
+        &a.address(),
+        &key,
+        &cbddc_net::LocalIdentity::tool().unwrap(),
+        settings,
+    )
+    .await
+    .unwrap();
     let mut intruder =
-        cbddc_net::PeerClient::connect(&a.address(), &key, Some(&node_id("mallory")), settings)
+        cbddc_net::PeerClient::connect(&a.address(), &key, &claiming("mallory"), settings)
             .await
             .unwrap();
-    let mut impostor =
-        cbddc_net::PeerClient::connect(&a.address(), &key, Some(&node_id("b")), settings)
-            .await
-            .unwrap();
+    // Holding the cluster key is not enough to speak as b: a pinned b's key.
+    let impostor =
+        cbddc_net::PeerClient::connect(&a.address(), &key, &claiming("b"), settings).await;
+    assert!(
+        matches!(impostor, Err(cbddc_net::NetError::KeyRefused { .. })),
+        "{impostor:?}"
+    );
     let refused = |r: Result<Vec<u8>, cbddc_net::NetError>| r.unwrap_err().to_string();
 
     let garbage = refused(tool.control(b"{not json".to_vec()).await);
@@ -225,7 +233,7 @@ async fn hostile_control_messages_are_refused_and_the_cluster_goes_on() {
         forged.push(serde_json::json!({"configuration_id": configuration_id, "message": message}));
     }
     let forged = serde_json::json!({"call": "frames", "frames": forged});
-    for client in [&mut intruder, &mut impostor] {
+    for client in [&mut intruder] {
         let answer = client
             .control(serde_json::to_vec(&forged).unwrap())
             .await

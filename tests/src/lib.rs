@@ -140,6 +140,17 @@ impl TestNode {
     }
 }
 
+/// The identity `node` proves in its sessions: its id and the key in its data dir.
+pub fn identity_of(node: &TestNode) -> cbddc_net::LocalIdentity {
+    let key = cbddc_net::NodeKey::load_or_create(&node.data_dir().join("node.key")).unwrap();
+    cbddc_net::LocalIdentity::node(node.config.node_id.clone(), key, None)
+}
+
+/// A process holding the cluster key that claims `name` with a key of its own.
+pub fn claiming(name: &str) -> cbddc_net::LocalIdentity {
+    cbddc_net::LocalIdentity::node(node_id(name), cbddc_net::NodeKey::generate().unwrap(), None)
+}
+
 /// Two nodes that know each other.
 pub async fn two_peers(a: &str, b: &str) -> (TestNode, TestNode) {
     let (mut ca, da) = TestNode::configure(a);

@@ -134,4 +134,10 @@ pub trait PeerStore: Send + Sync + std::fmt::Debug {
     async fn remove_peer(&self, node_id: NodeId) -> Result<bool, StorageError>;
     /// Every known peer, ordered by node id.
     async fn list_peers(&self) -> Result<Vec<KnownPeer>, StorageError>;
+    /// The node keys pinned per node id (public keys as 64 hex digits), by node id.
+    async fn pinned_keys(&self) -> Result<Vec<(NodeId, String)>, StorageError>;
+    /// Pins `key` for `node` (replacing an earlier pin), durably.
+    async fn pin_key(&self, node: NodeId, key: String) -> Result<(), StorageError>;
+    /// Forgets the key pinned for `node`; `Ok(false)` if none was.
+    async fn unpin_key(&self, node: NodeId) -> Result<bool, StorageError>;
 }

@@ -1,4 +1,5 @@
 use crate::convert::{entries_from_wire, entry_to_wire, hlc_from_wire, vv_from_wire, vv_to_wire};
+use crate::identity::{LocalIdentity, PublicKey};
 use crate::secure::{self, ClusterKey, SecureStream};
 use crate::{NetError, proto};
 use cbddc_core::{Document, Hlc, NodeId, OplogEntry, PageLimits, VersionVector};
@@ -61,11 +62,12 @@ pub struct PeerClient {
 }
 
 impl PeerClient {
-    /// Connects to `address` and runs the handshake. `local` is our node id (`None` for tools).
+    /// Connects to `address` and runs the handshake as `local` (a node, or a tool), whose
+    /// verifier checks the responder's node id and key.
     pub async fn connect(
         address: &str,
         key: &ClusterKey,
-        local: Option<&NodeId>,
+        local: &LocalIdentity,
         settings: ClientSettings,
     ) -> Result<Self, NetError> {
         let connect = async {
@@ -96,6 +98,11 @@ impl PeerClient {
     /// The node id the peer proved in the handshake.
     pub fn remote_node(&self) -> &NodeId {
         &self.remote.node_id
+    }
+
+    /// The static key the peer proved.
+    pub fn remote_key(&self) -> PublicKey {
+        self.remote.key
     }
 
     /// Whether the peer says it may lead.
@@ -319,6 +326,17 @@ impl PeerClient {
         match self.call(body).await? {
             proto::response::Body::Peers(answer) => Ok(answer.peers),
             _ => Err(unexpected("remove peer")),
+        }
+    }
+
+    /// Forgets the key the node pinned for `node_id` (tools only).
+    pub async fn repin_peer(&mut self, node_id: &str) -> Result<Vec<proto::PeerStatus>, NetError> {
+        let body = proto::request::Body::RepinPeer(proto::RepinPeerRequest {
+            node_id: node_id.into(),
+        });
+        match self.call(body).await? {
+            proto::response::Body::Peers(answer) => Ok(answer.peers),
+            _ => Err(unexpected("repin peer")),
         }
     }
 }

@@ -30,7 +30,24 @@ pub enum NetError {
         /// Theirs.
         theirs: u32,
     },
-    /// The server has no room for another connection.
+    /// The other side's key is not the one pinned for the node id it claims (or ours is
+    /// not the one it pinned for us).
+    #[error("{message}")]
+    KeyRefused {
+        /// Who refused whom, with both fingerprints and what to do.
+        message: String,
+    },
+    /// The node key file is unusable.
+    #[error(
+        "node key file {path}: {detail}; restore it from a backup, or delete it to make a new key (peers that pinned the old one must then re-pin this node)"
+    )]
+    KeyFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The node refused the connection: it is at its connection limit.
     #[error("the node is at its connection limit; try again shortly")]
     Busy,
     /// The handshake failed for another reason (garbage, a broken peer).

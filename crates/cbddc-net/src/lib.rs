@@ -1,7 +1,10 @@
 //! The CBDDC wire protocol and its TCP endpoints.
 //!
-//! - [`secure`]: transport frames, the Noise (`NNpsk0`) handshake keyed by the cluster key,
-//!   and [`SecureStream`], the encrypted, replay-protected session.
+//! - [`secure`]: transport frames, the Noise (`XXpsk0`) handshake that proves the cluster
+//!   key and each side's static node key, and [`SecureStream`], the encrypted,
+//!   replay-protected session.
+//! - [`identity`]: node keys ([`NodeKey`], [`PublicKey`] and its fingerprint), the
+//!   [`PeerVerifier`] that pins them, and [`LocalIdentity`].
 //! - [`proto`]: the protobuf messages (see `proto/cbddc.proto` and `docs/protocol.md`).
 //! - [`TcpSyncServer`]: accepts sessions and hands each request to a [`RequestHandler`].
 //! - [`PeerClient`]: one session with a node, for syncing nodes and for tools.
@@ -15,12 +18,14 @@ mod client;
 pub mod convert;
 pub mod discovery;
 mod error;
+pub mod identity;
 pub mod proto;
 pub mod secure;
 mod server;
 
 pub use client::{ClientSettings, PeerClient, PulledPage, PushOutcome};
 pub use error::NetError;
+pub use identity::{LocalIdentity, NodeKey, PeerVerifier, PublicKey};
 pub use secure::{ClusterKey, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, Remote, SecureStream};
 pub use server::{RequestHandler, ServerSettings, SessionInfo, TcpSyncServer, error_body};
 

@@ -45,6 +45,8 @@ pub enum RejectReason {
     VersionMismatch = 1,
     AuthFailed = 2,
     Busy = 3,
+    /// The initiator's static key is not the one pinned for the node id it claims.
+    KeyRefused = 4,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -161,7 +163,7 @@ pub struct Request {
     pub id: u64,
     #[prost(
         oneof = "request::Body",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21"
     )]
     pub body: Option<request::Body>,
 }
@@ -191,7 +193,17 @@ pub mod request {
         RemovePeer(super::RemovePeerRequest),
         #[prost(message, tag = "20")]
         Control(super::ControlRequest),
+        #[prost(message, tag = "21")]
+        RepinPeer(super::RepinPeerRequest),
     }
+}
+
+/// Forgets the key pinned for a node id, so its next session pins the key it presents
+/// (tools only).
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct RepinPeerRequest {
+    #[prost(string, tag = "1")]
+    pub node_id: String,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -409,6 +421,9 @@ pub struct PeerStatus {
     /// The last error talking to the peer, if the last attempt failed.
     #[prost(string, tag = "6")]
     pub last_error: String,
+    /// The fingerprint of the key pinned for this node id; empty before first contact.
+    #[prost(string, tag = "7")]
+    pub key_fingerprint: String,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -441,6 +456,11 @@ pub struct StatusResponse {
     /// The replica this node writes as now (new at every start; see docs/protocol.md).
     #[prost(string, tag = "12")]
     pub replica: String,
+    /// The node's public key (64 hex digits) and its fingerprint.
+    #[prost(string, tag = "13")]
+    pub node_key: String,
+    #[prost(string, tag = "14")]
+    pub key_fingerprint: String,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]

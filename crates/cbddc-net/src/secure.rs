@@ -5,6 +5,7 @@
 //! transport message, and the decrypted bytes form a stream of application messages,
 //! each a `u32` big-endian length (at most [`MAX_MESSAGE_BYTES`]) + a protobuf message.
 
+use crate::identity::{LocalIdentity, PublicKey};
 use crate::{NetError, proto};
 use blake2::{Blake2s256, Digest};
 use cbddc_core::NodeId;
@@ -12,13 +13,13 @@ use prost::Message;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Identifies a CBDDC hello.
 pub const MAGIC: &str = "cbddc";
 /// Largest application message, in bytes; larger announcements close the session.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
-const NOISE_PATTERN: &str = "Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s";
-const NOISE_PROLOGUE: &[u8] = b"cbddc/1";
+const NOISE_PATTERN: &str = "Noise_XXpsk0_25519_ChaChaPoly_BLAKE2s";
+const NOISE_PROLOGUE: &[u8] = b"cbddc/2";
 const MAX_FRAME: usize = u16::MAX as usize;
 const AEAD_TAG: usize = 16;
 const MAX_CHUNK: usize = MAX_FRAME - AEAD_TAG;
@@ -52,13 +53,21 @@ impl std::fmt::Debug for ClusterKey {
     }
 }
 
-fn noise(key: &ClusterKey) -> Result<snow::Builder<'_>, NetError> {
+/// A builder for the handshake's pattern (no keys set yet).
+pub(crate) fn noise_builder() -> Result<snow::Builder<'static>, NetError> {
     let params = NOISE_PATTERN.parse().map_err(|e| NetError::Handshake {
         detail: format!("noise parameters: {e}"),
     })?;
     snow::Builder::new(params)
         .prologue(NOISE_PROLOGUE)
-        .and_then(|b| b.psk(0, &key.0))
+        .map_err(|e| NetError::Handshake {
+            detail: format!("noise setup: {e}"),
+        })
+}
+
+fn noise(key: &ClusterKey) -> Result<snow::Builder<'_>, NetError> {
+    noise_builder()?
+        .psk(0, &key.0)
         .map_err(|e| NetError::Handshake {
             detail: format!("noise setup: {e}"),
         })
@@ -131,16 +140,30 @@ fn reject(reason: proto::RejectReason, message: &str) -> proto::HandshakeFrame {
     }))
 }
 
-/// Who is on the other end, as its handshake says.
+/// Who is on the other end, as its handshake proved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Remote {
     /// Its node id.
     pub node_id: NodeId,
     /// Whether it may be elected leader.
     pub eligible: bool,
+    /// The static key it proved to hold.
+    pub key: PublicKey,
 }
 
-fn session_node(payload: &[u8]) -> Result<Option<Remote>, NetError> {
+fn hello_payload(local: &LocalIdentity, eligible: bool) -> Vec<u8> {
+    proto::SessionHello {
+        node_id: local
+            .node_id
+            .as_ref()
+            .map(NodeId::to_string)
+            .unwrap_or_default(),
+        eligible,
+    }
+    .encode_to_vec()
+}
+
+fn session_node(payload: &[u8], key: PublicKey) -> Result<Option<Remote>, NetError> {
     let hello = proto::SessionHello::decode(payload).map_err(|e| NetError::Handshake {
         detail: format!("session hello: {e}"),
     })?;
@@ -153,34 +176,41 @@ fn session_node(payload: &[u8]) -> Result<Option<Remote>, NetError> {
     Ok(Some(Remote {
         node_id,
         eligible: hello.eligible,
+        key,
     }))
 }
 
-/// Runs the initiator side of the handshake. `local` is our node id (`None` for tools),
-/// `eligible` whether we may lead. Returns the session and the responder.
+fn remote_static(hs: &snow::HandshakeState) -> Result<PublicKey, NetError> {
+    hs.get_remote_static()
+        .ok_or_else(|| NetError::Handshake {
+            detail: "the peer presented no static key".into(),
+        })
+        .and_then(PublicKey::from_bytes)
+}
+
+fn noise_error(e: snow::Error) -> NetError {
+    NetError::Handshake {
+        detail: e.to_string(),
+    }
+}
+
+/// Runs the initiator side of the handshake as `local` (see docs/protocol.md): proves
+/// the cluster key and our static key, checks the responder's node id and key with our
+/// verifier, and returns the session and the responder.
 pub async fn initiate<S: AsyncRead + AsyncWrite + Unpin>(
     mut io: S,
     key: &ClusterKey,
-    local: Option<&NodeId>,
+    local: &LocalIdentity,
     eligible: bool,
     peer: &str,
 ) -> Result<(SecureStream<S>, Remote), NetError> {
     let mut hs = noise(key)?
-        .build_initiator()
-        .map_err(|e| NetError::Handshake {
-            detail: e.to_string(),
-        })?;
-    let payload = proto::SessionHello {
-        node_id: local.map(NodeId::to_string).unwrap_or_default(),
-        eligible,
-    }
-    .encode_to_vec();
+        .local_private_key(local.key.private())
+        .and_then(|b| b.build_initiator())
+        .map_err(noise_error)?;
     let mut buf = vec![0u8; MAX_FRAME];
-    let n = hs
-        .write_message(&payload, &mut buf)
-        .map_err(|e| NetError::Handshake {
-            detail: e.to_string(),
-        })?;
+    // -> psk, e
+    let n = hs.write_message(&[], &mut buf).map_err(noise_error)?;
     let hello = proto::Hello {
         magic: MAGIC.into(),
         protocol_version: PROTOCOL_VERSION,
@@ -193,7 +223,51 @@ pub async fn initiate<S: AsyncRead + AsyncWrite + Unpin>(
         ],
     )
     .await?;
-    let answer = match read_handshake(&mut io).await {
+    // <- e, ee, s, es: the responder's hello
+    let message = noise_answer(&mut io, peer).await?;
+    let mut payload = vec![0u8; MAX_FRAME];
+    // A responder that cannot produce a valid answer does not hold the key.
+    let n = hs
+        .read_message(&message, &mut payload)
+        .map_err(|_| NetError::WrongClusterKey {
+            peer: peer.to_string(),
+        })?;
+    let remote =
+        session_node(&payload[..n], remote_static(&hs)?)?.ok_or_else(|| NetError::Handshake {
+            detail: "the responder did not name its node id".into(),
+        })?;
+    if let Some(verifier) = &local.verifier {
+        verifier
+            .verify(&remote.node_id, &remote.key)
+            .await
+            .map_err(|message| NetError::KeyRefused { message })?;
+    }
+    // -> s, se: our hello
+    let n = hs
+        .write_message(&hello_payload(local, eligible), &mut buf)
+        .map_err(noise_error)?;
+    write_handshake(
+        &mut io,
+        &[frame(proto::handshake_frame::Kind::Noise(
+            buf[..n].to_vec(),
+        ))],
+    )
+    .await?;
+    let mut transport = hs.into_transport_mode().map_err(noise_error)?;
+    // The responder confirms it accepted our key with an empty transport message.
+    let confirmation = noise_answer(&mut io, peer).await?;
+    transport
+        .read_message(&confirmation, &mut payload)
+        .map_err(|_| NetError::Handshake {
+            detail: format!("{peer} sent a confirmation that does not authenticate"),
+        })?;
+    Ok((SecureStream::new(io, transport), remote))
+}
+
+/// Reads the next handshake frame, which must be a Noise message; a reject becomes its
+/// typed error.
+async fn noise_answer<S: AsyncRead + Unpin>(io: &mut S, peer: &str) -> Result<Vec<u8>, NetError> {
+    let answer = match read_handshake(io).await {
         Err(NetError::Closed) => {
             return Err(NetError::Handshake {
                 detail: format!("{peer} closed the connection during the handshake"),
@@ -201,10 +275,10 @@ pub async fn initiate<S: AsyncRead + AsyncWrite + Unpin>(
         }
         other => other?,
     };
-    let message = match answer {
-        proto::handshake_frame::Kind::Noise(message) => message,
+    match answer {
+        proto::handshake_frame::Kind::Noise(message) => Ok(message),
         proto::handshake_frame::Kind::Reject(r) => {
-            return Err(match proto::RejectReason::try_from(r.reason) {
+            Err(match proto::RejectReason::try_from(r.reason) {
                 Ok(proto::RejectReason::AuthFailed) => NetError::WrongClusterKey {
                     peer: peer.to_string(),
                 },
@@ -213,37 +287,25 @@ pub async fn initiate<S: AsyncRead + AsyncWrite + Unpin>(
                     theirs: r.protocol_version,
                 },
                 Ok(proto::RejectReason::Busy) => NetError::Busy,
+                Ok(proto::RejectReason::KeyRefused) => NetError::KeyRefused {
+                    message: format!("{peer} refused our node key: {}", r.message),
+                },
                 _ => NetError::Handshake { detail: r.message },
-            });
+            })
         }
-        proto::handshake_frame::Kind::Hello(_) => {
-            return Err(NetError::Handshake {
-                detail: "the peer answered a hello with a hello".into(),
-            });
-        }
-    };
-    let mut payload = vec![0u8; MAX_FRAME];
-    // A responder that cannot produce a valid answer does not hold the key.
-    let n = hs
-        .read_message(&message, &mut payload)
-        .map_err(|_| NetError::WrongClusterKey {
-            peer: peer.to_string(),
-        })?;
-    let remote = session_node(&payload[..n])?.ok_or_else(|| NetError::Handshake {
-        detail: "the responder did not name its node id".into(),
-    })?;
-    let transport = hs.into_transport_mode().map_err(|e| NetError::Handshake {
-        detail: e.to_string(),
-    })?;
-    Ok((SecureStream::new(io, transport), remote))
+        proto::handshake_frame::Kind::Hello(_) => Err(NetError::Handshake {
+            detail: "the peer answered a hello with a hello".into(),
+        }),
+    }
 }
 
-/// Runs the responder side of the handshake. Returns the session and the initiator
-/// (`None` for tools such as the CLI).
+/// Runs the responder side of the handshake as `local` (whose node id it needs).
+/// Returns the session and the initiator (`None` for tools such as the CLI), whose node
+/// id and key our verifier accepted.
 pub async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
     mut io: S,
     key: &ClusterKey,
-    local: &NodeId,
+    local: &LocalIdentity,
     eligible: bool,
 ) -> Result<(SecureStream<S>, Option<Remote>), NetError> {
     let hello = match read_handshake(&mut io).await? {
@@ -280,39 +342,27 @@ pub async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     let mut hs = noise(key)?
-        .build_responder()
-        .map_err(|e| NetError::Handshake {
-            detail: e.to_string(),
-        })?;
+        .local_private_key(local.key.private())
+        .and_then(|b| b.build_responder())
+        .map_err(noise_error)?;
     let mut payload = vec![0u8; MAX_FRAME];
-    let n = match hs.read_message(&message, &mut payload) {
-        Ok(n) => n,
-        Err(_) => {
-            write_handshake(
-                &mut io,
-                &[reject(
-                    proto::RejectReason::AuthFailed,
-                    "cluster key refused",
-                )],
-            )
-            .await?;
-            return Err(NetError::WrongClusterKey {
-                peer: "the initiator".into(),
-            });
-        }
-    };
-    let remote = session_node(&payload[..n])?;
-    let answer = proto::SessionHello {
-        node_id: local.to_string(),
-        eligible,
+    if hs.read_message(&message, &mut payload).is_err() {
+        write_handshake(
+            &mut io,
+            &[reject(
+                proto::RejectReason::AuthFailed,
+                "cluster key refused",
+            )],
+        )
+        .await?;
+        return Err(NetError::WrongClusterKey {
+            peer: "the initiator".into(),
+        });
     }
-    .encode_to_vec();
     let mut buf = vec![0u8; MAX_FRAME];
     let n = hs
-        .write_message(&answer, &mut buf)
-        .map_err(|e| NetError::Handshake {
-            detail: e.to_string(),
-        })?;
+        .write_message(&hello_payload(local, eligible), &mut buf)
+        .map_err(noise_error)?;
     write_handshake(
         &mut io,
         &[frame(proto::handshake_frame::Kind::Noise(
@@ -320,9 +370,41 @@ pub async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
         ))],
     )
     .await?;
-    let transport = hs.into_transport_mode().map_err(|e| NetError::Handshake {
-        detail: e.to_string(),
-    })?;
+    let message = match read_handshake(&mut io).await? {
+        proto::handshake_frame::Kind::Noise(message) => message,
+        _ => {
+            return Err(NetError::Handshake {
+                detail: "the third frame is not a Noise message".into(),
+            });
+        }
+    };
+    let n = hs
+        .read_message(&message, &mut payload)
+        .map_err(|_| NetError::Handshake {
+            detail: "the initiator's key message does not authenticate".into(),
+        })?;
+    let remote = session_node(&payload[..n], remote_static(&hs)?)?;
+    if let (Some(remote), Some(verifier)) = (&remote, &local.verifier)
+        && let Err(message) = verifier.verify(&remote.node_id, &remote.key).await
+    {
+        write_handshake(
+            &mut io,
+            &[reject(proto::RejectReason::KeyRefused, &message)],
+        )
+        .await?;
+        return Err(NetError::KeyRefused { message });
+    }
+    let mut transport = hs.into_transport_mode().map_err(noise_error)?;
+    let n = transport
+        .write_message(&[], &mut buf)
+        .map_err(noise_error)?;
+    write_handshake(
+        &mut io,
+        &[frame(proto::handshake_frame::Kind::Noise(
+            buf[..n].to_vec(),
+        ))],
+    )
+    .await?;
     Ok((SecureStream::new(io, transport), remote))
 }
 

@@ -1,3 +1,4 @@
+use crate::identity::{LocalIdentity, NodeKey, PeerVerifier, PublicKey};
 use crate::secure::{self, ClusterKey, SecureStream};
 use crate::{NetError, proto};
 use async_trait::async_trait;
@@ -15,6 +16,10 @@ use tokio_util::task::TaskTracker;
 pub struct ServerSettings {
     /// Our node id, sent to every peer in the handshake.
     pub node_id: NodeId,
+    /// Our static key, proved to every peer in the handshake.
+    pub node_key: NodeKey,
+    /// Checks each initiating node's id and key (`None`: accept any key holder).
+    pub verifier: Option<Arc<dyn PeerVerifier>>,
     /// The cluster's pre-shared key at start ([`TcpSyncServer::set_cluster_key`] changes it).
     pub cluster_key: ClusterKey,
     /// A connection must complete the handshake within this time.
@@ -30,10 +35,13 @@ pub struct ServerSettings {
 }
 
 impl ServerSettings {
-    /// Defaults: 5 s handshake, 30 s per request, 5 min idle, 256 connections.
-    pub fn new(node_id: NodeId, cluster_key: ClusterKey) -> Self {
+    /// Defaults: 5 s handshake, 30 s per request, 5 min idle, 256 connections, no
+    /// verifier.
+    pub fn new(node_id: NodeId, node_key: NodeKey, cluster_key: ClusterKey) -> Self {
         Self {
             node_id,
+            node_key,
+            verifier: None,
             cluster_key,
             handshake_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
@@ -49,6 +57,8 @@ impl ServerSettings {
 pub struct SessionInfo {
     /// The peer's node id, or `None` for a tool such as the CLI.
     pub peer: Option<NodeId>,
+    /// The static key the peer proved (a tool's is one of its own for this run).
+    pub peer_key: Option<PublicKey>,
     /// Whether the peer says it may lead.
     pub peer_eligible: bool,
     /// The peer's socket address.
@@ -205,7 +215,12 @@ async fn serve(
     handler: &dyn RequestHandler,
     token: &CancellationToken,
 ) -> Result<(), NetError> {
-    let handshake = secure::respond(socket, key, &settings.node_id, settings.eligible);
+    let local = LocalIdentity {
+        node_id: Some(settings.node_id.clone()),
+        key: settings.node_key.clone(),
+        verifier: settings.verifier.clone(),
+    };
+    let handshake = secure::respond(socket, key, &local, settings.eligible);
     let (mut stream, peer) = tokio::select! {
         _ = token.cancelled() => return Ok(()),
         result = tokio::time::timeout(settings.handshake_timeout, handshake) => result.map_err(|_| NetError::Timeout {
@@ -215,6 +230,7 @@ async fn serve(
     };
     let session = SessionInfo {
         peer_eligible: peer.as_ref().is_some_and(|p| p.eligible),
+        peer_key: peer.as_ref().map(|p| p.key),
         peer: peer.map(|p| p.node_id),
         address,
     };

@@ -1,7 +1,7 @@
 use crate::secure::{self, ClusterKey};
 use crate::{
-    ClientSettings, NetError, PeerClient, RequestHandler, ServerSettings, SessionInfo,
-    TcpSyncServer, proto,
+    ClientSettings, LocalIdentity, NetError, NodeKey, PeerClient, PeerVerifier, PublicKey,
+    RequestHandler, ServerSettings, SessionInfo, TcpSyncServer, proto,
 };
 use async_trait::async_trait;
 use cbddc_core::NodeId;
@@ -13,6 +13,22 @@ use tokio_util::sync::CancellationToken;
 
 fn id(name: &str) -> NodeId {
     NodeId::new(name).unwrap()
+}
+
+fn node(name: &str) -> LocalIdentity {
+    LocalIdentity::node(id(name), NodeKey::generate().unwrap(), None)
+}
+
+fn tool() -> LocalIdentity {
+    LocalIdentity::tool().unwrap()
+}
+
+fn server_settings(name: &str, key: &str) -> ServerSettings {
+    ServerSettings::new(
+        id(name),
+        NodeKey::generate().unwrap(),
+        ClusterKey::derive(key),
+    )
 }
 
 #[test]
@@ -39,13 +55,13 @@ fn golden_bytes_of_a_hello_and_an_oplog_entry() {
     let hello = proto::HandshakeFrame {
         kind: Some(proto::handshake_frame::Kind::Hello(proto::Hello {
             magic: "cbddc".into(),
-            protocol_version: 1,
+            protocol_version: crate::PROTOCOL_VERSION,
         })),
     };
     assert_eq!(
         hello.encode_to_vec(),
         [
-            0x0a, 0x09, 0x0a, 0x05, b'c', b'b', b'd', b'd', b'c', 0x10, 0x01
+            0x0a, 0x09, 0x0a, 0x05, b'c', b'b', b'd', b'd', b'c', 0x10, 0x02
         ]
     );
     let delete = proto::OplogEntry {
@@ -92,11 +108,10 @@ async fn pair(
         ClusterKey::derive(client_key),
         ClusterKey::derive(server_key),
     );
-    let server_id = id("server");
-    let client_id = id("client");
+    let (client, server) = (node("client"), node("server"));
     tokio::join!(
-        secure::initiate(a, &ck, Some(&client_id), true, "test"),
-        secure::respond(b, &sk, &server_id, false)
+        secure::initiate(a, &ck, &client, true, "test"),
+        secure::respond(b, &sk, &server, false)
     )
 }
 
@@ -106,18 +121,17 @@ async fn a_shared_key_opens_a_session_that_carries_messages_larger_than_a_frame(
     let (mut client, server_seen) = client.unwrap();
     let (mut server, client_seen) = server.unwrap();
     assert_eq!(
-        server_seen,
-        secure::Remote {
-            node_id: id("server"),
-            eligible: false
-        }
+        (server_seen.node_id, server_seen.eligible),
+        (id("server"), false)
     );
+    let client_seen = client_seen.unwrap();
     assert_eq!(
-        client_seen,
-        Some(secure::Remote {
-            node_id: id("client"),
-            eligible: true
-        })
+        (client_seen.node_id, client_seen.eligible),
+        (id("client"), true)
+    );
+    assert_ne!(
+        server_seen.key, client_seen.key,
+        "each side proved its own key"
     );
     let big = proto::PutRequest {
         collection: "c".into(),
@@ -144,17 +158,17 @@ async fn a_wrong_key_fails_on_both_sides() {
 }
 
 #[tokio::test]
-async fn another_protocol_version_is_refused_by_name() {
+async fn a_node_speaking_protocol_version_1_is_refused_by_name() {
     let (mut a, b) = tokio::io::duplex(1 << 16);
     let server = tokio::spawn(async move {
-        secure::respond(b, &ClusterKey::derive("k"), &id("s"), true)
+        secure::respond(b, &ClusterKey::derive("k"), &node("s"), true)
             .await
             .map(|_| ())
     });
     let hello = proto::HandshakeFrame {
         kind: Some(proto::handshake_frame::Kind::Hello(proto::Hello {
             magic: "cbddc".into(),
-            protocol_version: 99,
+            protocol_version: 1,
         })),
     }
     .encode_to_vec();
@@ -170,13 +184,13 @@ async fn another_protocol_version_is_refused_by_name() {
     match reply.kind {
         Some(proto::handshake_frame::Kind::Reject(r)) => {
             assert_eq!(r.reason, proto::RejectReason::VersionMismatch as i32);
-            assert_eq!(r.protocol_version, 1);
+            assert_eq!(r.protocol_version, 2);
         }
         other => panic!("expected a rejection, got {other:?}"),
     }
     assert!(matches!(
         server.await.unwrap(),
-        Err(NetError::VersionMismatch { theirs: 99, .. })
+        Err(NetError::VersionMismatch { theirs: 1, .. })
     ));
 }
 
@@ -278,7 +292,7 @@ async fn status_as(address: &str, key: &str) -> Result<String, NetError> {
     let mut client = PeerClient::connect(
         address,
         &ClusterKey::derive(key),
-        Some(&id("peer")),
+        &node("peer"),
         ClientSettings::default(),
     )
     .await?;
@@ -287,7 +301,7 @@ async fn status_as(address: &str, key: &str) -> Result<String, NetError> {
 
 #[tokio::test]
 async fn the_server_survives_garbage_truncation_and_silence_and_keeps_serving() {
-    let mut settings = ServerSettings::new(id("srv"), ClusterKey::derive("k"));
+    let mut settings = server_settings("srv", "k");
     settings.handshake_timeout = Duration::from_millis(300);
     let (server, address) = start_server(settings).await;
 
@@ -321,8 +335,7 @@ async fn the_server_survives_garbage_truncation_and_silence_and_keeps_serving() 
 
 #[tokio::test]
 async fn a_client_with_the_wrong_key_gets_nothing_and_is_told_why() {
-    let (server, address) =
-        start_server(ServerSettings::new(id("srv"), ClusterKey::derive("k"))).await;
+    let (server, address) = start_server(server_settings("srv", "k")).await;
     let err = status_as(&address, "not-k").await.unwrap_err();
     assert!(matches!(err, NetError::WrongClusterKey { .. }), "{err}");
     assert!(err.to_string().contains("cluster key"), "{err}");
@@ -331,13 +344,13 @@ async fn a_client_with_the_wrong_key_gets_nothing_and_is_told_why() {
 
 #[tokio::test]
 async fn a_slow_request_times_out_without_stalling_other_sessions() {
-    let mut settings = ServerSettings::new(id("srv"), ClusterKey::derive("k"));
+    let mut settings = server_settings("srv", "k");
     settings.request_timeout = Duration::from_millis(200);
     let (server, address) = start_server(settings).await;
     let mut slow = PeerClient::connect(
         &address,
         &ClusterKey::derive("k"),
-        None,
+        &tool(),
         ClientSettings::default(),
     )
     .await
@@ -360,13 +373,13 @@ async fn a_slow_request_times_out_without_stalling_other_sessions() {
 
 #[tokio::test]
 async fn connections_beyond_the_limit_are_refused_as_busy() {
-    let mut settings = ServerSettings::new(id("srv"), ClusterKey::derive("k"));
+    let mut settings = server_settings("srv", "k");
     settings.max_connections = 1;
     let (server, address) = start_server(settings).await;
     let first = PeerClient::connect(
         &address,
         &ClusterKey::derive("k"),
-        None,
+        &tool(),
         ClientSettings::default(),
     )
     .await
@@ -391,12 +404,11 @@ async fn connections_beyond_the_limit_are_refused_as_busy() {
 
 #[tokio::test]
 async fn a_new_cluster_key_applies_to_new_sessions() {
-    let (server, address) =
-        start_server(ServerSettings::new(id("srv"), ClusterKey::derive("old"))).await;
+    let (server, address) = start_server(server_settings("srv", "old")).await;
     let mut established = PeerClient::connect(
         &address,
         &ClusterKey::derive("old"),
-        None,
+        &tool(),
         ClientSettings::default(),
     )
     .await
@@ -412,4 +424,69 @@ async fn a_new_cluster_key_applies_to_new_sessions() {
         "a session in flight keeps working"
     );
     server.stop(Duration::from_secs(5)).await;
+}
+
+/// Accepts only the keys it was given, per node id.
+#[derive(Debug)]
+struct Pinned(Vec<(NodeId, PublicKey)>);
+
+#[async_trait]
+impl PeerVerifier for Pinned {
+    async fn verify(&self, node: &NodeId, key: &PublicKey) -> Result<(), String> {
+        match self.0.iter().find(|(n, _)| n == node) {
+            Some((_, pinned)) if pinned == key => Ok(()),
+            Some((_, pinned)) => Err(format!("{node} is pinned to {pinned} but presented {key}")),
+            None => Err(format!("{node} is not known")),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_key_that_is_not_the_pinned_one_is_refused_by_either_side() {
+    let impostor = node("client");
+    let real_client = NodeKey::generate().unwrap();
+    let server_key = NodeKey::generate().unwrap();
+    // The server pinned another key for "client".
+    let server = LocalIdentity::node(
+        id("server"),
+        server_key.clone(),
+        Some(Arc::new(Pinned(vec![(id("client"), real_client.public())]))),
+    );
+    let (a, b) = tokio::io::duplex(1 << 16);
+    let k = ClusterKey::derive("k");
+    let (client_side, server_side) = tokio::join!(
+        secure::initiate(a, &k, &impostor, true, "server"),
+        secure::respond(b, &k, &server, true)
+    );
+    let refused = server_side.unwrap_err().to_string();
+    assert!(
+        refused.contains(&real_client.public().fingerprint())
+            && refused.contains(&impostor.key.public().fingerprint()),
+        "{refused}"
+    );
+    assert!(
+        matches!(client_side, Err(NetError::KeyRefused { .. })),
+        "{client_side:?}"
+    );
+
+    // The client pinned another key for "server": it stops before sending its own hello.
+    let (a, b) = tokio::io::duplex(1 << 16);
+    let wary = LocalIdentity::node(
+        id("client"),
+        real_client,
+        Some(Arc::new(Pinned(vec![(
+            id("server"),
+            NodeKey::generate().unwrap().public(),
+        )]))),
+    );
+    let open_server = LocalIdentity::node(id("server"), server_key, None);
+    let (client_side, server_side) = tokio::join!(
+        secure::initiate(a, &k, &wary, true, "server"),
+        secure::respond(b, &k, &open_server, true)
+    );
+    assert!(
+        matches!(client_side, Err(NetError::KeyRefused { .. })),
+        "{client_side:?}"
+    );
+    assert!(server_side.is_err(), "the session never opens");
 }

@@ -63,7 +63,7 @@ async fn leader(port: u16) -> Option<String> {
     let mut client = PeerClient::connect(
         &format!("127.0.0.1:{port}"),
         &ClusterKey::derive(KEY),
-        None,
+        &cbddc_net::LocalIdentity::tool().ok()?,
         settings,
     )
     .await

@@ -41,6 +41,10 @@ pub(crate) struct NodeHandler {
     pub(crate) wanted_listen: Mutex<Option<SocketAddr>>,
     /// Who leads, as the election last said.
     pub(crate) leadership: Arc<RwLock<Leadership>>,
+    /// This node's public key.
+    pub(crate) node_key: cbddc_net::PublicKey,
+    /// The keys pinned for peers' node ids.
+    pub(crate) pins: Arc<crate::pins::KeyPins>,
 }
 
 fn storage_error(err: StorageError) -> Res {
@@ -192,6 +196,21 @@ impl NodeHandler {
                 tracing::info!(peer = %peer.node_id, address = %peer.address, enabled = peer.enabled, "known peer added");
                 self.peers.save_peer(peer).await.map_err(storage_error)?;
                 self.follow_peer_store().await.map_err(storage_error)?;
+                self.peers_answer().await?
+            }
+            Req::RepinPeer(repin) => {
+                forbid_nodes(session)?;
+                let node_id = NodeId::new(repin.node_id)
+                    .map_err(|e| error_body(ErrorCode::InvalidRequest, &e.to_string()))?;
+                if !self.pins.repin(&node_id).await.map_err(storage_error)? {
+                    return Err(error_body(
+                        ErrorCode::InvalidRequest,
+                        &format!(
+                            "no key is pinned for {node_id}: it will be pinned at its first contact"
+                        ),
+                    ));
+                }
+                tracing::warn!(peer = %node_id, "pinned key forgotten: the next session of this node id pins the key it presents");
                 self.peers_answer().await?
             }
             Req::RemovePeer(remove) => {
@@ -426,11 +445,10 @@ impl NodeHandler {
 
     pub(crate) async fn peer_statuses(&self) -> Result<Vec<proto::PeerStatus>, StorageError> {
         let known = self.peers.list_peers().await?;
-        Ok(self
-            .book
-            .report(&known)
-            .into_iter()
-            .map(|p| proto::PeerStatus {
+        let mut statuses = Vec::new();
+        for p in self.book.report(&known) {
+            let pinned = self.pins.get(&p.node_id).await;
+            statuses.push(proto::PeerStatus {
                 node_id: p.node_id.to_string(),
                 address: p.address.unwrap_or_default(),
                 peer_type: p
@@ -441,8 +459,10 @@ impl NodeHandler {
                 enabled: p.enabled,
                 last_exchange_ms: p.last_exchange_ms.unwrap_or(0),
                 last_error: p.last_error.unwrap_or_default(),
-            })
-            .collect())
+                key_fingerprint: pinned.map(|k| k.fingerprint()).unwrap_or_default(),
+            });
+        }
+        Ok(statuses)
     }
 
     pub(crate) async fn status(&self) -> Result<proto::StatusResponse, StorageError> {
@@ -458,6 +478,8 @@ impl NodeHandler {
         Ok(proto::StatusResponse {
             node_id: self.store.node_id().to_string(),
             replica: self.store.replica().to_string(),
+            node_key: self.node_key.to_hex(),
+            key_fingerprint: self.node_key.fingerprint(),
             tcp_port: u32::from(listen.port()),
             bind_address: listen.ip().to_string(),
             documents: stats.documents,

@@ -25,6 +25,7 @@ mod cluster;
 mod error;
 mod handler;
 mod peers;
+mod pins;
 mod reconfigure;
 mod runtime;
 mod sync;

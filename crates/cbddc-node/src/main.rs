@@ -5,7 +5,7 @@ use cbddc_config::{
     ConfigProvider, DEFAULT_CLUSTER_KEY, EnvProvider, FileProvider, RemoteOptions, RemoteProvider,
     env_layer,
 };
-use cbddc_net::{ClientSettings, ClusterKey, PeerClient, proto};
+use cbddc_net::{ClientSettings, ClusterKey, LocalIdentity, PeerClient, proto};
 use cbddc_node::{ControlCall, ControlReply, Node};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
@@ -142,6 +142,15 @@ enum PeersCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Forget the node key pinned for a peer, so its next session pins the key it
+    /// presents. Only for a peer that really has a new key (a new disk, a rebuilt
+    /// machine): until then a different key under its name is refused.
+    Repin {
+        /// The peer's node id.
+        node_id: String,
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -193,7 +202,7 @@ impl Target {
         let client = PeerClient::connect(
             &self.node,
             &ClusterKey::derive(&self.cluster_key),
-            None,
+            &LocalIdentity::tool()?,
             settings,
         )
         .await?;
@@ -463,6 +472,7 @@ fn peer_json(p: &proto::PeerStatus) -> Value {
         "enabled": p.enabled,
         "last_exchange_ms": (p.last_exchange_ms > 0).then_some(p.last_exchange_ms),
         "last_error": (!p.last_error.is_empty()).then_some(&p.last_error),
+        "key_fingerprint": (!p.key_fingerprint.is_empty()).then_some(&p.key_fingerprint),
     })
 }
 
@@ -477,7 +487,15 @@ fn print_peers(peers: &[proto::PeerStatus], as_json: bool) -> Result<()> {
     }
     for p in peers {
         let state = if p.enabled { "enabled" } else { "disabled" };
-        println!("{}\t{}\t{}\t{}", p.node_id, p.address, p.peer_type, state);
+        let key = if p.key_fingerprint.is_empty() {
+            "key not pinned yet"
+        } else {
+            p.key_fingerprint.as_str()
+        };
+        println!(
+            "{}\t{}\t{}\t{}\t{}",
+            p.node_id, p.address, p.peer_type, state, key
+        );
     }
     Ok(())
 }
@@ -505,6 +523,13 @@ async fn peers(command: PeersCommand) -> Result<ExitCode> {
             let peers = target.connect().await?.remove_peer(&node_id).await?;
             print_peers(&peers, false)?;
         }
+        PeersCommand::Repin { node_id, target } => {
+            let peers = target.connect().await?.repin_peer(&node_id).await?;
+            eprintln!(
+                "the key pinned for {node_id} is forgotten: its next session pins the key it presents"
+            );
+            print_peers(&peers, false)?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -524,6 +549,8 @@ fn status_json(status: &proto::StatusResponse) -> Value {
     json!({
         "node_id": status.node_id,
         "replica": status.replica,
+        "node_key": status.node_key,
+        "key_fingerprint": status.key_fingerprint,
         "tcp_port": status.tcp_port,
         "bind_address": status.bind_address,
         "documents": status.documents,
@@ -544,6 +571,7 @@ async fn status(as_json: bool, target: &Target) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!("node       {} (replica {})", status.node_id, status.replica);
+    println!("node key   {}", status.key_fingerprint);
     println!("listening  {}:{}", status.bind_address, status.tcp_port);
     if !status.wanted_listen.is_empty() {
         println!(

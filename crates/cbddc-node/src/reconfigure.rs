@@ -178,7 +178,7 @@ async fn apply_to(
                 })?;
                 let server = TcpSyncServer::start(
                     listener,
-                    server_settings(&effective),
+                    server_settings(&effective, &runtime.identity),
                     runtime.handler.clone(),
                     runtime.token.child_token(),
                 )?;

@@ -6,13 +6,14 @@ use crate::NodeError;
 use crate::cluster::{self, ControlPlane};
 use crate::handler::NodeHandler;
 use crate::peers::PeerBook;
+use crate::pins::KeyPins;
 use crate::sync::{SyncContext, SyncOrchestrator};
 use cbddc_config::PeerNodeConfiguration;
 use cbddc_core::PeerDirectory;
 use cbddc_core::{PageLimits, PeerStore};
 use cbddc_election::{ElectionService, ElectionSettings, Leadership};
 use cbddc_net::discovery::{self, BeaconSettings, DiscoveryKey};
-use cbddc_net::{ClientSettings, ClusterKey, ServerSettings, TcpSyncServer};
+use cbddc_net::{ClientSettings, ClusterKey, LocalIdentity, ServerSettings, TcpSyncServer};
 use cbddc_store::{SqliteStore, StoreOptions};
 use std::net::SocketAddr;
 use std::sync::RwLock;
@@ -36,6 +37,8 @@ pub(crate) struct Runtime {
     pub(crate) control: Control,
     /// The control plane, with a `[cluster]` section.
     pub(crate) cluster: Option<Arc<ControlPlane>>,
+    /// Our node id, key and pins, for the servers this runtime starts.
+    pub(crate) identity: LocalIdentity,
     pub(crate) token: CancellationToken,
 }
 
@@ -156,11 +159,38 @@ pub(crate) async fn bind(address: SocketAddr) -> Result<TcpListener, NodeError> 
         .map_err(|source| NodeError::Bind { address, source })
 }
 
-pub(crate) fn server_settings(config: &PeerNodeConfiguration) -> ServerSettings {
-    ServerSettings::new(
+pub(crate) fn server_settings(
+    config: &PeerNodeConfiguration,
+    identity: &LocalIdentity,
+) -> ServerSettings {
+    let mut settings = ServerSettings::new(
         config.node_id.clone(),
+        identity.key.clone(),
         ClusterKey::derive(&config.cluster_key),
-    )
+    );
+    settings.verifier = identity.verifier.clone();
+    settings
+}
+
+/// The node's static key, kept in its data directory (created on first start).
+pub(crate) const NODE_KEY_FILE: &str = "node.key";
+
+/// This node's identity for every session: its node id, its key (from the data dir) and
+/// the keys it pinned for its peers.
+async fn identity(
+    config: &PeerNodeConfiguration,
+    store: &Arc<SqliteStore>,
+) -> Result<(LocalIdentity, Arc<KeyPins>), NodeError> {
+    let path = config.data_dir.join(NODE_KEY_FILE);
+    let key = tokio::task::spawn_blocking(move || cbddc_net::NodeKey::load_or_create(&path))
+        .await
+        .map_err(|e| NodeError::ControlPlane(format!("loading the node key stopped: {e}")))??;
+    let pins = Arc::new(KeyPins::load(store.clone()).await?);
+    let verifier: Arc<dyn cbddc_net::PeerVerifier> = pins.clone();
+    Ok((
+        LocalIdentity::node(config.node_id.clone(), key, Some(verifier)),
+        pins,
+    ))
 }
 
 impl Runtime {
@@ -194,9 +224,11 @@ impl Runtime {
             address: config.listen_address(),
             source,
         })?;
+        let (identity, pins) = identity(&config, &store).await?;
         let sync = Arc::new(SyncOrchestrator::new(
             SyncContext {
                 node_id: config.node_id.clone(),
+                identity: identity.clone(),
                 store: store.clone(),
                 key: ClusterKey::derive(&config.cluster_key),
                 book: Arc::new(PeerBook::new(config.election.peer_timeout())),
@@ -211,7 +243,9 @@ impl Runtime {
             token.child_token(),
         ));
         let cluster = match &config.cluster {
-            Some(section) => Some(start_cluster(&config, section, listen, &sync, &token).await?),
+            Some(section) => Some(
+                start_cluster(&config, section, listen, &sync, identity.clone(), &token).await?,
+            ),
             None => None,
         };
         let handler = Arc::new(NodeHandler {
@@ -223,10 +257,12 @@ impl Runtime {
             listen: Mutex::new(listen),
             wanted_listen: Mutex::new(None),
             leadership: Arc::new(RwLock::new(Leadership::default())),
+            node_key: identity.key.public(),
+            pins,
         });
         let server = TcpSyncServer::start(
             listener,
-            server_settings(&config),
+            server_settings(&config, &identity),
             handler.clone(),
             token.child_token(),
         )?;
@@ -261,6 +297,7 @@ impl Runtime {
             sync,
             control,
             cluster,
+            identity,
             token,
         })
     }
@@ -305,6 +342,7 @@ async fn start_cluster(
     section: &cbddc_config::ClusterConfig,
     listen: SocketAddr,
     sync: &Arc<SyncOrchestrator>,
+    identity: LocalIdentity,
     token: &CancellationToken,
 ) -> Result<Arc<ControlPlane>, NodeError> {
     let bootstrap = if section.join {
@@ -343,6 +381,7 @@ async fn start_cluster(
                 eligible: config.election.eligible,
                 ..ClientSettings::default()
             },
+            identity,
         ),
         token.child_token(),
     )?;

@@ -11,7 +11,7 @@
 use crate::peers::PeerBook;
 use cbddc_core::PeerType;
 use cbddc_core::{DocumentStore, KnownPeer, NodeId, OplogEntry, PageLimits, VersionVector};
-use cbddc_net::{ClientSettings, ClusterKey, NetError, PeerClient};
+use cbddc_net::{ClientSettings, ClusterKey, LocalIdentity, NetError, PeerClient};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,6 +32,8 @@ const MAX_PAGES_PER_ROUND: usize = 1_000;
 #[derive(Debug, Clone)]
 pub(crate) struct SyncContext {
     pub(crate) node_id: NodeId,
+    /// Our node id, key and pins, for every session we open.
+    pub(crate) identity: LocalIdentity,
     pub(crate) store: Arc<dyn DocumentStore>,
     pub(crate) key: ClusterKey,
     pub(crate) book: Arc<PeerBook>,
@@ -222,8 +224,7 @@ pub(crate) async fn run_peer(ctx: SyncContext, peer: KnownPeer, token: Cancellat
             // Subscribe before catching up, so no write made meanwhile is missed.
             let local = ctx.store.subscribe_local_writes();
             let mut client =
-                PeerClient::connect(&peer.address, &ctx.key, Some(&ctx.node_id), ctx.client)
-                    .await?;
+                PeerClient::connect(&peer.address, &ctx.key, &ctx.identity, ctx.client).await?;
             if client.remote_node() != &peer.node_id {
                 return Err(SyncError::Identity {
                     expected: peer.node_id.clone(),
@@ -373,7 +374,7 @@ pub(crate) async fn copy_from(
 ) -> Result<u64, String> {
     /// A peer that never says "no more" cannot keep a newcomer copying forever.
     const MAX_PAGES: usize = 1_000_000;
-    let mut client = PeerClient::connect(address, &ctx.key, Some(&ctx.node_id), ctx.client)
+    let mut client = PeerClient::connect(address, &ctx.key, &ctx.identity, ctx.client)
         .await
         .map_err(|e| e.to_string())?;
     if client.remote_node() != peer {

@@ -326,3 +326,19 @@ pub(crate) fn list_peers(conn: &Connection) -> Result<Vec<KnownPeer>, StoreError
     }
     Ok(peers)
 }
+
+pub(crate) fn pinned_keys(conn: &Connection) -> Result<Vec<(NodeId, String)>, StoreError> {
+    const OP: &str = "listing pinned node keys";
+    let mut stmt = conn
+        .prepare_cached("SELECT node_id, public_key FROM pinned_keys ORDER BY node_id")
+        .during(OP)?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .during(OP)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, key) = row.during(OP)?;
+        out.push((node_id(&id, OP)?, key));
+    }
+    Ok(out)
+}

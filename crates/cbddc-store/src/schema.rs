@@ -82,6 +82,12 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     INSERT INTO local_replicas (replica, opened_ms)
         SELECT value, 0 FROM meta WHERE key = 'node_id';",
+    // 7: the node key pinned for each peer's node id (on first contact).
+    "CREATE TABLE pinned_keys (
+        node_id    TEXT PRIMARY KEY,
+        public_key TEXT NOT NULL,            -- 64 hex digits
+        pinned_ms  INTEGER NOT NULL
+    ) WITHOUT ROWID;",
 ];
 
 /// The schema version this build writes.

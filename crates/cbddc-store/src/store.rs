@@ -303,4 +303,25 @@ impl PeerStore for SqliteStore {
     async fn list_peers(&self) -> Result<Vec<KnownPeer>, StorageError> {
         self.readers.read(reader::list_peers).await
     }
+
+    async fn pinned_keys(&self) -> Result<Vec<(NodeId, String)>, StorageError> {
+        self.readers.read(reader::pinned_keys).await
+    }
+
+    async fn pin_key(&self, node: NodeId, key: String) -> Result<(), StorageError> {
+        self.send(|reply| Command::PinKey {
+            node_id: node,
+            key,
+            reply,
+        })
+        .await
+    }
+
+    async fn unpin_key(&self, node: NodeId) -> Result<bool, StorageError> {
+        self.send(|reply| Command::UnpinKey {
+            node_id: node,
+            reply,
+        })
+        .await
+    }
 }

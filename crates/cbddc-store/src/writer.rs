@@ -41,6 +41,15 @@ pub(crate) enum Command {
         peers: Vec<KnownPeer>,
         reply: Reply<()>,
     },
+    PinKey {
+        node_id: NodeId,
+        key: String,
+        reply: Reply<()>,
+    },
+    UnpinKey {
+        node_id: NodeId,
+        reply: Reply<bool>,
+    },
 }
 
 impl Command {
@@ -49,7 +58,10 @@ impl Command {
             Command::Local { writes, .. } => writes.len(),
             Command::Remote { entries, .. } => entries.len(),
             Command::ReplaceConfiguredPeers { peers, .. } => peers.len(),
-            Command::SavePeer { .. } | Command::RemovePeer { .. } => 1,
+            Command::SavePeer { .. }
+            | Command::RemovePeer { .. }
+            | Command::PinKey { .. }
+            | Command::UnpinKey { .. } => 1,
         }
     }
 }
@@ -168,6 +180,14 @@ impl Writer {
             }
             Command::RemovePeer { node_id, reply } => {
                 Executed::RemovePeer(self.remove_peer(&node_id), reply)
+            }
+            Command::PinKey {
+                node_id,
+                key,
+                reply,
+            } => Executed::SavePeer(self.pin_key(&node_id, &key), reply),
+            Command::UnpinKey { node_id, reply } => {
+                Executed::RemovePeer(self.unpin_key(&node_id), reply)
             }
         };
         let end = if executed.is_ok() {
@@ -420,6 +440,32 @@ impl Writer {
         Ok(())
     }
 
+    fn pin_key(&mut self, node_id: &NodeId, key: &str) -> Result<(), StorageError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO pinned_keys (node_id, public_key, pinned_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (node_id) DO UPDATE SET public_key = excluded.public_key,
+                     pinned_ms = excluded.pinned_ms",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    node_id.as_str(),
+                    key,
+                    i64::try_from(cbddc_core::unix_millis()).unwrap_or(i64::MAX)
+                ])
+            })
+            .map(|_| ())
+            .map_err(sql("pinning a node key"))
+    }
+
+    fn unpin_key(&mut self, node_id: &NodeId) -> Result<bool, StorageError> {
+        self.conn
+            .prepare_cached("DELETE FROM pinned_keys WHERE node_id = ?1")
+            .and_then(|mut stmt| stmt.execute([node_id.as_str()]))
+            .map(|changed| changed > 0)
+            .map_err(sql("forgetting a pinned node key"))
+    }
+
     fn remove_peer(&mut self, node_id: &NodeId) -> Result<bool, StorageError> {
         self.conn
             .prepare_cached("DELETE FROM known_peers WHERE node_id = ?1")
@@ -480,10 +526,12 @@ fn precommit_failure(command: Command, message: &str) -> Executed {
     match command {
         Command::Local { reply, .. } => Executed::Local(Err(err()), reply),
         Command::Remote { reply, .. } => Executed::Remote(Err(err()), reply),
-        Command::SavePeer { reply, .. } | Command::ReplaceConfiguredPeers { reply, .. } => {
-            Executed::SavePeer(Err(err()), reply)
+        Command::SavePeer { reply, .. }
+        | Command::ReplaceConfiguredPeers { reply, .. }
+        | Command::PinKey { reply, .. } => Executed::SavePeer(Err(err()), reply),
+        Command::RemovePeer { reply, .. } | Command::UnpinKey { reply, .. } => {
+            Executed::RemovePeer(Err(err()), reply)
         }
-        Command::RemovePeer { reply, .. } => Executed::RemovePeer(Err(err()), reply),
     }
 }
 

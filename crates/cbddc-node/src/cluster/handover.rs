@@ -128,9 +128,8 @@ async fn hand_over_to(
     member: &NodeId,
     address: &str,
 ) -> Result<Reached, HandoverError> {
-    let local = &ctx.node_id;
     let own = ctx.store.own_replicas();
-    let mut client = PeerClient::connect(address, &ctx.key, Some(local), ctx.client).await?;
+    let mut client = PeerClient::connect(address, &ctx.key, &ctx.identity, ctx.client).await?;
     if client.remote_node() != member {
         return Err(HandoverError::Identity {
             address: address.to_string(),

@@ -22,6 +22,7 @@ const RECONNECT_AFTER: Duration = Duration::from_millis(200);
 #[derive(Debug, Clone)]
 pub(crate) struct LinkSettings {
     pub(crate) local: NodeId,
+    pub(crate) identity: cbddc_net::LocalIdentity,
     pub(crate) key: ClusterKey,
     pub(crate) client: ClientSettings,
 }
@@ -119,14 +120,9 @@ async fn connect(
     to: &NodeId,
     address: &str,
 ) -> Result<PeerClient, String> {
-    let client = PeerClient::connect(
-        address,
-        &settings.key,
-        Some(&settings.local),
-        settings.client,
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    let client = PeerClient::connect(address, &settings.key, &settings.identity, settings.client)
+        .await
+        .map_err(|e| e.to_string())?;
     if client.remote_node() != to {
         return Err(format!(
             "the node at {address} is {}, not {to}",

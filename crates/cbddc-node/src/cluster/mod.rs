@@ -103,7 +103,11 @@ impl ControlPlane {
         local: NodeId,
         database: std::path::PathBuf,
         bootstrap: Option<Configuration>,
-        link: (cbddc_net::ClusterKey, cbddc_net::ClientSettings),
+        link: (
+            cbddc_net::ClusterKey,
+            cbddc_net::ClientSettings,
+            cbddc_net::LocalIdentity,
+        ),
         token: CancellationToken,
     ) -> Result<Arc<Self>, NodeError> {
         let (commands, receiver) = std::sync::mpsc::channel();
@@ -113,6 +117,7 @@ impl ControlPlane {
                 local: local.clone(),
                 key: link.0,
                 client: link.1,
+                identity: link.2,
             },
             tokio::runtime::Handle::current(),
             token.clone(),
@@ -428,6 +433,11 @@ mod tests {
             (
                 cbddc_net::ClusterKey::derive("k"),
                 cbddc_net::ClientSettings::default(),
+                cbddc_net::LocalIdentity::node(
+                    local.clone(),
+                    cbddc_net::NodeKey::generate().unwrap(),
+                    None,
+                ),
             ),
             token.clone(),
         )

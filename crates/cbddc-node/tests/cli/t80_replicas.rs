@@ -1,6 +1,7 @@
 //! Who wrote it: a node restarted on a wiped data dir, and two processes started from
 //! copies of one data dir, are new replicas. Their writes can never be mistaken for
-//! writes a peer already holds, so every acknowledged write reaches every node.
+//! writes a peer already holds, so every acknowledged write reaches every node. A wiped
+//! node also has a new node key, which its peers refuse until it is re-pinned.
 
 use crate::harness::*;
 use std::time::Duration;
@@ -36,6 +37,17 @@ fn a_node_restarted_on_a_wiped_data_dir_gets_its_history_back_and_its_new_writes
         put(pa, &format!("new-{i:02}"));
     }
     b.launch();
+    // The wiped node has a new key: b refuses it under the old name until an operator
+    // says the change is real.
+    wait_until("b refuses node-a's new key", DEADLINE, || {
+        b.log_text()
+            .contains("refused a node key that is not the pinned one")
+    });
+    assert!(!has(pb, "new-00"), "nothing crosses before the re-pin");
+    let listed = stdout(&cbddc(&["peers", "list", "--json"], pb));
+    assert!(listed.contains("key_fingerprint"), "{listed}");
+    let repinned = cbddc(&["peers", "repin", "node-a"], pb);
+    assert!(repinned.status.success(), "repin: {}", stderr(&repinned));
     wait_until(
         "b receives the 20 writes made after the wipe",
         DEADLINE,
