@@ -218,3 +218,77 @@ async fn a_node_waiting_to_be_invited_refuses_writes_until_admitted() {
     a.stop().await;
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retired_member_restarted_under_another_members_id_gets_nothing() {
+    let switch = Switch::new();
+    let mut nodes = cluster_with_c_behind(&switch).await;
+    nodes[0].node().write(writes("secret-", 5)).await.unwrap();
+    let next = nodes[0]
+        .node()
+        .reconfigure_cluster(vec![node_id("a"), node_id("b")])
+        .await
+        .unwrap();
+    assert_eq!(next, 2);
+    wait_until("c retires", DEADLINE, || async {
+        status(&nodes[2]).retired
+    })
+    .await;
+
+    // One config line: c's data dir (and so its key) under b's name, pointed at a.
+    let mut impostor = nodes[2].config.clone();
+    impostor.node_id = node_id("b");
+    impostor.cluster = None;
+    impostor.known_peers = vec![nodes[0].as_peer()];
+    nodes[2].restart_with(impostor).await;
+    let c_as_b = &nodes[2];
+    c_as_b.node().put("docs", "forged", "{}").await.unwrap();
+    wait_until(
+        "a refuses the key presented under b's name",
+        DEADLINE,
+        || async {
+            let status = c_as_b.node().status().await.unwrap();
+            status
+                .peers
+                .iter()
+                .any(|p| p.node_id == "a" && p.last_error.contains("refused our node key"))
+        },
+    )
+    .await;
+    assert!(
+        c_as_b
+            .documents("docs")
+            .await
+            .iter()
+            .all(|(k, _)| k == "forged"),
+        "the impostor received data"
+    );
+    nodes[0].node().put("docs", "later", "{}").await.unwrap();
+    wait_until("the real b still syncs with a", DEADLINE, || async {
+        nodes[1]
+            .node()
+            .get("docs", "later")
+            .await
+            .unwrap()
+            .is_some()
+    })
+    .await;
+    assert!(
+        nodes[0]
+            .node()
+            .get("docs", "forged")
+            .await
+            .unwrap()
+            .is_none()
+            && nodes[1]
+                .node()
+                .get("docs", "forged")
+                .await
+                .unwrap()
+                .is_none(),
+        "a write of the impostor was applied"
+    );
+    for node in &mut nodes {
+        node.stop().await;
+    }
+}

@@ -108,6 +108,10 @@ pub struct Member {
     pub pid: u64,
     /// Where it listens.
     pub address: String,
+    /// Its node key (64 hex digits), which members pin for its node id; `None` until the
+    /// proposer of a configuration had contact with it (then first contact pins it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// A configuration: its id and its members, with their pids.
@@ -188,9 +192,21 @@ impl Configuration {
                     node_id,
                     pid: i as u64 + 1,
                     address,
+                    key: None,
                 })
                 .collect(),
         })
+    }
+
+    /// The same configuration with each member's node key from `keys` (members `keys`
+    /// does not name keep theirs).
+    pub fn with_keys(mut self, keys: &BTreeMap<NodeId, String>) -> Self {
+        for member in &mut self.members {
+            if let Some(key) = keys.get(&member.node_id) {
+                member.key = Some(key.clone());
+            }
+        }
+        self
     }
 
     /// The member with this node id.
@@ -573,6 +589,17 @@ impl<S: Storage<ControlEntry>> Membership<S> {
         members: Vec<(NodeId, String)>,
         metadata: Option<Vec<u8>>,
     ) -> Result<Configuration, MembershipError> {
+        self.reconfigure_with_keys(members, &BTreeMap::new(), metadata)
+    }
+
+    /// Like [`Membership::reconfigure`], with the members' node keys (by node id) carried
+    /// in the next configuration, so every member pins them.
+    pub fn reconfigure_with_keys(
+        &mut self,
+        members: Vec<(NodeId, String)>,
+        keys: &BTreeMap<NodeId, String>,
+        metadata: Option<Vec<u8>>,
+    ) -> Result<Configuration, MembershipError> {
         let current = self.current.as_ref().ok_or(MembershipError::NotAMember)?;
         let id = current.config.configuration_id;
         if self
@@ -582,7 +609,7 @@ impl<S: Storage<ControlEntry>> Membership<S> {
         {
             return Err(MembershipError::ReconfigurationInFlight(id));
         }
-        let next = Configuration::new(id + 1, members)?;
+        let next = Configuration::new(id + 1, members)?.with_keys(keys);
         self.propose_new(ControlBody::Seal {
             next: next.clone(),
             metadata,

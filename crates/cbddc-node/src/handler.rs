@@ -339,8 +339,20 @@ impl NodeHandler {
             )
         })?;
         let members = self.resolve_members(cluster, members).await?;
+        // The next configuration carries every key known here, so each member pins them.
+        let mut keys = std::collections::BTreeMap::new();
+        for (node, _) in &members {
+            let key = if node == self.store.node_id() {
+                Some(self.node_key)
+            } else {
+                self.pins.get(node).await
+            };
+            if let Some(key) = key {
+                keys.insert(node.clone(), key.to_hex());
+            }
+        }
         cluster
-            .reconfigure(members)
+            .reconfigure(members, keys)
             .await
             .map_err(|message| error_body(ErrorCode::InvalidRequest, &message))
     }

@@ -244,7 +244,15 @@ impl Runtime {
         ));
         let cluster = match &config.cluster {
             Some(section) => Some(
-                start_cluster(&config, section, listen, &sync, identity.clone(), &token).await?,
+                start_cluster(
+                    &config,
+                    section,
+                    listen,
+                    &sync,
+                    (identity.clone(), pins.clone()),
+                    &token,
+                )
+                .await?,
             ),
             None => None,
         };
@@ -342,7 +350,7 @@ async fn start_cluster(
     section: &cbddc_config::ClusterConfig,
     listen: SocketAddr,
     sync: &Arc<SyncOrchestrator>,
-    identity: LocalIdentity,
+    (identity, pins): (LocalIdentity, Arc<KeyPins>),
     token: &CancellationToken,
 ) -> Result<Arc<ControlPlane>, NodeError> {
     let bootstrap = if section.join {
@@ -392,7 +400,7 @@ async fn start_cluster(
     // The gate is right before the first write can arrive; then it follows the view.
     let initial = plane.watch().borrow().gate_state();
     plane.gate.set(initial).await;
-    tokio::spawn(plane.clone().follow_membership(sync.context()));
+    tokio::spawn(plane.clone().follow_membership(sync.context(), pins));
     let mut view = plane.watch();
     let local = config.node_id.clone();
     let sync = sync.clone();

@@ -188,14 +188,21 @@ impl ControlPlane {
     }
 
     /// Follows the view with the write gate and, once retired, the hand-over.
-    pub(crate) async fn follow_membership(self: Arc<Self>, sync: SyncContext) {
+    pub(crate) async fn follow_membership(
+        self: Arc<Self>,
+        sync: SyncContext,
+        pins: Arc<crate::pins::KeyPins>,
+    ) {
         let mut view = self.view.clone();
         let mut handing_over: Option<(u32, CancellationToken)> = None;
         loop {
-            let (state, successor) = {
+            let (state, successor, configuration) = {
                 let v = view.borrow_and_update();
-                (v.gate_state(), v.successor.clone())
+                (v.gate_state(), v.successor.clone(), v.configuration.clone())
             };
+            if let Some(configuration) = &configuration {
+                pins.pin_members(&self.local, configuration).await;
+            }
             if self.gate.state().await != state {
                 tracing::info!(node = %self.local, ?state, "write gate");
                 // Waits for writes in flight: what is handed over below is final.
@@ -282,8 +289,13 @@ impl ControlPlane {
     pub(crate) async fn reconfigure(
         &self,
         members: Vec<(NodeId, String)>,
+        keys: BTreeMap<NodeId, String>,
     ) -> Result<Configuration, String> {
-        let answer = self.command(|reply| Command::Reconfigure { members, reply })?;
+        let answer = self.command(|reply| Command::Reconfigure {
+            members,
+            keys,
+            reply,
+        })?;
         match tokio::time::timeout(RECONFIGURE_DEADLINE, answer).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err("the control plane restarted before the reconfiguration was decided; check `cbddc cluster status` and try again".into()),
@@ -444,7 +456,7 @@ mod tests {
         .unwrap();
         wait_for(&plane, "configuration 1", |s| s.configuration_id == Some(1)).await;
         let next = plane
-            .reconfigure(vec![(local.clone(), "127.0.0.1:2".into())])
+            .reconfigure(vec![(local.clone(), "127.0.0.1:2".into())], BTreeMap::new())
             .await
             .unwrap();
         assert_eq!(next.configuration_id, 2);
@@ -453,7 +465,7 @@ mod tests {
         // Rebuilt from the database: configuration 2, decided before the crash, runs again
         // and the plane takes commands again.
         let next = plane
-            .reconfigure(vec![(local.clone(), "127.0.0.1:3".into())])
+            .reconfigure(vec![(local.clone(), "127.0.0.1:3".into())], BTreeMap::new())
             .await
             .unwrap();
         assert_eq!(next.configuration_id, 3);

@@ -43,6 +43,8 @@ pub(crate) enum Command {
     },
     Reconfigure {
         members: Vec<(NodeId, String)>,
+        /// The members' node keys this node knows (pinned, and its own).
+        keys: BTreeMap<NodeId, String>,
         reply: oneshot::Sender<Result<Configuration, String>>,
     },
     Stop,
@@ -298,17 +300,19 @@ impl Plane {
                 }
                 let _ = reply.send(joined);
             }
-            Command::Reconfigure { members, reply } => {
-                match self.membership.reconfigure(members, None) {
-                    Ok(next) => {
-                        tracing::info!(node = %self.local, next = next.configuration_id, members = ?next.members.iter().map(|m| m.node_id.as_str()).collect::<Vec<_>>(), "reconfiguration proposed");
-                        self.waiting.push((next.configuration_id, next, reply));
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e.to_string()));
-                    }
+            Command::Reconfigure {
+                members,
+                keys,
+                reply,
+            } => match self.membership.reconfigure_with_keys(members, &keys, None) {
+                Ok(next) => {
+                    tracing::info!(node = %self.local, next = next.configuration_id, members = ?next.members.iter().map(|m| m.node_id.as_str()).collect::<Vec<_>>(), "reconfiguration proposed");
+                    self.waiting.push((next.configuration_id, next, reply));
                 }
-            }
+                Err(e) => {
+                    let _ = reply.send(Err(e.to_string()));
+                }
+            },
             Command::Stop => {}
             #[cfg(test)]
             Command::Crash => panic!("a crash injected by a test"),
