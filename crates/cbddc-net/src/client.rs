@@ -36,6 +36,8 @@ pub struct PulledPage {
     pub more: bool,
     /// The peer's version vector.
     pub holder: VersionVector,
+    /// The peer's warning that another live process runs under our node id.
+    pub notice: Option<String>,
 }
 
 /// What the peer did with a [`PeerClient::push`].
@@ -170,6 +172,7 @@ impl PeerClient {
                 entries: entries_from_wire(page.entries)?,
                 more: page.more,
                 holder: vv_from_wire(page.holder)?,
+                notice: (!page.notice.is_empty()).then_some(page.notice),
             }),
             _ => Err(unexpected("pull")),
         }

@@ -182,6 +182,9 @@ pub struct LocalIdentity {
     pub key: NodeKey,
     /// Checks the other side's node id and key (`None`: accept any).
     pub verifier: Option<Arc<dyn PeerVerifier>>,
+    /// The replica we write as (told to peers, which detect two live processes under one
+    /// node id); `None` for tools.
+    pub replica: Option<cbddc_core::ReplicaId>,
 }
 
 impl LocalIdentity {
@@ -191,6 +194,7 @@ impl LocalIdentity {
             node_id: Some(node_id),
             key,
             verifier,
+            replica: None,
         }
     }
 
@@ -200,6 +204,7 @@ impl LocalIdentity {
             node_id: None,
             key: NodeKey::generate()?,
             verifier: None,
+            replica: None,
         })
     }
 }

@@ -68,6 +68,9 @@ pub struct SessionHello {
     /// Whether the node may be elected leader.
     #[prost(bool, tag = "2")]
     pub eligible: bool,
+    /// The replica the node writes as now (empty for tools).
+    #[prost(string, tag = "3")]
+    pub replica: String,
 }
 
 /// A discovery beacon (one UDP datagram). `tag` is a BLAKE2s MAC over the message
@@ -366,6 +369,9 @@ pub struct PullResponse {
     /// The responder's version vector when the page was read.
     #[prost(message, optional, tag = "3")]
     pub holder: Option<VersionVector>,
+    /// Set when the responder sees another live process under the puller's node id.
+    #[prost(string, tag = "4")]
+    pub notice: String,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -461,6 +467,9 @@ pub struct StatusResponse {
     pub node_key: String,
     #[prost(string, tag = "14")]
     pub key_fingerprint: String,
+    /// Node ids under which two live processes were seen (here, or as a peer told us).
+    #[prost(string, repeated, tag = "15")]
+    pub duplicates: Vec<String>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]

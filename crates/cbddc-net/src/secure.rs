@@ -149,6 +149,8 @@ pub struct Remote {
     pub eligible: bool,
     /// The static key it proved to hold.
     pub key: PublicKey,
+    /// The replica it writes as now, if it said.
+    pub replica: Option<cbddc_core::ReplicaId>,
 }
 
 fn hello_payload(local: &LocalIdentity, eligible: bool) -> Vec<u8> {
@@ -159,6 +161,11 @@ fn hello_payload(local: &LocalIdentity, eligible: bool) -> Vec<u8> {
             .map(NodeId::to_string)
             .unwrap_or_default(),
         eligible,
+        replica: local
+            .replica
+            .as_ref()
+            .map(|r| r.to_string())
+            .unwrap_or_default(),
     }
     .encode_to_vec()
 }
@@ -173,10 +180,20 @@ fn session_node(payload: &[u8], key: PublicKey) -> Result<Option<Remote>, NetErr
     let node_id = NodeId::new(hello.node_id).map_err(|e| NetError::Handshake {
         detail: format!("session hello: {e}"),
     })?;
+    let replica = if hello.replica.is_empty() {
+        None
+    } else {
+        Some(
+            cbddc_core::ReplicaId::new(hello.replica).map_err(|e| NetError::Handshake {
+                detail: format!("session hello: {e}"),
+            })?,
+        )
+    };
     Ok(Some(Remote {
         node_id,
         eligible: hello.eligible,
         key,
+        replica,
     }))
 }
 

@@ -20,6 +20,8 @@ pub struct ServerSettings {
     pub node_key: NodeKey,
     /// Checks each initiating node's id and key (`None`: accept any key holder).
     pub verifier: Option<Arc<dyn PeerVerifier>>,
+    /// The replica this node writes as, told to peers.
+    pub replica: Option<cbddc_core::ReplicaId>,
     /// The cluster's pre-shared key at start ([`TcpSyncServer::set_cluster_key`] changes it).
     pub cluster_key: ClusterKey,
     /// A connection must complete the handshake within this time.
@@ -42,6 +44,7 @@ impl ServerSettings {
             node_id,
             node_key,
             verifier: None,
+            replica: None,
             cluster_key,
             handshake_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
@@ -59,6 +62,8 @@ pub struct SessionInfo {
     pub peer: Option<NodeId>,
     /// The static key the peer proved (a tool's is one of its own for this run).
     pub peer_key: Option<PublicKey>,
+    /// The replica the peer writes as now, if it said.
+    pub peer_replica: Option<cbddc_core::ReplicaId>,
     /// Whether the peer says it may lead.
     pub peer_eligible: bool,
     /// The peer's socket address.
@@ -219,6 +224,7 @@ async fn serve(
         node_id: Some(settings.node_id.clone()),
         key: settings.node_key.clone(),
         verifier: settings.verifier.clone(),
+        replica: settings.replica.clone(),
     };
     let handshake = secure::respond(socket, key, &local, settings.eligible);
     let (mut stream, peer) = tokio::select! {
@@ -231,6 +237,7 @@ async fn serve(
     let session = SessionInfo {
         peer_eligible: peer.as_ref().is_some_and(|p| p.eligible),
         peer_key: peer.as_ref().map(|p| p.key),
+        peer_replica: peer.as_ref().and_then(|p| p.replica.clone()),
         peer: peer.map(|p| p.node_id),
         address,
     };

@@ -93,11 +93,12 @@ impl NodeHandler {
                     .await
                     .map_err(storage_error)?;
                 let holder = self.store.version_vector().await.map_err(storage_error)?;
-                self.record(session);
+                let notice = self.record(session);
                 Res::Pull(proto::PullResponse {
                     entries: page.entries.iter().map(entry_to_wire).collect(),
                     more: page.more,
                     holder: Some(vv_to_wire(&holder)),
+                    notice: notice.unwrap_or_default(),
                 })
             }
             Req::Push(push) => {
@@ -445,14 +446,15 @@ impl NodeHandler {
         }))
     }
 
-    fn record(&self, session: &SessionInfo) {
-        if let Some(peer) = &session.peer {
-            self.book.exchanged(
-                peer,
-                &session.address.to_string(),
-                Some(session.peer_eligible),
-            );
-        }
+    /// Records an exchange with a node's session; returns the notice for it if its node
+    /// id runs as two live processes.
+    fn record(&self, session: &SessionInfo) -> Option<String> {
+        let peer = session.peer.as_ref()?;
+        let address = session.address.to_string();
+        self.book
+            .exchanged(peer, &address, Some(session.peer_eligible));
+        let replica = session.peer_replica.as_ref()?;
+        self.sync.duplicates().observe(peer, replica, &address)
     }
 
     pub(crate) async fn peer_statuses(&self) -> Result<Vec<proto::PeerStatus>, StorageError> {
@@ -492,6 +494,7 @@ impl NodeHandler {
             replica: self.store.replica().to_string(),
             node_key: self.node_key.to_hex(),
             key_fingerprint: self.node_key.fingerprint(),
+            duplicates: self.sync.duplicates().report(),
             tcp_port: u32::from(listen.port()),
             bind_address: listen.ip().to_string(),
             documents: stats.documents,

@@ -22,6 +22,7 @@
 #![warn(missing_docs)]
 
 mod cluster;
+mod duplicates;
 mod error;
 mod handler;
 mod peers;

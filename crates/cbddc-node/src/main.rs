@@ -560,6 +560,7 @@ fn status_json(status: &proto::StatusResponse) -> Value {
         "leader": (!status.leader.is_empty()).then_some(&status.leader),
         "is_leader": status.is_leader,
         "wanted_listen": (!status.wanted_listen.is_empty()).then_some(&status.wanted_listen),
+        "duplicates": status.duplicates,
         "peers": peers,
     })
 }
@@ -573,6 +574,9 @@ async fn status(as_json: bool, target: &Target) -> Result<ExitCode> {
     println!("node       {} (replica {})", status.node_id, status.replica);
     println!("node key   {}", status.key_fingerprint);
     println!("listening  {}:{}", status.bind_address, status.tcp_port);
+    for duplicate in &status.duplicates {
+        println!("DUPLICATE  {duplicate}");
+    }
     if !status.wanted_listen.is_empty() {
         println!(
             "wanted     {} (cannot bind it yet; retrying)",

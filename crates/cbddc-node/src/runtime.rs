@@ -169,6 +169,7 @@ pub(crate) fn server_settings(
         ClusterKey::derive(&config.cluster_key),
     );
     settings.verifier = identity.verifier.clone();
+    settings.replica = identity.replica.clone();
     settings
 }
 
@@ -187,10 +188,9 @@ async fn identity(
         .map_err(|e| NodeError::ControlPlane(format!("loading the node key stopped: {e}")))??;
     let pins = Arc::new(KeyPins::load(store.clone()).await?);
     let verifier: Arc<dyn cbddc_net::PeerVerifier> = pins.clone();
-    Ok((
-        LocalIdentity::node(config.node_id.clone(), key, Some(verifier)),
-        pins,
-    ))
+    let mut identity = LocalIdentity::node(config.node_id.clone(), key, Some(verifier));
+    identity.replica = Some(cbddc_core::DocumentStore::replica(store.as_ref()).clone());
+    Ok((identity, pins))
 }
 
 impl Runtime {
@@ -239,6 +239,7 @@ impl Runtime {
                     ..ClientSettings::default()
                 },
                 fan_out: Arc::new(Semaphore::new(crate::sync::FAN_OUT)),
+                duplicates: Default::default(),
             },
             token.child_token(),
         ));

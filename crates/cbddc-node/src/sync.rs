@@ -41,6 +41,8 @@ pub(crate) struct SyncContext {
     pub(crate) limits: PageLimits,
     pub(crate) client: ClientSettings,
     pub(crate) fan_out: Arc<Semaphore>,
+    /// Two live processes under one node id, seen here or told by peers.
+    pub(crate) duplicates: Arc<crate::duplicates::DuplicateWatch>,
 }
 
 #[derive(Debug, Default)]
@@ -194,6 +196,15 @@ impl SyncOrchestrator {
         self.reconcile();
     }
 
+    /// The watch for two live processes under one node id.
+    pub(crate) fn duplicates(&self) -> Arc<crate::duplicates::DuplicateWatch> {
+        self.context
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .duplicates
+            .clone()
+    }
+
     /// The activity record the tasks write to.
     pub(crate) fn book(&self) -> Arc<PeerBook> {
         self.context
@@ -321,6 +332,9 @@ async fn pull_missing(
     for _ in 0..MAX_PAGES_PER_ROUND {
         let have = ctx.store.version_vector().await?;
         let page = client.pull(&have, ctx.limits).await?;
+        if let Some(notice) = &page.notice {
+            ctx.duplicates.told(client.remote_node(), notice);
+        }
         holder = page.holder;
         let received = page.entries.len();
         if received > 0 {

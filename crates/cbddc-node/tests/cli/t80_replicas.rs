@@ -100,4 +100,27 @@ fn two_processes_started_from_copies_of_one_data_dir_both_reach_their_peer() {
             .all(|i| has(pb, &format!("from-a-{i:02}")) && has(pb, &format!("from-clone-{i:02}")))
     });
     assert_eq!(status_json(pb)["documents"], 50);
+
+    // Both processes run as node-a: the peer says so, and tells both of them.
+    let named = |port: u16| {
+        status_json(port)["duplicates"].as_array().is_some_and(|d| {
+            d.iter()
+                .any(|t| t.as_str().unwrap_or("").contains("node-a"))
+        })
+    };
+    wait_until("b reports two live processes as node-a", DEADLINE, || {
+        named(pb)
+    });
+    let report = status_json(pb)["duplicates"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        report.matches("127.0.0.1:").count(),
+        2,
+        "both addresses: {report}"
+    );
+    wait_until("both processes are told", DEADLINE, || {
+        named(pa) && named(pc)
+    });
 }
