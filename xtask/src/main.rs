@@ -85,6 +85,20 @@ const COMPARISONS: &[Comparison] = &[
         baseline: "raw_sqlite_insert",
         target: Some(0.5),
     },
+    Comparison {
+        label: "handshakes/s: protocol 2 (node keys, XXpsk0) vs protocol 1 (cluster key only, NNpsk0)",
+        group: "handshake",
+        subject: "v2_node_keys_xxpsk0",
+        baseline: "v1_cluster_key_nnpsk0",
+        target: None,
+    },
+    Comparison {
+        label: "handshakes/s: protocol 2 vs a bare loopback TCP connect",
+        group: "handshake",
+        subject: "v2_node_keys_xxpsk0",
+        baseline: "tcp_connect",
+        target: None,
+    },
 ];
 
 fn main() -> Result<()> {
@@ -157,6 +171,7 @@ fn bench() -> Result<()> {
     let root = workspace_root();
     for (package, bench) in [
         ("cbddc-store", "puts"),
+        ("cbddc-net", "handshake"),
         ("cbddc-node", "catch_up"),
         ("cbddc-node", "reconfigure"),
         ("cbddc-node", "cluster"),
