@@ -6,8 +6,8 @@
 
 use cbddc_core::NodeId;
 use cbddc_net::{
-    ClientSettings, ClusterKey, LocalIdentity, NodeKey, PeerClient, RequestHandler,
-    ServerSettings, SessionInfo, TcpSyncServer, proto,
+    ClientSettings, ClusterKey, LocalIdentity, NodeKey, PeerClient, RequestHandler, ServerSettings,
+    SessionInfo, TcpSyncServer, proto,
 };
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::sync::Arc;
@@ -99,9 +99,13 @@ fn handshake(c: &mut Criterion) {
             key.clone(),
         );
         settings.max_connections = 4096;
-        let server =
-            TcpSyncServer::start(listener, settings, Arc::new(Nothing), CancellationToken::new())
-                .unwrap();
+        let server = TcpSyncServer::start(
+            listener,
+            settings,
+            Arc::new(Nothing),
+            CancellationToken::new(),
+        )
+        .unwrap();
         let v1 = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let v1_address = v1.local_addr().unwrap().to_string();
         tokio::spawn(v1_responder(v1));
@@ -112,7 +116,12 @@ fn handshake(c: &mut Criterion) {
                 drop(socket);
             }
         });
-        (server.local_addr().to_string(), v1_address, tcp_address, server)
+        (
+            server.local_addr().to_string(),
+            v1_address,
+            tcp_address,
+            server,
+        )
     });
     let client = LocalIdentity::node(
         NodeId::new("client").unwrap(),

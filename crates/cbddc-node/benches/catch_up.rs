@@ -89,14 +89,19 @@ fn catch_up(c: &mut Criterion) {
             total
         })
     });
+    let mut newcomers = 0u64;
     group.bench_function("node_catch_up", |b| {
         b.iter_custom(|iterations| {
             runtime.block_on(async {
                 let mut total = Duration::ZERO;
                 for _ in 0..iterations {
                     let dir = tempfile::tempdir().unwrap();
+                    // A fresh data dir is a fresh node key: a new name each time, or the
+                    // source (which pinned the last newcomer's key) rightly refuses it.
+                    newcomers += 1;
+                    let name = format!("newcomer-{newcomers}");
                     let mut config =
-                        PeerNodeConfiguration::new(NodeId::new("newcomer").unwrap(), dir.path());
+                        PeerNodeConfiguration::new(NodeId::new(name).unwrap(), dir.path());
                     config.tcp_port = 0;
                     config.cluster_key = "bench".into();
                     config.known_peers.push(

@@ -859,5 +859,15 @@ async fn a_database_of_the_previous_schema_keeps_its_documents_and_history() {
         .unwrap()
         .remove(0);
     assert_eq!((&entry.origin, entry.seq), (store.replica(), 1));
+
+    // A peer of today catches up with the whole history, old entries and new.
+    let peer = open(dir.path(), "b").await;
+    let page = store
+        .entries_missing_from(peer.version_vector().await.unwrap(), PageLimits::default())
+        .await
+        .unwrap();
+    assert_eq!(peer.apply_remote(page.entries).await.unwrap().applied, 3);
+    assert_eq!(all_docs(&peer).await, all_docs(&store).await);
+    peer.close().await;
     store.close().await;
 }

@@ -124,3 +124,48 @@ fn two_processes_started_from_copies_of_one_data_dir_both_reach_their_peer() {
         named(pa) && named(pc)
     });
 }
+
+#[test]
+fn a_cluster_key_holder_claiming_a_pinned_node_id_is_refused_both_ways() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, pb, pi) = (free_port(), free_port(), free_port());
+    let a = RunningNode::start(dir.path(), "node-a", pa, &[("node-b", pb)]);
+    let _b = RunningNode::start(dir.path(), "node-b", pb, &[("node-a", pa)]);
+    put(pa, "private");
+    wait_until(
+        "b holds a's write (and both pinned each other)",
+        DEADLINE,
+        || has(pb, "private"),
+    );
+
+    // The cluster key and one config line: another process calls itself node-b.
+    let elsewhere = dir.path().join("impostor");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let impostor = RunningNode::start(&elsewhere, "node-b", pi, &[("node-a", pa)]);
+    put(pi, "forged");
+    // It calls a: refused.
+    wait_until("a refuses the impostor's sessions", DEADLINE, || {
+        a.log_text()
+            .contains("refused a node key that is not the pinned one")
+    });
+    // a calls it (told node-b moved there): refused too.
+    let moved = cbddc(&["peers", "add", "node-b", &format!("127.0.0.1:{pi}")], pa);
+    assert!(moved.status.success(), "{}", stderr(&moved));
+    wait_until("a refuses the impostor as a responder", DEADLINE, || {
+        status_json(pa)["peers"].as_array().is_some_and(|peers| {
+            peers.iter().any(|p| {
+                p["node_id"] == "node-b"
+                    && p["last_error"]
+                        .as_str()
+                        .is_some_and(|e| e.contains("is pinned for it here"))
+            })
+        })
+    });
+    assert!(!has(pa, "forged"), "a write of the impostor was applied");
+    assert!(!has(pi, "private"), "the impostor received data");
+    assert!(
+        impostor.log_text().contains("refused our node key"),
+        "{}",
+        impostor.log_text()
+    );
+}
