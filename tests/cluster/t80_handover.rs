@@ -16,6 +16,12 @@ fn status(node: &TestNode) -> ClusterStatus {
 
 /// a, b and c bootstrap configuration 1; every link to or from c runs through `switch`.
 async fn cluster_with_c_behind(switch: &Switch) -> Vec<TestNode> {
+    // The relays are bound first, so the nodes' ports picked next cannot collide with them.
+    let mut relays = Vec::new();
+    for _ in 0..3 {
+        relays.push(switch.relay().await);
+    }
+    let relayed: Vec<String> = relays.iter().map(|r| r.address.clone()).collect();
     let mut configs: Vec<(PeerNodeConfiguration, tempfile::TempDir)> = ["a", "b", "c"]
         .iter()
         .map(|n| TestNode::configure(n))
@@ -24,9 +30,8 @@ async fn cluster_with_c_behind(switch: &Switch) -> Vec<TestNode> {
         .iter()
         .map(|(c, _)| format!("127.0.0.1:{}", c.tcp_port))
         .collect();
-    let mut relayed = Vec::new();
-    for address in &direct {
-        relayed.push(switch.relay(address.clone()).await);
+    for (relay, target) in relays.into_iter().zip(&direct) {
+        relay.forward_to(target.clone());
     }
     for index in 0..3 {
         let me = configs[index].0.node_id.clone();

@@ -205,11 +205,30 @@ impl Switch {
         self.cut.send_replace(false);
     }
 
-    /// A loopback address that relays to `target` while the switch is not cut.
-    pub async fn relay(&self, target: String) -> String {
+    /// A loopback address that will relay through this switch: bound now (so ports the
+    /// test picks later cannot collide with it), forwarding once given its target.
+    pub async fn relay(&self) -> Relay {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap().to_string();
-        let cut = self.cut.clone();
+        Relay {
+            address: listener.local_addr().unwrap().to_string(),
+            listener,
+            cut: self.cut.clone(),
+        }
+    }
+}
+
+/// A relay of a [`Switch`], bound but not forwarding yet.
+#[derive(Debug)]
+pub struct Relay {
+    pub address: String,
+    listener: tokio::net::TcpListener,
+    cut: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Relay {
+    /// Relays every connection to `target` while the switch is not cut.
+    pub fn forward_to(self, target: String) {
+        let Relay { listener, cut, .. } = self;
         tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
                 if *cut.borrow() {
@@ -229,6 +248,5 @@ impl Switch {
                 });
             }
         });
-        address
     }
 }
