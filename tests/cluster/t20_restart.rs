@@ -64,3 +64,55 @@ async fn a_restarted_node_keeps_its_data_and_known_peers_and_catches_up() {
         "the first run's 50 writes stay under its replica"
     );
 }
+
+/// Every start is a new replica; the floors keep the version vectors that peers exchange
+/// down to the live replicas however often a node restarts, and nothing is skipped for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_many_times_does_not_carry_a_replica_per_start() {
+    const STARTS: usize = 25;
+    let mut a = TestNode::spawn("node-a", |_| {}).await;
+    let b = TestNode::spawn("node-b", |c| c.known_peers.push(a.as_peer())).await;
+    a.node().save_peer(b.as_peer()).await.unwrap();
+    for start in 0..STARTS {
+        a.node()
+            .put("items", &format!("start-{start:02}"), "1")
+            .await
+            .unwrap();
+        let config = a.config.clone();
+        a.restart_with(config).await;
+        a.node().save_peer(b.as_peer()).await.unwrap();
+    }
+    let vv = a.node().store().version_vector().await.unwrap();
+    assert_eq!(vv.len(), STARTS, "one replica per start that wrote");
+    wait_until(
+        "a and b fold every quiet replica into identical floors",
+        Duration::from_secs(30),
+        || async {
+            let (sa, sb) = (
+                a.node().status().await.unwrap(),
+                b.node().status().await.unwrap(),
+            );
+            sa.folded_replicas >= STARTS as u64
+                && sa.folded_replicas == sb.folded_replicas
+                && sa.live_version_vector_entries <= 2
+                && sb.live_version_vector_entries <= 2
+                && a.node().store().floors().await.unwrap()
+                    == b.node().store().floors().await.unwrap()
+        },
+    )
+    .await;
+    // Folding skips nothing: new writes still cross both ways, and a newcomer with no
+    // floors gets everything.
+    a.node().put("items", "after-a", "1").await.unwrap();
+    b.node().put("items", "after-b", "1").await.unwrap();
+    let c = TestNode::spawn("node-c", |c| c.known_peers.push(a.as_peer())).await;
+    wait_until("everything everywhere", Duration::from_secs(30), || async {
+        let (da, db, dc) = (
+            a.documents("items").await,
+            b.documents("items").await,
+            c.documents("items").await,
+        );
+        da.len() == STARTS + 2 && da == db && da == dc
+    })
+    .await;
+}

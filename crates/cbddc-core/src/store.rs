@@ -109,6 +109,13 @@ pub trait DocumentStore: Send + Sync + std::fmt::Debug {
     /// Applies entries received from a peer (see the trait docs for the rules).
     async fn apply_remote(&self, entries: Vec<OplogEntry>) -> Result<ApplyOutcome, StorageError>;
 
+    /// This store's floors: replicas it holds up to a sequence number that every peer it
+    /// syncs with has reported holding too (see `cbddc_net::Floors`).
+    async fn floors(&self) -> Result<VersionVector, StorageError>;
+
+    /// Raises floors (a floor never goes down), durably. Each must be held here.
+    async fn raise_floors(&self, floors: VersionVector) -> Result<(), StorageError>;
+
     /// Document and oplog counts.
     async fn stats(&self) -> Result<StoreStats, StorageError>;
 

@@ -1,4 +1,5 @@
 use crate::convert::{entries_from_wire, entry_to_wire, hlc_from_wire, vv_from_wire, vv_to_wire};
+use crate::floors::Floors;
 use crate::identity::{LocalIdentity, PublicKey};
 use crate::secure::{self, ClusterKey, SecureStream};
 use crate::{NetError, proto};
@@ -61,6 +62,8 @@ pub struct PeerClient {
     address: String,
     next_id: u64,
     request_timeout: Duration,
+    /// The digest of the floors the peer last reported.
+    peer_floors: Vec<u8>,
 }
 
 impl PeerClient {
@@ -94,6 +97,7 @@ impl PeerClient {
             address: address.to_string(),
             next_id: 1,
             request_timeout: settings.request_timeout,
+            peer_floors: Vec::new(),
         })
     }
 
@@ -105,6 +109,11 @@ impl PeerClient {
     /// The static key the peer proved.
     pub fn remote_key(&self) -> PublicKey {
         self.remote.key
+    }
+
+    /// The replica the peer writes as now, if it said.
+    pub fn remote_replica(&self) -> Option<&cbddc_core::ReplicaId> {
+        self.remote.replica.as_ref()
     }
 
     /// Whether the peer says it may lead.
@@ -162,34 +171,81 @@ impl PeerClient {
         have: &VersionVector,
         limits: PageLimits,
     ) -> Result<PulledPage, NetError> {
+        self.pull_with_floors(have, &Floors::default(), limits)
+            .await
+    }
+
+    /// Like [`PeerClient::pull`], exchanging floors: `have` travels without the origins at
+    /// our floors when the peer last reported the same floors, and the holder comes back
+    /// complete (see [`Floors`]).
+    pub async fn pull_with_floors(
+        &mut self,
+        have: &VersionVector,
+        floors: &Floors,
+        limits: PageLimits,
+    ) -> Result<PulledPage, NetError> {
+        let sent = if floors.shared_with(&self.peer_floors) {
+            floors.compress(have)
+        } else {
+            have.clone()
+        };
         let body = proto::request::Body::Pull(proto::PullRequest {
-            have: Some(vv_to_wire(have)),
+            have: Some(vv_to_wire(&sent)),
             max_entries: u32::try_from(limits.max_entries).unwrap_or(u32::MAX),
             max_bytes: u32::try_from(limits.max_bytes).unwrap_or(u32::MAX),
+            floors: floors.digest().to_vec(),
         });
         match self.call(body).await? {
-            proto::response::Body::Pull(page) => Ok(PulledPage {
-                entries: entries_from_wire(page.entries)?,
-                more: page.more,
-                holder: vv_from_wire(page.holder)?,
-                notice: (!page.notice.is_empty()).then_some(page.notice),
-            }),
+            proto::response::Body::Pull(page) => {
+                let holder = vv_from_wire(page.holder)?;
+                let holder = if floors.shared_with(&page.floors) {
+                    floors.expand(&holder)
+                } else {
+                    holder
+                };
+                self.peer_floors = page.floors;
+                Ok(PulledPage {
+                    entries: entries_from_wire(page.entries)?,
+                    more: page.more,
+                    holder,
+                    notice: (!page.notice.is_empty()).then_some(page.notice),
+                })
+            }
             _ => Err(unexpected("pull")),
         }
     }
 
     /// Sends entries for the peer to apply.
     pub async fn push(&mut self, entries: &[OplogEntry]) -> Result<PushOutcome, NetError> {
+        self.push_with_floors(entries, &Floors::default()).await
+    }
+
+    /// Like [`PeerClient::push`], exchanging floors (see [`PeerClient::pull_with_floors`]).
+    pub async fn push_with_floors(
+        &mut self,
+        entries: &[OplogEntry],
+        floors: &Floors,
+    ) -> Result<PushOutcome, NetError> {
         let body = proto::request::Body::Push(proto::PushRequest {
             entries: entries.iter().map(entry_to_wire).collect(),
+            floors: floors.digest().to_vec(),
         });
         match self.call(body).await? {
-            proto::response::Body::Push(ack) => Ok(PushOutcome {
-                applied: ack.applied,
-                duplicates: ack.duplicates,
-                out_of_order: ack.out_of_order,
-                holder: vv_from_wire(ack.holder)?,
-            }),
+            proto::response::Body::Push(ack) => {
+                let holder = vv_from_wire(ack.holder)?;
+                let holder = if floors.shared_with(&ack.floors) {
+                    floors.expand(&holder)
+                } else {
+                    holder
+                };
+                self.peer_floors = ack.floors;
+                Ok(PushOutcome {
+                    applied: ack.applied,
+                    duplicates: ack.duplicates,
+                    out_of_order: ack.out_of_order,
+                    holder,
+                })
+            }
             _ => Err(unexpected("push")),
         }
     }

@@ -18,6 +18,7 @@ mod client;
 pub mod convert;
 pub mod discovery;
 mod error;
+pub mod floors;
 pub mod identity;
 pub mod proto;
 pub mod secure;
@@ -25,6 +26,7 @@ mod server;
 
 pub use client::{ClientSettings, PeerClient, PulledPage, PushOutcome};
 pub use error::NetError;
+pub use floors::Floors;
 pub use identity::{LocalIdentity, NodeKey, PeerVerifier, PublicKey};
 pub use secure::{ClusterKey, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, Remote, SecureStream};
 pub use server::{RequestHandler, ServerSettings, SessionInfo, TcpSyncServer, error_body};

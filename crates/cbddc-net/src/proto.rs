@@ -217,12 +217,19 @@ pub struct PullRequest {
     pub max_entries: u32,
     #[prost(uint32, tag = "3")]
     pub max_bytes: u32,
+    /// Digest of the requester's floors; `have` omits origins at their floor only when
+    /// the requester knows the responder's floors have the same digest.
+    #[prost(bytes = "vec", tag = "4")]
+    pub floors: Vec<u8>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct PushRequest {
     #[prost(message, repeated, tag = "1")]
     pub entries: Vec<OplogEntry>,
+    /// Digest of the sender's floors (see `PullRequest::floors`).
+    #[prost(bytes = "vec", tag = "2")]
+    pub floors: Vec<u8>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -372,6 +379,10 @@ pub struct PullResponse {
     /// Set when the responder sees another live process under the puller's node id.
     #[prost(string, tag = "4")]
     pub notice: String,
+    /// Digest of the responder's floors; when it equals the requester's, `holder` omits
+    /// origins at their floor.
+    #[prost(bytes = "vec", tag = "5")]
+    pub floors: Vec<u8>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -385,6 +396,10 @@ pub struct PushResponse {
     /// The receiver's version vector after applying.
     #[prost(message, optional, tag = "4")]
     pub holder: Option<VersionVector>,
+    /// Digest of the receiver's floors; when it equals the sender's, `holder` omits
+    /// origins at their floor.
+    #[prost(bytes = "vec", tag = "5")]
+    pub floors: Vec<u8>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -470,6 +485,12 @@ pub struct StatusResponse {
     /// Node ids under which two live processes were seen (here, or as a peer told us).
     #[prost(string, repeated, tag = "15")]
     pub duplicates: Vec<String>,
+    /// Replicas folded into the floors, and the entries of the version vector left over:
+    /// what a peer with the same floors exchanges.
+    #[prost(uint64, tag = "16")]
+    pub folded_replicas: u64,
+    #[prost(uint64, tag = "17")]
+    pub live_version_vector_entries: u64,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]

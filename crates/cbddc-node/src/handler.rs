@@ -83,6 +83,9 @@ impl NodeHandler {
                 self.admit(session)?;
                 let have = vv_from_wire(pull.have)
                     .map_err(|e| error_body(ErrorCode::InvalidRequest, &e.to_string()))?;
+                let floors = self.sync.fold().floors();
+                let shared = floors.shared_with(&pull.floors);
+                let have = if shared { floors.expand(&have) } else { have };
                 let limits = PageLimits {
                     max_entries: clamp(pull.max_entries, MAX_PULL_ENTRIES),
                     max_bytes: clamp(pull.max_bytes, MAX_PULL_BYTES),
@@ -93,12 +96,18 @@ impl NodeHandler {
                     .await
                     .map_err(storage_error)?;
                 let holder = self.store.version_vector().await.map_err(storage_error)?;
+                let holder = if shared {
+                    floors.compress(&holder)
+                } else {
+                    holder
+                };
                 let notice = self.record(session);
                 Res::Pull(proto::PullResponse {
                     entries: page.entries.iter().map(entry_to_wire).collect(),
                     more: page.more,
                     holder: Some(vv_to_wire(&holder)),
                     notice: notice.unwrap_or_default(),
+                    floors: floors.digest().to_vec(),
                 })
             }
             Req::Push(push) => {
@@ -128,11 +137,18 @@ impl NodeHandler {
                     .await
                     .map_err(storage_error)?;
                 self.record(session);
+                let floors = self.sync.fold().floors();
+                let holder = if floors.shared_with(&push.floors) {
+                    floors.compress(&outcome.version_vector)
+                } else {
+                    outcome.version_vector
+                };
                 Res::Push(proto::PushResponse {
                     applied: outcome.applied as u64,
                     duplicates: outcome.duplicates as u64,
                     out_of_order: outcome.out_of_order as u64,
-                    holder: Some(vv_to_wire(&outcome.version_vector)),
+                    holder: Some(vv_to_wire(&holder)),
+                    floors: floors.digest().to_vec(),
                 })
             }
             Req::Put(put) => {
@@ -454,6 +470,7 @@ impl NodeHandler {
         self.book
             .exchanged(peer, &address, Some(session.peer_eligible));
         let replica = session.peer_replica.as_ref()?;
+        self.sync.fold().live(peer, replica);
         self.sync.duplicates().observe(peer, replica, &address)
     }
 
@@ -482,6 +499,7 @@ impl NodeHandler {
     pub(crate) async fn status(&self) -> Result<proto::StatusResponse, StorageError> {
         let stats = self.store.stats().await?;
         let vv: VersionVector = self.store.version_vector().await?;
+        let folded = self.sync.fold().floors();
         let peers = self.peer_statuses().await?;
         let listen = self.listen();
         let leadership = self
@@ -495,6 +513,8 @@ impl NodeHandler {
             node_key: self.node_key.to_hex(),
             key_fingerprint: self.node_key.fingerprint(),
             duplicates: self.sync.duplicates().report(),
+            folded_replicas: folded.floors().len() as u64,
+            live_version_vector_entries: folded.compress(&vv).len() as u64,
             tcp_port: u32::from(listen.port()),
             bind_address: listen.ip().to_string(),
             documents: stats.documents,

@@ -24,6 +24,7 @@
 mod cluster;
 mod duplicates;
 mod error;
+mod fold;
 mod handler;
 mod peers;
 mod pins;

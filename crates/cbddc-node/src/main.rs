@@ -561,6 +561,8 @@ fn status_json(status: &proto::StatusResponse) -> Value {
         "is_leader": status.is_leader,
         "wanted_listen": (!status.wanted_listen.is_empty()).then_some(&status.wanted_listen),
         "duplicates": status.duplicates,
+        "folded_replicas": status.folded_replicas,
+        "live_version_vector_entries": status.live_version_vector_entries,
         "peers": peers,
     })
 }

@@ -240,6 +240,7 @@ impl Runtime {
                 },
                 fan_out: Arc::new(Semaphore::new(crate::sync::FAN_OUT)),
                 duplicates: Default::default(),
+                fold: Arc::new(crate::fold::FoldTracker::load(store.as_ref()).await?),
             },
             token.child_token(),
         ));

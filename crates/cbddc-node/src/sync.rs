@@ -43,6 +43,8 @@ pub(crate) struct SyncContext {
     pub(crate) fan_out: Arc<Semaphore>,
     /// Two live processes under one node id, seen here or told by peers.
     pub(crate) duplicates: Arc<crate::duplicates::DuplicateWatch>,
+    /// This node's floors, and what it knows to raise them.
+    pub(crate) fold: Arc<crate::fold::FoldTracker>,
 }
 
 #[derive(Debug, Default)]
@@ -196,6 +198,15 @@ impl SyncOrchestrator {
         self.reconcile();
     }
 
+    /// This node's floors.
+    pub(crate) fn fold(&self) -> Arc<crate::fold::FoldTracker> {
+        self.context
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .fold
+            .clone()
+    }
+
     /// The watch for two live processes under one node id.
     pub(crate) fn duplicates(&self) -> Arc<crate::duplicates::DuplicateWatch> {
         self.context
@@ -243,6 +254,9 @@ pub(crate) async fn run_peer(ctx: SyncContext, peer: KnownPeer, token: Cancellat
                 });
             }
             tracing::info!(peer = %peer.node_id, address = %peer.address, "connected to peer");
+            if let Some(replica) = client.remote_replica() {
+                ctx.fold.live(&peer.node_id, replica);
+            }
             ctx.book
                 .exchanged(&peer.node_id, &peer.address, Some(client.remote_eligible()));
             session(&ctx, &peer, &mut client, local, &token, &mut backoff).await
@@ -300,7 +314,7 @@ async fn session(
             }
             received = local.recv() => match received {
                 Ok(entries) => {
-                    let outcome = client.push(&entries).await?;
+                    let outcome = client.push_with_floors(&entries, &ctx.fold.floors()).await?;
                     if outcome.out_of_order > 0 {
                         push_missing(ctx, client, outcome.holder).await?;
                     }
@@ -314,10 +328,16 @@ async fn session(
     }
 }
 
-/// Pulls every entry we lack, then pushes every entry the peer lacks.
+/// Pulls every entry we lack, then pushes every entry the peer lacks; then raises the
+/// floors if the peers now all hold more of some quiet replica.
 async fn catch_up(ctx: &SyncContext, client: &mut PeerClient) -> Result<(), SyncError> {
     let (holder, _) = pull_missing(ctx, client).await?;
-    push_missing(ctx, client, holder).await
+    ctx.fold.observed(client.remote_node(), holder.clone());
+    push_missing(ctx, client, holder).await?;
+    if let Err(e) = ctx.fold.fold(ctx.store.as_ref()).await {
+        tracing::warn!(error = %e, "cannot raise the floors; version vectors stay larger");
+    }
+    Ok(())
 }
 
 /// Pulls and applies, from our own version vector, until the peer has nothing more (at
@@ -331,7 +351,9 @@ async fn pull_missing(
     let mut applied = 0;
     for _ in 0..MAX_PAGES_PER_ROUND {
         let have = ctx.store.version_vector().await?;
-        let page = client.pull(&have, ctx.limits).await?;
+        let page = client
+            .pull_with_floors(&have, &ctx.fold.floors(), ctx.limits)
+            .await?;
         if let Some(notice) = &page.notice {
             ctx.duplicates.told(client.remote_node(), notice);
         }
@@ -362,7 +384,9 @@ async fn push_missing(
         if page.entries.is_empty() {
             break;
         }
-        let outcome = client.push(&page.entries).await?;
+        let outcome = client
+            .push_with_floors(&page.entries, &ctx.fold.floors())
+            .await?;
         tracing::debug!(peer = %client.remote_node(), sent = page.entries.len(), applied = outcome.applied, "pushed");
         if outcome.holder == holder {
             // The peer took nothing: stop rather than resend the same page forever.

@@ -342,3 +342,20 @@ pub(crate) fn pinned_keys(conn: &Connection) -> Result<Vec<(NodeId, String)>, St
     }
     Ok(out)
 }
+
+pub(crate) fn floors(conn: &Connection) -> Result<VersionVector, StoreError> {
+    const OP: &str = "reading the floors";
+    let mut stmt = conn
+        .prepare_cached("SELECT replica, floor FROM replica_floors")
+        .during(OP)?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+        .during(OP)?;
+    let mut out = VersionVector::default();
+    for row in rows {
+        let (replica, floor) = row.during(OP)?;
+        let floor = u64::try_from(floor).map_err(|_| corrupt(OP, floor))?;
+        out.advance(&replica_id(&replica, OP)?, floor);
+    }
+    Ok(out)
+}

@@ -88,6 +88,12 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         public_key TEXT NOT NULL,            -- 64 hex digits
         pinned_ms  INTEGER NOT NULL
     ) WITHOUT ROWID;",
+    // 8: floors: replicas held up to a sequence number every peer reported holding, left
+    // out of the version vectors exchanged with peers of the same floors.
+    "CREATE TABLE replica_floors (
+        replica TEXT PRIMARY KEY,
+        floor   INTEGER NOT NULL
+    ) WITHOUT ROWID;",
 ];
 
 /// The schema version this build writes.

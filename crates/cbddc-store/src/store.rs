@@ -275,6 +275,15 @@ impl DocumentStore for SqliteStore {
         self.send(|reply| Command::Remote { entries, reply }).await
     }
 
+    async fn floors(&self) -> Result<VersionVector, StorageError> {
+        self.readers.read(reader::floors).await
+    }
+
+    async fn raise_floors(&self, floors: VersionVector) -> Result<(), StorageError> {
+        self.send(|reply| Command::RaiseFloors { floors, reply })
+            .await
+    }
+
     async fn stats(&self) -> Result<StoreStats, StorageError> {
         self.readers.read(reader::stats).await
     }

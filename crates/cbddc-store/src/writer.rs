@@ -50,6 +50,10 @@ pub(crate) enum Command {
         node_id: NodeId,
         reply: Reply<bool>,
     },
+    RaiseFloors {
+        floors: VersionVector,
+        reply: Reply<()>,
+    },
 }
 
 impl Command {
@@ -62,6 +66,7 @@ impl Command {
             | Command::RemovePeer { .. }
             | Command::PinKey { .. }
             | Command::UnpinKey { .. } => 1,
+            Command::RaiseFloors { floors, .. } => floors.len(),
         }
     }
 }
@@ -188,6 +193,9 @@ impl Writer {
             } => Executed::SavePeer(self.pin_key(&node_id, &key), reply),
             Command::UnpinKey { node_id, reply } => {
                 Executed::RemovePeer(self.unpin_key(&node_id), reply)
+            }
+            Command::RaiseFloors { floors, reply } => {
+                Executed::SavePeer(self.raise_floors(&floors), reply)
             }
         };
         let end = if executed.is_ok() {
@@ -458,6 +466,28 @@ impl Writer {
             .map_err(sql("pinning a node key"))
     }
 
+    fn raise_floors(&mut self, floors: &VersionVector) -> Result<(), StorageError> {
+        for (replica, floor) in floors.iter() {
+            let held = self.vv.get(replica);
+            if floor > held {
+                return Err(StorageError::Invalid(cbddc_core::CoreError::InvalidValue {
+                    reason: format!(
+                        "a floor of {floor} for replica {replica}, which is held only up to {held}"
+                    ),
+                }));
+            }
+            let floor = to_i64(floor, "a floor")?;
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO replica_floors (replica, floor) VALUES (?1, ?2)
+                     ON CONFLICT (replica) DO UPDATE SET floor = max(floor, excluded.floor)",
+                )
+                .and_then(|mut stmt| stmt.execute(params![replica.as_str(), floor]))
+                .map_err(sql("raising a floor"))?;
+        }
+        Ok(())
+    }
+
     fn unpin_key(&mut self, node_id: &NodeId) -> Result<bool, StorageError> {
         self.conn
             .prepare_cached("DELETE FROM pinned_keys WHERE node_id = ?1")
@@ -528,7 +558,8 @@ fn precommit_failure(command: Command, message: &str) -> Executed {
         Command::Remote { reply, .. } => Executed::Remote(Err(err()), reply),
         Command::SavePeer { reply, .. }
         | Command::ReplaceConfiguredPeers { reply, .. }
-        | Command::PinKey { reply, .. } => Executed::SavePeer(Err(err()), reply),
+        | Command::PinKey { reply, .. }
+        | Command::RaiseFloors { reply, .. } => Executed::SavePeer(Err(err()), reply),
         Command::RemovePeer { reply, .. } | Command::UnpinKey { reply, .. } => {
             Executed::RemovePeer(Err(err()), reply)
         }
