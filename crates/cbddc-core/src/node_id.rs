@@ -16,19 +16,7 @@ impl NodeId {
     /// Validates `value` as a node id.
     pub fn new(value: impl Into<String>) -> Result<Self, CoreError> {
         let value = value.into();
-        let reason = if value.is_empty() {
-            Some("it is empty")
-        } else if value.len() > Self::MAX_LEN {
-            Some("it is longer than 64 characters")
-        } else if !value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-        {
-            Some("it contains a character outside the allowed set")
-        } else {
-            None
-        };
-        match reason {
+        match broken_name_rule(&value) {
             Some(reason) => Err(CoreError::InvalidNodeId { value, reason }),
             None => Ok(Self(value)),
         }
@@ -37,6 +25,23 @@ impl NodeId {
     /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// Which rule `value` breaks as a name (node ids and replica ids follow the same rules):
+/// 1 to 64 characters from `A-Z a-z 0-9 . _ -`.
+pub(crate) fn broken_name_rule(value: &str) -> Option<&'static str> {
+    if value.is_empty() {
+        Some("it is empty")
+    } else if value.len() > NodeId::MAX_LEN {
+        Some("it is longer than 64 characters")
+    } else if !value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        Some("it contains a character outside the allowed set")
+    } else {
+        None
     }
 }
 

@@ -24,19 +24,7 @@ impl ReplicaId {
     /// Validates `value` as a replica id.
     pub fn new(value: impl Into<String>) -> Result<Self, CoreError> {
         let value = value.into();
-        let reason = if value.is_empty() {
-            Some("it is empty")
-        } else if value.len() > Self::MAX_LEN {
-            Some("it is longer than 64 characters")
-        } else if !value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-        {
-            Some("it contains a character outside the allowed set")
-        } else {
-            None
-        };
-        match reason {
+        match crate::node_id::broken_name_rule(&value) {
             Some(reason) => Err(CoreError::InvalidReplicaId { value, reason }),
             None => Ok(Self(value)),
         }

@@ -316,6 +316,16 @@ async fn noise_answer<S: AsyncRead + Unpin>(io: &mut S, peer: &str) -> Result<Ve
     }
 }
 
+/// Reads the initiator's next handshake frame, which must be a Noise message.
+async fn expect_noise<S: AsyncRead + Unpin>(io: &mut S, which: &str) -> Result<Vec<u8>, NetError> {
+    match read_handshake(io).await? {
+        proto::handshake_frame::Kind::Noise(message) => Ok(message),
+        _ => Err(NetError::Handshake {
+            detail: format!("the {which} frame is not a Noise message"),
+        }),
+    }
+}
+
 /// Runs the responder side of the handshake as `local` (whose node id it needs).
 /// Returns the session and the initiator (`None` for tools such as the CLI), whose node
 /// id and key our verifier accepted.
@@ -350,14 +360,7 @@ pub async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
             theirs: hello.protocol_version,
         });
     }
-    let message = match read_handshake(&mut io).await? {
-        proto::handshake_frame::Kind::Noise(message) => message,
-        _ => {
-            return Err(NetError::Handshake {
-                detail: "the second frame is not a Noise message".into(),
-            });
-        }
-    };
+    let message = expect_noise(&mut io, "second").await?;
     let mut hs = noise(key)?
         .local_private_key(local.key.private())
         .and_then(|b| b.build_responder())
@@ -387,14 +390,7 @@ pub async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
         ))],
     )
     .await?;
-    let message = match read_handshake(&mut io).await? {
-        proto::handshake_frame::Kind::Noise(message) => message,
-        _ => {
-            return Err(NetError::Handshake {
-                detail: "the third frame is not a Noise message".into(),
-            });
-        }
-    };
+    let message = expect_noise(&mut io, "third").await?;
     let n = hs
         .read_message(&message, &mut payload)
         .map_err(|_| NetError::Handshake {

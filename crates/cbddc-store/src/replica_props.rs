@@ -120,41 +120,14 @@ async fn run(ops: Vec<Op>) {
             }
             Op::Wipe(m) => {
                 // What only this store holds is gone with its disk.
-                let mut gone = Vec::new();
-                for key in expected.keys() {
-                    let mut elsewhere = false;
-                    for (i, other) in machines.iter().enumerate() {
-                        if i != m && holds(other.store(), key).await {
-                            elsewhere = true;
-                        }
-                    }
-                    if !elsewhere {
-                        gone.push(key.clone());
-                    }
-                }
-                for key in gone {
-                    expected.remove(&key);
-                }
+                forget_held_only_by(&machines, m, &mut expected).await;
                 machines[m].close().await;
                 std::fs::remove_dir_all(&machines[m].dir).unwrap();
                 machines[m].open().await;
             }
             Op::Copy(from, to) if from != to => {
-                let mut lost = Vec::new();
-                for key in expected.keys() {
-                    let mut elsewhere = false;
-                    for (i, other) in machines.iter().enumerate() {
-                        if i != to && holds(other.store(), key).await {
-                            elsewhere = true;
-                        }
-                    }
-                    if !elsewhere {
-                        lost.push(key.clone());
-                    }
-                }
-                for key in lost {
-                    expected.remove(&key);
-                }
+                // The copy overwrites `to`'s disk: what only it held is gone.
+                forget_held_only_by(&machines, to, &mut expected).await;
                 machines[from].close().await;
                 machines[to].close().await;
                 std::fs::remove_dir_all(&machines[to].dir).unwrap();
@@ -192,6 +165,29 @@ async fn run(ops: Vec<Op>) {
     }
     for machine in &mut machines {
         machine.close().await;
+    }
+}
+
+/// Drops from `expected` the writes that no machine but `m` holds.
+async fn forget_held_only_by(
+    machines: &[Machine],
+    m: usize,
+    expected: &mut BTreeMap<String, String>,
+) {
+    let mut gone = Vec::new();
+    for key in expected.keys() {
+        let mut elsewhere = false;
+        for (i, other) in machines.iter().enumerate() {
+            if i != m && holds(other.store(), key).await {
+                elsewhere = true;
+            }
+        }
+        if !elsewhere {
+            gone.push(key.clone());
+        }
+    }
+    for key in gone {
+        expected.remove(&key);
     }
 }
 
