@@ -166,3 +166,58 @@ fn free_udp_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// A node that may not lead says so on both sides of its sessions: here b learns of a
+/// only from a's side as a responder, which used to claim every node eligible.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_may_not_lead_is_never_taken_for_eligible() {
+    let (mut ca, da) = TestNode::configure("node-a");
+    let (mut cb, db) = TestNode::configure("node-b");
+    fast(&mut ca);
+    fast(&mut cb);
+    ca.election.eligible = false;
+    cb.known_peers.push(static_peer(&ca));
+    let a = TestNode::start(ca, da).await;
+    let b = TestNode::start(cb, db).await;
+    wait_until("b leads in b's view", DEADLINE, || async {
+        leader_of(&b).await == "node-b"
+    })
+    .await;
+    for _ in 0..20 {
+        assert_eq!(leader_of(&b).await, "node-b", "b took a for eligible");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(a);
+}
+
+/// A live role change reaches the peers: the leader's configuration makes it ineligible,
+/// and everyone moves to the next node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_made_ineligible_live_hands_leadership_on() {
+    let (mut ca, da) = TestNode::configure("node-a");
+    let (mut cb, db) = TestNode::configure("node-b");
+    fast(&mut ca);
+    fast(&mut cb);
+    ca.known_peers.push(static_peer(&cb));
+    cb.known_peers.push(static_peer(&ca));
+    let mut a = TestNode::start(ca, da).await;
+    let b = TestNode::start(cb, db).await;
+    wait_until("both follow node-a", DEADLINE, || async {
+        all_agree(vec![&a, &b], "node-a").await
+    })
+    .await;
+    a.reconfigure(|c| c.election.eligible = false);
+    wait_until("both follow node-b", DEADLINE, || async {
+        all_agree(vec![&a, &b], "node-b").await
+    })
+    .await;
+}
+
+fn static_peer(config: &cbddc_config::PeerNodeConfiguration) -> KnownPeer {
+    KnownPeer::new(
+        config.node_id.clone(),
+        format!("127.0.0.1:{}", config.tcp_port),
+        PeerType::StaticRemote,
+    )
+    .unwrap()
+}

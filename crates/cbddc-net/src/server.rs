@@ -32,7 +32,8 @@ pub struct ServerSettings {
     pub idle_timeout: Duration,
     /// Connections beyond this number are refused as busy.
     pub max_connections: usize,
-    /// Whether this node may be elected leader (told to peers in the handshake).
+    /// Whether this node may be elected leader (told to peers in the handshake) at start;
+    /// [`TcpSyncServer::set_eligible`] changes it.
     pub eligible: bool,
 }
 
@@ -93,8 +94,16 @@ pub struct TcpSyncServer {
     local_addr: SocketAddr,
     token: CancellationToken,
     tracker: TaskTracker,
-    key: Arc<RwLock<ClusterKey>>,
+    terms: Arc<RwLock<Terms>>,
     acceptor: tokio::sync::Mutex<Option<tokio::task::JoinHandle<TcpListener>>>,
+}
+
+/// What a new session is offered: the cluster key, and whether we say we may lead. Both
+/// change live; sessions already established keep theirs.
+#[derive(Debug, Clone)]
+struct Terms {
+    key: ClusterKey,
+    eligible: bool,
 }
 
 impl TcpSyncServer {
@@ -107,13 +116,16 @@ impl TcpSyncServer {
     ) -> Result<Self, NetError> {
         let local_addr = listener.local_addr()?;
         let tracker = TaskTracker::new();
-        let key = Arc::new(RwLock::new(settings.cluster_key.clone()));
+        let terms = Arc::new(RwLock::new(Terms {
+            key: settings.cluster_key.clone(),
+            eligible: settings.eligible,
+        }));
         let settings = Arc::new(settings);
         let limit = Arc::new(Semaphore::new(settings.max_connections));
         let acceptor = tokio::spawn(accept_loop(
             listener,
             settings,
-            key.clone(),
+            terms.clone(),
             handler,
             limit,
             token.clone(),
@@ -124,7 +136,7 @@ impl TcpSyncServer {
             local_addr,
             token,
             tracker,
-            key,
+            terms,
             acceptor: tokio::sync::Mutex::new(Some(acceptor)),
         })
     }
@@ -132,7 +144,15 @@ impl TcpSyncServer {
     /// Uses `key` for every session that starts from now on; sessions already
     /// established keep theirs.
     pub fn set_cluster_key(&self, key: ClusterKey) {
-        *self.key.write().unwrap_or_else(|p| p.into_inner()) = key;
+        self.terms.write().unwrap_or_else(|p| p.into_inner()).key = key;
+    }
+
+    /// Tells every session that starts from now on whether this node may lead.
+    pub fn set_eligible(&self, eligible: bool) {
+        self.terms
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .eligible = eligible;
     }
 
     /// The address the server listens on.
@@ -166,7 +186,7 @@ impl TcpSyncServer {
 async fn accept_loop(
     listener: TcpListener,
     settings: Arc<ServerSettings>,
-    key: Arc<RwLock<ClusterKey>>,
+    terms: Arc<RwLock<Terms>>,
     handler: Arc<dyn RequestHandler>,
     limit: Arc<Semaphore>,
     token: CancellationToken,
@@ -197,11 +217,11 @@ async fn accept_loop(
             continue;
         };
         let (settings, handler, token) = (settings.clone(), handler.clone(), token.child_token());
-        let key = key.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let terms = terms.read().unwrap_or_else(|p| p.into_inner()).clone();
         tracker.spawn(async move {
             let _permit = permit;
             if let Err(reason) =
-                serve(socket, address, &settings, &key, handler.as_ref(), &token).await
+                serve(socket, address, &settings, &terms, handler.as_ref(), &token).await
             {
                 match reason {
                     NetError::Closed => tracing::debug!(%address, "session ended by the peer"),
@@ -216,7 +236,7 @@ async fn serve(
     socket: TcpStream,
     address: SocketAddr,
     settings: &ServerSettings,
-    key: &ClusterKey,
+    terms: &Terms,
     handler: &dyn RequestHandler,
     token: &CancellationToken,
 ) -> Result<(), NetError> {
@@ -226,7 +246,7 @@ async fn serve(
         verifier: settings.verifier.clone(),
         replica: settings.replica.clone(),
     };
-    let handshake = secure::respond(socket, key, &local, settings.eligible);
+    let handshake = secure::respond(socket, &terms.key, &local, terms.eligible);
     let (mut stream, peer) = tokio::select! {
         _ = token.cancelled() => return Ok(()),
         result = tokio::time::timeout(settings.handshake_timeout, handshake) => result.map_err(|_| NetError::Timeout {

@@ -8,7 +8,7 @@
 //! | `cluster_key` | new sessions, inbound and outbound, use the new key |
 //! | `sync_interval_ms` | the sync tasks restart with it |
 //! | `known_peers` | the configured peers in the store are replaced and the sync tasks follow |
-//! | `[discovery]`, `[election]` (and any port or key change) | discovery and election restart with the new settings |
+//! | `[discovery]`, `[election]` (and any port or key change) | discovery and election restart with the new settings; a change of `eligible` is also told to peers in every new session, both ways |
 //! | `durability`, `max_clock_drift_ms` | not applied live: logged, and in force from the next start |
 //! | `[cluster]` | not applied live: members change by reconfiguration (`cbddc cluster reconfigure`) |
 
@@ -212,6 +212,12 @@ async fn apply_to(
             .await?;
         runtime.handler.follow_peer_store().await?;
         outcome.applied.push("known_peers".into());
+    }
+    if new.election.eligible != old.election.eligible {
+        // Peers hear of a role change in their next sessions, both ways.
+        runtime.server.set_eligible(new.election.eligible);
+        runtime.sync.set_eligible(new.election.eligible);
+        outcome.applied.push("election.eligible".into());
     }
     let control_changed = runtime.config.listen_address() != effective.listen_address()
         || old.cluster_key != effective.cluster_key

@@ -170,6 +170,7 @@ pub(crate) fn server_settings(
     );
     settings.verifier = identity.verifier.clone();
     settings.replica = identity.replica.clone();
+    settings.eligible = config.election.eligible;
     settings
 }
 

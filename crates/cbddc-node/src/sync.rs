@@ -188,6 +188,20 @@ impl SyncOrchestrator {
             context.key = key;
             context.interval = interval;
         }
+        self.restart_tasks();
+    }
+
+    /// Restarts every peer task saying whether this node may lead.
+    pub(crate) fn set_eligible(&self, eligible: bool) {
+        self.context
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .client
+            .eligible = eligible;
+        self.restart_tasks();
+    }
+
+    fn restart_tasks(&self) {
         {
             let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
             for (_, token) in running.values() {
