@@ -447,15 +447,21 @@ async fn list(collection: &str, as_json: bool, target: &Target) -> Result<ExitCo
         }
     }
     if as_json {
-        let items: Vec<Value> = docs
-            .iter()
-            .map(|d| {
-                let value: Value = serde_json::from_str(&d.value)
-                    .unwrap_or_else(|_| Value::String(d.value.clone()));
-                json!({ "key": d.key, "value": value })
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&items)?);
+        // Each value goes out byte for byte as stored (it is validated JSON): parsing and
+        // printing it again would change the last digit of some floats.
+        let mut out = String::from("[");
+        for (index, d) in docs.iter().enumerate() {
+            if index > 0 {
+                out.push(',');
+            }
+            out.push_str("\n  {\"key\": ");
+            out.push_str(&serde_json::to_string(&d.key)?);
+            out.push_str(", \"value\": ");
+            out.push_str(&d.value);
+            out.push('}');
+        }
+        out.push_str(if docs.is_empty() { "]" } else { "\n]" });
+        println!("{out}");
     } else {
         for d in &docs {
             println!("{}\t{}", d.key, d.value);
