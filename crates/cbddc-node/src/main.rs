@@ -17,6 +17,20 @@ use std::time::Duration;
 /// CBDDC: documents in a local SQLite database on every node, synced peer to peer.
 ///
 /// Start a node with `cbddc run`; talk to it with the other commands.
+/// Prints a line on stdout. A closed stdout (`cbddc status --json | head -c 20`) ends
+/// the command quietly instead of failing; any other write error is returned.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            return Err(e.into());
+        }
+    }};
+}
+
 #[derive(Debug, Parser)]
 #[command(name = "cbddc", version, propagate_version = true)]
 struct Cli {
@@ -224,7 +238,7 @@ async fn cluster(command: ClusterCommand) -> Result<ExitCode> {
                 bail!("the node answered something other than its cluster status");
             };
             if json {
-                println!(
+                say!(
                     "{}",
                     serde_json::to_string_pretty(&json!({
                         "configuration_id": status.configuration_id,
@@ -238,25 +252,25 @@ async fn cluster(command: ClusterCommand) -> Result<ExitCode> {
                 );
             } else {
                 match status.configuration_id {
-                    Some(id) => println!("configuration {id}: {}", status.members.join(", ")),
-                    None if status.retired => println!(
+                    Some(id) => say!("configuration {id}: {}", status.members.join(", ")),
+                    None if status.retired => say!(
                         "retired: removed from the cluster after configuration {}",
                         status.retired_after.unwrap_or_default()
                     ),
-                    None => println!("waiting to be invited into a cluster"),
+                    None => say!("waiting to be invited into a cluster"),
                 }
                 if status.configuration_id.is_some() {
-                    println!("leader: {}", status.leader.as_deref().unwrap_or("none yet"));
-                    println!("decided entries: {}", status.decided_idx);
+                    say!("leader: {}", status.leader.as_deref().unwrap_or("none yet"));
+                    say!("decided entries: {}", status.decided_idx);
                 }
                 if let Some(handover) = &status.handover {
                     if handover.complete {
-                        println!(
+                        say!(
                             "hand-over complete: the members of configuration {} hold every write this node took",
                             handover.to_configuration
                         );
                     } else {
-                        println!(
+                        say!(
                             "handing its writes over to configuration {}: waiting for {}",
                             handover.to_configuration,
                             handover.pending.join(", ")
@@ -283,7 +297,7 @@ async fn cluster(command: ClusterCommand) -> Result<ExitCode> {
                 .iter()
                 .map(|m| m.node_id.as_str())
                 .collect();
-            println!(
+            say!(
                 "configuration {} decided: {}",
                 configuration.configuration_id,
                 names.join(", ")
@@ -334,7 +348,7 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
                 .await?
                 .put(&collection, &key, &json)
                 .await?;
-            println!("ok seq={seq} hlc={hlc}");
+            say!("ok seq={seq} hlc={hlc}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Get {
@@ -343,7 +357,7 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             target,
         } => match target.connect().await?.get(&collection, &key).await? {
             Some(doc) => {
-                println!("{}", doc.value);
+                say!("{}", doc.value);
                 Ok(ExitCode::SUCCESS)
             }
             None => {
@@ -357,7 +371,7 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             target,
         } => {
             let (seq, hlc) = target.connect().await?.delete(&collection, &key).await?;
-            println!("ok seq={seq} hlc={hlc}");
+            say!("ok seq={seq} hlc={hlc}");
             Ok(ExitCode::SUCCESS)
         }
         Command::List {
@@ -405,7 +419,7 @@ async fn run(
         );
     }
     let node = Node::start_with_provider(provider).await?;
-    println!(
+    say!(
         "cbddc node {} listening on {}",
         node.node_id(),
         node.local_addr()
@@ -461,10 +475,10 @@ async fn list(collection: &str, as_json: bool, target: &Target) -> Result<ExitCo
             out.push('}');
         }
         out.push_str(if docs.is_empty() { "]" } else { "\n]" });
-        println!("{out}");
+        say!("{out}");
     } else {
         for d in &docs {
-            println!("{}\t{}", d.key, d.value);
+            say!("{}\t{}", d.key, d.value);
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -485,11 +499,11 @@ fn peer_json(p: &proto::PeerStatus) -> Value {
 fn print_peers(peers: &[proto::PeerStatus], as_json: bool) -> Result<()> {
     if as_json {
         let items: Vec<Value> = peers.iter().map(peer_json).collect();
-        println!("{}", serde_json::to_string_pretty(&items)?);
+        say!("{}", serde_json::to_string_pretty(&items)?);
         return Ok(());
     }
     if peers.is_empty() {
-        println!("no peers");
+        say!("no peers");
     }
     for p in peers {
         let state = if p.enabled { "enabled" } else { "disabled" };
@@ -498,9 +512,13 @@ fn print_peers(peers: &[proto::PeerStatus], as_json: bool) -> Result<()> {
         } else {
             p.key_fingerprint.as_str()
         };
-        println!(
+        say!(
             "{}\t{}\t{}\t{}\t{}",
-            p.node_id, p.address, p.peer_type, state, key
+            p.node_id,
+            p.address,
+            p.peer_type,
+            state,
+            key
         );
     }
     Ok(())
@@ -576,24 +594,25 @@ fn status_json(status: &proto::StatusResponse) -> Value {
 async fn status(as_json: bool, target: &Target) -> Result<ExitCode> {
     let status = target.connect().await?.status().await?;
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&status_json(&status))?);
+        say!("{}", serde_json::to_string_pretty(&status_json(&status))?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("node       {} (replica {})", status.node_id, status.replica);
-    println!("node key   {}", status.key_fingerprint);
-    println!("listening  {}:{}", status.bind_address, status.tcp_port);
+    say!("node       {} (replica {})", status.node_id, status.replica);
+    say!("node key   {}", status.key_fingerprint);
+    say!("listening  {}:{}", status.bind_address, status.tcp_port);
     for duplicate in &status.duplicates {
-        println!("DUPLICATE  {duplicate}");
+        say!("DUPLICATE  {duplicate}");
     }
     if !status.wanted_listen.is_empty() {
-        println!(
+        say!(
             "wanted     {} (cannot bind it yet; retrying)",
             status.wanted_listen
         );
     }
-    println!(
+    say!(
         "documents  {} ({} oplog entries)",
-        status.documents, status.oplog_entries
+        status.documents,
+        status.oplog_entries
     );
     let leader = if status.leader.is_empty() {
         "none yet"
@@ -601,9 +620,9 @@ async fn status(as_json: bool, target: &Target) -> Result<ExitCode> {
         status.leader.as_str()
     };
     let this_node = if status.is_leader { " (this node)" } else { "" };
-    println!("leader     {leader}{this_node}");
+    say!("leader     {leader}{this_node}");
     if status.peers.is_empty() {
-        println!("peers      none");
+        say!("peers      none");
     }
     let now = cbddc_core::unix_millis();
     for p in &status.peers {
@@ -618,9 +637,12 @@ async fn status(as_json: bool, target: &Target) -> Result<ExitCode> {
         } else {
             format!("last exchange {seen}; last error: {}", p.last_error)
         };
-        println!(
+        say!(
             "peer       {} {} ({}) {}",
-            p.node_id, p.address, p.peer_type, state
+            p.node_id,
+            p.address,
+            p.peer_type,
+            state
         );
     }
     if status.node_id.is_empty() {

@@ -1,5 +1,5 @@
 use crate::harness::*;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 #[test]
 fn client_commands_fail_clearly() {
@@ -109,4 +109,24 @@ fn help_explains_the_commands() {
         run.contains("127.0.0.1:25000") && run.contains("cbddc-data"),
         "{run}"
     );
+}
+
+#[test]
+fn a_closed_stdout_ends_a_command_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _a = RunningNode::start(dir.path(), "node-a", port, &[]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cbddc"))
+        .args(["status", "--json", "--node", &format!("127.0.0.1:{port}")])
+        .env("CBDDC_CLUSTER_KEY", KEY)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader is gone before anything is printed, as with `| head -c 0`.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {:?}: {err}", out.status);
+    assert!(!err.contains("panicked"), "{err}");
 }
