@@ -32,7 +32,13 @@ macro_rules! say {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "cbddc", version, propagate_version = true)]
+#[command(
+    name = "cbddc",
+    version,
+    propagate_version = true,
+    about = "Run a CBDDC node, or talk to one.",
+    after_help = "Exit codes: 0 done; 1 not found (get); 2 an error, with its cause on stderr (a bad argument, a node that cannot be reached or refused the request, a retired node refusing a write).\nClient commands reach the node at --node (default 127.0.0.1:25000) with the cluster key from --cluster-key or CBDDC_CLUSTER_KEY."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

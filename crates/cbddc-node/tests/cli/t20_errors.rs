@@ -93,6 +93,12 @@ fn help_explains_the_commands() {
         .output()
         .unwrap();
     let text = stdout(&out);
+    assert!(
+        text.contains("Exit codes: 0")
+            && text.contains("1 not found")
+            && text.contains("2 an error"),
+        "--help must document the exit codes: {text}"
+    );
     for command in ["run", "put", "get", "delete", "list", "status"] {
         assert!(
             text.contains(command),
