@@ -30,21 +30,7 @@ fn members(names: &[&str]) -> Vec<(NodeId, String)> {
     names.iter().map(|n| (id(n), format!("{n}:1"))).collect()
 }
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, one_in: u64) -> bool {
-        self.below(one_in) == 0
-    }
-}
+use crate::membership_tests::Rng;
 
 /// One node's data plane: its oplog per origin (sequence numbers 1, 2, …).
 #[derive(Default)]

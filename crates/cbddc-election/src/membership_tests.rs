@@ -25,17 +25,22 @@ fn node(dir: &std::path::Path, name: &str) -> Node {
     })
 }
 
-/// A small deterministic generator, so a failing seed can be replayed.
-struct Rng(u64);
+/// A small deterministic generator, so a failing seed can be replayed (the simulations
+/// share it).
+pub(crate) struct Rng(pub(crate) u64);
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
+    }
+    /// True once in `one_in` draws.
+    pub(crate) fn chance(&mut self, one_in: u64) -> bool {
+        self.below(one_in) == 0
     }
 }
 

@@ -260,16 +260,7 @@ pub async fn initiate<S: AsyncRead + AsyncWrite + Unpin>(
             .map_err(|message| NetError::KeyRefused { message })?;
     }
     // -> s, se: our hello
-    let n = hs
-        .write_message(&hello_payload(local, eligible), &mut buf)
-        .map_err(noise_error)?;
-    write_handshake(
-        &mut io,
-        &[frame(proto::handshake_frame::Kind::Noise(
-            buf[..n].to_vec(),
-        ))],
-    )
-    .await?;
+    send_hello(&mut io, &mut hs, local, eligible, &mut buf).await?;
     let mut transport = hs.into_transport_mode().map_err(noise_error)?;
     // The responder confirms it accepted our key with an empty transport message.
     let confirmation = noise_answer(&mut io, peer).await?;
@@ -314,6 +305,26 @@ async fn noise_answer<S: AsyncRead + Unpin>(io: &mut S, peer: &str) -> Result<Ve
             detail: "the peer answered a hello with a hello".into(),
         }),
     }
+}
+
+/// Sends our `SessionHello` as the next Noise handshake message.
+async fn send_hello<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    hs: &mut snow::HandshakeState,
+    local: &LocalIdentity,
+    eligible: bool,
+    buf: &mut [u8],
+) -> Result<(), NetError> {
+    let n = hs
+        .write_message(&hello_payload(local, eligible), buf)
+        .map_err(noise_error)?;
+    write_handshake(
+        io,
+        &[frame(proto::handshake_frame::Kind::Noise(
+            buf[..n].to_vec(),
+        ))],
+    )
+    .await
 }
 
 /// Reads the initiator's next handshake frame, which must be a Noise message.
@@ -380,16 +391,7 @@ pub async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
         });
     }
     let mut buf = vec![0u8; MAX_FRAME];
-    let n = hs
-        .write_message(&hello_payload(local, eligible), &mut buf)
-        .map_err(noise_error)?;
-    write_handshake(
-        &mut io,
-        &[frame(proto::handshake_frame::Kind::Noise(
-            buf[..n].to_vec(),
-        ))],
-    )
-    .await?;
+    send_hello(&mut io, &mut hs, local, eligible, &mut buf).await?;
     let message = expect_noise(&mut io, "third").await?;
     let n = hs
         .read_message(&message, &mut payload)
