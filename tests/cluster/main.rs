@@ -9,3 +9,4 @@ mod t50_reconfiguration;
 mod t60_election;
 mod t70_membership;
 mod t80_handover;
+mod t90_change_feed;

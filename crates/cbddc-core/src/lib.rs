@@ -50,7 +50,9 @@ pub use oplog::{
 };
 pub use peer::{KnownPeer, PeerType, validate_peer_address};
 pub use replica::ReplicaId;
-pub use store::{ApplyOutcome, DocumentStore, EntryPage, PageLimits, PeerStore, StoreStats};
+pub use store::{
+    ApplyOutcome, Change, ChangePage, DocumentStore, EntryPage, PageLimits, PeerStore, StoreStats,
+};
 #[cfg(feature = "mocks")]
 pub use store::{MockDocumentStore, MockPeerStore};
 pub use version_vector::VersionVector;

@@ -3,7 +3,7 @@ use crate::{
 };
 use async_trait::async_trait;
 use std::sync::Arc;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 /// Bounds on one page of oplog entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +45,28 @@ pub struct ApplyOutcome {
     pub out_of_order: usize,
     /// The store's version vector after the batch.
     pub version_vector: VersionVector,
+}
+
+/// A change to the documents, as the store applied it: a local write, or an entry from a
+/// peer that won by LWW (an entry that lost changes nothing and is no change).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Where the change stands in this store's change feed: 1, 2, 3, … in apply order.
+    /// Resume a feed after this position to get the changes that followed.
+    pub position: u64,
+    /// The write, with its origin, writer and stamp.
+    pub entry: OplogEntry,
+}
+
+/// A page of the change feed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChangePage {
+    /// Changes after the asked position, in order (only the asked collection's, if any).
+    pub changes: Vec<Change>,
+    /// The position the page read up to, matching or not: the next page starts after it.
+    pub scanned_to: u64,
+    /// The last position of the whole feed when the page was read.
+    pub last_position: u64,
 }
 
 /// Figures for `status`.
@@ -122,6 +144,21 @@ pub trait DocumentStore: Send + Sync + std::fmt::Debug {
     /// Entries of local writes, as they commit. A receiver that lags should fall back to
     /// [`DocumentStore::entries_missing_from`].
     fn subscribe_local_writes(&self) -> broadcast::Receiver<Arc<Vec<OplogEntry>>>;
+
+    /// Changes after position `after`, in apply order, at most `limit` of them; with a
+    /// collection, only that collection's. A page reads a bounded range of positions, so
+    /// it may hold fewer changes than `limit` (even none) while more follow: continue from
+    /// [`ChangePage::scanned_to`] until it reaches [`ChangePage::last_position`].
+    async fn changes_after(
+        &self,
+        after: u64,
+        collection: Option<String>,
+        limit: usize,
+    ) -> Result<ChangePage, StorageError>;
+
+    /// The last position of the change feed, updated after every commit that changed a
+    /// document. Waiting on it costs the writer nothing.
+    fn watch_changes(&self) -> watch::Receiver<u64>;
 }
 
 /// Known peers, persisted.

@@ -320,6 +320,58 @@ impl PeerClient {
         }
     }
 
+    /// Changes of the peer's feed after `after` (or from its end with `from_end`), waiting
+    /// up to `wait` for one; returns them and the position to ask after next.
+    pub async fn changes(
+        &mut self,
+        collection: Option<&str>,
+        after: u64,
+        from_end: bool,
+        wait: Duration,
+    ) -> Result<(Vec<(u64, OplogEntry)>, u64), NetError> {
+        let body = proto::request::Body::Changes(proto::ChangesRequest {
+            collection: collection.unwrap_or_default().into(),
+            after,
+            limit: 0,
+            wait_ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX),
+            from_end,
+        });
+        match self.call(body).await? {
+            proto::response::Body::Changes(page) => {
+                let mut changes = Vec::with_capacity(page.changes.len());
+                for change in page.changes {
+                    let entry = change.entry.ok_or_else(|| NetError::Malformed {
+                        detail: "a change without its entry".into(),
+                    })?;
+                    changes.push((change.position, crate::convert::entry_from_wire(entry)?));
+                }
+                Ok((changes, page.resume_after))
+            }
+            _ => Err(unexpected("changes")),
+        }
+    }
+
+    /// Writes a batch in one transaction (`None`: a delete); returns how many were stored.
+    pub async fn write_batch(
+        &mut self,
+        writes: Vec<(String, String, Option<String>)>,
+    ) -> Result<u64, NetError> {
+        let body = proto::request::Body::WriteBatch(proto::WriteBatchRequest {
+            writes: writes
+                .into_iter()
+                .map(|(collection, key, value)| proto::BatchWrite {
+                    collection,
+                    key,
+                    value,
+                })
+                .collect(),
+        });
+        match self.call(body).await? {
+            proto::response::Body::WrittenBatch(done) => Ok(done.written),
+            _ => Err(unexpected("write batch")),
+        }
+    }
+
     /// The peer's status.
     pub async fn status(&mut self) -> Result<proto::StatusResponse, NetError> {
         match self

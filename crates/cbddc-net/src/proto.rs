@@ -166,7 +166,7 @@ pub struct Request {
     pub id: u64,
     #[prost(
         oneof = "request::Body",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23"
     )]
     pub body: Option<request::Body>,
 }
@@ -198,7 +198,50 @@ pub mod request {
         Control(super::ControlRequest),
         #[prost(message, tag = "21")]
         RepinPeer(super::RepinPeerRequest),
+        #[prost(message, tag = "22")]
+        Changes(super::ChangesRequest),
+        #[prost(message, tag = "23")]
+        WriteBatch(super::WriteBatchRequest),
     }
+}
+
+/// Asks for the node's changes after a position of its change feed (a long poll: with
+/// none available, the node answers when one comes or after `wait_ms`).
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ChangesRequest {
+    /// Only this collection's changes; empty: every collection.
+    #[prost(string, tag = "1")]
+    pub collection: String,
+    /// Changes after this position; ignored with `from_end`.
+    #[prost(uint64, tag = "2")]
+    pub after: u64,
+    /// 0: the node's default; the node caps it.
+    #[prost(uint32, tag = "3")]
+    pub limit: u32,
+    /// How long to wait for a change when none is available; the node caps it.
+    #[prost(uint32, tag = "4")]
+    pub wait_ms: u32,
+    /// Start after the feed's last position (only changes from now on).
+    #[prost(bool, tag = "5")]
+    pub from_end: bool,
+}
+
+/// One write of a batch: a put with a value, a delete without.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct BatchWrite {
+    #[prost(string, tag = "1")]
+    pub collection: String,
+    #[prost(string, tag = "2")]
+    pub key: String,
+    #[prost(string, optional, tag = "3")]
+    pub value: Option<String>,
+}
+
+/// Writes a batch in one transaction: all of it is stored, or nothing.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct WriteBatchRequest {
+    #[prost(message, repeated, tag = "1")]
+    pub writes: Vec<BatchWrite>,
 }
 
 /// Forgets the key pinned for a node id, so its next session pins the key it presents
@@ -311,7 +354,10 @@ pub struct Response {
     /// The id of the request answered.
     #[prost(uint64, tag = "1")]
     pub id: u64,
-    #[prost(oneof = "response::Body", tags = "2, 10, 11, 12, 13, 15, 16, 17, 20")]
+    #[prost(
+        oneof = "response::Body",
+        tags = "2, 10, 11, 12, 13, 15, 16, 17, 20, 21, 22"
+    )]
     pub body: Option<response::Body>,
 }
 
@@ -337,7 +383,39 @@ pub mod response {
         Peers(super::PeersResponse),
         #[prost(message, tag = "20")]
         Control(super::ControlResponse),
+        #[prost(message, tag = "21")]
+        Changes(super::ChangesResponse),
+        #[prost(message, tag = "22")]
+        WrittenBatch(super::WriteBatchResponse),
     }
+}
+
+/// One change of the feed.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Change {
+    #[prost(uint64, tag = "1")]
+    pub position: u64,
+    #[prost(message, optional, tag = "2")]
+    pub entry: Option<OplogEntry>,
+}
+
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ChangesResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub changes: Vec<Change>,
+    /// Ask again after this position: it is past every change read, matching or not.
+    #[prost(uint64, tag = "2")]
+    pub resume_after: u64,
+}
+
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct WriteBatchResponse {
+    /// Writes stored.
+    #[prost(uint64, tag = "1")]
+    pub written: u64,
+    /// The sequence number of the batch's last write (its replica's).
+    #[prost(uint64, tag = "2")]
+    pub last_seq: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]

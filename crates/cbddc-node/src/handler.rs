@@ -24,6 +24,12 @@ const MAX_PULL_ENTRIES: usize = 10_000;
 const MAX_PULL_BYTES: usize = 8 * 1024 * 1024;
 const MAX_LIST_LIMIT: u32 = 1_000;
 const DEFAULT_LIST_LIMIT: u32 = 100;
+/// A page of the change feed holds at most this many changes.
+const MAX_CHANGES_LIMIT: u32 = 1_000;
+/// A change-feed long poll waits at most this long, well inside the request timeout.
+const MAX_CHANGES_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+/// A batch written by a tool holds at most this many writes.
+const MAX_BATCH_WRITES: usize = 10_000;
 
 /// The node side of every session.
 #[derive(Debug)]
@@ -56,6 +62,16 @@ fn storage_error(err: StorageError) -> Res {
         StorageError::Backend { .. } => ErrorCode::Storage,
     };
     error_body(code, &err.to_string())
+}
+
+fn write_error(err: NodeError) -> Res {
+    match err {
+        NodeError::Storage(e) => storage_error(e),
+        NodeError::Retired { .. } | NodeError::NotAdmitted => {
+            error_body(ErrorCode::NotAMember, &err.to_string())
+        }
+        other => error_body(ErrorCode::Unspecified, &other.to_string()),
+    }
 }
 
 /// Peer management is for operators' tools, not for other nodes.
@@ -186,6 +202,32 @@ impl NodeHandler {
                 Res::List(proto::ListResponse {
                     documents: docs.iter().map(document_to_wire).collect(),
                     more,
+                })
+            }
+            Req::Changes(ask) => self.changes(ask).await?,
+            Req::WriteBatch(batch) => {
+                if batch.writes.len() > MAX_BATCH_WRITES {
+                    return Err(error_body(
+                        ErrorCode::InvalidRequest,
+                        &format!(
+                            "a batch of {} writes is more than the {MAX_BATCH_WRITES} a batch may hold; split it",
+                            batch.writes.len()
+                        ),
+                    ));
+                }
+                let writes = batch
+                    .writes
+                    .into_iter()
+                    .map(|w| LocalWrite {
+                        collection: w.collection,
+                        key: w.key,
+                        value: w.value,
+                    })
+                    .collect();
+                let entries = self.write_local(writes).await.map_err(write_error)?;
+                Res::WrittenBatch(proto::WriteBatchResponse {
+                    written: entries.len() as u64,
+                    last_seq: entries.last().map(|e| e.seq).unwrap_or_default(),
                 })
             }
             Req::Control(control) => self.control(session, &control.payload).await?,
@@ -445,14 +487,42 @@ impl NodeHandler {
         Ok(self.store.write(writes).await?)
     }
 
+    async fn changes(&self, ask: proto::ChangesRequest) -> Result<Res, Res> {
+        let filter = crate::ChangeFilter {
+            collection: (!ask.collection.is_empty()).then_some(ask.collection),
+            start: if ask.from_end {
+                crate::FeedStart::Now
+            } else {
+                crate::FeedStart::After(ask.after)
+            },
+        };
+        let limit = match ask.limit {
+            0 => MAX_CHANGES_LIMIT,
+            n => n.min(MAX_CHANGES_LIMIT),
+        } as usize;
+        let wait = std::time::Duration::from_millis(u64::from(ask.wait_ms)).min(MAX_CHANGES_WAIT);
+        let mut feed = crate::ChangeFeed::open(self.store.clone(), filter)
+            .await
+            .map_err(write_error)?;
+        let changes = feed
+            .next_page(limit, wait)
+            .await
+            .map_err(write_error)?
+            .ok_or_else(|| error_body(ErrorCode::Unavailable, "the node closed its database"))?;
+        Ok(Res::Changes(proto::ChangesResponse {
+            changes: changes
+                .iter()
+                .map(|c| proto::Change {
+                    position: c.position,
+                    entry: Some(entry_to_wire(&c.entry)),
+                })
+                .collect(),
+            resume_after: feed.position(),
+        }))
+    }
+
     async fn write(&self, write: LocalWrite) -> Result<Res, Res> {
-        let mut entries = self.write_local(vec![write]).await.map_err(|e| match e {
-            NodeError::Storage(e) => storage_error(e),
-            NodeError::Retired { .. } | NodeError::NotAdmitted => {
-                error_body(ErrorCode::NotAMember, &e.to_string())
-            }
-            other => error_body(ErrorCode::Unspecified, &other.to_string()),
-        })?;
+        let mut entries = self.write_local(vec![write]).await.map_err(write_error)?;
         let entry = entries
             .pop()
             .ok_or_else(|| error_body(ErrorCode::Storage, "the store acknowledged no entry"))?;

@@ -24,6 +24,7 @@
 mod cluster;
 mod duplicates;
 mod error;
+mod feed;
 mod fold;
 mod handler;
 mod peers;
@@ -34,6 +35,7 @@ mod sync;
 
 pub use cluster::{ClusterStatus, ControlCall, ControlReply, Handover, RECONFIGURE_DEADLINE};
 pub use error::NodeError;
+pub use feed::{ChangeFeed, ChangeFilter, FeedStart};
 pub use peers::{PeerActivity, PeerBook, PeerReport};
 
 use cbddc_config::{ConfigProvider, PeerNodeConfiguration, StaticProvider};
@@ -224,6 +226,23 @@ impl Node {
                 message: "the store acknowledged no entry".into(),
             })
         })
+    }
+
+    /// Every change applied to this node's documents, local writes and peers' entries
+    /// alike (deletes included), in apply order, from where `filter` says.
+    ///
+    /// ```no_run
+    /// # async fn demo(node: &cbddc_node::Node) -> Result<(), cbddc_node::NodeError> {
+    /// use cbddc_node::{ChangeFilter, FeedStart};
+    /// let mut feed = node.changes(ChangeFilter::collection("users").starting(FeedStart::Beginning)).await?;
+    /// while let Some(change) = feed.next().await? {
+    ///     println!("{} {}", change.position, change.entry.key);
+    ///     // Persist `feed.position()` to resume with `FeedStart::After` after a restart.
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn changes(&self, filter: ChangeFilter) -> Result<ChangeFeed, NodeError> {
+        ChangeFeed::open(self.snapshot().store, filter).await
     }
 
     /// Reads a live document.

@@ -94,6 +94,18 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         replica TEXT PRIMARY KEY,
         floor   INTEGER NOT NULL
     ) WITHOUT ROWID;",
+    // 9: the change feed: every change to the documents, in apply order, naming its oplog
+    // entry. A database from before starts its feed with the documents' current state.
+    "CREATE TABLE changes (
+        position INTEGER PRIMARY KEY,
+        origin   TEXT NOT NULL,
+        seq      INTEGER NOT NULL
+    );
+    INSERT INTO changes (origin, seq)
+        SELECT o.origin, o.seq FROM oplog o JOIN documents d
+            ON d.collection = o.collection AND d.key = o.key AND d.hlc_node = o.origin
+           AND d.hlc_wall = o.hlc_wall AND d.hlc_counter = o.hlc_counter
+        ORDER BY o.hlc_wall, o.hlc_counter, o.origin;",
 ];
 
 /// The schema version this build writes.

@@ -4,14 +4,14 @@ use crate::writer::{Command, Writer};
 use crate::{checkpoint, schema};
 use async_trait::async_trait;
 use cbddc_core::{
-    ApplyOutcome, Document, DocumentStore, EntryPage, HybridClock, KnownPeer, LocalWrite, NodeId,
-    OplogEntry, PageLimits, PeerStore, ReplicaId, StorageError, StoreStats, SystemTimeSource,
-    TimeSource, VersionVector,
+    ApplyOutcome, ChangePage, Document, DocumentStore, EntryPage, HybridClock, KnownPeer,
+    LocalWrite, NodeId, OplogEntry, PageLimits, PeerStore, ReplicaId, StorageError, StoreStats,
+    SystemTimeSource, TimeSource, VersionVector,
 };
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 /// How hard a commit tries to reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -66,6 +66,7 @@ pub struct SqliteStore {
     checkpointer: Mutex<Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
     readers: Arc<ReaderPool>,
     local_tx: broadcast::Sender<Arc<Vec<OplogEntry>>>,
+    changes: watch::Receiver<u64>,
 }
 
 impl SqliteStore {
@@ -99,9 +100,10 @@ impl SqliteStore {
                 let (clock, vv) = crate::writer::load_state(&conn, &path, &node)?;
                 let replica = crate::writer::start_replica(&conn)?;
                 let own = crate::reader::local_replicas(&conn)?;
+                let last_change = crate::reader::last_change(&conn)?;
                 let checkpoint_conn = rusqlite::Connection::open(&path)
                     .during("opening the checkpoint connection")?;
-                Ok((conn, clock, vv, replica, own, checkpoint_conn))
+                Ok((conn, clock, vv, replica, own, last_change, checkpoint_conn))
             })
             .await
             .map_err(|e| StoreError::Corrupt {
@@ -109,7 +111,8 @@ impl SqliteStore {
                 detail: e.to_string(),
             })??
         };
-        let (conn, stored_clock, vv, replica, own, checkpoint_conn) = opened;
+        let (conn, stored_clock, vv, replica, own, last_change, checkpoint_conn) = opened;
+        let (change_tx, changes) = watch::channel(last_change);
         let mut clock = HybridClock::new(
             replica.clone(),
             options.max_clock_drift_ms,
@@ -128,6 +131,8 @@ impl SqliteStore {
             replica: replica.clone(),
             vv,
             local_tx: local_tx.clone(),
+            last_change,
+            change_tx,
         };
         std::thread::Builder::new()
             .name(format!("cbddc-writer-{node}"))
@@ -159,6 +164,7 @@ impl SqliteStore {
             writer_done: tokio::sync::Mutex::new(Some(done_rx)),
             checkpointer: Mutex::new(Some((stop_tx, checkpointer))),
             local_tx,
+            changes,
         })
     }
 
@@ -290,6 +296,21 @@ impl DocumentStore for SqliteStore {
 
     fn subscribe_local_writes(&self) -> broadcast::Receiver<Arc<Vec<OplogEntry>>> {
         self.local_tx.subscribe()
+    }
+
+    async fn changes_after(
+        &self,
+        after: u64,
+        collection: Option<String>,
+        limit: usize,
+    ) -> Result<ChangePage, StorageError> {
+        self.readers
+            .read(move |c| reader::changes_after(c, after, collection.as_deref(), limit))
+            .await
+    }
+
+    fn watch_changes(&self) -> watch::Receiver<u64> {
+        self.changes.clone()
     }
 }
 

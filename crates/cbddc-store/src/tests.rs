@@ -871,3 +871,127 @@ async fn a_database_of_the_previous_schema_keeps_its_documents_and_history() {
     peer.close().await;
     store.close().await;
 }
+
+async fn feed(store: &SqliteStore, after: u64, collection: Option<&str>) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    let mut cursor = after;
+    for _ in 0..1_000 {
+        let page = store
+            .changes_after(cursor, collection.map(str::to_string), 2)
+            .await
+            .unwrap();
+        out.extend(page.changes.into_iter().map(|c| {
+            let value = match c.entry.op {
+                Operation::Put { value } => value,
+                Operation::Delete => "deleted".into(),
+            };
+            (
+                c.position,
+                format!("{}/{}={value}", c.entry.collection, c.entry.key),
+            )
+        }));
+        if page.scanned_to >= page.last_position {
+            return out;
+        }
+        cursor = page.scanned_to;
+    }
+    panic!("the feed never reached its end");
+}
+
+#[tokio::test]
+async fn the_change_feed_lists_applied_changes_in_order_and_skips_losers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), "a").await;
+    let watch = store.watch_changes();
+    assert_eq!(*watch.borrow(), 0);
+    store
+        .write(vec![
+            LocalWrite::put("c", "k1", "1"),
+            LocalWrite::put("other", "x", "true"),
+        ])
+        .await
+        .unwrap();
+    // A peer's entry stamped in the far past loses to k1 and changes nothing.
+    store
+        .apply_remote(vec![remote_put("b", 1, "k1", "\"old\"", 1)])
+        .await
+        .unwrap();
+    let now = cbddc_core::unix_millis();
+    store
+        .apply_remote(vec![remote_put("b", 2, "k2", "\"theirs\"", now)])
+        .await
+        .unwrap();
+    store
+        .write(vec![LocalWrite::delete("c", "k1")])
+        .await
+        .unwrap();
+    assert_eq!(*watch.borrow(), 4, "the watch follows every commit");
+
+    assert_eq!(
+        feed(&store, 0, None).await,
+        [
+            (1, "c/k1=1".to_string()),
+            (2, "other/x=true".into()),
+            (3, "c/k2=\"theirs\"".into()),
+            (4, "c/k1=deleted".into()),
+        ]
+    );
+    assert_eq!(
+        feed(&store, 1, Some("c")).await,
+        [
+            (3, "c/k2=\"theirs\"".to_string()),
+            (4, "c/k1=deleted".into())
+        ],
+        "a resumed, filtered feed starts after its position"
+    );
+
+    // A failed batch records no change and moves no position.
+    let err = store
+        .write(vec![LocalWrite::put("c", "bad", "{not json")])
+        .await;
+    assert!(err.is_err());
+    assert_eq!(*watch.borrow(), 4);
+    store.close().await;
+
+    let store = open(dir.path(), "a").await;
+    assert_eq!(
+        *store.watch_changes().borrow(),
+        4,
+        "positions survive a reopen"
+    );
+    assert_eq!(
+        feed(&store, 3, None).await,
+        [(4, "c/k1=deleted".to_string())]
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_database_from_before_the_feed_starts_it_with_its_current_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = crate::database_path(dir.path(), &id("a"));
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        for sql in &crate::schema::MIGRATIONS[..8] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch(
+            "PRAGMA user_version = 8;
+             INSERT INTO meta (key, value) VALUES ('node_id', 'a');
+             INSERT INTO oplog (origin, seq, collection, key, value, hlc_wall, hlc_counter, node)
+                 VALUES ('a', 1, 'c', 'k', '1', 1000, 0, 'a'), ('a', 2, 'c', 'k', '2', 1002, 0, 'a'),
+                        ('b', 1, 'c', 'j', NULL, 1001, 0, 'b');
+             INSERT INTO documents (collection, key, value, hlc_wall, hlc_counter, hlc_node)
+                 VALUES ('c', 'k', '2', 1002, 0, 'a'), ('c', 'j', NULL, 1001, 0, 'b');
+             INSERT INTO origins (origin, max_seq) VALUES ('a', 2), ('b', 1);",
+        )
+        .unwrap();
+    }
+    let store = open(dir.path(), "a").await;
+    assert_eq!(
+        feed(&store, 0, None).await,
+        [(1, "c/j=deleted".to_string()), (2, "c/k=2".into())],
+        "one change per document, the delete included, oldest stamp first"
+    );
+    store.close().await;
+}

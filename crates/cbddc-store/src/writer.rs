@@ -9,7 +9,7 @@ use cbddc_core::{
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 /// At most this many commands share one transaction.
 const MAX_GROUP_COMMANDS: usize = 512;
@@ -91,6 +91,9 @@ pub(crate) struct Writer {
     /// Mirrors the `origins` table; restored whenever a transaction or savepoint rolls back.
     pub(crate) vv: VersionVector,
     pub(crate) local_tx: broadcast::Sender<Arc<Vec<OplogEntry>>>,
+    /// The change feed's last position; restored like `vv` on a rollback.
+    pub(crate) last_change: u64,
+    pub(crate) change_tx: watch::Sender<u64>,
 }
 
 fn to_i64(value: u64, what: &'static str) -> Result<i64, StorageError> {
@@ -131,6 +134,7 @@ impl Writer {
 
     fn commit_group(&mut self, group: Vec<Command>) {
         let vv_before = self.vv.clone();
+        let change_before = self.last_change;
         if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
             let message = format!("cannot start a transaction: {e}");
             for command in group {
@@ -150,12 +154,16 @@ impl Writer {
         if let Err(e) = commit {
             let _ = self.conn.execute_batch("ROLLBACK");
             self.vv = vv_before;
+            self.last_change = change_before;
             tracing::error!(error = %e, "a group commit failed; its writes are not stored");
             let message = format!("the transaction failed to commit: {e}");
             for done in executed {
                 done.fail(&message);
             }
             return;
+        }
+        if self.last_change != change_before {
+            self.change_tx.send_replace(self.last_change);
         }
         for done in executed {
             if let Executed::Local(Ok(entries), _) = &done
@@ -170,6 +178,7 @@ impl Writer {
 
     fn execute_in_savepoint(&mut self, command: Command) -> Executed {
         let vv_before = self.vv.clone();
+        let change_before = self.last_change;
         if let Err(e) = self.conn.execute_batch("SAVEPOINT command") {
             let executed = precommit_failure(command, &format!("cannot open a savepoint: {e}"));
             return executed;
@@ -202,6 +211,7 @@ impl Writer {
             "RELEASE command"
         } else {
             self.vv = vv_before;
+            self.last_change = change_before;
             "ROLLBACK TO command; RELEASE command"
         };
         if let Err(e) = self.conn.execute_batch(end) {
@@ -237,6 +247,10 @@ impl Writer {
                 .conn
                 .prepare_cached(UPSERT_DOCUMENT)
                 .map_err(sql("preparing a document upsert"))?;
+            let mut record_change = self
+                .conn
+                .prepare_cached(RECORD_CHANGE)
+                .map_err(sql("preparing a change record"))?;
             for write in writes {
                 seq += 1;
                 let hlc = self.clock.tick();
@@ -263,6 +277,14 @@ impl Writer {
                         self.replica.as_str()
                     ])
                     .map_err(sql("writing a document"))?;
+                self.last_change += 1;
+                record_change
+                    .execute(params![
+                        to_i64(self.last_change, "a change position")?,
+                        self.replica.as_str(),
+                        to_i64(seq, "a sequence number")?
+                    ])
+                    .map_err(sql("recording a change"))?;
                 entries.push(OplogEntry {
                     origin: self.replica.clone(),
                     node: self.node.clone(),
@@ -321,6 +343,10 @@ impl Writer {
                 .conn
                 .prepare_cached(UPSERT_DOCUMENT)
                 .map_err(sql("preparing a document upsert"))?;
+            let mut record_change = self
+                .conn
+                .prepare_cached(RECORD_CHANGE)
+                .map_err(sql("preparing a change record"))?;
             for entry in entries {
                 let held = self.vv.get(&entry.origin);
                 if entry.seq <= held {
@@ -371,6 +397,14 @@ impl Writer {
                             entry.hlc.replica.as_str()
                         ])
                         .map_err(sql("writing a document"))?;
+                    self.last_change += 1;
+                    record_change
+                        .execute(params![
+                            to_i64(self.last_change, "a change position")?,
+                            entry.origin.as_str(),
+                            to_i64(entry.seq, "a sequence number")?
+                        ])
+                        .map_err(sql("recording a change"))?;
                 }
                 self.clock.restore(entry.hlc.wall_ms, entry.hlc.counter);
                 self.vv.advance(&entry.origin, entry.seq);
@@ -508,6 +542,8 @@ impl Writer {
 const APPEND_OPLOG: &str =
     "INSERT INTO oplog (origin, seq, collection, key, value, hlc_wall, hlc_counter, node)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
+const RECORD_CHANGE: &str = "INSERT INTO changes (position, origin, seq) VALUES (?1, ?2, ?3)";
 
 const UPSERT_DOCUMENT: &str = "INSERT INTO documents (collection, key, value, hlc_wall, hlc_counter, hlc_node)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6)

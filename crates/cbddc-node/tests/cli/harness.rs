@@ -200,3 +200,56 @@ pub fn status_json(port: u16) -> serde_json::Value {
     assert!(out.status.success(), "status failed: {}", stderr(&out));
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// Starts a client command against `port` with the test key and piped stdio.
+pub fn cbddc_child(args: &[&str], port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_cbddc"))
+        .args(args)
+        .args(["--node", &format!("127.0.0.1:{port}")])
+        .env("CBDDC_CLUSTER_KEY", KEY)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The lines a child prints, read on a thread of their own so a test can wait for them
+/// with a deadline.
+pub struct LineReader {
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl LineReader {
+    pub fn of(child: &mut Child) -> Self {
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self { lines }
+    }
+
+    /// The next `count` lines; panics naming `what` if they do not come within `deadline`.
+    pub fn take(&self, count: usize, what: &str, deadline: Duration) -> Vec<String> {
+        let until = Instant::now() + deadline;
+        let mut out = Vec::with_capacity(count);
+        while out.len() < count {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => out.push(line),
+                Err(_) => panic!(
+                    "timed out after {deadline:?} waiting for {what}: got {} of {count} lines: {out:#?}",
+                    out.len()
+                ),
+            }
+        }
+        out
+    }
+}

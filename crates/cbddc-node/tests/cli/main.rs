@@ -12,3 +12,4 @@ mod t50_election;
 mod t60_cluster;
 mod t70_removal_on_a_lan;
 mod t80_replicas;
+mod t90_data_tools;

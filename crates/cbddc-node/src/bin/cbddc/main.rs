@@ -31,6 +31,9 @@ macro_rules! say {
     }};
 }
 
+mod bulk;
+mod watch;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "cbddc",
@@ -117,6 +120,52 @@ enum Command {
         /// Print a JSON array of {"key", "value"} objects.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Print every change to a collection as it is applied, until Ctrl-C.
+    ///
+    /// Local writes and writes from peers alike, deletes included, in the order the node
+    /// applied them; each line starts with the change's position. Resume later with
+    /// --from POSITION to miss nothing and repeat nothing.
+    Watch {
+        /// The collection.
+        collection: String,
+        /// One JSON object per line: position, collection, key, value (the document's
+        /// JSON, null for a delete), deleted, origin, node, hlc.
+        #[arg(long)]
+        json: bool,
+        /// Where to start: `now` (the default), `start` (every change the node recorded),
+        /// or a position printed earlier (start after it).
+        #[arg(long, value_name = "POSITION", default_value = "now")]
+        from: watch::From,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Write JSON lines {"key": …, "value": …} from FILE (or - for stdin) into a collection.
+    ///
+    /// Lines are written in batches, one transaction each; progress goes to stderr. A bad
+    /// line stops the import: it is named by its number, the lines before it are written
+    /// and nothing from it on. `cbddc export` writes the same format.
+    Import {
+        /// The collection.
+        collection: String,
+        /// The file, or - for stdin.
+        file: PathBuf,
+        /// Writes per transaction (at most 10000).
+        #[arg(long, value_name = "LINES", default_value_t = 1_000)]
+        batch: usize,
+        /// Skip the first LINES lines (to resume after a stopped import).
+        #[arg(long, value_name = "LINES", default_value_t = 0)]
+        skip: u64,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Print a collection as JSON lines {"key": …, "value": …}, sorted by key; values
+    /// byte for byte as stored, so `cbddc import` restores them exactly.
+    Export {
+        /// The collection.
+        collection: String,
         #[command(flatten)]
         target: Target,
     },
@@ -386,6 +435,20 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             target,
         } => list(&collection, json, &target).await,
         Command::Status { json, target } => status(json, &target).await,
+        Command::Watch {
+            collection,
+            json,
+            from,
+            target,
+        } => watch::watch(Some(collection), json, from, &target).await,
+        Command::Import {
+            collection,
+            file,
+            batch,
+            skip,
+            target,
+        } => bulk::import(&collection, &file, batch, skip, &target).await,
+        Command::Export { collection, target } => bulk::export(&collection, &target).await,
     }
 }
 
