@@ -206,11 +206,34 @@ async fn a_leader_made_ineligible_live_hands_leadership_on() {
         all_agree(vec![&a, &b], "node-a").await
     })
     .await;
+    let mut events = b.node().subscribe();
+    let mut leadership = b.node().leadership();
+    assert_eq!(
+        leadership.borrow_and_update().leader,
+        Some(node_id("node-a"))
+    );
     a.reconfigure(|c| c.election.eligible = false);
     wait_until("both follow node-b", DEADLINE, || async {
         all_agree(vec![&a, &b], "node-b").await
     })
     .await;
+    // The embedder of node-b heard it: as an event and as the watched value.
+    let heard = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match events.recv().await {
+                Ok(cbddc_node::NodeEvent::LeadershipChanged { leader, is_leader }) => {
+                    return (leader, is_leader);
+                }
+                Ok(_) => continue,
+                Err(e) => panic!("the event stream ended: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("a LeadershipChanged event");
+    assert_eq!(heard, (Some(node_id("node-b")), true));
+    assert!(leadership.has_changed().unwrap());
+    assert!(leadership.borrow().is_leader);
 }
 
 fn static_peer(config: &cbddc_config::PeerNodeConfiguration) -> KnownPeer {

@@ -270,6 +270,16 @@ async fn a_one_member_cluster_grows_and_bad_member_lists_are_refused() {
     })
     .await;
     a.node().put("docs", "early", "{}").await.unwrap();
+    let mut events = b.node().subscribe();
+    let membership = a.node().membership();
+    assert_eq!(
+        *membership.borrow(),
+        Some(cbddc_node::ClusterMembership {
+            configuration_id: Some(1),
+            members: vec![node_id("a")],
+            retired: false,
+        })
+    );
     for (members, expected) in [
         (vec![], "at least one member"),
         (vec![node_id("a"), node_id("a")], "listed twice"),
@@ -308,6 +318,25 @@ async fn a_one_member_cluster_grows_and_bad_member_lists_are_refused() {
         },
     )
     .await;
+    assert_eq!(
+        membership.borrow().as_ref().map(|m| m.members.clone()),
+        Some(vec![node_id("a"), node_id("b")])
+    );
+    let joined = tokio::time::timeout(DEADLINE, async {
+        loop {
+            if let Ok(cbddc_node::NodeEvent::ClusterChanged {
+                configuration_id: Some(2),
+                members,
+                retired,
+            }) = events.recv().await
+            {
+                return (members, retired);
+            }
+        }
+    })
+    .await
+    .expect("the newcomer announces the configuration it joined");
+    assert_eq!(joined, (vec![node_id("a"), node_id("b")], false));
     for mut node in nodes {
         node.stop().await;
     }

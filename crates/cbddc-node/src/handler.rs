@@ -9,7 +9,6 @@ use cbddc_core::{
     DocumentStore, KnownPeer, LocalWrite, NodeId, OplogEntry, PageLimits, PeerStore, PeerType,
     StorageError, VersionVector,
 };
-use cbddc_election::Leadership;
 use cbddc_election::membership::Configuration;
 use cbddc_net::convert::{
     document_to_wire, entries_from_wire, entry_to_wire, hlc_to_wire, vv_from_wire, vv_to_wire,
@@ -17,7 +16,7 @@ use cbddc_net::convert::{
 use cbddc_net::proto::{self, ErrorCode, request::Body as Req, response::Body as Res};
 use cbddc_net::{RequestHandler, SessionInfo, error_body};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 /// Pages served to a pull never exceed these, whatever the puller asks for.
 const MAX_PULL_ENTRIES: usize = 10_000;
@@ -45,8 +44,8 @@ pub(crate) struct NodeHandler {
     pub(crate) listen: Mutex<SocketAddr>,
     /// The address the configuration asks for, while it cannot be bound.
     pub(crate) wanted_listen: Mutex<Option<SocketAddr>>,
-    /// Who leads, as the election last said.
-    pub(crate) leadership: Arc<RwLock<Leadership>>,
+    /// Who leads, as the election last said, and the node's other announcements.
+    pub(crate) signals: Arc<crate::signals::Signals>,
     /// This node's public key.
     pub(crate) node_key: cbddc_net::PublicKey,
     /// The keys pinned for peers' node ids.
@@ -572,11 +571,7 @@ impl NodeHandler {
         let folded = self.sync.fold().floors();
         let peers = self.peer_statuses().await?;
         let listen = self.listen();
-        let leadership = self
-            .leadership
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let leadership = self.signals.leadership();
         Ok(proto::StatusResponse {
             node_id: self.store.node_id().to_string(),
             replica: self.store.replica().to_string(),

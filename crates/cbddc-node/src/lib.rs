@@ -31,12 +31,15 @@ mod peers;
 mod pins;
 mod reconfigure;
 mod runtime;
+mod signals;
 mod sync;
 
+pub use cbddc_election::Leadership;
 pub use cluster::{ClusterStatus, ControlCall, ControlReply, Handover, RECONFIGURE_DEADLINE};
 pub use error::NodeError;
 pub use feed::{ChangeFeed, ChangeFilter, FeedStart};
 pub use peers::{PeerActivity, PeerBook, PeerReport};
+pub use signals::ClusterMembership;
 
 use cbddc_config::{ConfigProvider, PeerNodeConfiguration, StaticProvider};
 use cbddc_core::{Document, DocumentStore, KnownPeer, LocalWrite, NodeId, OplogEntry, PeerStore};
@@ -75,6 +78,23 @@ pub enum NodeEvent {
         /// Why.
         message: String,
     },
+    /// The elected leader changed (see [`Node::leadership`]).
+    LeadershipChanged {
+        /// The leader, if any node may lead.
+        leader: Option<NodeId>,
+        /// Whether this node leads (and syncs with cloud remotes).
+        is_leader: bool,
+    },
+    /// The cluster's configuration, or this node's place in it, changed (nodes with a
+    /// `[cluster]` section; see [`Node::membership`]).
+    ClusterChanged {
+        /// The running configuration, if this node is a member of one.
+        configuration_id: Option<u32>,
+        /// Its members.
+        members: Vec<NodeId>,
+        /// This node was removed from the cluster.
+        retired: bool,
+    },
 }
 
 /// What the public API reads, replaced whenever the node is reconfigured.
@@ -91,7 +111,7 @@ struct Shared {
     provider: Arc<dyn ConfigProvider>,
     snapshot: RwLock<Snapshot>,
     runtime: tokio::sync::Mutex<Runtime>,
-    events: broadcast::Sender<NodeEvent>,
+    signals: Arc<signals::Signals>,
     root: CancellationToken,
 }
 
@@ -134,7 +154,9 @@ impl Node {
             }
         };
         let root = CancellationToken::new();
-        let runtime = Runtime::start(config, store, listener, root.child_token()).await?;
+        let signals = Arc::new(signals::Signals::new());
+        let runtime =
+            Runtime::start(config, store, listener, signals.clone(), root.child_token()).await?;
         let snapshot = Snapshot {
             config: runtime.config.clone(),
             listen: runtime.listen(),
@@ -145,7 +167,7 @@ impl Node {
             provider,
             snapshot: RwLock::new(snapshot),
             runtime: tokio::sync::Mutex::new(runtime),
-            events: broadcast::channel(64).0,
+            signals,
             root: root.clone(),
         });
         let reconfigurator = tokio::spawn(reconfigure::run(shared.clone(), root.child_token()));
@@ -163,9 +185,20 @@ impl Node {
             .clone()
     }
 
-    /// Events about reconfiguration.
+    /// Events: reconfigurations, leadership changes and cluster changes.
     pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
-        self.shared.events.subscribe()
+        self.shared.signals.events.subscribe()
+    }
+
+    /// Who leads, kept current: `borrow()` it, or await `changed()`.
+    pub fn leadership(&self) -> tokio::sync::watch::Receiver<Leadership> {
+        self.shared.signals.leadership.subscribe()
+    }
+
+    /// The cluster membership, kept current; `None` for a node without a `[cluster]`
+    /// section (and until its control plane has opened its state).
+    pub fn membership(&self) -> tokio::sync::watch::Receiver<Option<ClusterMembership>> {
+        self.shared.signals.membership.subscribe()
     }
 
     /// The node id in force.

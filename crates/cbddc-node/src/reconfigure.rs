@@ -60,6 +60,7 @@ pub(crate) async fn run(shared: Arc<Shared>, token: CancellationToken) {
             Ok(ConfigEvent::Changed(config)) => apply(&shared, config).await,
             Ok(ConfigEvent::Rejected { source, message }) => {
                 let _ = shared
+                    .signals
                     .events
                     .send(NodeEvent::ConfigRefused { source, message });
             }
@@ -95,7 +96,7 @@ async fn apply(shared: &Shared, new: Arc<PeerNodeConfiguration>) {
                 tracing::warn!(%what, "configuration change not applied");
             }
             tracing::info!(node = %runtime.config.node_id, address = %runtime.listen(), applied = ?outcome.applied, "reconfigured");
-            let _ = shared.events.send(NodeEvent::Reconfigured {
+            let _ = shared.signals.events.send(NodeEvent::Reconfigured {
                 node_id: runtime.config.node_id.clone(),
                 listen: runtime.listen(),
                 applied: outcome.applied,
@@ -105,9 +106,12 @@ async fn apply(shared: &Shared, new: Arc<PeerNodeConfiguration>) {
         Err(e) => {
             shared.publish(&runtime);
             tracing::error!(error = %e, "reconfiguration failed; the node keeps running as it was");
-            let _ = shared.events.send(NodeEvent::ReconfigurationFailed {
-                reason: e.to_string(),
-            });
+            let _ = shared
+                .signals
+                .events
+                .send(NodeEvent::ReconfigurationFailed {
+                    reason: e.to_string(),
+                });
         }
     }
 }
@@ -161,7 +165,14 @@ async fn apply_to(
             (Some(listener), _) | (None, Some(listener)) => listener,
             (None, None) => bind(effective.listen_address()).await?,
         };
-        *runtime = Runtime::start(Arc::new(effective), store, listener, root.child_token()).await?;
+        *runtime = Runtime::start(
+            Arc::new(effective),
+            store,
+            listener,
+            runtime.signals.clone(),
+            root.child_token(),
+        )
+        .await?;
         outcome.applied.push("node_id".into());
         if address_changed && runtime.config.listen_address() == new.listen_address() {
             outcome.applied.push("listen address".into());

@@ -7,16 +7,16 @@ use crate::cluster::{self, ControlPlane};
 use crate::handler::NodeHandler;
 use crate::peers::PeerBook;
 use crate::pins::KeyPins;
+use crate::signals::Signals;
 use crate::sync::{SyncContext, SyncOrchestrator};
 use cbddc_config::PeerNodeConfiguration;
 use cbddc_core::PeerDirectory;
 use cbddc_core::{PageLimits, PeerStore};
-use cbddc_election::{ElectionService, ElectionSettings, Leadership};
+use cbddc_election::{ElectionService, ElectionSettings};
 use cbddc_net::discovery::{self, BeaconSettings, DiscoveryKey};
 use cbddc_net::{ClientSettings, ClusterKey, LocalIdentity, ServerSettings, TcpSyncServer};
 use cbddc_store::{SqliteStore, StoreOptions};
 use std::net::SocketAddr;
-use std::sync::RwLock;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -37,6 +37,8 @@ pub(crate) struct Runtime {
     pub(crate) control: Control,
     /// The control plane, with a `[cluster]` section.
     pub(crate) cluster: Option<Arc<ControlPlane>>,
+    /// The node's announcements, which outlive this runtime.
+    pub(crate) signals: Arc<Signals>,
     /// Our node id, key and pins, for the servers this runtime starts.
     pub(crate) identity: LocalIdentity,
     pub(crate) token: CancellationToken,
@@ -55,7 +57,7 @@ impl Control {
         config: &PeerNodeConfiguration,
         listen: SocketAddr,
         sync: Arc<SyncOrchestrator>,
-        leadership: Arc<RwLock<Leadership>>,
+        signals: Arc<Signals>,
         cluster: Option<Arc<ControlPlane>>,
         parent: &CancellationToken,
     ) -> Result<Self, NodeError> {
@@ -122,7 +124,7 @@ impl Control {
                     }
                 }
                 sync.set_leader(now.is_leader);
-                *leadership.write().unwrap_or_else(|p| p.into_inner()) = now;
+                signals.set_leadership(now);
                 sync.set_discovered(book.discovered_alive());
             }
         });
@@ -201,9 +203,10 @@ impl Runtime {
         config: Arc<PeerNodeConfiguration>,
         store: Arc<SqliteStore>,
         listener: TcpListener,
+        signals: Arc<Signals>,
         token: CancellationToken,
     ) -> Result<Self, NodeError> {
-        match Self::start_inner(config, store.clone(), listener, token).await {
+        match Self::start_inner(config, store.clone(), listener, signals, token).await {
             Ok(runtime) => Ok(runtime),
             Err(e) => {
                 store.close().await;
@@ -216,6 +219,7 @@ impl Runtime {
         config: Arc<PeerNodeConfiguration>,
         store: Arc<SqliteStore>,
         listener: TcpListener,
+        signals: Arc<Signals>,
         token: CancellationToken,
     ) -> Result<Self, NodeError> {
         store
@@ -267,7 +271,7 @@ impl Runtime {
             sync: sync.clone(),
             listen: Mutex::new(listen),
             wanted_listen: Mutex::new(None),
-            leadership: Arc::new(RwLock::new(Leadership::default())),
+            signals: signals.clone(),
             node_key: identity.key.public(),
             pins,
         });
@@ -282,7 +286,7 @@ impl Runtime {
             &config,
             listen,
             sync.clone(),
-            handler.leadership.clone(),
+            signals.clone(),
             handler.cluster.clone(),
             &token,
         )
@@ -299,6 +303,10 @@ impl Runtime {
             }
         };
         let cluster = handler.cluster.clone();
+        match &cluster {
+            Some(cluster) => signals.follow_cluster(cluster.clone(), token.child_token()),
+            None => signals.set_membership(None),
+        }
         tracing::info!(node = %config.node_id, address = %listen, "node services started");
         Ok(Self {
             config,
@@ -308,6 +316,7 @@ impl Runtime {
             sync,
             control,
             cluster,
+            signals,
             identity,
             token,
         })
@@ -325,7 +334,7 @@ impl Runtime {
             &self.config,
             self.listen(),
             self.sync.clone(),
-            self.handler.leadership.clone(),
+            self.signals.clone(),
             self.cluster.clone(),
             &self.token,
         )

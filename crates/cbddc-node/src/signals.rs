@@ -1,0 +1,114 @@
+//! What the node announces to its embedder: events, and the latest leadership and cluster
+//! membership as `watch` values. Owned by the node, not by a runtime, so subscribers keep
+//! hearing across a node id change (which replaces the runtime).
+
+use crate::NodeEvent;
+use crate::cluster::ControlPlane;
+use cbddc_core::NodeId;
+use cbddc_election::Leadership;
+use std::sync::Arc;
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+
+/// The cluster membership as this node sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterMembership {
+    /// The running configuration (`None` before joining a cluster, or after retiring).
+    pub configuration_id: Option<u32>,
+    /// Its members.
+    pub members: Vec<NodeId>,
+    /// This node was removed from the cluster.
+    pub retired: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct Signals {
+    pub(crate) events: broadcast::Sender<NodeEvent>,
+    pub(crate) leadership: watch::Sender<Leadership>,
+    /// `None` for a node without a `[cluster]` section.
+    pub(crate) membership: watch::Sender<Option<ClusterMembership>>,
+}
+
+impl Signals {
+    pub(crate) fn new() -> Self {
+        Self {
+            events: broadcast::channel(256).0,
+            leadership: watch::channel(Leadership::default()).0,
+            membership: watch::channel(None).0,
+        }
+    }
+
+    pub(crate) fn leadership(&self) -> Leadership {
+        self.leadership.borrow().clone()
+    }
+
+    /// Records who leads; announces it when it changed.
+    pub(crate) fn set_leadership(&self, now: Leadership) {
+        let changed = self.leadership.send_if_modified(|held| {
+            if *held == now {
+                return false;
+            }
+            *held = now.clone();
+            true
+        });
+        if changed {
+            tracing::info!(leader = ?now.leader.as_ref().map(|l| l.as_str()), is_leader = now.is_leader, "leadership changed");
+            let _ = self.events.send(NodeEvent::LeadershipChanged {
+                leader: now.leader,
+                is_leader: now.is_leader,
+            });
+        }
+    }
+
+    /// Records the membership; announces it when it changed.
+    pub(crate) fn set_membership(&self, now: Option<ClusterMembership>) {
+        let changed = self.membership.send_if_modified(|held| {
+            if *held == now {
+                return false;
+            }
+            *held = now.clone();
+            true
+        });
+        if changed && let Some(now) = now {
+            let _ = self.events.send(NodeEvent::ClusterChanged {
+                configuration_id: now.configuration_id,
+                members: now.members,
+                retired: now.retired,
+            });
+        }
+    }
+
+    /// Follows the control plane's view until `token` is cancelled.
+    pub(crate) fn follow_cluster(
+        self: &Arc<Self>,
+        cluster: Arc<ControlPlane>,
+        token: CancellationToken,
+    ) {
+        let signals = self.clone();
+        let mut view = cluster.watch();
+        tokio::spawn(async move {
+            loop {
+                let membership = {
+                    let view = view.borrow_and_update();
+                    view.ready.then(|| ClusterMembership {
+                        configuration_id: view.status.configuration_id,
+                        members: view
+                            .status
+                            .members
+                            .iter()
+                            .filter_map(|m| NodeId::new(m.as_str()).ok())
+                            .collect(),
+                        retired: view.status.retired,
+                    })
+                };
+                if let Some(membership) = membership {
+                    signals.set_membership(Some(membership));
+                }
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    changed = view.changed() => if changed.is_err() { return },
+                }
+            }
+        });
+    }
+}
