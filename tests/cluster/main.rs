@@ -10,3 +10,4 @@ mod t60_election;
 mod t70_membership;
 mod t80_handover;
 mod t90_change_feed;
+mod t95_observe;

@@ -1,7 +1,7 @@
 use crate::{ConfigError, PeerNodeConfiguration, resolve_node_id};
 use cbddc_core::{KnownPeer, NodeId, PeerType};
 use serde::Deserialize;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 /// Commit durability, as configured.
@@ -109,6 +109,10 @@ pub struct ConfigFile {
     pub election: Option<ElectionSection>,
     /// See [`PeerNodeConfiguration::cluster`].
     pub cluster: Option<ClusterSection>,
+    /// See [`PeerNodeConfiguration::metrics_address`].
+    pub metrics_address: Option<String>,
+    /// See [`PeerNodeConfiguration::collections`].
+    pub collections: Option<Vec<String>>,
     /// The file (or source) this came from, for error messages.
     #[serde(skip)]
     pub source_name: String,
@@ -187,6 +191,8 @@ impl ConfigFile {
         pick(&mut self.discovery, &top.discovery);
         pick(&mut self.election, &top.election);
         pick(&mut self.cluster, &top.cluster);
+        pick(&mut self.metrics_address, &top.metrics_address);
+        pick(&mut self.collections, &top.collections);
         if !top.known_peers.is_empty() {
             self.known_peers.clone_from(&top.known_peers);
         }
@@ -240,6 +246,17 @@ impl ConfigFile {
         }
         if let Some(drift) = self.max_clock_drift_ms {
             config.max_clock_drift_ms = drift;
+        }
+        if let Some(address) = &self.metrics_address {
+            config.metrics_address = Some(address.parse::<SocketAddr>().map_err(|_| {
+                self.invalid(
+                    "metrics_address",
+                    format!("{address:?} is not IP:PORT (e.g. 127.0.0.1:9100)"),
+                )
+            })?);
+        }
+        if let Some(collections) = &self.collections {
+            config.collections = Some(collections.iter().cloned().collect());
         }
         if let Some(section) = &self.discovery {
             let d = &mut config.discovery;

@@ -14,6 +14,8 @@
 //! sync_interval_ms = 1000
 //! max_clock_drift_ms = 60000
 //! known_peers = [{ node_id = "node-b", address = "127.0.0.1:25001", type = "static" }]
+//! # metrics_address = "127.0.0.1:9100"  # /metrics (Prometheus) and a live page at /; off by default
+//! # collections = ["users", "orders"]   # replicate only these (default: every collection)
 //!
 //! [discovery]                   # UDP beacons on the LAN
 //! enabled = false
@@ -180,6 +182,12 @@ pub struct PeerNodeConfiguration {
     pub election: ElectionConfig,
     /// The control plane; `None` runs without one (any holder of the key may sync).
     pub cluster: Option<ClusterConfig>,
+    /// Where `/metrics` (Prometheus text) and the live cluster page are served; `None`
+    /// (the default) serves neither.
+    pub metrics_address: Option<SocketAddr>,
+    /// The collections this node replicates; `None` (the default): every collection.
+    /// The node pulls and accepts only these, and peers do not push it the rest.
+    pub collections: Option<BTreeSet<String>>,
 }
 
 impl PeerNodeConfiguration {
@@ -198,12 +206,21 @@ impl PeerNodeConfiguration {
             discovery: DiscoveryConfig::default(),
             election: ElectionConfig::default(),
             cluster: None,
+            metrics_address: None,
+            collections: None,
         }
     }
 
     /// The socket address the sync server binds.
     pub fn listen_address(&self) -> SocketAddr {
         SocketAddr::new(self.bind_address, self.tcp_port)
+    }
+
+    /// Whether this node replicates `collection` (see [`PeerNodeConfiguration::collections`]).
+    pub fn replicates(&self, collection: &str) -> bool {
+        self.collections
+            .as_ref()
+            .is_none_or(|wanted| wanted.contains(collection))
     }
 
     /// True when the cluster key is the well-known default.
@@ -273,6 +290,27 @@ impl PeerNodeConfiguration {
                      or sync round does not make a peer look dead, and at most one hour",
                     2 * heartbeat
                 ),
+            ));
+        }
+        if let Some(collections) = &self.collections {
+            if collections.is_empty() {
+                return Err(invalid(
+                    "collections".into(),
+                    "lists no collection: remove the field to replicate every collection".into(),
+                ));
+            }
+            for collection in collections {
+                cbddc_core::validate_collection(collection)
+                    .map_err(|e| invalid("collections".into(), e.to_string()))?;
+            }
+        }
+        if let Some(address) = self.metrics_address
+            && address.port() != 0
+            && address == self.listen_address()
+        {
+            return Err(invalid(
+                "metrics_address".into(),
+                "is the sync server's address: give the metrics their own port".into(),
             ));
         }
         let mut seen = BTreeSet::new();

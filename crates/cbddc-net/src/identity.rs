@@ -185,9 +185,18 @@ pub struct LocalIdentity {
     /// The replica we write as (told to peers, which detect two live processes under one
     /// node id); `None` for tools.
     pub replica: Option<cbddc_core::ReplicaId>,
+    /// Where this node's sessions count the bytes they carry and the handshakes they
+    /// refuse (`None`: not counted).
+    pub meter: Option<Arc<crate::NetMeter>>,
 }
 
 impl LocalIdentity {
+    pub(crate) fn refused(&self, reason: crate::proto::RejectReason) {
+        if let Some(meter) = &self.meter {
+            meter.refuse(reason);
+        }
+    }
+
     /// A node with its key and its pins.
     pub fn node(node_id: NodeId, key: NodeKey, verifier: Option<Arc<dyn PeerVerifier>>) -> Self {
         Self {
@@ -195,6 +204,7 @@ impl LocalIdentity {
             key,
             verifier,
             replica: None,
+            meter: None,
         }
     }
 
@@ -205,6 +215,7 @@ impl LocalIdentity {
             key: NodeKey::generate()?,
             verifier: None,
             replica: None,
+            meter: None,
         })
     }
 }

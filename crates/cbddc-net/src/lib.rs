@@ -20,6 +20,7 @@ pub mod discovery;
 mod error;
 pub mod floors;
 pub mod identity;
+mod meter;
 pub mod proto;
 pub mod secure;
 mod server;
@@ -28,6 +29,7 @@ pub use client::{ClientSettings, PeerClient, PulledPage, PushOutcome};
 pub use error::NetError;
 pub use floors::Floors;
 pub use identity::{LocalIdentity, NodeKey, PeerVerifier, PublicKey};
+pub use meter::{NetMeter, REFUSAL_REASONS};
 pub use secure::{ClusterKey, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, Remote, SecureStream};
 pub use server::{RequestHandler, ServerSettings, SessionInfo, TcpSyncServer, error_body};
 

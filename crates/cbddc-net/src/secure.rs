@@ -6,10 +6,12 @@
 //! each a `u32` big-endian length (at most [`MAX_MESSAGE_BYTES`]) + a protobuf message.
 
 use crate::identity::{LocalIdentity, PublicKey};
+use crate::meter::NetMeter;
 use crate::{NetError, proto};
 use blake2::{Blake2s256, Digest};
 use cbddc_core::NodeId;
 use prost::Message;
+use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The protocol version this build speaks.
@@ -269,7 +271,10 @@ pub async fn initiate<S: AsyncRead + AsyncWrite + Unpin>(
         .map_err(|_| NetError::Handshake {
             detail: format!("{peer} sent a confirmation that does not authenticate"),
         })?;
-    Ok((SecureStream::new(io, transport), remote))
+    Ok((
+        SecureStream::new(io, transport).metered(local.meter.clone()),
+        remote,
+    ))
 }
 
 /// Reads the next handshake frame, which must be a Noise message; a reject becomes its
@@ -361,6 +366,7 @@ pub async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
     }
     if hello.protocol_version != PROTOCOL_VERSION {
         let text = format!("this node speaks protocol version {PROTOCOL_VERSION}");
+        local.refused(proto::RejectReason::VersionMismatch);
         write_handshake(
             &mut io,
             &[reject(proto::RejectReason::VersionMismatch, &text)],
@@ -378,6 +384,7 @@ pub async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
         .map_err(noise_error)?;
     let mut payload = vec![0u8; MAX_FRAME];
     if hs.read_message(&message, &mut payload).is_err() {
+        local.refused(proto::RejectReason::AuthFailed);
         write_handshake(
             &mut io,
             &[reject(
@@ -402,6 +409,7 @@ pub async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
     if let (Some(remote), Some(verifier)) = (&remote, &local.verifier)
         && let Err(message) = verifier.verify(&remote.node_id, &remote.key).await
     {
+        local.refused(proto::RejectReason::KeyRefused);
         write_handshake(
             &mut io,
             &[reject(proto::RejectReason::KeyRefused, &message)],
@@ -420,7 +428,10 @@ pub async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
         ))],
     )
     .await?;
-    Ok((SecureStream::new(io, transport), remote))
+    Ok((
+        SecureStream::new(io, transport).metered(local.meter.clone()),
+        remote,
+    ))
 }
 
 /// Refuses a connection before the handshake because the server is full.
@@ -441,6 +452,7 @@ pub async fn refuse_busy<S: AsyncWrite + Unpin>(io: &mut S) -> Result<(), NetErr
 /// authentication, which ends the session ([`NetError::Decrypt`]).
 pub struct SecureStream<S> {
     io: S,
+    meter: Option<Arc<NetMeter>>,
     transport: snow::TransportState,
     plain: Vec<u8>,
     frame: Vec<u8>,
@@ -459,11 +471,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureStream<S> {
     fn new(io: S, transport: snow::TransportState) -> Self {
         Self {
             io,
+            meter: None,
             transport,
             plain: Vec::new(),
             frame: Vec::new(),
             scratch: vec![0u8; MAX_FRAME],
         }
+    }
+
+    /// Counts this session's bytes in `meter`.
+    fn metered(mut self, meter: Option<Arc<NetMeter>>) -> Self {
+        self.meter = meter;
+        self
     }
 
     /// Encrypts and sends one message.
@@ -492,6 +511,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureStream<S> {
         }
         self.io.write_all(&out).await?;
         self.io.flush().await?;
+        if let Some(meter) = &self.meter {
+            meter.sent(out.len());
+        }
         Ok(())
     }
 
@@ -517,6 +539,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureStream<S> {
     async fn fill(&mut self, wanted: usize) -> Result<(), NetError> {
         while self.plain.len() < wanted {
             read_frame(&mut self.io, &mut self.frame).await?;
+            if let Some(meter) = &self.meter {
+                meter.received(self.frame.len() + 2);
+            }
             let n = self
                 .transport
                 .read_message(&self.frame, &mut self.scratch)

@@ -35,6 +35,8 @@ pub struct ServerSettings {
     /// Whether this node may be elected leader (told to peers in the handshake) at start;
     /// [`TcpSyncServer::set_eligible`] changes it.
     pub eligible: bool,
+    /// Where sessions count their bytes and refused handshakes (`None`: not counted).
+    pub meter: Option<Arc<crate::NetMeter>>,
 }
 
 impl ServerSettings {
@@ -52,6 +54,7 @@ impl ServerSettings {
             idle_timeout: Duration::from_secs(300),
             max_connections: 256,
             eligible: true,
+            meter: None,
         }
     }
 }
@@ -209,6 +212,9 @@ async fn accept_loop(
         let _ = socket.set_nodelay(true);
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             tracing::warn!(%address, "refusing a connection: connection limit reached");
+            if let Some(meter) = &settings.meter {
+                meter.refuse(proto::RejectReason::Busy);
+            }
             tracker.spawn(async move {
                 let _ =
                     tokio::time::timeout(Duration::from_secs(1), secure::refuse_busy(&mut socket))
@@ -245,6 +251,7 @@ async fn serve(
         key: settings.node_key.clone(),
         verifier: settings.verifier.clone(),
         replica: settings.replica.clone(),
+        meter: settings.meter.clone(),
     };
     let handshake = secure::respond(socket, &terms.key, &local, terms.eligible);
     let (mut stream, peer) = tokio::select! {

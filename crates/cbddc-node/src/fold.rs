@@ -52,6 +52,15 @@ impl FoldTracker {
             .insert(peer.clone(), (holder, Instant::now()));
     }
 
+    /// The version vector `peer` last reported, if it reported one.
+    pub(crate) fn holder(&self, peer: &NodeId) -> Option<VersionVector> {
+        self.holders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(peer)
+            .map(|(holder, _)| holder.clone())
+    }
+
     /// A session of `peer` announced that it writes as `replica`.
     pub(crate) fn live(&self, peer: &NodeId, replica: &ReplicaId) {
         self.live

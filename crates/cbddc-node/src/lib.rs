@@ -27,6 +27,7 @@ mod error;
 mod feed;
 mod fold;
 mod handler;
+mod observe;
 mod peers;
 mod pins;
 mod reconfigure;
@@ -112,10 +113,52 @@ struct Shared {
     snapshot: RwLock<Snapshot>,
     runtime: tokio::sync::Mutex<Runtime>,
     signals: Arc<signals::Signals>,
+    /// `/metrics` and the cluster page, while `metrics_address` is set.
+    observe: tokio::sync::Mutex<Option<observe::http::ObserveServer>>,
     root: CancellationToken,
 }
 
 impl Shared {
+    /// Serves `/metrics` and the page at `wanted` (none: serves neither), moving or
+    /// stopping the server as needed; `Ok(true)` if that changed anything.
+    async fn observe_at(self: &Arc<Self>, wanted: Option<SocketAddr>) -> Result<bool, NodeError> {
+        let mut running = self.observe.lock().await;
+        let now = running.as_ref().map(|s| s.address());
+        let same = match (wanted, now) {
+            (None, None) => true,
+            (Some(w), Some(n)) => w == n || (w.port() == 0 && w.ip() == n.ip()),
+            _ => false,
+        };
+        if same {
+            return Ok(false);
+        }
+        let fresh = match wanted {
+            Some(address) => {
+                let weak = Arc::downgrade(self);
+                let current: observe::http::CurrentHandler = Arc::new(move || {
+                    let shared = weak.upgrade()?;
+                    let snapshot = shared.snapshot.read().unwrap_or_else(|p| p.into_inner());
+                    Some(snapshot.handler.clone())
+                });
+                // Bound before the old one stops: a refused address keeps the old server.
+                Some(
+                    observe::http::ObserveServer::start(
+                        address,
+                        current,
+                        self.signals.metrics.clone(),
+                        self.root.child_token(),
+                    )
+                    .await?,
+                )
+            }
+            None => None,
+        };
+        if let Some(old) = std::mem::replace(&mut *running, fresh) {
+            old.stop().await;
+        }
+        Ok(true)
+    }
+
     fn publish(&self, runtime: &Runtime) {
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Snapshot {
             config: runtime.config.clone(),
@@ -168,8 +211,17 @@ impl Node {
             snapshot: RwLock::new(snapshot),
             runtime: tokio::sync::Mutex::new(runtime),
             signals,
+            observe: tokio::sync::Mutex::new(None),
             root: root.clone(),
         });
+        if let Err(e) = shared
+            .observe_at(shared.provider.current().metrics_address)
+            .await
+        {
+            root.cancel();
+            shared.runtime.lock().await.stop().await;
+            return Err(e);
+        }
         let reconfigurator = tokio::spawn(reconfigure::run(shared.clone(), root.child_token()));
         Ok(Self {
             shared,
@@ -214,6 +266,17 @@ impl Node {
     /// The configuration in force (changes that could not be applied keep their old values).
     pub fn config(&self) -> Arc<PeerNodeConfiguration> {
         self.snapshot().config
+    }
+
+    /// Where `/metrics` and the cluster page are served, if they are
+    /// (`metrics_address`), with the real port when 0 was configured.
+    pub async fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.shared
+            .observe
+            .lock()
+            .await
+            .as_ref()
+            .map(|s| s.address())
     }
 
     /// The node's document store (replaced by a node id change).
@@ -349,6 +412,9 @@ impl Node {
         self.shared.root.cancel();
         if let Some(task) = self.reconfigurator.take() {
             let _ = task.await;
+        }
+        if let Some(observe) = self.shared.observe.lock().await.take() {
+            observe.stop().await;
         }
         let runtime = self.shared.runtime.lock().await;
         let node = runtime.config.node_id.clone();

@@ -84,12 +84,27 @@ async fn wanted_address(shared: &Shared) -> Option<std::net::SocketAddr> {
     pending
 }
 
-async fn apply(shared: &Shared, new: Arc<PeerNodeConfiguration>) {
+async fn apply(shared: &Arc<Shared>, new: Arc<PeerNodeConfiguration>) {
     let mut runtime = shared.runtime.lock().await;
     if *runtime.config == *new {
         return;
     }
-    match apply_to(&mut runtime, &new, &shared.root).await {
+    let old_metrics = runtime.config.metrics_address;
+    let mut result = apply_to(&mut runtime, &new, &shared.root).await;
+    if let Ok(outcome) = &mut result {
+        match shared.observe_at(new.metrics_address).await {
+            Ok(true) => outcome.applied.push("metrics_address".into()),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "cannot serve the metrics at the new address; keeping the old one");
+                let mut kept = (*runtime.config).clone();
+                kept.metrics_address = old_metrics;
+                runtime.config = Arc::new(kept);
+                outcome.not_applied.push(format!("metrics_address: {e}"));
+            }
+        }
+    }
+    match result {
         Ok(outcome) => {
             shared.publish(&runtime);
             for what in &outcome.not_applied {

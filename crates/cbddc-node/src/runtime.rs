@@ -5,13 +5,14 @@
 use crate::NodeError;
 use crate::cluster::{self, ControlPlane};
 use crate::handler::NodeHandler;
+use crate::observe::metered::MeteredStore;
 use crate::peers::PeerBook;
 use crate::pins::KeyPins;
 use crate::signals::Signals;
 use crate::sync::{SyncContext, SyncOrchestrator};
 use cbddc_config::PeerNodeConfiguration;
 use cbddc_core::PeerDirectory;
-use cbddc_core::{PageLimits, PeerStore};
+use cbddc_core::{DocumentStore, PageLimits, PeerStore};
 use cbddc_election::{ElectionService, ElectionSettings};
 use cbddc_net::discovery::{self, BeaconSettings, DiscoveryKey};
 use cbddc_net::{ClientSettings, ClusterKey, LocalIdentity, ServerSettings, TcpSyncServer};
@@ -173,6 +174,7 @@ pub(crate) fn server_settings(
     settings.verifier = identity.verifier.clone();
     settings.replica = identity.replica.clone();
     settings.eligible = config.election.eligible;
+    settings.meter = identity.meter.clone();
     settings
 }
 
@@ -229,12 +231,15 @@ impl Runtime {
             address: config.listen_address(),
             source,
         })?;
-        let (identity, pins) = identity(&config, &store).await?;
+        let (mut identity, pins) = identity(&config, &store).await?;
+        identity.meter = Some(signals.metrics.net.clone());
+        let data: Arc<dyn DocumentStore> =
+            Arc::new(MeteredStore::new(store.clone(), signals.metrics.clone()));
         let sync = Arc::new(SyncOrchestrator::new(
             SyncContext {
                 node_id: config.node_id.clone(),
                 identity: identity.clone(),
-                store: store.clone(),
+                store: data.clone(),
                 key: ClusterKey::derive(&config.cluster_key),
                 book: Arc::new(PeerBook::new(config.election.peer_timeout())),
                 interval: Duration::from_millis(config.sync_interval_ms),
@@ -246,6 +251,7 @@ impl Runtime {
                 fan_out: Arc::new(Semaphore::new(crate::sync::FAN_OUT)),
                 duplicates: Default::default(),
                 fold: Arc::new(crate::fold::FoldTracker::load(store.as_ref()).await?),
+                metrics: signals.metrics.clone(),
             },
             token.child_token(),
         ));
@@ -265,7 +271,7 @@ impl Runtime {
         };
         let handler = Arc::new(NodeHandler {
             cluster,
-            store: store.clone(),
+            store: data,
             peers: store.clone(),
             book: sync.book(),
             sync: sync.clone(),

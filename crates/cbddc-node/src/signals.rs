@@ -4,6 +4,7 @@
 
 use crate::NodeEvent;
 use crate::cluster::ControlPlane;
+use crate::observe::metrics::NodeMetrics;
 use cbddc_core::NodeId;
 use cbddc_election::Leadership;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ pub(crate) struct Signals {
     pub(crate) leadership: watch::Sender<Leadership>,
     /// `None` for a node without a `[cluster]` section.
     pub(crate) membership: watch::Sender<Option<ClusterMembership>>,
+    pub(crate) metrics: Arc<NodeMetrics>,
 }
 
 impl Signals {
@@ -35,6 +37,7 @@ impl Signals {
             events: broadcast::channel(256).0,
             leadership: watch::channel(Leadership::default()).0,
             membership: watch::channel(None).0,
+            metrics: Arc::new(NodeMetrics::default()),
         }
     }
 

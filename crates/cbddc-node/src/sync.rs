@@ -45,6 +45,8 @@ pub(crate) struct SyncContext {
     pub(crate) duplicates: Arc<crate::duplicates::DuplicateWatch>,
     /// This node's floors, and what it knows to raise them.
     pub(crate) fold: Arc<crate::fold::FoldTracker>,
+    /// Sync rounds and failures are counted here.
+    pub(crate) metrics: Arc<crate::observe::metrics::NodeMetrics>,
 }
 
 #[derive(Debug, Default)]
@@ -283,6 +285,7 @@ pub(crate) async fn run_peer(ctx: SyncContext, peer: KnownPeer, token: Cancellat
             Ok(()) => return,
             Err(e) => {
                 tracing::warn!(peer = %peer.node_id, address = %peer.address, error = %e, retry_in = ?backoff, "sync with peer failed");
+                ctx.metrics.sync_failures.inc();
                 ctx.book.failed(&peer.node_id, &e.to_string());
             }
         }
@@ -329,6 +332,7 @@ async fn session(
             received = local.recv() => match received {
                 Ok(entries) => {
                     let outcome = client.push_with_floors(&entries, &ctx.fold.floors()).await?;
+                    ctx.fold.observed(client.remote_node(), outcome.holder.clone());
                     if outcome.out_of_order > 0 {
                         push_missing(ctx, client, outcome.holder).await?;
                     }
@@ -345,6 +349,7 @@ async fn session(
 /// Pulls every entry we lack, then pushes every entry the peer lacks; then raises the
 /// floors if the peers now all hold more of some quiet replica.
 async fn catch_up(ctx: &SyncContext, client: &mut PeerClient) -> Result<(), SyncError> {
+    ctx.metrics.sync_rounds.inc();
     let (holder, _) = pull_missing(ctx, client).await?;
     ctx.fold.observed(client.remote_node(), holder.clone());
     push_missing(ctx, client, holder).await?;
@@ -402,6 +407,8 @@ async fn push_missing(
             .push_with_floors(&page.entries, &ctx.fold.floors())
             .await?;
         tracing::debug!(peer = %client.remote_node(), sent = page.entries.len(), applied = outcome.applied, "pushed");
+        ctx.fold
+            .observed(client.remote_node(), outcome.holder.clone());
         if outcome.holder == holder {
             // The peer took nothing: stop rather than resend the same page forever.
             break;

@@ -493,6 +493,9 @@ async fn run(
         node.node_id(),
         node.local_addr()
     );
+    if let Some(address) = node.metrics_addr().await {
+        say!("metrics on http://{address}/metrics, cluster page on http://{address}/");
+    }
     wait_for_stop_signal().await?;
     tracing::info!("stop requested; shutting down");
     node.shutdown().await;

@@ -1,0 +1,116 @@
+//! A [`DocumentStore`] that counts and times the writes and applies going through it, so
+//! every path (client requests, the embedding API, sync, hand-over) is measured once.
+
+use super::metrics::NodeMetrics;
+use async_trait::async_trait;
+use cbddc_core::{
+    ApplyOutcome, ChangePage, Document, DocumentStore, EntryPage, LocalWrite, NodeId, OplogEntry,
+    PageLimits, ReplicaId, StorageError, StoreStats, VersionVector,
+};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{broadcast, watch};
+
+#[derive(Debug)]
+pub(crate) struct MeteredStore {
+    inner: Arc<dyn DocumentStore>,
+    metrics: Arc<NodeMetrics>,
+}
+
+impl MeteredStore {
+    pub(crate) fn new(inner: Arc<dyn DocumentStore>, metrics: Arc<NodeMetrics>) -> Self {
+        Self { inner, metrics }
+    }
+}
+
+#[async_trait]
+impl DocumentStore for MeteredStore {
+    fn node_id(&self) -> &NodeId {
+        self.inner.node_id()
+    }
+
+    fn replica(&self) -> &ReplicaId {
+        self.inner.replica()
+    }
+
+    fn own_replicas(&self) -> Vec<ReplicaId> {
+        self.inner.own_replicas()
+    }
+
+    async fn write(&self, writes: Vec<LocalWrite>) -> Result<Vec<OplogEntry>, StorageError> {
+        let started = Instant::now();
+        let entries = self.inner.write(writes).await?;
+        self.metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.local_writes.inc_by(entries.len() as u64);
+        Ok(entries)
+    }
+
+    async fn get(&self, collection: &str, key: &str) -> Result<Option<Document>, StorageError> {
+        self.inner.get(collection, key).await
+    }
+
+    async fn list(
+        &self,
+        collection: &str,
+        after_key: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<Document>, StorageError> {
+        self.inner.list(collection, after_key, limit).await
+    }
+
+    async fn version_vector(&self) -> Result<VersionVector, StorageError> {
+        self.inner.version_vector().await
+    }
+
+    async fn entries_missing_from(
+        &self,
+        theirs: VersionVector,
+        limits: PageLimits,
+    ) -> Result<EntryPage, StorageError> {
+        self.inner.entries_missing_from(theirs, limits).await
+    }
+
+    async fn apply_remote(&self, entries: Vec<OplogEntry>) -> Result<ApplyOutcome, StorageError> {
+        if entries.is_empty() {
+            return self.inner.apply_remote(entries).await;
+        }
+        let started = Instant::now();
+        let outcome = self.inner.apply_remote(entries).await?;
+        self.metrics
+            .apply_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.entries_applied.inc_by(outcome.applied as u64);
+        Ok(outcome)
+    }
+
+    async fn floors(&self) -> Result<VersionVector, StorageError> {
+        self.inner.floors().await
+    }
+
+    async fn raise_floors(&self, floors: VersionVector) -> Result<(), StorageError> {
+        self.inner.raise_floors(floors).await
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StorageError> {
+        self.inner.stats().await
+    }
+
+    fn subscribe_local_writes(&self) -> broadcast::Receiver<Arc<Vec<OplogEntry>>> {
+        self.inner.subscribe_local_writes()
+    }
+
+    async fn changes_after(
+        &self,
+        after: u64,
+        collection: Option<String>,
+        limit: usize,
+    ) -> Result<ChangePage, StorageError> {
+        self.inner.changes_after(after, collection, limit).await
+    }
+
+    fn watch_changes(&self) -> watch::Receiver<u64> {
+        self.inner.watch_changes()
+    }
+}

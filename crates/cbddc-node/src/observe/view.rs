@@ -1,0 +1,116 @@
+//! The node's state as one value: what the live page shows and the gauges report.
+
+use super::metrics::NodeMetrics;
+use crate::handler::NodeHandler;
+use cbddc_core::{PeerDirectory, StorageError, VersionVector};
+use serde::Serialize;
+
+/// One peer as the page shows it.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct PeerView {
+    pub(crate) node_id: String,
+    pub(crate) address: Option<String>,
+    pub(crate) alive: bool,
+    pub(crate) last_exchange_ms: Option<u64>,
+    pub(crate) last_error: Option<String>,
+    /// Entries this node holds that the peer did not hold at its last report; `None`
+    /// before the first exchange.
+    pub(crate) lag: Option<u64>,
+}
+
+/// This node, its peers, the leader and the cluster configuration.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct NodeView {
+    pub(crate) node_id: String,
+    pub(crate) replica: String,
+    pub(crate) listen: String,
+    pub(crate) documents: u64,
+    pub(crate) oplog_entries: u64,
+    pub(crate) leader: Option<String>,
+    pub(crate) is_leader: bool,
+    pub(crate) configuration_id: Option<u32>,
+    pub(crate) members: Vec<String>,
+    pub(crate) retired: bool,
+    pub(crate) peers: Vec<PeerView>,
+    pub(crate) local_writes: u64,
+    pub(crate) entries_applied: u64,
+    pub(crate) now_ms: u64,
+}
+
+/// Entries of `ours` beyond `theirs`.
+pub(crate) fn entries_behind(ours: &VersionVector, theirs: &VersionVector) -> u64 {
+    ours.iter()
+        .map(|(origin, seq)| seq.saturating_sub(theirs.get(origin)))
+        .sum()
+}
+
+impl NodeView {
+    pub(crate) async fn read(
+        handler: &NodeHandler,
+        metrics: &NodeMetrics,
+    ) -> Result<Self, StorageError> {
+        let stats = handler.store.stats().await?;
+        let ours = handler.store.version_vector().await?;
+        let known = handler.peers.list_peers().await?;
+        let directory = handler.book.peers();
+        let fold = handler.sync.fold();
+        let peers = handler
+            .book
+            .report(&known)
+            .into_iter()
+            .map(|report| PeerView {
+                alive: directory
+                    .iter()
+                    .any(|p| p.node_id == report.node_id && p.is_alive()),
+                lag: fold
+                    .holder(&report.node_id)
+                    .map(|theirs| entries_behind(&ours, &theirs)),
+                node_id: report.node_id.to_string(),
+                address: report.address,
+                last_exchange_ms: report.last_exchange_ms,
+                last_error: report.last_error,
+            })
+            .collect();
+        let leadership = handler.signals.leadership();
+        let cluster = handler.cluster.as_ref().and_then(|c| c.status().ok());
+        Ok(Self {
+            node_id: handler.store.node_id().to_string(),
+            replica: handler.store.replica().to_string(),
+            listen: handler.listen().to_string(),
+            documents: stats.documents,
+            oplog_entries: stats.oplog_entries,
+            leader: leadership.leader.map(|l| l.to_string()),
+            is_leader: leadership.is_leader,
+            configuration_id: cluster.as_ref().and_then(|c| c.configuration_id),
+            members: cluster
+                .as_ref()
+                .map(|c| c.members.clone())
+                .unwrap_or_default(),
+            retired: cluster.as_ref().is_some_and(|c| c.retired),
+            peers,
+            local_writes: metrics.local_writes.get(),
+            entries_applied: metrics.entries_applied.get(),
+            now_ms: cbddc_core::unix_millis(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::entries_behind;
+    use cbddc_core::{ReplicaId, VersionVector};
+
+    #[test]
+    fn lag_counts_only_what_the_peer_lacks() {
+        let (a, b) = (ReplicaId::new("a").unwrap(), ReplicaId::new("b").unwrap());
+        let mut ours = VersionVector::default();
+        ours.advance(&a, 10);
+        ours.advance(&b, 3);
+        let mut theirs = VersionVector::default();
+        theirs.advance(&a, 7);
+        theirs.advance(&b, 5);
+        assert_eq!(entries_behind(&ours, &theirs), 3);
+        assert_eq!(entries_behind(&ours, &ours), 0);
+        assert_eq!(entries_behind(&ours, &VersionVector::default()), 13);
+    }
+}
