@@ -13,3 +13,4 @@ mod t60_cluster;
 mod t70_removal_on_a_lan;
 mod t80_replicas;
 mod t90_data_tools;
+mod t95_cluster_page;
