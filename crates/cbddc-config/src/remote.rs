@@ -119,6 +119,9 @@ impl Poller {
     ) {
         let mut delay = self.options.poll_interval;
         let mut failing = false;
+        // A server that sends no tag (or a new one each time) serves a broken
+        // configuration again at every poll: it is refused, and logged, once per change.
+        let mut refused: Option<String> = None;
         loop {
             match stop.recv_timeout(delay) {
                 Err(RecvTimeoutError::Timeout) => {}
@@ -134,7 +137,11 @@ impl Poller {
                     delay = self.options.poll_interval;
                     if let Fetched::Body { text, etag } = fetched {
                         self.etag = etag;
+                        if refused.as_deref() == Some(text.as_str()) {
+                            continue;
+                        }
                         let candidate = self.resolve(&text);
+                        refused = candidate.is_err().then_some(text);
                         cell.offer(candidate, &self.url);
                     }
                 }
@@ -279,7 +286,14 @@ mod tests {
                     }
                     let (version, body) = s.lock().unwrap().clone();
                     let etag = format!("\"v{version}\"");
-                    let reply = if tag.as_deref() == Some(etag.as_str()) {
+                    // Version 0 stands for a server that sends no tags.
+                    let reply = if version == 0 {
+                        f.fetch_add(1, Ordering::SeqCst);
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                    } else if tag.as_deref() == Some(etag.as_str()) {
                         n.fetch_add(1, Ordering::SeqCst);
                         format!(
                             "HTTP/1.1 304 Not Modified\r\nETag: {etag}\r\nConnection: close\r\n\r\n"
@@ -381,6 +395,39 @@ mod tests {
         let server = ConfigServer::start(port, state);
         wait_for("the change after the server returned", || {
             provider.current().tcp_port == 4002
+        });
+        drop(provider);
+        server.shut_down();
+    }
+
+    #[test]
+    fn a_broken_configuration_served_without_tags_is_refused_once_per_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = Arc::new(Mutex::new((0, config_json(4100, dir.path()))));
+        let server = ConfigServer::start(0, state.clone());
+        let provider = RemoteProvider::start(&server.url(), fast()).unwrap();
+        let mut events = provider.subscribe();
+        *state.lock().unwrap() = (0, r#"{"tcp_port":"not a number"}"#.to_string());
+        let served = server.full.load(Ordering::SeqCst);
+        wait_for("several polls of the broken body", || {
+            server.full.load(Ordering::SeqCst) >= served + 5
+        });
+        let mut refusals = 0;
+        while let Ok(event) = events.try_recv() {
+            if matches!(event, ConfigEvent::Rejected { .. }) {
+                refusals += 1;
+            }
+        }
+        assert_eq!(
+            refusals, 1,
+            "one refusal for one broken body, not one per poll"
+        );
+        assert_eq!(provider.current().tcp_port, 4100);
+
+        // A change of the body is news again, broken or not.
+        *state.lock().unwrap() = (0, config_json(4101, dir.path()));
+        wait_for("the repaired configuration", || {
+            provider.current().tcp_port == 4101
         });
         drop(provider);
         server.shut_down();

@@ -90,13 +90,25 @@ pub enum NetError {
     #[error("connection I/O failed: {0}")]
     Io(#[from] std::io::Error),
     /// The peer answered the request with an error.
-    #[error("the node refused the request ({code:?}): {message}")]
+    #[error("the node refused the request: {message}{}", reason_of(*code))]
     Remote {
         /// The error class.
         code: crate::proto::ErrorCode,
         /// The node's message.
         message: String,
     },
+}
+
+/// Words for an error class, where the node's message may not say it already.
+fn reason_of(code: crate::proto::ErrorCode) -> &'static str {
+    use crate::proto::ErrorCode;
+    match code {
+        ErrorCode::Storage => " (its storage failed; see the node's log)",
+        ErrorCode::Timeout => " (it took longer than the node's per-request limit)",
+        ErrorCode::Unavailable => " (the node is stopping or reopening its database; try again)",
+        ErrorCode::Forbidden => " (not allowed for this session)",
+        ErrorCode::Unspecified | ErrorCode::InvalidRequest | ErrorCode::NotAMember => "",
+    }
 }
 
 impl NetError {

@@ -40,6 +40,12 @@ fn client_commands_fail_clearly() {
         "{}",
         stderr(&bad_json)
     );
+    // Causes in words, not the wire's internal names.
+    assert!(
+        !stderr(&bad_json).contains("InvalidRequest"),
+        "{}",
+        stderr(&bad_json)
+    );
 
     let nobody = cbddc(&["status"], free_port());
     assert!(!nobody.status.success());
@@ -47,6 +53,12 @@ fn client_commands_fail_clearly() {
         stderr(&nobody).contains("is a cbddc node running there"),
         "{}",
         stderr(&nobody)
+    );
+    let err = stderr(&nobody);
+    assert_eq!(
+        err.matches("os error").count(),
+        1,
+        "the operating system's error is said once: {err}"
     );
 }
 
@@ -99,7 +111,9 @@ fn help_explains_the_commands() {
             && text.contains("2 an error"),
         "--help must document the exit codes: {text}"
     );
-    for command in ["run", "put", "get", "delete", "list", "status"] {
+    for command in [
+        "run", "put", "get", "delete", "list", "status", "watch", "import", "export",
+    ] {
         assert!(
             text.contains(command),
             "--help must mention {command}: {text}"
