@@ -11,3 +11,4 @@ mod t70_membership;
 mod t80_handover;
 mod t90_change_feed;
 mod t95_observe;
+mod t96_collections;

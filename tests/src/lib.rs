@@ -174,6 +174,39 @@ pub async fn two_peers(a: &str, b: &str) -> (TestNode, TestNode) {
     (TestNode::start(ca, da).await, TestNode::start(cb, db).await)
 }
 
+/// Nodes that all know each other, each configuration changed by `adjust(name, config)`
+/// before the start.
+pub async fn mesh(
+    names: &[&str],
+    adjust: impl Fn(&str, &mut PeerNodeConfiguration),
+) -> Vec<TestNode> {
+    let mut configs: Vec<_> = names.iter().map(|n| TestNode::configure(n)).collect();
+    let addresses: Vec<(NodeId, u16)> = configs
+        .iter()
+        .map(|(c, _)| (c.node_id.clone(), c.tcp_port))
+        .collect();
+    for (config, _) in configs.iter_mut() {
+        for (id, port) in &addresses {
+            if id != &config.node_id {
+                config.known_peers.push(
+                    KnownPeer::new(
+                        id.clone(),
+                        format!("127.0.0.1:{port}"),
+                        PeerType::StaticRemote,
+                    )
+                    .unwrap(),
+                );
+            }
+        }
+        adjust(&config.node_id.to_string(), config);
+    }
+    let mut nodes = Vec::new();
+    for (config, dir) in configs {
+        nodes.push(TestNode::start(config, dir).await);
+    }
+    nodes
+}
+
 /// A network switch for in-process partitions: nodes reach each other through relays
 /// ([`Switch::relay`]) that stop carrying anything while the switch is cut.
 #[derive(Debug, Clone)]

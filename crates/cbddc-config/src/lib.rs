@@ -223,6 +223,14 @@ impl PeerNodeConfiguration {
             .is_none_or(|wanted| wanted.contains(collection))
     }
 
+    /// [`PeerNodeConfiguration::collections`] as the store and the wire take it.
+    pub fn interest(&self) -> cbddc_core::Interest {
+        match &self.collections {
+            None => cbddc_core::Interest::all(),
+            Some(set) => cbddc_core::Interest::only(set.iter().cloned()),
+        }
+    }
+
     /// True when the cluster key is the well-known default.
     pub fn uses_default_cluster_key(&self) -> bool {
         self.cluster_key == DEFAULT_CLUSTER_KEY

@@ -91,6 +91,17 @@ pub enum StorageError {
         /// The entry's sequence number.
         seq: u64,
     },
+    /// A local write names a collection this node does not replicate; nothing of its
+    /// batch was stored.
+    #[error(
+        "this node replicates only {interest}, not {collection}: write it to a node that replicates it, or add it to `collections` in a new data dir"
+    )]
+    NotReplicated {
+        /// The collection written.
+        collection: String,
+        /// What the node replicates.
+        interest: String,
+    },
     /// The store has been closed (the node is stopping or changing identity).
     #[error("the store is closed; the node is stopping or reopening its database")]
     Closed,

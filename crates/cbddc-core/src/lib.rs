@@ -31,6 +31,7 @@
 mod directory;
 mod error;
 mod hlc;
+mod interest;
 mod node_id;
 mod oplog;
 mod peer;
@@ -43,6 +44,7 @@ pub use directory::MockPeerDirectory;
 pub use directory::{PeerDirectory, PeerState};
 pub use error::{ClockError, CoreError, StorageError};
 pub use hlc::{Hlc, HybridClock, SystemTimeSource, TimeSource};
+pub use interest::{Coverage, Interest};
 pub use node_id::NodeId;
 pub use oplog::{
     Document, LocalWrite, MAX_COLLECTION_LEN, MAX_KEY_LEN, MAX_VALUE_BYTES, Operation, OplogEntry,

@@ -1,5 +1,6 @@
 use crate::{
-    Document, KnownPeer, LocalWrite, NodeId, OplogEntry, ReplicaId, StorageError, VersionVector,
+    Coverage, Document, Interest, KnownPeer, LocalWrite, NodeId, OplogEntry, ReplicaId,
+    StorageError, VersionVector,
 };
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -31,6 +32,9 @@ pub struct EntryPage {
     pub entries: Vec<OplogEntry>,
     /// True when more entries are missing than this page holds.
     pub more: bool,
+    /// What the page speaks for (see [`Coverage`]): with it, a receiver that does not
+    /// replicate every collection steps over entries it was not sent.
+    pub coverage: Coverage,
 }
 
 /// What applying a remote batch did.
@@ -43,6 +47,8 @@ pub struct ApplyOutcome {
     /// Entries skipped because an earlier entry of the same origin is missing; the
     /// sender should resend from the receiver's version vector.
     pub out_of_order: usize,
+    /// Entries of collections this store does not replicate: counted as held, not stored.
+    pub filtered: usize,
     /// The store's version vector after the batch.
     pub version_vector: VersionVector,
 }
@@ -87,10 +93,15 @@ pub struct StoreStats {
 ///   durability setting.
 /// - [`DocumentStore::apply_remote`] applies a batch atomically. Entries of one origin are
 ///   applied in sequence order only; an entry already held is ignored; an entry after a gap
-///   is skipped (counted in [`ApplyOutcome::out_of_order`]). Per `(collection, key)` the
+///   is skipped (counted in [`ApplyOutcome::out_of_order`]) unless the sender vouches for
+///   the gap ([`Coverage`]). An entry of a collection outside [`DocumentStore::interest`]
+///   counts as held and is not stored ([`ApplyOutcome::filtered`]); a local write to one
+///   is refused ([`StorageError::NotReplicated`]). Per `(collection, key)` the
 ///   entry with the greater HLC wins, deletes included. Applying never creates a local
 ///   entry. A stamp beyond the clock's drift limit refuses the whole batch, and so does an
 ///   entry of the store's running replica ([`StorageError::OwnReplica`]).
+/// - Every change to a document (a local write, or a peer's entry that won) gets the next
+///   position of the change feed in the same transaction ([`DocumentStore::changes_after`]).
 /// - Calls may block on disk I/O internally but never block the calling async worker.
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
@@ -121,15 +132,42 @@ pub trait DocumentStore: Send + Sync + std::fmt::Debug {
     /// This store's version vector.
     async fn version_vector(&self) -> Result<VersionVector, StorageError>;
 
+    /// The collections this store replicates.
+    fn interest(&self) -> Interest;
+
     /// Entries this store holds that `theirs` lacks, each origin's in order, within `limits`.
     async fn entries_missing_from(
         &self,
         theirs: VersionVector,
         limits: PageLimits,
+    ) -> Result<EntryPage, StorageError> {
+        self.entries_for(theirs, limits, Interest::all()).await
+    }
+
+    /// Like [`DocumentStore::entries_missing_from`], for a receiver that replicates
+    /// `wanted` only: the page holds only those collections' entries, and its
+    /// [`EntryPage::coverage`] says what it speaks for. A store that replicates less than
+    /// `wanted` speaks only for the stretches of its oplog without a gap.
+    async fn entries_for(
+        &self,
+        theirs: VersionVector,
+        limits: PageLimits,
+        wanted: Interest,
     ) -> Result<EntryPage, StorageError>;
 
     /// Applies entries received from a peer (see the trait docs for the rules).
-    async fn apply_remote(&self, entries: Vec<OplogEntry>) -> Result<ApplyOutcome, StorageError>;
+    async fn apply_remote(&self, entries: Vec<OplogEntry>) -> Result<ApplyOutcome, StorageError> {
+        self.apply_covered(entries, Coverage::default()).await
+    }
+
+    /// Applies entries with what their sender vouches for ([`Coverage`]): an origin's
+    /// entries after a gap are taken when the coverage spans the gap from at most what
+    /// this store holds, and the store then counts itself as holding the coverage's end.
+    async fn apply_covered(
+        &self,
+        entries: Vec<OplogEntry>,
+        coverage: Coverage,
+    ) -> Result<ApplyOutcome, StorageError>;
 
     /// This store's floors: replicas it holds up to a sequence number that every peer it
     /// syncs with has reported holding too (see `cbddc_net::Floors`).

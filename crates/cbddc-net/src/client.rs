@@ -39,6 +39,8 @@ pub struct PulledPage {
     pub holder: VersionVector,
     /// The peer's warning that another live process runs under our node id.
     pub notice: Option<String>,
+    /// What the entries speak for ([`cbddc_core::Coverage`]).
+    pub coverage: cbddc_core::Coverage,
 }
 
 /// What the peer did with a [`PeerClient::push`].
@@ -114,6 +116,11 @@ impl PeerClient {
     /// The replica the peer writes as now, if it said.
     pub fn remote_replica(&self) -> Option<&cbddc_core::ReplicaId> {
         self.remote.replica.as_ref()
+    }
+
+    /// The collections the peer replicates.
+    pub fn remote_interest(&self) -> &cbddc_core::Interest {
+        &self.remote.interest
     }
 
     /// Whether the peer says it may lead.
@@ -209,6 +216,7 @@ impl PeerClient {
                     more: page.more,
                     holder,
                     notice: (!page.notice.is_empty()).then_some(page.notice),
+                    coverage: crate::convert::coverage_from_wire(page.coverage)?,
                 })
             }
             _ => Err(unexpected("pull")),
@@ -226,9 +234,21 @@ impl PeerClient {
         entries: &[OplogEntry],
         floors: &Floors,
     ) -> Result<PushOutcome, NetError> {
+        self.push_covered(entries, &cbddc_core::Coverage::default(), floors)
+            .await
+    }
+
+    /// Like [`PeerClient::push_with_floors`], saying what the entries speak for.
+    pub async fn push_covered(
+        &mut self,
+        entries: &[OplogEntry],
+        coverage: &cbddc_core::Coverage,
+        floors: &Floors,
+    ) -> Result<PushOutcome, NetError> {
         let body = proto::request::Body::Push(proto::PushRequest {
             entries: entries.iter().map(entry_to_wire).collect(),
             floors: floors.digest().to_vec(),
+            coverage: crate::convert::coverage_to_wire(coverage),
         });
         match self.call(body).await? {
             proto::response::Body::Push(ack) => {

@@ -126,6 +126,46 @@ pub fn document_to_wire(doc: &core::Document) -> proto::Document {
     }
 }
 
+/// Coverage on the wire.
+pub fn coverage_to_wire(coverage: &core::Coverage) -> Vec<proto::CoverageEntry> {
+    coverage
+        .iter()
+        .map(|(origin, (after, upto))| proto::CoverageEntry {
+            origin: origin.to_string(),
+            after,
+            upto,
+        })
+        .collect()
+}
+
+/// Coverage from the wire; an empty or inverted range says nothing and is dropped.
+pub fn coverage_from_wire(entries: Vec<proto::CoverageEntry>) -> Result<core::Coverage, NetError> {
+    let mut coverage = core::Coverage::default();
+    for entry in entries {
+        let origin = replica_id(&entry.origin, "coverage origin")?;
+        coverage.cover(&origin, entry.after, entry.upto);
+    }
+    Ok(coverage)
+}
+
+/// The collections of a session hello (empty: every collection), validated.
+pub fn interest_from_wire(collections: Vec<String>) -> Result<core::Interest, NetError> {
+    for collection in &collections {
+        core::validate_collection(collection).map_err(|e| NetError::Malformed {
+            detail: format!("a collection in the session hello: {e}"),
+        })?;
+    }
+    Ok(core::Interest::only(collections))
+}
+
+/// The collections of an interest as the wire carries them.
+pub fn interest_to_wire(interest: &core::Interest) -> Vec<String> {
+    interest
+        .collections()
+        .map(|set| set.iter().cloned().collect())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

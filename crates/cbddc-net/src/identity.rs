@@ -188,6 +188,8 @@ pub struct LocalIdentity {
     /// Where this node's sessions count the bytes they carry and the handshakes they
     /// refuse (`None`: not counted).
     pub meter: Option<Arc<crate::NetMeter>>,
+    /// The collections we replicate, told to peers so they send us only those.
+    pub interest: cbddc_core::Interest,
 }
 
 impl LocalIdentity {
@@ -205,6 +207,7 @@ impl LocalIdentity {
             verifier,
             replica: None,
             meter: None,
+            interest: cbddc_core::Interest::all(),
         }
     }
 
@@ -216,6 +219,7 @@ impl LocalIdentity {
             verifier: None,
             replica: None,
             meter: None,
+            interest: cbddc_core::Interest::all(),
         })
     }
 }

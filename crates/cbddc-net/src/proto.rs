@@ -71,6 +71,9 @@ pub struct SessionHello {
     /// The replica the node writes as now (empty for tools).
     #[prost(string, tag = "3")]
     pub replica: String,
+    /// The collections the node replicates; empty: every collection.
+    #[prost(string, repeated, tag = "4")]
+    pub collections: Vec<String>,
 }
 
 /// A discovery beacon (one UDP datagram). `tag` is a BLAKE2s MAC over the message
@@ -273,6 +276,21 @@ pub struct PushRequest {
     /// Digest of the sender's floors (see `PullRequest::floors`).
     #[prost(bytes = "vec", tag = "2")]
     pub floors: Vec<u8>,
+    /// What the entries speak for (docs/protocol.md, "Collections").
+    #[prost(message, repeated, tag = "3")]
+    pub coverage: Vec<CoverageEntry>,
+}
+
+/// For `origin`, the message holds every entry with a sequence number in
+/// `after + 1 ..= upto` of the collections the receiver replicates.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct CoverageEntry {
+    #[prost(string, tag = "1")]
+    pub origin: String,
+    #[prost(uint64, tag = "2")]
+    pub after: u64,
+    #[prost(uint64, tag = "3")]
+    pub upto: u64,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -366,8 +384,9 @@ pub mod response {
     pub enum Body {
         #[prost(message, tag = "2")]
         Error(super::ErrorResponse),
-        #[prost(message, tag = "10")]
-        Pull(super::PullResponse),
+        /// Boxed, like `Status`: large enough to make every answer as large.
+        #[prost(message, boxed, tag = "10")]
+        Pull(Box<super::PullResponse>),
         #[prost(message, tag = "11")]
         Push(super::PushResponse),
         #[prost(message, tag = "12")]
@@ -461,6 +480,9 @@ pub struct PullResponse {
     /// origins at their floor.
     #[prost(bytes = "vec", tag = "5")]
     pub floors: Vec<u8>,
+    /// What the entries speak for (docs/protocol.md, "Collections").
+    #[prost(message, repeated, tag = "6")]
+    pub coverage: Vec<CoverageEntry>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]

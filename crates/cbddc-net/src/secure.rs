@@ -153,6 +153,8 @@ pub struct Remote {
     pub key: PublicKey,
     /// The replica it writes as now, if it said.
     pub replica: Option<cbddc_core::ReplicaId>,
+    /// The collections it replicates.
+    pub interest: cbddc_core::Interest,
 }
 
 fn hello_payload(local: &LocalIdentity, eligible: bool) -> Vec<u8> {
@@ -168,6 +170,7 @@ fn hello_payload(local: &LocalIdentity, eligible: bool) -> Vec<u8> {
             .as_ref()
             .map(|r| r.to_string())
             .unwrap_or_default(),
+        collections: crate::convert::interest_to_wire(&local.interest),
     }
     .encode_to_vec()
 }
@@ -191,11 +194,16 @@ fn session_node(payload: &[u8], key: PublicKey) -> Result<Option<Remote>, NetErr
             })?,
         )
     };
+    let interest =
+        crate::convert::interest_from_wire(hello.collections).map_err(|e| NetError::Handshake {
+            detail: format!("session hello: {e}"),
+        })?;
     Ok(Some(Remote {
         node_id,
         eligible: hello.eligible,
         key,
         replica,
+        interest,
     }))
 }
 

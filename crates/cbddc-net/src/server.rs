@@ -37,6 +37,8 @@ pub struct ServerSettings {
     pub eligible: bool,
     /// Where sessions count their bytes and refused handshakes (`None`: not counted).
     pub meter: Option<Arc<crate::NetMeter>>,
+    /// The collections this node replicates, told to peers.
+    pub interest: cbddc_core::Interest,
 }
 
 impl ServerSettings {
@@ -55,6 +57,7 @@ impl ServerSettings {
             max_connections: 256,
             eligible: true,
             meter: None,
+            interest: cbddc_core::Interest::all(),
         }
     }
 }
@@ -70,6 +73,8 @@ pub struct SessionInfo {
     pub peer_replica: Option<cbddc_core::ReplicaId>,
     /// Whether the peer says it may lead.
     pub peer_eligible: bool,
+    /// The collections the peer replicates (every one for tools).
+    pub peer_interest: cbddc_core::Interest,
     /// The peer's socket address.
     pub address: SocketAddr,
 }
@@ -252,6 +257,7 @@ async fn serve(
         verifier: settings.verifier.clone(),
         replica: settings.replica.clone(),
         meter: settings.meter.clone(),
+        interest: settings.interest.clone(),
     };
     let handshake = secure::respond(socket, &terms.key, &local, terms.eligible);
     let (mut stream, peer) = tokio::select! {
@@ -265,6 +271,10 @@ async fn serve(
         peer_eligible: peer.as_ref().is_some_and(|p| p.eligible),
         peer_key: peer.as_ref().map(|p| p.key),
         peer_replica: peer.as_ref().and_then(|p| p.replica.clone()),
+        peer_interest: peer
+            .as_ref()
+            .map(|p| p.interest.clone())
+            .unwrap_or_default(),
         peer: peer.map(|p| p.node_id),
         address,
     };

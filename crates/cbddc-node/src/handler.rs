@@ -11,7 +11,8 @@ use cbddc_core::{
 };
 use cbddc_election::membership::Configuration;
 use cbddc_net::convert::{
-    document_to_wire, entries_from_wire, entry_to_wire, hlc_to_wire, vv_from_wire, vv_to_wire,
+    coverage_from_wire, coverage_to_wire, document_to_wire, entries_from_wire, entry_to_wire,
+    hlc_to_wire, vv_from_wire, vv_to_wire,
 };
 use cbddc_net::proto::{self, ErrorCode, request::Body as Req, response::Body as Res};
 use cbddc_net::{RequestHandler, SessionInfo, error_body};
@@ -54,9 +55,10 @@ pub(crate) struct NodeHandler {
 
 fn storage_error(err: StorageError) -> Res {
     let code = match &err {
-        StorageError::Invalid(_) | StorageError::Clock(_) | StorageError::OwnReplica { .. } => {
-            ErrorCode::InvalidRequest
-        }
+        StorageError::Invalid(_)
+        | StorageError::Clock(_)
+        | StorageError::OwnReplica { .. }
+        | StorageError::NotReplicated { .. } => ErrorCode::InvalidRequest,
         StorageError::Closed => ErrorCode::Unavailable,
         StorageError::Backend { .. } => ErrorCode::Storage,
     };
@@ -107,7 +109,7 @@ impl NodeHandler {
                 };
                 let page = self
                     .store
-                    .entries_missing_from(have, limits)
+                    .entries_for(have, limits, session.peer_interest.clone())
                     .await
                     .map_err(storage_error)?;
                 let holder = self.store.version_vector().await.map_err(storage_error)?;
@@ -117,13 +119,14 @@ impl NodeHandler {
                     holder
                 };
                 let notice = self.record(session);
-                Res::Pull(proto::PullResponse {
+                Res::Pull(Box::new(proto::PullResponse {
                     entries: page.entries.iter().map(entry_to_wire).collect(),
                     more: page.more,
                     holder: Some(vv_to_wire(&holder)),
                     notice: notice.unwrap_or_default(),
                     floors: floors.digest().to_vec(),
-                })
+                    coverage: coverage_to_wire(&page.coverage),
+                }))
             }
             Req::Push(push) => {
                 if session.peer.is_none() {
@@ -146,9 +149,11 @@ impl NodeHandler {
                         ),
                     ));
                 }
+                let coverage = coverage_from_wire(push.coverage)
+                    .map_err(|e| error_body(ErrorCode::InvalidRequest, &e.to_string()))?;
                 let outcome = self
                     .store
-                    .apply_remote(entries)
+                    .apply_covered(entries, coverage)
                     .await
                     .map_err(storage_error)?;
                 self.record(session);

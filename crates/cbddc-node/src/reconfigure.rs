@@ -145,6 +145,13 @@ async fn apply_to(
             .not_applied
             .push("durability: takes effect at the next start".into());
     }
+    if new.collections != old.collections {
+        effective.collections = old.collections.clone();
+        outcome.not_applied.push(
+            "collections: takes effect at the next start (a database never widens what it replicates)"
+                .into(),
+        );
+    }
     if new.max_clock_drift_ms != old.max_clock_drift_ms {
         effective.max_clock_drift_ms = old.max_clock_drift_ms;
         outcome

@@ -149,6 +149,7 @@ pub(crate) async fn open_store(
             cbddc_config::Durability::Normal => cbddc_store::Durability::Normal,
         },
         max_clock_drift_ms: config.max_clock_drift_ms,
+        interest: config.interest(),
         ..StoreOptions::default()
     };
     Ok(Arc::new(
@@ -175,6 +176,7 @@ pub(crate) fn server_settings(
     settings.replica = identity.replica.clone();
     settings.eligible = config.election.eligible;
     settings.meter = identity.meter.clone();
+    settings.interest = identity.interest.clone();
     settings
 }
 
@@ -233,6 +235,7 @@ impl Runtime {
         })?;
         let (mut identity, pins) = identity(&config, &store).await?;
         identity.meter = Some(signals.metrics.net.clone());
+        identity.interest = config.interest();
         let data: Arc<dyn DocumentStore> =
             Arc::new(MeteredStore::new(store.clone(), signals.metrics.clone()));
         let sync = Arc::new(SyncOrchestrator::new(

@@ -331,7 +331,8 @@ async fn session(
             }
             received = local.recv() => match received {
                 Ok(entries) => {
-                    let outcome = client.push_with_floors(&entries, &ctx.fold.floors()).await?;
+                    let (entries, coverage) = for_peer(&entries, client.remote_interest());
+                    let outcome = client.push_covered(&entries, &coverage, &ctx.fold.floors()).await?;
                     ctx.fold.observed(client.remote_node(), outcome.holder.clone());
                     if outcome.out_of_order > 0 {
                         push_missing(ctx, client, outcome.holder).await?;
@@ -344,6 +345,32 @@ async fn session(
         }
         ctx.book.exchanged(&peer.node_id, &peer.address, None);
     }
+}
+
+/// The entries of a local commit that `interest` replicates, with what they speak for:
+/// a commit holds consecutive entries of our replica, so leaving some out is a gap the
+/// peer may step over.
+fn for_peer(
+    entries: &[OplogEntry],
+    interest: &cbddc_core::Interest,
+) -> (Vec<OplogEntry>, cbddc_core::Coverage) {
+    let mut coverage = cbddc_core::Coverage::default();
+    if interest.is_all() {
+        return (entries.to_vec(), coverage);
+    }
+    if let (Some(first), Some(last)) = (entries.first(), entries.last())
+        && first.origin == last.origin
+        && last.seq >= first.seq
+        && last.seq - first.seq + 1 == entries.len() as u64
+    {
+        coverage.cover(&first.origin, first.seq - 1, last.seq);
+    }
+    let kept = entries
+        .iter()
+        .filter(|e| interest.includes(&e.collection))
+        .cloned()
+        .collect();
+    (kept, coverage)
 }
 
 /// Pulls every entry we lack, then pushes every entry the peer lacks; then raises the
@@ -378,12 +405,13 @@ async fn pull_missing(
         }
         holder = page.holder;
         let received = page.entries.len();
-        if received > 0 {
-            let outcome = ctx.store.apply_remote(page.entries).await?;
+        let spoken = !page.coverage.is_empty();
+        if received > 0 || spoken {
+            let outcome = ctx.store.apply_covered(page.entries, page.coverage).await?;
             applied += outcome.applied as u64;
             tracing::debug!(peer = %client.remote_node(), received, applied = outcome.applied, "pulled");
         }
-        if !page.more || received == 0 {
+        if !page.more || (received == 0 && !spoken) {
             break;
         }
     }
@@ -398,13 +426,13 @@ async fn push_missing(
     for _ in 0..MAX_PAGES_PER_ROUND {
         let page = ctx
             .store
-            .entries_missing_from(holder.clone(), ctx.limits)
+            .entries_for(holder.clone(), ctx.limits, client.remote_interest().clone())
             .await?;
-        if page.entries.is_empty() {
+        if page.entries.is_empty() && page.coverage.is_empty() {
             break;
         }
         let outcome = client
-            .push_with_floors(&page.entries, &ctx.fold.floors())
+            .push_covered(&page.entries, &page.coverage, &ctx.fold.floors())
             .await?;
         tracing::debug!(peer = %client.remote_node(), sent = page.entries.len(), applied = outcome.applied, "pushed");
         ctx.fold
@@ -503,4 +531,38 @@ pub(crate) async fn copy_from(
     applied += late;
     tracing::info!(%peer, received, applied, elapsed = ?started.elapsed(), "copied the cluster's data");
     Ok(applied)
+}
+
+#[cfg(test)]
+mod interest_tests {
+    use super::for_peer;
+    use cbddc_core::{Hlc, Interest, NodeId, Operation, OplogEntry, ReplicaId};
+
+    fn entry(seq: u64, collection: &str) -> OplogEntry {
+        let origin = ReplicaId::new("r").unwrap();
+        OplogEntry {
+            origin: origin.clone(),
+            node: NodeId::new("n").unwrap(),
+            seq,
+            collection: collection.into(),
+            key: "k".into(),
+            op: Operation::Delete,
+            hlc: Hlc {
+                wall_ms: seq,
+                counter: 0,
+                replica: origin,
+            },
+        }
+    }
+
+    #[test]
+    fn a_peer_is_pushed_only_its_collections_and_told_the_gap() {
+        let commit = vec![entry(4, "a"), entry(5, "b"), entry(6, "a")];
+        let (kept, coverage) = for_peer(&commit, &Interest::only(["b"]));
+        assert_eq!(kept.iter().map(|e| e.seq).collect::<Vec<_>>(), [5]);
+        assert_eq!(coverage.get(&ReplicaId::new("r").unwrap()), Some((3, 6)));
+        let (kept, coverage) = for_peer(&commit, &Interest::all());
+        assert_eq!(kept.len(), 3);
+        assert!(coverage.is_empty());
+    }
 }

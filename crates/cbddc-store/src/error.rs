@@ -62,6 +62,19 @@ pub enum StoreError {
         /// The operating system's error.
         source: std::io::Error,
     },
+    /// The node was configured to replicate collections its database never took: the
+    /// entries of those collections it stepped over are gone for it.
+    #[error(
+        "database {path} replicates only {stored}; it cannot start replicating {wanted}, because it stepped over their entries: use a new data dir (or node id) for the wider set, or keep `collections` as it was"
+    )]
+    InterestWidened {
+        /// The database file.
+        path: PathBuf,
+        /// What it replicated.
+        stored: String,
+        /// What the configuration asks for.
+        wanted: String,
+    },
 }
 
 impl From<StoreError> for StorageError {
@@ -71,9 +84,9 @@ impl From<StoreError> for StorageError {
                 operation
             }
             StoreError::DataDir { .. } => "using the data directory",
-            StoreError::WrongNode { .. } | StoreError::SchemaTooNew { .. } => {
-                "opening the database"
-            }
+            StoreError::WrongNode { .. }
+            | StoreError::SchemaTooNew { .. }
+            | StoreError::InterestWidened { .. } => "opening the database",
             StoreError::Thread { .. } => "starting a thread",
         };
         StorageError::Backend {

@@ -3,8 +3,8 @@
 use crate::error::{SqlContext, StoreError};
 use crate::writer::stamp;
 use cbddc_core::{
-    Change, ChangePage, Document, EntryPage, KnownPeer, NodeId, Operation, OplogEntry, PageLimits,
-    PeerType, ReplicaId, StorageError, StoreStats, VersionVector,
+    Change, ChangePage, Document, EntryPage, Interest, KnownPeer, NodeId, Operation, OplogEntry,
+    PageLimits, PeerType, ReplicaId, StorageError, StoreStats, VersionVector,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::PathBuf;
@@ -204,13 +204,24 @@ pub(crate) fn list(
     Ok(out)
 }
 
+/// A page reads at most this many entries per entry it returns, matching the wanted
+/// collections or not, so a filter never turns one page into a scan of the whole oplog.
+const MAX_SCANNED_PER_ENTRY: usize = 16;
+
+/// Entries `theirs` lacks, of the collections `wanted` only. Where this store replicates
+/// every collection `wanted` names (`ours` covers it), its gaps (entries of collections it
+/// does not replicate) hold nothing the receiver wants, and the page speaks for them too;
+/// otherwise it speaks only for the stretch before an origin's first gap.
 pub(crate) fn entries_missing_from(
     conn: &Connection,
     theirs: &VersionVector,
     limits: PageLimits,
+    wanted: &Interest,
+    ours_interest: &Interest,
 ) -> Result<EntryPage, StoreError> {
     const OP: &str = "reading the oplog";
     let ours = read_version_vector(conn)?;
+    let gaps_are_foreign = ours_interest.covers(wanted);
     let behind: Vec<(ReplicaId, u64, u64)> = ours
         .iter()
         .filter(|(origin, seq)| *seq > theirs.get(origin))
@@ -219,61 +230,96 @@ pub(crate) fn entries_missing_from(
     let mut page = EntryPage::default();
     let mut bytes = 0usize;
     let max_entries = limits.max_entries.max(1);
+    let mut scan_budget = max_entries.saturating_mul(MAX_SCANNED_PER_ENTRY);
     let mut stmt = conn
         .prepare_cached(
             "SELECT seq, collection, key, value, hlc_wall, hlc_counter, node FROM oplog
              WHERE origin = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
         )
         .during(OP)?;
-    for (index, (origin, from, to)) in behind.iter().enumerate() {
-        let room = max_entries - page.entries.len();
+    for (origin, from, to) in &behind {
         let rows = stmt
-            .query_map(params![origin.as_str(), *from as i64, room as i64], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                    r.get::<_, i64>(4)?,
-                    r.get::<_, u32>(5)?,
-                    r.get::<_, String>(6)?,
-                ))
-            })
+            .query_map(
+                params![origin.as_str(), *from as i64, (scan_budget + 1) as i64],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, u32>(5)?,
+                        r.get::<_, String>(6)?,
+                    ))
+                },
+            )
             .during(OP)?;
-        let mut last_seq = *from;
+        // Every entry up to `spoken` is in the page or not wanted.
+        let mut spoken = *from;
+        let mut full = false;
+        let mut gap = false;
         for row in rows {
             let (seq, collection, key, value, wall, counter, node) = row.during(OP)?;
-            let entry = OplogEntry {
-                origin: origin.clone(),
-                node: writer_of(&node, origin)?,
-                seq: u64::try_from(seq).map_err(|_| corrupt(OP, seq))?,
-                collection,
-                key,
-                op: match value {
-                    Some(value) => Operation::Put { value },
-                    None => Operation::Delete,
-                },
-                hlc: stamp(wall, counter, origin.as_str())?,
-            };
-            let size = entry.approx_size();
-            if !page.entries.is_empty() && bytes + size > limits.max_bytes {
-                page.more = true;
-                return Ok(page);
+            let seq = u64::try_from(seq).map_err(|_| corrupt(OP, seq))?;
+            if seq != spoken + 1 {
+                if ours_interest.is_all() {
+                    // A store of every collection has no gaps: never skip past a hole.
+                    return Err(corrupt(
+                        OP,
+                        format!("origin {origin} lacks entry {} in the oplog", spoken + 1),
+                    ));
+                }
+                if !gaps_are_foreign {
+                    gap = true;
+                    break;
+                }
             }
-            bytes += size;
-            last_seq = entry.seq;
-            page.entries.push(entry);
+            if scan_budget == 0 || page.entries.len() >= max_entries {
+                full = true;
+                break;
+            }
+            scan_budget -= 1;
+            if wanted.includes(&collection) {
+                let entry = OplogEntry {
+                    origin: origin.clone(),
+                    node: writer_of(&node, origin)?,
+                    seq,
+                    collection,
+                    key,
+                    op: match value {
+                        Some(value) => Operation::Put { value },
+                        None => Operation::Delete,
+                    },
+                    hlc: stamp(wall, counter, origin.as_str())?,
+                };
+                let size = entry.approx_size();
+                if !page.entries.is_empty() && bytes + size > limits.max_bytes {
+                    full = true;
+                    break;
+                }
+                bytes += size;
+                page.entries.push(entry);
+            }
+            spoken = seq;
         }
-        if page.entries.len() >= max_entries {
-            page.more = last_seq < *to || index + 1 < behind.len();
+        if !full && !gap && spoken < *to {
+            if ours_interest.is_all() {
+                return Err(corrupt(
+                    OP,
+                    format!(
+                        "origin {origin} has entries up to {to} but the oplog stops at {spoken}"
+                    ),
+                ));
+            }
+            if gaps_are_foreign {
+                // What follows the last entry up to our vector is a gap, foreign to them.
+                spoken = *to;
+            }
+        }
+        page.coverage.cover(origin, *from, spoken);
+        if full {
+            page.more = true;
             return Ok(page);
-        }
-        if last_seq < *to {
-            // The oplog lacks entries the version vector claims: never skip past a hole.
-            return Err(corrupt(
-                OP,
-                format!("origin {origin} has entries up to {to} but the oplog stops at {last_seq}"),
-            ));
         }
     }
     Ok(page)

@@ -4,9 +4,9 @@ use crate::writer::{Command, Writer};
 use crate::{checkpoint, schema};
 use async_trait::async_trait;
 use cbddc_core::{
-    ApplyOutcome, ChangePage, Document, DocumentStore, EntryPage, HybridClock, KnownPeer,
-    LocalWrite, NodeId, OplogEntry, PageLimits, PeerStore, ReplicaId, StorageError, StoreStats,
-    SystemTimeSource, TimeSource, VersionVector,
+    ApplyOutcome, ChangePage, Coverage, Document, DocumentStore, EntryPage, HybridClock, Interest,
+    KnownPeer, LocalWrite, NodeId, OplogEntry, PageLimits, PeerStore, ReplicaId, StorageError,
+    StoreStats, SystemTimeSource, TimeSource, VersionVector,
 };
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -35,6 +35,9 @@ pub struct StoreOptions {
     pub checkpoint_interval: Duration,
     /// The wall clock for stamps (replaceable in tests).
     pub time: Arc<dyn TimeSource>,
+    /// The collections replicated. A database that replicated some only never widens
+    /// ([`StoreError::InterestWidened`]).
+    pub interest: Interest,
 }
 
 impl Default for StoreOptions {
@@ -44,6 +47,7 @@ impl Default for StoreOptions {
             max_clock_drift_ms: 60_000,
             checkpoint_interval: Duration::from_millis(250),
             time: Arc::new(SystemTimeSource),
+            interest: Interest::all(),
         }
     }
 }
@@ -67,6 +71,7 @@ pub struct SqliteStore {
     readers: Arc<ReaderPool>,
     local_tx: broadcast::Sender<Arc<Vec<OplogEntry>>>,
     changes: watch::Receiver<u64>,
+    interest: Interest,
 }
 
 impl SqliteStore {
@@ -94,10 +99,12 @@ impl SqliteStore {
     ) -> Result<Self, StoreError> {
         let opened = {
             let (path, node, durability) = (path.clone(), node.clone(), options.durability);
+            let interest = options.interest.clone();
             tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
                 let mut conn = schema::open_writer(&path, durability)?;
                 schema::migrate(&mut conn, &path)?;
                 let (clock, vv) = crate::writer::load_state(&conn, &path, &node)?;
+                crate::writer::bind_interest(&conn, &path, &interest)?;
                 let replica = crate::writer::start_replica(&conn)?;
                 let own = crate::reader::local_replicas(&conn)?;
                 let last_change = crate::reader::last_change(&conn)?;
@@ -133,6 +140,7 @@ impl SqliteStore {
             local_tx: local_tx.clone(),
             last_change,
             change_tx,
+            interest: options.interest.clone(),
         };
         std::thread::Builder::new()
             .name(format!("cbddc-writer-{node}"))
@@ -165,6 +173,7 @@ impl SqliteStore {
             checkpointer: Mutex::new(Some((stop_tx, checkpointer))),
             local_tx,
             changes,
+            interest: options.interest,
         })
     }
 
@@ -261,24 +270,39 @@ impl DocumentStore for SqliteStore {
         self.readers.read(reader::read_version_vector).await
     }
 
-    async fn entries_missing_from(
+    fn interest(&self) -> Interest {
+        self.interest.clone()
+    }
+
+    async fn entries_for(
         &self,
         theirs: VersionVector,
         limits: PageLimits,
+        wanted: Interest,
     ) -> Result<EntryPage, StorageError> {
+        let ours = self.interest.clone();
         self.readers
-            .read(move |c| reader::entries_missing_from(c, &theirs, limits))
+            .read(move |c| reader::entries_missing_from(c, &theirs, limits, &wanted, &ours))
             .await
     }
 
-    async fn apply_remote(&self, entries: Vec<OplogEntry>) -> Result<ApplyOutcome, StorageError> {
-        if entries.is_empty() {
+    async fn apply_covered(
+        &self,
+        entries: Vec<OplogEntry>,
+        coverage: Coverage,
+    ) -> Result<ApplyOutcome, StorageError> {
+        if entries.is_empty() && coverage.is_empty() {
             return Ok(ApplyOutcome {
                 version_vector: self.version_vector().await?,
                 ..ApplyOutcome::default()
             });
         }
-        self.send(|reply| Command::Remote { entries, reply }).await
+        self.send(|reply| Command::Remote {
+            entries,
+            coverage,
+            reply,
+        })
+        .await
     }
 
     async fn floors(&self) -> Result<VersionVector, StorageError> {

@@ -995,3 +995,157 @@ async fn a_database_from_before_the_feed_starts_it_with_its_current_documents() 
     );
     store.close().await;
 }
+
+fn put_in(collection: &str, origin: &str, seq: u64, key: &str) -> OplogEntry {
+    OplogEntry {
+        collection: collection.into(),
+        ..remote_put(origin, seq, key, "1", cbddc_core::unix_millis())
+    }
+}
+
+async fn open_interested(
+    dir: &Path,
+    name: &str,
+    collections: &[&str],
+) -> Result<SqliteStore, StoreError> {
+    SqliteStore::open(
+        dir,
+        id(name),
+        StoreOptions {
+            interest: cbddc_core::Interest::only(collections.iter().copied()),
+            ..StoreOptions::default()
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_store_of_some_collections_never_stores_another_and_steps_over_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_interested(dir.path(), "f", &["c"]).await.unwrap();
+    let err = store
+        .write(vec![
+            LocalWrite::put("c", "ok", "1"),
+            LocalWrite::put("other", "k", "1"),
+        ])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::NotReplicated { .. }), "{err}");
+    assert!(err.to_string().contains("the collections c"), "{err}");
+    assert!(
+        store.get("c", "ok").await.unwrap().is_none(),
+        "the batch stored nothing"
+    );
+
+    // A peer that knows nothing of interests pushes everything: the rest is counted, not kept.
+    let outcome = store
+        .apply_remote(vec![
+            put_in("c", "b", 1, "one"),
+            put_in("other", "b", 2, "two"),
+            put_in("c", "b", 3, "three"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!((outcome.applied, outcome.filtered), (2, 1));
+    assert_eq!(outcome.version_vector.get(&r("b")), 3);
+    assert!(store.list("other", None, 10).await.unwrap().is_empty());
+    assert_eq!(store.stats().await.unwrap().oplog_entries, 2);
+
+    // A sender that vouches for a gap lets the store step over it.
+    let outcome = store
+        .apply_covered(vec![put_in("c", "b", 6, "six")], {
+            let mut coverage = cbddc_core::Coverage::default();
+            coverage.cover(&r("b"), 3, 7);
+            coverage
+        })
+        .await
+        .unwrap();
+    assert_eq!(outcome.applied, 1);
+    assert_eq!(outcome.version_vector.get(&r("b")), 7);
+    // Without the coverage, a gap is still a gap.
+    let outcome = store
+        .apply_remote(vec![put_in("c", "b", 9, "nine")])
+        .await
+        .unwrap();
+    assert_eq!(outcome.out_of_order, 1);
+
+    // Serving a receiver of the same collections, the gaps are spoken for; serving one of
+    // every collection, the page stops at the first gap.
+    let page = store
+        .entries_for(
+            VersionVector::default(),
+            PageLimits::default(),
+            cbddc_core::Interest::only(["c"]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        page.entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [1, 3, 6]
+    );
+    assert_eq!(page.coverage.get(&r("b")), Some((0, 7)));
+    let page = store
+        .entries_missing_from(VersionVector::default(), PageLimits::default())
+        .await
+        .unwrap();
+    assert_eq!(page.entries.iter().map(|e| e.seq).collect::<Vec<_>>(), [1]);
+    assert_eq!(page.coverage.get(&r("b")), Some((0, 1)));
+    assert!(
+        !page.more,
+        "the rest is to be had elsewhere, not from this store"
+    );
+    store.close().await;
+
+    // The database never widens: it stepped over the other collections' entries.
+    let err = open_interested(dir.path(), "f", &["c", "other"])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InterestWidened { .. }), "{err}");
+    let err = SqliteStore::open(dir.path(), id("f"), StoreOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InterestWidened { .. }), "{err}");
+    open_interested(dir.path(), "f", &["c"])
+        .await
+        .unwrap()
+        .close()
+        .await;
+}
+
+#[tokio::test]
+async fn a_full_store_serves_a_filtered_receiver_only_its_collections_and_covers_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = open(dir.path(), "full").await;
+    full.write(vec![
+        LocalWrite::put("c", "1", "1"),
+        LocalWrite::put("x", "2", "2"),
+        LocalWrite::put("x", "3", "3"),
+        LocalWrite::put("c", "4", "4"),
+        LocalWrite::put("x", "5", "5"),
+    ])
+    .await
+    .unwrap();
+    let filtered = open_interested(dir.path(), "part", &["c"]).await.unwrap();
+    let page = full
+        .entries_for(
+            filtered.version_vector().await.unwrap(),
+            PageLimits::default(),
+            filtered.interest(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.entries.len(), 2);
+    let outcome = filtered
+        .apply_covered(page.entries, page.coverage)
+        .await
+        .unwrap();
+    assert_eq!(outcome.applied, 2);
+    assert_eq!(
+        outcome.version_vector.get(full.replica()),
+        5,
+        "held: nothing more to ask for"
+    );
+    assert!(filtered.list("x", None, 10).await.unwrap().is_empty());
+    full.close().await;
+    filtered.close().await;
+}

@@ -3,8 +3,8 @@
 
 use crate::error::{SqlContext, StoreError};
 use cbddc_core::{
-    ApplyOutcome, Hlc, HybridClock, KnownPeer, LocalWrite, NodeId, Operation, OplogEntry,
-    ReplicaId, StorageError, VersionVector,
+    ApplyOutcome, Coverage, Hlc, HybridClock, Interest, KnownPeer, LocalWrite, NodeId, Operation,
+    OplogEntry, ReplicaId, StorageError, VersionVector,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::BTreeSet;
@@ -27,6 +27,7 @@ pub(crate) enum Command {
     },
     Remote {
         entries: Vec<OplogEntry>,
+        coverage: Coverage,
         reply: Reply<ApplyOutcome>,
     },
     SavePeer {
@@ -94,6 +95,9 @@ pub(crate) struct Writer {
     /// The change feed's last position; restored like `vv` on a rollback.
     pub(crate) last_change: u64,
     pub(crate) change_tx: watch::Sender<u64>,
+    /// The collections replicated: local writes outside are refused, remote entries
+    /// outside are counted as held and not stored.
+    pub(crate) interest: Interest,
 }
 
 fn to_i64(value: u64, what: &'static str) -> Result<i64, StorageError> {
@@ -185,7 +189,11 @@ impl Writer {
         }
         let executed = match command {
             Command::Local { writes, reply } => Executed::Local(self.local(&writes), reply),
-            Command::Remote { entries, reply } => Executed::Remote(self.remote(entries), reply),
+            Command::Remote {
+                entries,
+                coverage,
+                reply,
+            } => Executed::Remote(self.remote(entries, &coverage), reply),
             Command::SavePeer { peer, reply } => {
                 Executed::SavePeer(self.save_peer(&peer, "runtime"), reply)
             }
@@ -235,6 +243,12 @@ impl Writer {
     fn local(&mut self, writes: &[LocalWrite]) -> Result<Vec<OplogEntry>, StorageError> {
         for write in writes {
             write.validate()?;
+            if !self.interest.includes(&write.collection) {
+                return Err(StorageError::NotReplicated {
+                    collection: write.collection.clone(),
+                    interest: self.interest.to_string(),
+                });
+            }
         }
         let mut seq = self.vv.get(&self.replica);
         let mut entries = Vec::with_capacity(writes.len());
@@ -309,7 +323,11 @@ impl Writer {
         Ok(entries)
     }
 
-    fn remote(&mut self, mut entries: Vec<OplogEntry>) -> Result<ApplyOutcome, StorageError> {
+    fn remote(
+        &mut self,
+        mut entries: Vec<OplogEntry>,
+        coverage: &Coverage,
+    ) -> Result<ApplyOutcome, StorageError> {
         // Everything is checked before anything is written: a refused batch changes nothing.
         for entry in &entries {
             entry.validate()?;
@@ -353,8 +371,19 @@ impl Writer {
                     outcome.duplicates += 1;
                     continue;
                 }
-                if entry.seq != held + 1 {
+                // A gap is stepped over only where the sender vouches that it holds
+                // nothing this store replicates.
+                let spanned = coverage
+                    .get(&entry.origin)
+                    .is_some_and(|(after, upto)| after <= held && upto >= entry.seq);
+                if entry.seq != held + 1 && !spanned {
                     outcome.out_of_order += 1;
+                    continue;
+                }
+                if !self.interest.includes(&entry.collection) {
+                    self.vv.advance(&entry.origin, entry.seq);
+                    touched.insert(entry.origin);
+                    outcome.filtered += 1;
                     continue;
                 }
                 let value = match &entry.op {
@@ -410,6 +439,18 @@ impl Writer {
                 self.vv.advance(&entry.origin, entry.seq);
                 touched.insert(entry.origin);
                 outcome.applied += 1;
+            }
+        }
+        for (origin, (after, upto)) in coverage.iter() {
+            if self.vv.get(origin) >= after && upto > self.vv.get(origin) {
+                if origin == &self.replica {
+                    return Err(StorageError::OwnReplica {
+                        replica: origin.clone(),
+                        seq: upto,
+                    });
+                }
+                self.vv.advance(origin, upto);
+                touched.insert(origin.clone());
             }
         }
         for origin in touched {
@@ -542,6 +583,50 @@ impl Writer {
 const APPEND_OPLOG: &str =
     "INSERT INTO oplog (origin, seq, collection, key, value, hlc_wall, hlc_counter, node)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
+/// Records the collections a database replicates, refusing a configuration that asks it
+/// for more than it ever took (it stepped over those entries).
+pub(crate) fn bind_interest(
+    conn: &Connection,
+    path: &std::path::Path,
+    wanted: &Interest,
+) -> Result<(), StoreError> {
+    let stored: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'interest'", [], |r| {
+            r.get(0)
+        })
+        .optional()
+        .during("reading the replicated collections")?;
+    let stored = match stored {
+        None => Interest::all(),
+        Some(text) => Interest::only(serde_json::from_str::<Vec<String>>(&text).map_err(|e| {
+            StoreError::Corrupt {
+                operation: "reading the replicated collections",
+                detail: e.to_string(),
+            }
+        })?),
+    };
+    if !stored.covers(wanted) {
+        return Err(StoreError::InterestWidened {
+            path: path.to_path_buf(),
+            stored: stored.to_string(),
+            wanted: wanted.to_string(),
+        });
+    }
+    if let Some(collections) = wanted.collections() {
+        let text = serde_json::to_string(collections).map_err(|e| StoreError::Corrupt {
+            operation: "recording the replicated collections",
+            detail: e.to_string(),
+        })?;
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('interest', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [text],
+        )
+        .during("recording the replicated collections")?;
+    }
+    Ok(())
+}
 
 const RECORD_CHANGE: &str = "INSERT INTO changes (position, origin, seq) VALUES (?1, ?2, ?3)";
 

@@ -4,8 +4,8 @@
 use super::metrics::NodeMetrics;
 use async_trait::async_trait;
 use cbddc_core::{
-    ApplyOutcome, ChangePage, Document, DocumentStore, EntryPage, LocalWrite, NodeId, OplogEntry,
-    PageLimits, ReplicaId, StorageError, StoreStats, VersionVector,
+    ApplyOutcome, ChangePage, Coverage, Document, DocumentStore, EntryPage, Interest, LocalWrite,
+    NodeId, OplogEntry, PageLimits, ReplicaId, StorageError, StoreStats, VersionVector,
 };
 use std::sync::Arc;
 use std::time::Instant;
@@ -64,20 +64,29 @@ impl DocumentStore for MeteredStore {
         self.inner.version_vector().await
     }
 
-    async fn entries_missing_from(
+    fn interest(&self) -> Interest {
+        self.inner.interest()
+    }
+
+    async fn entries_for(
         &self,
         theirs: VersionVector,
         limits: PageLimits,
+        wanted: Interest,
     ) -> Result<EntryPage, StorageError> {
-        self.inner.entries_missing_from(theirs, limits).await
+        self.inner.entries_for(theirs, limits, wanted).await
     }
 
-    async fn apply_remote(&self, entries: Vec<OplogEntry>) -> Result<ApplyOutcome, StorageError> {
+    async fn apply_covered(
+        &self,
+        entries: Vec<OplogEntry>,
+        coverage: Coverage,
+    ) -> Result<ApplyOutcome, StorageError> {
         if entries.is_empty() {
-            return self.inner.apply_remote(entries).await;
+            return self.inner.apply_covered(entries, coverage).await;
         }
         let started = Instant::now();
-        let outcome = self.inner.apply_remote(entries).await?;
+        let outcome = self.inner.apply_covered(entries, coverage).await?;
         self.metrics
             .apply_seconds
             .observe(started.elapsed().as_secs_f64());

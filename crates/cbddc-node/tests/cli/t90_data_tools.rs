@@ -159,3 +159,35 @@ fn a_bad_line_stops_an_import_with_its_number_and_nothing_after_it_is_written() 
         "{\"key\":\"a\",\"value\":1}\n{\"key\":\"b\",\"value\":2}\n"
     );
 }
+
+#[test]
+fn a_node_configured_for_some_collections_takes_only_those_through_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, pb) = (free_port(), free_port());
+    let _a = RunningNode::start(dir.path(), "coll-full", pa, &[("coll-part", pb)]);
+    let _b = RunningNode::start_with(
+        dir.path(),
+        "coll-part",
+        pb,
+        &[("coll-full", pa)],
+        &[],
+        "collections = [\"users\"]\n",
+    );
+    assert!(cbddc(&["put", "users", "ada", "1"], pa).status.success());
+    assert!(cbddc(&["put", "orders", "o1", "2"], pa).status.success());
+    assert!(cbddc(&["put", "users", "bob", "3"], pa).status.success());
+    wait_until(
+        "coll-part to hold the users",
+        Duration::from_secs(20),
+        || stdout(&cbddc(&["export", "users"], pb)).lines().count() == 2,
+    );
+    assert_eq!(stdout(&cbddc(&["export", "orders"], pb)), "");
+    let refused = cbddc(&["put", "orders", "o2", "1"], pb);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        stderr(&refused).contains("replicates only the collections users"),
+        "{}",
+        stderr(&refused)
+    );
+    assert_eq!(status_json(pb)["oplog_entries"], 2);
+}
