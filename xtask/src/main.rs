@@ -99,6 +99,20 @@ const COMPARISONS: &[Comparison] = &[
         baseline: "tcp_connect",
         target: None,
     },
+    Comparison {
+        label: "puts/s with a change-feed subscriber reading every change vs none",
+        group: "feed",
+        subject: "puts_with_subscriber",
+        baseline: "puts_without_subscriber",
+        target: None,
+    },
+    Comparison {
+        label: "cbddc import of 10,000 JSON lines vs Node::write in batches of 1,000",
+        group: "import",
+        subject: "cli_import",
+        baseline: "node_write_batches",
+        target: None,
+    },
 ];
 
 fn main() -> Result<()> {
@@ -173,6 +187,7 @@ fn bench() -> Result<()> {
         ("cbddc-store", "puts"),
         ("cbddc-net", "handshake"),
         ("cbddc-node", "catch_up"),
+        ("cbddc-node", "data_tools"),
         ("cbddc-node", "reconfigure"),
         ("cbddc-node", "cluster"),
         ("cbddc-election", "control_reconfigure"),
