@@ -73,6 +73,22 @@ async fn metrics_parse_as_prometheus_text_and_count_every_write() {
     let state: serde_json::Value = serde_json::from_str(&state).unwrap();
     assert_eq!(state["node_id"], "metrics-b");
     assert_eq!(http_get(address, "/nothing").unwrap().0, 404);
+    // A hostile client gets a refusal, not the node's memory: a head past 8 KiB.
+    let answer = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let huge = format!("GET / HTTP/1.1\r\nX-Padding: {}\r\n", "x".repeat(20_000));
+        let _ = stream.write_all(huge.as_bytes());
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
 
     b.reconfigure(|c| c.metrics_address = None);
     wait_until("b to stop serving its metrics", DEADLINE, || async {

@@ -23,6 +23,10 @@ const MAX_HEAD: usize = 8 * 1024;
 const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections served at once; more wait for the kernel's backlog.
 const MAX_CONNECTIONS: usize = 64;
+/// After answering, at most this much of what a client still sends is read and dropped…
+const LINGER_BYTES: usize = 1024 * 1024;
+/// …for at most this long.
+const LINGER_TIME: Duration = Duration::from_secs(1);
 
 const PAGE: &str = include_str!("page.html");
 
@@ -186,7 +190,21 @@ async fn serve(
     );
     socket.write_all(response.as_bytes()).await?;
     socket.write_all(body.as_bytes()).await?;
-    socket.shutdown().await
+    socket.shutdown().await?;
+    // A lingering close: what the client still sends is read and dropped (bounded), so
+    // closing never resets the connection before the client has read the answer.
+    let mut sink = [0u8; 4096];
+    let drain = async {
+        let mut left = LINGER_BYTES;
+        while left > 0 {
+            match socket.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+    Ok(())
 }
 
 async fn answer(
