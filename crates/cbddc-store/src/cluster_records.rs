@@ -27,7 +27,7 @@ impl ClusterRecords {
     /// Records configuration `configuration_id` (replacing an earlier record of it).
     pub fn save(&self, configuration_id: u32, configuration: &str) -> Result<(), StoreError> {
         self.db
-            .lock()
+            .write()?
             .execute(
                 "INSERT INTO cluster_configurations (configuration_id, configuration) VALUES (?1, ?2)
                  ON CONFLICT (configuration_id) DO UPDATE SET configuration = excluded.configuration",
@@ -41,7 +41,7 @@ impl ClusterRecords {
     /// (a later departure of the same node replaces an earlier one).
     pub fn save_departed(&self, node_id: &str, configuration_id: u32) -> Result<(), StoreError> {
         self.db
-            .lock()
+            .write()?
             .execute(
                 "INSERT INTO cluster_departed (node_id, configuration_id) VALUES (?1, ?2)
                  ON CONFLICT (node_id) DO UPDATE SET configuration_id = excluded.configuration_id

@@ -27,6 +27,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 #[derive(Clone)]
 pub struct ControlDatabase {
     conn: Arc<Mutex<Connection>>,
+    /// A batch was asked for: the first write opens its transaction. A step that writes
+    /// nothing (an idle tick) so takes no lock and commits nothing.
+    batch: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for ControlDatabase {
@@ -45,6 +48,7 @@ impl ControlDatabase {
         crate::schema::migrate(&mut conn, path)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            batch: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         })
     }
 
@@ -53,8 +57,25 @@ impl ControlDatabase {
         crate::ClusterRecords::on(self.clone())
     }
 
+    /// The connection, for reads.
     pub(crate) fn lock(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The connection, for a write: inside a batch, the batch's transaction is opened by
+    /// the first write.
+    pub(crate) fn write(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
+        let conn = self.lock();
+        if self.batch.load(std::sync::atomic::Ordering::SeqCst) && conn.is_autocommit() {
+            conn.execute_batch("BEGIN IMMEDIATE")
+                .during("starting a control-plane batch")?;
+        }
+        Ok(conn)
+    }
+
+    /// True while a batch is asked for.
+    fn in_batch(&self) -> bool {
+        self.batch.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The log of `configuration_id`, creating its state row if it has none.
@@ -63,7 +84,7 @@ impl ControlDatabase {
         T: Entry + Serialize + DeserializeOwned,
         T::Snapshot: Serialize + DeserializeOwned,
     {
-        self.lock()
+        self.write()?
             .execute(
                 "INSERT INTO cluster_state (configuration_id) VALUES (?1) ON CONFLICT DO NOTHING",
                 [i64::from(configuration_id)],
@@ -80,17 +101,14 @@ impl ControlDatabase {
     /// Holds the database's write lock until then, so keep batches short. A batch left
     /// open when the connection is dropped (a crash) is rolled back.
     pub fn begin(&self) -> Result<(), StoreError> {
-        let conn = self.lock();
-        if conn.is_autocommit() {
-            conn.execute_batch("BEGIN IMMEDIATE")
-                .during("starting a control-plane batch")?;
-        }
+        self.batch.store(true, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
 
     /// Commits the batch started by [`ControlDatabase::begin`], if one is open.
     pub fn commit(&self) -> Result<(), StoreError> {
         let conn = self.lock();
+        self.batch.store(false, std::sync::atomic::Ordering::SeqCst);
         if !conn.is_autocommit()
             && let Err(e) = conn.execute_batch("COMMIT")
         {
@@ -188,7 +206,7 @@ where
         value: Option<String>,
     ) -> Result<(), StoreError> {
         self.db
-            .lock()
+            .write()?
             .execute(
                 &format!("UPDATE cluster_state SET {column} = ?2 WHERE configuration_id = ?1"),
                 params![self.configuration_id, value],
@@ -215,7 +233,7 @@ where
 
     fn set_state_index(&self, column: &'static str, value: usize) -> Result<(), StoreError> {
         self.db
-            .lock()
+            .write()?
             .execute(
                 &format!("UPDATE cluster_state SET {column} = ?2 WHERE configuration_id = ?1"),
                 params![self.configuration_id, index(value)?],
@@ -242,7 +260,7 @@ where
     }
 
     fn append_at(&self, from: usize, entries: &[T]) -> Result<(), StoreError> {
-        let conn = self.db.lock();
+        let conn = self.db.write()?;
         let mut stmt = conn
             .prepare_cached(
                 "INSERT INTO cluster_log (configuration_id, idx, entry) VALUES (?1, ?2, ?3)",
@@ -261,7 +279,7 @@ where
 
     fn truncate_from(&self, from: usize) -> Result<(), StoreError> {
         self.db
-            .lock()
+            .write()?
             .execute(
                 "DELETE FROM cluster_log WHERE configuration_id = ?1 AND idx >= ?2",
                 params![self.configuration_id, index(from)?],
@@ -290,7 +308,7 @@ where
             StorageOp::SetCompactedIdx(idx) => self.set_state_index("compacted_idx", idx),
             StorageOp::Trim(idx) => {
                 self.db
-                    .lock()
+                    .write()?
                     .execute(
                         "DELETE FROM cluster_log WHERE configuration_id = ?1 AND idx < ?2",
                         params![self.configuration_id, index(idx)?],
@@ -309,7 +327,7 @@ where
 
     /// Runs `ops` in one transaction (a savepoint inside a batch).
     fn atomically(&mut self, ops: Vec<StorageOp<T>>) -> Result<(), StoreError> {
-        let in_batch = !self.db.lock().is_autocommit();
+        let in_batch = self.db.in_batch();
         let (start, done, undo) = if in_batch {
             (
                 "SAVEPOINT control_atomic",
@@ -320,7 +338,7 @@ where
             ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK")
         };
         self.db
-            .lock()
+            .write()?
             .execute_batch(start)
             .during("starting a control-plane transaction")?;
         for op in ops {

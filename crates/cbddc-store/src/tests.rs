@@ -508,6 +508,38 @@ mod paxos_log {
         range.map(Op).collect()
     }
 
+    #[test]
+    fn a_batch_that_writes_nothing_takes_no_lock_and_one_that_writes_commits_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        let db = crate::ControlDatabase::open(&path).unwrap();
+        let mut log: SqliteLogStorage<Op> = db.log(1).unwrap();
+        let other = rusqlite::Connection::open(&path).unwrap();
+        other.busy_timeout(std::time::Duration::ZERO).unwrap();
+        let writer_free = || {
+            let free = other.execute_batch("BEGIN IMMEDIATE").is_ok();
+            if free {
+                other.execute_batch("ROLLBACK").unwrap();
+            }
+            free
+        };
+
+        // An idle step: reads only. The database stays free for the store's writer.
+        db.begin().unwrap();
+        assert_eq!(log.get_decided_idx().unwrap(), 0);
+        assert!(writer_free(), "an idle step holds the write lock");
+        db.commit().unwrap();
+
+        // A step that writes opens the batch's transaction at its first write.
+        db.begin().unwrap();
+        log.append_entries(ops(0..3)).unwrap();
+        log.set_decided_idx(2).unwrap();
+        assert!(!writer_free(), "a writing step is one transaction");
+        db.commit().unwrap();
+        assert!(writer_free());
+        assert_eq!(log.get_log_len().unwrap(), 3);
+    }
+
     fn ballot(n: u32, pid: u64) -> Ballot {
         Ballot {
             config_id: 1,
