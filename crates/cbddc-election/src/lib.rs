@@ -1,6 +1,30 @@
 //! The control plane of a CBDDC cluster: the **bully election** of the gateway to the
-//! cloud, and **cluster membership** agreed with OmniPaxos ([`membership`]; its network
-//! driver is not built yet).
+//! cloud, and **cluster membership** agreed with OmniPaxos ([`membership`]; the node
+//! crate drives it over the sync protocol's sessions).
+//!
+//! The bully is a plain value: a view and a time in, a change (or none) out.
+//!
+//! ```
+//! use cbddc_core::{NodeId, PeerState, PeerType};
+//! use cbddc_election::{Bully, ElectionSettings};
+//! use std::time::{Duration, Instant};
+//!
+//! let start = Instant::now();
+//! let settings = ElectionSettings::new(true, Duration::from_millis(100), Duration::from_millis(300));
+//! let mut bully = Bully::new(NodeId::new("node-b").unwrap(), settings, start);
+//! let node_a = PeerState {
+//!     node_id: NodeId::new("node-a").unwrap(),
+//!     peer_type: PeerType::StaticRemote,
+//!     address: "127.0.0.1:25000".into(),
+//!     eligible: true,
+//!     alive_since: Some(start),
+//! };
+//! // Past the startup and join graces, the smaller live node leads.
+//! let later = start + Duration::from_secs(1);
+//! let change = bully.evaluate(later, &[node_a]).expect("a first outcome");
+//! assert_eq!(change.leader.unwrap().as_str(), "node-a");
+//! assert!(!change.is_leader);
+//! ```
 //!
 //! # The rule
 //!

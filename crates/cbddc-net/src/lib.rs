@@ -12,6 +12,48 @@
 //!
 //! Nothing is served before the handshake completes, and every network wait has a timeout
 //! that maps to [`NetError::Timeout`].
+//!
+//! A server with a handler of its own, and a tool's session with it:
+//!
+//! ```
+//! use async_trait::async_trait;
+//! use cbddc_core::NodeId;
+//! use cbddc_net::proto::{self, request::Body as Req, response::Body as Res};
+//! use cbddc_net::{ClientSettings, ClusterKey, LocalIdentity, NodeKey, PeerClient};
+//! use cbddc_net::{RequestHandler, ServerSettings, SessionInfo, TcpSyncServer};
+//! use std::sync::Arc;
+//!
+//! #[derive(Debug)]
+//! struct Hello;
+//!
+//! #[async_trait]
+//! impl RequestHandler for Hello {
+//!     async fn handle(&self, _session: &SessionInfo, request: Req) -> Res {
+//!         match request {
+//!             Req::Status(_) => Res::Status(Box::new(proto::StatusResponse {
+//!                 node_id: "demo".into(),
+//!                 ..Default::default()
+//!             })),
+//!             _ => cbddc_net::error_body(proto::ErrorCode::InvalidRequest, "only status"),
+//!         }
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let key = ClusterKey::derive("our secret");
+//! let settings = ServerSettings::new(NodeId::new("demo")?, NodeKey::generate()?, key.clone());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let address = listener.local_addr()?.to_string();
+//! let token = tokio_util::sync::CancellationToken::new();
+//! let server = TcpSyncServer::start(listener, settings, Arc::new(Hello), token)?;
+//!
+//! let mut client =
+//!     PeerClient::connect(&address, &key, &LocalIdentity::tool()?, ClientSettings::default()).await?;
+//! assert_eq!(client.status().await?.node_id, "demo");
+//! server.stop(std::time::Duration::from_secs(1)).await;
+//! # Ok(()) }
+//! ```
 #![warn(missing_docs)]
 
 mod client;
