@@ -159,6 +159,58 @@ async fn nodes_with_discovery_on_loopback_find_each_other_and_elect() {
     );
 }
 
+/// Issue 12's first report: a live port change restarted discovery and election while
+/// the old tasks still held the UDP port, so the moved node stopped hearing anyone and
+/// kept following a dead leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_port_change_keeps_discovery_and_election_working_when_the_leader_dies() {
+    let names = ["lan-e", "lan-f", "lan-g"];
+    let udp: Vec<u16> = names.iter().map(|_| free_udp_port()).collect();
+    let mut nodes = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let udp = udp.clone();
+        nodes.push(
+            TestNode::spawn(name, |c| {
+                fast(c);
+                c.discovery.enabled = true;
+                c.discovery.interval_ms = 100;
+                c.discovery.port = udp[i];
+                c.discovery.targets = udp
+                    .iter()
+                    .map(|p| format!("127.0.0.1:{p}").parse().unwrap())
+                    .collect();
+            })
+            .await,
+        );
+    }
+    wait_until("all three to elect lan-e", DEADLINE, || {
+        all_agree(nodes.iter().collect(), "lan-e")
+    })
+    .await;
+    let moved_to = cbddc_tests::free_port();
+    nodes[1].reconfigure(|c| c.tcp_port = moved_to);
+    wait_until("lan-f to listen on its new port", DEADLINE, || async {
+        nodes[1].node().local_addr().port() == moved_to
+    })
+    .await;
+    nodes[0].stop().await;
+    wait_until("lan-f and lan-g to agree on lan-f", DEADLINE, || {
+        all_agree(vec![&nodes[1], &nodes[2]], "lan-f")
+    })
+    .await;
+    // And lan-g still syncs with lan-f at its new address.
+    nodes[1].node().put("c", "after-move", "1").await.unwrap();
+    wait_until("lan-g to receive lan-f's write", DEADLINE, || async {
+        nodes[2]
+            .node()
+            .get("c", "after-move")
+            .await
+            .unwrap()
+            .is_some()
+    })
+    .await;
+}
+
 fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")
         .unwrap()

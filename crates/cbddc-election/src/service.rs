@@ -3,6 +3,7 @@ use cbddc_core::{NodeId, PeerDirectory};
 use std::sync::Arc;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// The election of one node, running: re-evaluates on every change of the peer view and
 /// every interval, keeps the current [`Leadership`] readable, and broadcasts each change.
@@ -15,18 +16,19 @@ pub struct ElectionService {
 
 impl ElectionService {
     /// Starts electing for `local` over `directory` until `token` is cancelled (or the
-    /// service is dropped).
+    /// service is dropped), as a task of `tasks` (so its owner can wait for it to end).
     pub fn start(
         local: NodeId,
         settings: ElectionSettings,
         directory: Arc<dyn PeerDirectory>,
+        tasks: &TaskTracker,
         token: CancellationToken,
     ) -> Self {
         let (current_tx, current) = watch::channel(Leadership::default());
         let events = broadcast::channel(64).0;
         let task_events = events.clone();
         let task_token = token.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             // tokio's clock, so that tests with paused time drive the election too.
             let now = || tokio::time::Instant::now().into_std();
             let mut bully = Bully::new(local.clone(), settings, now());
@@ -43,7 +45,8 @@ impl ElectionService {
                     },
                 }
                 if let Some(change) = bully.evaluate(now(), &directory.peers()) {
-                    tracing::info!(
+                    // The node logs the leadership it acts on; this is the bully's view.
+                    tracing::debug!(
                         node = %local,
                         leader = ?change.leader.as_ref().map(NodeId::as_str),
                         previous = ?change.previous.as_ref().map(NodeId::as_str),
@@ -136,6 +139,7 @@ mod tests {
             id("c"),
             settings,
             directory(view.clone(), changes),
+            &TaskTracker::new(),
             CancellationToken::new(),
         );
         let mut events = service.subscribe();
@@ -173,6 +177,7 @@ mod tests {
             id("solo"),
             settings,
             directory(view, changes),
+            &TaskTracker::new(),
             CancellationToken::new(),
         );
         let mut events = service.subscribe();

@@ -23,6 +23,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// How long stopping waits for sessions and sync tasks to finish what they are doing.
 pub(crate) const GRACE: Duration = Duration::from_secs(10);
@@ -50,6 +51,9 @@ pub(crate) struct Runtime {
 #[derive(Debug)]
 pub(crate) struct Control {
     token: CancellationToken,
+    /// Discovery, beacons, the election and its follower: [`Control::stop`] waits for
+    /// them, so their UDP port and their view are let go before a new `Control` starts.
+    tasks: TaskTracker,
     _election: ElectionService,
 }
 
@@ -63,6 +67,7 @@ impl Control {
         parent: &CancellationToken,
     ) -> Result<Self, NodeError> {
         let token = parent.child_token();
+        let tasks = TaskTracker::new();
         let local = config.node_id.clone();
         let book = sync.book();
         book.set_timeout(config.election.peer_timeout());
@@ -81,9 +86,9 @@ impl Control {
                 max_age: Duration::from_secs(60),
             };
             let (heard_tx, mut heard_rx) = tokio::sync::mpsc::channel(256);
-            tokio::spawn(discovery::run(socket, settings, heard_tx, token.clone()));
+            tasks.spawn(discovery::run(socket, settings, heard_tx, token.clone()));
             let beacons_book = book.clone();
-            tokio::spawn(async move {
+            tasks.spawn(async move {
                 while let Some(heard) = heard_rx.recv().await {
                     beacons_book.beacon(&heard.node_id, heard.address, heard.eligible);
                 }
@@ -99,12 +104,13 @@ impl Control {
                 config.election.peer_timeout(),
             ),
             book.clone(),
+            &tasks,
             token.child_token(),
         );
         let mut led = election.watch();
         let mut changes = book.changes();
         let follower_token = token.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let mut ticker = tokio::time::interval(interval);
             loop {
                 tokio::select! {
@@ -131,12 +137,21 @@ impl Control {
         });
         Ok(Self {
             token,
+            tasks,
             _election: election,
         })
     }
 
-    pub(crate) fn stop(&self) {
+    /// Stops discovery and election and waits (bounded) until their tasks have ended.
+    pub(crate) async fn stop(&self) {
         self.token.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(GRACE, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("discovery and election did not stop within the grace period");
+        }
     }
 }
 
@@ -313,7 +328,7 @@ impl Runtime {
         };
         let cluster = handler.cluster.clone();
         match &cluster {
-            Some(cluster) => signals.follow_cluster(cluster.clone(), token.child_token()),
+            Some(cluster) => signals.follow_cluster(cluster, token.child_token()),
             None => signals.set_membership(None),
         }
         tracing::info!(node = %config.node_id, address = %listen, "node services started");
@@ -338,7 +353,7 @@ impl Runtime {
     /// Stops syncing and serving, then closes the store. Returns the still-bound listener.
     /// Starts discovery and election again on the current configuration and port.
     pub(crate) async fn restart_control(&mut self) -> Result<(), NodeError> {
-        self.control.stop();
+        self.control.stop().await;
         self.control = Control::start(
             &self.config,
             self.listen(),
@@ -352,7 +367,7 @@ impl Runtime {
     }
 
     pub(crate) async fn stop(&self) -> Option<TcpListener> {
-        self.control.stop();
+        self.control.stop().await;
         if let Some(cluster) = &self.cluster {
             cluster.stop().await;
         }
@@ -421,7 +436,7 @@ async fn start_cluster(
     // The gate is right before the first write can arrive; then it follows the view.
     let initial = plane.watch().borrow().gate_state();
     plane.gate.set(initial).await;
-    tokio::spawn(plane.clone().follow_membership(sync.context(), pins));
+    plane.spawn(plane.clone().follow_membership(sync.context(), pins));
     let mut view = plane.watch();
     let local = config.node_id.clone();
     let sync = sync.clone();
@@ -429,7 +444,7 @@ async fn start_cluster(
     // Until the first view, sync with nobody: a node that waits to join has no members.
     sync.set_members(Some(Vec::new()));
     sync.book().set_members(Some(Default::default()));
-    tokio::spawn(async move {
+    plane.spawn(async move {
         loop {
             let configuration = view.borrow_and_update().configuration.clone();
             let (peers, addresses) = match &configuration {

@@ -84,12 +84,12 @@ impl Signals {
     /// Follows the control plane's view until `token` is cancelled.
     pub(crate) fn follow_cluster(
         self: &Arc<Self>,
-        cluster: Arc<ControlPlane>,
+        cluster: &ControlPlane,
         token: CancellationToken,
     ) {
         let signals = self.clone();
         let mut view = cluster.watch();
-        tokio::spawn(async move {
+        cluster.spawn(async move {
             loop {
                 let membership = {
                     let view = view.borrow_and_update();

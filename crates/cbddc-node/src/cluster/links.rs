@@ -31,6 +31,8 @@ pub(crate) struct LinkSettings {
 pub(crate) struct Links {
     settings: LinkSettings,
     runtime: tokio::runtime::Handle,
+    /// The control plane's tasks: every link and invitation runs on it.
+    tasks: tokio_util::task::TaskTracker,
     token: CancellationToken,
     commands: Sender<Command>,
     open: Mutex<BTreeMap<NodeId, (String, mpsc::UnboundedSender<ControlFrame>)>>,
@@ -48,12 +50,14 @@ impl Links {
     pub(crate) fn new(
         settings: LinkSettings,
         runtime: tokio::runtime::Handle,
+        tasks: tokio_util::task::TaskTracker,
         token: CancellationToken,
         commands: Sender<Command>,
     ) -> Self {
         Self {
             settings,
             runtime,
+            tasks,
             token,
             commands,
             open: Mutex::new(BTreeMap::new()),
@@ -71,14 +75,17 @@ impl Links {
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let _ = tx.send(frame);
-        self.runtime.spawn(link(
-            self.settings.clone(),
-            to.clone(),
-            address.to_string(),
-            rx,
-            self.commands.clone(),
-            self.token.child_token(),
-        ));
+        self.tasks.spawn_on(
+            link(
+                self.settings.clone(),
+                to.clone(),
+                address.to_string(),
+                rx,
+                self.commands.clone(),
+                self.token.child_token(),
+            ),
+            &self.runtime,
+        );
         open.insert(to.clone(), (address.to_string(), tx));
     }
 
@@ -95,7 +102,7 @@ impl Links {
         let to = to.clone();
         let address = address.to_string();
         let token = self.token.clone();
-        self.runtime.spawn(async move {
+        self.tasks.spawn_on(async move {
             let call = ControlCall::Offer {
                 configuration,
                 sealed_log,
@@ -111,7 +118,7 @@ impl Links {
                     tracing::warn!(peer = %to, %address, error = %e, "inviting a new member failed; it is invited again shortly")
                 }
             }
-        });
+        }, &self.runtime);
     }
 }
 

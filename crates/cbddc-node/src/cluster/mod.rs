@@ -94,6 +94,9 @@ pub(crate) struct ControlPlane {
     handover: watch::Sender<Option<Handover>>,
     joining: AtomicBool,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Every task of the control plane (links, invitations, hand-over, joining, and the
+    /// node's followers of its view); [`ControlPlane::stop`] waits for them.
+    tasks: tokio_util::task::TaskTracker,
     token: CancellationToken,
 }
 
@@ -112,6 +115,7 @@ impl ControlPlane {
     ) -> Result<Arc<Self>, NodeError> {
         let (commands, receiver) = std::sync::mpsc::channel();
         let (view_tx, view) = watch::channel(ClusterView::default());
+        let tasks = tokio_util::task::TaskTracker::new();
         let links = Arc::new(Links::new(
             LinkSettings {
                 local: local.clone(),
@@ -120,6 +124,7 @@ impl ControlPlane {
                 identity: link.2,
             },
             tokio::runtime::Handle::current(),
+            tasks.clone(),
             token.clone(),
             commands.clone(),
         ));
@@ -141,6 +146,7 @@ impl ControlPlane {
             handover: watch::Sender::new(None),
             joining: AtomicBool::new(false),
             thread: Mutex::new(Some(thread)),
+            tasks,
             token,
         }))
     }
@@ -216,7 +222,7 @@ impl ControlPlane {
                             previous.cancel();
                         }
                         let token = self.token.child_token();
-                        tokio::spawn(handover::run(
+                        self.tasks.spawn(handover::run(
                             sync.clone(),
                             successor,
                             self.handover.clone(),
@@ -335,7 +341,7 @@ impl ControlPlane {
             return Ok(());
         }
         let plane = self.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let id = configuration.configuration_id;
             tracing::info!(inviter = %from, configuration = id, "invited into the cluster: copying its data first");
             let joined = async {
@@ -376,6 +382,22 @@ impl ControlPlane {
         if let Some(thread) = thread {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
+        self.token.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(crate::runtime::GRACE, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(node = %self.local, "control-plane tasks did not stop within the grace period");
+        }
+    }
+
+    /// Runs `task` as one of the control plane's, awaited by [`ControlPlane::stop`].
+    pub(crate) fn spawn<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn(task);
     }
 }
 
