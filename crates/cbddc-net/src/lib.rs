@@ -56,6 +56,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod admission;
 mod client;
 pub mod convert;
 pub mod discovery;
@@ -72,7 +73,9 @@ pub use error::NetError;
 pub use floors::Floors;
 pub use identity::{LocalIdentity, NodeKey, PeerVerifier, PublicKey};
 pub use meter::{NetMeter, REFUSAL_REASONS};
-pub use secure::{ClusterKey, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, Remote, SecureStream};
+pub use secure::{
+    BufferBudget, ClusterKey, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, Remote, SecureStream,
+};
 pub use server::{RequestHandler, ServerSettings, SessionInfo, TcpSyncServer, error_body};
 
 #[cfg(test)]

@@ -354,10 +354,21 @@ async fn expect_noise<S: AsyncRead + Unpin>(io: &mut S, which: &str) -> Result<V
 /// Returns the session and the initiator (`None` for tools such as the CLI), whose node
 /// id and key our verifier accepted.
 pub async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
+    io: S,
+    key: &ClusterKey,
+    local: &LocalIdentity,
+    eligible: bool,
+) -> Result<(SecureStream<S>, Option<Remote>), NetError> {
+    respond_telling(io, key, local, eligible, || {}).await
+}
+
+/// Like [`respond`], calling `key_proved` once the initiator has proved the cluster key.
+pub(crate) async fn respond_telling<S: AsyncRead + AsyncWrite + Unpin>(
     mut io: S,
     key: &ClusterKey,
     local: &LocalIdentity,
     eligible: bool,
+    key_proved: impl FnOnce(),
 ) -> Result<(SecureStream<S>, Option<Remote>), NetError> {
     let hello = match read_handshake(&mut io).await? {
         proto::handshake_frame::Kind::Hello(hello) => hello,
@@ -405,6 +416,7 @@ pub async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
             peer: "the initiator".into(),
         });
     }
+    key_proved();
     let mut buf = vec![0u8; MAX_FRAME];
     send_hello(&mut io, &mut hs, local, eligible, &mut buf).await?;
     let message = expect_noise(&mut io, "third").await?;
@@ -454,6 +466,46 @@ pub async fn refuse_busy<S: AsyncWrite + Unpin>(io: &mut S) -> Result<(), NetErr
     .await
 }
 
+/// Messages up to this size need no room from a [`BufferBudget`]: a session buffers at
+/// most one of them, and the number of sessions is bounded.
+const UNBUDGETED_MESSAGE: usize = 64 * 1024;
+
+/// Bytes of large messages buffered at once across the sessions that share it.
+#[derive(Debug)]
+pub struct BufferBudget {
+    kib: Arc<tokio::sync::Semaphore>,
+    total_kib: u32,
+}
+
+impl BufferBudget {
+    /// A budget of `bytes` (at least one largest message's worth is always allowed).
+    pub fn new(bytes: usize) -> Self {
+        let total_kib = u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .max(1);
+        Self {
+            kib: Arc::new(tokio::sync::Semaphore::new(total_kib as usize)),
+            total_kib,
+        }
+    }
+
+    /// Waits for room for a message of `len` bytes; `None` for a small one.
+    pub(crate) async fn reserve(&self, len: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        if len <= UNBUDGETED_MESSAGE {
+            return None;
+        }
+        let kib = u32::try_from(len.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .min(self.total_kib);
+        self.kib.clone().acquire_many_owned(kib).await.ok()
+    }
+
+    /// Bytes free now (for tests and status).
+    pub fn available(&self) -> usize {
+        self.kib.available_permits() * 1024
+    }
+}
+
 /// An authenticated, encrypted session carrying length-prefixed protobuf messages.
 ///
 /// Noise's per-direction nonce counter makes a replayed, dropped or reordered frame fail
@@ -461,6 +513,7 @@ pub async fn refuse_busy<S: AsyncWrite + Unpin>(io: &mut S) -> Result<(), NetErr
 pub struct SecureStream<S> {
     io: S,
     meter: Option<Arc<NetMeter>>,
+    budget: Option<Arc<BufferBudget>>,
     transport: snow::TransportState,
     plain: Vec<u8>,
     frame: Vec<u8>,
@@ -480,6 +533,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureStream<S> {
         Self {
             io,
             meter: None,
+            budget: None,
             transport,
             plain: Vec::new(),
             frame: Vec::new(),
@@ -490,6 +544,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureStream<S> {
     /// Counts this session's bytes in `meter`.
     fn metered(mut self, meter: Option<Arc<NetMeter>>) -> Self {
         self.meter = meter;
+        self
+    }
+
+    /// Buffers large incoming messages only within `budget` (shared with other sessions).
+    pub(crate) fn with_buffer_budget(mut self, budget: Arc<BufferBudget>) -> Self {
+        self.budget = Some(budget);
         self
     }
 
@@ -536,6 +596,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureStream<S> {
                 max: MAX_MESSAGE_BYTES,
             });
         }
+        // Room for the message before its bytes are read: sessions together never buffer
+        // more than the budget, whatever sizes they announce.
+        let _room = match &self.budget {
+            Some(budget) => budget.reserve(len).await,
+            None => None,
+        };
         self.fill(4 + len).await?;
         let message = M::decode(&self.plain[4..4 + len]).map_err(|e| NetError::Malformed {
             detail: e.to_string(),

@@ -1,3 +1,4 @@
+use crate::admission::{Admission, Refusal};
 use crate::identity::{LocalIdentity, NodeKey, PeerVerifier, PublicKey};
 use crate::secure::{self, ClusterKey, SecureStream};
 use crate::{NetError, proto};
@@ -30,8 +31,17 @@ pub struct ServerSettings {
     pub request_timeout: Duration,
     /// A session with no request for this long is closed.
     pub idle_timeout: Duration,
-    /// Connections beyond this number are refused as busy.
+    /// Sessions beyond this number are refused as busy. Connections still in their
+    /// handshake do not count: they have `max_handshakes` of their own.
     pub max_connections: usize,
+    /// Connections in their handshake at once; a newer one evicts the oldest.
+    pub max_handshakes: usize,
+    /// Connections in their handshake at once from one address; a newer one from it
+    /// evicts its own oldest.
+    pub max_handshakes_per_address: usize,
+    /// Bytes of large incoming messages (over 64 KiB) buffered at once across every
+    /// session; a session whose message does not fit waits for room.
+    pub max_buffered_bytes: usize,
     /// Whether this node may be elected leader (told to peers in the handshake) at start;
     /// [`TcpSyncServer::set_eligible`] changes it.
     pub eligible: bool,
@@ -55,6 +65,9 @@ impl ServerSettings {
             request_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(300),
             max_connections: 256,
+            max_handshakes: 64,
+            max_handshakes_per_address: 32,
+            max_buffered_bytes: 256 * 1024 * 1024,
             eligible: true,
             meter: None,
             interest: cbddc_core::Interest::all(),
@@ -129,13 +142,22 @@ impl TcpSyncServer {
             eligible: settings.eligible,
         }));
         let settings = Arc::new(settings);
-        let limit = Arc::new(Semaphore::new(settings.max_connections));
+        let gates = Gates {
+            sessions: Arc::new(Semaphore::new(settings.max_connections)),
+            handshakes: Admission::new(
+                settings.max_handshakes,
+                settings.max_handshakes_per_address,
+            ),
+            buffered: Arc::new(crate::secure::BufferBudget::new(
+                settings.max_buffered_bytes,
+            )),
+        };
         let acceptor = tokio::spawn(accept_loop(
             listener,
             settings,
             terms.clone(),
             handler,
-            limit,
+            gates,
             token.clone(),
             tracker.clone(),
         ));
@@ -191,12 +213,21 @@ impl TcpSyncServer {
     }
 }
 
+/// What a connection must get through: a handshake place, then a session slot; and the
+/// budget of bytes buffered for large messages, shared by every session.
+#[derive(Debug, Clone)]
+struct Gates {
+    sessions: Arc<Semaphore>,
+    handshakes: Arc<Admission>,
+    buffered: Arc<crate::secure::BufferBudget>,
+}
+
 async fn accept_loop(
     listener: TcpListener,
     settings: Arc<ServerSettings>,
     terms: Arc<RwLock<Terms>>,
     handler: Arc<dyn RequestHandler>,
-    limit: Arc<Semaphore>,
+    gates: Gates,
     token: CancellationToken,
     tracker: TaskTracker,
 ) -> TcpListener {
@@ -215,8 +246,8 @@ async fn accept_loop(
             }
         };
         let _ = socket.set_nodelay(true);
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            tracing::warn!(%address, "refusing a connection: connection limit reached");
+        if gates.sessions.available_permits() == 0 {
+            gates.handshakes.refused(Refusal::Busy);
             if let Some(meter) = &settings.meter {
                 meter.refuse(proto::RejectReason::Busy);
             }
@@ -226,13 +257,23 @@ async fn accept_loop(
                         .await;
             });
             continue;
-        };
+        }
+        let ticket = gates.handshakes.begin_handshake(address.ip());
         let (settings, handler, token) = (settings.clone(), handler.clone(), token.child_token());
         let terms = terms.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let gates = gates.clone();
         tracker.spawn(async move {
-            let _permit = permit;
-            if let Err(reason) =
-                serve(socket, address, &settings, &terms, handler.as_ref(), &token).await
+            let Some((stream, session)) =
+                handshake(socket, address, &settings, &terms, &gates, ticket, &token).await
+            else {
+                return;
+            };
+            let Ok(_permit) = gates.sessions.clone().try_acquire_owned() else {
+                // Every slot was taken while this one shook hands.
+                gates.handshakes.refused(Refusal::Busy);
+                return;
+            };
+            if let Err(reason) = serve(stream, &session, &settings, handler.as_ref(), &token).await
             {
                 match reason {
                     NetError::Closed => tracing::debug!(%address, "session ended by the peer"),
@@ -243,14 +284,18 @@ async fn accept_loop(
     }
 }
 
-async fn serve(
+/// Runs the responder's handshake, within its timeout and until a newer connection
+/// evicts it. A failure is counted for the refusal summary, not logged one by one:
+/// strangers can make as many as they like.
+async fn handshake(
     socket: TcpStream,
     address: SocketAddr,
     settings: &ServerSettings,
     terms: &Terms,
-    handler: &dyn RequestHandler,
+    gates: &Gates,
+    ticket: crate::admission::HandshakeTicket,
     token: &CancellationToken,
-) -> Result<(), NetError> {
+) -> Option<(SecureStream<TcpStream>, SessionInfo)> {
     let local = LocalIdentity {
         node_id: Some(settings.node_id.clone()),
         key: settings.node_key.clone(),
@@ -259,13 +304,27 @@ async fn serve(
         meter: settings.meter.clone(),
         interest: settings.interest.clone(),
     };
-    let handshake = secure::respond(socket, &terms.key, &local, terms.eligible);
-    let (mut stream, peer) = tokio::select! {
-        _ = token.cancelled() => return Ok(()),
-        result = tokio::time::timeout(settings.handshake_timeout, handshake) => result.map_err(|_| NetError::Timeout {
-            during: "waiting for the handshake",
-            after: settings.handshake_timeout,
-        })??,
+    let handshake = secure::respond_telling(socket, &terms.key, &local, terms.eligible, || {
+        ticket.proved()
+    });
+    let outcome = tokio::select! {
+        _ = token.cancelled() => return None,
+        _ = ticket.evicted().cancelled() => return None,
+        result = tokio::time::timeout(settings.handshake_timeout, handshake) => result,
+    };
+    drop(ticket);
+    let (stream, peer) = match outcome {
+        Ok(Ok(done)) => done,
+        Ok(Err(reason)) => {
+            tracing::debug!(%address, %reason, "handshake failed");
+            gates.handshakes.refused(Refusal::Failed);
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!(%address, "handshake timed out");
+            gates.handshakes.refused(Refusal::Failed);
+            return None;
+        }
     };
     let session = SessionInfo {
         peer_eligible: peer.as_ref().is_some_and(|p| p.eligible),
@@ -279,6 +338,16 @@ async fn serve(
         address,
     };
     tracing::debug!(%address, peer = ?session.peer, "session established");
+    Some((stream.with_buffer_budget(gates.buffered.clone()), session))
+}
+
+async fn serve(
+    mut stream: SecureStream<TcpStream>,
+    session: &SessionInfo,
+    settings: &ServerSettings,
+    handler: &dyn RequestHandler,
+    token: &CancellationToken,
+) -> Result<(), NetError> {
     loop {
         let request: proto::Request = tokio::select! {
             _ = token.cancelled() => break,
@@ -291,7 +360,7 @@ async fn serve(
         let body = match request.body {
             None => error_body(proto::ErrorCode::InvalidRequest, "the request has no body"),
             Some(body) => {
-                match tokio::time::timeout(settings.request_timeout, handler.handle(&session, body))
+                match tokio::time::timeout(settings.request_timeout, handler.handle(session, body))
                     .await
                 {
                     Ok(body) => body,

@@ -490,3 +490,67 @@ async fn a_key_that_is_not_the_pinned_one_is_refused_by_either_side() {
     );
     assert!(server_side.is_err(), "the session never opens");
 }
+
+/// Issue 12: 500 idle connections that never start a handshake filled the connection
+/// limit and locked every tool and peer out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_strangers_cannot_lock_out_key_holders() {
+    let (server, address) = start_server(server_settings("srv", "k")).await;
+    let mut idle = Vec::new();
+    for _ in 0..500 {
+        idle.push(tokio::net::TcpStream::connect(&address).await.unwrap());
+    }
+    // Strangers keep coming while the key holders call.
+    let flood_address = address.clone();
+    let flood = tokio::spawn(async move {
+        let mut held = Vec::new();
+        for _ in 0..2_000 {
+            if let Ok(socket) = tokio::net::TcpStream::connect(&flood_address).await {
+                held.push(socket);
+            }
+            tokio::task::yield_now().await;
+        }
+        held
+    });
+    let mut ok = 0;
+    for _ in 0..20 {
+        if status_as(&address, "k").await.is_ok() {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 20, "every key holder got a session");
+    drop(flood.await.unwrap());
+    drop(idle);
+    server.stop(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn a_buffer_budget_holds_large_messages_back_and_lets_small_ones_through() {
+    let budget = Arc::new(crate::BufferBudget::new(1024 * 1024));
+    let first = tokio::time::timeout(Duration::from_secs(1), budget.reserve(700 * 1024))
+        .await
+        .unwrap();
+    assert!(first.is_some());
+    assert_eq!(budget.available(), 324 * 1024);
+    // A second large message waits for room…
+    let waiting = tokio::spawn({
+        let budget = budget.clone();
+        async move { budget.reserve(700 * 1024).await.is_some() }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiting.is_finished());
+    // …while small ones need none.
+    assert!(budget.reserve(10 * 1024).await.is_none());
+    drop(first);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .unwrap()
+            .unwrap()
+    );
+    // A message larger than the whole budget still fits alone.
+    let huge = tokio::time::timeout(Duration::from_secs(1), budget.reserve(4 * 1024 * 1024))
+        .await
+        .unwrap();
+    assert!(huge.is_some());
+}
