@@ -195,8 +195,17 @@ impl Drop for RunningNode {
     }
 }
 
+/// `cbddc status --json`, retried for up to 5 s: a node swapping its database (a node id
+/// change) does not answer for a moment.
 pub fn status_json(port: u16) -> serde_json::Value {
-    let out = cbddc(&["status", "--json"], port);
+    let mut out = cbddc(&["status", "--json"], port);
+    for _ in 0..50 {
+        if out.status.success() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        out = cbddc(&["status", "--json"], port);
+    }
     assert!(out.status.success(), "status failed: {}", stderr(&out));
     serde_json::from_slice(&out.stdout).unwrap()
 }
