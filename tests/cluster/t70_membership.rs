@@ -378,3 +378,42 @@ async fn a_member_removed_while_down_retires_when_it_comes_back() {
         node.stop().await;
     }
 }
+
+/// Issue 12: a `cluster_key` changed live never reached the control-plane links, so the
+/// members could sync data but never decide anything again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_key_changed_live_reaches_the_control_plane() {
+    let mut nodes = Vec::new();
+    for (config, dir) in cluster(&["key-a", "key-b"], 2) {
+        nodes.push(TestNode::start(config, dir).await);
+    }
+    wait_until("both run configuration 1", DEADLINE, || async {
+        runs(&nodes[0], 1, &["key-a", "key-b"])
+            && runs(&nodes[1], 1, &["key-a", "key-b"])
+            && status(&nodes[0]).leader.is_some()
+    })
+    .await;
+    for node in nodes.iter_mut() {
+        node.reconfigure(|c| c.cluster_key = "a-new-cluster-key".into());
+    }
+    wait_until("both to apply the new key", DEADLINE, || async {
+        nodes
+            .iter()
+            .all(|n| n.node().config().cluster_key == "a-new-cluster-key")
+    })
+    .await;
+    // Deciding needs both members: only links that use the new key can get there.
+    let next = nodes[0]
+        .node()
+        .reconfigure_cluster(vec![node_id("key-a")])
+        .await
+        .unwrap();
+    assert_eq!(next, 2);
+    wait_until("key-b to learn it was removed", DEADLINE, || async {
+        status(&nodes[1]).retired
+    })
+    .await;
+    for mut node in nodes {
+        node.stop().await;
+    }
+}

@@ -231,6 +231,9 @@ async fn apply_to(
     if new.cluster_key != old.cluster_key || new.sync_interval_ms != old.sync_interval_ms {
         let key = ClusterKey::derive(&new.cluster_key);
         runtime.server.set_cluster_key(key.clone());
+        if let Some(cluster) = &runtime.cluster {
+            cluster.set_cluster_key(key.clone());
+        }
         runtime
             .sync
             .update(key, Duration::from_millis(new.sync_interval_ms));

@@ -8,6 +8,7 @@ use cbddc_core::NodeId;
 use cbddc_election::membership::{Configuration, ControlEntry, ControlFrame};
 use cbddc_net::{ClientSettings, ClusterKey, PeerClient};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::mpsc::Sender;
 use std::time::Duration;
@@ -23,7 +24,8 @@ const RECONNECT_AFTER: Duration = Duration::from_millis(200);
 pub(crate) struct LinkSettings {
     pub(crate) local: NodeId,
     pub(crate) identity: cbddc_net::LocalIdentity,
-    pub(crate) key: ClusterKey,
+    /// Changes live with the node's `cluster_key`.
+    pub(crate) key: Arc<std::sync::RwLock<ClusterKey>>,
     pub(crate) client: ClientSettings,
 }
 
@@ -89,6 +91,12 @@ impl Links {
         open.insert(to.clone(), (address.to_string(), tx));
     }
 
+    /// Uses `key` from now on: open links close, and reconnect with it at their next frame.
+    pub(crate) fn set_key(&self, key: ClusterKey) {
+        *self.settings.key.write().unwrap_or_else(|p| p.into_inner()) = key;
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
     /// Invites `to` into `configuration`, handing it the log sealed before it.
     pub(crate) fn offer(
         &self,
@@ -127,7 +135,12 @@ async fn connect(
     to: &NodeId,
     address: &str,
 ) -> Result<PeerClient, String> {
-    let client = PeerClient::connect(address, &settings.key, &settings.identity, settings.client)
+    let key = settings
+        .key
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let client = PeerClient::connect(address, &key, &settings.identity, settings.client)
         .await
         .map_err(|e| e.to_string())?;
     if client.remote_node() != to {

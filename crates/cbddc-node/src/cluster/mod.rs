@@ -94,6 +94,7 @@ pub(crate) struct ControlPlane {
     handover: watch::Sender<Option<Handover>>,
     joining: AtomicBool,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    links: Arc<Links>,
     /// Every task of the control plane (links, invitations, hand-over, joining, and the
     /// node's followers of its view); [`ControlPlane::stop`] waits for them.
     tasks: tokio_util::task::TaskTracker,
@@ -119,7 +120,7 @@ impl ControlPlane {
         let links = Arc::new(Links::new(
             LinkSettings {
                 local: local.clone(),
-                key: link.0,
+                key: Arc::new(std::sync::RwLock::new(link.0)),
                 client: link.1,
                 identity: link.2,
             },
@@ -136,7 +137,10 @@ impl ControlPlane {
         };
         let thread = std::thread::Builder::new()
             .name(format!("cbddc-control-{local}"))
-            .spawn(move || plane::run(settings, receiver, links, view_tx))
+            .spawn({
+                let links = links.clone();
+                move || plane::run(settings, receiver, links, view_tx)
+            })
             .map_err(|e| NodeError::ControlPlane(format!("cannot start its thread: {e}")))?;
         Ok(Arc::new(Self {
             local,
@@ -146,6 +150,7 @@ impl ControlPlane {
             handover: watch::Sender::new(None),
             joining: AtomicBool::new(false),
             thread: Mutex::new(Some(thread)),
+            links,
             tasks,
             token,
         }))
@@ -390,6 +395,11 @@ impl ControlPlane {
         {
             tracing::warn!(node = %self.local, "control-plane tasks did not stop within the grace period");
         }
+    }
+
+    /// Control links use `key` from now on (the node's `cluster_key` changed).
+    pub(crate) fn set_cluster_key(&self, key: cbddc_net::ClusterKey) {
+        self.links.set_key(key);
     }
 
     /// Runs `task` as one of the control plane's, awaited by [`ControlPlane::stop`].
