@@ -113,6 +113,8 @@ pub struct ConfigFile {
     pub metrics_address: Option<String>,
     /// See [`PeerNodeConfiguration::collections`].
     pub collections: Option<Vec<String>>,
+    /// See [`PeerNodeConfiguration::advertise_address`].
+    pub advertise_address: Option<String>,
     /// The file (or source) this came from, for error messages.
     #[serde(skip)]
     pub source_name: String,
@@ -193,6 +195,7 @@ impl ConfigFile {
         pick(&mut self.cluster, &top.cluster);
         pick(&mut self.metrics_address, &top.metrics_address);
         pick(&mut self.collections, &top.collections);
+        pick(&mut self.advertise_address, &top.advertise_address);
         if !top.known_peers.is_empty() {
             self.known_peers.clone_from(&top.known_peers);
         }
@@ -257,6 +260,9 @@ impl ConfigFile {
         }
         if let Some(collections) = &self.collections {
             config.collections = Some(collections.iter().cloned().collect());
+        }
+        if let Some(address) = &self.advertise_address {
+            config.advertise_address = Some(address.clone());
         }
         if let Some(section) = &self.discovery {
             let d = &mut config.discovery;

@@ -16,6 +16,7 @@
 //! known_peers = [{ node_id = "node-b", address = "127.0.0.1:25001", type = "static" }]
 //! # metrics_address = "127.0.0.1:9100"  # /metrics (Prometheus) and a live page at /; off by default
 //! # collections = ["users", "orders"]   # replicate only these (default: every collection)
+//! # advertise_address = "node-a.lan:25000"  # where the cluster reaches this node (NAT, several interfaces)
 //!
 //! [discovery]                   # UDP beacons on the LAN
 //! enabled = false
@@ -188,6 +189,10 @@ pub struct PeerNodeConfiguration {
     /// The collections this node replicates; `None` (the default): every collection.
     /// The node pulls and accepts only these, and peers do not push it the rest.
     pub collections: Option<BTreeSet<String>>,
+    /// Where the other members reach this node (`host:port`), for nodes behind NAT or
+    /// with several interfaces. `None`: the listen address, or for a node bound to every
+    /// interface, its address on the route to its peers.
+    pub advertise_address: Option<String>,
 }
 
 impl PeerNodeConfiguration {
@@ -208,6 +213,7 @@ impl PeerNodeConfiguration {
             cluster: None,
             metrics_address: None,
             collections: None,
+            advertise_address: None,
         }
     }
 
@@ -311,6 +317,10 @@ impl PeerNodeConfiguration {
                 cbddc_core::validate_collection(collection)
                     .map_err(|e| invalid("collections".into(), e.to_string()))?;
             }
+        }
+        if let Some(address) = &self.advertise_address {
+            cbddc_core::validate_peer_address(address)
+                .map_err(|e| invalid("advertise_address".into(), e.to_string()))?;
         }
         if let Some(address) = self.metrics_address
             && address.port() != 0

@@ -45,6 +45,8 @@ pub(crate) struct NodeHandler {
     pub(crate) listen: Mutex<SocketAddr>,
     /// The address the configuration asks for, while it cannot be bound.
     pub(crate) wanted_listen: Mutex<Option<SocketAddr>>,
+    /// `advertise_address` in force.
+    pub(crate) advertise: Mutex<Option<String>>,
     /// Who leads, as the election last said, and the node's other announcements.
     pub(crate) signals: Arc<crate::signals::Signals>,
     /// This node's public key.
@@ -433,8 +435,15 @@ impl NodeHandler {
         let mut members = Vec::new();
         for name in names {
             let node = NodeId::new(name.as_str()).map_err(|e| invalid(e.to_string()))?;
-            let own = (&node == self.store.node_id())
-                .then(|| crate::cluster::advertised(self.listen()).to_string());
+            let own = (&node == self.store.node_id()).then(|| {
+                let peers: Vec<String> = known.iter().map(|p| p.address.clone()).collect();
+                let advertise = self
+                    .advertise
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                crate::cluster::advertised(advertise.as_deref(), self.listen(), &peers)
+            });
             // Its own address, then a known peer's (which may be newer), then the one in
             // the running configuration.
             let address = own
@@ -542,7 +551,7 @@ impl NodeHandler {
         let peer = session.peer.as_ref()?;
         let address = session.address.to_string();
         self.book
-            .exchanged(peer, &address, Some(session.peer_eligible));
+            .exchanged_inbound(peer, session.address, Some(session.peer_eligible));
         let replica = session.peer_replica.as_ref()?;
         self.sync.fold().live(peer, replica);
         self.sync.duplicates().observe(peer, replica, &address)

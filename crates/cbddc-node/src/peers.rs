@@ -116,6 +116,29 @@ impl PeerBook {
         });
     }
 
+    /// Records a successful exchange in a session `peer` opened to us from `from`: its
+    /// source port is an ephemeral one, not where the peer listens, so only the host is
+    /// kept, and only while nothing better (a beacon, a dialled address) is known.
+    pub fn exchanged_inbound(&self, peer: &NodeId, from: SocketAddr, eligible: Option<bool>) {
+        self.with(|inner| {
+            let listening = inner.discovered.get(peer).map(|a| a.to_string());
+            let a = inner.activity.entry(peer.clone()).or_default();
+            let host = from.ip().to_string();
+            let known_better = a
+                .address
+                .as_ref()
+                .is_some_and(|address| address.parse::<SocketAddr>().is_ok());
+            if let Some(listening) = listening {
+                a.address = Some(listening);
+            } else if !known_better {
+                a.address = Some(host);
+            }
+            a.last_exchange_ms = Some(unix_millis());
+            a.last_error = None;
+            ((), Self::heard(a, Instant::now(), eligible))
+        });
+    }
+
     /// Records a failed attempt; the second failure in a row counts the peer as dead.
     pub fn failed(&self, peer: &NodeId, error: &str) {
         self.with(|inner| {
@@ -135,7 +158,11 @@ impl PeerBook {
         self.with(|inner| {
             let moved = inner.discovered.insert(peer.clone(), address) != Some(address);
             let a = inner.activity.entry(peer.clone()).or_default();
-            if a.address.is_none() {
+            // Where it listens beats a host seen in an inbound session.
+            if a.address
+                .as_ref()
+                .is_none_or(|known| known.parse::<SocketAddr>().is_err())
+            {
                 a.address = Some(address.to_string());
             }
             ((), Self::heard(a, Instant::now(), Some(eligible)) || moved)
@@ -292,6 +319,22 @@ impl PeerDirectory for PeerBook {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_inbound_session_never_passes_its_source_port_off_as_the_peer_address() {
+        let book = PeerBook::new(Duration::from_secs(3));
+        let peer = NodeId::new("in").unwrap();
+        book.exchanged_inbound(&peer, "10.0.0.3:53211".parse().unwrap(), Some(true));
+        let report = book.report(&[]);
+        assert_eq!(report[0].address.as_deref(), Some("10.0.0.3"));
+        // A beacon says where it listens, and that stays.
+        book.beacon(&peer, "10.0.0.3:25000".parse().unwrap(), true);
+        book.exchanged_inbound(&peer, "10.0.0.3:53999".parse().unwrap(), Some(true));
+        assert_eq!(
+            book.report(&[])[0].address.as_deref(),
+            Some("10.0.0.3:25000")
+        );
+    }
+
     use super::*;
 
     fn id(name: &str) -> NodeId {

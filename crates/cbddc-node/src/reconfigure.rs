@@ -255,6 +255,16 @@ async fn apply_to(
         runtime.sync.set_eligible(new.election.eligible);
         outcome.applied.push("election.eligible".into());
     }
+    if new.advertise_address != old.advertise_address {
+        *runtime
+            .handler
+            .advertise
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = new.advertise_address.clone();
+        outcome
+            .applied
+            .push("advertise_address (for the next reconfiguration naming this node)".into());
+    }
     let control_changed = runtime.config.listen_address() != effective.listen_address()
         || old.cluster_key != effective.cluster_key
         || old.discovery != effective.discovery

@@ -295,6 +295,7 @@ impl Runtime {
             sync: sync.clone(),
             listen: Mutex::new(listen),
             wanted_listen: Mutex::new(None),
+            advertise: Mutex::new(config.advertise_address.clone()),
             signals: signals.clone(),
             node_key: identity.key.public(),
             pins,
@@ -395,7 +396,12 @@ async fn start_cluster(
         let mut members = Vec::new();
         for member in &section.members {
             let address = if member == &config.node_id {
-                cluster::advertised(listen).to_string()
+                let peers: Vec<String> = config
+                    .known_peers
+                    .iter()
+                    .map(|p| p.address.clone())
+                    .collect();
+                cluster::advertised(config.advertise_address.as_deref(), listen, &peers)
             } else {
                 config
                     .known_peers

@@ -437,20 +437,59 @@ pub(crate) fn member_addresses(configuration: &Configuration) -> BTreeMap<NodeId
         .collect()
 }
 
-/// Where other members reach this node: its listen address (loopback if it binds all
-/// interfaces: list the node in its peers' `known_peers` to reach it from elsewhere).
-pub(crate) fn advertised(listen: std::net::SocketAddr) -> std::net::SocketAddr {
-    if listen.ip().is_unspecified() {
-        std::net::SocketAddr::new(std::net::IpAddr::from([127, 0, 0, 1]), listen.port())
-    } else {
-        listen
+/// Where other members reach this node: `advertise_address` if set; else its listen
+/// address; for a node bound to every interface, its own address on the route to the
+/// first of `peers` that routes (the interface those peers reach it through), and
+/// loopback only when no peer routes anywhere else.
+pub(crate) fn advertised(
+    advertise: Option<&str>,
+    listen: std::net::SocketAddr,
+    peers: &[String],
+) -> String {
+    if let Some(address) = advertise {
+        return address.to_string();
     }
+    if !listen.ip().is_unspecified() {
+        return listen.to_string();
+    }
+    let route = peers.iter().find_map(|peer| {
+        // Addresses only: resolving a host name here would block the caller.
+        let target = peer.parse::<std::net::SocketAddr>().ok()?;
+        let probe = std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0)).ok()?;
+        // Connecting a UDP socket sends nothing; it only picks the route and its source.
+        probe.connect(target).ok()?;
+        let ip = probe.local_addr().ok()?.ip();
+        (!ip.is_unspecified()).then_some(ip)
+    });
+    let ip = route.unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+    std::net::SocketAddr::new(ip, listen.port()).to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Instant;
+
+    #[test]
+    fn a_node_advertises_what_its_peers_can_reach() {
+        let any = "0.0.0.0:25000".parse().unwrap();
+        assert_eq!(
+            advertised(Some("node-a.lan:26000"), any, &[]),
+            "node-a.lan:26000",
+            "advertise_address wins"
+        );
+        let bound = "127.0.0.7:25000".parse().unwrap();
+        assert_eq!(advertised(None, bound, &[]), "127.0.0.7:25000");
+        // Bound to every interface: the source address on the route to a peer.
+        assert_eq!(
+            advertised(
+                None,
+                any,
+                &["peer.example:1".into(), "127.0.0.1:26001".into()]
+            ),
+            "127.0.0.1:25000"
+        );
+    }
 
     async fn wait_for(plane: &ControlPlane, what: &str, check: impl Fn(&ClusterStatus) -> bool) {
         let start = Instant::now();
