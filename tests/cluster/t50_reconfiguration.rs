@@ -212,3 +212,38 @@ async fn an_invalid_configuration_is_refused_and_a_burst_ends_in_the_last_one() 
         "node-a"
     );
 }
+
+/// Issue 12: a node id change that failed half-way left the node stopped while it
+/// reported that it ran. Now it resumes the identity it had, and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_id_change_that_cannot_start_resumes_the_old_identity() {
+    let mut a = TestNode::spawn("node-keeps", |_| {}).await;
+    a.node().put("c", "before", "1").await.unwrap();
+    let address = a.address();
+    let mut events = a.node().subscribe();
+    let broken = a.data_dir().with_file_name("broken-data");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join("node.key"), "not a key").unwrap();
+    a.reconfigure(|c| {
+        c.node_id = node_id("node-new");
+        c.data_dir = broken.clone();
+    });
+    let reason = tokio::time::timeout(DEADLINE, async {
+        loop {
+            if let Ok(NodeEvent::ReconfigurationFailed { reason }) = events.recv().await {
+                return reason;
+            }
+        }
+    })
+    .await
+    .expect("the failure is announced");
+    assert!(reason.contains("node key"), "{reason}");
+    assert_eq!(a.node().node_id().as_str(), "node-keeps");
+    assert_eq!(a.address(), address);
+    assert_eq!(
+        answers(&address, "test-cluster").await.unwrap(),
+        "node-keeps"
+    );
+    assert!(a.node().get("c", "before").await.unwrap().is_some());
+    a.node().put("c", "after", "2").await.unwrap();
+}

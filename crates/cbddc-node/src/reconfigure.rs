@@ -182,19 +182,39 @@ async fn apply_to(
         };
         let store = open_store(&effective).await?;
         tracing::info!(from = %old.node_id, to = %effective.node_id, "changing node identity");
+        let old_listen = runtime.listen();
         let old_listener = runtime.stop().await;
         let listener = match (fresh_listener, old_listener) {
             (Some(listener), _) | (None, Some(listener)) => listener,
             (None, None) => bind(effective.listen_address()).await?,
         };
-        *runtime = Runtime::start(
+        let started = Runtime::start(
             Arc::new(effective),
             store,
             listener,
             runtime.signals.clone(),
             root.child_token(),
         )
-        .await?;
+        .await;
+        match started {
+            Ok(started) => *runtime = started,
+            Err(e) => {
+                // The node must not sit stopped while it reports that it runs: back to
+                // the identity in force before, its database and its address.
+                tracing::error!(error = %e, node = %old.node_id, "the new node id could not start; resuming the previous one");
+                let store = open_store(&old).await?;
+                let listener = bind(old_listen).await?;
+                *runtime = Runtime::start(
+                    old,
+                    store,
+                    listener,
+                    runtime.signals.clone(),
+                    root.child_token(),
+                )
+                .await?;
+                return Err(e);
+            }
+        }
         outcome.applied.push("node_id".into());
         if address_changed && runtime.config.listen_address() == new.listen_address() {
             outcome.applied.push("listen address".into());
