@@ -41,6 +41,6 @@ pub enum NodeError {
     )]
     NotAdmitted,
     /// The control plane (cluster membership) refused or failed.
-    #[error("control plane: {0}")]
-    ControlPlane(String),
+    #[error(transparent)]
+    ControlPlane(#[from] crate::cluster::ControlPlaneError),
 }

@@ -1,7 +1,7 @@
 //! Answers the requests of peers and tools on behalf of the node.
 
 use crate::NodeError;
-use crate::cluster::{ControlCall, ControlPlane, ControlReply};
+use crate::cluster::{ControlCall, ControlPlane, ControlPlaneError, ControlReply};
 use crate::peers::PeerBook;
 use crate::sync::SyncOrchestrator;
 use async_trait::async_trait;
@@ -67,14 +67,28 @@ fn storage_error(err: StorageError) -> Res {
     error_body(code, &err.to_string())
 }
 
+/// The one place a node's errors become wire error codes.
 fn write_error(err: NodeError) -> Res {
     match err {
         NodeError::Storage(e) => storage_error(e),
         NodeError::Retired { .. } | NodeError::NotAdmitted => {
             error_body(ErrorCode::NotAMember, &err.to_string())
         }
+        NodeError::ControlPlane(e) => control_error(e),
         other => error_body(ErrorCode::Unspecified, &other.to_string()),
     }
+}
+
+fn control_error(err: ControlPlaneError) -> Res {
+    let code = match &err {
+        ControlPlaneError::NotConfigured => ErrorCode::Forbidden,
+        ControlPlaneError::Refused { .. } => ErrorCode::InvalidRequest,
+        ControlPlaneError::NotDecided { .. } => ErrorCode::Timeout,
+        ControlPlaneError::Stopped { .. }
+        | ControlPlaneError::Restarted
+        | ControlPlaneError::Start { .. } => ErrorCode::Unavailable,
+    };
+    error_body(code, &err.to_string())
 }
 
 /// Peer management is for operators' tools, not for other nodes.
@@ -347,18 +361,14 @@ impl NodeHandler {
         let call: ControlCall = serde_json::from_slice(payload)
             .map_err(|e| invalid(format!("an unreadable control message: {e}")))?;
         let Some(cluster) = &self.cluster else {
-            return Err(error_body(
-                ErrorCode::Forbidden,
-                "this node runs without a control plane: give it a [cluster] section to make it a cluster member",
-            ));
+            return Err(control_error(ControlPlaneError::NotConfigured));
         };
-        let unavailable = |message: String| error_body(ErrorCode::Unavailable, &message);
         let reply = match call {
             ControlCall::Frames { frames } => {
                 let from = session.peer.clone().ok_or_else(|| {
                     error_body(ErrorCode::Forbidden, "only nodes send control frames")
                 })?;
-                cluster.frames(from, frames).await.map_err(unavailable)?
+                cluster.frames(from, frames).await.map_err(control_error)?
             }
             ControlCall::Offer {
                 configuration,
@@ -379,10 +389,13 @@ impl NodeHandler {
                     .map_err(invalid)?;
                 ControlReply::Accepted
             }
-            ControlCall::Status => ControlReply::Status(cluster.status().map_err(unavailable)?),
+            ControlCall::Status => ControlReply::Status(cluster.status().map_err(control_error)?),
             ControlCall::Reconfigure { members } => {
                 forbid_nodes(session)?;
-                let configuration = self.reconfigure_cluster(members).await?;
+                let configuration = self
+                    .reconfigure_cluster(members)
+                    .await
+                    .map_err(write_error)?;
                 ControlReply::Reconfigured { configuration }
             }
         };
@@ -396,13 +409,11 @@ impl NodeHandler {
     pub(crate) async fn reconfigure_cluster(
         &self,
         members: Vec<String>,
-    ) -> Result<Configuration, Res> {
-        let cluster = self.cluster.as_ref().ok_or_else(|| {
-            error_body(
-                ErrorCode::Forbidden,
-                "this node runs without a control plane: give it a [cluster] section to make it a cluster member",
-            )
-        })?;
+    ) -> Result<Configuration, NodeError> {
+        let cluster = self
+            .cluster
+            .as_ref()
+            .ok_or(ControlPlaneError::NotConfigured)?;
         let members = self.resolve_members(cluster, members).await?;
         // The next configuration carries every key known here, so each member pins them.
         let mut keys = std::collections::BTreeMap::new();
@@ -416,10 +427,7 @@ impl NodeHandler {
                 keys.insert(node.clone(), key.to_hex());
             }
         }
-        cluster
-            .reconfigure(members, keys)
-            .await
-            .map_err(|message| error_body(ErrorCode::InvalidRequest, &message))
+        Ok(cluster.reconfigure(members, keys).await?)
     }
 
     /// The addresses of the named members: from the running configuration, else from the
@@ -428,10 +436,10 @@ impl NodeHandler {
         &self,
         cluster: &ControlPlane,
         names: Vec<String>,
-    ) -> Result<Vec<(NodeId, String)>, Res> {
-        let invalid = |message: String| error_body(ErrorCode::InvalidRequest, &message);
+    ) -> Result<Vec<(NodeId, String)>, NodeError> {
+        let invalid = |reason: String| ControlPlaneError::Refused { reason };
         let running = cluster.configuration();
-        let known = self.peers.list_peers().await.map_err(storage_error)?;
+        let known = self.peers.list_peers().await?;
         let mut members = Vec::new();
         for name in names {
             let node = NodeId::new(name.as_str()).map_err(|e| invalid(e.to_string()))?;
@@ -619,5 +627,56 @@ impl RequestHandler for NodeHandler {
         match self.answer(session, request).await {
             Ok(answer) | Err(answer) => answer,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(res: Res) -> ErrorCode {
+        match res {
+            Res::Error(e) => ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Unspecified),
+            other => panic!("not an error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_control_plane_failure_has_its_wire_code_and_says_what_to_do() {
+        let cases = [
+            (
+                ControlPlaneError::NotConfigured,
+                ErrorCode::Forbidden,
+                "[cluster] section",
+            ),
+            (
+                ControlPlaneError::Refused {
+                    reason: "x is listed twice".into(),
+                },
+                ErrorCode::InvalidRequest,
+                "listed twice",
+            ),
+            (
+                ControlPlaneError::NotDecided {
+                    after: std::time::Duration::from_secs(30),
+                },
+                ErrorCode::Timeout,
+                "majority of the members",
+            ),
+            (
+                ControlPlaneError::Restarted,
+                ErrorCode::Unavailable,
+                "try again",
+            ),
+        ];
+        for (error, expected, words) in cases {
+            let text = error.to_string();
+            assert!(text.contains(words), "{text}");
+            assert_eq!(code(write_error(NodeError::ControlPlane(error))), expected);
+        }
+        assert_eq!(
+            code(write_error(NodeError::NotAdmitted)),
+            ErrorCode::NotAMember
+        );
     }
 }

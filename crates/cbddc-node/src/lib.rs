@@ -36,7 +36,9 @@ mod signals;
 mod sync;
 
 pub use cbddc_election::Leadership;
-pub use cluster::{ClusterStatus, ControlCall, ControlReply, Handover, RECONFIGURE_DEADLINE};
+pub use cluster::{
+    ClusterStatus, ControlCall, ControlPlaneError, ControlReply, Handover, RECONFIGURE_DEADLINE,
+};
 pub use error::NodeError;
 pub use feed::{ChangeFeed, ChangeFilter, FeedStart};
 pub use peers::{PeerActivity, PeerBook, PeerReport};
@@ -384,12 +386,11 @@ impl Node {
     /// The control plane's state: `Err` for a node without a `[cluster]` section.
     pub fn cluster_status(&self) -> Result<ClusterStatus, NodeError> {
         let handler = self.snapshot().handler;
-        let cluster = handler.cluster.as_ref().ok_or_else(|| {
-            NodeError::ControlPlane(
-                "this node runs without a control plane: give it a [cluster] section".into(),
-            )
-        })?;
-        cluster.status().map_err(NodeError::ControlPlane)
+        let cluster = handler
+            .cluster
+            .as_ref()
+            .ok_or(ControlPlaneError::NotConfigured)?;
+        Ok(cluster.status()?)
     }
 
     /// Replaces the cluster's members (this node must be one) and returns once the
@@ -399,11 +400,7 @@ impl Node {
     pub async fn reconfigure_cluster(&self, members: Vec<NodeId>) -> Result<u32, NodeError> {
         let handler = self.snapshot().handler;
         let names = members.into_iter().map(|m| m.to_string()).collect();
-        match handler.reconfigure_cluster(names).await {
-            Ok(configuration) => Ok(configuration.configuration_id),
-            Err(proto::response::Body::Error(e)) => Err(NodeError::ControlPlane(e.message)),
-            Err(_) => Err(NodeError::ControlPlane("an unexpected answer".into())),
-        }
+        Ok(handler.reconfigure_cluster(names).await?.configuration_id)
     }
 
     /// Stops following the configuration, syncing and serving (letting requests in flight

@@ -207,7 +207,9 @@ async fn identity(
     let path = config.data_dir.join(NODE_KEY_FILE);
     let key = tokio::task::spawn_blocking(move || cbddc_net::NodeKey::load_or_create(&path))
         .await
-        .map_err(|e| NodeError::ControlPlane(format!("loading the node key stopped: {e}")))??;
+        .map_err(|e| crate::cluster::ControlPlaneError::Start {
+            reason: format!("loading the node key stopped: {e}"),
+        })??;
     let pins = Arc::new(KeyPins::load(store.clone()).await?);
     let verifier: Arc<dyn cbddc_net::PeerVerifier> = pins.clone();
     let mut identity = LocalIdentity::node(config.node_id.clone(), key, Some(verifier));
@@ -408,17 +410,19 @@ async fn start_cluster(
                     .iter()
                     .find(|p| &p.node_id == member)
                     .map(|p| p.address.clone())
-                    .ok_or_else(|| {
-                        NodeError::ControlPlane(format!(
+                    .ok_or_else(|| crate::cluster::ControlPlaneError::Start {
+                        reason: format!(
                             "cluster member {member} has no address: add it to known_peers"
-                        ))
+                        ),
                     })?
             };
             members.push((member.clone(), address));
         }
         Some(
             cbddc_election::membership::Configuration::new(section.configuration_id, members)
-                .map_err(|e| NodeError::ControlPlane(e.to_string()))?,
+                .map_err(|e| crate::cluster::ControlPlaneError::Start {
+                    reason: e.to_string(),
+                })?,
         )
     };
     let plane = ControlPlane::start(

@@ -9,12 +9,14 @@
 //! - `handover`: a retired node hands the writes it took as a member over to the cluster;
 //! - `wire`: the JSON payloads of `Request::Control`.
 
+mod error;
 mod gate;
 mod handover;
 mod links;
 mod plane;
 mod wire;
 
+pub use error::ControlPlaneError;
 pub(crate) use gate::{GateState, WriteGate};
 pub use handover::Handover;
 pub use wire::{ControlCall, ControlReply};
@@ -141,7 +143,9 @@ impl ControlPlane {
                 let links = links.clone();
                 move || plane::run(settings, receiver, links, view_tx)
             })
-            .map_err(|e| NodeError::ControlPlane(format!("cannot start its thread: {e}")))?;
+            .map_err(|e| ControlPlaneError::Start {
+                reason: format!("cannot start its thread: {e}"),
+            })?;
         Ok(Arc::new(Self {
             local,
             commands,
@@ -160,10 +164,12 @@ impl ControlPlane {
         self.view.clone()
     }
 
-    pub(crate) fn status(&self) -> Result<ClusterStatus, String> {
+    pub(crate) fn status(&self) -> Result<ClusterStatus, ControlPlaneError> {
         let view = self.view.borrow();
         match &view.failure {
-            Some(failure) => Err(format!("the control plane stopped: {failure}")),
+            Some(failure) => Err(ControlPlaneError::Stopped {
+                reason: failure.clone(),
+            }),
             None => Ok(ClusterStatus {
                 handover: self.handover.borrow().clone(),
                 ..view.status.clone()
@@ -179,12 +185,14 @@ impl ControlPlane {
             tokio::time::timeout(within, view.wait_for(|v| v.ready || v.failure.is_some())).await;
         match opened {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(_)) => Err(NodeError::ControlPlane(
-                "its thread stopped while opening".into(),
-            )),
-            Err(_) => Err(NodeError::ControlPlane(format!(
-                "it did not open its state within {within:?}"
-            ))),
+            Ok(Err(_)) => Err(ControlPlaneError::Start {
+                reason: "its thread stopped while opening".into(),
+            }
+            .into()),
+            Err(_) => Err(ControlPlaneError::Start {
+                reason: format!("it did not open its state within {within:?}"),
+            }
+            .into()),
         }
     }
 
@@ -267,11 +275,13 @@ impl ControlPlane {
     fn command<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<T>) -> Command,
-    ) -> Result<oneshot::Receiver<T>, String> {
+    ) -> Result<oneshot::Receiver<T>, ControlPlaneError> {
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(make(reply))
-            .map_err(|_| "the control plane is stopped".to_string())?;
+            .map_err(|_| ControlPlaneError::Stopped {
+                reason: "the node is stopping".into(),
+            })?;
         Ok(answer)
     }
 
@@ -280,7 +290,7 @@ impl ControlPlane {
         &self,
         from: NodeId,
         frames: Vec<ControlFrame>,
-    ) -> Result<ControlReply, String> {
+    ) -> Result<ControlReply, ControlPlaneError> {
         let answer = self.command(|reply| Command::Frames {
             from,
             frames,
@@ -292,7 +302,7 @@ impl ControlPlane {
                 decided,
             }),
             Ok(None) => Ok(ControlReply::Accepted),
-            Err(_) => Err("the control plane restarted; send again".into()),
+            Err(_) => Err(ControlPlaneError::Restarted),
         }
     }
 
@@ -301,18 +311,18 @@ impl ControlPlane {
         &self,
         members: Vec<(NodeId, String)>,
         keys: BTreeMap<NodeId, String>,
-    ) -> Result<Configuration, String> {
+    ) -> Result<Configuration, ControlPlaneError> {
         let answer = self.command(|reply| Command::Reconfigure {
             members,
             keys,
             reply,
         })?;
         match tokio::time::timeout(RECONFIGURE_DEADLINE, answer).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err("the control plane restarted before the reconfiguration was decided; check `cbddc cluster status` and try again".into()),
-            Err(_) => Err(format!(
-                "the reconfiguration was not decided within {RECONFIGURE_DEADLINE:?}: is a majority of the members up? It may still be decided; check `cbddc cluster status`"
-            )),
+            Ok(Ok(result)) => result.map_err(|reason| ControlPlaneError::Refused { reason }),
+            Ok(Err(_)) => Err(ControlPlaneError::Restarted),
+            Err(_) => Err(ControlPlaneError::NotDecided {
+                after: RECONFIGURE_DEADLINE,
+            }),
         }
     }
 
@@ -360,7 +370,8 @@ impl ControlPlane {
                     sealed_log,
                     departed,
                     reply,
-                })?;
+                })
+                .map_err(|e| e.to_string())?;
                 answer
                     .await
                     .map_err(|_| "the control plane restarted".to_string())??;
