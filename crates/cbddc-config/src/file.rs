@@ -4,16 +4,7 @@ use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-/// Commit durability, as configured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Durability {
-    /// Survives power loss (`synchronous=FULL`).
-    #[default]
-    Full,
-    /// Survives a process crash; the last commits may be lost on power loss.
-    Normal,
-}
+pub use cbddc_core::Durability;
 
 /// The type of a configured peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

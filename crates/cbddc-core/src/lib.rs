@@ -59,6 +59,19 @@ pub use store::{
 pub use store::{MockDocumentStore, MockPeerStore};
 pub use version_vector::VersionVector;
 
+/// How hard a commit tries to reach the disk: one type for the configuration and the
+/// store alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// `synchronous=FULL`: an acknowledged write survives a power loss.
+    #[default]
+    Full,
+    /// `synchronous=NORMAL`: survives a crash of the process; the last commits may be
+    /// lost on power loss.
+    Normal,
+}
+
 /// Milliseconds since the Unix epoch, as the system clock reports them (0 if it is before 1970).
 pub fn unix_millis() -> u64 {
     std::time::SystemTime::now()

@@ -261,13 +261,12 @@ impl NodeHandler {
                     return Err(invalid(format!("{node_id} is this node itself")));
                 }
                 let peer_type = match add.peer_type.as_str() {
-                    "" | "static" => PeerType::StaticRemote,
-                    "cloud" => PeerType::CloudRemote,
-                    other => {
-                        return Err(invalid(format!(
-                            "peer type {other:?} is not static or cloud"
-                        )));
-                    }
+                    "" => PeerType::StaticRemote,
+                    text => PeerType::parse(text)
+                        .filter(|t| *t != PeerType::LanDiscovered)
+                        .ok_or_else(|| {
+                            invalid(format!("peer type {text:?} is not static or cloud"))
+                        })?,
                 };
                 let mut peer = KnownPeer::new(node_id, add.address, peer_type)
                     .map_err(|e| invalid(e.to_string()))?;

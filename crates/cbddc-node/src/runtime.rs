@@ -159,10 +159,7 @@ pub(crate) async fn open_store(
     config: &PeerNodeConfiguration,
 ) -> Result<Arc<SqliteStore>, NodeError> {
     let options = StoreOptions {
-        durability: match config.durability {
-            cbddc_config::Durability::Full => cbddc_store::Durability::Full,
-            cbddc_config::Durability::Normal => cbddc_store::Durability::Normal,
-        },
+        durability: config.durability,
         max_clock_drift_ms: config.max_clock_drift_ms,
         interest: config.interest(),
         ..StoreOptions::default()

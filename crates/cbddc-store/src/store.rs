@@ -13,16 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-/// How hard a commit tries to reach the disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Durability {
-    /// `synchronous=FULL`: an acknowledged write survives a power loss.
-    #[default]
-    Full,
-    /// `synchronous=NORMAL`: survives a crash of the process; the last commits may be
-    /// lost on power loss.
-    Normal,
-}
+pub use cbddc_core::Durability;
 
 /// Settings for [`SqliteStore::open`].
 #[derive(Debug, Clone)]
