@@ -67,6 +67,13 @@ impl Bully {
     }
 
     /// The outcome of the last evaluation.
+    /// Whether this node may lead from now on (its configuration and, with a control
+    /// plane, its membership say so); the next evaluation applies it.
+    pub fn set_eligible(&mut self, eligible: bool) {
+        self.settings.eligible = eligible;
+    }
+
+    /// The outcome as it stands.
     pub fn leadership(&self) -> Leadership {
         Leadership {
             leader: self.current.clone(),

@@ -17,10 +17,15 @@ pub struct ElectionService {
 impl ElectionService {
     /// Starts electing for `local` over `directory` until `token` is cancelled (or the
     /// service is dropped), as a task of `tasks` (so its owner can wait for it to end).
+    ///
+    /// `eligible` is the one input saying whether this node may lead (it overrides
+    /// `settings.eligible`): the node folds its configuration and its cluster membership
+    /// into it, and the bully re-evaluates whenever it changes.
     pub fn start(
         local: NodeId,
         settings: ElectionSettings,
         directory: Arc<dyn PeerDirectory>,
+        mut eligible: watch::Receiver<bool>,
         tasks: &TaskTracker,
         token: CancellationToken,
     ) -> Self {
@@ -32,16 +37,23 @@ impl ElectionService {
             // tokio's clock, so that tests with paused time drive the election too.
             let now = || tokio::time::Instant::now().into_std();
             let mut bully = Bully::new(local.clone(), settings, now());
+            bully.set_eligible(*eligible.borrow_and_update());
             let mut changes = directory.changes();
             let mut ticker = tokio::time::interval(settings.interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // A closed input is not polled again: its last value stays.
+            let (mut directory_open, mut eligible_open) = (true, true);
             loop {
                 tokio::select! {
                     _ = task_token.cancelled() => return,
                     _ = ticker.tick() => {}
-                    changed = changes.changed() => if changed.is_err() {
+                    changed = changes.changed(), if directory_open => if changed.is_err() {
                         // The directory is gone: keep evaluating on the interval only.
-                        changes = watch::channel(0).1;
+                        directory_open = false;
+                    },
+                    changed = eligible.changed(), if eligible_open => match changed {
+                        Ok(()) => bully.set_eligible(*eligible.borrow_and_update()),
+                        Err(_) => eligible_open = false,
                     },
                 }
                 if let Some(change) = bully.evaluate(now(), &directory.peers()) {
@@ -139,6 +151,7 @@ mod tests {
             id("c"),
             settings,
             directory(view.clone(), changes),
+            watch::channel(true).1,
             &TaskTracker::new(),
             CancellationToken::new(),
         );
@@ -177,6 +190,7 @@ mod tests {
             id("solo"),
             settings,
             directory(view, changes),
+            watch::channel(true).1,
             &TaskTracker::new(),
             CancellationToken::new(),
         );
@@ -186,5 +200,33 @@ mod tests {
             change.is_leader,
             "with nobody else alive, the node leads after its startup grace"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_eligibility_input_alone_decides_whether_this_node_may_lead() {
+        let view = Arc::new(Mutex::new(vec![alive("z")]));
+        let (_bump, changes) = watch::channel(0u64);
+        let settings = ElectionSettings {
+            startup_grace: Duration::ZERO,
+            ..ElectionSettings::new(true, Duration::from_millis(100), Duration::from_millis(300))
+        };
+        let (eligible, input) = watch::channel(false);
+        let service = ElectionService::start(
+            id("a"),
+            settings,
+            directory(view, changes),
+            input,
+            &TaskTracker::new(),
+            CancellationToken::new(),
+        );
+        let mut events = service.subscribe();
+        // Configured eligible, but the input says no (say, not a member): z leads.
+        assert_eq!(next(&mut events).await.leader, Some(id("z")));
+        eligible.send_replace(true);
+        let change = next(&mut events).await;
+        assert!(change.is_leader, "{change:?}");
+        eligible.send_replace(false);
+        let change = next(&mut events).await;
+        assert_eq!((change.leader, change.is_leader), (Some(id("z")), false));
     }
 }

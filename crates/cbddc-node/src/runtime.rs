@@ -57,6 +57,38 @@ pub(crate) struct Control {
     _election: ElectionService,
 }
 
+/// Whether this node may lead, as the election's one input: its configuration says it
+/// may, and with a control plane it is a member of the running configuration (followed
+/// by one task as the membership changes).
+fn eligibility(
+    config: &PeerNodeConfiguration,
+    cluster: Option<Arc<ControlPlane>>,
+    tasks: &TaskTracker,
+    token: &CancellationToken,
+) -> tokio::sync::watch::Receiver<bool> {
+    let configured = config.election.eligible;
+    let local = config.node_id.clone();
+    let member =
+        |plane: &Option<Arc<ControlPlane>>| plane.as_ref().is_none_or(|p| p.is_member(&local));
+    let (tx, rx) = tokio::sync::watch::channel(configured && member(&cluster));
+    let Some(plane) = cluster else {
+        return rx;
+    };
+    let token = token.clone();
+    tasks.spawn(async move {
+        let mut view = plane.watch();
+        loop {
+            let now = configured && plane.is_member(&local);
+            tx.send_if_modified(|held| std::mem::replace(held, now) != now);
+            tokio::select! {
+                _ = token.cancelled() => return,
+                changed = view.changed() => if changed.is_err() { return },
+            }
+        }
+    });
+    rx
+}
+
 impl Control {
     pub(crate) async fn start(
         config: &PeerNodeConfiguration,
@@ -68,7 +100,6 @@ impl Control {
     ) -> Result<Self, NodeError> {
         let token = parent.child_token();
         let tasks = TaskTracker::new();
-        let local = config.node_id.clone();
         let book = sync.book();
         book.set_timeout(config.election.peer_timeout());
         if config.discovery.enabled {
@@ -96,6 +127,7 @@ impl Control {
             tracing::info!(%address, targets = ?config.discovery.effective_targets(), "discovery started");
         }
         let interval = Duration::from_millis(config.election.interval_ms);
+        let eligible = eligibility(config, cluster.clone(), &tasks, &token);
         let election = ElectionService::start(
             config.node_id.clone(),
             ElectionSettings::new(
@@ -104,6 +136,7 @@ impl Control {
                 config.election.peer_timeout(),
             ),
             book.clone(),
+            eligible,
             &tasks,
             token.child_token(),
         );
@@ -119,17 +152,7 @@ impl Control {
                     _ = led.changed() => {}
                     _ = changes.changed() => {}
                 }
-                let mut now = led.borrow_and_update().clone();
-                // With a control plane, only members lead (their books count only members
-                // as eligible; this node checks itself).
-                if let Some(cluster) = &cluster
-                    && !cluster.is_member(&local)
-                {
-                    now.is_leader = false;
-                    if now.leader.as_ref() == Some(&local) {
-                        now.leader = None;
-                    }
-                }
+                let now = led.borrow_and_update().clone();
                 sync.set_leader(now.is_leader);
                 signals.set_leadership(now);
                 sync.set_discovered(book.discovered_alive());
