@@ -36,12 +36,14 @@ fn cluster(names: &[&str], members: usize) -> Vec<(PeerNodeConfiguration, tempfi
                 configuration_id: 1,
                 members: names[..members].iter().map(|n| node_id(n)).collect(),
                 join: false,
+                ..Default::default()
             }
         } else {
             ClusterConfig {
                 configuration_id: 1,
                 members: Vec::new(),
                 join: true,
+                ..Default::default()
             }
         });
     }

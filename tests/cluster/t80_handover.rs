@@ -58,6 +58,7 @@ async fn cluster_with_c_behind(switch: &Switch) -> Vec<TestNode> {
             configuration_id: 1,
             members: vec![node_id("a"), node_id("b"), node_id("c")],
             join: false,
+            ..Default::default()
         });
     }
     let mut nodes = Vec::new();
@@ -195,11 +196,13 @@ async fn a_node_waiting_to_be_invited_refuses_writes_until_admitted() {
         configuration_id: 1,
         members: vec![node_id("a")],
         join: false,
+        ..Default::default()
     });
     d.0.cluster = Some(ClusterConfig {
         configuration_id: 1,
         members: Vec::new(),
         join: true,
+        ..Default::default()
     });
     let mut a = TestNode::start(a.0, a.1).await;
     let mut d = TestNode::start(d.0, d.1).await;

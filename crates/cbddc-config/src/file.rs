@@ -69,6 +69,10 @@ pub struct ClusterSection {
     pub members: Vec<String>,
     /// See [`crate::ClusterConfig::join`].
     pub join: Option<bool>,
+    /// See [`crate::ClusterConfig::tick_ms`].
+    pub tick_ms: Option<u64>,
+    /// See [`crate::ClusterConfig::election_timeout_ms`].
+    pub election_timeout_ms: Option<u64>,
 }
 
 /// A configuration file as written: every field optional.
@@ -282,10 +286,15 @@ impl ConfigFile {
                     self.invalid(format!("cluster.members[{index}]"), e.to_string())
                 })?);
             }
+            let defaults = crate::ClusterConfig::default();
             config.cluster = Some(crate::ClusterConfig {
                 configuration_id: section.configuration_id.unwrap_or(1),
                 members,
                 join: section.join.unwrap_or(false),
+                tick_ms: section.tick_ms.unwrap_or(defaults.tick_ms),
+                election_timeout_ms: section
+                    .election_timeout_ms
+                    .unwrap_or(defaults.election_timeout_ms),
             });
         }
         for (index, entry) in self.known_peers.iter().enumerate() {
@@ -487,6 +496,17 @@ mod tests {
         assert_eq!(cluster.configuration_id, 1);
         assert_eq!(cluster.members.len(), 2);
         assert!(!cluster.join);
+        assert_eq!((cluster.tick_ms, cluster.election_timeout_ticks()), (10, 5));
+        let timed = resolve(
+            &format!(
+                "{base}[cluster]\nmembers = [\"a\"]\ntick_ms = 20\nelection_timeout_ms = 300\n"
+            ),
+            "f.toml",
+        )
+        .unwrap()
+        .cluster
+        .unwrap();
+        assert_eq!((timed.tick_ms, timed.election_timeout_ticks()), (20, 15));
         let joining = resolve(&format!("{base}[cluster]\njoin = true\n"), "f.toml").unwrap();
         assert!(joining.cluster.unwrap().join);
         assert_eq!(resolve(&base, "f.toml").unwrap().cluster, None);
@@ -500,6 +520,11 @@ mod tests {
             ),
             ("members = [\"a\"]\nconfiguration_id = 0", "start at 1"),
             ("members = [\"no spaces\"]", "cluster.members[0]"),
+            ("members = [\"a\"]\ntick_ms = 0", "cluster.tick_ms"),
+            (
+                "members = [\"a\"]\ntick_ms = 50\nelection_timeout_ms = 60",
+                "at least two ticks",
+            ),
         ] {
             let err = resolve(&format!("{base}[cluster]\n{section}\n"), "f.toml")
                 .unwrap_err()

@@ -33,6 +33,8 @@
 //! configuration_id = 1
 //! members = ["node-a", "node-b", "node-c"]   # addresses from known_peers
 //! # join = true                 # instead of members: wait to be invited by a cluster
+//! tick_ms = 10                  # the control plane's clock
+//! election_timeout_ms = 50      # no news of its leader for this long: elect another
 //! ```
 //!
 //! ```
@@ -154,6 +156,30 @@ pub struct ClusterConfig {
     pub members: Vec<NodeId>,
     /// Wait to be invited into a cluster by one of its members instead of bootstrapping.
     pub join: bool,
+    /// The control plane's clock: how often OmniPaxos ticks.
+    pub tick_ms: u64,
+    /// Without news of the control-plane leader for this long, a member starts an
+    /// election (rounded down to whole ticks, at least two).
+    pub election_timeout_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            configuration_id: 1,
+            members: Vec::new(),
+            join: false,
+            tick_ms: 10,
+            election_timeout_ms: 50,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// [`ClusterConfig::election_timeout_ms`] in ticks.
+    pub fn election_timeout_ticks(&self) -> u64 {
+        (self.election_timeout_ms / self.tick_ms.max(1)).max(2)
+    }
 }
 
 /// A validated node configuration.
@@ -362,6 +388,23 @@ impl PeerNodeConfiguration {
         cluster: &ClusterConfig,
         invalid: &dyn Fn(String, String) -> ConfigError,
     ) -> Result<(), ConfigError> {
+        if !(1..=1_000).contains(&cluster.tick_ms) {
+            return Err(invalid(
+                "cluster.tick_ms".into(),
+                "must be from 1 to 1000".into(),
+            ));
+        }
+        if cluster.election_timeout_ms < 2 * cluster.tick_ms
+            || cluster.election_timeout_ms > 600_000
+        {
+            return Err(invalid(
+                "cluster.election_timeout_ms".into(),
+                format!(
+                    "must be at least two ticks ({} ms) and at most 600000",
+                    2 * cluster.tick_ms
+                ),
+            ));
+        }
         if cluster.configuration_id == 0 {
             return Err(invalid(
                 "cluster.configuration_id".into(),

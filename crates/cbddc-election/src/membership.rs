@@ -71,6 +71,9 @@ pub const OFFER_EVERY_TICKS: u32 = 50;
 /// forwarded to a leader that is lost or gone, without telling anyone.
 pub const RETRY_EVERY_TICKS: u32 = 40;
 
+/// Ticks without news of the leader before a member starts an election, by default.
+pub const DEFAULT_ELECTION_TICKS: u64 = 5;
+
 /// A control-plane log entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ControlEntry {
@@ -337,6 +340,8 @@ impl<S: Storage<ControlEntry>> Instance<S> {
 
 /// The membership of one node (see the module docs).
 pub struct Membership<S: Storage<ControlEntry>> {
+    /// Ticks without news of the leader before an election (OmniPaxos' timeout).
+    election_ticks: u64,
     local: NodeId,
     open: Box<dyn FnMut(u32) -> Result<S, String> + Send>,
     current: Option<Instance<S>>,
@@ -375,6 +380,7 @@ impl<S: Storage<ControlEntry>> Membership<S> {
     /// the storage of a configuration (the same one again after a restart).
     pub fn new(local: NodeId, open: impl FnMut(u32) -> Result<S, String> + Send + 'static) -> Self {
         Self {
+            election_ticks: DEFAULT_ELECTION_TICKS,
             local,
             open: Box::new(open),
             current: None,
@@ -388,6 +394,12 @@ impl<S: Storage<ControlEntry>> Membership<S> {
             actions: Vec::new(),
             outgoing: Vec::new(),
         }
+    }
+
+    /// Starts elections after `ticks` ticks without news of the leader (at least 2).
+    pub fn with_election_ticks(mut self, ticks: u64) -> Self {
+        self.election_ticks = ticks.max(2);
+        self
     }
 
     /// Starts (or, after a restart, resumes from storage) `configuration`, of which this
@@ -406,7 +418,7 @@ impl<S: Storage<ControlEntry>> Membership<S> {
             let server = ServerConfig {
                 pid: member.pid,
                 // Several round trips per election round, so a dead leader is replaced.
-                election_tick_timeout: 5,
+                election_tick_timeout: self.election_ticks,
                 resend_message_tick_timeout: 20,
                 buffer_size: 1024,
                 ..Default::default()

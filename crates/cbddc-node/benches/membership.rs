@@ -63,6 +63,7 @@ fn configs(names: &[&str], members: &[&str], dir: &std::path::Path) -> Vec<PeerN
                     Vec::new()
                 },
                 join: !member,
+                ..Default::default()
             });
             config
         })

@@ -457,6 +457,10 @@ async fn start_cluster(
             },
             identity,
         ),
+        cluster::Timers {
+            tick: Duration::from_millis(section.tick_ms),
+            election_ticks: section.election_timeout_ticks(),
+        },
         token.child_token(),
     )?;
     if let Err(e) = plane.ready(Duration::from_secs(30)).await {

@@ -26,6 +26,7 @@ use crate::sync::SyncContext;
 use cbddc_core::{KnownPeer, NodeId, PeerType};
 use cbddc_election::membership::{Configuration, ControlEntry, ControlFrame};
 use links::{LinkSettings, Links};
+pub(crate) use plane::Timers;
 use plane::{Command, PlaneSettings};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -114,6 +115,7 @@ impl ControlPlane {
             cbddc_net::ClientSettings,
             cbddc_net::LocalIdentity,
         ),
+        timers: plane::Timers,
         token: CancellationToken,
     ) -> Result<Arc<Self>, NodeError> {
         let (commands, receiver) = std::sync::mpsc::channel();
@@ -136,6 +138,7 @@ impl ControlPlane {
             database,
             bootstrap,
             token: token.clone(),
+            timers,
         };
         let thread = std::thread::Builder::new()
             .name(format!("cbddc-control-{local}"))
@@ -533,6 +536,10 @@ mod tests {
                     None,
                 ),
             ),
+            plane::Timers {
+                tick: Duration::from_millis(10),
+                election_ticks: 5,
+            },
             token.clone(),
         )
         .unwrap();

@@ -19,7 +19,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 
 /// One OmniPaxos tick; the election timeout is a few of them.
-pub(crate) const TICK: Duration = Duration::from_millis(10);
+/// The control plane's clock and election timeout, from `[cluster]`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timers {
+    pub(crate) tick: Duration,
+    pub(crate) election_ticks: u64,
+}
 /// Rebuilds after panics before the control plane gives up (the node keeps serving).
 const MAX_REBUILDS: u32 = 5;
 
@@ -60,6 +65,7 @@ pub(crate) struct PlaneSettings {
     pub(crate) bootstrap: Option<Configuration>,
     /// Cancelled when the node stops, even if nobody sends [`Command::Stop`].
     pub(crate) token: tokio_util::sync::CancellationToken,
+    pub(crate) timers: Timers,
 }
 
 /// Why the plane stopped serving.
@@ -113,6 +119,7 @@ const MAX_COMMANDS_PER_BATCH: usize = 64;
 
 struct Plane {
     local: NodeId,
+    tick: Duration,
     membership: Membership<Log>,
     /// The logs' shared connection: each step is one transaction, committed before any
     /// message it produced is sent.
@@ -138,7 +145,8 @@ impl Plane {
         let logs = database.clone();
         let mut membership = Membership::new(settings.local.clone(), move |id| {
             logs.log(id).map_err(|e| e.to_string())
-        });
+        })
+        .with_election_ticks(settings.timers.election_ticks);
         // Resuming from the first configuration replays every seal since, in order, so
         // this node can again tell late members where the cluster went.
         let first = match stored.first() {
@@ -181,6 +189,7 @@ impl Plane {
         }
         let mut plane = Self {
             local: settings.local.clone(),
+            tick: settings.timers.tick,
             membership,
             database,
             records,
@@ -200,7 +209,8 @@ impl Plane {
         commands: &Receiver<Command>,
         view: &watch::Sender<ClusterView>,
     ) -> Result<(), String> {
-        let mut next_tick = Instant::now() + TICK;
+        let tick = self.tick;
+        let mut next_tick = Instant::now() + tick;
         loop {
             if self.token.is_cancelled() {
                 return Ok(());
@@ -232,10 +242,10 @@ impl Plane {
                 }
                 None => {
                     self.membership.tick();
-                    next_tick += TICK;
+                    next_tick += tick;
                     // After a stall, do not tick in a burst to catch up.
                     if next_tick < Instant::now() {
-                        next_tick = Instant::now() + TICK;
+                        next_tick = Instant::now() + tick;
                     }
                 }
             }
