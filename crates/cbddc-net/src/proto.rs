@@ -545,6 +545,10 @@ pub struct PeerStatus {
     /// The fingerprint of the key pinned for this node id; empty before first contact.
     #[prost(string, tag = "7")]
     pub key_fingerprint: String,
+    /// Entries the responder holds that the peer had not reported holding at its last
+    /// exchange; absent before the first.
+    #[prost(uint64, optional, tag = "8")]
+    pub lag_entries: Option<u64>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]

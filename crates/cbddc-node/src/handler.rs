@@ -566,9 +566,14 @@ impl NodeHandler {
 
     pub(crate) async fn peer_statuses(&self) -> Result<Vec<proto::PeerStatus>, StorageError> {
         let known = self.peers.list_peers().await?;
+        let ours = self.store.version_vector().await?;
+        let fold = self.sync.fold();
         let mut statuses = Vec::new();
         for p in self.book.report(&known) {
             let pinned = self.pins.get(&p.node_id).await;
+            let lag_entries = fold
+                .holder(&p.node_id)
+                .map(|theirs| crate::observe::view::entries_behind(&ours, &theirs));
             statuses.push(proto::PeerStatus {
                 node_id: p.node_id.to_string(),
                 address: p.address.unwrap_or_default(),
@@ -581,6 +586,7 @@ impl NodeHandler {
                 last_exchange_ms: p.last_exchange_ms.unwrap_or(0),
                 last_error: p.last_error.unwrap_or_default(),
                 key_fingerprint: pinned.map(|k| k.fingerprint()).unwrap_or_default(),
+                lag_entries,
             });
         }
         Ok(statuses)

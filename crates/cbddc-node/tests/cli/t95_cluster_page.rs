@@ -150,6 +150,18 @@ fn the_cluster_page_shows_the_lag_of_a_write_and_a_leadership_change_live() {
         );
     }
     browser.wait_for("a lag of three entries", lag, json!("page-a=3"));
+    // `cbddc status` tells the same lag.
+    let status = status_json(pb);
+    let peer = status["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["node_id"] == "page-a")
+        .cloned()
+        .unwrap();
+    assert_eq!(peer["lag_entries"], 3, "{status}");
+    let text = stdout(&cbddc(&["status"], pb));
+    assert!(text.contains("3 entries behind"), "{text}");
     let log = browser.eval("return document.getElementById('log').innerText");
     let log = log.as_str().unwrap();
     assert!(log.contains("leader: page-a → page-b"), "{log}");

@@ -582,6 +582,7 @@ fn peer_json(p: &proto::PeerStatus) -> Value {
         "last_exchange_ms": (p.last_exchange_ms > 0).then_some(p.last_exchange_ms),
         "last_error": (!p.last_error.is_empty()).then_some(&p.last_error),
         "key_fingerprint": (!p.key_fingerprint.is_empty()).then_some(&p.key_fingerprint),
+        "lag_entries": p.lag_entries,
     })
 }
 
@@ -726,8 +727,12 @@ async fn status(as_json: bool, target: &Target) -> Result<ExitCode> {
         } else {
             format!("last exchange {seen}; last error: {}", p.last_error)
         };
+        let lag = match p.lag_entries {
+            Some(entries) => format!("; {entries} entries behind"),
+            None => String::new(),
+        };
         say!(
-            "peer       {} {} ({}) {}",
+            "peer       {} {} ({}) {}{lag}",
             p.node_id,
             p.address,
             p.peer_type,
