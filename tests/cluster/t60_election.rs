@@ -117,25 +117,7 @@ async fn only_the_smallest_node_syncs_with_the_cloud_and_leadership_moves_when_i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_with_discovery_on_loopback_find_each_other_and_elect() {
-    let names = ["lan-a", "lan-b", "lan-c"];
-    let udp: Vec<u16> = names.iter().map(|_| free_udp_port()).collect();
-    let mut nodes = Vec::new();
-    for (i, name) in names.iter().enumerate() {
-        let udp = udp.clone();
-        nodes.push(
-            TestNode::spawn(name, |c| {
-                fast(c);
-                c.discovery.enabled = true;
-                c.discovery.interval_ms = 100;
-                c.discovery.port = udp[i];
-                c.discovery.targets = udp
-                    .iter()
-                    .map(|p| format!("127.0.0.1:{p}").parse().unwrap())
-                    .collect();
-            })
-            .await,
-        );
-    }
+    let nodes = discovering(&["lan-a", "lan-b", "lan-c"]).await;
     wait_until("all three to elect lan-a", DEADLINE, || {
         all_agree(nodes.iter().collect(), "lan-a")
     })
@@ -164,25 +146,7 @@ async fn nodes_with_discovery_on_loopback_find_each_other_and_elect() {
 /// kept following a dead leader.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_port_change_keeps_discovery_and_election_working_when_the_leader_dies() {
-    let names = ["lan-e", "lan-f", "lan-g"];
-    let udp: Vec<u16> = names.iter().map(|_| free_udp_port()).collect();
-    let mut nodes = Vec::new();
-    for (i, name) in names.iter().enumerate() {
-        let udp = udp.clone();
-        nodes.push(
-            TestNode::spawn(name, |c| {
-                fast(c);
-                c.discovery.enabled = true;
-                c.discovery.interval_ms = 100;
-                c.discovery.port = udp[i];
-                c.discovery.targets = udp
-                    .iter()
-                    .map(|p| format!("127.0.0.1:{p}").parse().unwrap())
-                    .collect();
-            })
-            .await,
-        );
-    }
+    let mut nodes = discovering(&["lan-e", "lan-f", "lan-g"]).await;
     wait_until("all three to elect lan-e", DEADLINE, || {
         all_agree(nodes.iter().collect(), "lan-e")
     })
@@ -209,6 +173,29 @@ async fn a_live_port_change_keeps_discovery_and_election_working_when_the_leader
             .is_some()
     })
     .await;
+}
+
+/// Nodes with fast timers that find each other only by discovery beacons on loopback.
+async fn discovering(names: &[&str]) -> Vec<TestNode> {
+    let udp: Vec<u16> = names.iter().map(|_| free_udp_port()).collect();
+    let mut nodes = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let udp = udp.clone();
+        nodes.push(
+            TestNode::spawn(name, |c| {
+                fast(c);
+                c.discovery.enabled = true;
+                c.discovery.interval_ms = 100;
+                c.discovery.port = udp[i];
+                c.discovery.targets = udp
+                    .iter()
+                    .map(|p| format!("127.0.0.1:{p}").parse().unwrap())
+                    .collect();
+            })
+            .await,
+        );
+    }
+    nodes
 }
 
 fn free_udp_port() -> u16 {

@@ -17,6 +17,14 @@ const FEED_BATCH: usize = 100;
 const IMPORT_LINES: usize = 10_000;
 const IMPORT_BATCH: usize = 1_000;
 
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 async fn start(name: &str, dir: &std::path::Path) -> Node {
     let mut config = PeerNodeConfiguration::new(NodeId::new(name).unwrap(), dir);
     config.tcp_port = 0;
@@ -34,11 +42,7 @@ async fn puts(node: &Node, collection: &str) {
 }
 
 fn feed(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     let dir = tempfile::tempdir().unwrap();
     let node = runtime.block_on(start("feed-bench", dir.path()));
     let mut group = c.benchmark_group("feed");
@@ -87,11 +91,7 @@ fn feed(c: &mut Criterion) {
 }
 
 fn import(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     let dir = tempfile::tempdir().unwrap();
     let node = runtime.block_on(start("import-bench", dir.path()));
     let address = node.local_addr().to_string();

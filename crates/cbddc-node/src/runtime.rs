@@ -79,7 +79,7 @@ fn eligibility(
         let mut view = plane.watch();
         loop {
             let now = configured && plane.is_member(&local);
-            tx.send_if_modified(|held| std::mem::replace(held, now) != now);
+            crate::signals::set_if_changed(&tx, now);
             tokio::select! {
                 _ = token.cancelled() => return,
                 changed = view.changed() => if changed.is_err() { return },

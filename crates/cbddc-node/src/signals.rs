@@ -22,6 +22,18 @@ pub struct ClusterMembership {
     pub retired: bool,
 }
 
+/// Sets `tx` to `now` if it holds something else; true if it changed (and its receivers
+/// were told).
+pub(crate) fn set_if_changed<T: PartialEq>(tx: &watch::Sender<T>, now: T) -> bool {
+    tx.send_if_modified(|held| {
+        if *held == now {
+            return false;
+        }
+        *held = now;
+        true
+    })
+}
+
 #[derive(Debug)]
 pub(crate) struct Signals {
     pub(crate) events: broadcast::Sender<NodeEvent>,
@@ -47,14 +59,7 @@ impl Signals {
 
     /// Records who leads; announces it when it changed.
     pub(crate) fn set_leadership(&self, now: Leadership) {
-        let changed = self.leadership.send_if_modified(|held| {
-            if *held == now {
-                return false;
-            }
-            *held = now.clone();
-            true
-        });
-        if changed {
+        if set_if_changed(&self.leadership, now.clone()) {
             tracing::info!(leader = ?now.leader.as_ref().map(|l| l.as_str()), is_leader = now.is_leader, "leadership changed");
             let _ = self.events.send(NodeEvent::LeadershipChanged {
                 leader: now.leader,
@@ -65,14 +70,9 @@ impl Signals {
 
     /// Records the membership; announces it when it changed.
     pub(crate) fn set_membership(&self, now: Option<ClusterMembership>) {
-        let changed = self.membership.send_if_modified(|held| {
-            if *held == now {
-                return false;
-            }
-            *held = now.clone();
-            true
-        });
-        if changed && let Some(now) = now {
+        if set_if_changed(&self.membership, now.clone())
+            && let Some(now) = now
+        {
             let _ = self.events.send(NodeEvent::ClusterChanged {
                 configuration_id: now.configuration_id,
                 members: now.members,

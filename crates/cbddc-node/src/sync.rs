@@ -350,13 +350,14 @@ async fn session(
 /// The entries of a local commit that `interest` replicates, with what they speak for:
 /// a commit holds consecutive entries of our replica, so leaving some out is a gap the
 /// peer may step over.
-fn for_peer(
-    entries: &[OplogEntry],
+fn for_peer<'a>(
+    entries: &'a [OplogEntry],
     interest: &cbddc_core::Interest,
-) -> (Vec<OplogEntry>, cbddc_core::Coverage) {
+) -> (std::borrow::Cow<'a, [OplogEntry]>, cbddc_core::Coverage) {
     let mut coverage = cbddc_core::Coverage::default();
     if interest.is_all() {
-        return (entries.to_vec(), coverage);
+        // The usual case, on every local commit: nothing to copy.
+        return (std::borrow::Cow::Borrowed(entries), coverage);
     }
     if let (Some(first), Some(last)) = (entries.first(), entries.last())
         && first.origin == last.origin
@@ -370,7 +371,7 @@ fn for_peer(
         .filter(|e| interest.includes(&e.collection))
         .cloned()
         .collect();
-    (kept, coverage)
+    (std::borrow::Cow::Owned(kept), coverage)
 }
 
 /// Pulls every entry we lack, then pushes every entry the peer lacks; then raises the

@@ -104,6 +104,29 @@ fn writer_of(node: &str, origin: &ReplicaId) -> Result<NodeId, StoreError> {
     )
 }
 
+/// An oplog row as an entry: `(collection, key, value)` (no value: a delete), the stamp's
+/// `(wall, counter)`, and the writer's `node` column.
+fn oplog_entry(
+    origin: ReplicaId,
+    seq: u64,
+    (collection, key, value): (String, String, Option<String>),
+    (wall, counter): (i64, u32),
+    node: &str,
+) -> Result<OplogEntry, StoreError> {
+    Ok(OplogEntry {
+        node: writer_of(node, &origin)?,
+        seq,
+        collection,
+        key,
+        op: match value {
+            Some(value) => Operation::Put { value },
+            None => Operation::Delete,
+        },
+        hlc: stamp(wall, counter, origin.as_str())?,
+        origin,
+    })
+}
+
 /// The replicas this database has been (its own history), oldest first.
 pub(crate) fn local_replicas(conn: &Connection) -> Result<Vec<ReplicaId>, StoreError> {
     const OP: &str = "reading the local replicas";
@@ -280,18 +303,13 @@ pub(crate) fn entries_missing_from(
             }
             scan_budget -= 1;
             if wanted.includes(&collection) {
-                let entry = OplogEntry {
-                    origin: origin.clone(),
-                    node: writer_of(&node, origin)?,
+                let entry = oplog_entry(
+                    origin.clone(),
                     seq,
-                    collection,
-                    key,
-                    op: match value {
-                        Some(value) => Operation::Put { value },
-                        None => Operation::Delete,
-                    },
-                    hlc: stamp(wall, counter, origin.as_str())?,
-                };
+                    (collection, key, value),
+                    (wall, counter),
+                    &node,
+                )?;
                 let size = entry.approx_size();
                 if !page.entries.is_empty() && bytes + size > limits.max_bytes {
                     full = true;
@@ -393,19 +411,13 @@ pub(crate) fn changes_after(
     for row in rows {
         let (position, origin, seq, collection, key, value, wall, counter, node) =
             row.during(OP)?;
-        let origin = replica_id(&origin, OP)?;
-        let entry = OplogEntry {
-            node: writer_of(&node, &origin)?,
-            seq: u64::try_from(seq).map_err(|_| corrupt(OP, seq))?,
-            collection,
-            key,
-            op: match value {
-                Some(value) => Operation::Put { value },
-                None => Operation::Delete,
-            },
-            hlc: stamp(wall, counter, origin.as_str())?,
-            origin,
-        };
+        let entry = oplog_entry(
+            replica_id(&origin, OP)?,
+            u64::try_from(seq).map_err(|_| corrupt(OP, seq))?,
+            (collection, key, value),
+            (wall, counter),
+            &node,
+        )?;
         page.changes.push(Change {
             position: u64::try_from(position).map_err(|_| corrupt(OP, position))?,
             entry,
