@@ -36,6 +36,7 @@ mod paxos_log;
 mod reader;
 mod schema;
 mod store;
+mod write_connection;
 mod writer;
 
 pub use cluster_records::ClusterRecords;

@@ -11,22 +11,27 @@
 //! instance on a thread of its own, never on an async worker.
 
 use crate::error::{SqlContext, StoreError};
+use crate::write_connection::{Held, WriteConnection};
 use omnipaxos::ballot_leader_election::Ballot;
 use omnipaxos::storage::{Entry, StopSign, Storage, StorageOp, StorageResult};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::marker::PhantomData;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 /// One connection to a node's database shared by the logs of every configuration, so a
 /// driver can make all the control-plane writes of one step a single transaction (one
 /// fsync): [`ControlDatabase::begin`] before the step, [`ControlDatabase::commit`] before
 /// sending what the step produced. Outside a batch every call is durable on its own.
+///
+/// Where a [`crate::SqliteStore`] has the database open, take it from
+/// [`crate::SqliteStore::control_database`]: it then shares the store's write connection,
+/// and the file has one writer. Commits are `synchronous=FULL` either way.
 #[derive(Clone)]
 pub struct ControlDatabase {
-    conn: Arc<Mutex<Connection>>,
+    conn: Arc<WriteConnection>,
     /// A batch was asked for: the first write opens its transaction. A step that writes
     /// nothing (an idle tick) so takes no lock and commits nothing.
     batch: Arc<std::sync::atomic::AtomicBool>,
@@ -39,17 +44,37 @@ impl std::fmt::Debug for ControlDatabase {
 }
 
 impl ControlDatabase {
-    /// Opens (and migrates) the node's database at `path` (see [`crate::database_path`]).
+    /// Opens (and migrates) the node's database at `path` (see [`crate::database_path`])
+    /// on a connection of its own: for a database no store has open.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let mut conn = crate::schema::open_writer(path, crate::Durability::Full)?;
-        // This connection writes alongside the store's writer: let SQLite checkpoint as usual.
+        // No store's checkpointer runs here: let SQLite checkpoint as usual.
         conn.execute_batch("PRAGMA wal_autocheckpoint = 1000;")
             .during("configuring the control-plane connection")?;
         crate::schema::migrate(&mut conn, path)?;
-        Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+        Ok(Self::on(Arc::new(WriteConnection::new(
+            conn,
+            crate::Durability::Full,
+        ))))
+    }
+
+    pub(crate) fn on(conn: Arc<WriteConnection>) -> Self {
+        Self {
+            conn,
             batch: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-        })
+        }
+    }
+
+    /// Rolls back a batch or transaction left open (by a step that panicked), so the
+    /// store's writer is not kept waiting for it. Call it from the thread that ran the step.
+    pub fn abandon(&self) {
+        self.batch.store(false, std::sync::atomic::Ordering::SeqCst);
+        let conn = self.lock();
+        if !conn.is_autocommit()
+            && let Err(e) = conn.execute_batch("ROLLBACK")
+        {
+            tracing::error!(error = %e, "cannot roll back an abandoned control-plane batch");
+        }
     }
 
     /// The configurations recorded in this database, on this connection.
@@ -58,19 +83,25 @@ impl ControlDatabase {
     }
 
     /// The connection, for reads.
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    pub(crate) fn lock(&self) -> Held<'_> {
+        self.conn.hold()
     }
 
     /// The connection, for a write: inside a batch, the batch's transaction is opened by
     /// the first write.
-    pub(crate) fn write(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
-        let conn = self.lock();
+    pub(crate) fn write(&self) -> Result<Held<'_>, StoreError> {
+        let conn = self.conn.hold_durable();
         if self.batch.load(std::sync::atomic::Ordering::SeqCst) && conn.is_autocommit() {
             conn.execute_batch("BEGIN IMMEDIATE")
                 .during("starting a control-plane batch")?;
         }
         Ok(conn)
+    }
+
+    /// Threads waiting for this database's open control-plane transaction to end.
+    #[cfg(test)]
+    pub(crate) fn waiting(&self) -> usize {
+        self.conn.waiting()
     }
 
     /// True while a batch is asked for.

@@ -1,5 +1,6 @@
 use crate::error::{SqlContext, StoreError};
 use crate::reader::{self, ReaderPool};
+use crate::write_connection::WriteConnection;
 use crate::writer::{Command, Writer};
 use crate::{checkpoint, schema};
 use async_trait::async_trait;
@@ -63,6 +64,8 @@ pub struct SqliteStore {
     local_tx: broadcast::Sender<Arc<Vec<OplogEntry>>>,
     changes: watch::Receiver<u64>,
     interest: Interest,
+    /// The writer thread's connection, lent to the control plane too.
+    write: Arc<WriteConnection>,
 }
 
 impl SqliteStore {
@@ -122,8 +125,9 @@ impl SqliteStore {
         let (local_tx, _) = broadcast::channel(1024);
         let (tx, rx) = mpsc::channel(4096);
         let (done_tx, done_rx) = oneshot::channel();
+        let conn = Arc::new(WriteConnection::new(conn, options.durability));
         let writer = Writer {
-            conn,
+            conn: conn.clone(),
             clock,
             node: node.clone(),
             replica: replica.clone(),
@@ -165,7 +169,15 @@ impl SqliteStore {
             local_tx,
             changes,
             interest: options.interest,
+            write: conn,
         })
+    }
+
+    /// The control plane's logs and records in this database, on the store's own write
+    /// connection: the file keeps a single writer, and a control-plane step waits for the
+    /// store's commit in flight (and the other way round) instead of a busy timeout.
+    pub fn control_database(&self) -> crate::ControlDatabase {
+        crate::ControlDatabase::on(self.write.clone())
     }
 
     /// The database file.

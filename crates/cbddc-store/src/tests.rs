@@ -540,6 +540,98 @@ mod paxos_log {
         assert_eq!(log.get_log_len().unwrap(), 3);
     }
 
+    /// One control-plane step on its own thread, between `opened` (its transaction is
+    /// open) and `finish` (commit, or roll back as after a crash).
+    fn control_step(
+        db: crate::ControlDatabase,
+        entries: std::ops::Range<u64>,
+        commit: bool,
+    ) -> (
+        std::sync::mpsc::Receiver<()>,
+        std::sync::mpsc::Sender<()>,
+        std::thread::JoinHandle<()>,
+    ) {
+        let (opened_tx, opened) = std::sync::mpsc::channel();
+        let (finish, finish_rx) = std::sync::mpsc::channel::<()>();
+        let step = std::thread::spawn(move || {
+            let mut log: SqliteLogStorage<Op> = db.log(1).unwrap();
+            db.begin().unwrap();
+            log.append_entries(ops(entries)).unwrap();
+            opened_tx.send(()).unwrap();
+            finish_rx.recv().unwrap();
+            if commit {
+                db.commit().unwrap();
+            } else {
+                db.abandon();
+            }
+        });
+        (opened, finish, step)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_store_and_the_control_plane_share_one_writer_and_never_each_others_transaction() {
+        use cbddc_core::{DocumentStore, LocalWrite, NodeId};
+        let dir = tempfile::tempdir().unwrap();
+        let options = crate::StoreOptions {
+            durability: crate::Durability::Normal,
+            ..Default::default()
+        };
+        let store = crate::SqliteStore::open(dir.path(), NodeId::new("a").unwrap(), options)
+            .await
+            .unwrap();
+        let store = std::sync::Arc::new(store);
+        for (round, commit) in [(0u64, true), (1, false)] {
+            let (opened, finish, step) = control_step(store.control_database(), 0..3, commit);
+            opened.recv().unwrap();
+            // A store write while the control plane's step is open: it must neither join
+            // that transaction nor fail on it, but wait for it to end.
+            let writer = store.clone();
+            let write = tokio::spawn(async move {
+                writer
+                    .write(vec![LocalWrite::put("docs", format!("k{round}"), "1")])
+                    .await
+            });
+            let db = store.control_database();
+            let queued = std::time::Instant::now();
+            while db.waiting() == 0 {
+                assert!(
+                    queued.elapsed() < std::time::Duration::from_secs(10),
+                    "the store's writer never waited for the open step"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            finish.send(()).unwrap();
+            tokio::task::spawn_blocking(move || step.join().unwrap())
+                .await
+                .unwrap();
+            write.await.unwrap().unwrap();
+            assert!(
+                store
+                    .get("docs", &format!("k{round}"))
+                    .await
+                    .unwrap()
+                    .is_some(),
+                "the store's write was lost with the control plane's step"
+            );
+        }
+        let db = store.control_database();
+        let log: SqliteLogStorage<Op> = db.log(1).unwrap();
+        assert_eq!(
+            log.get_suffix(0).unwrap(),
+            ops(0..3),
+            "the committed step is kept and the abandoned one is not"
+        );
+        let synchronous: i64 = db
+            .lock()
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            synchronous, 1,
+            "the store's own durability (NORMAL) is back"
+        );
+        store.close().await;
+    }
+
     fn ballot(n: u32, pid: u64) -> Ballot {
         Ballot {
             config_id: 1,

@@ -2,6 +2,7 @@
 //! commits whatever is queued as one transaction (group commit).
 
 use crate::error::{SqlContext, StoreError};
+use crate::write_connection::WriteConnection;
 use cbddc_core::{
     ApplyOutcome, Coverage, Hlc, HybridClock, Interest, KnownPeer, LocalWrite, NodeId, Operation,
     OplogEntry, ReplicaId, StorageError, VersionVector,
@@ -58,6 +59,19 @@ pub(crate) enum Command {
 }
 
 impl Command {
+    fn kind(&self) -> &'static str {
+        match self {
+            Command::Local { .. } => "local",
+            Command::Remote { .. } => "remote",
+            Command::SavePeer { .. } => "save_peer",
+            Command::RemovePeer { .. } => "remove_peer",
+            Command::ReplaceConfiguredPeers { .. } => "replace_configured_peers",
+            Command::PinKey { .. } => "pin_key",
+            Command::UnpinKey { .. } => "unpin_key",
+            Command::RaiseFloors { .. } => "raise_floors",
+        }
+    }
+
     fn weight(&self) -> usize {
         match self {
             Command::Local { writes, .. } => writes.len(),
@@ -84,7 +98,8 @@ enum Executed {
 }
 
 pub(crate) struct Writer {
-    pub(crate) conn: Connection,
+    /// Shared with the control plane (see [`crate::write_connection`]).
+    pub(crate) conn: Arc<WriteConnection>,
     pub(crate) clock: HybridClock,
     pub(crate) node: NodeId,
     /// This opening of the database: the origin of every local write it takes.
@@ -130,16 +145,25 @@ impl Writer {
             }
             self.commit_group(std::mem::take(&mut group));
         }
-        if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+        if let Err(e) = self
+            .conn
+            .hold()
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+        {
             tracing::warn!(error = %e, "final checkpoint failed; the WAL will be replayed at the next open");
         }
         tracing::debug!(node = %self.node, "store writer stopped");
     }
 
     fn commit_group(&mut self, group: Vec<Command>) {
+        tracing::trace!(commands = ?group.iter().map(Command::kind).collect::<Vec<_>>(), "committing a group");
+        // The whole group is one hold: the control plane waits for its commit, and the
+        // group waits for a control-plane step's.
+        let shared = self.conn.clone();
+        let conn = &*shared.hold();
         let vv_before = self.vv.clone();
         let change_before = self.last_change;
-        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             let message = format!("cannot start a transaction: {e}");
             for command in group {
                 fail(command, &message);
@@ -148,15 +172,14 @@ impl Writer {
         }
         let mut executed = Vec::with_capacity(group.len());
         for command in group {
-            executed.push(self.execute_in_savepoint(command));
+            executed.push(self.execute_in_savepoint(conn, command));
         }
-        let commit = self.persist_clock().and_then(|()| {
-            self.conn
-                .execute_batch("COMMIT")
+        let commit = self.persist_clock(conn).and_then(|()| {
+            conn.execute_batch("COMMIT")
                 .map_err(sql("committing a transaction"))
         });
         if let Err(e) = commit {
-            let _ = self.conn.execute_batch("ROLLBACK");
+            let _ = conn.execute_batch("ROLLBACK");
             self.vv = vv_before;
             self.last_change = change_before;
             tracing::error!(error = %e, "a group commit failed; its writes are not stored");
@@ -180,39 +203,39 @@ impl Writer {
         }
     }
 
-    fn execute_in_savepoint(&mut self, command: Command) -> Executed {
+    fn execute_in_savepoint(&mut self, conn: &Connection, command: Command) -> Executed {
         let vv_before = self.vv.clone();
         let change_before = self.last_change;
-        if let Err(e) = self.conn.execute_batch("SAVEPOINT command") {
+        if let Err(e) = conn.execute_batch("SAVEPOINT command") {
             let executed = precommit_failure(command, &format!("cannot open a savepoint: {e}"));
             return executed;
         }
         let executed = match command {
-            Command::Local { writes, reply } => Executed::Local(self.local(&writes), reply),
+            Command::Local { writes, reply } => Executed::Local(self.local(conn, &writes), reply),
             Command::Remote {
                 entries,
                 coverage,
                 reply,
-            } => Executed::Remote(self.remote(entries, &coverage), reply),
+            } => Executed::Remote(self.remote(conn, entries, &coverage), reply),
             Command::SavePeer { peer, reply } => {
-                Executed::SavePeer(self.save_peer(&peer, "runtime"), reply)
+                Executed::SavePeer(self.save_peer(conn, &peer, "runtime"), reply)
             }
             Command::ReplaceConfiguredPeers { peers, reply } => {
-                Executed::SavePeer(self.replace_configured_peers(&peers), reply)
+                Executed::SavePeer(self.replace_configured_peers(conn, &peers), reply)
             }
             Command::RemovePeer { node_id, reply } => {
-                Executed::RemovePeer(self.remove_peer(&node_id), reply)
+                Executed::RemovePeer(self.remove_peer(conn, &node_id), reply)
             }
             Command::PinKey {
                 node_id,
                 key,
                 reply,
-            } => Executed::SavePeer(self.pin_key(&node_id, &key), reply),
+            } => Executed::SavePeer(self.pin_key(conn, &node_id, &key), reply),
             Command::UnpinKey { node_id, reply } => {
-                Executed::RemovePeer(self.unpin_key(&node_id), reply)
+                Executed::RemovePeer(self.unpin_key(conn, &node_id), reply)
             }
             Command::RaiseFloors { floors, reply } => {
-                Executed::SavePeer(self.raise_floors(&floors), reply)
+                Executed::SavePeer(self.raise_floors(conn, &floors), reply)
             }
         };
         let end = if executed.is_ok() {
@@ -222,25 +245,28 @@ impl Writer {
             self.last_change = change_before;
             "ROLLBACK TO command; RELEASE command"
         };
-        if let Err(e) = self.conn.execute_batch(end) {
+        if let Err(e) = conn.execute_batch(end) {
             tracing::error!(error = %e, "closing a savepoint failed");
         }
         executed
     }
 
-    fn persist_clock(&mut self) -> Result<(), StorageError> {
+    fn persist_clock(&mut self, conn: &Connection) -> Result<(), StorageError> {
         let (wall, counter) = self.clock.last();
-        self.conn
-            .prepare_cached(
-                "INSERT INTO meta (key, value) VALUES ('hlc', ?1)
+        conn.prepare_cached(
+            "INSERT INTO meta (key, value) VALUES ('hlc', ?1)
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            )
-            .and_then(|mut stmt| stmt.execute([format!("{wall}:{counter}")]))
-            .map(|_| ())
-            .map_err(sql("recording the clock"))
+        )
+        .and_then(|mut stmt| stmt.execute([format!("{wall}:{counter}")]))
+        .map(|_| ())
+        .map_err(sql("recording the clock"))
     }
 
-    fn local(&mut self, writes: &[LocalWrite]) -> Result<Vec<OplogEntry>, StorageError> {
+    fn local(
+        &mut self,
+        conn: &Connection,
+        writes: &[LocalWrite],
+    ) -> Result<Vec<OplogEntry>, StorageError> {
         for write in writes {
             write.validate()?;
             if !self.interest.includes(&write.collection) {
@@ -253,16 +279,13 @@ impl Writer {
         let mut seq = self.vv.get(&self.replica);
         let mut entries = Vec::with_capacity(writes.len());
         {
-            let mut append = self
-                .conn
+            let mut append = conn
                 .prepare_cached(APPEND_OPLOG)
                 .map_err(sql("preparing an oplog append"))?;
-            let mut upsert = self
-                .conn
+            let mut upsert = conn
                 .prepare_cached(UPSERT_DOCUMENT)
                 .map_err(sql("preparing a document upsert"))?;
-            let mut record_change = self
-                .conn
+            let mut record_change = conn
                 .prepare_cached(RECORD_CHANGE)
                 .map_err(sql("preparing a change record"))?;
             for write in writes {
@@ -317,7 +340,7 @@ impl Writer {
         }
         if !entries.is_empty() {
             let replica = self.replica.clone();
-            self.record_origin(&replica, seq)?;
+            self.record_origin(conn, &replica, seq)?;
             self.vv.advance(&replica, seq);
         }
         Ok(entries)
@@ -325,6 +348,7 @@ impl Writer {
 
     fn remote(
         &mut self,
+        conn: &Connection,
         mut entries: Vec<OplogEntry>,
         coverage: &Coverage,
     ) -> Result<ApplyOutcome, StorageError> {
@@ -346,23 +370,19 @@ impl Writer {
         let mut outcome = ApplyOutcome::default();
         let mut touched = BTreeSet::new();
         {
-            let mut append = self
-                .conn
+            let mut append = conn
                 .prepare_cached(APPEND_OPLOG)
                 .map_err(sql("preparing an oplog append"))?;
-            let mut current = self
-                .conn
+            let mut current = conn
                 .prepare_cached(
                     "SELECT hlc_wall, hlc_counter, hlc_node FROM documents
                      WHERE collection = ?1 AND key = ?2",
                 )
                 .map_err(sql("preparing a document lookup"))?;
-            let mut upsert = self
-                .conn
+            let mut upsert = conn
                 .prepare_cached(UPSERT_DOCUMENT)
                 .map_err(sql("preparing a document upsert"))?;
-            let mut record_change = self
-                .conn
+            let mut record_change = conn
                 .prepare_cached(RECORD_CHANGE)
                 .map_err(sql("preparing a change record"))?;
             for entry in entries {
@@ -455,26 +475,35 @@ impl Writer {
         }
         for origin in touched {
             let seq = self.vv.get(&origin);
-            self.record_origin(&origin, seq)?;
+            self.record_origin(conn, &origin, seq)?;
         }
         outcome.version_vector = self.vv.clone();
         Ok(outcome)
     }
 
-    fn record_origin(&mut self, origin: &ReplicaId, seq: u64) -> Result<(), StorageError> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO origins (origin, max_seq) VALUES (?1, ?2)
+    fn record_origin(
+        &mut self,
+        conn: &Connection,
+        origin: &ReplicaId,
+        seq: u64,
+    ) -> Result<(), StorageError> {
+        conn.prepare_cached(
+            "INSERT INTO origins (origin, max_seq) VALUES (?1, ?2)
                  ON CONFLICT (origin) DO UPDATE SET max_seq = excluded.max_seq",
-            )
-            .and_then(|mut stmt| stmt.execute(params![origin.as_str(), seq as i64]))
-            .map(|_| ())
-            .map_err(sql("recording the version vector"))
+        )
+        .and_then(|mut stmt| stmt.execute(params![origin.as_str(), seq as i64]))
+        .map(|_| ())
+        .map_err(sql("recording the version vector"))
     }
 
-    fn save_peer(&mut self, peer: &KnownPeer, source: &str) -> Result<(), StorageError> {
+    fn save_peer(
+        &mut self,
+        conn: &Connection,
+        peer: &KnownPeer,
+        source: &str,
+    ) -> Result<(), StorageError> {
         cbddc_core::validate_peer_address(&peer.address)?;
-        self.conn
+        conn
             .prepare_cached(
                 "INSERT INTO known_peers (node_id, address, peer_type, enabled, source) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (node_id) DO UPDATE SET address = excluded.address,
@@ -493,11 +522,14 @@ impl Writer {
             .map_err(sql("saving a known peer"))
     }
 
-    fn replace_configured_peers(&mut self, peers: &[KnownPeer]) -> Result<(), StorageError> {
+    fn replace_configured_peers(
+        &mut self,
+        conn: &Connection,
+        peers: &[KnownPeer],
+    ) -> Result<(), StorageError> {
         let keep: Vec<&str> = peers.iter().map(|p| p.node_id.as_str()).collect();
         let stale: Vec<String> = {
-            let mut stmt = self
-                .conn
+            let mut stmt = conn
                 .prepare_cached("SELECT node_id FROM known_peers WHERE source = 'config'")
                 .map_err(sql("listing configured peers"))?;
             let rows = stmt
@@ -513,35 +545,42 @@ impl Writer {
             out
         };
         for id in stale {
-            self.conn
-                .execute("DELETE FROM known_peers WHERE node_id = ?1", [id])
+            conn.execute("DELETE FROM known_peers WHERE node_id = ?1", [id])
                 .map_err(sql("removing a configured peer"))?;
         }
         for peer in peers {
-            self.save_peer(peer, "config")?;
+            self.save_peer(conn, peer, "config")?;
         }
         Ok(())
     }
 
-    fn pin_key(&mut self, node_id: &NodeId, key: &str) -> Result<(), StorageError> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO pinned_keys (node_id, public_key, pinned_ms) VALUES (?1, ?2, ?3)
+    fn pin_key(
+        &mut self,
+        conn: &Connection,
+        node_id: &NodeId,
+        key: &str,
+    ) -> Result<(), StorageError> {
+        conn.prepare_cached(
+            "INSERT INTO pinned_keys (node_id, public_key, pinned_ms) VALUES (?1, ?2, ?3)
                  ON CONFLICT (node_id) DO UPDATE SET public_key = excluded.public_key,
                      pinned_ms = excluded.pinned_ms",
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    node_id.as_str(),
-                    key,
-                    i64::try_from(cbddc_core::unix_millis()).unwrap_or(i64::MAX)
-                ])
-            })
-            .map(|_| ())
-            .map_err(sql("pinning a node key"))
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                node_id.as_str(),
+                key,
+                i64::try_from(cbddc_core::unix_millis()).unwrap_or(i64::MAX)
+            ])
+        })
+        .map(|_| ())
+        .map_err(sql("pinning a node key"))
     }
 
-    fn raise_floors(&mut self, floors: &VersionVector) -> Result<(), StorageError> {
+    fn raise_floors(
+        &mut self,
+        conn: &Connection,
+        floors: &VersionVector,
+    ) -> Result<(), StorageError> {
         for (replica, floor) in floors.iter() {
             let held = self.vv.get(replica);
             if floor > held {
@@ -552,28 +591,25 @@ impl Writer {
                 }));
             }
             let floor = to_i64(floor, "a floor")?;
-            self.conn
-                .prepare_cached(
-                    "INSERT INTO replica_floors (replica, floor) VALUES (?1, ?2)
+            conn.prepare_cached(
+                "INSERT INTO replica_floors (replica, floor) VALUES (?1, ?2)
                      ON CONFLICT (replica) DO UPDATE SET floor = max(floor, excluded.floor)",
-                )
-                .and_then(|mut stmt| stmt.execute(params![replica.as_str(), floor]))
-                .map_err(sql("raising a floor"))?;
+            )
+            .and_then(|mut stmt| stmt.execute(params![replica.as_str(), floor]))
+            .map_err(sql("raising a floor"))?;
         }
         Ok(())
     }
 
-    fn unpin_key(&mut self, node_id: &NodeId) -> Result<bool, StorageError> {
-        self.conn
-            .prepare_cached("DELETE FROM pinned_keys WHERE node_id = ?1")
+    fn unpin_key(&mut self, conn: &Connection, node_id: &NodeId) -> Result<bool, StorageError> {
+        conn.prepare_cached("DELETE FROM pinned_keys WHERE node_id = ?1")
             .and_then(|mut stmt| stmt.execute([node_id.as_str()]))
             .map(|changed| changed > 0)
             .map_err(sql("forgetting a pinned node key"))
     }
 
-    fn remove_peer(&mut self, node_id: &NodeId) -> Result<bool, StorageError> {
-        self.conn
-            .prepare_cached("DELETE FROM known_peers WHERE node_id = ?1")
+    fn remove_peer(&mut self, conn: &Connection, node_id: &NodeId) -> Result<bool, StorageError> {
+        conn.prepare_cached("DELETE FROM known_peers WHERE node_id = ?1")
             .and_then(|mut stmt| stmt.execute([node_id.as_str()]))
             .map(|changed| changed > 0)
             .map_err(sql("removing a known peer"))
@@ -635,24 +671,27 @@ const UPSERT_DOCUMENT: &str = "INSERT INTO documents (collection, key, value, hl
      ON CONFLICT (collection, key) DO UPDATE SET value = excluded.value,
          hlc_wall = excluded.hlc_wall, hlc_counter = excluded.hlc_counter, hlc_node = excluded.hlc_node";
 
+/// Runs `$body` on whichever executed command `$e` is, bound as `($result, $reply)`:
+/// the one place that lists the variants.
+macro_rules! each_executed {
+    ($e:expr, ($result:pat, $reply:pat) => $body:expr) => {
+        match $e {
+            Executed::Local($result, $reply) => $body,
+            Executed::Remote($result, $reply) => $body,
+            Executed::SavePeer($result, $reply) => $body,
+            Executed::RemovePeer($result, $reply) => $body,
+        }
+    };
+}
+
 impl Executed {
     fn is_ok(&self) -> bool {
-        match self {
-            Executed::Local(r, _) => r.is_ok(),
-            Executed::Remote(r, _) => r.is_ok(),
-            Executed::SavePeer(r, _) => r.is_ok(),
-            Executed::RemovePeer(r, _) => r.is_ok(),
-        }
+        each_executed!(self, (r, _) => r.is_ok())
     }
 
     fn reply(self) {
         // A caller that went away no longer needs its answer; the write is committed anyway.
-        match self {
-            Executed::Local(r, tx) => drop(tx.send(r)),
-            Executed::Remote(r, tx) => drop(tx.send(r)),
-            Executed::SavePeer(r, tx) => drop(tx.send(r)),
-            Executed::RemovePeer(r, tx) => drop(tx.send(r)),
-        }
+        each_executed!(self, (r, tx) => drop(tx.send(r)))
     }
 
     fn fail(self, message: &str) {
@@ -660,12 +699,7 @@ impl Executed {
             operation: "committing",
             message: message.to_string(),
         };
-        match self {
-            Executed::Local(_, tx) => drop(tx.send(Err(err()))),
-            Executed::Remote(_, tx) => drop(tx.send(Err(err()))),
-            Executed::SavePeer(_, tx) => drop(tx.send(Err(err()))),
-            Executed::RemovePeer(_, tx) => drop(tx.send(Err(err()))),
-        }
+        each_executed!(self, (_, tx) => drop(tx.send(Err(err()))))
     }
 }
 
