@@ -74,6 +74,49 @@ pub const RETRY_EVERY_TICKS: u32 = 40;
 /// Ticks without news of the leader before a member starts an election, by default.
 pub const DEFAULT_ELECTION_TICKS: u64 = 5;
 
+/// How many ticks each of the membership's timers lasts. The defaults suit a 10 ms tick;
+/// [`Pacing::for_tick`] keeps their durations for another tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pacing {
+    /// Ticks without news of the leader before an election (OmniPaxos' timeout; also
+    /// its heartbeat period), at least 2.
+    pub election_ticks: u64,
+    /// Ticks between proposals of entries not yet decided.
+    pub retry_ticks: u32,
+    /// Ticks between offers to a newcomer that has not spoken yet.
+    pub offer_ticks: u32,
+    /// Ticks a sealed configuration keeps running so its members learn the seal.
+    pub seal_grace_ticks: u32,
+}
+
+impl Default for Pacing {
+    fn default() -> Self {
+        Self {
+            election_ticks: DEFAULT_ELECTION_TICKS,
+            retry_ticks: RETRY_EVERY_TICKS,
+            offer_ticks: OFFER_EVERY_TICKS,
+            seal_grace_ticks: SEAL_GRACE_TICKS,
+        }
+    }
+}
+
+impl Pacing {
+    /// The default durations (retries every 0.4 s, offers every 0.5 s, 2 s of grace) in
+    /// ticks of `tick`, with an election after `election_ticks`.
+    pub fn for_tick(tick: std::time::Duration, election_ticks: u64) -> Self {
+        let ticks = |default: u32| {
+            let millis = u128::from(default) * 10 / tick.as_millis().max(1);
+            u32::try_from(millis).unwrap_or(u32::MAX).max(1)
+        };
+        Self {
+            election_ticks: election_ticks.max(2),
+            retry_ticks: ticks(RETRY_EVERY_TICKS),
+            offer_ticks: ticks(OFFER_EVERY_TICKS),
+            seal_grace_ticks: ticks(SEAL_GRACE_TICKS),
+        }
+    }
+}
+
 /// A control-plane log entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ControlEntry {
@@ -241,6 +284,14 @@ pub struct ControlFrame {
     pub message: Message<ControlEntry>,
 }
 
+impl ControlFrame {
+    /// A message of the leader election's heartbeats: these may arrive in any order (each
+    /// carries its round), unlike the log's messages, which need a FIFO link.
+    pub fn is_heartbeat(&self) -> bool {
+        matches!(self.message, Message::BLE(_))
+    }
+}
+
 /// What the driver must do.
 #[derive(Debug, Clone)]
 pub enum Action {
@@ -340,8 +391,7 @@ impl<S: Storage<ControlEntry>> Instance<S> {
 
 /// The membership of one node (see the module docs).
 pub struct Membership<S: Storage<ControlEntry>> {
-    /// Ticks without news of the leader before an election (OmniPaxos' timeout).
-    election_ticks: u64,
+    pacing: Pacing,
     local: NodeId,
     open: Box<dyn FnMut(u32) -> Result<S, String> + Send>,
     current: Option<Instance<S>>,
@@ -380,7 +430,7 @@ impl<S: Storage<ControlEntry>> Membership<S> {
     /// the storage of a configuration (the same one again after a restart).
     pub fn new(local: NodeId, open: impl FnMut(u32) -> Result<S, String> + Send + 'static) -> Self {
         Self {
-            election_ticks: DEFAULT_ELECTION_TICKS,
+            pacing: Pacing::default(),
             local,
             open: Box::new(open),
             current: None,
@@ -398,7 +448,17 @@ impl<S: Storage<ControlEntry>> Membership<S> {
 
     /// Starts elections after `ticks` ticks without news of the leader (at least 2).
     pub fn with_election_ticks(mut self, ticks: u64) -> Self {
-        self.election_ticks = ticks.max(2);
+        self.pacing.election_ticks = ticks.max(2);
+        self
+    }
+
+    /// Uses `pacing` for every timer.
+    pub fn with_pacing(mut self, pacing: Pacing) -> Self {
+        self.pacing = Pacing {
+            election_ticks: pacing.election_ticks.max(2),
+            ..pacing
+        };
+        self.retry_in = self.pacing.retry_ticks;
         self
     }
 
@@ -418,7 +478,7 @@ impl<S: Storage<ControlEntry>> Membership<S> {
             let server = ServerConfig {
                 pid: member.pid,
                 // Several round trips per election round, so a dead leader is replaced.
-                election_tick_timeout: self.election_ticks,
+                election_tick_timeout: self.pacing.election_ticks,
                 resend_message_tick_timeout: 20,
                 buffer_size: 1024,
                 ..Default::default()
@@ -735,7 +795,7 @@ impl<S: Storage<ControlEntry>> Membership<S> {
         self.sealed.retain(|(_, left)| *left > 0);
         self.retry_in = self.retry_in.saturating_sub(1);
         if self.retry_in == 0 {
-            self.retry_in = RETRY_EVERY_TICKS;
+            self.retry_in = self.pacing.retry_ticks;
             if let Some(Instance {
                 engine: Engine::Paxos(op),
                 ..
@@ -749,7 +809,7 @@ impl<S: Storage<ControlEntry>> Membership<S> {
         for (node, (member, configuration, wait)) in &mut self.offers {
             *wait = wait.saturating_sub(1);
             if *wait == 0 {
-                *wait = OFFER_EVERY_TICKS;
+                *wait = self.pacing.offer_ticks;
                 self.actions.push(Action::OfferJoin {
                     to: node.clone(),
                     address: member.address.clone(),
@@ -868,7 +928,7 @@ impl<S: Storage<ControlEntry>> Membership<S> {
             .filter(|m| old.config.member(&m.node_id).is_none())
             .cloned()
             .collect();
-        self.sealed.push((old, SEAL_GRACE_TICKS));
+        self.sealed.push((old, self.pacing.seal_grace_ticks));
         // A seal proposed here for this configuration is done, decided or not (another won).
         self.pending
             .retain(|e| !matches!(e.body, ControlBody::Seal { .. }));
@@ -885,7 +945,7 @@ impl<S: Storage<ControlEntry>> Membership<S> {
                 });
                 self.offers.insert(
                     member.node_id.clone(),
-                    (member, next.clone(), OFFER_EVERY_TICKS),
+                    (member, next.clone(), self.pacing.offer_ticks),
                 );
             }
             for entry in self.pending.clone() {

@@ -703,3 +703,26 @@ fn bare_omnipaxos_keeps_a_whole_log_before_its_stopsign() {
         failures.len()
     );
 }
+
+#[test]
+fn pacing_keeps_the_timers_durations_whatever_the_tick() {
+    use crate::membership::Pacing;
+    use std::time::Duration;
+    assert_eq!(
+        Pacing::for_tick(Duration::from_millis(10), 5),
+        Pacing::default()
+    );
+    let slow = Pacing::for_tick(Duration::from_millis(50), 10);
+    assert_eq!(
+        (
+            slow.election_ticks,
+            slow.retry_ticks,
+            slow.offer_ticks,
+            slow.seal_grace_ticks
+        ),
+        (10, 8, 10, 40)
+    );
+    // A tick longer than a timer still fires it, every tick; elections need two.
+    let coarse = Pacing::for_tick(Duration::from_secs(10), 0);
+    assert_eq!((coarse.election_ticks, coarse.retry_ticks), (2, 1));
+}
