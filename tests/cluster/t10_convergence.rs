@@ -82,9 +82,13 @@ async fn a_write_reaches_the_peer_and_a_delete_follows_it() {
     })
     .await;
     let status = b.node().status().await.unwrap();
-    let peer = status.peers.iter().find(|p| p.node_id == "left").unwrap();
-    assert!(peer.last_exchange_ms > 0);
-    assert_eq!(peer.peer_type, "static");
+    let peer = status
+        .peers
+        .iter()
+        .find(|p| p.node_id.as_str() == "left")
+        .unwrap();
+    assert!(peer.last_exchange_ms.is_some_and(|t| t > 0));
+    assert_eq!(peer.peer_type, Some(cbddc_core::PeerType::StaticRemote));
 
     let mut client = cbddc_net::PeerClient::connect(
         &a.address(),

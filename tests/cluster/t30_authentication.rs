@@ -21,10 +21,11 @@ async fn a_peer_with_the_wrong_key_gets_nothing_and_gives_nothing() {
         Duration::from_secs(10),
         || async {
             let status = intruder.node().status().await.unwrap();
-            status
-                .peers
-                .iter()
-                .any(|p| p.last_error.contains("cluster key"))
+            status.peers.iter().any(|p| {
+                p.last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("cluster key"))
+            })
         },
     )
     .await;
@@ -40,7 +41,10 @@ async fn a_peer_with_the_wrong_key_gets_nothing_and_gives_nothing() {
     assert!(a.node().get("secret", "forged").await.unwrap().is_none());
     let status = a.node().status().await.unwrap();
     assert!(
-        status.peers.iter().all(|p| p.node_id != "intruder"),
+        status
+            .peers
+            .iter()
+            .all(|p| p.node_id.as_str() != "intruder"),
         "a must not record an exchange with the intruder"
     );
 

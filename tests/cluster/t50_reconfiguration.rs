@@ -36,10 +36,7 @@ async fn a_port_change_moves_the_listener_and_sync_goes_on() {
         ),
         "the old port must be closed"
     );
-    assert_eq!(
-        a.node().status().await.unwrap().tcp_port,
-        u32::from(new_port)
-    );
+    assert_eq!(a.node().status().await.unwrap().listen.port(), new_port);
 
     // Both directions still sync: a's own tasks push and pull.
     a.node().put("c", "from-a", "1").await.unwrap();

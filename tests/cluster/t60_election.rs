@@ -12,7 +12,13 @@ fn fast(config: &mut cbddc_config::PeerNodeConfiguration) {
 }
 
 async fn leader_of(node: &TestNode) -> String {
-    node.node().status().await.unwrap().leader
+    node.node()
+        .status()
+        .await
+        .unwrap()
+        .leader
+        .map(|l| l.to_string())
+        .unwrap_or_default()
 }
 
 async fn all_agree(nodes: Vec<&TestNode>, leader: &str) -> bool {
@@ -33,7 +39,7 @@ async fn cloud_contacts(cloud: &TestNode) -> Vec<String> {
         .unwrap()
         .peers
         .into_iter()
-        .map(|p| p.node_id)
+        .map(|p| p.node_id.to_string())
         .collect()
 }
 
@@ -132,10 +138,8 @@ async fn nodes_with_discovery_on_loopback_find_each_other_and_elect() {
     .await;
     let status = nodes[1].node().status().await.unwrap();
     assert!(
-        status
-            .peers
-            .iter()
-            .any(|p| p.node_id == "lan-c" && p.peer_type == "lan"),
+        status.peers.iter().any(|p| p.node_id.as_str() == "lan-c"
+            && p.peer_type == Some(cbddc_core::PeerType::LanDiscovered)),
         "{:?}",
         status.peers
     );

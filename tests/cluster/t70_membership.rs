@@ -1,53 +1,20 @@
 //! Cluster membership through the control plane: bootstrap, replacing a member, a newcomer
 //! receiving the data, fencing of a retired member, and a second reconfiguration.
 
-use cbddc_config::{ClusterConfig, PeerNodeConfiguration};
-use cbddc_core::{KnownPeer, PeerType};
+use cbddc_config::PeerNodeConfiguration;
 use cbddc_node::ClusterStatus;
-use cbddc_tests::{TestNode, claiming, identity_of, node_id, wait_until};
+use cbddc_tests::{TestCluster, TestNode, claiming, identity_of, node_id, wait_until};
 use std::time::Duration;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
-fn peer(config: &PeerNodeConfiguration) -> KnownPeer {
-    KnownPeer::new(
-        config.node_id.clone(),
-        format!("127.0.0.1:{}", config.tcp_port),
-        PeerType::StaticRemote,
-    )
-    .unwrap()
-}
-
 /// Configurations for `names`, each knowing all the others; the first `members` bootstrap
 /// a cluster of themselves, the rest wait to be invited.
 fn cluster(names: &[&str], members: usize) -> Vec<(PeerNodeConfiguration, tempfile::TempDir)> {
-    let mut configs: Vec<_> = names.iter().map(|n| TestNode::configure(n)).collect();
-    let peers: Vec<KnownPeer> = configs.iter().map(|(c, _)| peer(c)).collect();
-    for (index, (config, _)) in configs.iter_mut().enumerate() {
-        config.election.interval_ms = 100;
-        config.election.peer_timeout_ms = 600;
-        config.known_peers = peers
-            .iter()
-            .filter(|p| p.node_id != config.node_id)
-            .cloned()
-            .collect();
-        config.cluster = Some(if index < members {
-            ClusterConfig {
-                configuration_id: 1,
-                members: names[..members].iter().map(|n| node_id(n)).collect(),
-                join: false,
-                ..Default::default()
-            }
-        } else {
-            ClusterConfig {
-                configuration_id: 1,
-                members: Vec::new(),
-                join: true,
-                ..Default::default()
-            }
-        });
-    }
-    configs
+    TestCluster::mesh(names)
+        .fast_election()
+        .with_members(members)
+        .configs
 }
 
 fn status(node: &TestNode) -> ClusterStatus {
@@ -214,16 +181,49 @@ async fn hostile_control_messages_are_refused_and_the_cluster_goes_on() {
         matches!(impostor, Err(cbddc_net::NetError::KeyRefused { .. })),
         "{impostor:?}"
     );
-    let refused = |r: Result<Vec<u8>, cbddc_net::NetError>| r.unwrap_err().to_string();
+    use cbddc_net::proto::{self, control_request::Call, control_response::Reply};
+    let refused = |r: Result<Reply, cbddc_net::NetError>| r.unwrap_err().to_string();
+    let frame = |configuration_id: u32, encoding: u32, message: Vec<u8>| proto::ControlFrame {
+        configuration_id,
+        encoding,
+        message,
+    };
+    let frames = |frames: Vec<proto::ControlFrame>| Call::Frames(proto::ControlFrames { frames });
 
-    let garbage = refused(tool.control(b"{not json".to_vec()).await);
+    let garbage = refused(
+        tool.control(frames(vec![frame(
+            1,
+            proto::OMNIPAXOS_0_2_JSON,
+            b"{not json".to_vec(),
+        )]))
+        .await,
+    );
     assert!(garbage.contains("unreadable control message"), "{garbage}");
-    let frames = br#"{"call":"frames","frames":[]}"#.to_vec();
-    assert!(refused(tool.control(frames).await).contains("only nodes"));
-    let reconfigure = br#"{"call":"reconfigure","members":["a"]}"#.to_vec();
+    let unknown = refused(
+        intruder
+            .control(frames(vec![frame(1, 7, b"{}".to_vec())]))
+            .await,
+    );
+    assert!(unknown.contains("upgrade the older node"), "{unknown}");
+    assert!(refused(tool.control(frames(vec![])).await).contains("only nodes"));
+    let reconfigure = Call::Reconfigure(proto::ReconfigureRequest {
+        members: vec!["a".into()],
+    });
     assert!(refused(intruder.control(reconfigure).await).contains("may not"));
-    let offer = br#"{"call":"offer","configuration":{"configuration_id":9,"members":[{"node_id":"mallory","pid":1,"address":"127.0.0.1:1"}]},"sealed_log":[]}"#;
-    assert!(refused(intruder.control(offer.to_vec()).await).contains("not a member"));
+    let offer = Call::Offer(proto::ControlOffer {
+        configuration: Some(proto::ClusterConfiguration {
+            configuration_id: 9,
+            members: vec![proto::ClusterMember {
+                node_id: "mallory".into(),
+                pid: 1,
+                address: "127.0.0.1:1".into(),
+                node_key: String::new(),
+            }],
+        }),
+        sealed_log: vec![],
+        departed: vec![],
+    });
+    assert!(refused(intruder.control(offer).await).contains("not a member"));
 
     // Frames naming configurations, senders and pids that do not fit are dropped before
     // they reach OmniPaxos (a stray pid would panic inside it).
@@ -232,17 +232,14 @@ async fn hostile_control_messages_are_refused_and_the_cluster_goes_on() {
         let ballot =
             serde_json::json!({"config_id": configuration_id, "n": 1, "priority": 0, "pid": from});
         let message = serde_json::json!({"SequencePaxos": {"from": from, "to": to, "msg": {"PrepareReq": {"n": ballot}}}});
-        forged.push(serde_json::json!({"configuration_id": configuration_id, "message": message}));
+        forged.push(frame(
+            configuration_id,
+            proto::OMNIPAXOS_0_2_JSON,
+            serde_json::to_vec(&message).unwrap(),
+        ));
     }
-    let forged = serde_json::json!({"call": "frames", "frames": forged});
-    for client in [&mut intruder] {
-        let answer = client
-            .control(serde_json::to_vec(&forged).unwrap())
-            .await
-            .unwrap();
-        let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
-        assert_eq!(answer["reply"], "accepted", "{answer}");
-    }
+    let answer = intruder.control(frames(forged)).await.unwrap();
+    assert!(matches!(answer, Reply::Accepted(_)), "{answer:?}");
     let next = a
         .node()
         .reconfigure_cluster(vec![node_id("a")])

@@ -256,10 +256,12 @@ async fn a_retired_member_restarted_under_another_members_id_gets_nothing() {
         DEADLINE,
         || async {
             let status = c_as_b.node().status().await.unwrap();
-            status
-                .peers
-                .iter()
-                .any(|p| p.node_id == "a" && p.last_error.contains("refused our node key"))
+            status.peers.iter().any(|p| {
+                p.node_id.as_str() == "a"
+                    && p.last_error
+                        .as_deref()
+                        .is_some_and(|e| e.contains("refused our node key"))
+            })
         },
     )
     .await;

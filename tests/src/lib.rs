@@ -180,31 +180,92 @@ pub async fn mesh(
     names: &[&str],
     adjust: impl Fn(&str, &mut PeerNodeConfiguration),
 ) -> Vec<TestNode> {
-    let mut configs: Vec<_> = names.iter().map(|n| TestNode::configure(n)).collect();
-    let addresses: Vec<(NodeId, u16)> = configs
-        .iter()
-        .map(|(c, _)| (c.node_id.clone(), c.tcp_port))
-        .collect();
-    for (config, _) in configs.iter_mut() {
-        for (id, port) in &addresses {
-            if id != &config.node_id {
-                config.known_peers.push(
-                    KnownPeer::new(
-                        id.clone(),
-                        format!("127.0.0.1:{port}"),
-                        PeerType::StaticRemote,
-                    )
-                    .unwrap(),
-                );
-            }
+    TestCluster::mesh(names)
+        .adjust(|config| adjust(&config.node_id.to_string(), config))
+        .start()
+        .await
+}
+
+/// A set of nodes for one scenario, configured before any starts: every node knows every
+/// other as a static peer; a test adds a `[cluster]` section or changes settings, then
+/// starts them in order.
+#[derive(Debug)]
+pub struct TestCluster {
+    /// Each node's configuration and data dir, in the order the names were given.
+    pub configs: Vec<(PeerNodeConfiguration, tempfile::TempDir)>,
+}
+
+impl TestCluster {
+    /// Nodes named `names`, each with all the others as static peers.
+    pub fn mesh(names: &[&str]) -> Self {
+        let mut configs: Vec<_> = names.iter().map(|n| TestNode::configure(n)).collect();
+        let peers: Vec<KnownPeer> = configs
+            .iter()
+            .map(|(c, _)| {
+                KnownPeer::new(
+                    c.node_id.clone(),
+                    format!("127.0.0.1:{}", c.tcp_port),
+                    PeerType::StaticRemote,
+                )
+                .unwrap()
+            })
+            .collect();
+        for (config, _) in configs.iter_mut() {
+            config.known_peers = peers
+                .iter()
+                .filter(|p| p.node_id != config.node_id)
+                .cloned()
+                .collect();
         }
-        adjust(&config.node_id.to_string(), config);
+        Self { configs }
     }
-    let mut nodes = Vec::new();
-    for (config, dir) in configs {
-        nodes.push(TestNode::start(config, dir).await);
+
+    /// The first `members` nodes bootstrap configuration 1 of themselves; the others
+    /// wait to be invited (`join`).
+    pub fn with_members(mut self, members: usize) -> Self {
+        let names: Vec<NodeId> = self.configs[..members]
+            .iter()
+            .map(|(c, _)| c.node_id.clone())
+            .collect();
+        for (index, (config, _)) in self.configs.iter_mut().enumerate() {
+            config.cluster = Some(cbddc_config::ClusterConfig {
+                configuration_id: 1,
+                members: if index < members {
+                    names.clone()
+                } else {
+                    Vec::new()
+                },
+                join: index >= members,
+                ..Default::default()
+            });
+        }
+        self
     }
-    nodes
+
+    /// Election timers short enough for a test: leadership settles in about a second.
+    pub fn fast_election(self) -> Self {
+        self.adjust(|config| {
+            config.election.interval_ms = 100;
+            config.election.peer_timeout_ms = 600;
+        })
+    }
+
+    /// Changes every node's configuration.
+    pub fn adjust(mut self, change: impl Fn(&mut PeerNodeConfiguration)) -> Self {
+        for (config, _) in self.configs.iter_mut() {
+            change(config);
+        }
+        self
+    }
+
+    /// Starts every node, in order.
+    pub async fn start(self) -> Vec<TestNode> {
+        let mut nodes = Vec::new();
+        for (config, dir) in self.configs {
+            nodes.push(TestNode::start(config, dir).await);
+        }
+        nodes
+    }
 }
 
 /// A network switch for in-process partitions: nodes reach each other through relays

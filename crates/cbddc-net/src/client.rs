@@ -405,16 +405,43 @@ impl PeerClient {
 }
 
 impl PeerClient {
-    /// Sends a control-plane message (cluster membership) and returns the answer's payload.
-    pub async fn control(&mut self, payload: Vec<u8>) -> Result<Vec<u8>, NetError> {
+    /// Sends a control-plane call (cluster membership) and returns the answer.
+    pub async fn control(
+        &mut self,
+        call: proto::control_request::Call,
+    ) -> Result<proto::control_response::Reply, NetError> {
         match self
             .call(proto::request::Body::Control(proto::ControlRequest {
-                payload,
+                call: Some(call),
             }))
             .await?
         {
-            proto::response::Body::Control(answer) => Ok(answer.payload),
+            proto::response::Body::Control(proto::ControlResponse { reply: Some(reply) }) => {
+                Ok(reply)
+            }
             _ => Err(unexpected("control")),
+        }
+    }
+
+    /// The node's control plane (with a `[cluster]` section; others answer `FORBIDDEN`).
+    pub async fn cluster_status(&mut self) -> Result<proto::ClusterStatus, NetError> {
+        let call = proto::control_request::Call::Status(proto::ClusterStatusRequest {});
+        match self.control(call).await? {
+            proto::control_response::Reply::Status(status) => Ok(status),
+            _ => Err(unexpected("cluster status")),
+        }
+    }
+
+    /// Replaces the running configuration's members; answers once the seal is decided,
+    /// with the configuration that runs now.
+    pub async fn reconfigure_cluster(
+        &mut self,
+        members: Vec<String>,
+    ) -> Result<proto::ClusterConfiguration, NetError> {
+        let call = proto::control_request::Call::Reconfigure(proto::ReconfigureRequest { members });
+        match self.control(call).await? {
+            proto::control_response::Reply::Reconfigured(configuration) => Ok(configuration),
+            _ => Err(unexpected("reconfigure")),
         }
     }
 

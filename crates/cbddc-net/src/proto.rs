@@ -31,11 +31,72 @@ pub struct Hello {
     pub protocol_version: u32,
 }
 
-/// The answer to a [`ControlRequest`], as opaque as the request.
+/// The answer to a [`ControlRequest`]. Tag 1 was version 2's JSON payload.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ControlResponse {
-    #[prost(bytes = "vec", tag = "1")]
-    pub payload: Vec<u8>,
+    #[prost(oneof = "control_response::Reply", tags = "2, 3, 4, 5")]
+    pub reply: Option<control_response::Reply>,
+}
+
+pub mod control_response {
+    #[derive(Clone, PartialEq, ::prost::Oneof)]
+    pub enum Reply {
+        /// Taken. To `frames`: the responder's heartbeat answers to the caller, which ride
+        /// back here instead of on a call of their own.
+        #[prost(message, tag = "2")]
+        Accepted(super::ControlFrames),
+        /// The frames' configuration is sealed on the responder: learn the seal.
+        #[prost(message, tag = "3")]
+        Superseded(super::ControlSuperseded),
+        #[prost(message, tag = "4")]
+        Status(super::ClusterStatus),
+        /// The seal is decided; `configuration` runs now.
+        #[prost(message, tag = "5")]
+        Reconfigured(super::ClusterConfiguration),
+    }
+}
+
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ControlSuperseded {
+    #[prost(uint32, tag = "1")]
+    pub configuration_id: u32,
+    /// Its decided log, ending with the seal.
+    #[prost(message, repeated, tag = "2")]
+    pub decided: Vec<ControlEntry>,
+}
+
+/// A node's control plane, as `cbddc cluster status` shows it.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ClusterStatus {
+    /// The running configuration; none before joining a cluster, or after retiring.
+    #[prost(uint32, optional, tag = "1")]
+    pub configuration_id: Option<u32>,
+    #[prost(string, repeated, tag = "2")]
+    pub members: Vec<String>,
+    /// The control plane's leader; empty while none is known.
+    #[prost(string, tag = "3")]
+    pub leader: String,
+    #[prost(uint64, tag = "4")]
+    pub decided_idx: u64,
+    #[prost(bool, tag = "5")]
+    pub retired: bool,
+    #[prost(uint32, optional, tag = "6")]
+    pub retired_after: Option<u32>,
+    #[prost(message, optional, tag = "7")]
+    pub handover: Option<Handover>,
+}
+
+/// After retiring: the hand-over of the writes a node took as a member.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Handover {
+    #[prost(uint32, tag = "1")]
+    pub to_configuration: u32,
+    #[prost(string, repeated, tag = "2")]
+    pub pending: Vec<String>,
+    #[prost(string, repeated, tag = "3")]
+    pub done: Vec<String>,
+    #[prost(bool, tag = "4")]
+    pub complete: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
@@ -357,12 +418,137 @@ pub struct RemovePeerRequest {
     pub node_id: String,
 }
 
-/// A control-plane message (cluster membership), opaque to the transport: its payload is
-/// a JSON document defined by the node (see docs/protocol.md).
+// ---- The control plane (cluster membership); see docs/protocol.md, "Control plane" ----
+
+/// A control-plane call. Tag 1 was version 2's JSON payload: never reuse it.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ControlRequest {
-    #[prost(bytes = "vec", tag = "1")]
-    pub payload: Vec<u8>,
+    #[prost(oneof = "control_request::Call", tags = "2, 3, 4, 5")]
+    pub call: Option<control_request::Call>,
+}
+
+pub mod control_request {
+    #[derive(Clone, PartialEq, ::prost::Oneof)]
+    pub enum Call {
+        /// OmniPaxos messages from a member (nodes only).
+        #[prost(message, tag = "2")]
+        Frames(super::ControlFrames),
+        /// An invitation into a configuration (nodes only).
+        #[prost(message, tag = "3")]
+        Offer(super::ControlOffer),
+        /// The control plane's state (anyone).
+        #[prost(message, tag = "4")]
+        Status(super::ClusterStatusRequest),
+        /// Replace the running configuration's members (tools only).
+        #[prost(message, tag = "5")]
+        Reconfigure(super::ReconfigureRequest),
+    }
+}
+
+/// How [`ControlFrame::message`] is encoded: the serde JSON encoding of an `omnipaxos`
+/// 0.2 `Message` of control entries. A receiver refuses encodings it does not know.
+pub const OMNIPAXOS_0_2_JSON: u32 = 1;
+
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ControlFrames {
+    #[prost(message, repeated, tag = "1")]
+    pub frames: Vec<ControlFrame>,
+}
+
+/// One OmniPaxos message of one configuration's instance, opaque to the transport.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ControlFrame {
+    #[prost(uint32, tag = "1")]
+    pub configuration_id: u32,
+    /// See [`OMNIPAXOS_0_2_JSON`].
+    #[prost(uint32, tag = "2")]
+    pub encoding: u32,
+    #[prost(bytes = "vec", tag = "3")]
+    pub message: Vec<u8>,
+}
+
+/// A decided control-plane log entry.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ControlEntry {
+    /// Who proposed it, and its number among that proposer's proposals.
+    #[prost(string, tag = "1")]
+    pub proposer: String,
+    #[prost(uint64, tag = "2")]
+    pub proposal: u64,
+    #[prost(oneof = "control_entry::Body", tags = "3, 4")]
+    pub body: Option<control_entry::Body>,
+}
+
+pub mod control_entry {
+    #[derive(Clone, PartialEq, ::prost::Oneof)]
+    pub enum Body {
+        /// An entry for the user of the control plane, opaque here.
+        #[prost(bytes = "vec", tag = "3")]
+        Data(Vec<u8>),
+        /// Seals the configuration: `next` follows it.
+        #[prost(message, tag = "4")]
+        Seal(super::ControlSeal),
+    }
+}
+
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ControlSeal {
+    #[prost(message, optional, tag = "1")]
+    pub next: Option<ClusterConfiguration>,
+    #[prost(bytes = "vec", optional, tag = "2")]
+    pub metadata: Option<Vec<u8>>,
+}
+
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ClusterConfiguration {
+    #[prost(uint32, tag = "1")]
+    pub configuration_id: u32,
+    /// In pid order (node id order), pids 1, 2, 3, …
+    #[prost(message, repeated, tag = "2")]
+    pub members: Vec<ClusterMember>,
+}
+
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ClusterMember {
+    #[prost(string, tag = "1")]
+    pub node_id: String,
+    #[prost(uint64, tag = "2")]
+    pub pid: u64,
+    #[prost(string, tag = "3")]
+    pub address: String,
+    /// 64 hex digits; empty until the proposer had contact with the member.
+    #[prost(string, tag = "4")]
+    pub node_key: String,
+}
+
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ControlOffer {
+    #[prost(message, optional, tag = "1")]
+    pub configuration: Option<ClusterConfiguration>,
+    /// The decided log of the configuration before it, ending with the seal naming it.
+    #[prost(message, repeated, tag = "2")]
+    pub sealed_log: Vec<ControlEntry>,
+    /// Members that departed configurations the inviter knows.
+    #[prost(message, repeated, tag = "3")]
+    pub departed: Vec<DepartedMember>,
+}
+
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct DepartedMember {
+    #[prost(string, tag = "1")]
+    pub node_id: String,
+    /// The last configuration it was a member of.
+    #[prost(uint32, tag = "2")]
+    pub last_configuration_id: u32,
+}
+
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ClusterStatusRequest {}
+
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ReconfigureRequest {
+    #[prost(string, repeated, tag = "1")]
+    pub members: Vec<String>,
 }
 
 // ---- Responses ----

@@ -61,7 +61,7 @@ fn golden_bytes_of_a_hello_and_an_oplog_entry() {
     assert_eq!(
         hello.encode_to_vec(),
         [
-            0x0a, 0x09, 0x0a, 0x05, b'c', b'b', b'd', b'd', b'c', 0x10, 0x02
+            0x0a, 0x09, 0x0a, 0x05, b'c', b'b', b'd', b'd', b'c', 0x10, 0x03
         ]
     );
     let delete = proto::OplogEntry {
@@ -184,7 +184,7 @@ async fn a_node_speaking_protocol_version_1_is_refused_by_name() {
     match reply.kind {
         Some(proto::handshake_frame::Kind::Reject(r)) => {
             assert_eq!(r.reason, proto::RejectReason::VersionMismatch as i32);
-            assert_eq!(r.protocol_version, 2);
+            assert_eq!(r.protocol_version, crate::PROTOCOL_VERSION);
         }
         other => panic!("expected a rejection, got {other:?}"),
     }

@@ -8,6 +8,9 @@
 //! `cargo xtask bench`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod support;
+use support::free_port;
+
 use cbddc_config::PeerNodeConfiguration;
 use cbddc_core::{KnownPeer, NodeId, PeerType};
 use cbddc_net::{ClientSettings, ClusterKey, PeerClient};
@@ -20,14 +23,6 @@ const WRITES: usize = 400;
 const KEY: &str = "bench-cluster";
 const ELECTION: &str =
     "sync_interval_ms = 200\n[election]\ninterval_ms = 200\npeer_timeout_ms = 1000\n";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]

@@ -9,6 +9,9 @@
 //! Prints the figures and writes them to `target/cbddc-bench/membership.json`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod support;
+use support::free_port;
+
 use cbddc_config::{ClusterConfig, PeerNodeConfiguration};
 use cbddc_core::{KnownPeer, LocalWrite, NodeId, PeerType};
 use cbddc_node::Node;
@@ -16,14 +19,6 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 const KEY: &str = "bench-membership";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn id(name: &str) -> NodeId {
     NodeId::new(name).unwrap()

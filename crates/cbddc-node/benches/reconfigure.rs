@@ -7,6 +7,9 @@
 //! `cargo xtask bench` prints their medians.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod support;
+use support::free_port;
+
 use cbddc_config::{FileProvider, PeerNodeConfiguration, StaticProvider};
 use cbddc_core::{KnownPeer, LocalWrite, NodeId, PeerType};
 use cbddc_node::Node;
@@ -15,14 +18,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const DOCUMENTS: usize = 10_000;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn config_text(port: u16, data: &std::path::Path) -> String {
     format!(

@@ -40,6 +40,18 @@ pub enum NodeError {
         "this node waits to be invited into a cluster and takes no writes until it is admitted: add it with `cbddc cluster reconfigure --members <members>,<this node>` on a member"
     )]
     NotAdmitted,
+    /// A peer or tool asked for what it may not do (the reason says who may).
+    #[error("{reason}")]
+    Forbidden {
+        /// Why, in words.
+        reason: String,
+    },
+    /// A request that cannot be carried out as asked (the reason says what to change).
+    #[error("{reason}")]
+    InvalidRequest {
+        /// Why, in words.
+        reason: String,
+    },
     /// The control plane (cluster membership) refused or failed.
     #[error(transparent)]
     ControlPlane(#[from] crate::cluster::ControlPlaneError),

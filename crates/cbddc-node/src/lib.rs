@@ -32,24 +32,23 @@ mod peers;
 mod pins;
 mod reconfigure;
 mod runtime;
+mod service;
 mod signals;
 mod sync;
 
 pub use cbddc_election::Leadership;
-pub use cluster::{
-    ClusterStatus, ControlCall, ControlPlaneError, ControlReply, Handover, RECONFIGURE_DEADLINE,
-};
+pub use cluster::{ClusterStatus, ControlPlaneError, Handover, RECONFIGURE_DEADLINE};
 pub use error::NodeError;
 pub use feed::{ChangeFeed, ChangeFilter, FeedStart};
 pub use peers::{PeerActivity, PeerBook, PeerReport};
+pub use service::NodeStatus;
 pub use signals::ClusterMembership;
 
 use cbddc_config::{ConfigProvider, PeerNodeConfiguration, StaticProvider};
 use cbddc_core::{Document, DocumentStore, KnownPeer, LocalWrite, NodeId, OplogEntry, PeerStore};
-use cbddc_net::proto;
 use cbddc_store::SqliteStore;
-use handler::NodeHandler;
 use runtime::Runtime;
+use service::NodeService;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use tokio::sync::broadcast;
@@ -106,7 +105,7 @@ struct Snapshot {
     config: Arc<PeerNodeConfiguration>,
     listen: SocketAddr,
     store: Arc<SqliteStore>,
-    handler: Arc<NodeHandler>,
+    service: Arc<NodeService>,
 }
 
 #[derive(Debug)]
@@ -140,7 +139,7 @@ impl Shared {
                 let current: observe::http::CurrentHandler = Arc::new(move || {
                     let shared = weak.upgrade()?;
                     let snapshot = shared.snapshot.read().unwrap_or_else(|p| p.into_inner());
-                    Some(snapshot.handler.clone())
+                    Some(snapshot.service.clone())
                 });
                 // Bound before the old one stops: a refused address keeps the old server.
                 Some(
@@ -166,7 +165,7 @@ impl Shared {
             config: runtime.config.clone(),
             listen: runtime.listen(),
             store: runtime.store.clone(),
-            handler: runtime.handler.clone(),
+            service: runtime.service.clone(),
         };
     }
 }
@@ -206,7 +205,7 @@ impl Node {
             config: runtime.config.clone(),
             listen: runtime.listen(),
             store: runtime.store.clone(),
-            handler: runtime.handler.clone(),
+            service: runtime.service.clone(),
         };
         let shared = Arc::new(Shared {
             provider,
@@ -229,6 +228,11 @@ impl Node {
             shared,
             reconfigurator: Some(reconfigurator),
         })
+    }
+
+    #[cfg(test)]
+    pub(crate) fn service_for_tests(&self) -> Arc<NodeService> {
+        self.snapshot().service
     }
 
     fn snapshot(&self) -> Snapshot {
@@ -313,11 +317,11 @@ impl Node {
     /// configuration: a retired node refuses them with [`NodeError::Retired`], and one
     /// that waits to be invited with [`NodeError::NotAdmitted`].
     pub async fn write(&self, writes: Vec<LocalWrite>) -> Result<Vec<OplogEntry>, NodeError> {
-        self.snapshot().handler.write_local(writes).await
+        self.snapshot().service.write_local(writes).await
     }
 
     async fn write_one(&self, write: LocalWrite) -> Result<OplogEntry, NodeError> {
-        let mut entries = self.snapshot().handler.write_local(vec![write]).await?;
+        let mut entries = self.snapshot().service.write_local(vec![write]).await?;
         entries.pop().ok_or_else(|| {
             NodeError::Storage(cbddc_core::StorageError::Backend {
                 operation: "writing",
@@ -367,30 +371,25 @@ impl Node {
     pub async fn save_peer(&self, peer: KnownPeer) -> Result<(), NodeError> {
         let snapshot = self.snapshot();
         snapshot.store.save_peer(peer).await?;
-        Ok(snapshot.handler.follow_peer_store().await?)
+        Ok(snapshot.service.follow_peer_store().await?)
     }
 
     /// Forgets a known peer and stops syncing with it; `Ok(false)` if it was not known.
     pub async fn remove_peer(&self, node_id: NodeId) -> Result<bool, NodeError> {
         let snapshot = self.snapshot();
         let removed = snapshot.store.remove_peer(node_id).await?;
-        snapshot.handler.follow_peer_store().await?;
+        snapshot.service.follow_peer_store().await?;
         Ok(removed)
     }
 
     /// What `cbddc status` shows.
-    pub async fn status(&self) -> Result<proto::StatusResponse, NodeError> {
-        Ok(self.snapshot().handler.status().await?)
+    pub async fn status(&self) -> Result<NodeStatus, NodeError> {
+        Ok(self.snapshot().service.status().await?)
     }
 
     /// The control plane's state: `Err` for a node without a `[cluster]` section.
     pub fn cluster_status(&self) -> Result<ClusterStatus, NodeError> {
-        let handler = self.snapshot().handler;
-        let cluster = handler
-            .cluster
-            .as_ref()
-            .ok_or(ControlPlaneError::NotConfigured)?;
-        Ok(cluster.status()?)
+        self.snapshot().service.cluster_status()
     }
 
     /// Replaces the cluster's members (this node must be one) and returns once the
@@ -398,9 +397,9 @@ impl Node {
     /// Members are named by node id; each needs a known address (a member of the running
     /// configuration, or a known peer).
     pub async fn reconfigure_cluster(&self, members: Vec<NodeId>) -> Result<u32, NodeError> {
-        let handler = self.snapshot().handler;
+        let service = self.snapshot().service;
         let names = members.into_iter().map(|m| m.to_string()).collect();
-        Ok(handler.reconfigure_cluster(names).await?.configuration_id)
+        Ok(service.reconfigure_cluster(names).await?.configuration_id)
     }
 
     /// Stops following the configuration, syncing and serving (letting requests in flight

@@ -43,6 +43,12 @@ pub struct PeerReport {
     pub last_exchange_ms: Option<u64>,
     /// The last error, if the last attempt failed.
     pub last_error: Option<String>,
+    /// The fingerprint of the key pinned for its node id, if one is (filled in by the
+    /// node's status; the peer book does not know pins).
+    pub key_fingerprint: Option<String>,
+    /// Entries this node holds that the peer has not reported holding, once it reported
+    /// (filled in by the node's status).
+    pub lag_entries: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -238,6 +244,8 @@ impl PeerBook {
                     enabled: peer.enabled,
                     last_exchange_ms: a.last_exchange_ms,
                     last_error: a.last_error,
+                    key_fingerprint: None,
+                    lag_entries: None,
                 },
             );
         }
@@ -253,6 +261,8 @@ impl PeerBook {
                 enabled: true,
                 last_exchange_ms: a.last_exchange_ms,
                 last_error: a.last_error.clone(),
+                key_fingerprint: None,
+                lag_entries: None,
             });
         }
         out.into_values().collect()
@@ -263,47 +273,33 @@ impl PeerDirectory for PeerBook {
     fn peers(&self) -> Vec<PeerState> {
         let now = Instant::now();
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let state = |node_id: &NodeId, peer_type: PeerType, address: String| {
+            let a = inner.activity.get(node_id).cloned().unwrap_or_default();
+            PeerState {
+                node_id: node_id.clone(),
+                peer_type,
+                address,
+                eligible: a.eligible.unwrap_or(false),
+                alive_since: self.alive_since(&a, now),
+            }
+        };
         let mut view: BTreeMap<NodeId, PeerState> = BTreeMap::new();
         for (id, address) in &inner.discovered {
-            let a = inner.activity.get(id).cloned().unwrap_or_default();
             view.insert(
                 id.clone(),
-                PeerState {
-                    node_id: id.clone(),
-                    peer_type: PeerType::LanDiscovered,
-                    address: address.to_string(),
-                    eligible: a.eligible.unwrap_or(false),
-                    alive_since: self.alive_since(&a, now),
-                },
+                state(id, PeerType::LanDiscovered, address.to_string()),
             );
         }
         for peer in inner.known.iter().filter(|p| p.enabled) {
-            let a = inner
-                .activity
-                .get(&peer.node_id)
-                .cloned()
-                .unwrap_or_default();
             view.insert(
                 peer.node_id.clone(),
-                PeerState {
-                    node_id: peer.node_id.clone(),
-                    peer_type: peer.peer_type,
-                    address: peer.address.clone(),
-                    eligible: a.eligible.unwrap_or(false),
-                    alive_since: self.alive_since(&a, now),
-                },
+                state(&peer.node_id, peer.peer_type, peer.address.clone()),
             );
         }
         if let Some(members) = &inner.members {
             for (id, address) in members {
-                let a = inner.activity.get(id).cloned().unwrap_or_default();
-                view.entry(id.clone()).or_insert_with(|| PeerState {
-                    node_id: id.clone(),
-                    peer_type: PeerType::StaticRemote,
-                    address: address.clone(),
-                    eligible: a.eligible.unwrap_or(false),
-                    alive_since: self.alive_since(&a, now),
-                });
+                view.entry(id.clone())
+                    .or_insert_with(|| state(id, PeerType::StaticRemote, address.clone()));
             }
             for state in view.values_mut() {
                 state.eligible &= members.contains_key(&state.node_id);

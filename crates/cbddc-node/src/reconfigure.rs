@@ -77,7 +77,7 @@ async fn wanted_address(shared: &Shared) -> Option<std::net::SocketAddr> {
     let wanted = shared.provider.current().listen_address();
     let pending = (runtime.config.listen_address() != wanted).then_some(wanted);
     *runtime
-        .handler
+        .service
         .wanted_listen
         .lock()
         .unwrap_or_else(|p| p.into_inner()) = pending;
@@ -232,12 +232,12 @@ async fn apply_to(
                 let server = TcpSyncServer::start(
                     listener,
                     server_settings(&effective, &runtime.identity),
-                    runtime.handler.clone(),
+                    Arc::new(crate::handler::NodeHandler::new(runtime.service.clone())),
                     runtime.token.child_token(),
                 )?;
                 let previous = std::mem::replace(&mut runtime.server, server);
                 *runtime
-                    .handler
+                    .service
                     .listen
                     .lock()
                     .unwrap_or_else(|p| p.into_inner()) = listen;
@@ -266,7 +266,7 @@ async fn apply_to(
             .store
             .replace_configured_peers(new.known_peers.clone())
             .await?;
-        runtime.handler.follow_peer_store().await?;
+        runtime.service.follow_peer_store().await?;
         outcome.applied.push("known_peers".into());
     }
     if new.election.eligible != old.election.eligible {
@@ -277,7 +277,7 @@ async fn apply_to(
     }
     if new.advertise_address != old.advertise_address {
         *runtime
-            .handler
+            .service
             .advertise
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = new.advertise_address.clone();

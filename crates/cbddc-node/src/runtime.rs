@@ -8,6 +8,7 @@ use crate::handler::NodeHandler;
 use crate::observe::metered::MeteredStore;
 use crate::peers::PeerBook;
 use crate::pins::KeyPins;
+use crate::service::NodeService;
 use crate::signals::Signals;
 use crate::sync::{SyncContext, SyncOrchestrator};
 use cbddc_config::PeerNodeConfiguration;
@@ -34,7 +35,7 @@ pub(crate) struct Runtime {
     pub(crate) config: Arc<PeerNodeConfiguration>,
     pub(crate) store: Arc<SqliteStore>,
     pub(crate) server: TcpSyncServer,
-    pub(crate) handler: Arc<NodeHandler>,
+    pub(crate) service: Arc<NodeService>,
     pub(crate) sync: Arc<SyncOrchestrator>,
     pub(crate) control: Control,
     /// The control plane, with a `[cluster]` section.
@@ -284,10 +285,7 @@ impl Runtime {
                 book: Arc::new(PeerBook::new(config.election.peer_timeout())),
                 interval: Duration::from_millis(config.sync_interval_ms),
                 limits: PageLimits::default(),
-                client: ClientSettings {
-                    eligible: config.election.eligible,
-                    ..ClientSettings::default()
-                },
+                client: client_settings(&config),
                 fan_out: Arc::new(Semaphore::new(crate::sync::FAN_OUT)),
                 duplicates: Default::default(),
                 fold: Arc::new(crate::fold::FoldTracker::load(store.as_ref()).await?),
@@ -300,6 +298,7 @@ impl Runtime {
                 start_cluster(
                     &config,
                     section,
+                    store.control_database(),
                     listen,
                     &sync,
                     (identity.clone(), pins.clone()),
@@ -309,7 +308,7 @@ impl Runtime {
             ),
             None => None,
         };
-        let handler = Arc::new(NodeHandler {
+        let service = Arc::new(NodeService {
             cluster,
             store: data,
             peers: store.clone(),
@@ -325,23 +324,23 @@ impl Runtime {
         let server = TcpSyncServer::start(
             listener,
             server_settings(&config, &identity),
-            handler.clone(),
+            Arc::new(NodeHandler::new(service.clone())),
             token.child_token(),
         )?;
-        handler.follow_peer_store().await?;
+        service.follow_peer_store().await?;
         let control = match Control::start(
             &config,
             listen,
             sync.clone(),
             signals.clone(),
-            handler.cluster.clone(),
+            service.cluster.clone(),
             &token,
         )
         .await
         {
             Ok(control) => control,
             Err(e) => {
-                if let Some(cluster) = &handler.cluster {
+                if let Some(cluster) = &service.cluster {
                     cluster.stop().await;
                 }
                 sync.stop(GRACE).await;
@@ -349,7 +348,7 @@ impl Runtime {
                 return Err(e);
             }
         };
-        let cluster = handler.cluster.clone();
+        let cluster = service.cluster.clone();
         match &cluster {
             Some(cluster) => signals.follow_cluster(cluster, token.child_token()),
             None => signals.set_membership(None),
@@ -359,7 +358,7 @@ impl Runtime {
             config,
             store,
             server,
-            handler,
+            service,
             sync,
             control,
             cluster,
@@ -370,7 +369,7 @@ impl Runtime {
     }
 
     pub(crate) fn listen(&self) -> SocketAddr {
-        self.handler.listen()
+        self.service.listen()
     }
 
     /// Stops syncing and serving, then closes the store. Returns the still-bound listener.
@@ -402,11 +401,21 @@ impl Runtime {
     }
 }
 
+/// How this node's clients (sync sessions and control links) connect: they tell peers
+/// whether this node may lead.
+pub(crate) fn client_settings(config: &PeerNodeConfiguration) -> ClientSettings {
+    ClientSettings {
+        eligible: config.election.eligible,
+        ..ClientSettings::default()
+    }
+}
+
 /// Starts the control plane of a `[cluster]` node, and keeps the data plane (sync peers)
 /// and the election (eligible peers) on the members of its running configuration.
 async fn start_cluster(
     config: &PeerNodeConfiguration,
     section: &cbddc_config::ClusterConfig,
+    database: cbddc_store::ControlDatabase,
     listen: SocketAddr,
     sync: &Arc<SyncOrchestrator>,
     (identity, pins): (LocalIdentity, Arc<KeyPins>),
@@ -447,14 +456,11 @@ async fn start_cluster(
     };
     let plane = ControlPlane::start(
         config.node_id.clone(),
-        cbddc_store::database_path(&config.data_dir, &config.node_id),
+        database,
         bootstrap,
         (
             ClusterKey::derive(&config.cluster_key),
-            ClientSettings {
-                eligible: config.election.eligible,
-                ..ClientSettings::default()
-            },
+            client_settings(config),
             identity,
         ),
         cluster::Timers {

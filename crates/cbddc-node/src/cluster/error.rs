@@ -35,6 +35,12 @@ pub enum ControlPlaneError {
         /// Why, in words.
         reason: String,
     },
+    /// A control message from a peer or tool could not be read.
+    #[error("an unreadable control message: {reason}")]
+    Malformed {
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The control plane could not start.
     #[error("the control plane could not start: {reason}")]
     Start {

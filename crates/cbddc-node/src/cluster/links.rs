@@ -3,9 +3,10 @@
 //! that fails drops what it was sending and reconnects; the crate resends what matters.
 
 use super::plane::Command;
-use super::wire::{ControlCall, ControlReply};
+use super::wire;
 use cbddc_core::NodeId;
 use cbddc_election::membership::{Configuration, ControlEntry, ControlFrame};
+use cbddc_net::proto::{control_request::Call, control_response::Reply};
 use cbddc_net::{ClientSettings, ClusterKey, PeerClient};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -111,14 +112,14 @@ impl Links {
         let address = address.to_string();
         let token = self.token.clone();
         self.tasks.spawn_on(async move {
-            let call = ControlCall::Offer {
-                configuration,
-                sealed_log,
-                departed,
-            };
+            let call = Call::Offer(cbddc_net::proto::ControlOffer {
+                configuration: Some(wire::configuration_to_wire(&configuration)),
+                sealed_log: wire::entries_to_wire(&sealed_log),
+                departed: wire::departed_to_wire(&departed),
+            });
             let offered = tokio::select! {
                 _ = token.cancelled() => return,
-                answer = exchange(&settings, &to, &address, &call) => answer,
+                answer = exchange(&settings, &to, &address, call) => answer,
             };
             match offered {
                 Ok(_) => tracing::info!(peer = %to, %address, "invited a new member"),
@@ -152,20 +153,14 @@ async fn connect(
     Ok(client)
 }
 
-async fn call(client: &mut PeerClient, call: &ControlCall) -> Result<ControlReply, String> {
-    let payload = serde_json::to_vec(call).map_err(|e| e.to_string())?;
-    let answer = client.control(payload).await.map_err(|e| e.to_string())?;
-    serde_json::from_slice(&answer).map_err(|e| format!("an unreadable control answer: {e}"))
-}
-
 async fn exchange(
     settings: &LinkSettings,
     to: &NodeId,
     address: &str,
-    request: &ControlCall,
-) -> Result<ControlReply, String> {
+    call: Call,
+) -> Result<Reply, String> {
     let mut client = connect(settings, to, address).await?;
-    call(&mut client, request).await
+    client.control(call).await.map_err(|e| e.to_string())
 }
 
 async fn link(
@@ -210,16 +205,35 @@ async fn link(
         let Some(session) = client.as_mut() else {
             continue;
         };
-        match call(session, &ControlCall::Frames { frames: batch }).await {
-            Ok(ControlReply::Superseded {
-                configuration_id,
-                decided,
-            }) => {
-                tracing::info!(peer = %to, configuration_id, "a peer says our configuration is sealed");
-                let _ = commands.send(Command::LearnSeal {
-                    configuration_id,
-                    decided,
-                });
+        let call = Call::Frames(cbddc_net::proto::ControlFrames {
+            frames: wire::frames_to_wire(&batch),
+        });
+        match session.control(call).await {
+            Ok(Reply::Superseded(sealed)) => match wire::entries_from_wire(sealed.decided) {
+                Ok(decided) => {
+                    tracing::info!(peer = %to, configuration_id = sealed.configuration_id, "a peer says our configuration is sealed");
+                    let _ = commands.send(Command::LearnSeal {
+                        configuration_id: sealed.configuration_id,
+                        decided,
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(peer = %to, error = %e, "a peer's seal was unreadable")
+                }
+            },
+            Ok(Reply::Accepted(answers)) if !answers.frames.is_empty() => {
+                match wire::frames_from_wire(answers.frames) {
+                    Ok(frames) => {
+                        let _ = commands.send(Command::Frames {
+                            from: to.clone(),
+                            frames,
+                            reply: None,
+                        });
+                    }
+                    Err(e) => {
+                        tracing::debug!(peer = %to, error = %e, "a peer's heartbeat answers were unreadable")
+                    }
+                }
             }
             Ok(_) => {}
             Err(e) => {

@@ -7,7 +7,7 @@
 //! - `links`: ordered links carrying control frames to other members, and invitations;
 //! - `gate`: whether this node may take writes (only as a member);
 //! - `handover`: a retired node hands the writes it took as a member over to the cluster;
-//! - `wire`: the JSON payloads of `Request::Control`.
+//! - `wire`: the control plane's values as `cbddc_net::proto` control messages.
 
 mod error;
 mod gate;
@@ -19,7 +19,11 @@ mod wire;
 pub use error::ControlPlaneError;
 pub(crate) use gate::{GateState, WriteGate};
 pub use handover::Handover;
-pub use wire::{ControlCall, ControlReply};
+pub(crate) use plane::FramesAnswer;
+pub(crate) use wire::{
+    configuration_from_wire, configuration_to_wire, departed_from_wire, entries_from_wire,
+    entries_to_wire, frames_from_wire, frames_to_wire, status_to_wire,
+};
 
 use crate::NodeError;
 use crate::sync::SyncContext;
@@ -105,10 +109,10 @@ pub(crate) struct ControlPlane {
 }
 
 impl ControlPlane {
-    /// Starts the control thread on the node's database at `database`.
+    /// Starts the control thread on the node's database (the store's write connection).
     pub(crate) fn start(
         local: NodeId,
-        database: std::path::PathBuf,
+        database: cbddc_store::ControlDatabase,
         bootstrap: Option<Configuration>,
         link: (
             cbddc_net::ClusterKey,
@@ -293,20 +297,13 @@ impl ControlPlane {
         &self,
         from: NodeId,
         frames: Vec<ControlFrame>,
-    ) -> Result<ControlReply, ControlPlaneError> {
+    ) -> Result<FramesAnswer, ControlPlaneError> {
         let answer = self.command(|reply| Command::Frames {
             from,
             frames,
-            reply,
+            reply: Some(reply),
         })?;
-        match answer.await {
-            Ok(Some((configuration_id, decided))) => Ok(ControlReply::Superseded {
-                configuration_id,
-                decided,
-            }),
-            Ok(None) => Ok(ControlReply::Accepted),
-            Err(_) => Err(ControlPlaneError::Restarted),
-        }
+        answer.await.map_err(|_| ControlPlaneError::Restarted)
     }
 
     /// Proposes the next configuration and waits until its seal is decided.
@@ -520,12 +517,18 @@ mod tests {
     async fn a_crash_of_the_control_thread_is_rebuilt_from_the_database() {
         let dir = tempfile::tempdir().unwrap();
         let local = NodeId::new("a").unwrap();
-        let database = dir.path().join("node-a.db");
+        let store = cbddc_store::SqliteStore::open(
+            dir.path(),
+            local.clone(),
+            cbddc_store::StoreOptions::default(),
+        )
+        .await
+        .unwrap();
         let first = Configuration::new(1, vec![(local.clone(), "127.0.0.1:1".into())]).unwrap();
         let token = CancellationToken::new();
         let plane = ControlPlane::start(
             local.clone(),
-            database,
+            store.control_database(),
             Some(first),
             (
                 cbddc_net::ClusterKey::derive("k"),
@@ -559,7 +562,17 @@ mod tests {
             .unwrap();
         assert_eq!(next.configuration_id, 3);
         wait_for(&plane, "configuration 3", |s| s.configuration_id == Some(3)).await;
+        // The crashed step's transaction was rolled back, not left holding the store's
+        // connection: the store still commits, and nothing of that step was kept.
+        use cbddc_core::DocumentStore;
+        store
+            .write(vec![cbddc_core::LocalWrite::put("docs", "after", "1")])
+            .await
+            .unwrap();
+        let departed = store.control_database().records().departed().unwrap();
+        assert!(departed.is_empty(), "{departed:?}");
         plane.stop().await;
         token.cancel();
+        store.close().await;
     }
 }

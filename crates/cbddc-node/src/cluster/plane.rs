@@ -12,13 +12,11 @@ use cbddc_election::membership::{
 use cbddc_store::{ClusterRecords, ControlDatabase, SqliteLogStorage};
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 
-/// One OmniPaxos tick; the election timeout is a few of them.
 /// The control plane's clock and election timeout, from `[cluster]`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Timers {
@@ -30,11 +28,22 @@ const MAX_REBUILDS: u32 = 5;
 
 type Log = SqliteLogStorage<ControlEntry>;
 
+/// What a member's frames got, once the step that took them is durable.
+#[derive(Debug, Default)]
+pub(crate) struct FramesAnswer {
+    /// Their configuration is sealed here: its id and decided log, ending with the seal.
+    pub(crate) superseded: Option<(u32, Vec<ControlEntry>)>,
+    /// The step's heartbeat answers to the sender, to ride back on the reply instead of
+    /// a call of their own (heartbeats need no FIFO link).
+    pub(crate) frames: Vec<ControlFrame>,
+}
+
 pub(crate) enum Command {
     Frames {
         from: NodeId,
         frames: Vec<ControlFrame>,
-        reply: oneshot::Sender<Option<(u32, Vec<ControlEntry>)>>,
+        /// `None` for frames that rode back on a reply: nobody waits for their answer.
+        reply: Option<oneshot::Sender<FramesAnswer>>,
     },
     LearnSeal {
         configuration_id: u32,
@@ -53,14 +62,14 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Result<Configuration, String>>,
     },
     Stop,
-    /// Panics inside the plane, as a storage failure inside OmniPaxos would.
+    /// Panics inside the plane mid-step, as a storage failure inside OmniPaxos would.
     #[cfg(test)]
     Crash,
 }
 
 pub(crate) struct PlaneSettings {
     pub(crate) local: NodeId,
-    pub(crate) database: PathBuf,
+    pub(crate) database: ControlDatabase,
     /// Bootstrapped when the database holds no configuration yet (`None`: wait to join).
     pub(crate) bootstrap: Option<Configuration>,
     /// Cancelled when the node stops, even if nobody sends [`Command::Stop`].
@@ -88,6 +97,8 @@ pub(crate) fn run(
             let mut plane = Plane::open(&settings, links.clone(), &view).map_err(Halt::Fatal)?;
             plane.serve(&commands, &view).map_err(Halt::Crash)
         }));
+        // A step cut short may have left its batch open: the store's writer waits for it.
+        settings.database.abandon();
         let crash = match outcome {
             Ok(Ok(())) => return,
             Ok(Err(Halt::Fatal(e))) => {
@@ -131,6 +142,8 @@ struct Plane {
     waiting: Vec<Waiter>,
     /// Members that departed a configuration known here (see the membership crate docs).
     departed: BTreeMap<NodeId, u32>,
+    /// Senders of this step's frames, answered once the step is durable.
+    answering: Vec<(NodeId, FramesAnswer, oneshot::Sender<FramesAnswer>)>,
 }
 
 impl Plane {
@@ -139,14 +152,17 @@ impl Plane {
         links: Arc<Links>,
         view: &watch::Sender<ClusterView>,
     ) -> Result<Self, String> {
-        let database = ControlDatabase::open(&settings.database).map_err(|e| e.to_string())?;
+        let database = settings.database.clone();
         let records = database.records();
         let stored = records.list().map_err(|e| e.to_string())?;
         let logs = database.clone();
         let mut membership = Membership::new(settings.local.clone(), move |id| {
             logs.log(id).map_err(|e| e.to_string())
         })
-        .with_election_ticks(settings.timers.election_ticks);
+        .with_pacing(cbddc_election::membership::Pacing::for_tick(
+            settings.timers.tick,
+            settings.timers.election_ticks,
+        ));
         // Resuming from the first configuration replays every seal since, in order, so
         // this node can again tell late members where the cluster went.
         let first = match stored.first() {
@@ -197,6 +213,7 @@ impl Plane {
             token: settings.token.clone(),
             waiting: Vec::new(),
             departed,
+            answering: Vec::new(),
         };
         let actions = plane.membership.take_actions();
         plane.carry_out(actions);
@@ -255,6 +272,9 @@ impl Plane {
                 .commit()
                 .map_err(|e| format!("cannot commit a batch: {e}"))?;
             self.carry_out(actions);
+            for (_, answer, reply) in self.answering.drain(..) {
+                let _ = reply.send(answer);
+            }
             self.publish(view);
             if stop {
                 return Ok(());
@@ -283,7 +303,13 @@ impl Plane {
                         }
                     }
                 }
-                let _ = reply.send(superseded);
+                if let Some(reply) = reply {
+                    let answer = FramesAnswer {
+                        superseded,
+                        frames: Vec::new(),
+                    };
+                    self.answering.push((from, answer, reply));
+                }
             }
             Command::LearnSeal {
                 configuration_id,
@@ -325,7 +351,11 @@ impl Plane {
             },
             Command::Stop => {}
             #[cfg(test)]
-            Command::Crash => panic!("a crash injected by a test"),
+            Command::Crash => {
+                // Mid-step, with the step's transaction open on the store's connection.
+                let _ = self.records.save_departed("crashed-mid-step", u32::MAX);
+                panic!("a crash injected by a test")
+            }
         }
     }
 
@@ -334,7 +364,22 @@ impl Plane {
             match action {
                 Action::Send {
                     to, address, frame, ..
-                } => self.links.send(&to, &address, frame),
+                } => {
+                    let answer = frame
+                        .is_heartbeat()
+                        .then(|| self.answering.iter_mut().find(|(from, ..)| from == &to))
+                        .flatten();
+                    match answer {
+                        Some((_, answer, _)) => {
+                            tracing::trace!(peer = %to, "a heartbeat answer rides back on the reply");
+                            answer.frames.push(frame)
+                        }
+                        None => {
+                            tracing::trace!(peer = %to, heartbeat = frame.is_heartbeat(), "a frame goes out on the link");
+                            self.links.send(&to, &address, frame)
+                        }
+                    }
+                }
                 Action::Started { configuration } => {
                     match serde_json::to_string(&configuration) {
                         Ok(text) => {

@@ -7,7 +7,7 @@
 use super::metrics::NodeMetrics;
 use super::view::NodeView;
 use crate::NodeError;
-use crate::handler::NodeHandler;
+use crate::service::NodeService;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,8 +30,8 @@ const LINGER_TIME: Duration = Duration::from_secs(1);
 
 const PAGE: &str = include_str!("page.html");
 
-/// The handler of the node's current database (it changes with the node id).
-pub(crate) type CurrentHandler = Arc<dyn Fn() -> Option<Arc<NodeHandler>> + Send + Sync>;
+/// The service of the node's current database (it changes with the node id).
+pub(crate) type CurrentHandler = Arc<dyn Fn() -> Option<Arc<NodeService>> + Send + Sync>;
 
 /// A running observation server; stopped by [`ObserveServer::stop`].
 #[derive(Debug)]
@@ -213,8 +213,8 @@ async fn answer(
     metrics: &NodeMetrics,
 ) -> (u16, &'static str, String) {
     let view = || async {
-        let handler = current().ok_or("the node is stopping")?;
-        NodeView::read(&handler, metrics)
+        let service = current().ok_or("the node is stopping")?;
+        NodeView::read(&service, metrics)
             .await
             .map_err(|_| "the node's database cannot be read")
     };

@@ -1,7 +1,7 @@
 //! The node's state as one value: what the live page shows and the gauges report.
 
 use super::metrics::NodeMetrics;
-use crate::handler::NodeHandler;
+use crate::service::NodeService;
 use cbddc_core::{PeerDirectory, StorageError, VersionVector};
 use serde::Serialize;
 
@@ -46,15 +46,15 @@ pub(crate) fn entries_behind(ours: &VersionVector, theirs: &VersionVector) -> u6
 
 impl NodeView {
     pub(crate) async fn read(
-        handler: &NodeHandler,
+        service: &NodeService,
         metrics: &NodeMetrics,
     ) -> Result<Self, StorageError> {
-        let stats = handler.store.stats().await?;
-        let ours = handler.store.version_vector().await?;
-        let known = handler.peers.list_peers().await?;
-        let directory = handler.book.peers();
-        let fold = handler.sync.fold();
-        let peers = handler
+        let stats = service.store.stats().await?;
+        let ours = service.store.version_vector().await?;
+        let known = service.peers.list_peers().await?;
+        let directory = service.book.peers();
+        let fold = service.sync.fold();
+        let peers = service
             .book
             .report(&known)
             .into_iter()
@@ -71,12 +71,12 @@ impl NodeView {
                 last_error: report.last_error,
             })
             .collect();
-        let leadership = handler.signals.leadership();
-        let cluster = handler.cluster.as_ref().and_then(|c| c.status().ok());
+        let leadership = service.signals.leadership();
+        let cluster = service.cluster.as_ref().and_then(|c| c.status().ok());
         Ok(Self {
-            node_id: handler.store.node_id().to_string(),
-            replica: handler.store.replica().to_string(),
-            listen: handler.listen().to_string(),
+            node_id: service.store.node_id().to_string(),
+            replica: service.store.replica().to_string(),
+            listen: service.listen().to_string(),
             documents: stats.documents,
             oplog_entries: stats.oplog_entries,
             leader: leadership.leader.map(|l| l.to_string()),

@@ -6,7 +6,7 @@ use cbddc_config::{
     env_layer,
 };
 use cbddc_net::{ClientSettings, ClusterKey, LocalIdentity, PeerClient, proto};
-use cbddc_node::{ControlCall, ControlReply, Node};
+use cbddc_node::Node;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -279,30 +279,28 @@ impl Target {
     }
 }
 
-async fn control(client: &mut PeerClient, call: &ControlCall) -> Result<ControlReply> {
-    let answer = client.control(serde_json::to_vec(call)?).await?;
-    serde_json::from_slice(&answer).context("the node's answer is unreadable")
-}
-
 async fn cluster(command: ClusterCommand) -> Result<ExitCode> {
     match command {
         ClusterCommand::Status { json, target } => {
             let mut client = target.connect().await?;
-            let ControlReply::Status(status) = control(&mut client, &ControlCall::Status).await?
-            else {
-                bail!("the node answered something other than its cluster status");
-            };
+            let status = client.cluster_status().await?;
+            let leader = (!status.leader.is_empty()).then_some(status.leader.as_str());
             if json {
                 say!(
                     "{}",
                     serde_json::to_string_pretty(&json!({
                         "configuration_id": status.configuration_id,
                         "members": status.members,
-                        "leader": status.leader,
+                        "leader": leader,
                         "decided_idx": status.decided_idx,
                         "retired": status.retired,
                         "retired_after": status.retired_after,
-                        "handover": status.handover,
+                        "handover": status.handover.as_ref().map(|h| json!({
+                            "to_configuration": h.to_configuration,
+                            "pending": h.pending,
+                            "done": h.done,
+                            "complete": h.complete,
+                        })),
                     }))?
                 );
             } else {
@@ -315,7 +313,7 @@ async fn cluster(command: ClusterCommand) -> Result<ExitCode> {
                     None => say!("waiting to be invited into a cluster"),
                 }
                 if status.configuration_id.is_some() {
-                    say!("leader: {}", status.leader.as_deref().unwrap_or("none yet"));
+                    say!("leader: {}", leader.unwrap_or("none yet"));
                     say!("decided entries: {}", status.decided_idx);
                 }
                 if let Some(handover) = &status.handover {
@@ -342,11 +340,7 @@ async fn cluster(command: ClusterCommand) -> Result<ExitCode> {
             };
             let mut client = target.connect_with(settings).await?;
             eprintln!("proposing members {} ...", members.join(", "));
-            let ControlReply::Reconfigured { configuration } =
-                control(&mut client, &ControlCall::Reconfigure { members }).await?
-            else {
-                bail!("the node answered something other than the reconfiguration");
-            };
+            let configuration = client.reconfigure_cluster(members).await?;
             let names: Vec<&str> = configuration
                 .members
                 .iter()
