@@ -192,6 +192,7 @@ fn bench() -> Result<()> {
         ("cbddc-node", "cluster"),
         ("cbddc-election", "control_reconfigure"),
         ("cbddc-node", "membership"),
+        ("cbddc-node", "cluster_cost"),
     ] {
         eprintln!("== cargo bench -p {package} --bench {bench}");
         let status = Command::new(env!("CARGO"))
@@ -261,6 +262,7 @@ fn bench() -> Result<()> {
         cluster["propagation_settings"].as_str().unwrap_or("?")
     );
     print_membership(&root)?;
+    missed.extend(print_cluster_cost(&root)?);
     if !missed.is_empty() {
         bail!("below target: {}", missed.join("; "));
     }
@@ -321,6 +323,50 @@ fn print_membership(root: &Path) -> Result<()> {
         f(&membership, "reconfigure_all_running_median_ms")
     );
     Ok(())
+}
+
+/// What a control plane costs: a 16-member cluster beside 16 plain nodes, one run.
+/// Returns the figures that missed their bound.
+fn print_cluster_cost(root: &Path) -> Result<Vec<&'static str>> {
+    let cost = read_json(root, "cluster_cost.json")?;
+    let f = |name: &str| cost[name].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "\n{:<80} {:>14} {:>14} {:>7}",
+        "control plane cost (16 nodes)", "cluster", "plain", "ratio"
+    );
+    let mut missed = Vec::new();
+    let rows: [(&'static str, &str, &str, &str, f64); 2] = [
+        (
+            "idle CPU per node (% of one core)",
+            "cluster_idle_cpu_percent",
+            "plain_idle_cpu_percent",
+            "%",
+            2.0,
+        ),
+        (
+            "burst of writes on one node -> held by all 16",
+            "cluster_burst_spread_ms",
+            "plain_burst_spread_ms",
+            "ms",
+            1.5,
+        ),
+    ];
+    for (label, ours, plain, unit, bound) in rows {
+        let ratio = f(ours) / f(plain);
+        let verdict = if ratio <= bound {
+            format!("  (bound {bound}x)")
+        } else {
+            missed.push(label);
+            format!("  (above the {bound}x bound)")
+        };
+        println!(
+            "{label:<80} {:>11.2} {unit:<2} {:>11.2} {unit:<2} {ratio:>6.2}x{verdict}",
+            f(ours),
+            f(plain)
+        );
+    }
+    println!("   settings: {}", cost["settings"].as_str().unwrap_or("?"));
+    Ok(missed)
 }
 
 /// Latencies reported by their median.

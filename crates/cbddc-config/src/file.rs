@@ -496,7 +496,10 @@ mod tests {
         assert_eq!(cluster.configuration_id, 1);
         assert_eq!(cluster.members.len(), 2);
         assert!(!cluster.join);
-        assert_eq!((cluster.tick_ms, cluster.election_timeout_ticks()), (10, 5));
+        assert_eq!(
+            (cluster.tick_ms, cluster.election_timeout_ticks()),
+            (50, 20)
+        );
         let timed = resolve(
             &format!(
                 "{base}[cluster]\nmembers = [\"a\"]\ntick_ms = 20\nelection_timeout_ms = 300\n"

@@ -33,8 +33,8 @@
 //! configuration_id = 1
 //! members = ["node-a", "node-b", "node-c"]   # addresses from known_peers
 //! # join = true                 # instead of members: wait to be invited by a cluster
-//! tick_ms = 10                  # the control plane's clock
-//! election_timeout_ms = 50      # no news of its leader for this long: elect another
+//! tick_ms = 50                  # the control plane's clock
+//! election_timeout_ms = 1000    # no news of its leader for this long: elect another
 //! ```
 //!
 //! ```
@@ -159,7 +159,10 @@ pub struct ClusterConfig {
     /// The control plane's clock: how often OmniPaxos ticks.
     pub tick_ms: u64,
     /// Without news of the control-plane leader for this long, a member starts an
-    /// election (rounded down to whole ticks, at least two).
+    /// election (rounded down to whole ticks, at least two). Every member also sends a
+    /// heartbeat to every other once per timeout, so this is what an idle cluster costs:
+    /// the default keeps a 16-member cluster's idle traffic small, and only membership
+    /// changes wait on it (the data plane and the gateway election never do).
     pub election_timeout_ms: u64,
 }
 
@@ -169,8 +172,8 @@ impl Default for ClusterConfig {
             configuration_id: 1,
             members: Vec::new(),
             join: false,
-            tick_ms: 10,
-            election_timeout_ms: 50,
+            tick_ms: 50,
+            election_timeout_ms: 1_000,
         }
     }
 }
