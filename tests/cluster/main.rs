@@ -12,3 +12,4 @@ mod t80_handover;
 mod t90_change_feed;
 mod t95_observe;
 mod t96_collections;
+mod t97_liveness;

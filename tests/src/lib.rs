@@ -268,11 +268,23 @@ impl TestCluster {
     }
 }
 
+/// What a [`Switch`] does to the traffic through its relays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    /// Carries everything.
+    Open,
+    /// Closes every connection, old and new (a refused link: peers notice at once).
+    Cut,
+    /// Carries nothing and closes nothing (a paused peer, or a black-holed link: what
+    /// was in flight is lost, and peers notice only by silence).
+    Frozen,
+}
+
 /// A network switch for in-process partitions: nodes reach each other through relays
-/// ([`Switch::relay`]) that stop carrying anything while the switch is cut.
+/// ([`Switch::relay`]) that stop carrying anything while the switch is cut or frozen.
 #[derive(Debug, Clone)]
 pub struct Switch {
-    cut: Arc<tokio::sync::watch::Sender<bool>>,
+    state: Arc<tokio::sync::watch::Sender<LinkState>>,
 }
 
 impl Default for Switch {
@@ -284,19 +296,25 @@ impl Default for Switch {
 impl Switch {
     pub fn new() -> Self {
         Self {
-            cut: Arc::new(tokio::sync::watch::Sender::new(false)),
+            state: Arc::new(tokio::sync::watch::Sender::new(LinkState::Open)),
         }
     }
 
     /// Cuts every link through this switch: open connections are closed, new ones are
     /// closed as soon as they arrive.
     pub fn cut(&self) {
-        self.cut.send_replace(true);
+        self.state.send_replace(LinkState::Cut);
     }
 
-    /// Carries traffic again.
+    /// Freezes every link through this switch: nothing is carried and nothing closed.
+    pub fn freeze(&self) {
+        self.state.send_replace(LinkState::Frozen);
+    }
+
+    /// Carries traffic again (links frozen meanwhile are closed, as their streams lost
+    /// bytes).
     pub fn heal(&self) {
-        self.cut.send_replace(false);
+        self.state.send_replace(LinkState::Open);
     }
 
     /// A loopback address that will relay through this switch: bound now (so ports the
@@ -306,7 +324,7 @@ impl Switch {
         Relay {
             address: listener.local_addr().unwrap().to_string(),
             listener,
-            cut: self.cut.clone(),
+            state: self.state.clone(),
         }
     }
 }
@@ -316,29 +334,80 @@ impl Switch {
 pub struct Relay {
     pub address: String,
     listener: tokio::net::TcpListener,
-    cut: Arc<tokio::sync::watch::Sender<bool>>,
+    state: Arc<tokio::sync::watch::Sender<LinkState>>,
+}
+
+/// Carries `from` to `to` while the link is open; stops carrying (keeping both open)
+/// while it is frozen; ends when it is cut, or healed after a freeze.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut state: tokio::sync::watch::Receiver<LinkState>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let now = *state.borrow_and_update();
+        match now {
+            LinkState::Cut => return,
+            LinkState::Frozen => {
+                // Hold the connection, silently, until the switch moves on.
+                let _ = state.wait_for(|s| *s != LinkState::Frozen).await;
+                return;
+            }
+            LinkState::Open => {}
+        }
+        tokio::select! {
+            read = from.read(&mut buf) => {
+                let n = match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                if *state.borrow() != LinkState::Open {
+                    continue;
+                }
+                if to.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+            _ = state.changed() => {}
+        }
+    }
 }
 
 impl Relay {
-    /// Relays every connection to `target` while the switch is not cut.
+    /// Relays every connection to `target` as the switch says.
     pub fn forward_to(self, target: String) {
-        let Relay { listener, cut, .. } = self;
+        let Relay {
+            listener, state, ..
+        } = self;
         tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
-                if *cut.borrow() {
-                    continue;
+                let mut watch = state.subscribe();
+                let now = *watch.borrow_and_update();
+                match now {
+                    LinkState::Cut => continue,
+                    LinkState::Frozen => {
+                        // Accepted by the kernel, answered by nobody.
+                        tokio::spawn(async move {
+                            let _held = inbound;
+                            let _ = watch.wait_for(|s| *s != LinkState::Frozen).await;
+                        });
+                        continue;
+                    }
+                    LinkState::Open => {}
                 }
-                let mut watch = cut.subscribe();
                 let target = target.clone();
                 tokio::spawn(async move {
                     let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else {
                         return;
                     };
-                    let (mut inbound, mut outbound) = (inbound, outbound);
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = watch.wait_for(|cut| *cut) => {}
-                    }
+                    let (in_read, in_write) = inbound.into_split();
+                    let (out_read, out_write) = outbound.into_split();
+                    tokio::join!(
+                        pump(in_read, out_write, watch.clone()),
+                        pump(out_read, in_write, watch),
+                    );
                 });
             }
         });

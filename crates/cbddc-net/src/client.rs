@@ -1,11 +1,19 @@
 use crate::convert::{entries_from_wire, entry_to_wire, hlc_from_wire, vv_from_wire, vv_to_wire};
 use crate::floors::Floors;
 use crate::identity::{LocalIdentity, PublicKey};
+use crate::liveness::{LastHeard, Watched};
 use crate::secure::{self, ClusterKey, SecureStream};
 use crate::{NetError, proto};
 use cbddc_core::{Document, Hlc, NodeId, OplogEntry, PageLimits, VersionVector};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
+
+/// The default [`ClientSettings::unacknowledged_timeout`].
+pub const UNACKNOWLEDGED_TIMEOUT: Duration = Duration::from_millis(1_500);
+
+/// The default [`ClientSettings::liveness`].
+pub const LIVENESS: Duration = Duration::from_secs(1);
 
 /// Timeouts of a [`PeerClient`].
 #[derive(Debug, Clone, Copy)]
@@ -16,6 +24,16 @@ pub struct ClientSettings {
     pub request_timeout: Duration,
     /// Whether we may be elected leader (told to the peer; false for tools).
     pub eligible: bool,
+    /// Data sent and not acknowledged by the peer's host for this long closes the
+    /// session (TCP_USER_TIMEOUT, on Linux): a black-holed peer is noticed in seconds
+    /// even in the middle of a request, not after `request_timeout`. `None`: the
+    /// system's default (many minutes).
+    pub unacknowledged_timeout: Option<Duration>,
+    /// Once a request is sent, the peer must be heard from (its answer, or a progress
+    /// notice, which a responder sends every [`crate::liveness::PROGRESS_EVERY`] while it
+    /// works) within this, or the call fails as timed out: a paused or cut-off peer is
+    /// given up in about a second, a busy one never. `None`: only `request_timeout`.
+    pub liveness: Option<Duration>,
 }
 
 impl Default for ClientSettings {
@@ -24,6 +42,8 @@ impl Default for ClientSettings {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
             eligible: false,
+            unacknowledged_timeout: Some(UNACKNOWLEDGED_TIMEOUT),
+            liveness: Some(LIVENESS),
         }
     }
 }
@@ -59,7 +79,10 @@ pub struct PushOutcome {
 /// A session with one node: used by nodes to sync and by the CLI.
 #[derive(Debug)]
 pub struct PeerClient {
-    stream: SecureStream<TcpStream>,
+    stream: SecureStream<Watched<TcpStream>>,
+    /// When the stream last read bytes.
+    heard: Arc<LastHeard>,
+    liveness: Option<Duration>,
     remote: secure::Remote,
     address: String,
     next_id: u64,
@@ -67,6 +90,16 @@ pub struct PeerClient {
     /// The digest of the floors the peer last reported.
     peer_floors: Vec<u8>,
 }
+
+#[cfg(target_os = "linux")]
+fn set_unacknowledged_timeout(socket: &TcpStream, timeout: Duration) {
+    if let Err(e) = socket2::SockRef::from(socket).set_tcp_user_timeout(Some(timeout)) {
+        tracing::debug!(error = %e, "cannot bound unacknowledged data on a session");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_unacknowledged_timeout(_socket: &TcpStream, _timeout: Duration) {}
 
 impl PeerClient {
     /// Connects to `address` and runs the handshake as `local` (a node, or a tool), whose
@@ -85,9 +118,16 @@ impl PeerClient {
                     source,
                 })?;
             let _ = socket.set_nodelay(true);
-            secure::initiate(socket, key, local, settings.eligible, address).await
+            if let Some(timeout) = settings.unacknowledged_timeout {
+                set_unacknowledged_timeout(&socket, timeout);
+            }
+            let socket = Watched::new(socket);
+            let heard = socket.heard();
+            secure::initiate(socket, key, local, settings.eligible, address)
+                .await
+                .map(|(stream, remote)| (stream, remote, heard))
         };
-        let (stream, remote) = tokio::time::timeout(settings.connect_timeout, connect)
+        let (stream, remote, heard) = tokio::time::timeout(settings.connect_timeout, connect)
             .await
             .map_err(|_| NetError::Timeout {
                 during: "connecting and running the handshake",
@@ -95,6 +135,8 @@ impl PeerClient {
             })??;
         Ok(Self {
             stream,
+            heard,
+            liveness: settings.liveness,
             remote,
             address: address.to_string(),
             next_id: 1,
@@ -140,14 +182,38 @@ impl PeerClient {
     ) -> Result<proto::response::Body, NetError> {
         let id = self.next_id;
         self.next_id += 1;
+        let is_ping = matches!(body, proto::request::Body::Ping(_));
+        let (heard, liveness) = (self.heard.clone(), self.liveness);
+        let stream = &mut self.stream;
         let exchange = async {
-            self.stream
+            stream
                 .send(&proto::Request {
                     id,
                     body: Some(body),
                 })
                 .await?;
-            self.stream.recv::<proto::Response>().await
+            heard.reset();
+            let answer = async {
+                loop {
+                    let response = stream.recv::<proto::Response>().await?;
+                    let progress = !is_ping
+                        && response.id == id
+                        && matches!(response.body, Some(proto::response::Body::Pong(_)));
+                    if !progress {
+                        return Ok::<_, NetError>(response);
+                    }
+                }
+            };
+            match liveness {
+                Some(bound) => tokio::select! {
+                    answer = answer => answer,
+                    _ = crate::liveness::silence(&heard, bound) => Err(NetError::Timeout {
+                        during: "waiting for an answer (the peer went silent: down, paused or cut off)",
+                        after: bound,
+                    }),
+                },
+                None => answer.await,
+            }
         };
         let response = tokio::time::timeout(self.request_timeout, exchange)
             .await
@@ -405,6 +471,24 @@ impl PeerClient {
 }
 
 impl PeerClient {
+    /// A keepalive: succeeds once the peer answered, within `within` (instead of the
+    /// session's request timeout). An idle session pings to learn early that its peer is
+    /// gone, paused or cut off ([`NetError::Timeout`]); like any timed-out call, that
+    /// leaves the session unusable: connect again.
+    pub async fn ping(&mut self, within: Duration) -> Result<(), NetError> {
+        let body = proto::request::Body::Ping(proto::PingRequest {});
+        let answer = tokio::time::timeout(within, self.call(body))
+            .await
+            .map_err(|_| NetError::Timeout {
+                during: "waiting for the answer to a keepalive",
+                after: within,
+            })??;
+        match answer {
+            proto::response::Body::Pong(_) => Ok(()),
+            _ => Err(unexpected("ping")),
+        }
+    }
+
     /// Sends a control-plane call (cluster membership) and returns the answer.
     pub async fn control(
         &mut self,

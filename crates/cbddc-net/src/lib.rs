@@ -63,6 +63,7 @@ pub mod discovery;
 mod error;
 pub mod floors;
 pub mod identity;
+pub mod liveness;
 mod meter;
 pub mod proto;
 pub mod secure;

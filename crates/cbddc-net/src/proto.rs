@@ -230,7 +230,7 @@ pub struct Request {
     pub id: u64,
     #[prost(
         oneof = "request::Body",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24"
     )]
     pub body: Option<request::Body>,
 }
@@ -266,8 +266,18 @@ pub mod request {
         Changes(super::ChangesRequest),
         #[prost(message, tag = "23")]
         WriteBatch(super::WriteBatchRequest),
+        #[prost(message, tag = "24")]
+        Ping(super::PingRequest),
     }
 }
+
+/// A keepalive on an idle session: answered at once with [`PongResponse`], touching
+/// nothing, so a peer that cannot answer it in time is unreachable, not busy.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct PingRequest {}
+
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct PongResponse {}
 
 /// Asks for the node's changes after a position of its change feed (a long poll: with
 /// none available, the node answers when one comes or after `wait_ms`).
@@ -560,7 +570,7 @@ pub struct Response {
     pub id: u64,
     #[prost(
         oneof = "response::Body",
-        tags = "2, 10, 11, 12, 13, 15, 16, 17, 20, 21, 22"
+        tags = "2, 10, 11, 12, 13, 15, 16, 17, 20, 21, 22, 23"
     )]
     pub body: Option<response::Body>,
 }
@@ -592,6 +602,8 @@ pub mod response {
         Changes(super::ChangesResponse),
         #[prost(message, tag = "22")]
         WrittenBatch(super::WriteBatchResponse),
+        #[prost(message, tag = "23")]
+        Pong(super::PongResponse),
     }
 }
 

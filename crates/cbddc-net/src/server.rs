@@ -359,18 +359,39 @@ async fn serve(
         };
         let body = match request.body {
             None => error_body(proto::ErrorCode::InvalidRequest, "the request has no body"),
+            // Keepalives are the session's business: answered here, whatever the handler.
+            Some(proto::request::Body::Ping(_)) => {
+                proto::response::Body::Pong(proto::PongResponse {})
+            }
             Some(body) => {
-                match tokio::time::timeout(settings.request_timeout, handler.handle(session, body))
-                    .await
-                {
-                    Ok(body) => body,
-                    Err(_) => error_body(
-                        proto::ErrorCode::Timeout,
-                        &format!(
-                            "the request took longer than {:?}",
-                            settings.request_timeout
-                        ),
-                    ),
+                let handling =
+                    tokio::time::timeout(settings.request_timeout, handler.handle(session, body));
+                tokio::pin!(handling);
+                // While it works, it says so: the caller tells busy from gone by this.
+                let every = crate::liveness::PROGRESS_EVERY;
+                let mut progress =
+                    tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                loop {
+                    tokio::select! {
+                        done = &mut handling => break match done {
+                            Ok(body) => body,
+                            Err(_) => error_body(
+                                proto::ErrorCode::Timeout,
+                                &format!(
+                                    "the request took longer than {:?}",
+                                    settings.request_timeout
+                                ),
+                            ),
+                        },
+                        _ = progress.tick() => {
+                            stream
+                                .send(&proto::Response {
+                                    id: request.id,
+                                    body: Some(proto::response::Body::Pong(proto::PongResponse {})),
+                                })
+                                .await?;
+                        }
+                    }
                 }
             }
         };

@@ -554,3 +554,90 @@ async fn a_buffer_budget_holds_large_messages_back_and_lets_small_ones_through()
         .unwrap();
     assert!(huge.is_some());
 }
+
+/// A proxy to `target` that can freeze: it then carries nothing either way (what was in
+/// flight is lost) but keeps every connection open, as a paused process or a black-holed
+/// link does. Its tasks end with the test's runtime.
+async fn freezable_proxy(target: String) -> (String, Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    async fn pump(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        frozen: Arc<AtomicBool>,
+    ) {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            while frozen.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if !frozen.load(Ordering::SeqCst) && to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let frozen = Arc::new(AtomicBool::new(false));
+    let flag = frozen.clone();
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let outbound = tokio::net::TcpStream::connect(&target).await.unwrap();
+            let (in_read, in_write) = inbound.into_split();
+            let (out_read, out_write) = outbound.into_split();
+            tokio::spawn(pump(in_read, out_write, flag.clone()));
+            tokio::spawn(pump(out_read, in_write, flag.clone()));
+        }
+    });
+    (address, frozen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_peer_is_waited_for_and_a_silent_one_is_given_up_within_the_liveness_bound() {
+    // Busy: the handler takes longer than the caller's liveness bound, but the server
+    // says it is working, so the call ends with the server's own answer.
+    let mut settings = server_settings("srv", "k");
+    settings.request_timeout = Duration::from_millis(2_500);
+    let (server, address) = start_server(settings).await;
+    let patient = ClientSettings {
+        request_timeout: Duration::from_secs(60),
+        ..ClientSettings::default()
+    };
+    assert_eq!(patient.liveness, Some(crate::client::LIVENESS));
+    let mut busy = PeerClient::connect(&address, &ClusterKey::derive("k"), &tool(), patient)
+        .await
+        .unwrap();
+    let err = busy.get("c", "k").await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            NetError::Remote {
+                code: proto::ErrorCode::Timeout,
+                ..
+            }
+        ),
+        "a busy peer was given up: {err}"
+    );
+    busy.ping(Duration::from_secs(5)).await.unwrap();
+
+    // Silent: the same server behind a link that freezes. The call fails on the
+    // liveness bound, long before the request timeout.
+    let (proxied, frozen) = freezable_proxy(address.clone()).await;
+    let mut cut_off = PeerClient::connect(&proxied, &ClusterKey::derive("k"), &tool(), patient)
+        .await
+        .unwrap();
+    cut_off.ping(Duration::from_secs(5)).await.unwrap();
+    frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+    let given_up = tokio::time::timeout(Duration::from_secs(20), cut_off.status())
+        .await
+        .expect("a silent peer was waited for as long as the request timeout");
+    assert!(
+        matches!(given_up, Err(NetError::Timeout { after, .. }) if after == crate::client::LIVENESS),
+        "{given_up:?}"
+    );
+    server.stop(Duration::from_secs(5)).await;
+}

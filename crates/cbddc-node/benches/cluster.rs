@@ -53,7 +53,7 @@ async fn leader(port: u16) -> Option<String> {
     let settings = ClientSettings {
         connect_timeout: Duration::from_millis(500),
         request_timeout: Duration::from_millis(500),
-        eligible: false,
+        ..ClientSettings::default()
     };
     let mut client = PeerClient::connect(
         &format!("127.0.0.1:{port}"),

@@ -90,7 +90,7 @@ async fn client(port: u16) -> Option<PeerClient> {
     let settings = ClientSettings {
         connect_timeout: Duration::from_secs(2),
         request_timeout: Duration::from_secs(5),
-        eligible: false,
+        ..ClientSettings::default()
     };
     PeerClient::connect(
         &format!("127.0.0.1:{port}"),

@@ -218,6 +218,8 @@ impl NodeHandler {
             Req::Control(control) => Res::Control(proto::ControlResponse {
                 reply: Some(self.control(session, control.call).await?),
             }),
+            // The server answers keepalives itself; this only keeps the match whole.
+            Req::Ping(_) => Res::Pong(proto::PongResponse {}),
             Req::Status(_) => Res::Status(Box::new(status_to_wire(service.status().await?))),
             Req::ListPeers(_) => self.peers_answer().await?,
             Req::AddPeer(add) => {

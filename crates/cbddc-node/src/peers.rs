@@ -159,6 +159,19 @@ impl PeerBook {
         });
     }
 
+    /// Records that `peer` did not answer in time on a session that was up: it is dead at
+    /// once (a single missed keepalive is no noise: the answer touches nothing), until a
+    /// later exchange succeeds.
+    pub fn unreachable(&self, peer: &NodeId, error: &str) {
+        self.with(|inner| {
+            let a = inner.activity.entry(peer.clone()).or_default();
+            a.last_error = Some(error.to_string());
+            a.failures = a.failures.max(FAILURES_BEFORE_DEAD);
+            let died = a.alive_since.take().is_some();
+            ((), died)
+        });
+    }
+
     /// Records a beacon of a LAN peer.
     pub fn beacon(&self, peer: &NodeId, address: SocketAddr, eligible: bool) {
         self.with(|inner| {

@@ -25,6 +25,11 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Catch-up rounds running at once, whatever the number of peers.
 pub const FAN_OUT: usize = 3;
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// An idle session pings its peer this often...
+const KEEPALIVE_EVERY: Duration = Duration::from_millis(500);
+/// ...and a peer that does not answer within this is unreachable: at most 1.5 s after it
+/// went silent, the node knows (`status` shows why, the election stops counting it).
+const ANSWER_WITHIN: Duration = Duration::from_secs(1);
 /// A catch-up round moves at most this many pages each way before yielding to pushes.
 const MAX_PAGES_PER_ROUND: usize = 1_000;
 
@@ -286,7 +291,12 @@ pub(crate) async fn run_peer(ctx: SyncContext, peer: KnownPeer, token: Cancellat
             Err(e) => {
                 tracing::warn!(peer = %peer.node_id, address = %peer.address, error = %e, retry_in = ?backoff, "sync with peer failed");
                 ctx.metrics.sync_failures.inc();
-                ctx.book.failed(&peer.node_id, &e.to_string());
+                if e.means_unreachable() {
+                    ctx.book
+                        .unreachable(&peer.node_id, &format!("unreachable: {e}; reconnecting"));
+                } else {
+                    ctx.book.failed(&peer.node_id, &e.to_string());
+                }
             }
         }
         tokio::select! {
@@ -305,6 +315,24 @@ enum SyncError {
     Storage(#[from] cbddc_core::StorageError),
     #[error("the peer at this address is {found}, not {expected}; fix the known peer's address")]
     Identity { expected: NodeId, found: NodeId },
+    #[error(
+        "no answer to a keepalive within {after:?} (down, paused or cut off)"
+    )]
+    Unresponsive { after: Duration },
+}
+
+impl SyncError {
+    /// The peer went silent on a session that was up (no answer to a keepalive, a
+    /// request timed out, or its host stopped acknowledging what we sent): counted dead
+    /// at once rather than after a second failed attempt.
+    fn means_unreachable(&self) -> bool {
+        match self {
+            SyncError::Unresponsive { .. } => true,
+            SyncError::Net(NetError::Timeout { .. }) => true,
+            SyncError::Net(NetError::Io(e)) => e.kind() == std::io::ErrorKind::TimedOut,
+            _ => false,
+        }
+    }
 }
 
 async fn session(
@@ -321,9 +349,21 @@ async fn session(
     let mut ticker = tokio::time::interval(ctx.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
+    let mut keepalive = tokio::time::interval(KEEPALIVE_EVERY);
+    keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_exchange = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = token.cancelled() => return Ok(()),
+            _ = keepalive.tick() => {
+                if last_exchange.elapsed() < KEEPALIVE_EVERY {
+                    continue;
+                }
+                client.ping(ANSWER_WITHIN).await.map_err(|e| match e {
+                    NetError::Timeout { .. } => SyncError::Unresponsive { after: ANSWER_WITHIN },
+                    other => SyncError::Net(other),
+                })?;
+            }
             _ = ticker.tick() => {
                 // Bounded fan-out: a node with many peers does not pull from all at once.
                 let _permit = ctx.fan_out.acquire().await;
@@ -344,6 +384,7 @@ async fn session(
             },
         }
         ctx.book.exchanged(&peer.node_id, &peer.address, None);
+        last_exchange = tokio::time::Instant::now();
     }
 }
 
