@@ -251,6 +251,39 @@ fn bench() -> Result<()> {
         "   settings: {}",
         cluster["failover_settings"].as_str().unwrap_or("?")
     );
+    for (label, median, max, bound) in [
+        (
+            "paused leader (SIGSTOP) -> both survivors report it unreachable",
+            "paused_unreachable_median_ms",
+            "paused_unreachable_max_ms",
+            // 1.5 s by design (a ping 500 ms after the last exchange, answered within
+            // 1 s), plus the benchmark's own status polling.
+            1_600.0,
+        ),
+        (
+            "paused leader (SIGSTOP) -> both survivors follow the next node",
+            "paused_replaced_median_ms",
+            "paused_replaced_max_ms",
+            2_000.0,
+        ),
+    ] {
+        let verdict = if figure(max) <= bound {
+            format!("bound {bound:.0} ms")
+        } else {
+            missed.push(label);
+            format!("above the {bound:.0} ms bound")
+        };
+        println!(
+            "{label:<80} {:>11.1} ms (max {:.1} ms over {} rounds; {verdict})",
+            figure(median),
+            figure(max),
+            cluster["paused_rounds"]
+        );
+    }
+    println!(
+        "   settings: {}",
+        cluster["paused_settings"].as_str().unwrap_or("?")
+    );
     println!(
         "{:<80} {:>11.2} ms p50, {:.2} ms p99",
         "write propagation: put on node a -> visible on node c",

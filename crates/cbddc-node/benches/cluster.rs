@@ -4,6 +4,9 @@
 //! - write propagation: a put on node a until the document is visible on node c, in a
 //!   three-node in-process cluster, p50 and p99 over many writes.
 //!
+//! - a paused leader (SIGSTOP, default timers): until both survivors report it
+//!   unreachable, and until both name the new leader, over several rounds.
+//!
 //! Prints the figures and writes them to `target/cbddc-bench/cluster.json` for
 //! `cargo xtask bench`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -29,13 +32,23 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn start(dir: &std::path::Path, id: &str, port: u16, peers: &[(&str, u16)]) -> Child {
+    start_with(dir, id, port, peers, ELECTION)
+}
+
+fn start_with(
+    dir: &std::path::Path,
+    id: &str,
+    port: u16,
+    peers: &[(&str, u16)],
+    extra: &str,
+) -> Child {
     let peers: Vec<String> = peers
         .iter()
         .map(|(p, port)| format!("{{ node_id = \"{p}\", address = \"127.0.0.1:{port}\" }}"))
         .collect();
     let config = dir.join(format!("{id}.toml"));
     let text = format!(
-        "node_id = \"{id}\"\ntcp_port = {port}\ndata_dir = {:?}\ncluster_key = \"{KEY}\"\nknown_peers = [{}]\n{ELECTION}",
+        "node_id = \"{id}\"\ntcp_port = {port}\ndata_dir = {:?}\ncluster_key = \"{KEY}\"\nknown_peers = [{}]\n{extra}",
         dir.join(id).display().to_string(),
         peers.join(", ")
     );
@@ -47,6 +60,116 @@ fn start(dir: &std::path::Path, id: &str, port: u16, peers: &[(&str, u16)]) -> C
         .stderr(Stdio::null())
         .spawn()
         .unwrap()
+}
+
+/// What `port`'s node says of `peer`: its last error, if any.
+async fn error_about(port: u16, peer: &str) -> Option<String> {
+    let mut client = PeerClient::connect(
+        &format!("127.0.0.1:{port}"),
+        &ClusterKey::derive(KEY),
+        &cbddc_net::LocalIdentity::tool().ok()?,
+        ClientSettings::default(),
+    )
+    .await
+    .ok()?;
+    let status = client.status().await.ok()?;
+    status
+        .peers
+        .into_iter()
+        .find(|p| p.node_id == peer)
+        .map(|p| p.last_error)
+        .filter(|e| !e.is_empty())
+}
+
+fn signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Pauses the leader of three nodes with default timers, round after round: how long
+/// until both survivors say it is unreachable, and until both follow the next node.
+async fn paused_leader() -> (Vec<Duration>, Vec<Duration>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, pb, pc) = (free_port(), free_port(), free_port());
+    let a = start_with(
+        dir.path(),
+        "node-a",
+        pa,
+        &[("node-b", pb), ("node-c", pc)],
+        "",
+    );
+    let mut b = start_with(
+        dir.path(),
+        "node-b",
+        pb,
+        &[("node-a", pa), ("node-c", pc)],
+        "",
+    );
+    let mut c = start_with(
+        dir.path(),
+        "node-c",
+        pc,
+        &[("node-a", pa), ("node-b", pb)],
+        "",
+    );
+    let (mut unreachable, mut replaced) = (Vec::new(), Vec::new());
+    for round in 0..FAILOVER_ROUNDS {
+        wait_for_leader(&[pa, pb, pc], "node-a", Duration::from_secs(60)).await;
+        // Settled: no error left from the round before.
+        let settle = Instant::now();
+        while error_about(pb, "node-a").await.is_some() || error_about(pc, "node-a").await.is_some()
+        {
+            assert!(
+                settle.elapsed() < Duration::from_secs(60),
+                "node-a never recovered"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        signal(&a, "STOP");
+        let start = Instant::now();
+        let mut seen_unreachable = None;
+        let mut seen_leader = None;
+        while seen_unreachable.is_none() || seen_leader.is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "round {round} never settled"
+            );
+            if seen_unreachable.is_none() {
+                let mut both = true;
+                for port in [pb, pc] {
+                    both &= error_about(port, "node-a")
+                        .await
+                        .is_some_and(|e| e.contains("unreachable"));
+                }
+                if both {
+                    seen_unreachable = Some(start.elapsed());
+                }
+            }
+            if seen_leader.is_none()
+                && leader(pb).await.as_deref() == Some("node-b")
+                && leader(pc).await.as_deref() == Some("node-b")
+            {
+                seen_leader = Some(start.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        eprintln!(
+            "paused leader round {round}: unreachable after {seen_unreachable:?}, replaced after {seen_leader:?}"
+        );
+        unreachable.extend(seen_unreachable);
+        replaced.extend(seen_leader);
+        signal(&a, "CONT");
+    }
+    let mut a = a;
+    for child in [&mut a, &mut b, &mut c] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    (unreachable, replaced)
 }
 
 async fn leader(port: u16) -> Option<String> {
@@ -166,6 +289,9 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let (mut silent, mut paused) = runtime.block_on(paused_leader());
+    silent.sort();
+    paused.sort();
     let mut fail = runtime.block_on(failover());
     let mut prop = runtime.block_on(propagation());
     fail.sort();
@@ -176,6 +302,12 @@ fn main() {
         "failover_rounds": fail.len(),
         "failover_median_ms": ms(percentile(&fail, 0.5)),
         "failover_max_ms": ms(*fail.last().unwrap()),
+        "paused_settings": "3 processes, default timers; SIGSTOP of the leader",
+        "paused_rounds": paused.len(),
+        "paused_unreachable_median_ms": ms(percentile(&silent, 0.5)),
+        "paused_unreachable_max_ms": ms(*silent.last().unwrap()),
+        "paused_replaced_median_ms": ms(percentile(&paused, 0.5)),
+        "paused_replaced_max_ms": ms(*paused.last().unwrap()),
         "propagation_settings": "3 in-process nodes, full mesh of static peers, push on write; one write at a time on node-a",
         "propagation_writes": prop.len(),
         "propagation_p50_ms": ms(percentile(&prop, 0.5)),

@@ -25,7 +25,7 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Catch-up rounds running at once, whatever the number of peers.
 pub const FAN_OUT: usize = 3;
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-/// An idle session pings its peer this often...
+/// An idle session pings its peer this long after its last exchange...
 const KEEPALIVE_EVERY: Duration = Duration::from_millis(500);
 /// ...and a peer that does not answer within this is unreachable: at most 1.5 s after it
 /// went silent, the node knows (`status` shows why, the election stops counting it).
@@ -315,9 +315,7 @@ enum SyncError {
     Storage(#[from] cbddc_core::StorageError),
     #[error("the peer at this address is {found}, not {expected}; fix the known peer's address")]
     Identity { expected: NodeId, found: NodeId },
-    #[error(
-        "no answer to a keepalive within {after:?} (down, paused or cut off)"
-    )]
+    #[error("no answer to a keepalive within {after:?} (down, paused or cut off)")]
     Unresponsive { after: Duration },
 }
 
@@ -349,16 +347,12 @@ async fn session(
     let mut ticker = tokio::time::interval(ctx.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
-    let mut keepalive = tokio::time::interval(KEEPALIVE_EVERY);
-    keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_exchange = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = token.cancelled() => return Ok(()),
-            _ = keepalive.tick() => {
-                if last_exchange.elapsed() < KEEPALIVE_EVERY {
-                    continue;
-                }
+            // Exactly KEEPALIVE_EVERY after the last exchange, whatever it was.
+            _ = tokio::time::sleep_until(last_exchange + KEEPALIVE_EVERY) => {
                 client.ping(ANSWER_WITHIN).await.map_err(|e| match e {
                     NetError::Timeout { .. } => SyncError::Unresponsive { after: ANSWER_WITHIN },
                     other => SyncError::Net(other),

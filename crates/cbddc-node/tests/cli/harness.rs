@@ -174,6 +174,17 @@ impl RunningNode {
         }
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, …) to the process, with the system's `kill`.
+    pub fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("not running");
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
     /// SIGKILL: no chance to flush or close anything.
     pub fn kill_9(&mut self) {
         let mut child = self.child.take().expect("not running");

@@ -98,3 +98,52 @@ fn the_smallest_node_is_the_cloud_gateway_and_kill_9_moves_the_role() {
     });
     assert_eq!(status_json(pb)["is_leader"], false);
 }
+
+fn error_about(port: u16, peer: &str) -> Option<String> {
+    status_json(port)["peers"]
+        .as_array()?
+        .iter()
+        .find(|p| p["node_id"] == peer)
+        .and_then(|p| p["last_error"].as_str())
+        .filter(|e| !e.is_empty())
+        .map(str::to_string)
+}
+
+/// Issue 12: a paused leader (SIGSTOP: its sockets stay open, its kernel still
+/// acknowledges) went unnoticed until requests timed out. With the default timers, the
+/// others now say it is unreachable and elect another; resumed, it leads again.
+#[test]
+fn a_paused_leader_is_reported_unreachable_and_replaced_and_leads_again_when_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, pb, pc) = (free_port(), free_port(), free_port());
+    let a = RunningNode::start(dir.path(), "node-a", pa, &[("node-b", pb), ("node-c", pc)]);
+    let _b = RunningNode::start(dir.path(), "node-b", pb, &[("node-a", pa), ("node-c", pc)]);
+    let _c = RunningNode::start(dir.path(), "node-c", pc, &[("node-a", pa), ("node-b", pb)]);
+    wait_until("a, b and c to agree that node-a leads", DEADLINE, || {
+        [pa, pb, pc]
+            .iter()
+            .all(|p| leader(*p).as_deref() == Some("node-a"))
+    });
+
+    a.signal("STOP");
+    wait_until(
+        "b and c to report node-a unreachable and follow node-b",
+        DEADLINE,
+        || {
+            [pb, pc].iter().all(|p| {
+                error_about(*p, "node-a").is_some_and(|e| e.contains("unreachable"))
+                    && leader(*p).as_deref() == Some("node-b")
+            })
+        },
+    );
+    let shown = stdout(&cbddc(&["status"], pb));
+    assert!(shown.contains("unreachable"), "{shown}");
+
+    a.signal("CONT");
+    wait_until("node-a to lead everywhere again", DEADLINE, || {
+        [pa, pb, pc]
+            .iter()
+            .all(|p| leader(*p).as_deref() == Some("node-a"))
+            && error_about(pb, "node-a").is_none()
+    });
+}
