@@ -73,6 +73,14 @@ impl Bully {
         self.settings.eligible = eligible;
     }
 
+    /// This node was paused (or starved) until `now`: what it knew of its peers is stale,
+    /// and the others may have elected another meanwhile. It stops leading and does not
+    /// claim again before its startup grace has passed anew, so that it hears from its
+    /// peers first (and they from it) instead of leading beside their leader.
+    pub fn resumed(&mut self, now: Instant) {
+        self.started = now;
+    }
+
     /// The outcome as it stands.
     pub fn leadership(&self) -> Leadership {
         Leadership {

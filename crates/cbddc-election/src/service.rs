@@ -5,6 +5,9 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// How much later than its interval the election may wake before it counts as paused.
+const PAUSE_SLACK: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// The election of one node, running: re-evaluates on every change of the peer view and
 /// every interval, keeps the current [`Leadership`] readable, and broadcasts each change.
 #[derive(Debug)]
@@ -43,6 +46,10 @@ impl ElectionService {
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             // A closed input is not polled again: its last value stays.
             let (mut directory_open, mut eligible_open) = (true, true);
+            // The loop wakes at least every interval: a longer gap means this process
+            // was paused (SIGSTOP, a VM freeze) or starved.
+            let paused_after = settings.interval + PAUSE_SLACK;
+            let mut last_turn = now();
             loop {
                 tokio::select! {
                     _ = task_token.cancelled() => return,
@@ -56,6 +63,12 @@ impl ElectionService {
                         Err(_) => eligible_open = false,
                     },
                 }
+                let gap = now().saturating_duration_since(last_turn);
+                if gap > paused_after {
+                    tracing::warn!(node = %local, gap = ?gap, "this node was paused or starved; it stops leading until it has fresh news of its peers");
+                    bully.resumed(now());
+                }
+                last_turn = now();
                 if let Some(change) = bully.evaluate(now(), &directory.peers()) {
                     // The node logs the leadership it acts on; this is the bully's view.
                     tracing::debug!(
@@ -199,6 +212,36 @@ mod tests {
         assert!(
             change.is_leader,
             "with nobody else alive, the node leads after its startup grace"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_node_resumed_after_a_pause_stops_leading_until_its_grace_has_passed_again() {
+        let view = Arc::new(Mutex::new(Vec::new()));
+        let (_bump, changes) = watch::channel(0u64);
+        let settings =
+            ElectionSettings::new(true, Duration::from_millis(100), Duration::from_millis(300));
+        let service = ElectionService::start(
+            id("solo"),
+            settings,
+            directory(view, changes),
+            watch::channel(true).1,
+            &TaskTracker::new(),
+            CancellationToken::new(),
+        );
+        let mut events = service.subscribe();
+        assert!(next(&mut events).await.is_leader);
+        // The whole process stops for five seconds: the election's clock jumps.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let change = next(&mut events).await;
+        assert!(
+            !change.is_leader && change.previous == Some(id("solo")),
+            "a resumed node claimed leadership before hearing from anyone: {change:?}"
+        );
+        let change = next(&mut events).await;
+        assert!(
+            change.is_leader,
+            "it leads again after its grace: {change:?}"
         );
     }
 

@@ -22,6 +22,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const FAILOVER_ROUNDS: usize = 5;
+const WINDOW_ROUNDS: usize = 3;
 const WRITES: usize = 400;
 const KEY: &str = "bench-cluster";
 const ELECTION: &str =
@@ -172,6 +173,104 @@ async fn paused_leader() -> (Vec<Duration>, Vec<Duration>) {
     (unreachable, replaced)
 }
 
+/// Whether the node at `port` says it leads (`None`: it does not answer).
+async fn claims(client: &mut Option<PeerClient>, port: u16) -> Option<bool> {
+    if client.is_none() {
+        let settings = ClientSettings {
+            connect_timeout: Duration::from_millis(200),
+            request_timeout: Duration::from_millis(200),
+            ..ClientSettings::default()
+        };
+        *client = PeerClient::connect(
+            &format!("127.0.0.1:{port}"),
+            &ClusterKey::derive(KEY),
+            &cbddc_net::LocalIdentity::tool().ok()?,
+            settings,
+        )
+        .await
+        .ok();
+    }
+    match client.as_mut()?.status().await {
+        Ok(status) => Some(status.is_leader),
+        Err(_) => {
+            *client = None;
+            None
+        }
+    }
+}
+
+/// Polls every node's `is_leader` for `span`; returns how long two or more claimed it
+/// at once (summed over the span).
+async fn double_leadership(ports: &[u16], span: Duration) -> Duration {
+    let mut clients: Vec<Option<PeerClient>> = ports.iter().map(|_| None).collect();
+    let start = Instant::now();
+    let mut overlap = Duration::ZERO;
+    let mut last = Instant::now();
+    while start.elapsed() < span {
+        let mut claiming = 0;
+        for (client, port) in clients.iter_mut().zip(ports) {
+            if claims(client, *port).await == Some(true) {
+                claiming += 1;
+            }
+        }
+        let now = Instant::now();
+        if claiming >= 2 {
+            overlap += now - last;
+        }
+        last = now;
+    }
+    overlap
+}
+
+/// The windows with two gateway leaders, default timers: the smallest node paused for
+/// 3 s then resumed, and the smallest node killed and restarted.
+async fn leader_windows() -> (Vec<Duration>, Vec<Duration>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, pb, pc) = (free_port(), free_port(), free_port());
+    let peers_a = [("node-b", pb), ("node-c", pc)];
+    let mut a = start_with(dir.path(), "node-a", pa, &peers_a, "");
+    let mut b = start_with(
+        dir.path(),
+        "node-b",
+        pb,
+        &[("node-a", pa), ("node-c", pc)],
+        "",
+    );
+    let mut c = start_with(
+        dir.path(),
+        "node-c",
+        pc,
+        &[("node-a", pa), ("node-b", pb)],
+        "",
+    );
+    let ports = [pa, pb, pc];
+    let (mut resumed, mut returned) = (Vec::new(), Vec::new());
+    for round in 0..WINDOW_ROUNDS {
+        wait_for_leader(&ports, "node-a", Duration::from_secs(60)).await;
+        signal(&a, "STOP");
+        wait_for_leader(&[pb, pc], "node-b", Duration::from_secs(60)).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        signal(&a, "CONT");
+        let window = double_leadership(&ports, Duration::from_secs(6)).await;
+        eprintln!("resumed leader round {round}: two leaders for {window:?}");
+        resumed.push(window);
+
+        wait_for_leader(&ports, "node-a", Duration::from_secs(60)).await;
+        a.kill().unwrap();
+        a.wait().unwrap();
+        wait_for_leader(&[pb, pc], "node-b", Duration::from_secs(60)).await;
+        a = start_with(dir.path(), "node-a", pa, &peers_a, "");
+        let window = double_leadership(&ports, Duration::from_secs(8)).await;
+        eprintln!("returning leader round {round}: two leaders for {window:?}");
+        returned.push(window);
+    }
+    for child in [&mut a, &mut b, &mut c] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    (resumed, returned)
+}
+
 async fn leader(port: u16) -> Option<String> {
     let settings = ClientSettings {
         connect_timeout: Duration::from_millis(500),
@@ -289,6 +388,9 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let (mut resumed, mut returned) = runtime.block_on(leader_windows());
+    resumed.sort();
+    returned.sort();
     let (mut silent, mut paused) = runtime.block_on(paused_leader());
     silent.sort();
     paused.sort();
@@ -302,6 +404,10 @@ fn main() {
         "failover_rounds": fail.len(),
         "failover_median_ms": ms(percentile(&fail, 0.5)),
         "failover_max_ms": ms(*fail.last().unwrap()),
+        "windows_settings": "3 processes, default timers; the smallest node paused 2 s after its successor took over then resumed, or killed and restarted; every node's is_leader polled for 6 s / 8 s",
+        "windows_rounds": resumed.len(),
+        "two_leaders_after_resume_max_ms": ms(*resumed.last().unwrap()),
+        "two_leaders_after_return_max_ms": ms(*returned.last().unwrap()),
         "paused_settings": "3 processes, default timers; SIGSTOP of the leader",
         "paused_rounds": paused.len(),
         "paused_unreachable_median_ms": ms(percentile(&silent, 0.5)),
