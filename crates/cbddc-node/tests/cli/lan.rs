@@ -138,6 +138,21 @@ impl HostNode {
         peers: &[(&str, usize)],
         extra_toml: &str,
     ) -> Self {
+        let bind = lan.hosts[index].address.clone();
+        Self::start_bound(lan, index, dir, node_id, peers, extra_toml, &bind)
+    }
+
+    /// Like [`HostNode::start`], listening on `bind` (say `0.0.0.0`, as a new user
+    /// would: then LAN broadcasts reach it too).
+    pub fn start_bound(
+        lan: &Lan,
+        index: usize,
+        dir: &Path,
+        node_id: &str,
+        peers: &[(&str, usize)],
+        extra_toml: &str,
+        bind: &str,
+    ) -> Self {
         let host = &lan.hosts[index];
         let known: Vec<String> = peers
             .iter()
@@ -150,8 +165,7 @@ impl HostNode {
             .collect();
         let data_dir = dir.join(format!("{node_id}-data"));
         let text = format!(
-            "node_id = \"{node_id}\"\nbind_address = \"{}\"\ntcp_port = {PORT}\ndata_dir = {:?}\ncluster_key = \"{KEY}\"\nsync_interval_ms = 200\nknown_peers = [{}]\n{extra_toml}",
-            host.address,
+            "node_id = \"{node_id}\"\nbind_address = \"{bind}\"\ntcp_port = {PORT}\ndata_dir = {:?}\ncluster_key = \"{KEY}\"\nsync_interval_ms = 200\nknown_peers = [{}]\n{extra_toml}",
             data_dir.display().to_string(),
             known.join(", ")
         );
@@ -212,6 +226,27 @@ impl HostNode {
             .env("CBDDC_CLUSTER_KEY", KEY)
             .output()
             .unwrap()
+    }
+
+    /// Moves the running node to `port` by rewriting its config file (the node follows
+    /// it live); client commands follow it there.
+    pub fn move_to_port(&mut self, port: u16) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let moved = text.replace(
+            &format!("tcp_port = {PORT}\n"),
+            &format!("tcp_port = {port}\n"),
+        );
+        assert_ne!(moved, text, "the config names no tcp_port = {PORT}");
+        let staged = self.config.with_extension("toml.tmp");
+        std::fs::write(&staged, moved).unwrap();
+        std::fs::rename(&staged, &self.config).unwrap();
+        let host = self
+            .address
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        self.address = format!("{host}:{port}");
     }
 
     fn signal(&self, signal: &str) {

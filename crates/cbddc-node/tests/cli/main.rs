@@ -2,6 +2,7 @@
 //! ports, and hosts of a LAN as network namespaces (`lan`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod checker;
 mod harness;
 mod lan;
 mod t10_two_nodes;
@@ -14,3 +15,4 @@ mod t70_removal_on_a_lan;
 mod t80_replicas;
 mod t90_data_tools;
 mod t95_cluster_page;
+mod t99_faults;
