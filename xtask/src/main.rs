@@ -261,6 +261,7 @@ fn bench() -> Result<()> {
         ("cbddc-election", "control_reconfigure"),
         ("cbddc-node", "membership"),
         ("cbddc-node", "cluster_cost"),
+        ("cbddc-node", "hostile"),
     ] {
         eprintln!("== cargo bench -p {package} --bench {bench}");
         let status = Command::new(env!("CARGO"))
@@ -390,6 +391,7 @@ fn bench() -> Result<()> {
     );
     print_membership(&root)?;
     missed.extend(print_cluster_cost(&root)?);
+    missed.extend(print_hostile(&root)?);
     if !missed.is_empty() {
         bail!("below target: {}", missed.join("; "));
     }
@@ -493,6 +495,61 @@ fn print_cluster_cost(root: &Path) -> Result<Vec<&'static str>> {
         );
     }
     println!("   settings: {}", cost["settings"].as_str().unwrap_or("?"));
+    Ok(missed)
+}
+
+/// A node under hostile load beside the same node unloaded. Returns the missed bounds.
+fn print_hostile(root: &Path) -> Result<Vec<&'static str>> {
+    let hostile = read_json(root, "hostile.json")?;
+    let f = |name: &str| hostile[name].as_f64().unwrap_or(f64::NAN);
+    let mut missed = Vec::new();
+    println!(
+        "\n{:<80} {:>14} {:>14} {:>7}",
+        "hostile load", "loaded", "unloaded", "ratio"
+    );
+    let success = f("flood_success");
+    let verdict = if success >= 0.99 {
+        "  (bound 99%)"
+    } else {
+        missed.push("status calls under the idle-connection flood: success");
+        "  (below the 99% bound)"
+    };
+    println!(
+        "{:<80} {:>13.1}% {:>13.1}%{verdict}",
+        "status calls under a flood of idle connections: success",
+        success * 100.0,
+        f("quiet_success") * 100.0
+    );
+    let ratio = f("flood_p99_ms") / f("quiet_p99_ms");
+    let verdict = if ratio <= 2.0 {
+        "  (bound 2x)"
+    } else {
+        missed.push("status calls under the idle-connection flood: p99");
+        "  (above the 2x bound)"
+    };
+    println!(
+        "{:<80} {:>11.2} ms {:>11.2} ms {ratio:>6.2}x{verdict}",
+        "status calls under a flood of idle connections: p99 latency",
+        f("flood_p99_ms"),
+        f("quiet_p99_ms")
+    );
+    let bound = f("rss_before_mib") + f("buffer_budget_mib") * 1.1;
+    let verdict = if f("rss_peak_mib") <= bound {
+        format!("  (bound {bound:.0} MiB: before + the budget + 10%)")
+    } else {
+        missed.push("peak RSS under stalled large messages");
+        format!("  (above the {bound:.0} MiB bound)")
+    };
+    println!(
+        "{:<80} {:>10.0} MiB {:>10.0} MiB{verdict}",
+        "peak RSS, 32 key holders stalled inside ~16 MiB messages (vs before)",
+        f("rss_peak_mib"),
+        f("rss_before_mib")
+    );
+    println!(
+        "   settings: {}",
+        hostile["settings"].as_str().unwrap_or("?")
+    );
     Ok(missed)
 }
 
