@@ -262,6 +262,7 @@ fn bench() -> Result<()> {
         ("cbddc-node", "membership"),
         ("cbddc-node", "cluster_cost"),
         ("cbddc-node", "hostile"),
+        ("cbddc-node", "hosts"),
     ] {
         eprintln!("== cargo bench -p {package} --bench {bench}");
         let status = Command::new(env!("CARGO"))
@@ -392,6 +393,7 @@ fn bench() -> Result<()> {
     print_membership(&root)?;
     missed.extend(print_cluster_cost(&root)?);
     missed.extend(print_hostile(&root)?);
+    missed.extend(print_hosts(&root)?);
     if !missed.is_empty() {
         bail!("below target: {}", missed.join("; "));
     }
@@ -495,6 +497,46 @@ fn print_cluster_cost(root: &Path) -> Result<Vec<&'static str>> {
         );
     }
     println!("   settings: {}", cost["settings"].as_str().unwrap_or("?"));
+    Ok(missed)
+}
+
+/// Failure detection on real links (hosts as network namespaces). Returns missed bounds.
+fn print_hosts(root: &Path) -> Result<Vec<&'static str>> {
+    let hosts = read_json(root, "hosts.json")?;
+    let f = |name: &str| hosts[name].as_f64().unwrap_or(f64::NAN);
+    let mut missed = Vec::new();
+    println!(
+        "\n{:<80} {:>14}",
+        "failure detection on real links", "median"
+    );
+    for (label, median, max, bound) in [
+        (
+            "black-holed leader (its host's link down) -> both others report it unreachable",
+            "black_hole_unreachable_median_ms",
+            "black_hole_unreachable_max_ms",
+            1_600.0,
+        ),
+        (
+            "black-holed leader (its host's link down) -> both others follow the next node",
+            "black_hole_replaced_median_ms",
+            "black_hole_replaced_max_ms",
+            2_000.0,
+        ),
+    ] {
+        let verdict = if f(max) <= bound {
+            format!("bound {bound:.0} ms")
+        } else {
+            missed.push(label);
+            format!("above the {bound:.0} ms bound")
+        };
+        println!(
+            "{label:<80} {:>11.1} ms (max {:.1} ms over {} rounds; {verdict})",
+            f(median),
+            f(max),
+            hosts["rounds"]
+        );
+    }
+    println!("   settings: {}", hosts["settings"].as_str().unwrap_or("?"));
     Ok(missed)
 }
 
