@@ -66,12 +66,12 @@ impl Shared {
         let read = self.read_stable();
         let text = read.as_ref().ok().cloned();
         {
-            let mut last = self.last_text.lock().unwrap_or_else(|p| p.into_inner());
+            let last = self.last_text.lock().unwrap_or_else(|p| p.into_inner());
             if *last == text && text.is_some() {
                 return;
             }
-            last.clone_from(&text);
         }
+        let judged = text.clone();
         let candidate = match read {
             Ok(text) => self
                 .live
@@ -82,6 +82,9 @@ impl Shared {
             }),
         };
         self.cell.offer(candidate, &source);
+        // Recorded once its outcome is in force (or refused), so whoever sees this text
+        // as the last one read also sees what it did.
+        *self.last_text.lock().unwrap_or_else(|p| p.into_inner()) = judged;
     }
 }
 
