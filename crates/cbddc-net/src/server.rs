@@ -120,11 +120,13 @@ pub struct TcpSyncServer {
 }
 
 /// What a new session is offered: the cluster key, and whether we say we may lead. Both
-/// change live; sessions already established keep theirs.
+/// change live; sessions already established keep their key, but close on a change of
+/// role (`renewed`), so their initiators reconnect and learn it.
 #[derive(Debug, Clone)]
 struct Terms {
     key: ClusterKey,
     eligible: bool,
+    renewed: CancellationToken,
 }
 
 impl TcpSyncServer {
@@ -140,6 +142,7 @@ impl TcpSyncServer {
         let terms = Arc::new(RwLock::new(Terms {
             key: settings.cluster_key.clone(),
             eligible: settings.eligible,
+            renewed: CancellationToken::new(),
         }));
         let settings = Arc::new(settings);
         let gates = Gates {
@@ -177,12 +180,16 @@ impl TcpSyncServer {
         self.terms.write().unwrap_or_else(|p| p.into_inner()).key = key;
     }
 
-    /// Tells every session that starts from now on whether this node may lead.
+    /// Tells every session that starts from now on whether this node may lead. A change
+    /// closes the sessions established before it (each after its request in flight):
+    /// their initiators reconnect and hear the new role, rather than keep counting this
+    /// node by the old one.
     pub fn set_eligible(&self, eligible: bool) {
-        self.terms
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .eligible = eligible;
+        let mut terms = self.terms.write().unwrap_or_else(|p| p.into_inner());
+        if terms.eligible != eligible {
+            terms.eligible = eligible;
+            std::mem::replace(&mut terms.renewed, CancellationToken::new()).cancel();
+        }
     }
 
     /// The address the server listens on.
@@ -273,7 +280,15 @@ async fn accept_loop(
                 gates.handshakes.refused(Refusal::Busy);
                 return;
             };
-            if let Err(reason) = serve(stream, &session, &settings, handler.as_ref(), &token).await
+            if let Err(reason) = serve(
+                stream,
+                &session,
+                &settings,
+                handler.as_ref(),
+                &token,
+                &terms.renewed,
+            )
+            .await
             {
                 match reason {
                     NetError::Closed => tracing::debug!(%address, "session ended by the peer"),
@@ -347,10 +362,12 @@ async fn serve(
     settings: &ServerSettings,
     handler: &dyn RequestHandler,
     token: &CancellationToken,
+    renewed: &CancellationToken,
 ) -> Result<(), NetError> {
     loop {
         let request: proto::Request = tokio::select! {
             _ = token.cancelled() => break,
+            _ = renewed.cancelled() => break,
             received = tokio::time::timeout(settings.idle_timeout, stream.recv()) => match received {
                 Err(_) => return Err(NetError::Timeout { during: "waiting for a request", after: settings.idle_timeout }),
                 Ok(Err(NetError::Closed)) => return Ok(()),

@@ -641,3 +641,33 @@ async fn a_busy_peer_is_waited_for_and_a_silent_one_is_given_up_within_the_liven
     );
     server.stop(Duration::from_secs(5)).await;
 }
+
+#[tokio::test]
+async fn a_change_of_role_closes_sessions_opened_before_it_and_new_ones_hear_it() {
+    let mut settings = server_settings("srv", "k");
+    settings.eligible = true;
+    let (server, address) = start_server(settings).await;
+    let connect = || async {
+        PeerClient::connect(
+            &address,
+            &ClusterKey::derive("k"),
+            &node("peer"),
+            ClientSettings::default(),
+        )
+        .await
+        .unwrap()
+    };
+    let mut before = connect().await;
+    assert!(before.remote_eligible());
+    before.status().await.unwrap();
+    server.set_eligible(false);
+    let after = before.status().await;
+    assert!(
+        matches!(after, Err(NetError::Closed) | Err(NetError::Io(_))),
+        "a session opened before the change went on with the old role: {after:?}"
+    );
+    let mut renewed = connect().await;
+    assert!(!renewed.remote_eligible());
+    renewed.status().await.unwrap();
+    server.stop(Duration::from_secs(5)).await;
+}

@@ -8,7 +8,7 @@
 //! | `cluster_key` | new sessions, inbound and outbound, use the new key |
 //! | `sync_interval_ms` | the sync tasks restart with it |
 //! | `known_peers` | the configured peers in the store are replaced and the sync tasks follow |
-//! | `[discovery]`, `[election]` (and any port or key change) | discovery and election restart with the new settings; a change of `eligible` is also told to peers in every new session, both ways |
+//! | `[discovery]`, `[election]` (and any port or key change) | discovery and election restart with the new settings; a change of `eligible` is also told to peers in every new session, both ways, and sessions opened before it close so their peers reconnect and hear it |
 //! | `durability`, `max_clock_drift_ms` | not applied live: logged, and in force from the next start |
 //! | `[cluster]` | not applied live: members change by reconfiguration (`cbddc cluster reconfigure`) |
 
