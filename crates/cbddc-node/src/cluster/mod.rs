@@ -42,7 +42,9 @@ use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 /// How long `reconfigure` waits for its seal to be decided.
-pub const RECONFIGURE_DEADLINE: Duration = Duration::from_secs(30);
+/// Shorter than a server's request limit (30 s), so the caller hears that the change was
+/// not decided, not that its request took too long.
+pub const RECONFIGURE_DEADLINE: Duration = Duration::from_secs(25);
 
 /// What `cbddc cluster status` shows.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
