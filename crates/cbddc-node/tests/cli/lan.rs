@@ -228,18 +228,26 @@ impl HostNode {
             .unwrap()
     }
 
-    /// Moves the running node to `port` by rewriting its config file (the node follows
-    /// it live); client commands follow it there.
-    pub fn move_to_port(&mut self, port: u16) {
+    /// Rewrites the running node's config file through `change` (the node follows it
+    /// live), replacing the file whole, as an editor does.
+    pub fn change_config(&self, change: impl FnOnce(&str) -> String) {
         let text = std::fs::read_to_string(&self.config).unwrap();
-        let moved = text.replace(
-            &format!("tcp_port = {PORT}\n"),
-            &format!("tcp_port = {port}\n"),
-        );
-        assert_ne!(moved, text, "the config names no tcp_port = {PORT}");
+        let changed = change(&text);
+        assert_ne!(changed, text, "the change changed nothing");
         let staged = self.config.with_extension("toml.tmp");
-        std::fs::write(&staged, moved).unwrap();
+        std::fs::write(&staged, changed).unwrap();
         std::fs::rename(&staged, &self.config).unwrap();
+    }
+
+    /// Moves the running node to `port` (see [`HostNode::change_config`]); client
+    /// commands follow it there.
+    pub fn move_to_port(&mut self, port: u16) {
+        self.change_config(|text| {
+            text.replace(
+                &format!("tcp_port = {PORT}\n"),
+                &format!("tcp_port = {port}\n"),
+            )
+        });
         let host = self
             .address
             .split(':')

@@ -89,7 +89,22 @@ fn converge(ledger: &Ledger, nodes: &[&HostNode], leader: &str) -> Duration {
     loop {
         let wrong = match (ledger.check(nodes), agreed_leader(nodes)) {
             (Ok(()), Some(l)) if l == leader => return start.elapsed(),
-            (Ok(()), other) => format!("no agreement on {leader}: {other:?}"),
+            (Ok(()), other) => format!(
+                "no agreement on {leader}: {other:?} ({})",
+                nodes
+                    .iter()
+                    .map(|n| {
+                        let s: serde_json::Value =
+                            serde_json::from_slice(&n.cli(&["status", "--json"]).stdout)
+                                .unwrap_or_default();
+                        format!(
+                            "{} says {} leads, is_leader {}",
+                            n.node_id, s["leader"], s["is_leader"]
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
             (Err(e), _) => e,
         };
         assert!(
@@ -268,4 +283,140 @@ fn hosts_the_checker_catches_a_lost_write_and_a_stale_winner() {
     missing.acknowledged.push(lost);
     let err = missing.check(&[&node]).unwrap_err();
     assert!(err.contains("lacks never-written"), "{err}");
+}
+
+fn cluster_status(node: &HostNode) -> Option<serde_json::Value> {
+    let out = node.cli(&["cluster", "status", "--json"]);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).ok())
+        .flatten()
+}
+
+#[test]
+fn hosts_a_minority_cannot_reconfigure_and_learns_the_majoritys_change_on_heal() {
+    let lan = Lan::new(3);
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = "[cluster]\nmembers = [\"node-a\", \"node-b\", \"node-c\"]\n";
+    let nodes: Vec<HostNode> = (0..3)
+        .map(|i| {
+            let peers: Vec<(&str, usize)> =
+                (0..3).filter(|j| *j != i).map(|j| (NAMES[j], j)).collect();
+            HostNode::start(&lan, i, dir.path(), NAMES[i], &peers, cluster)
+        })
+        .collect();
+    wait_until("configuration 1 with a leader everywhere", DEADLINE, || {
+        nodes.iter().all(|n| {
+            cluster_status(n).is_some_and(|s| s["configuration_id"] == 1 && s["leader"].is_string())
+        })
+    });
+    let mut ledger = Ledger::default();
+    lan.cut(2);
+    // The minority tries to reconfigure: it cannot decide anything alone.
+    let minority = std::thread::scope(|scope| {
+        let attempt =
+            scope.spawn(|| nodes[2].cli(&["cluster", "reconfigure", "--members", "node-a,node-c"]));
+        for i in 0..5 {
+            assert!(
+                ledger.put(&nodes[2], &format!("minority-{i}"), i),
+                "c acknowledges while cut off"
+            );
+        }
+        // Meanwhile the majority removes c.
+        let out = nodes[0].cli(&["cluster", "reconfigure", "--members", "node-a,node-b"]);
+        assert!(
+            out.status.success(),
+            "the majority decides: {}",
+            crate::harness::stderr(&out)
+        );
+        for i in 0..5 {
+            assert!(ledger.put(&nodes[0], &format!("majority-{i}"), i));
+        }
+        attempt.join().unwrap()
+    });
+    assert!(
+        !minority.status.success(),
+        "a minority decided a configuration"
+    );
+    let said = crate::harness::stderr(&minority);
+    assert!(said.contains("not decided"), "{said}");
+    assert!(
+        cluster_status(&nodes[2]).is_some_and(|s| s["configuration_id"] == 1),
+        "the minority ran a configuration of its own"
+    );
+
+    lan.heal(2);
+    wait_until("c learns it was removed", DEADLINE, || {
+        cluster_status(&nodes[2]).is_some_and(|s| s["retired"] == true && s["retired_after"] == 1)
+    });
+    // One seal for configuration 1: a and b run the same configuration 2.
+    for node in &nodes[..2] {
+        let status = cluster_status(node).unwrap();
+        assert_eq!(status["configuration_id"], 2);
+        assert_eq!(status["members"], serde_json::json!(["node-a", "node-b"]));
+    }
+    let start = Instant::now();
+    while let Err(e) = ledger.check(&[&nodes[0], &nodes[1]]) {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the minority's writes were lost: {e}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn hosts_follow_a_live_role_change_and_show_inbound_peers_where_they_listen() {
+    let lan = Lan::new(3);
+    let dir = tempfile::tempdir().unwrap();
+    // node-a listens on 0.0.0.0 and does not know node-c: it sees c only in the
+    // sessions c opens to it.
+    let nodes = vec![
+        HostNode::start_bound(
+            &lan,
+            0,
+            dir.path(),
+            "node-a",
+            &[("node-b", 1)],
+            "",
+            "0.0.0.0",
+        ),
+        HostNode::start(
+            &lan,
+            1,
+            dir.path(),
+            "node-b",
+            &[("node-a", 0), ("node-c", 2)],
+            "",
+        ),
+        HostNode::start(
+            &lan,
+            2,
+            dir.path(),
+            "node-c",
+            &[("node-a", 0), ("node-b", 1)],
+            "",
+        ),
+    ];
+    let mut ledger = Ledger::default();
+    assert!(ledger.put(&nodes[1], "from-b", 1));
+    converge(&ledger, &all(&nodes), "node-a");
+    let status: serde_json::Value =
+        serde_json::from_slice(&nodes[0].cli(&["status", "--json"]).stdout).unwrap();
+    let shown = status["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["node_id"] == "node-c")
+        .map(|p| p["address"].as_str().unwrap_or_default().to_string());
+    assert_eq!(
+        shown.as_deref(),
+        Some(lan.hosts[2].address.as_str()),
+        "an inbound peer is shown at its host, not at the ephemeral port it came from"
+    );
+
+    // The leader may lead no more: the others take over, and it follows them.
+    nodes[0].change_config(|text| format!("{text}[election]\neligible = false\n"));
+    assert!(ledger.put(&nodes[2], "after-the-change", 2));
+    converge(&ledger, &all(&nodes), "node-b");
 }
