@@ -7,7 +7,7 @@
 //! Prints the figures and writes them to `target/cbddc-bench/hosts.json`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 #[path = "../tests/cli/harness.rs"]
 mod harness;
 #[allow(dead_code)]

@@ -4,13 +4,9 @@ use std::time::{Duration, Instant};
 
 pub const KEY: &str = "cli-test-key";
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[path = "../../../../tests/support/ports.rs"]
+mod ports;
+pub use ports::free_port;
 
 /// Runs a client command against `port` with the test key.
 pub fn cbddc(args: &[&str], port: u16) -> Output {
