@@ -373,14 +373,8 @@ impl Writer {
             let mut append = conn
                 .prepare_cached(APPEND_OPLOG)
                 .map_err(sql("preparing an oplog append"))?;
-            let mut current = conn
-                .prepare_cached(
-                    "SELECT hlc_wall, hlc_counter, hlc_node FROM documents
-                     WHERE collection = ?1 AND key = ?2",
-                )
-                .map_err(sql("preparing a document lookup"))?;
             let mut upsert = conn
-                .prepare_cached(UPSERT_DOCUMENT)
+                .prepare_cached(UPSERT_IF_NEWER)
                 .map_err(sql("preparing a document upsert"))?;
             let mut record_change = conn
                 .prepare_cached(RECORD_CHANGE)
@@ -423,29 +417,20 @@ impl Writer {
                         entry.node.as_str()
                     ])
                     .map_err(sql("appending to the oplog"))?;
-                let stored: Option<(i64, u32, String)> = current
-                    .query_row(params![entry.collection, entry.key], |row| {
-                        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-                    })
-                    .optional()
-                    .map_err(sql("reading a document's stamp"))?;
-                let wins = match &stored {
-                    None => true,
-                    Some((w, c, n)) => {
-                        (wall, entry.hlc.counter, entry.hlc.replica.as_str()) > (*w, *c, n.as_str())
-                    }
-                };
+                // Last writer wins in the statement itself: it writes only over an
+                // older stamp (or no row), and says whether it wrote.
+                let wins = upsert
+                    .execute(params![
+                        entry.collection,
+                        entry.key,
+                        value,
+                        wall,
+                        entry.hlc.counter,
+                        entry.hlc.replica.as_str()
+                    ])
+                    .map_err(sql("writing a document"))?
+                    > 0;
                 if wins {
-                    upsert
-                        .execute(params![
-                            entry.collection,
-                            entry.key,
-                            value,
-                            wall,
-                            entry.hlc.counter,
-                            entry.hlc.replica.as_str()
-                        ])
-                        .map_err(sql("writing a document"))?;
                     self.last_change += 1;
                     record_change
                         .execute(params![
@@ -665,6 +650,15 @@ pub(crate) fn bind_interest(
 }
 
 const RECORD_CHANGE: &str = "INSERT INTO changes (position, origin, seq) VALUES (?1, ?2, ?3)";
+
+/// Like [`UPSERT_DOCUMENT`], over an existing row only if the new stamp is greater: the
+/// same order as [`cbddc_core::Hlc`] (wall, counter, replica; text compares bytewise).
+const UPSERT_IF_NEWER: &str = "INSERT INTO documents (collection, key, value, hlc_wall, hlc_counter, hlc_node)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+     ON CONFLICT (collection, key) DO UPDATE SET value = excluded.value,
+         hlc_wall = excluded.hlc_wall, hlc_counter = excluded.hlc_counter, hlc_node = excluded.hlc_node
+     WHERE (excluded.hlc_wall, excluded.hlc_counter, excluded.hlc_node)
+         > (documents.hlc_wall, documents.hlc_counter, documents.hlc_node)";
 
 const UPSERT_DOCUMENT: &str = "INSERT INTO documents (collection, key, value, hlc_wall, hlc_counter, hlc_node)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6)
