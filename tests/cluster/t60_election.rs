@@ -12,13 +12,7 @@ fn fast(config: &mut cbddc_config::PeerNodeConfiguration) {
 }
 
 async fn leader_of(node: &TestNode) -> String {
-    node.node()
-        .status()
-        .await
-        .unwrap()
-        .leader
-        .map(|l| l.to_string())
-        .unwrap_or_default()
+    node.leader().await.unwrap_or_default()
 }
 
 async fn all_agree(nodes: Vec<&TestNode>, leader: &str) -> bool {

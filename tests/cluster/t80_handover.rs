@@ -5,7 +5,7 @@
 use cbddc_config::{ClusterConfig, PeerNodeConfiguration};
 use cbddc_core::{KnownPeer, LocalWrite, PeerType};
 use cbddc_node::{ClusterStatus, NodeError};
-use cbddc_tests::{Switch, TestNode, node_id, wait_until};
+use cbddc_tests::{Switch, TestCluster, TestNode, node_id, wait_until};
 use std::time::Duration;
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -16,55 +16,12 @@ fn status(node: &TestNode) -> ClusterStatus {
 
 /// a, b and c bootstrap configuration 1; every link to or from c runs through `switch`.
 async fn cluster_with_c_behind(switch: &Switch) -> Vec<TestNode> {
-    // The relays are bound first, so the nodes' ports picked next cannot collide with them.
-    let mut relays = Vec::new();
-    for _ in 0..3 {
-        relays.push(switch.relay().await);
-    }
-    let relayed: Vec<String> = relays.iter().map(|r| r.address.clone()).collect();
-    let mut configs: Vec<(PeerNodeConfiguration, tempfile::TempDir)> = ["a", "b", "c"]
-        .iter()
-        .map(|n| TestNode::configure(n))
-        .collect();
-    let direct: Vec<String> = configs
-        .iter()
-        .map(|(c, _)| format!("127.0.0.1:{}", c.tcp_port))
-        .collect();
-    for (relay, target) in relays.into_iter().zip(&direct) {
-        relay.forward_to(target.clone());
-    }
-    for index in 0..3 {
-        let me = configs[index].0.node_id.clone();
-        let mut peers = Vec::new();
-        for other in 0..3 {
-            if other == index {
-                continue;
-            }
-            // Links that touch c (index 2) go through the switch.
-            let address = if index == 2 || other == 2 {
-                relayed[other].clone()
-            } else {
-                direct[other].clone()
-            };
-            let id = configs[other].0.node_id.clone();
-            peers.push(KnownPeer::new(id, address, PeerType::StaticRemote).unwrap());
-        }
-        let config = &mut configs[index].0;
-        assert_eq!(config.node_id, me);
-        config.known_peers = peers;
-        config.election.interval_ms = 100;
-        config.election.peer_timeout_ms = 600;
-        config.cluster = Some(ClusterConfig {
-            configuration_id: 1,
-            members: vec![node_id("a"), node_id("b"), node_id("c")],
-            join: false,
-            ..Default::default()
-        });
-    }
-    let mut nodes = Vec::new();
-    for (config, dir) in configs {
-        nodes.push(TestNode::start(config, dir).await);
-    }
+    let nodes = TestCluster::mesh_with_one_behind(&["a", "b", "c"], switch, 2)
+        .await
+        .fast_election()
+        .with_members(3)
+        .start()
+        .await;
     wait_until("configuration 1 everywhere", DEADLINE, || async {
         nodes
             .iter()

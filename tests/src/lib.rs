@@ -82,6 +82,16 @@ impl TestNode {
         Self::start(config, dir).await
     }
 
+    /// Who this node says leads, by node id.
+    pub async fn leader(&self) -> Option<String> {
+        self.node()
+            .status()
+            .await
+            .unwrap()
+            .leader
+            .map(|l| l.to_string())
+    }
+
     pub fn node(&self) -> &Node {
         self.node.as_ref().expect("the node is stopped")
     }
@@ -213,6 +223,45 @@ impl TestCluster {
                 .collect();
         }
         Self { configs }
+    }
+
+    /// Like [`TestCluster::mesh`], but every link to or from node `behind` runs through a
+    /// relay of `switch` (bound before the nodes' ports are picked, so they cannot
+    /// collide), so the test can cut or freeze that node off.
+    pub async fn mesh_with_one_behind(names: &[&str], switch: &Switch, behind: usize) -> Self {
+        let mut relays = Vec::new();
+        for _ in names {
+            relays.push(switch.relay().await);
+        }
+        let relayed: Vec<String> = relays.iter().map(|r| r.address.clone()).collect();
+        let mut cluster = Self::mesh(names);
+        let direct: Vec<String> = cluster
+            .configs
+            .iter()
+            .map(|(c, _)| format!("127.0.0.1:{}", c.tcp_port))
+            .collect();
+        for (relay, target) in relays.into_iter().zip(&direct) {
+            relay.forward_to(target.clone());
+        }
+        let ids: Vec<NodeId> = cluster
+            .configs
+            .iter()
+            .map(|(c, _)| c.node_id.clone())
+            .collect();
+        for (index, (config, _)) in cluster.configs.iter_mut().enumerate() {
+            config.known_peers = (0..names.len())
+                .filter(|other| *other != index)
+                .map(|other| {
+                    let address = if index == behind || other == behind {
+                        relayed[other].clone()
+                    } else {
+                        direct[other].clone()
+                    };
+                    KnownPeer::new(ids[other].clone(), address, PeerType::StaticRemote).unwrap()
+                })
+                .collect();
+        }
+        cluster
     }
 
     /// The first `members` nodes bootstrap configuration 1 of themselves; the others

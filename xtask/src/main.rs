@@ -337,17 +337,13 @@ fn bench() -> Result<()> {
             2_000.0,
         ),
     ] {
-        let verdict = if figure(max) <= bound {
-            format!("bound {bound:.0} ms")
-        } else {
-            missed.push(label);
-            format!("above the {bound:.0} ms bound")
-        };
-        println!(
-            "{label:<80} {:>11.1} ms (max {:.1} ms over {} rounds; {verdict})",
+        timed_row(
+            label,
             figure(median),
             figure(max),
-            cluster["paused_rounds"]
+            &cluster["paused_rounds"],
+            bound,
+            &mut missed,
         );
     }
     println!(
@@ -500,6 +496,27 @@ fn print_cluster_cost(root: &Path) -> Result<Vec<&'static str>> {
     Ok(missed)
 }
 
+/// One timed figure: its median, and its maximum beside `bound_ms`; a maximum above
+/// the bound is added to `missed`.
+fn timed_row(
+    label: &'static str,
+    median_ms: f64,
+    max_ms: f64,
+    rounds: &serde_json::Value,
+    bound_ms: f64,
+    missed: &mut Vec<&'static str>,
+) {
+    let verdict = if max_ms <= bound_ms {
+        format!("bound {bound_ms:.0} ms")
+    } else {
+        missed.push(label);
+        format!("above the {bound_ms:.0} ms bound")
+    };
+    println!(
+        "{label:<80} {median_ms:>11.1} ms (max {max_ms:.1} ms over {rounds} rounds; {verdict})"
+    );
+}
+
 /// Failure detection on real links (hosts as network namespaces). Returns missed bounds.
 fn print_hosts(root: &Path) -> Result<Vec<&'static str>> {
     let hosts = read_json(root, "hosts.json")?;
@@ -523,17 +540,13 @@ fn print_hosts(root: &Path) -> Result<Vec<&'static str>> {
             2_000.0,
         ),
     ] {
-        let verdict = if f(max) <= bound {
-            format!("bound {bound:.0} ms")
-        } else {
-            missed.push(label);
-            format!("above the {bound:.0} ms bound")
-        };
-        println!(
-            "{label:<80} {:>11.1} ms (max {:.1} ms over {} rounds; {verdict})",
+        timed_row(
+            label,
             f(median),
             f(max),
-            hosts["rounds"]
+            &hosts["rounds"],
+            bound,
+            &mut missed,
         );
     }
     println!("   settings: {}", hosts["settings"].as_str().unwrap_or("?"));

@@ -145,6 +145,25 @@ mod tests {
         Arc::new(mock)
     }
 
+    /// The election of `name` over `directory`, and its events from the start.
+    fn elect(
+        name: &str,
+        settings: ElectionSettings,
+        directory: Arc<dyn PeerDirectory>,
+        eligible: watch::Receiver<bool>,
+    ) -> (ElectionService, broadcast::Receiver<LeadershipChanged>) {
+        let service = ElectionService::start(
+            id(name),
+            settings,
+            directory,
+            eligible,
+            &TaskTracker::new(),
+            CancellationToken::new(),
+        );
+        let events = service.subscribe();
+        (service, events)
+    }
+
     async fn next(events: &mut broadcast::Receiver<LeadershipChanged>) -> LeadershipChanged {
         tokio::time::timeout(Duration::from_secs(5), events.recv())
             .await
@@ -160,15 +179,12 @@ mod tests {
             startup_grace: Duration::ZERO,
             ..ElectionSettings::new(true, Duration::from_millis(500), Duration::from_secs(2))
         };
-        let service = ElectionService::start(
-            id("c"),
+        let (service, mut events) = elect(
+            "c",
             settings,
             directory(view.clone(), changes),
             watch::channel(true).1,
-            &TaskTracker::new(),
-            CancellationToken::new(),
         );
-        let mut events = service.subscribe();
         assert_eq!(next(&mut events).await.leader, Some(id("b")));
         assert!(!service.leadership().is_leader);
 
@@ -199,15 +215,12 @@ mod tests {
         let (_bump, changes) = watch::channel(0u64);
         let settings =
             ElectionSettings::new(true, Duration::from_millis(100), Duration::from_millis(300));
-        let service = ElectionService::start(
-            id("solo"),
+        let (_service, mut events) = elect(
+            "solo",
             settings,
             directory(view, changes),
             watch::channel(true).1,
-            &TaskTracker::new(),
-            CancellationToken::new(),
         );
-        let mut events = service.subscribe();
         let change = next(&mut events).await;
         assert!(
             change.is_leader,
@@ -221,15 +234,12 @@ mod tests {
         let (_bump, changes) = watch::channel(0u64);
         let settings =
             ElectionSettings::new(true, Duration::from_millis(100), Duration::from_millis(300));
-        let service = ElectionService::start(
-            id("solo"),
+        let (_service, mut events) = elect(
+            "solo",
             settings,
             directory(view, changes),
             watch::channel(true).1,
-            &TaskTracker::new(),
-            CancellationToken::new(),
         );
-        let mut events = service.subscribe();
         assert!(next(&mut events).await.is_leader);
         // The whole process stops for five seconds: the election's clock jumps.
         tokio::time::advance(Duration::from_secs(5)).await;
@@ -254,15 +264,7 @@ mod tests {
             ..ElectionSettings::new(true, Duration::from_millis(100), Duration::from_millis(300))
         };
         let (eligible, input) = watch::channel(false);
-        let service = ElectionService::start(
-            id("a"),
-            settings,
-            directory(view, changes),
-            input,
-            &TaskTracker::new(),
-            CancellationToken::new(),
-        );
-        let mut events = service.subscribe();
+        let (_service, mut events) = elect("a", settings, directory(view, changes), input);
         // Configured eligible, but the input says no (say, not a member): z leads.
         assert_eq!(next(&mut events).await.leader, Some(id("z")));
         eligible.send_replace(true);

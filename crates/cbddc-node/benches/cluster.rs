@@ -32,10 +32,6 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-fn start(dir: &std::path::Path, id: &str, port: u16, peers: &[(&str, u16)]) -> Child {
-    start_with(dir, id, port, peers, ELECTION)
-}
-
 fn start_with(
     dir: &std::path::Path,
     id: &str,
@@ -63,16 +59,88 @@ fn start_with(
         .unwrap()
 }
 
-/// What `port`'s node says of `peer`: its last error, if any.
-async fn error_about(port: u16, peer: &str) -> Option<String> {
-    let mut client = PeerClient::connect(
+/// node-a, node-b and node-c as processes that know each other, with `extra` settings;
+/// killed when dropped.
+struct Trio {
+    dir: tempfile::TempDir,
+    ports: [u16; 3],
+    children: Vec<Child>,
+    extra: &'static str,
+}
+
+const NAMES: [&str; 3] = ["node-a", "node-b", "node-c"];
+
+impl Trio {
+    fn start(extra: &'static str) -> Self {
+        let mut trio = Self {
+            dir: tempfile::tempdir().unwrap(),
+            ports: [free_port(), free_port(), free_port()],
+            children: Vec::new(),
+            extra,
+        };
+        for index in 0..3 {
+            let child = trio.spawn(index);
+            trio.children.push(child);
+        }
+        trio
+    }
+
+    fn spawn(&self, index: usize) -> Child {
+        let peers: Vec<(&str, u16)> = (0..3)
+            .filter(|j| *j != index)
+            .map(|j| (NAMES[j], self.ports[j]))
+            .collect();
+        start_with(
+            self.dir.path(),
+            NAMES[index],
+            self.ports[index],
+            &peers,
+            self.extra,
+        )
+    }
+
+    /// kill -9 of node `index`.
+    fn kill(&mut self, index: usize) {
+        self.children[index].kill().unwrap();
+        self.children[index].wait().unwrap();
+    }
+
+    /// Starts node `index` again, on its data dir.
+    fn restart(&mut self, index: usize) {
+        self.children[index] = self.spawn(index);
+    }
+}
+
+impl Drop for Trio {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A tool's session with the node at `port`, or `None` if it does not answer within
+/// `within`.
+async fn tool_client(port: u16, within: Duration) -> Option<PeerClient> {
+    let settings = ClientSettings {
+        connect_timeout: within,
+        request_timeout: within,
+        ..ClientSettings::default()
+    };
+    PeerClient::connect(
         &format!("127.0.0.1:{port}"),
         &ClusterKey::derive(KEY),
         &cbddc_net::LocalIdentity::tool().ok()?,
-        ClientSettings::default(),
+        settings,
     )
     .await
-    .ok()?;
+    .ok()
+}
+
+/// What `port`'s node says of `peer`: its last error, if any.
+async fn error_about(port: u16, peer: &str) -> Option<String> {
+    let mut client = tool_client(port, Duration::from_secs(5)).await?;
     let status = client.status().await.ok()?;
     status
         .peers
@@ -94,29 +162,8 @@ fn signal(child: &Child, signal: &str) {
 /// Pauses the leader of three nodes with default timers, round after round: how long
 /// until both survivors say it is unreachable, and until both follow the next node.
 async fn paused_leader() -> (Vec<Duration>, Vec<Duration>) {
-    let dir = tempfile::tempdir().unwrap();
-    let (pa, pb, pc) = (free_port(), free_port(), free_port());
-    let a = start_with(
-        dir.path(),
-        "node-a",
-        pa,
-        &[("node-b", pb), ("node-c", pc)],
-        "",
-    );
-    let mut b = start_with(
-        dir.path(),
-        "node-b",
-        pb,
-        &[("node-a", pa), ("node-c", pc)],
-        "",
-    );
-    let mut c = start_with(
-        dir.path(),
-        "node-c",
-        pc,
-        &[("node-a", pa), ("node-b", pb)],
-        "",
-    );
+    let trio = Trio::start("");
+    let [pa, pb, pc] = trio.ports;
     let (mut unreachable, mut replaced) = (Vec::new(), Vec::new());
     for round in 0..FAILOVER_ROUNDS {
         wait_for_leader(&[pa, pb, pc], "node-a", Duration::from_secs(60)).await;
@@ -130,7 +177,7 @@ async fn paused_leader() -> (Vec<Duration>, Vec<Duration>) {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        signal(&a, "STOP");
+        signal(&trio.children[0], "STOP");
         let start = Instant::now();
         let mut seen_unreachable = None;
         let mut seen_leader = None;
@@ -163,12 +210,7 @@ async fn paused_leader() -> (Vec<Duration>, Vec<Duration>) {
         );
         unreachable.extend(seen_unreachable);
         replaced.extend(seen_leader);
-        signal(&a, "CONT");
-    }
-    let mut a = a;
-    for child in [&mut a, &mut b, &mut c] {
-        let _ = child.kill();
-        let _ = child.wait();
+        signal(&trio.children[0], "CONT");
     }
     (unreachable, replaced)
 }
@@ -176,19 +218,7 @@ async fn paused_leader() -> (Vec<Duration>, Vec<Duration>) {
 /// Whether the node at `port` says it leads (`None`: it does not answer).
 async fn claims(client: &mut Option<PeerClient>, port: u16) -> Option<bool> {
     if client.is_none() {
-        let settings = ClientSettings {
-            connect_timeout: Duration::from_millis(200),
-            request_timeout: Duration::from_millis(200),
-            ..ClientSettings::default()
-        };
-        *client = PeerClient::connect(
-            &format!("127.0.0.1:{port}"),
-            &ClusterKey::derive(KEY),
-            &cbddc_net::LocalIdentity::tool().ok()?,
-            settings,
-        )
-        .await
-        .ok();
+        *client = tool_client(port, Duration::from_millis(200)).await;
     }
     match client.as_mut()?.status().await {
         Ok(status) => Some(status.is_leader),
@@ -225,66 +255,33 @@ async fn double_leadership(ports: &[u16], span: Duration) -> Duration {
 /// The windows with two gateway leaders, default timers: the smallest node paused for
 /// 3 s then resumed, and the smallest node killed and restarted.
 async fn leader_windows() -> (Vec<Duration>, Vec<Duration>) {
-    let dir = tempfile::tempdir().unwrap();
-    let (pa, pb, pc) = (free_port(), free_port(), free_port());
-    let peers_a = [("node-b", pb), ("node-c", pc)];
-    let mut a = start_with(dir.path(), "node-a", pa, &peers_a, "");
-    let mut b = start_with(
-        dir.path(),
-        "node-b",
-        pb,
-        &[("node-a", pa), ("node-c", pc)],
-        "",
-    );
-    let mut c = start_with(
-        dir.path(),
-        "node-c",
-        pc,
-        &[("node-a", pa), ("node-b", pb)],
-        "",
-    );
-    let ports = [pa, pb, pc];
+    let mut trio = Trio::start("");
+    let ports = trio.ports;
+    let [_, pb, pc] = ports;
     let (mut resumed, mut returned) = (Vec::new(), Vec::new());
     for round in 0..WINDOW_ROUNDS {
         wait_for_leader(&ports, "node-a", Duration::from_secs(60)).await;
-        signal(&a, "STOP");
+        signal(&trio.children[0], "STOP");
         wait_for_leader(&[pb, pc], "node-b", Duration::from_secs(60)).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
-        signal(&a, "CONT");
+        signal(&trio.children[0], "CONT");
         let window = double_leadership(&ports, Duration::from_secs(6)).await;
         eprintln!("resumed leader round {round}: two leaders for {window:?}");
         resumed.push(window);
 
         wait_for_leader(&ports, "node-a", Duration::from_secs(60)).await;
-        a.kill().unwrap();
-        a.wait().unwrap();
+        trio.kill(0);
         wait_for_leader(&[pb, pc], "node-b", Duration::from_secs(60)).await;
-        a = start_with(dir.path(), "node-a", pa, &peers_a, "");
+        trio.restart(0);
         let window = double_leadership(&ports, Duration::from_secs(8)).await;
         eprintln!("returning leader round {round}: two leaders for {window:?}");
         returned.push(window);
-    }
-    for child in [&mut a, &mut b, &mut c] {
-        let _ = child.kill();
-        let _ = child.wait();
     }
     (resumed, returned)
 }
 
 async fn leader(port: u16) -> Option<String> {
-    let settings = ClientSettings {
-        connect_timeout: Duration::from_millis(500),
-        request_timeout: Duration::from_millis(500),
-        ..ClientSettings::default()
-    };
-    let mut client = PeerClient::connect(
-        &format!("127.0.0.1:{port}"),
-        &ClusterKey::derive(KEY),
-        &cbddc_net::LocalIdentity::tool().ok()?,
-        settings,
-    )
-    .await
-    .ok()?;
+    let mut client = tool_client(port, Duration::from_millis(500)).await?;
     let status = client.status().await.ok()?;
     (!status.leader.is_empty()).then_some(status.leader)
 }
@@ -308,24 +305,16 @@ async fn wait_for_leader(ports: &[u16], expected: &str, limit: Duration) -> Dura
 }
 
 async fn failover() -> Vec<Duration> {
-    let dir = tempfile::tempdir().unwrap();
-    let (pa, pb, pc) = (free_port(), free_port(), free_port());
-    let mut a = start(dir.path(), "node-a", pa, &[("node-b", pb), ("node-c", pc)]);
-    let mut b = start(dir.path(), "node-b", pb, &[("node-a", pa), ("node-c", pc)]);
-    let mut c = start(dir.path(), "node-c", pc, &[("node-a", pa), ("node-b", pb)]);
+    let mut trio = Trio::start(ELECTION);
+    let [pa, pb, pc] = trio.ports;
     let mut samples = Vec::new();
     for round in 0..FAILOVER_ROUNDS {
         wait_for_leader(&[pa, pb, pc], "node-a", Duration::from_secs(60)).await;
-        a.kill().unwrap();
-        a.wait().unwrap();
+        trio.kill(0);
         let took = wait_for_leader(&[pb, pc], "node-b", Duration::from_secs(60)).await;
         eprintln!("failover round {round}: {took:?}");
         samples.push(took);
-        a = start(dir.path(), "node-a", pa, &[("node-b", pb), ("node-c", pc)]);
-    }
-    for child in [&mut a, &mut b, &mut c] {
-        let _ = child.kill();
-        let _ = child.wait();
+        trio.restart(0);
     }
     samples
 }
@@ -419,12 +408,5 @@ fn main() {
         "propagation_p50_ms": ms(percentile(&prop, 0.5)),
         "propagation_p99_ms": ms(percentile(&prop, 0.99)),
     });
-    println!("{}", serde_json::to_string_pretty(&report).unwrap());
-    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/cbddc-bench");
-    std::fs::create_dir_all(&out).unwrap();
-    std::fs::write(
-        out.join("cluster.json"),
-        serde_json::to_string_pretty(&report).unwrap(),
-    )
-    .unwrap();
+    support::write_report("cluster.json", &report);
 }

@@ -238,12 +238,5 @@ fn main() {
         .into(),
     );
     let report = serde_json::Value::Object(figures);
-    println!("{}", serde_json::to_string_pretty(&report).unwrap());
-    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/cbddc-bench");
-    std::fs::create_dir_all(&out).unwrap();
-    std::fs::write(
-        out.join("cluster_cost.json"),
-        serde_json::to_string_pretty(&report).unwrap(),
-    )
-    .unwrap();
+    support::write_report("cluster_cost.json", &report);
 }

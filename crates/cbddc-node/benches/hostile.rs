@@ -293,12 +293,5 @@ fn main() {
     });
     let _ = node.kill();
     let _ = node.wait();
-    println!("{}", serde_json::to_string_pretty(&report).unwrap());
-    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/cbddc-bench");
-    std::fs::create_dir_all(&out).unwrap();
-    std::fs::write(
-        out.join("hostile.json"),
-        serde_json::to_string_pretty(&report).unwrap(),
-    )
-    .unwrap();
+    support::write_report("hostile.json", &report);
 }

@@ -7,6 +7,9 @@
 //! Prints the figures and writes them to `target/cbddc-bench/hosts.json`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+#[path = "support/report.rs"]
+mod report;
+
 #[allow(dead_code, unused_imports)]
 #[path = "../tests/cli/harness.rs"]
 mod harness;
@@ -20,20 +23,12 @@ use std::time::{Duration, Instant};
 const ROUNDS: usize = 5;
 const NAMES: [&str; 3] = ["node-a", "node-b", "node-c"];
 
-fn status(node: &HostNode) -> Option<serde_json::Value> {
-    let out = node.cli(&["status", "--json"]);
-    out.status
-        .success()
-        .then(|| serde_json::from_slice(&out.stdout).ok())
-        .flatten()
-}
-
 fn leader(node: &HostNode) -> Option<String> {
-    status(node)?["leader"].as_str().map(str::to_string)
+    node.status()?["leader"].as_str().map(str::to_string)
 }
 
 fn unreachable(node: &HostNode, peer: &str) -> bool {
-    status(node).is_some_and(|s| {
+    node.status().is_some_and(|s| {
         s["peers"].as_array().is_some_and(|peers| {
             peers.iter().any(|p| {
                 p["node_id"] == peer
@@ -56,13 +51,7 @@ fn main() {
     }
     let lan = Lan::new(3);
     let dir = tempfile::tempdir().unwrap();
-    let nodes: Vec<HostNode> = (0..3)
-        .map(|i| {
-            let peers: Vec<(&str, usize)> =
-                (0..3).filter(|j| *j != i).map(|j| (NAMES[j], j)).collect();
-            HostNode::start(&lan, i, dir.path(), NAMES[i], &peers, "")
-        })
-        .collect();
+    let nodes = lan.mesh(dir.path(), &NAMES, "", None);
     let (mut marked, mut replaced) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
         let settle = Instant::now();
@@ -115,12 +104,5 @@ fn main() {
         "black_hole_replaced_median_ms": ms(percentile(&replaced, 0.5)),
         "black_hole_replaced_max_ms": ms(*replaced.last().unwrap()),
     });
-    println!("{}", serde_json::to_string_pretty(&report).unwrap());
-    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/cbddc-bench");
-    std::fs::create_dir_all(&out).unwrap();
-    std::fs::write(
-        out.join("hosts.json"),
-        serde_json::to_string_pretty(&report).unwrap(),
-    )
-    .unwrap();
+    report::write_report("hosts.json", &report);
 }

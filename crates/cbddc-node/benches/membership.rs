@@ -209,12 +209,5 @@ fn main() {
         "reconfigure_all_running_median_ms": median(running),
         "settings": "in-process nodes over loopback TCP, synchronous=FULL, 10 ms control ticks, election_tick_timeout 5",
     });
-    println!("{}", serde_json::to_string_pretty(&report).unwrap());
-    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/cbddc-bench");
-    std::fs::create_dir_all(&out).unwrap();
-    std::fs::write(
-        out.join("membership.json"),
-        serde_json::to_string_pretty(&report).unwrap(),
-    )
-    .unwrap();
+    support::write_report("membership.json", &report);
 }

@@ -103,6 +103,12 @@ fn forbid_nodes(session: &SessionInfo) -> Result<(), NodeError> {
     }
 }
 
+/// The peer a tool's request names, checked: only tools manage peers.
+fn tool_names(session: &SessionInfo, node_id: String) -> Result<NodeId, NodeError> {
+    forbid_nodes(session)?;
+    NodeId::new(node_id).map_err(|e| invalid(e.to_string()))
+}
+
 /// The node's services for one database (see the module docs).
 #[derive(Debug)]
 pub(crate) struct NodeService {
@@ -380,8 +386,7 @@ impl NodeService {
         session: &SessionInfo,
         node_id: String,
     ) -> Result<(), NodeError> {
-        forbid_nodes(session)?;
-        let node_id = NodeId::new(node_id).map_err(|e| invalid(e.to_string()))?;
+        let node_id = tool_names(session, node_id)?;
         if !self.pins.repin(&node_id).await? {
             return Err(invalid(format!(
                 "no key is pinned for {node_id}: it will be pinned at its first contact"
@@ -397,8 +402,7 @@ impl NodeService {
         session: &SessionInfo,
         node_id: String,
     ) -> Result<(), NodeError> {
-        forbid_nodes(session)?;
-        let node_id = NodeId::new(node_id).map_err(|e| invalid(e.to_string()))?;
+        let node_id = tool_names(session, node_id)?;
         if !self.peers.remove_peer(node_id.clone()).await? {
             return Err(invalid(format!("{node_id} is not a known peer")));
         }

@@ -1,5 +1,9 @@
-//! What the node's benchmarks share.
+//! What the node's benchmarks share (each uses some of it).
+#![allow(dead_code, unused_imports)]
 
 #[path = "../../../../tests/support/ports.rs"]
 mod ports;
 pub use ports::free_port;
+
+mod report;
+pub use report::write_report;

@@ -153,8 +153,7 @@ pub fn agreed_leader(nodes: &[&HostNode]) -> Option<String> {
     let mut leaders = Vec::new();
     let mut claiming = 0;
     for node in nodes {
-        let out = node.cli(&["status", "--json"]);
-        let status: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let status = node.status()?;
         leaders.push(status["leader"].as_str()?.to_string());
         if status["is_leader"] == true {
             claiming += 1;

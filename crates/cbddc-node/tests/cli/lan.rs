@@ -96,6 +96,28 @@ impl Lan {
         Ok(lan)
     }
 
+    /// One node per host, named `names` in host order, each knowing all the others,
+    /// listening on `bind` (`None`: its host's address), with `extra_toml`.
+    pub fn mesh(
+        &self,
+        dir: &Path,
+        names: &[&str],
+        extra_toml: &str,
+        bind: Option<&str>,
+    ) -> Vec<HostNode> {
+        (0..names.len())
+            .map(|i| {
+                let peers: Vec<(&str, usize)> = (0..names.len())
+                    .filter(|j| *j != i)
+                    .map(|j| (names[j], j))
+                    .collect();
+                let own = self.hosts[i].address.clone();
+                let bind = bind.unwrap_or(&own);
+                HostNode::start_bound(self, i, dir, names[i], &peers, extra_toml, bind)
+            })
+            .collect()
+    }
+
     /// Cuts host `index` off the LAN: its packets are dropped, nobody is told.
     pub fn cut(&self, index: usize) {
         ip(&["link", "set", &self.hosts[index].link, "down"]).unwrap();
@@ -226,6 +248,25 @@ impl HostNode {
             .env("CBDDC_CLUSTER_KEY", KEY)
             .output()
             .unwrap()
+    }
+
+    /// The JSON a client command prints on this node's host, if it succeeded.
+    pub fn json(&self, args: &[&str]) -> Option<serde_json::Value> {
+        let out = self.cli(args);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).ok())
+            .flatten()
+    }
+
+    /// `cbddc status --json`.
+    pub fn status(&self) -> Option<serde_json::Value> {
+        self.json(&["status", "--json"])
+    }
+
+    /// `cbddc cluster status --json`.
+    pub fn cluster_status(&self) -> Option<serde_json::Value> {
+        self.json(&["cluster", "status", "--json"])
     }
 
     /// Rewrites the running node's config file through `change` (the node follows it

@@ -12,30 +12,15 @@ const CLUSTER: &str = "[election]\ninterval_ms = 200\npeer_timeout_ms = 1000\n[c
 
 /// node-a, node-b and node-c on hosts 0, 1 and 2, running configuration 1 of the three.
 fn three_members(lan: &Lan, dir: &std::path::Path) -> Vec<HostNode> {
-    let names = ["node-a", "node-b", "node-c"];
-    let nodes: Vec<HostNode> = (0..3)
-        .map(|i| {
-            let peers: Vec<(&str, usize)> =
-                (0..3).filter(|j| *j != i).map(|j| (names[j], j)).collect();
-            HostNode::start(lan, i, dir, names[i], &peers, CLUSTER)
-        })
-        .collect();
+    let nodes = lan.mesh(dir, &["node-a", "node-b", "node-c"], CLUSTER, None);
     wait_until("configuration 1 with a leader everywhere", DEADLINE, || {
         nodes.iter().all(|n| {
-            cluster_status(n).is_some_and(|s| {
+            n.cluster_status().is_some_and(|s| {
                 s["configuration_id"] == 1 && s["members"].as_array().is_some_and(|m| m.len() == 3)
             })
         })
     });
     nodes
-}
-
-fn cluster_status(node: &HostNode) -> Option<serde_json::Value> {
-    let out = node.cli(&["cluster", "status", "--json"]);
-    out.status
-        .success()
-        .then(|| serde_json::from_slice(&out.stdout).ok())
-        .flatten()
 }
 
 fn put(node: &HostNode, key: &str) -> bool {
@@ -62,13 +47,14 @@ fn remove_c(from: &HostNode) {
 fn c_handed_over(nodes: &[HostNode], acknowledged: &[String]) {
     let [a, b, c] = nodes else { unreachable!() };
     wait_until("c learns it was removed", DEADLINE, || {
-        cluster_status(c).is_some_and(|s| s["retired"] == true)
+        c.cluster_status().is_some_and(|s| s["retired"] == true)
     });
     wait_until("a and b hold every write c acknowledged", DEADLINE, || {
         acknowledged.iter().all(|k| has(a, k) && has(b, k))
     });
     wait_until("c reports its hand-over complete", DEADLINE, || {
-        cluster_status(c).is_some_and(|s| s["handover"]["complete"] == true)
+        c.cluster_status()
+            .is_some_and(|s| s["handover"]["complete"] == true)
     });
     assert!(
         c.log_text().contains("hand-over complete"),

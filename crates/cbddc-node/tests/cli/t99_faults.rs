@@ -69,13 +69,7 @@ fn report(scenario: &str, rounds: usize, ledger: &Ledger, converged: Duration) {
 
 /// node-a, node-b and node-c on hosts 0, 1 and 2, each knowing the others.
 fn three_nodes(lan: &Lan, dir: &std::path::Path) -> Vec<HostNode> {
-    (0..3)
-        .map(|i| {
-            let peers: Vec<(&str, usize)> =
-                (0..3).filter(|j| *j != i).map(|j| (NAMES[j], j)).collect();
-            HostNode::start(lan, i, dir, NAMES[i], &peers, "")
-        })
-        .collect()
+    lan.mesh(dir, &NAMES, "", None)
 }
 
 fn all(nodes: &[HostNode]) -> Vec<&HostNode> {
@@ -94,9 +88,7 @@ fn converge(ledger: &Ledger, nodes: &[&HostNode], leader: &str) -> Duration {
                 nodes
                     .iter()
                     .map(|n| {
-                        let s: serde_json::Value =
-                            serde_json::from_slice(&n.cli(&["status", "--json"]).stdout)
-                                .unwrap_or_default();
+                        let s = n.status().unwrap_or_default();
                         format!(
                             "{} says {} leads, is_leader {}",
                             n.node_id, s["leader"], s["is_leader"]
@@ -285,14 +277,6 @@ fn hosts_the_checker_catches_a_lost_write_and_a_stale_winner() {
     assert!(err.contains("lacks never-written"), "{err}");
 }
 
-fn cluster_status(node: &HostNode) -> Option<serde_json::Value> {
-    let out = node.cli(&["cluster", "status", "--json"]);
-    out.status
-        .success()
-        .then(|| serde_json::from_slice(&out.stdout).ok())
-        .flatten()
-}
-
 #[test]
 fn hosts_a_minority_cannot_reconfigure_and_learns_the_majoritys_change_on_heal() {
     let lan = Lan::new(3);
@@ -300,16 +284,11 @@ fn hosts_a_minority_cannot_reconfigure_and_learns_the_majoritys_change_on_heal()
     let cluster = "[cluster]\nmembers = [\"node-a\", \"node-b\", \"node-c\"]\n";
     // Every node listens on 0.0.0.0: the configurations must carry addresses the others
     // reach them at (issue 12: such a node advertised 127.0.0.1).
-    let nodes: Vec<HostNode> = (0..3)
-        .map(|i| {
-            let peers: Vec<(&str, usize)> =
-                (0..3).filter(|j| *j != i).map(|j| (NAMES[j], j)).collect();
-            HostNode::start_bound(&lan, i, dir.path(), NAMES[i], &peers, cluster, "0.0.0.0")
-        })
-        .collect();
+    let nodes = lan.mesh(dir.path(), &NAMES, cluster, Some("0.0.0.0"));
     wait_until("configuration 1 with a leader everywhere", DEADLINE, || {
         nodes.iter().all(|n| {
-            cluster_status(n).is_some_and(|s| s["configuration_id"] == 1 && s["leader"].is_string())
+            n.cluster_status()
+                .is_some_and(|s| s["configuration_id"] == 1 && s["leader"].is_string())
         })
     });
     let mut ledger = Ledger::default();
@@ -343,19 +322,23 @@ fn hosts_a_minority_cannot_reconfigure_and_learns_the_majoritys_change_on_heal()
     let said = crate::harness::stderr(&minority);
     assert!(said.contains("not decided"), "{said}");
     assert!(
-        cluster_status(&nodes[2]).is_some_and(|s| s["configuration_id"] == 1),
+        nodes[2]
+            .cluster_status()
+            .is_some_and(|s| s["configuration_id"] == 1),
         "the minority ran a configuration of its own"
     );
 
     lan.heal(2);
     wait_until("c learns it was removed", DEADLINE, || {
-        cluster_status(&nodes[2]).is_some_and(|s| s["retired"] == true && s["retired_after"] == 1)
+        nodes[2]
+            .cluster_status()
+            .is_some_and(|s| s["retired"] == true && s["retired_after"] == 1)
     });
     // One seal for configuration 1: a and b run the same configuration 2, and reach
     // each other at the addresses it carries (it elects a leader).
     wait_until("configuration 2 with a leader on a and b", DEADLINE, || {
         nodes[..2].iter().all(|n| {
-            cluster_status(n).is_some_and(|s| {
+            n.cluster_status().is_some_and(|s| {
                 s["configuration_id"] == 2
                     && s["members"] == serde_json::json!(["node-a", "node-b"])
                     && s["leader"].is_string()
@@ -408,8 +391,7 @@ fn hosts_follow_a_live_role_change_and_show_inbound_peers_where_they_listen() {
     let mut ledger = Ledger::default();
     assert!(ledger.put(&nodes[1], "from-b", 1));
     converge(&ledger, &all(&nodes), "node-a");
-    let status: serde_json::Value =
-        serde_json::from_slice(&nodes[0].cli(&["status", "--json"]).stdout).unwrap();
+    let status = nodes[0].status().unwrap();
     let shown = status["peers"]
         .as_array()
         .unwrap()
