@@ -28,6 +28,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod compaction;
 mod directory;
 mod error;
 mod hlc;
@@ -39,6 +40,10 @@ mod replica;
 mod store;
 mod version_vector;
 
+pub use compaction::{
+    CompactionOutcome, CompactionPlan, PeerAck, SnapshotChunk, SnapshotDocument, SnapshotProgress,
+    horizons,
+};
 #[cfg(feature = "mocks")]
 pub use directory::MockPeerDirectory;
 pub use directory::{PeerDirectory, PeerState};

@@ -1,5 +1,6 @@
 use crate::{
-    Coverage, Document, Interest, KnownPeer, LocalWrite, NodeId, OplogEntry, ReplicaId,
+    CompactionOutcome, CompactionPlan, Coverage, Document, Interest, KnownPeer, LocalWrite, NodeId,
+    OplogEntry, PeerAck, ReplicaId, SnapshotChunk, SnapshotDocument, SnapshotProgress,
     StorageError, VersionVector,
 };
 use async_trait::async_trait;
@@ -35,6 +36,9 @@ pub struct EntryPage {
     /// What the page speaks for (see [`Coverage`]): with it, a receiver that does not
     /// replicate every collection steps over entries it was not sent.
     pub coverage: Coverage,
+    /// The asker lacks entries this store has collected: it must take a snapshot
+    /// ([`DocumentStore::snapshot_chunk`]) first; the page is empty.
+    pub behind: bool,
 }
 
 /// What applying a remote batch did.
@@ -82,6 +86,10 @@ pub struct StoreStats {
     pub documents: u64,
     /// Entries in the oplog.
     pub oplog_entries: u64,
+    /// Superseded entries and tombstones waiting for every peer's acknowledgement.
+    pub collectable: u64,
+    /// Entries and tombstones compaction removed over the database's life.
+    pub collected: u64,
 }
 
 /// Documents and their oplog, as one node stores them.
@@ -178,6 +186,48 @@ pub trait DocumentStore: Send + Sync + std::fmt::Debug {
 
     /// Document and oplog counts.
     async fn stats(&self) -> Result<StoreStats, StorageError>;
+
+    /// Runs one bounded compaction step (see [`crate::horizons`]) in a transaction of its
+    /// own, never inside a caller's commit.
+    async fn compact(&self, plan: CompactionPlan) -> Result<CompactionOutcome, StorageError>;
+
+    /// The acknowledgements persisted by [`DocumentStore::compact`].
+    async fn peer_acks(&self) -> Result<Vec<PeerAck>, StorageError>;
+
+    /// Per origin, the highest sequence number compaction removed (or that a snapshot
+    /// stepped over): a peer below it for some origin is sent a snapshot.
+    async fn collected_upto(&self) -> Result<VersionVector, StorageError>;
+
+    /// A chunk of this store's documents (tombstones included) for a snapshot, after
+    /// `after` in `(collection, key)` order, of the collections `wanted`, within `limits`
+    /// (their `max_entries` counts documents). Without `after`, the chunk also carries the
+    /// version vector the snapshot stands for, read in the same transaction.
+    async fn snapshot_chunk(
+        &self,
+        after: Option<(String, String)>,
+        limits: PageLimits,
+        wanted: Interest,
+    ) -> Result<SnapshotChunk, StorageError>;
+
+    /// The snapshot being received, if one was started and not finished.
+    async fn snapshot_progress(&self) -> Result<Option<SnapshotProgress>, StorageError>;
+
+    /// Stages a chunk of a snapshot from `source`, durably, without touching documents.
+    /// With `version_vector` (the first chunk) any earlier staged snapshot is dropped;
+    /// without, the chunk must follow the staged progress from the same source.
+    async fn stage_snapshot(
+        &self,
+        source: NodeId,
+        version_vector: Option<VersionVector>,
+        documents: Vec<SnapshotDocument>,
+    ) -> Result<SnapshotProgress, StorageError>;
+
+    /// Applies the staged snapshot in one transaction: every document by last-writer-wins
+    /// (never over a newer write of this store); a document this store holds whose write
+    /// the snapshot's version vector covers but which the snapshot lacks was deleted and
+    /// collected at the source, so it goes here too; the version vector merges the
+    /// snapshot's. Returns the documents the snapshot changed.
+    async fn finish_snapshot(&self, source: NodeId) -> Result<u64, StorageError>;
 
     /// Entries of local writes, as they commit. A receiver that lags should fall back to
     /// [`DocumentStore::entries_missing_from`].

@@ -31,10 +31,12 @@
 
 mod checkpoint;
 mod cluster_records;
+mod compaction;
 mod error;
 mod paxos_log;
 mod reader;
 mod schema;
+mod snapshot;
 mod store;
 mod write_connection;
 mod writer;
@@ -44,6 +46,8 @@ pub use error::StoreError;
 pub use paxos_log::{ControlDatabase, SqliteLogStorage};
 pub use store::{Durability, SqliteStore, StoreOptions, database_path};
 
+#[cfg(test)]
+mod compaction_props;
 #[cfg(test)]
 mod replica_props;
 #[cfg(test)]

@@ -243,7 +243,32 @@ pub(crate) fn entries_missing_from(
     ours_interest: &Interest,
 ) -> Result<EntryPage, StoreError> {
     const OP: &str = "reading the oplog";
+    // One read transaction: the version vector, what was collected and the entries agree.
+    conn.execute_batch("BEGIN").during(OP)?;
+    let page = entries_in(conn, theirs, limits, wanted, ours_interest);
+    let _ = conn.execute_batch("COMMIT");
+    page
+}
+
+fn entries_in(
+    conn: &Connection,
+    theirs: &VersionVector,
+    limits: PageLimits,
+    wanted: &Interest,
+    ours_interest: &Interest,
+) -> Result<EntryPage, StoreError> {
+    const OP: &str = "reading the oplog";
     let ours = read_version_vector(conn)?;
+    let collected = crate::compaction::collected_upto(conn)?;
+    if ours
+        .iter()
+        .any(|(origin, seq)| seq > theirs.get(origin) && theirs.get(origin) < collected.get(origin))
+    {
+        return Ok(EntryPage {
+            behind: true,
+            ..EntryPage::default()
+        });
+    }
     let gaps_are_foreign = ours_interest.covers(wanted);
     let behind: Vec<(ReplicaId, u64, u64)> = ours
         .iter()
@@ -443,9 +468,20 @@ pub(crate) fn stats(conn: &Connection) -> Result<StoreStats, StoreError> {
     let oplog_entries: i64 = conn
         .query_row("SELECT COUNT(*) FROM oplog", [], |r| r.get(0))
         .during("counting oplog entries")?;
+    let collectable: i64 = conn
+        .query_row("SELECT COUNT(*) FROM collectable", [], |r| r.get(0))
+        .during("counting collectable entries")?;
+    let collected: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'collected'", [], |r| {
+            r.get(0)
+        })
+        .optional()
+        .during("reading the collected count")?;
     Ok(StoreStats {
         documents: documents.max(0) as u64,
         oplog_entries: oplog_entries.max(0) as u64,
+        collectable: collectable.max(0) as u64,
+        collected: collected.and_then(|c| c.parse().ok()).unwrap_or(0),
     })
 }
 

@@ -106,6 +106,82 @@ pub(crate) const MIGRATIONS: &[&str] = &[
             ON d.collection = o.collection AND d.key = o.key AND d.hlc_node = o.origin
            AND d.hlc_wall = o.hlc_wall AND d.hlc_counter = o.hlc_counter
         ORDER BY o.hlc_wall, o.hlc_counter, o.origin;",
+    // 10: compaction and snapshots. A document row names the entry that wrote it (`seq`
+    // of its stamp's replica) and its change position. Triggers queue every entry that
+    // stops being a document's winner, and every winning delete, in `collectable`: so
+    // compaction reads its work instead of scanning the oplog. `oplog_collected` bounds
+    // what was removed per origin; `peer_acks` persists what each peer reported holding;
+    // `snapshot_documents` stages a snapshot being received.
+    "ALTER TABLE documents ADD COLUMN seq INTEGER;
+    ALTER TABLE documents ADD COLUMN position INTEGER;
+    UPDATE documents SET seq = o.seq FROM oplog o
+        WHERE o.origin = documents.hlc_node AND o.hlc_wall = documents.hlc_wall
+          AND o.hlc_counter = documents.hlc_counter AND o.collection = documents.collection
+          AND o.key = documents.key;
+    UPDATE documents SET position = c.position FROM changes c
+        WHERE c.origin = documents.hlc_node AND c.seq = documents.seq;
+    CREATE TABLE collectable (
+        origin    TEXT NOT NULL,
+        seq       INTEGER NOT NULL,
+        position  INTEGER,               -- its change, if it changed a document
+        tombstone INTEGER NOT NULL,      -- 1: still its document's winning delete
+        PRIMARY KEY (origin, seq)
+    ) WITHOUT ROWID;
+    INSERT INTO collectable (origin, seq, position, tombstone)
+        SELECT o.origin, o.seq, NULL, 0 FROM oplog o WHERE NOT EXISTS (
+            SELECT 1 FROM documents d WHERE d.collection = o.collection AND d.key = o.key
+               AND d.hlc_node = o.origin AND d.seq = o.seq);
+    INSERT OR REPLACE INTO collectable (origin, seq, position, tombstone)
+        SELECT hlc_node, seq, position, 1 FROM documents WHERE value IS NULL AND seq IS NOT NULL;
+    UPDATE collectable SET position = c.position FROM changes c
+        WHERE c.origin = collectable.origin AND c.seq = collectable.seq;
+    -- (Inside triggers, a conflict clause gives way to the firing statement's: hence
+    -- a delete and an insert instead of INSERT OR REPLACE.)
+    CREATE TRIGGER superseded AFTER UPDATE OF hlc_wall, hlc_counter, hlc_node ON documents
+        WHEN old.seq IS NOT NULL
+        BEGIN
+            DELETE FROM collectable WHERE origin = old.hlc_node AND seq = old.seq;
+            INSERT INTO collectable (origin, seq, position, tombstone)
+                VALUES (old.hlc_node, old.seq, old.position, 0);
+        END;
+    CREATE TRIGGER removed AFTER DELETE ON documents WHEN old.seq IS NOT NULL
+        BEGIN
+            DELETE FROM collectable WHERE origin = old.hlc_node AND seq = old.seq;
+            INSERT INTO collectable (origin, seq, position, tombstone)
+                VALUES (old.hlc_node, old.seq, old.position, 0);
+        END;
+    CREATE TRIGGER deleted AFTER INSERT ON documents WHEN new.value IS NULL AND new.seq IS NOT NULL
+        BEGIN
+            DELETE FROM collectable WHERE origin = new.hlc_node AND seq = new.seq;
+            INSERT INTO collectable (origin, seq, position, tombstone)
+                VALUES (new.hlc_node, new.seq, new.position, 1);
+        END;
+    CREATE TRIGGER deleted_over AFTER UPDATE OF hlc_wall, hlc_counter, hlc_node ON documents
+        WHEN new.value IS NULL AND new.seq IS NOT NULL
+        BEGIN
+            DELETE FROM collectable WHERE origin = new.hlc_node AND seq = new.seq;
+            INSERT INTO collectable (origin, seq, position, tombstone)
+                VALUES (new.hlc_node, new.seq, new.position, 1);
+        END;
+    CREATE TABLE oplog_collected (
+        origin TEXT PRIMARY KEY,
+        upto   INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE peer_acks (
+        node_id  TEXT PRIMARY KEY,
+        holds    TEXT NOT NULL,          -- JSON version vector
+        acked_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE snapshot_documents (
+        collection  TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        value       TEXT,
+        hlc_wall    INTEGER NOT NULL,
+        hlc_counter INTEGER NOT NULL,
+        hlc_node    TEXT NOT NULL,
+        seq         INTEGER NOT NULL,
+        PRIMARY KEY (collection, key)
+    ) WITHOUT ROWID;",
 ];
 
 /// The schema version this build writes.

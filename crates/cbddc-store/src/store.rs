@@ -1,12 +1,13 @@
 use crate::error::{SqlContext, StoreError};
 use crate::reader::{self, ReaderPool};
 use crate::write_connection::WriteConnection;
-use crate::writer::{Command, Writer};
+use crate::writer::{Command, Solo, Writer};
 use crate::{checkpoint, schema};
 use async_trait::async_trait;
 use cbddc_core::{
-    ApplyOutcome, ChangePage, Coverage, Document, DocumentStore, EntryPage, HybridClock, Interest,
-    KnownPeer, LocalWrite, NodeId, OplogEntry, PageLimits, PeerStore, ReplicaId, StorageError,
+    ApplyOutcome, ChangePage, CompactionOutcome, CompactionPlan, Coverage, Document, DocumentStore,
+    EntryPage, HybridClock, Interest, KnownPeer, LocalWrite, NodeId, OplogEntry, PageLimits,
+    PeerAck, PeerStore, ReplicaId, SnapshotChunk, SnapshotDocument, SnapshotProgress, StorageError,
     StoreStats, SystemTimeSource, TimeSource, VersionVector,
 };
 use std::path::{Path, PathBuf};
@@ -319,6 +320,69 @@ impl DocumentStore for SqliteStore {
 
     async fn stats(&self) -> Result<StoreStats, StorageError> {
         self.readers.read(reader::stats).await
+    }
+
+    async fn compact(&self, plan: CompactionPlan) -> Result<CompactionOutcome, StorageError> {
+        self.send(|reply| Command::Solo(Solo::Compact { plan, reply }))
+            .await
+    }
+
+    async fn peer_acks(&self) -> Result<Vec<PeerAck>, StorageError> {
+        self.readers.read(crate::compaction::peer_acks).await
+    }
+
+    async fn collected_upto(&self) -> Result<VersionVector, StorageError> {
+        self.readers.read(crate::compaction::collected_upto).await
+    }
+
+    async fn snapshot_chunk(
+        &self,
+        after: Option<(String, String)>,
+        limits: PageLimits,
+        wanted: Interest,
+    ) -> Result<SnapshotChunk, StorageError> {
+        let wanted = if self.interest.is_all() {
+            wanted
+        } else if self.interest.covers(&wanted) {
+            wanted
+        } else {
+            return Err(StorageError::Backend {
+                operation: "reading a snapshot",
+                message: format!(
+                    "this node replicates {} only, less than the {} asked for; take the snapshot from a node that replicates them all",
+                    self.interest, wanted
+                ),
+            });
+        };
+        self.readers
+            .read(move |c| crate::snapshot::read_chunk(c, after.as_ref(), limits, &wanted))
+            .await
+    }
+
+    async fn snapshot_progress(&self) -> Result<Option<SnapshotProgress>, StorageError> {
+        self.readers.read(crate::snapshot::progress).await
+    }
+
+    async fn stage_snapshot(
+        &self,
+        source: NodeId,
+        version_vector: Option<VersionVector>,
+        documents: Vec<SnapshotDocument>,
+    ) -> Result<SnapshotProgress, StorageError> {
+        self.send(|reply| {
+            Command::Solo(Solo::StageSnapshot {
+                source,
+                version_vector,
+                documents,
+                reply,
+            })
+        })
+        .await
+    }
+
+    async fn finish_snapshot(&self, source: NodeId) -> Result<u64, StorageError> {
+        self.send(|reply| Command::Solo(Solo::FinishSnapshot { source, reply }))
+            .await
     }
 
     fn subscribe_local_writes(&self) -> broadcast::Receiver<Arc<Vec<OplogEntry>>> {

@@ -4,8 +4,9 @@
 use crate::error::{SqlContext, StoreError};
 use crate::write_connection::WriteConnection;
 use cbddc_core::{
-    ApplyOutcome, Coverage, Hlc, HybridClock, Interest, KnownPeer, LocalWrite, NodeId, Operation,
-    OplogEntry, ReplicaId, StorageError, VersionVector,
+    ApplyOutcome, CompactionOutcome, CompactionPlan, Coverage, Hlc, HybridClock, Interest,
+    KnownPeer, LocalWrite, NodeId, Operation, OplogEntry, ReplicaId, SnapshotDocument,
+    SnapshotProgress, StorageError, VersionVector,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::BTreeSet;
@@ -56,6 +57,27 @@ pub(crate) enum Command {
         floors: VersionVector,
         reply: Reply<()>,
     },
+    /// Runs in a transaction of its own, never in a caller's group.
+    Solo(Solo),
+}
+
+/// Work that runs alone: large or long, it must not hold up a caller's commit.
+#[derive(Debug)]
+pub(crate) enum Solo {
+    Compact {
+        plan: CompactionPlan,
+        reply: Reply<CompactionOutcome>,
+    },
+    StageSnapshot {
+        source: NodeId,
+        version_vector: Option<VersionVector>,
+        documents: Vec<SnapshotDocument>,
+        reply: Reply<SnapshotProgress>,
+    },
+    FinishSnapshot {
+        source: NodeId,
+        reply: Reply<u64>,
+    },
 }
 
 impl Command {
@@ -69,6 +91,7 @@ impl Command {
             Command::PinKey { .. } => "pin_key",
             Command::UnpinKey { .. } => "unpin_key",
             Command::RaiseFloors { .. } => "raise_floors",
+            Command::Solo(_) => "solo",
         }
     }
 
@@ -82,6 +105,7 @@ impl Command {
             | Command::PinKey { .. }
             | Command::UnpinKey { .. } => 1,
             Command::RaiseFloors { floors, .. } => floors.len(),
+            Command::Solo(_) => MAX_GROUP_WRITES,
         }
     }
 }
@@ -95,6 +119,8 @@ enum Executed {
     Remote(Result<ApplyOutcome, StorageError>, Reply<ApplyOutcome>),
     SavePeer(Result<(), StorageError>, Reply<()>),
     RemovePeer(Result<bool, StorageError>, Reply<bool>),
+    /// Answered already.
+    Nothing,
 }
 
 pub(crate) struct Writer {
@@ -132,10 +158,19 @@ impl Writer {
     pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         let mut group = Vec::new();
         while let Some(first) = rx.blocking_recv() {
+            if let Command::Solo(solo) = first {
+                self.commit_solo(solo);
+                continue;
+            }
             let mut weight = first.weight();
             group.push(first);
+            let mut after = None;
             while group.len() < MAX_GROUP_COMMANDS && weight < MAX_GROUP_WRITES {
                 match rx.try_recv() {
+                    Ok(Command::Solo(solo)) => {
+                        after = Some(solo);
+                        break;
+                    }
                     Ok(next) => {
                         weight += next.weight();
                         group.push(next);
@@ -144,6 +179,9 @@ impl Writer {
                 }
             }
             self.commit_group(std::mem::take(&mut group));
+            if let Some(solo) = after {
+                self.commit_solo(solo);
+            }
         }
         if let Err(e) = self
             .conn
@@ -203,6 +241,115 @@ impl Writer {
         }
     }
 
+    fn commit_solo(&mut self, solo: Solo) {
+        match solo {
+            Solo::Compact { plan, reply } => {
+                let done = self.alone(|_, conn| crate::compaction::compact(conn, &plan));
+                if let Ok(outcome) = &done {
+                    tracing::debug!(
+                        entries = outcome.entries,
+                        tombstones = outcome.tombstones,
+                        more = outcome.more,
+                        "compacted"
+                    );
+                }
+                let _ = reply.send(done);
+            }
+            Solo::StageSnapshot {
+                source,
+                version_vector,
+                documents,
+                reply,
+            } => {
+                let done = self.alone(|writer, conn| {
+                    let documents = writer.admit_snapshot(documents)?;
+                    crate::snapshot::stage(conn, &source, version_vector, &documents)
+                });
+                let _ = reply.send(done);
+            }
+            Solo::FinishSnapshot { source, reply } => {
+                let done = self.alone(|writer, conn| writer.finish_snapshot(conn, &source));
+                let _ = reply.send(done);
+            }
+        }
+    }
+
+    /// Runs `work` in a transaction of its own; on failure nothing of it stays.
+    fn alone<T>(
+        &mut self,
+        work: impl FnOnce(&mut Self, &Connection) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        let shared = self.conn.clone();
+        let conn = &*shared.hold();
+        let vv_before = self.vv.clone();
+        conn.execute_batch("BEGIN IMMEDIATE")
+            .map_err(sql("starting a transaction"))?;
+        let done = work(self, conn).and_then(|value| {
+            self.persist_clock(conn)?;
+            conn.execute_batch("COMMIT")
+                .map_err(sql("committing a transaction"))?;
+            Ok(value)
+        });
+        if done.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+            self.vv = vv_before;
+        }
+        done
+    }
+
+    /// The documents of a snapshot chunk this store takes: valid, within the clock's
+    /// drift, of the collections it replicates. Anything invalid refuses the chunk.
+    fn admit_snapshot(
+        &mut self,
+        documents: Vec<SnapshotDocument>,
+    ) -> Result<Vec<SnapshotDocument>, StorageError> {
+        let mut kept = Vec::with_capacity(documents.len());
+        for doc in documents {
+            cbddc_core::validate_collection(&doc.collection)?;
+            cbddc_core::validate_key(&doc.key)?;
+            if let Some(value) = &doc.value {
+                cbddc_core::validate_json_value(value)?;
+            }
+            self.clock.check(&doc.hlc)?;
+            to_i64(doc.hlc.wall_ms, "a clock reading")?;
+            to_i64(doc.seq, "a sequence number")?;
+            if self.interest.includes(&doc.collection) {
+                kept.push(doc);
+            }
+        }
+        Ok(kept)
+    }
+
+    fn finish_snapshot(&mut self, conn: &Connection, source: &NodeId) -> Result<u64, StorageError> {
+        let latest = crate::snapshot::latest_stamp(conn)?;
+        let (progress, changed) = crate::snapshot::apply(conn, source)?;
+        for (origin, seq) in progress.version_vector.iter() {
+            if seq <= self.vv.get(origin) {
+                continue;
+            }
+            if origin == &self.replica {
+                return Err(StorageError::OwnReplica {
+                    replica: origin.clone(),
+                    seq,
+                });
+            }
+            // Entries of `origin` up to `seq` are not in this oplog: a peer behind that
+            // takes a snapshot from here too.
+            crate::compaction::raise_collected(
+                conn,
+                origin.as_str(),
+                to_i64(seq, "a sequence number")?,
+            )?;
+            self.vv.advance(origin, seq);
+            self.record_origin(conn, origin, seq)?;
+        }
+        if let Some((wall, counter)) = latest {
+            self.clock.restore(wall, counter);
+        }
+        tracing::info!(%source, documents = progress.staged, changed, "applied a snapshot");
+        Ok(changed)
+    }
+
     fn execute_in_savepoint(&mut self, conn: &Connection, command: Command) -> Executed {
         let vv_before = self.vv.clone();
         let change_before = self.last_change;
@@ -236,6 +383,11 @@ impl Writer {
             }
             Command::RaiseFloors { floors, reply } => {
                 Executed::SavePeer(self.raise_floors(conn, &floors), reply)
+            }
+            Command::Solo(solo) => {
+                // `run` never groups these; should one get here, it runs alone after all.
+                self.commit_solo(solo);
+                Executed::Nothing
             }
         };
         let end = if executed.is_ok() {
@@ -304,6 +456,7 @@ impl Writer {
                         self.node.as_str()
                     ])
                     .map_err(sql("appending to the oplog"))?;
+                self.last_change += 1;
                 upsert
                     .execute(params![
                         write.collection,
@@ -311,10 +464,11 @@ impl Writer {
                         write.value,
                         wall,
                         hlc.counter,
-                        self.replica.as_str()
+                        self.replica.as_str(),
+                        to_i64(seq, "a sequence number")?,
+                        to_i64(self.last_change, "a change position")?
                     ])
                     .map_err(sql("writing a document"))?;
-                self.last_change += 1;
                 record_change
                     .execute(params![
                         to_i64(self.last_change, "a change position")?,
@@ -376,6 +530,12 @@ impl Writer {
             let mut upsert = conn
                 .prepare_cached(UPSERT_IF_NEWER)
                 .map_err(sql("preparing a document upsert"))?;
+            let mut superseded = conn
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO collectable (origin, seq, position, tombstone)
+                     VALUES (?1, ?2, NULL, 0)",
+                )
+                .map_err(sql("preparing to queue a superseded entry"))?;
             let mut record_change = conn
                 .prepare_cached(RECORD_CHANGE)
                 .map_err(sql("preparing a change record"))?;
@@ -419,6 +579,7 @@ impl Writer {
                     .map_err(sql("appending to the oplog"))?;
                 // Last writer wins in the statement itself: it writes only over an
                 // older stamp (or no row), and says whether it wrote.
+                let position = self.last_change + 1;
                 let wins = upsert
                     .execute(params![
                         entry.collection,
@@ -426,12 +587,14 @@ impl Writer {
                         value,
                         wall,
                         entry.hlc.counter,
-                        entry.hlc.replica.as_str()
+                        entry.hlc.replica.as_str(),
+                        to_i64(entry.seq, "a sequence number")?,
+                        to_i64(position, "a change position")?
                     ])
                     .map_err(sql("writing a document"))?
                     > 0;
                 if wins {
-                    self.last_change += 1;
+                    self.last_change = position;
                     record_change
                         .execute(params![
                             to_i64(self.last_change, "a change position")?,
@@ -439,6 +602,14 @@ impl Writer {
                             to_i64(entry.seq, "a sequence number")?
                         ])
                         .map_err(sql("recording a change"))?;
+                } else {
+                    // Lost on arrival: superseded already, compaction's to collect.
+                    superseded
+                        .execute(params![
+                            entry.origin.as_str(),
+                            to_i64(entry.seq, "a sequence number")?
+                        ])
+                        .map_err(sql("queuing a superseded entry"))?;
                 }
                 self.clock.restore(entry.hlc.wall_ms, entry.hlc.counter);
                 self.vv.advance(&entry.origin, entry.seq);
@@ -594,6 +765,10 @@ impl Writer {
     }
 
     fn remove_peer(&mut self, conn: &Connection, node_id: &NodeId) -> Result<bool, StorageError> {
+        // A peer removed on purpose holds nothing back any more.
+        conn.prepare_cached("DELETE FROM peer_acks WHERE node_id = ?1")
+            .and_then(|mut stmt| stmt.execute([node_id.as_str()]))
+            .map_err(sql("forgetting a removed peer's acknowledgement"))?;
         conn.prepare_cached("DELETE FROM known_peers WHERE node_id = ?1")
             .and_then(|mut stmt| stmt.execute([node_id.as_str()]))
             .map(|changed| changed > 0)
@@ -653,39 +828,42 @@ const RECORD_CHANGE: &str = "INSERT INTO changes (position, origin, seq) VALUES 
 
 /// Like [`UPSERT_DOCUMENT`], over an existing row only if the new stamp is greater: the
 /// same order as [`cbddc_core::Hlc`] (wall, counter, replica; text compares bytewise).
-const UPSERT_IF_NEWER: &str = "INSERT INTO documents (collection, key, value, hlc_wall, hlc_counter, hlc_node)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+const UPSERT_IF_NEWER: &str = "INSERT INTO documents (collection, key, value, hlc_wall, hlc_counter, hlc_node, seq, position)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
      ON CONFLICT (collection, key) DO UPDATE SET value = excluded.value,
-         hlc_wall = excluded.hlc_wall, hlc_counter = excluded.hlc_counter, hlc_node = excluded.hlc_node
+         hlc_wall = excluded.hlc_wall, hlc_counter = excluded.hlc_counter, hlc_node = excluded.hlc_node,
+         seq = excluded.seq, position = excluded.position
      WHERE (excluded.hlc_wall, excluded.hlc_counter, excluded.hlc_node)
          > (documents.hlc_wall, documents.hlc_counter, documents.hlc_node)";
 
-const UPSERT_DOCUMENT: &str = "INSERT INTO documents (collection, key, value, hlc_wall, hlc_counter, hlc_node)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+const UPSERT_DOCUMENT: &str = "INSERT INTO documents (collection, key, value, hlc_wall, hlc_counter, hlc_node, seq, position)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
      ON CONFLICT (collection, key) DO UPDATE SET value = excluded.value,
-         hlc_wall = excluded.hlc_wall, hlc_counter = excluded.hlc_counter, hlc_node = excluded.hlc_node";
+         hlc_wall = excluded.hlc_wall, hlc_counter = excluded.hlc_counter, hlc_node = excluded.hlc_node,
+         seq = excluded.seq, position = excluded.position";
 
 /// Runs `$body` on whichever executed command `$e` is, bound as `($result, $reply)`:
 /// the one place that lists the variants.
 macro_rules! each_executed {
-    ($e:expr, ($result:pat, $reply:pat) => $body:expr) => {
+    ($e:expr, ($result:pat, $reply:pat) => $body:expr, nothing => $nothing:expr) => {
         match $e {
             Executed::Local($result, $reply) => $body,
             Executed::Remote($result, $reply) => $body,
             Executed::SavePeer($result, $reply) => $body,
             Executed::RemovePeer($result, $reply) => $body,
+            Executed::Nothing => $nothing,
         }
     };
 }
 
 impl Executed {
     fn is_ok(&self) -> bool {
-        each_executed!(self, (r, _) => r.is_ok())
+        each_executed!(self, (r, _) => r.is_ok(), nothing => true)
     }
 
     fn reply(self) {
         // A caller that went away no longer needs its answer; the write is committed anyway.
-        each_executed!(self, (r, tx) => drop(tx.send(r)))
+        each_executed!(self, (r, tx) => drop(tx.send(r)), nothing => ())
     }
 
     fn fail(self, message: &str) {
@@ -693,7 +871,7 @@ impl Executed {
             operation: "committing",
             message: message.to_string(),
         };
-        each_executed!(self, (_, tx) => drop(tx.send(Err(err()))))
+        each_executed!(self, (_, tx) => drop(tx.send(Err(err()))), nothing => ())
     }
 }
 
@@ -711,6 +889,20 @@ fn precommit_failure(command: Command, message: &str) -> Executed {
         | Command::RaiseFloors { reply, .. } => Executed::SavePeer(Err(err()), reply),
         Command::RemovePeer { reply, .. } | Command::UnpinKey { reply, .. } => {
             Executed::RemovePeer(Err(err()), reply)
+        }
+        Command::Solo(solo) => {
+            solo.fail(err());
+            Executed::Nothing
+        }
+    }
+}
+
+impl Solo {
+    fn fail(self, err: StorageError) {
+        match self {
+            Solo::Compact { reply, .. } => drop(reply.send(Err(err))),
+            Solo::StageSnapshot { reply, .. } => drop(reply.send(Err(err))),
+            Solo::FinishSnapshot { reply, .. } => drop(reply.send(Err(err))),
         }
     }
 }

@@ -4,8 +4,9 @@
 use super::metrics::NodeMetrics;
 use async_trait::async_trait;
 use cbddc_core::{
-    ApplyOutcome, ChangePage, Coverage, Document, DocumentStore, EntryPage, Interest, LocalWrite,
-    NodeId, OplogEntry, PageLimits, ReplicaId, StorageError, StoreStats, VersionVector,
+    ApplyOutcome, ChangePage, CompactionOutcome, CompactionPlan, Coverage, Document, DocumentStore,
+    EntryPage, Interest, LocalWrite, NodeId, OplogEntry, PageLimits, PeerAck, ReplicaId,
+    SnapshotChunk, SnapshotDocument, SnapshotProgress, StorageError, StoreStats, VersionVector,
 };
 use std::sync::Arc;
 use std::time::Instant;
@@ -104,6 +105,52 @@ impl DocumentStore for MeteredStore {
 
     async fn stats(&self) -> Result<StoreStats, StorageError> {
         self.inner.stats().await
+    }
+
+    async fn compact(&self, plan: CompactionPlan) -> Result<CompactionOutcome, StorageError> {
+        let outcome = self.inner.compact(plan).await?;
+        self.metrics
+            .entries_collected
+            .inc_by(outcome.entries + outcome.tombstones);
+        Ok(outcome)
+    }
+
+    async fn peer_acks(&self) -> Result<Vec<PeerAck>, StorageError> {
+        self.inner.peer_acks().await
+    }
+
+    async fn collected_upto(&self) -> Result<VersionVector, StorageError> {
+        self.inner.collected_upto().await
+    }
+
+    async fn snapshot_chunk(
+        &self,
+        after: Option<(String, String)>,
+        limits: PageLimits,
+        wanted: Interest,
+    ) -> Result<SnapshotChunk, StorageError> {
+        self.inner.snapshot_chunk(after, limits, wanted).await
+    }
+
+    async fn snapshot_progress(&self) -> Result<Option<SnapshotProgress>, StorageError> {
+        self.inner.snapshot_progress().await
+    }
+
+    async fn stage_snapshot(
+        &self,
+        source: NodeId,
+        version_vector: Option<VersionVector>,
+        documents: Vec<SnapshotDocument>,
+    ) -> Result<SnapshotProgress, StorageError> {
+        self.inner
+            .stage_snapshot(source, version_vector, documents)
+            .await
+    }
+
+    async fn finish_snapshot(&self, source: NodeId) -> Result<u64, StorageError> {
+        let changed = self.inner.finish_snapshot(source).await?;
+        self.metrics.snapshots_applied.inc();
+        Ok(changed)
     }
 
     fn subscribe_local_writes(&self) -> broadcast::Receiver<Arc<Vec<OplogEntry>>> {

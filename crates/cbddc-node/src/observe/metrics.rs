@@ -19,6 +19,8 @@ pub(crate) struct NodeMetrics {
     pub(crate) entries_applied: Counter,
     pub(crate) sync_rounds: Counter,
     pub(crate) sync_failures: Counter,
+    pub(crate) entries_collected: Counter,
+    pub(crate) snapshots_applied: Counter,
     pub(crate) commit_seconds: Histogram,
     pub(crate) apply_seconds: Histogram,
     /// Bytes and refused handshakes of every session.
@@ -34,6 +36,8 @@ impl Default for NodeMetrics {
             entries_applied: Counter::default(),
             sync_rounds: Counter::default(),
             sync_failures: Counter::default(),
+            entries_collected: Counter::default(),
+            snapshots_applied: Counter::default(),
             commit_seconds: buckets(),
             apply_seconds: buckets(),
             net: Arc::new(NetMeter::default()),
@@ -64,6 +68,16 @@ impl NodeMetrics {
             "sync_failures",
             "Sync sessions with peers that failed",
             self.sync_failures.clone(),
+        );
+        registry.register(
+            "entries_collected",
+            "Superseded oplog entries and tombstones compaction removed",
+            self.entries_collected.clone(),
+        );
+        registry.register(
+            "snapshots_applied",
+            "Snapshots taken from peers because this node was behind what they still held",
+            self.snapshots_applied.clone(),
         );
         registry.register(
             "commit_seconds",

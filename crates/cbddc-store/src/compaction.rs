@@ -1,0 +1,232 @@
+//! One step of oplog compaction, on the writer's connection inside a transaction of its
+//! own. The work comes from `collectable`, which triggers on `documents` fill (schema
+//! migration 10): an entry lands there when it stops being its document's winner, and a
+//! winning delete lands there flagged as a tombstone.
+
+use crate::error::StoreError;
+use cbddc_core::{CompactionOutcome, CompactionPlan, PeerAck, StorageError, VersionVector};
+use rusqlite::{Connection, params};
+
+fn sql(operation: &'static str) -> impl FnOnce(rusqlite::Error) -> StorageError {
+    move |source| StoreError::Sqlite { operation, source }.into()
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// Persists the plan's acknowledgements, then removes what its horizons allow, at most
+/// `plan.max_entries` entries.
+pub(crate) fn compact(
+    conn: &Connection,
+    plan: &CompactionPlan,
+) -> Result<CompactionOutcome, StorageError> {
+    record_acks(conn, &plan.acks, &plan.forget)?;
+    let mut outcome = CompactionOutcome::default();
+    let mut budget = plan.max_entries.max(1);
+    for (tombstones, horizon) in [(false, &plan.horizon), (true, &plan.tombstone_horizon)] {
+        for (origin, upto) in horizon.iter() {
+            if budget == 0 {
+                outcome.more = true;
+                return finish(conn, outcome);
+            }
+            let removed = collect_origin(conn, origin.as_str(), upto, tombstones, budget)?;
+            budget -= removed;
+            if tombstones {
+                outcome.tombstones += removed as u64;
+            } else {
+                outcome.entries += removed as u64;
+            }
+        }
+    }
+    finish(conn, outcome)
+}
+
+fn finish(
+    conn: &Connection,
+    outcome: CompactionOutcome,
+) -> Result<CompactionOutcome, StorageError> {
+    let removed = outcome.entries + outcome.tombstones;
+    if removed > 0 {
+        conn.prepare_cached(
+            "INSERT INTO meta (key, value) VALUES ('collected', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + ?1",
+        )
+        .and_then(|mut stmt| stmt.execute([to_i64(removed)]))
+        .map_err(sql("counting collected entries"))?;
+    }
+    Ok(outcome)
+}
+
+/// Removes up to `budget` queued entries of `origin` up to `upto` (tombstones, with
+/// their document rows, or superseded entries), returning how many.
+fn collect_origin(
+    conn: &Connection,
+    origin: &str,
+    upto: u64,
+    tombstones: bool,
+    budget: usize,
+) -> Result<usize, StorageError> {
+    let queued: Vec<(i64, Option<i64>, Option<(String, String)>)> = {
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT q.seq, q.position, o.collection, o.key FROM collectable q
+                 LEFT JOIN oplog o ON o.origin = q.origin AND o.seq = q.seq
+                 WHERE q.origin = ?1 AND q.seq <= ?2 AND q.tombstone = ?3
+                 ORDER BY q.seq LIMIT ?4",
+            )
+            .map_err(sql("reading the compaction queue"))?;
+        let rows = stmt
+            .query_map(
+                params![origin, to_i64(upto), tombstones, to_i64(budget as u64)],
+                |r| {
+                    let collection: Option<String> = r.get(2)?;
+                    let key: Option<String> = r.get(3)?;
+                    Ok((r.get(0)?, r.get(1)?, collection.zip(key)))
+                },
+            )
+            .map_err(sql("reading the compaction queue"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(sql("reading the compaction queue"))?
+    };
+    let mut drop_row = conn
+        .prepare_cached(
+            "DELETE FROM documents WHERE collection = ?1 AND key = ?2 AND hlc_node = ?3
+                 AND seq = ?4 AND value IS NULL",
+        )
+        .map_err(sql("preparing a tombstone removal"))?;
+    let mut drop_entry = conn
+        .prepare_cached("DELETE FROM oplog WHERE origin = ?1 AND seq = ?2")
+        .map_err(sql("preparing an oplog removal"))?;
+    let mut drop_change = conn
+        .prepare_cached("DELETE FROM changes WHERE position = ?1")
+        .map_err(sql("preparing a change removal"))?;
+    let mut dequeue = conn
+        .prepare_cached("DELETE FROM collectable WHERE origin = ?1 AND seq = ?2")
+        .map_err(sql("preparing a dequeue"))?;
+    let mut highest = 0;
+    for (seq, position, place) in &queued {
+        if tombstones && let Some((collection, key)) = place {
+            drop_row
+                .execute(params![collection, key, origin, seq])
+                .map_err(sql("removing a tombstone"))?;
+        }
+        drop_entry
+            .execute(params![origin, seq])
+            .map_err(sql("removing an oplog entry"))?;
+        if let Some(position) = position {
+            drop_change
+                .execute([position])
+                .map_err(sql("removing a change"))?;
+        }
+        // Also drops what the tombstone row's removal queued.
+        dequeue
+            .execute(params![origin, seq])
+            .map_err(sql("dequeuing an entry"))?;
+        highest = highest.max(*seq);
+    }
+    if highest > 0 {
+        raise_collected(conn, origin, highest)?;
+    }
+    Ok(queued.len())
+}
+
+/// Records that entries of `origin` up to `upto` may be missing here.
+pub(crate) fn raise_collected(
+    conn: &Connection,
+    origin: &str,
+    upto: i64,
+) -> Result<(), StorageError> {
+    conn.prepare_cached(
+        "INSERT INTO oplog_collected (origin, upto) VALUES (?1, ?2)
+             ON CONFLICT (origin) DO UPDATE SET upto = max(upto, excluded.upto)",
+    )
+    .and_then(|mut stmt| stmt.execute(params![origin, upto]))
+    .map(|_| ())
+    .map_err(sql("recording what compaction removed"))
+}
+
+fn record_acks(
+    conn: &Connection,
+    acks: &[PeerAck],
+    forget: &[cbddc_core::NodeId],
+) -> Result<(), StorageError> {
+    let mut save = conn
+        .prepare_cached(
+            "INSERT INTO peer_acks (node_id, holds, acked_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (node_id) DO UPDATE SET holds = excluded.holds,
+                     acked_ms = excluded.acked_ms",
+        )
+        .map_err(sql("preparing an acknowledgement"))?;
+    for ack in acks {
+        let holds = serde_json::to_string(&ack.holds).map_err(|e| StorageError::Backend {
+            operation: "recording an acknowledgement",
+            message: e.to_string(),
+        })?;
+        save.execute(params![ack.peer.as_str(), holds, to_i64(ack.at_ms)])
+            .map_err(sql("recording an acknowledgement"))?;
+    }
+    let mut drop = conn
+        .prepare_cached("DELETE FROM peer_acks WHERE node_id = ?1")
+        .map_err(sql("preparing to forget an acknowledgement"))?;
+    for peer in forget {
+        drop.execute([peer.as_str()])
+            .map_err(sql("forgetting an acknowledgement"))?;
+    }
+    Ok(())
+}
+
+/// The persisted acknowledgements.
+pub(crate) fn peer_acks(conn: &Connection) -> Result<Vec<PeerAck>, StoreError> {
+    use crate::error::SqlContext;
+    const OP: &str = "reading acknowledgements";
+    let mut stmt = conn
+        .prepare_cached("SELECT node_id, holds, acked_ms FROM peer_acks ORDER BY node_id")
+        .during(OP)?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
+        .during(OP)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (peer, holds, at) = row.during(OP)?;
+        let corrupt = |detail: String| StoreError::Corrupt {
+            operation: OP,
+            detail,
+        };
+        out.push(PeerAck {
+            peer: cbddc_core::NodeId::new(peer).map_err(|e| corrupt(e.to_string()))?,
+            holds: serde_json::from_str::<VersionVector>(&holds)
+                .map_err(|e| corrupt(e.to_string()))?,
+            at_ms: u64::try_from(at).unwrap_or(0),
+        });
+    }
+    Ok(out)
+}
+
+/// Per origin, the highest sequence number that may be missing from the oplog.
+pub(crate) fn collected_upto(conn: &Connection) -> Result<VersionVector, StoreError> {
+    use crate::error::SqlContext;
+    const OP: &str = "reading what compaction removed";
+    let mut stmt = conn
+        .prepare_cached("SELECT origin, upto FROM oplog_collected")
+        .during(OP)?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+        .during(OP)?;
+    let mut out = VersionVector::default();
+    for row in rows {
+        let (origin, upto) = row.during(OP)?;
+        let origin = cbddc_core::ReplicaId::new(origin).map_err(|e| StoreError::Corrupt {
+            operation: OP,
+            detail: e.to_string(),
+        })?;
+        out.advance(&origin, u64::try_from(upto).unwrap_or(0));
+    }
+    Ok(out)
+}
