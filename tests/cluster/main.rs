@@ -13,3 +13,4 @@ mod t90_change_feed;
 mod t95_observe;
 mod t96_collections;
 mod t97_liveness;
+mod t98_compaction;

@@ -13,6 +13,7 @@
 //! durability = "full"           # or "normal"
 //! sync_interval_ms = 1000
 //! max_clock_drift_ms = 60000
+//! oplog_retention_ms = 604800000  # a peer silent this long (7 days) no longer holds oplog entries back
 //! known_peers = [{ node_id = "node-b", address = "127.0.0.1:25001", type = "static" }]
 //! # metrics_address = "127.0.0.1:9100"  # /metrics (Prometheus) and a live page at /; off by default
 //! # collections = ["users", "orders"]   # replicate only these (default: every collection)
@@ -75,6 +76,11 @@ use std::time::Duration;
 pub const DEFAULT_CLUSTER_KEY: &str = "cbddc-default-cluster-key";
 /// The port used when none is configured.
 pub const DEFAULT_TCP_PORT: u16 = 25000;
+
+/// How long a silent peer holds oplog entries back by default: seven days.
+pub const DEFAULT_OPLOG_RETENTION_MS: u64 = 7 * 24 * 3_600_000;
+/// The longest retention accepted: ten years.
+pub const MAX_OPLOG_RETENTION_MS: u64 = 10 * 365 * 24 * 3_600_000;
 /// The data directory used when none is configured.
 pub const DEFAULT_DATA_DIR: &str = "./cbddc-data";
 
@@ -206,6 +212,9 @@ pub struct PeerNodeConfiguration {
     pub sync_interval_ms: u64,
     /// Remote stamps further ahead than this are refused.
     pub max_clock_drift_ms: u64,
+    /// A peer that has not acknowledged this node's entries for this long no longer holds
+    /// compaction back; when it returns it takes a snapshot.
+    pub oplog_retention_ms: u64,
     /// LAN discovery.
     pub discovery: DiscoveryConfig,
     /// Leader election.
@@ -237,6 +246,7 @@ impl PeerNodeConfiguration {
             durability: Durability::Full,
             sync_interval_ms: 1_000,
             max_clock_drift_ms: 60_000,
+            oplog_retention_ms: DEFAULT_OPLOG_RETENTION_MS,
             discovery: DiscoveryConfig::default(),
             election: ElectionConfig::default(),
             cluster: None,
@@ -295,6 +305,12 @@ impl PeerNodeConfiguration {
             return Err(invalid(
                 "max_clock_drift_ms".into(),
                 "must be from 1 to 86400000 (one day)".into(),
+            ));
+        }
+        if !(1_000..=MAX_OPLOG_RETENTION_MS).contains(&self.oplog_retention_ms) {
+            return Err(invalid(
+                "oplog_retention_ms".into(),
+                "must be from 1000 (one second) to 315360000000 (ten years)".into(),
             ));
         }
         if self.data_dir.as_os_str().is_empty() {

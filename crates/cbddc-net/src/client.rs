@@ -61,6 +61,9 @@ pub struct PulledPage {
     pub notice: Option<String>,
     /// What the entries speak for ([`cbddc_core::Coverage`]).
     pub coverage: cbddc_core::Coverage,
+    /// We lack entries the peer has collected: take a snapshot
+    /// ([`PeerClient::snapshot_chunk`]) first. The page is empty.
+    pub behind: bool,
 }
 
 /// What the peer did with a [`PeerClient::push`].
@@ -283,9 +286,32 @@ impl PeerClient {
                     holder,
                     notice: (!page.notice.is_empty()).then_some(page.notice),
                     coverage: crate::convert::coverage_from_wire(page.coverage)?,
+                    behind: page.behind,
                 })
             }
             _ => Err(unexpected("pull")),
+        }
+    }
+
+    /// A chunk of the peer's snapshot after `after` (`None`: the first, with the version
+    /// vector the snapshot stands for), of at most `limits.max_entries` documents.
+    pub async fn snapshot_chunk(
+        &mut self,
+        after: Option<&(String, String)>,
+        limits: PageLimits,
+    ) -> Result<cbddc_core::SnapshotChunk, NetError> {
+        let (after_collection, after_key) = after.cloned().unwrap_or_default();
+        let body = proto::request::Body::Snapshot(proto::SnapshotRequest {
+            after_collection,
+            after_key,
+            max_documents: u32::try_from(limits.max_entries).unwrap_or(u32::MAX),
+            max_bytes: u32::try_from(limits.max_bytes).unwrap_or(u32::MAX),
+        });
+        match self.call(body).await? {
+            proto::response::Body::Snapshot(chunk) => {
+                crate::convert::snapshot_chunk_from_wire(chunk)
+            }
+            _ => Err(unexpected("snapshot")),
         }
     }
 

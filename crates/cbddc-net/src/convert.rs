@@ -62,6 +62,44 @@ pub fn hlc_from_wire(hlc: Option<proto::Hlc>) -> Result<core::Hlc, NetError> {
     })
 }
 
+/// A snapshot's document to wire.
+pub fn snapshot_document_to_wire(doc: &core::SnapshotDocument) -> proto::SnapshotDocument {
+    proto::SnapshotDocument {
+        collection: doc.collection.clone(),
+        key: doc.key.clone(),
+        value: doc.value.clone(),
+        hlc: Some(hlc_to_wire(&doc.hlc)),
+        seq: doc.seq,
+    }
+}
+
+/// A snapshot chunk from the wire (the store validates names and values).
+pub fn snapshot_chunk_from_wire(
+    chunk: proto::SnapshotResponse,
+) -> Result<core::SnapshotChunk, NetError> {
+    let documents = chunk
+        .documents
+        .into_iter()
+        .map(|doc| {
+            Ok(core::SnapshotDocument {
+                hlc: hlc_from_wire(doc.hlc)?,
+                collection: doc.collection,
+                key: doc.key,
+                value: doc.value,
+                seq: doc.seq,
+            })
+        })
+        .collect::<Result<_, NetError>>()?;
+    Ok(core::SnapshotChunk {
+        documents,
+        version_vector: chunk
+            .version_vector
+            .map(|vv| vv_from_wire(Some(vv)))
+            .transpose()?,
+        more: chunk.more,
+    })
+}
+
 /// Domain oplog entry to wire.
 pub fn entry_to_wire(entry: &core::OplogEntry) -> proto::OplogEntry {
     proto::OplogEntry {

@@ -230,7 +230,7 @@ pub struct Request {
     pub id: u64,
     #[prost(
         oneof = "request::Body",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25"
     )]
     pub body: Option<request::Body>,
 }
@@ -268,7 +268,54 @@ pub mod request {
         WriteBatch(super::WriteBatchRequest),
         #[prost(message, tag = "24")]
         Ping(super::PingRequest),
+        #[prost(message, tag = "25")]
+        Snapshot(super::SnapshotRequest),
     }
+}
+
+/// Asks for a chunk of the node's documents (a snapshot: docs/compaction.md), in
+/// `(collection, key)` order after the given position; without one, the first chunk, which
+/// also carries the version vector the snapshot stands for. Nodes only.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct SnapshotRequest {
+    /// Start after this position (both empty: the first chunk).
+    #[prost(string, tag = "1")]
+    pub after_collection: String,
+    #[prost(string, tag = "2")]
+    pub after_key: String,
+    /// 0: the node's default; the node caps both.
+    #[prost(uint32, tag = "3")]
+    pub max_documents: u32,
+    #[prost(uint32, tag = "4")]
+    pub max_bytes: u32,
+}
+
+/// A document of a snapshot: a tombstone has no value.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct SnapshotDocument {
+    #[prost(string, tag = "1")]
+    pub collection: String,
+    #[prost(string, tag = "2")]
+    pub key: String,
+    #[prost(string, optional, tag = "3")]
+    pub value: Option<String>,
+    /// The winning write's stamp; its replica is the entry's origin.
+    #[prost(message, optional, tag = "4")]
+    pub hlc: Option<Hlc>,
+    /// The winning entry's sequence number (0: unknown).
+    #[prost(uint64, tag = "5")]
+    pub seq: u64,
+}
+
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct SnapshotResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub documents: Vec<SnapshotDocument>,
+    /// What the snapshot stands for: in the first chunk only.
+    #[prost(message, optional, tag = "2")]
+    pub version_vector: Option<VersionVector>,
+    #[prost(bool, tag = "3")]
+    pub more: bool,
 }
 
 /// A keepalive on an idle session: answered at once with [`PongResponse`], touching
@@ -570,7 +617,7 @@ pub struct Response {
     pub id: u64,
     #[prost(
         oneof = "response::Body",
-        tags = "2, 10, 11, 12, 13, 15, 16, 17, 20, 21, 22, 23"
+        tags = "2, 10, 11, 12, 13, 15, 16, 17, 20, 21, 22, 23, 24"
     )]
     pub body: Option<response::Body>,
 }
@@ -604,6 +651,8 @@ pub mod response {
         WrittenBatch(super::WriteBatchResponse),
         #[prost(message, tag = "23")]
         Pong(super::PongResponse),
+        #[prost(message, tag = "24")]
+        Snapshot(super::SnapshotResponse),
     }
 }
 
@@ -681,6 +730,10 @@ pub struct PullResponse {
     /// What the entries speak for (docs/protocol.md, "Collections").
     #[prost(message, repeated, tag = "6")]
     pub coverage: Vec<CoverageEntry>,
+    /// The puller lacks entries the responder has collected: it must take a snapshot
+    /// (`SnapshotRequest`) first. The page is empty.
+    #[prost(bool, tag = "7")]
+    pub behind: bool,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -793,6 +846,36 @@ pub struct StatusResponse {
     pub folded_replicas: u64,
     #[prost(uint64, tag = "17")]
     pub live_version_vector_entries: u64,
+    #[prost(message, optional, tag = "18")]
+    pub compaction: Option<CompactionStatus>,
+}
+
+/// The node's oplog compaction, for `status`.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct CompactionStatus {
+    /// A peer silent this long no longer holds entries back.
+    #[prost(uint64, tag = "1")]
+    pub retention_ms: u64,
+    /// Superseded entries and tombstones waiting for peers' acknowledgements.
+    #[prost(uint64, tag = "2")]
+    pub collectable: u64,
+    /// Entries and tombstones removed over the database's life.
+    #[prost(uint64, tag = "3")]
+    pub collected: u64,
+    /// Peers holding entries back now.
+    #[prost(uint64, tag = "4")]
+    pub holding_back: u64,
+    /// The peer with the oldest acknowledgement among those lacking something this node
+    /// holds (empty: none), and its age.
+    #[prost(string, tag = "5")]
+    pub oldest_unacknowledged_peer: String,
+    #[prost(uint64, tag = "6")]
+    pub oldest_unacknowledged_age_ms: u64,
+    /// A snapshot being received from this peer (empty: none), and its documents staged.
+    #[prost(string, tag = "7")]
+    pub snapshot_from: String,
+    #[prost(uint64, tag = "8")]
+    pub snapshot_staged: u64,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]

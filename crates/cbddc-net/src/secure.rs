@@ -15,7 +15,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 /// Identifies a CBDDC hello.
 pub const MAGIC: &str = "cbddc";
 /// Largest application message, in bytes; larger announcements close the session.

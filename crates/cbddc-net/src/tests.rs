@@ -61,7 +61,7 @@ fn golden_bytes_of_a_hello_and_an_oplog_entry() {
     assert_eq!(
         hello.encode_to_vec(),
         [
-            0x0a, 0x09, 0x0a, 0x05, b'c', b'b', b'd', b'd', b'c', 0x10, 0x03
+            0x0a, 0x09, 0x0a, 0x05, b'c', b'b', b'd', b'd', b'c', 0x10, 0x04
         ]
     );
     let delete = proto::OplogEntry {

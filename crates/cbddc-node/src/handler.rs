@@ -22,6 +22,8 @@ use std::sync::Arc;
 /// Pages served to a pull never exceed these, whatever the puller asks for.
 const MAX_PULL_ENTRIES: usize = 10_000;
 const MAX_PULL_BYTES: usize = 8 * 1024 * 1024;
+/// A snapshot chunk holds at most this many documents.
+const MAX_SNAPSHOT_DOCUMENTS: usize = 16_384;
 const MAX_LIST_LIMIT: u32 = 1_000;
 const DEFAULT_LIST_LIMIT: u32 = 100;
 /// A page of the change feed holds at most this many changes.
@@ -103,7 +105,27 @@ pub(crate) fn peer_to_wire(p: PeerReport) -> proto::PeerStatus {
 }
 
 fn status_to_wire(status: NodeStatus) -> proto::StatusResponse {
+    let c = &status.compaction;
+    let compaction = proto::CompactionStatus {
+        retention_ms: c.retention_ms,
+        collectable: c.collectable,
+        collected: c.collected,
+        holding_back: c.holding_back,
+        oldest_unacknowledged_peer: c
+            .oldest_unacknowledged
+            .as_ref()
+            .map(|(p, _)| p.to_string())
+            .unwrap_or_default(),
+        oldest_unacknowledged_age_ms: c.oldest_unacknowledged.as_ref().map_or(0, |(_, a)| *a),
+        snapshot_from: c
+            .snapshot
+            .as_ref()
+            .map(|(p, _)| p.to_string())
+            .unwrap_or_default(),
+        snapshot_staged: c.snapshot.as_ref().map_or(0, |(_, n)| *n),
+    };
     proto::StatusResponse {
+        compaction: Some(compaction),
         node_id: status.node_id.to_string(),
         replica: status.replica.to_string(),
         node_key: status.node_key,
@@ -151,7 +173,26 @@ impl NodeHandler {
                     notice: served.notice.unwrap_or_default(),
                     floors: served.floors,
                     coverage: coverage_to_wire(&served.page.coverage),
+                    behind: served.page.behind,
                 }))
+            }
+            Req::Snapshot(ask) => {
+                let after = (!ask.after_collection.is_empty() || !ask.after_key.is_empty())
+                    .then_some((ask.after_collection, ask.after_key));
+                let limits = PageLimits {
+                    max_entries: clamp(ask.max_documents, MAX_SNAPSHOT_DOCUMENTS),
+                    max_bytes: clamp(ask.max_bytes, MAX_PULL_BYTES),
+                };
+                let chunk = service.serve_snapshot(session, after, limits).await?;
+                Res::Snapshot(proto::SnapshotResponse {
+                    documents: chunk
+                        .documents
+                        .iter()
+                        .map(cbddc_net::convert::snapshot_document_to_wire)
+                        .collect(),
+                    version_vector: chunk.version_vector.as_ref().map(vv_to_wire),
+                    more: chunk.more,
+                })
             }
             Req::Push(push) => {
                 let entries =

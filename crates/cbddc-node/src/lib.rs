@@ -22,6 +22,7 @@
 #![warn(missing_docs)]
 
 mod cluster;
+mod compaction;
 mod duplicates;
 mod error;
 mod feed;
@@ -38,6 +39,7 @@ mod sync;
 
 pub use cbddc_election::Leadership;
 pub use cluster::{ClusterStatus, ControlPlaneError, Handover, RECONFIGURE_DEADLINE};
+pub use compaction::CompactionReport;
 pub use error::NodeError;
 pub use feed::{ChangeFeed, ChangeFilter, FeedStart};
 pub use peers::{PeerActivity, PeerBook, PeerReport};

@@ -289,10 +289,15 @@ impl Runtime {
                 fan_out: Arc::new(Semaphore::new(crate::sync::FAN_OUT)),
                 duplicates: Default::default(),
                 fold: Arc::new(crate::fold::FoldTracker::load(store.as_ref()).await?),
+                compactor: Arc::new(
+                    crate::compaction::Compactor::load(store.as_ref(), config.oplog_retention_ms)
+                        .await?,
+                ),
                 metrics: signals.metrics.clone(),
             },
             token.child_token(),
         ));
+        sync.start_compaction();
         let cluster = match &config.cluster {
             Some(section) => Some(
                 start_cluster(

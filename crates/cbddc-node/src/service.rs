@@ -51,6 +51,8 @@ pub struct NodeStatus {
     pub leader: Option<NodeId>,
     /// This node leads.
     pub is_leader: bool,
+    /// Oplog compaction, and a snapshot being received.
+    pub compaction: crate::CompactionReport,
 }
 
 /// What a pull served: the page, the server's holdings and floors, and a notice for the
@@ -199,6 +201,9 @@ impl NodeService {
         let floors = self.sync.fold().floors();
         let shared = floors.shared_with(their_floors);
         let have = if shared { floors.expand(&have) } else { have };
+        if let Some(peer) = &session.peer {
+            self.sync.compactor().acknowledged(peer, &have);
+        }
         let page = self
             .store
             .entries_for(have, limits, session.peer_interest.clone())
@@ -216,6 +221,30 @@ impl NodeService {
             floors: floors.digest().to_vec(),
             notice,
         })
+    }
+
+    /// Serves a chunk of this node's snapshot to a node that may pull. The first chunk's
+    /// version vector counts as the puller's acknowledgement: compaction keeps what it
+    /// will pull next.
+    pub(crate) async fn serve_snapshot(
+        &self,
+        session: &SessionInfo,
+        after: Option<(String, String)>,
+        limits: PageLimits,
+    ) -> Result<cbddc_core::SnapshotChunk, NodeError> {
+        let Some(peer) = &session.peer else {
+            return Err(forbidden("only nodes take snapshots; tools read with list"));
+        };
+        self.admit(session)?;
+        let chunk = self
+            .store
+            .snapshot_chunk(after, limits, session.peer_interest.clone())
+            .await?;
+        if let Some(vv) = &chunk.version_vector {
+            self.sync.compactor().acknowledged(peer, vv);
+        }
+        self.record(session);
+        Ok(chunk)
     }
 
     /// Applies a node's push, if it may push here: a member, or a departed member handing
@@ -533,6 +562,14 @@ impl NodeService {
         let folded = self.sync.fold().floors();
         let leadership = self.signals.leadership();
         let wanted_listen = *self.wanted_listen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut compaction = self.sync.compactor().report();
+        compaction.collectable = stats.collectable;
+        compaction.collected = stats.collected;
+        compaction.snapshot = self
+            .store
+            .snapshot_progress()
+            .await?
+            .map(|p| (p.source, p.staged));
         Ok(NodeStatus {
             node_id: self.store.node_id().clone(),
             replica: self.store.replica().clone(),
@@ -549,6 +586,7 @@ impl NodeService {
             version_vector: vv,
             leader: leadership.leader,
             is_leader: leadership.is_leader,
+            compaction,
         })
     }
 }

@@ -32,6 +32,15 @@ const KEEPALIVE_EVERY: Duration = Duration::from_millis(500);
 const ANSWER_WITHIN: Duration = Duration::from_secs(1);
 /// A catch-up round moves at most this many pages each way before yielding to pushes.
 const MAX_PAGES_PER_ROUND: usize = 1_000;
+/// A peer that is still ahead of us after this many snapshots in one round is retried
+/// later rather than asked again at once.
+const MAX_SNAPSHOTS_PER_ROUND: usize = 2;
+/// A snapshot chunk holds at most this many documents...
+const SNAPSHOT_DOCUMENTS: usize = 8_192;
+/// ...and about this many bytes.
+const SNAPSHOT_BYTES: usize = 4 * 1024 * 1024;
+/// A peer that never says "no more" cannot keep us taking its snapshot forever.
+const MAX_SNAPSHOT_CHUNKS: usize = 1_000_000;
 
 /// What every peer task shares.
 #[derive(Debug, Clone)]
@@ -50,6 +59,8 @@ pub(crate) struct SyncContext {
     pub(crate) duplicates: Arc<crate::duplicates::DuplicateWatch>,
     /// This node's floors, and what it knows to raise them.
     pub(crate) fold: Arc<crate::fold::FoldTracker>,
+    /// Peers' acknowledgements, and the oplog compaction they allow.
+    pub(crate) compactor: Arc<crate::compaction::Compactor>,
     /// Sync rounds and failures are counted here.
     pub(crate) metrics: Arc<crate::observe::metrics::NodeMetrics>,
 }
@@ -168,6 +179,7 @@ impl SyncOrchestrator {
             });
             peers
         };
+        context.compactor.set_wanted(want.keys().cloned().collect());
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         running.retain(|id, (peer, token)| {
             let keep = want.get(id) == Some(peer);
@@ -217,6 +229,25 @@ impl SyncOrchestrator {
             running.clear();
         }
         self.reconcile();
+    }
+
+    /// Peers' acknowledgements and compaction.
+    pub(crate) fn compactor(&self) -> Arc<crate::compaction::Compactor> {
+        self.context
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .compactor
+            .clone()
+    }
+
+    /// Starts compacting the oplog in the background, until the orchestrator stops.
+    pub(crate) fn start_compaction(&self) {
+        let context = self.context();
+        self.tracker.spawn(crate::compaction::run(
+            context.compactor,
+            context.store,
+            self.token.child_token(),
+        ));
     }
 
     /// This node's floors.
@@ -317,6 +348,10 @@ enum SyncError {
     Identity { expected: NodeId, found: NodeId },
     #[error("no answer to a keepalive within {after:?} (down, paused or cut off)")]
     Unresponsive { after: Duration },
+    #[error("{peer} still says this node is behind what it retains after a snapshot; will retry")]
+    StillBehind { peer: NodeId },
+    #[error("{peer} sent a snapshot without the version vector it stands for")]
+    SnapshotWithoutVector { peer: NodeId },
 }
 
 impl SyncError {
@@ -367,7 +402,7 @@ async fn session(
                 Ok(entries) => {
                     let (entries, coverage) = for_peer(&entries, client.remote_interest());
                     let outcome = client.push_covered(&entries, &coverage, &ctx.fold.floors()).await?;
-                    ctx.fold.observed(client.remote_node(), outcome.holder.clone());
+                    heard(ctx, client.remote_node(), &outcome.holder);
                     if outcome.out_of_order > 0 {
                         push_missing(ctx, client, outcome.holder).await?;
                     }
@@ -409,12 +444,18 @@ fn for_peer<'a>(
     (std::borrow::Cow::Owned(kept), coverage)
 }
 
+/// `peer` reported holding `holder`: for floors and for compaction.
+fn heard(ctx: &SyncContext, peer: &NodeId, holder: &VersionVector) {
+    ctx.fold.observed(peer, holder.clone());
+    ctx.compactor.acknowledged(peer, holder);
+}
+
 /// Pulls every entry we lack, then pushes every entry the peer lacks; then raises the
 /// floors if the peers now all hold more of some quiet replica.
 async fn catch_up(ctx: &SyncContext, client: &mut PeerClient) -> Result<(), SyncError> {
     ctx.metrics.sync_rounds.inc();
     let (holder, _) = pull_missing(ctx, client).await?;
-    ctx.fold.observed(client.remote_node(), holder.clone());
+    heard(ctx, client.remote_node(), &holder);
     push_missing(ctx, client, holder).await?;
     if let Err(e) = ctx.fold.fold(ctx.store.as_ref()).await {
         tracing::warn!(error = %e, "cannot raise the floors; version vectors stay larger");
@@ -431,6 +472,7 @@ async fn pull_missing(
 ) -> Result<(VersionVector, u64), SyncError> {
     let mut holder = VersionVector::default();
     let mut applied = 0;
+    let mut snapshots = 0;
     for _ in 0..MAX_PAGES_PER_ROUND {
         let have = ctx.store.version_vector().await?;
         let page = client
@@ -438,6 +480,16 @@ async fn pull_missing(
             .await?;
         if let Some(notice) = &page.notice {
             ctx.duplicates.told(client.remote_node(), notice);
+        }
+        if page.behind {
+            if snapshots >= MAX_SNAPSHOTS_PER_ROUND {
+                return Err(SyncError::StillBehind {
+                    peer: client.remote_node().clone(),
+                });
+            }
+            snapshots += 1;
+            applied += fetch_snapshot(ctx, client).await?;
+            continue;
         }
         holder = page.holder;
         let received = page.entries.len();
@@ -464,6 +516,11 @@ async fn push_missing(
             .store
             .entries_for(holder.clone(), ctx.limits, client.remote_interest().clone())
             .await?;
+        if page.behind {
+            // The peer lacks entries we collected: it takes a snapshot when it pulls.
+            tracing::debug!(peer = %client.remote_node(), "peer is behind what this node retains");
+            break;
+        }
         if page.entries.is_empty() && page.coverage.is_empty() {
             break;
         }
@@ -471,8 +528,7 @@ async fn push_missing(
             .push_covered(&page.entries, &page.coverage, &ctx.fold.floors())
             .await?;
         tracing::debug!(peer = %client.remote_node(), sent = page.entries.len(), applied = outcome.applied, "pushed");
-        ctx.fold
-            .observed(client.remote_node(), outcome.holder.clone());
+        heard(ctx, client.remote_node(), &outcome.holder);
         if outcome.holder == holder {
             // The peer took nothing: stop rather than resend the same page forever.
             break;
@@ -485,18 +541,103 @@ async fn push_missing(
     Ok(())
 }
 
-/// Copies everything `peer` at `address` holds that this node lacks, page by page (each
-/// page bounded by `ctx.limits`), logging progress: how a newcomer receives the cluster's
-/// data before it joins. The next page is pulled while the last one is applied; a final
-/// round from the store's own version vector picks up anything a page could not apply.
-/// Returns the number of entries applied.
+/// Takes `client`'s peer's snapshot (docs/compaction.md): resumes one from the same peer
+/// that a crash or a lost session interrupted, stages chunk by chunk (the next chunk is
+/// fetched while the last one is staged), then applies it in one transaction. Logs
+/// progress every second. Returns the documents it changed.
+async fn fetch_snapshot(ctx: &SyncContext, client: &mut PeerClient) -> Result<u64, SyncError> {
+    let source = client.remote_node().clone();
+    let started = std::time::Instant::now();
+    let resumed = ctx
+        .store
+        .snapshot_progress()
+        .await?
+        .filter(|p| p.source == source && p.after.is_some());
+    let mut after = resumed.as_ref().and_then(|p| p.after.clone());
+    let mut staged = resumed.as_ref().map_or(0, |p| p.staged);
+    match &resumed {
+        Some(p) => tracing::info!(peer = %source, staged = p.staged, "resuming a snapshot"),
+        None => {
+            tracing::info!(peer = %source, "taking a snapshot: this node is behind what the peer retains")
+        }
+    }
+    let (chunks, mut to_stage) =
+        tokio::sync::mpsc::channel::<(Option<VersionVector>, Vec<cbddc_core::SnapshotDocument>)>(2);
+    let store = ctx.store.clone();
+    let stager_source = source.clone();
+    let stager = tokio::spawn(async move {
+        while let Some((vv, documents)) = to_stage.recv().await {
+            store
+                .stage_snapshot(stager_source.clone(), vv, documents)
+                .await?;
+        }
+        Ok::<(), cbddc_core::StorageError>(())
+    });
+    let limits = PageLimits {
+        max_entries: SNAPSHOT_DOCUMENTS,
+        max_bytes: SNAPSHOT_BYTES,
+    };
+    let mut last_report = started;
+    let fetched: Result<bool, SyncError> = async {
+        for _ in 0..MAX_SNAPSHOT_CHUNKS {
+            let first = after.is_none();
+            let chunk = client.snapshot_chunk(after.as_ref(), limits).await?;
+            let vv = match (first, chunk.version_vector) {
+                (true, Some(vv)) => Some(vv),
+                (true, None) => {
+                    return Err(SyncError::SnapshotWithoutVector {
+                        peer: source.clone(),
+                    });
+                }
+                (false, _) => None,
+            };
+            if let Some(last) = chunk.documents.last() {
+                after = Some((last.collection.clone(), last.key.clone()));
+            }
+            staged += chunk.documents.len() as u64;
+            if chunks.send((vv, chunk.documents)).await.is_err() {
+                break;
+            }
+            if last_report.elapsed() >= Duration::from_secs(1) {
+                last_report = std::time::Instant::now();
+                tracing::info!(peer = %source, staged, elapsed = ?started.elapsed(), "taking a snapshot");
+            }
+            if !chunk.more {
+                return Ok(true);
+            }
+            if after.is_none() {
+                // "More" but no document to go on from: a broken peer.
+                return Ok(false);
+            }
+        }
+        Ok(false)
+    }
+    .await;
+    drop(chunks);
+    let stage_result = stager
+        .await
+        .map_err(|e| cbddc_core::StorageError::Backend {
+            operation: "staging a snapshot",
+            message: format!("the staging task stopped: {e}"),
+        })?;
+    stage_result?;
+    let complete = fetched?;
+    if !complete {
+        return Err(SyncError::StillBehind { peer: source });
+    }
+    let changed = ctx.store.finish_snapshot(source.clone()).await?;
+    tracing::info!(peer = %source, staged, changed, elapsed = ?started.elapsed(), "applied a snapshot");
+    Ok(changed)
+}
+
+/// Copies everything `peer` at `address` holds that this node lacks: its snapshot, then
+/// the entries that followed it. How a newcomer receives the cluster's data before it
+/// joins. Returns the documents and entries applied.
 pub(crate) async fn copy_from(
     ctx: &SyncContext,
     peer: &NodeId,
     address: &str,
 ) -> Result<u64, String> {
-    /// A peer that never says "no more" cannot keep a newcomer copying forever.
-    const MAX_PAGES: usize = 1_000_000;
     let mut client = PeerClient::connect(address, &ctx.key, &ctx.identity, ctx.client)
         .await
         .map_err(|e| e.to_string())?;
@@ -508,64 +649,14 @@ pub(crate) async fn copy_from(
         .to_string());
     }
     let started = std::time::Instant::now();
-    let (pages, mut to_apply) = tokio::sync::mpsc::channel::<Vec<OplogEntry>>(2);
-    let store = ctx.store.clone();
-    let applier = tokio::spawn(async move {
-        let mut applied: u64 = 0;
-        while let Some(entries) = to_apply.recv().await {
-            applied += store
-                .apply_remote(entries)
-                .await
-                .map_err(|e| e.to_string())?
-                .applied as u64;
-        }
-        Ok::<u64, String>(applied)
-    });
-    let mut have = ctx
-        .store
-        .version_vector()
+    let mut applied = fetch_snapshot(ctx, &mut client)
         .await
         .map_err(|e| e.to_string())?;
-    let mut last_report = started;
-    let mut received: u64 = 0;
-    let mut finished = false;
-    for _ in 0..MAX_PAGES {
-        let page = client
-            .pull(&have, ctx.limits)
-            .await
-            .map_err(|e| e.to_string())?;
-        received += page.entries.len() as u64;
-        let done = !page.more || page.entries.is_empty();
-        for entry in &page.entries {
-            have.advance(&entry.origin, entry.seq);
-        }
-        if !page.entries.is_empty() && pages.send(page.entries).await.is_err() {
-            break;
-        }
-        if last_report.elapsed() >= Duration::from_secs(1) {
-            last_report = std::time::Instant::now();
-            tracing::info!(%peer, received, elapsed = ?started.elapsed(), "copying the cluster's data");
-        }
-        if done {
-            finished = true;
-            break;
-        }
-    }
-    drop(pages);
-    let mut applied = applier
-        .await
-        .map_err(|e| format!("applying the copied data stopped: {e}"))??;
-    if !finished {
-        return Err(format!(
-            "{peer} sent more than {MAX_PAGES} pages; giving up"
-        ));
-    }
-    // Pages are applied in order per origin; anything skipped behind a gap comes now.
     let (_, late) = pull_missing(ctx, &mut client)
         .await
         .map_err(|e| e.to_string())?;
     applied += late;
-    tracing::info!(%peer, received, applied, elapsed = ?started.elapsed(), "copied the cluster's data");
+    tracing::info!(%peer, applied, elapsed = ?started.elapsed(), "copied the cluster's data");
     Ok(applied)
 }
 

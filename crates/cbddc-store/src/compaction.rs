@@ -58,6 +58,10 @@ fn finish(
     Ok(outcome)
 }
 
+/// A queued entry: its sequence number, its change position, and its document's place
+/// (none if the entry is gone already).
+type Queued = (i64, Option<i64>, Option<(String, String)>);
+
 /// Removes up to `budget` queued entries of `origin` up to `upto` (tombstones, with
 /// their document rows, or superseded entries), returning how many.
 fn collect_origin(
@@ -67,7 +71,7 @@ fn collect_origin(
     tombstones: bool,
     budget: usize,
 ) -> Result<usize, StorageError> {
-    let queued: Vec<(i64, Option<i64>, Option<(String, String)>)> = {
+    let queued: Vec<Queued> = {
         let mut stmt = conn
             .prepare_cached(
                 "SELECT q.seq, q.position, o.collection, o.key FROM collectable q

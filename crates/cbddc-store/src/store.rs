@@ -341,11 +341,7 @@ impl DocumentStore for SqliteStore {
         limits: PageLimits,
         wanted: Interest,
     ) -> Result<SnapshotChunk, StorageError> {
-        let wanted = if self.interest.is_all() {
-            wanted
-        } else if self.interest.covers(&wanted) {
-            wanted
-        } else {
+        if !self.interest.covers(&wanted) {
             return Err(StorageError::Backend {
                 operation: "reading a snapshot",
                 message: format!(
@@ -353,7 +349,7 @@ impl DocumentStore for SqliteStore {
                     self.interest, wanted
                 ),
             });
-        };
+        }
         self.readers
             .read(move |c| crate::snapshot::read_chunk(c, after.as_ref(), limits, &wanted))
             .await

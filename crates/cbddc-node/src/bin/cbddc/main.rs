@@ -642,6 +642,22 @@ async fn peers(command: PeersCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `ms` as the largest whole unit that fits (days, hours, minutes, seconds).
+fn human_ms(ms: u64) -> String {
+    const UNITS: [(u64, &str); 4] = [
+        (86_400_000, "d"),
+        (3_600_000, "h"),
+        (60_000, "min"),
+        (1_000, "s"),
+    ];
+    for (size, unit) in UNITS {
+        if ms >= size && ms % size == 0 {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
 fn status_json(status: &proto::StatusResponse) -> Value {
     let vv: serde_json::Map<String, Value> = status
         .version_vector
@@ -671,6 +687,20 @@ fn status_json(status: &proto::StatusResponse) -> Value {
         "duplicates": status.duplicates,
         "folded_replicas": status.folded_replicas,
         "live_version_vector_entries": status.live_version_vector_entries,
+        "compaction": status.compaction.as_ref().map(|c| json!({
+            "retention_ms": c.retention_ms,
+            "collectable": c.collectable,
+            "collected": c.collected,
+            "holding_back": c.holding_back,
+            "oldest_unacknowledged_peer": (!c.oldest_unacknowledged_peer.is_empty()).then(|| json!({
+                "node_id": c.oldest_unacknowledged_peer,
+                "age_ms": c.oldest_unacknowledged_age_ms,
+            })),
+            "snapshot_in_progress": (!c.snapshot_from.is_empty()).then(|| json!({
+                "from": c.snapshot_from,
+                "staged_documents": c.snapshot_staged,
+            })),
+        })),
         "peers": peers,
     })
 }
@@ -698,6 +728,31 @@ async fn status(as_json: bool, target: &Target) -> Result<ExitCode> {
         status.documents,
         status.oplog_entries
     );
+    if let Some(c) = &status.compaction {
+        let waiting = if c.oldest_unacknowledged_peer.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; oldest unacknowledged: {} ({:.1}s)",
+                c.oldest_unacknowledged_peer,
+                c.oldest_unacknowledged_age_ms as f64 / 1000.0
+            )
+        };
+        say!(
+            "compaction {} collected, {} waiting for {} peer(s){waiting}; retention {}",
+            c.collected,
+            c.collectable,
+            c.holding_back,
+            human_ms(c.retention_ms)
+        );
+        if !c.snapshot_from.is_empty() {
+            say!(
+                "snapshot   from {}: {} documents staged",
+                c.snapshot_from,
+                c.snapshot_staged
+            );
+        }
+    }
     let leader = if status.leader.is_empty() {
         "none yet"
     } else {
