@@ -122,6 +122,15 @@ impl Compactor {
         book.wanted = peers;
     }
 
+    /// `peer` was removed on purpose: it holds nothing back any more (the store forgot
+    /// its persisted acknowledgement with it).
+    pub(crate) fn forget(&self, peer: &NodeId) {
+        let mut book = self.book();
+        book.acks.remove(peer);
+        book.previous.remove(peer);
+        book.dirty.remove(peer);
+    }
+
     pub(crate) fn set_retention(&self, retention_ms: u64) {
         self.retention_ms.store(retention_ms, Ordering::Relaxed);
     }

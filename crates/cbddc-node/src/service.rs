@@ -436,7 +436,10 @@ impl NodeService {
             return Err(invalid(format!("{node_id} is not a known peer")));
         }
         tracing::info!(peer = %node_id, "known peer removed");
-        Ok(self.follow_peer_store().await?)
+        self.follow_peer_store().await?;
+        // After its sync task stopped, so no exchange in flight acknowledges it again.
+        self.sync.compactor().forget(&node_id);
+        Ok(())
     }
 
     /// Replaces the running configuration with the named members; returns once the seal

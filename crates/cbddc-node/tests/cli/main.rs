@@ -13,6 +13,7 @@ mod t50_election;
 mod t60_cluster;
 mod t70_removal_on_a_lan;
 mod t80_replicas;
+mod t85_compaction;
 mod t90_data_tools;
 mod t95_cluster_page;
 mod t99_faults;
