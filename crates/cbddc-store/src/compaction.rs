@@ -42,11 +42,17 @@ pub(crate) fn compact(
     finish(conn, outcome)
 }
 
+/// A step gives at most this many free pages back to the file system.
+const VACUUM_PAGES: i64 = 4_096;
+
 fn finish(
     conn: &Connection,
     outcome: CompactionOutcome,
 ) -> Result<CompactionOutcome, StorageError> {
     let removed = outcome.entries + outcome.tombstones;
+    if removed > 0 && !outcome.more {
+        give_back_free_pages(conn)?;
+    }
     if removed > 0 {
         conn.prepare_cached(
             "INSERT INTO meta (key, value) VALUES ('collected', ?1)
@@ -56,6 +62,27 @@ fn finish(
         .map_err(sql("counting collected entries"))?;
     }
     Ok(outcome)
+}
+
+/// Once a tenth of the file is free pages, hands some back (a no-op for a database
+/// created before incremental vacuum was chosen: its free pages are reused instead).
+fn give_back_free_pages(conn: &Connection) -> Result<(), StorageError> {
+    let read = |pragma: &str| -> Result<i64, StorageError> {
+        conn.query_row(pragma, [], |r| r.get(0))
+            .map_err(sql("reading the free pages"))
+    };
+    if read("PRAGMA auto_vacuum")? != 2 {
+        return Ok(());
+    }
+    let free = read("PRAGMA freelist_count")?;
+    if free > 64 && free * 10 > read("PRAGMA page_count")? {
+        conn.execute_batch(&format!(
+            "PRAGMA incremental_vacuum({});",
+            free.min(VACUUM_PAGES)
+        ))
+        .map_err(sql("giving free pages back"))?;
+    }
+    Ok(())
 }
 
 /// A queued entry: its sequence number, its change position, and its document's place

@@ -222,6 +222,15 @@ pub(crate) fn open_reader(path: &Path) -> Result<Connection, StoreError> {
 
 /// Brings the schema up to [`SCHEMA_VERSION`] in one transaction.
 pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let pages: i64 = conn
+        .query_row("PRAGMA page_count", [], |row| row.get(0))
+        .during("reading the database size")?;
+    if pages == 0 {
+        // A new file: let compaction hand freed pages back to the file system
+        // (`incremental_vacuum`). It can only be chosen before the first table exists.
+        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL;")
+            .during("choosing incremental vacuum")?;
+    }
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .during("starting the migration")?;

@@ -1,0 +1,124 @@
+//! A node that lives long: 1,000,000 overwrites spread over 10,000 keys through a running
+//! node (its background compaction on, as shipped), then its oplog entries per live
+//! document and its database file beside a fresh node's holding the same 10,000
+//! documents, written once. Both databases are closed (checkpointed) before measuring.
+//!
+//! Prints the figures and writes them to `target/cbddc-bench/compaction.json`.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod support;
+use support::free_port;
+
+use cbddc_config::PeerNodeConfiguration;
+use cbddc_core::{LocalWrite, NodeId};
+use cbddc_node::Node;
+use std::time::{Duration, Instant};
+
+const BATCH: usize = 1_000;
+
+fn value(round: usize, key: usize) -> String {
+    format!("{{\"key\":{key},\"round\":{round},\"payload\":\"{}\"}}", "x".repeat(48))
+}
+
+fn config(name: &str, dir: &std::path::Path) -> PeerNodeConfiguration {
+    let mut config = PeerNodeConfiguration::new(NodeId::new(name).unwrap(), dir);
+    config.tcp_port = free_port();
+    config.cluster_key = "bench-compaction".into();
+    config
+}
+
+fn database_bytes(dir: &std::path::Path, name: &str) -> u64 {
+    let path = cbddc_store::database_path(dir, &NodeId::new(name).unwrap());
+    let wal = path.with_extension("db-wal");
+    std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0)
+        + std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Writes `writes` overwrites over `keys` keys (the last round leaves every key at its
+/// newest value) and waits for compaction to finish; returns (entries, documents, the
+/// time writing took, the time compaction needed after the last write).
+async fn overwrite(
+    dir: &std::path::Path,
+    keys: usize,
+    writes: usize,
+) -> (u64, u64, Duration, Duration) {
+    let node = Node::start(config("churn", dir)).await.unwrap();
+    let started = Instant::now();
+    let mut written = 0;
+    let mut round = 0;
+    while written < writes {
+        for chunk in (0..keys).collect::<Vec<_>>().chunks(BATCH) {
+            let batch = chunk
+                .iter()
+                .map(|k| LocalWrite::put("docs", format!("key-{k:05}"), value(round, *k)))
+                .collect();
+            node.write(batch).await.unwrap();
+            written += chunk.len();
+        }
+        round += 1;
+    }
+    let wrote = started.elapsed();
+    let settle = Instant::now();
+    loop {
+        let status = node.status().await.unwrap();
+        if status.compaction.collectable == 0 {
+            let entries = status.oplog_entries;
+            let documents = status.documents;
+            node.shutdown().await;
+            return (entries, documents, wrote, settle.elapsed());
+        }
+        assert!(
+            settle.elapsed() < Duration::from_secs(600),
+            "compaction never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn fresh(dir: &std::path::Path, keys: usize) {
+    let node = Node::start(config("fresh", dir)).await.unwrap();
+    for chunk in (0..keys).collect::<Vec<_>>().chunks(BATCH) {
+        let batch = chunk
+            .iter()
+            .map(|k| LocalWrite::put("docs", format!("key-{k:05}"), value(0, *k)))
+            .collect();
+        node.write(batch).await.unwrap();
+    }
+    node.shutdown().await;
+}
+
+fn main() {
+    // `cargo test --benches` runs this without --bench: keep that quick.
+    let full = std::env::args().any(|a| a == "--bench");
+    let (keys, writes) = if full {
+        (10_000, 1_000_000)
+    } else {
+        (1_000, 20_000)
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (entries, documents, wrote, settled) =
+        runtime.block_on(overwrite(&dir.path().join("churn"), keys, writes));
+    runtime.block_on(fresh(&dir.path().join("fresh"), keys));
+    let churned = database_bytes(&dir.path().join("churn"), "churn");
+    let fresh = database_bytes(&dir.path().join("fresh"), "fresh");
+    assert_eq!(documents, keys as u64);
+    let report = serde_json::json!({
+        "keys": keys,
+        "writes": writes,
+        "oplog_entries": entries,
+        "documents": documents,
+        "entries_per_document": entries as f64 / documents as f64,
+        "database_bytes": churned,
+        "fresh_database_bytes": fresh,
+        "size_ratio": churned as f64 / fresh as f64,
+        "writes_per_second": writes as f64 / wrote.as_secs_f64(),
+        "compaction_settle_ms": settled.as_secs_f64() * 1e3,
+        "settings": "one in-process node, synchronous=FULL, batches of 1,000, background compaction as shipped",
+    });
+    support::write_report("compaction.json", &report);
+}
