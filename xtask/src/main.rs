@@ -494,6 +494,11 @@ fn print_membership(root: &Path) -> Result<Vec<&'static str>> {
         f(&membership, "newcomer_bootstrap_ms"),
         f(&membership, "raw_tcp_copy_ms"),
     );
+    row(
+        "   the same bootstrap vs raw SQLite storing those documents in one transaction",
+        f(&membership, "newcomer_bootstrap_ms"),
+        f(&membership, "raw_sqlite_apply_ms"),
+    );
     let mut missed = Vec::new();
     if bootstrap.is_nan() || bootstrap > 3.0 {
         missed.push("newcomer bootstrap vs a raw copy");

@@ -135,6 +135,9 @@ pub struct SnapshotProgress {
     pub after: Option<(String, String)>,
     /// Documents staged so far.
     pub staged: u64,
+    /// The greatest stamp staged, as `(wall, counter)`: the clock moves past it.
+    #[serde(default)]
+    pub latest: Option<(u64, u32)>,
 }
 
 #[cfg(test)]

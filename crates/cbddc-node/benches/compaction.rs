@@ -17,7 +17,10 @@ use std::time::{Duration, Instant};
 const BATCH: usize = 1_000;
 
 fn value(round: usize, key: usize) -> String {
-    format!("{{\"key\":{key},\"round\":{round},\"payload\":\"{}\"}}", "x".repeat(48))
+    format!(
+        "{{\"key\":{key},\"round\":{round},\"payload\":\"{}\"}}",
+        "x".repeat(48)
+    )
 }
 
 fn config(name: &str, dir: &std::path::Path) -> PeerNodeConfiguration {

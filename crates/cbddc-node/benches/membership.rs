@@ -1,7 +1,8 @@
 //! Cluster membership over real nodes (in-process, loopback TCP):
 //! - bootstrap of a newcomer: `reconfigure_cluster` adding it to a member holding 100,000
 //!   documents, until it runs the new configuration and holds every document, beside a
-//!   raw copy of the same keys and values over one loopback TCP connection;
+//!   raw copy of the same keys and values over one loopback TCP connection, and beside
+//!   raw SQLite inserting them into an empty table in one durable transaction;
 //! - reconfiguration over TCP: `reconfigure_cluster` swapping one member of three, until
 //!   it returns (the seal decided), then until every member of the new configuration
 //!   runs it with a leader.
@@ -142,6 +143,36 @@ fn raw_copy(documents: usize) -> Duration {
     started.elapsed()
 }
 
+/// The same documents inserted into an empty SQLite table shaped like the store's, in
+/// one transaction committed with `synchronous=FULL`: the disk's floor for any bootstrap
+/// that stores what it received.
+fn raw_sqlite_apply(documents: usize) -> Duration {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = rusqlite::Connection::open(dir.path().join("raw.db")).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
+         CREATE TABLE documents (collection TEXT NOT NULL, key TEXT NOT NULL, value TEXT,
+             hlc_wall INTEGER NOT NULL, hlc_counter INTEGER NOT NULL, hlc_node TEXT NOT NULL,
+             seq INTEGER, position INTEGER, PRIMARY KEY (collection, key)) WITHOUT ROWID;",
+    )
+    .unwrap();
+    let rows: Vec<(String, String)> = (0..documents).map(document).collect();
+    let started = Instant::now();
+    let tx = conn.transaction().unwrap();
+    {
+        let mut insert = tx
+            .prepare("INSERT INTO documents VALUES ('docs', ?1, ?2, ?3, 0, 'c2e116ba1891ac41566732640da8ab8f', ?3, NULL)")
+            .unwrap();
+        for (i, (key, value)) in rows.iter().enumerate() {
+            insert
+                .execute(rusqlite::params![key, value, i as i64 + 1])
+                .unwrap();
+        }
+    }
+    tx.commit().unwrap();
+    started.elapsed()
+}
+
 async fn reconfigure_rounds(rounds: usize) -> (Vec<Duration>, Vec<Duration>) {
     let dir = tempfile::tempdir().unwrap();
     let names = ["a", "b", "c", "d"];
@@ -199,11 +230,13 @@ fn main() {
         .unwrap();
     let bootstrap = runtime.block_on(newcomer_bootstrap(documents));
     let raw = (0..3).map(|_| raw_copy(documents)).min().unwrap();
+    let floor = (0..3).map(|_| raw_sqlite_apply(documents)).min().unwrap();
     let (decided, running) = runtime.block_on(reconfigure_rounds(rounds));
     let report = serde_json::json!({
         "documents": documents,
         "newcomer_bootstrap_ms": bootstrap.as_secs_f64() * 1e3,
         "raw_tcp_copy_ms": raw.as_secs_f64() * 1e3,
+        "raw_sqlite_apply_ms": floor.as_secs_f64() * 1e3,
         "reconfigure_rounds": rounds,
         "reconfigure_decided_median_ms": median(decided),
         "reconfigure_all_running_median_ms": median(running),

@@ -24,6 +24,9 @@ const COMPACT_EVERY: Duration = Duration::from_secs(1);
 const STEP_ENTRIES: usize = 2_000;
 /// Steps one round runs at most before it waits for the next tick.
 const STEPS_PER_ROUND: usize = 50;
+/// An unchanged acknowledgement is persisted again after this long, so its age read
+/// after a restart is within this of the truth.
+const REFRESH_MS: u64 = 10_000;
 /// This many changes to the documents since the last round start the next one early.
 const WAKE_AFTER_CHANGES: u64 = 5_000;
 
@@ -54,6 +57,8 @@ struct Book {
     wanted: BTreeSet<NodeId>,
     /// Acknowledgements changed since the last round, to persist with it.
     dirty: BTreeSet<NodeId>,
+    /// When each peer's acknowledgement was last persisted.
+    saved: BTreeMap<NodeId, u64>,
     report: CompactionReport,
 }
 
@@ -94,14 +99,25 @@ impl Compactor {
 
     /// `peer` reported holding `holds`.
     pub(crate) fn acknowledged(&self, peer: &NodeId, holds: &VersionVector) {
+        let now = now_ms();
         let mut book = self.book();
-        let ack = PeerAck {
-            peer: peer.clone(),
-            holds: holds.clone(),
-            at_ms: now_ms(),
-        };
-        book.acks.insert(peer.clone(), ack);
-        book.dirty.insert(peer.clone());
+        // Persisted again when it says something new, or its age would drift too far.
+        let changed = book.acks.get(peer).is_none_or(|ack| &ack.holds != holds)
+            || book
+                .saved
+                .get(peer)
+                .is_none_or(|saved| now.saturating_sub(*saved) >= REFRESH_MS);
+        book.acks.insert(
+            peer.clone(),
+            PeerAck {
+                peer: peer.clone(),
+                holds: holds.clone(),
+                at_ms: now,
+            },
+        );
+        if changed {
+            book.dirty.insert(peer.clone());
+        }
     }
 
     /// The peers this node replicates with now. One never heard of holds everything back
@@ -175,6 +191,9 @@ impl Compactor {
                 .iter()
                 .filter_map(|peer| book.acks.get(peer).cloned())
                 .collect();
+            for ack in &acks {
+                book.saved.insert(ack.peer.clone(), ack.at_ms);
+            }
             book.report = CompactionReport {
                 retention_ms: retention,
                 holding_back: holders.len() as u64,

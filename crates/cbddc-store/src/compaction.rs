@@ -162,6 +162,13 @@ fn collect_origin(
     Ok(queued.len())
 }
 
+/// Whether nothing waits for compaction.
+pub(crate) fn queue_is_empty(conn: &Connection) -> Result<bool, StorageError> {
+    conn.prepare_cached("SELECT NOT EXISTS (SELECT 1 FROM collectable)")
+        .and_then(|mut stmt| stmt.query_row([], |r| r.get(0)))
+        .map_err(sql("reading the compaction queue"))
+}
+
 /// Records that entries of `origin` up to `upto` may be missing here.
 pub(crate) fn raise_collected(
     conn: &Connection,

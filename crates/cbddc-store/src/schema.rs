@@ -108,8 +108,9 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         ORDER BY o.hlc_wall, o.hlc_counter, o.origin;",
     // 10: compaction and snapshots. A document row names the entry that wrote it (`seq`
     // of its stamp's replica) and its change position. Triggers queue every entry that
-    // stops being a document's winner, and every winning delete, in `collectable`: so
-    // compaction reads its work instead of scanning the oplog. `oplog_collected` bounds
+    // stops being a document's winner in `collectable` (the writer queues winning deletes
+    // itself: a trigger on every insert would cost every write), so compaction reads its
+    // work instead of scanning the oplog. `oplog_collected` bounds
     // what was removed per origin; `peer_acks` persists what each peer reported holding;
     // `snapshot_documents` stages a snapshot being received.
     "ALTER TABLE documents ADD COLUMN seq INTEGER;
@@ -149,19 +150,6 @@ pub(crate) const MIGRATIONS: &[&str] = &[
             DELETE FROM collectable WHERE origin = old.hlc_node AND seq = old.seq;
             INSERT INTO collectable (origin, seq, position, tombstone)
                 VALUES (old.hlc_node, old.seq, old.position, 0);
-        END;
-    CREATE TRIGGER deleted AFTER INSERT ON documents WHEN new.value IS NULL AND new.seq IS NOT NULL
-        BEGIN
-            DELETE FROM collectable WHERE origin = new.hlc_node AND seq = new.seq;
-            INSERT INTO collectable (origin, seq, position, tombstone)
-                VALUES (new.hlc_node, new.seq, new.position, 1);
-        END;
-    CREATE TRIGGER deleted_over AFTER UPDATE OF hlc_wall, hlc_counter, hlc_node ON documents
-        WHEN new.value IS NULL AND new.seq IS NOT NULL
-        BEGIN
-            DELETE FROM collectable WHERE origin = new.hlc_node AND seq = new.seq;
-            INSERT INTO collectable (origin, seq, position, tombstone)
-                VALUES (new.hlc_node, new.seq, new.position, 1);
         END;
     CREATE TABLE oplog_collected (
         origin TEXT PRIMARY KEY,

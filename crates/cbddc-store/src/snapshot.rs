@@ -143,6 +143,7 @@ pub(crate) fn stage(
                 version_vector,
                 after: None,
                 staged: 0,
+                latest: None,
             }
         }
         None => match progress(conn)? {
@@ -195,6 +196,10 @@ pub(crate) fn stage(
                 .map_err(sql("staging a snapshot document"))?;
             progress.after = Some(place);
             progress.staged += 1;
+            let stamp = (doc.hlc.wall_ms, doc.hlc.counter);
+            if progress.latest.is_none_or(|latest| stamp > latest) {
+                progress.latest = Some(stamp);
+            }
         }
     }
     save_progress(conn, &progress)?;
@@ -259,19 +264,16 @@ pub(crate) fn apply(
             [],
         )
         .map_err(sql("applying a snapshot"))?;
+    // The tombstones that won are queued for compaction like any winning delete.
+    conn.execute(
+        "INSERT OR REPLACE INTO collectable (origin, seq, position, tombstone)
+             SELECT d.hlc_node, d.seq, NULL, 1 FROM snapshot_documents s JOIN documents d
+                 ON d.collection = s.collection AND d.key = s.key
+                AND d.hlc_node = s.hlc_node AND d.seq = s.seq
+             WHERE s.value IS NULL AND s.seq > 0",
+        [],
+    )
+    .map_err(sql("queuing a snapshot's tombstones"))?;
     clear(conn)?;
     Ok((progress, (removed + changed) as u64))
-}
-
-/// The greatest stamp staged, so the clock moves past it.
-pub(crate) fn latest_stamp(conn: &Connection) -> Result<Option<(u64, u32)>, StorageError> {
-    conn.query_row(
-        "SELECT hlc_wall, hlc_counter FROM snapshot_documents
-             ORDER BY hlc_wall DESC, hlc_counter DESC LIMIT 1",
-        [],
-        |r| Ok((r.get::<_, i64>(0)?, r.get::<_, u32>(1)?)),
-    )
-    .optional()
-    .map(|row| row.map(|(wall, counter)| (u64::try_from(wall).unwrap_or(0), counter)))
-    .map_err(sql("reading a snapshot's latest stamp"))
 }

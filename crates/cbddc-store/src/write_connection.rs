@@ -54,6 +54,11 @@ impl WriteConnection {
         }
     }
 
+    /// The store's durability setting.
+    pub(crate) fn durability(&self) -> Durability {
+        self.durability
+    }
+
     /// The connection for this thread, once no other thread's transaction is open on it.
     pub(crate) fn hold(&self) -> Held<'_> {
         let me = std::thread::current().id();

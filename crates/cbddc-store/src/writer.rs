@@ -244,7 +244,21 @@ impl Writer {
     fn commit_solo(&mut self, solo: Solo) {
         match solo {
             Solo::Compact { plan, reply } => {
-                let done = self.alone(|_, conn| crate::compaction::compact(conn, &plan));
+                if plan.acks.is_empty() && plan.forget.is_empty() {
+                    // Nothing to record and nothing queued: no transaction, no disk flush.
+                    match crate::compaction::queue_is_empty(&self.conn.hold()) {
+                        Ok(true) => {
+                            let _ = reply.send(Ok(CompactionOutcome::default()));
+                            return;
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                            return;
+                        }
+                    }
+                }
+                let done = self.alone(false, |_, conn| crate::compaction::compact(conn, &plan));
                 if let Ok(outcome) = &done {
                     tracing::debug!(
                         entries = outcome.entries,
@@ -261,22 +275,38 @@ impl Writer {
                 documents,
                 reply,
             } => {
-                let done = self.alone(|writer, conn| {
+                // A staged chunk lost to a power cut is fetched again (its position goes
+                // with it), so staging need not wait for the disk; the apply does.
+                let relaxed = self.conn.durability() == cbddc_core::Durability::Full;
+                if relaxed {
+                    let _ = self
+                        .conn
+                        .hold()
+                        .execute_batch("PRAGMA synchronous = NORMAL");
+                }
+                let done = self.alone(false, |writer, conn| {
                     let documents = writer.admit_snapshot(documents)?;
                     crate::snapshot::stage(conn, &source, version_vector, &documents)
                 });
+                if relaxed
+                    && let Err(e) = self.conn.hold().execute_batch("PRAGMA synchronous = FULL")
+                {
+                    tracing::error!(error = %e, "cannot restore synchronous = FULL after staging a snapshot chunk");
+                }
                 let _ = reply.send(done);
             }
             Solo::FinishSnapshot { source, reply } => {
-                let done = self.alone(|writer, conn| writer.finish_snapshot(conn, &source));
+                let done = self.alone(true, |writer, conn| writer.finish_snapshot(conn, &source));
                 let _ = reply.send(done);
             }
         }
     }
 
-    /// Runs `work` in a transaction of its own; on failure nothing of it stays.
+    /// Runs `work` in a transaction of its own; on failure nothing of it stays. With
+    /// `moves_clock`, the clock is recorded in it too.
     fn alone<T>(
         &mut self,
+        moves_clock: bool,
         work: impl FnOnce(&mut Self, &Connection) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
         let shared = self.conn.clone();
@@ -285,7 +315,9 @@ impl Writer {
         conn.execute_batch("BEGIN IMMEDIATE")
             .map_err(sql("starting a transaction"))?;
         let done = work(self, conn).and_then(|value| {
-            self.persist_clock(conn)?;
+            if moves_clock {
+                self.persist_clock(conn)?;
+            }
             conn.execute_batch("COMMIT")
                 .map_err(sql("committing a transaction"))?;
             Ok(value)
@@ -321,8 +353,8 @@ impl Writer {
     }
 
     fn finish_snapshot(&mut self, conn: &Connection, source: &NodeId) -> Result<u64, StorageError> {
-        let latest = crate::snapshot::latest_stamp(conn)?;
         let (progress, changed) = crate::snapshot::apply(conn, source)?;
+        let latest = progress.latest;
         for (origin, seq) in progress.version_vector.iter() {
             if seq <= self.vv.get(origin) {
                 continue;
@@ -440,6 +472,9 @@ impl Writer {
             let mut record_change = conn
                 .prepare_cached(RECORD_CHANGE)
                 .map_err(sql("preparing a change record"))?;
+            let mut tombstone = conn
+                .prepare_cached(QUEUE_TOMBSTONE)
+                .map_err(sql("preparing to queue a tombstone"))?;
             for write in writes {
                 seq += 1;
                 let hlc = self.clock.tick();
@@ -469,6 +504,15 @@ impl Writer {
                         to_i64(self.last_change, "a change position")?
                     ])
                     .map_err(sql("writing a document"))?;
+                if write.value.is_none() {
+                    tombstone
+                        .execute(params![
+                            self.replica.as_str(),
+                            to_i64(seq, "a sequence number")?,
+                            to_i64(self.last_change, "a change position")?
+                        ])
+                        .map_err(sql("queuing a tombstone"))?;
+                }
                 record_change
                     .execute(params![
                         to_i64(self.last_change, "a change position")?,
@@ -530,6 +574,9 @@ impl Writer {
             let mut upsert = conn
                 .prepare_cached(UPSERT_IF_NEWER)
                 .map_err(sql("preparing a document upsert"))?;
+            let mut tombstone = conn
+                .prepare_cached(QUEUE_TOMBSTONE)
+                .map_err(sql("preparing to queue a tombstone"))?;
             let mut superseded = conn
                 .prepare_cached(
                     "INSERT OR IGNORE INTO collectable (origin, seq, position, tombstone)
@@ -595,6 +642,15 @@ impl Writer {
                     > 0;
                 if wins {
                     self.last_change = position;
+                    if value.is_none() {
+                        tombstone
+                            .execute(params![
+                                entry.origin.as_str(),
+                                to_i64(entry.seq, "a sequence number")?,
+                                to_i64(position, "a change position")?
+                            ])
+                            .map_err(sql("queuing a tombstone"))?;
+                    }
                     record_change
                         .execute(params![
                             to_i64(self.last_change, "a change position")?,
@@ -823,6 +879,11 @@ pub(crate) fn bind_interest(
     }
     Ok(())
 }
+
+/// A winning delete, queued for compaction as its document's tombstone.
+const QUEUE_TOMBSTONE: &str =
+    "INSERT OR REPLACE INTO collectable (origin, seq, position, tombstone)
+     VALUES (?1, ?2, ?3, 1)";
 
 const RECORD_CHANGE: &str = "INSERT INTO changes (position, origin, seq) VALUES (?1, ?2, ?3)";
 
