@@ -473,11 +473,30 @@ async fn pull_missing(
     let mut holder = VersionVector::default();
     let mut applied = 0;
     let mut snapshots = 0;
+    // The next page is asked for while the last one is applied (in the same task):
+    // `have` runs ahead of the store by what was handed to it. A page the store could not
+    // take whole (an entry after a gap) sends the round back to the store's own vector.
+    let mut have = ctx.store.version_vector().await?;
+    let mut handed: Option<(Vec<OplogEntry>, cbddc_core::Coverage)> = None;
+    let store = ctx.store.clone();
+    let apply = async |handed: Option<(Vec<OplogEntry>, cbddc_core::Coverage)>| match handed {
+        None => Ok(None),
+        Some((entries, coverage)) => store.apply_covered(entries, coverage).await.map(Some),
+    };
     for _ in 0..MAX_PAGES_PER_ROUND {
-        let have = ctx.store.version_vector().await?;
-        let page = client
-            .pull_with_floors(&have, &ctx.fold.floors(), ctx.limits)
-            .await?;
+        let floors = ctx.fold.floors();
+        let (page, previous) = tokio::join!(
+            client.pull_with_floors(&have, &floors, ctx.limits),
+            apply(handed.take())
+        );
+        if let Some(outcome) = previous? {
+            applied += outcome.applied as u64;
+            if outcome.out_of_order > 0 {
+                have = ctx.store.version_vector().await?;
+                continue;
+            }
+        }
+        let page = page?;
         if let Some(notice) = &page.notice {
             ctx.duplicates.told(client.remote_node(), notice);
         }
@@ -489,19 +508,30 @@ async fn pull_missing(
             }
             snapshots += 1;
             applied += fetch_snapshot(ctx, client).await?;
+            have = ctx.store.version_vector().await?;
             continue;
         }
         holder = page.holder;
         let received = page.entries.len();
         let spoken = !page.coverage.is_empty();
         if received > 0 || spoken {
-            let outcome = ctx.store.apply_covered(page.entries, page.coverage).await?;
-            applied += outcome.applied as u64;
-            tracing::debug!(peer = %client.remote_node(), received, applied = outcome.applied, "pulled");
+            for entry in &page.entries {
+                have.advance(&entry.origin, entry.seq);
+            }
+            for (origin, (after, upto)) in page.coverage.iter() {
+                if have.get(origin) >= after {
+                    have.advance(origin, upto);
+                }
+            }
+            tracing::debug!(peer = %client.remote_node(), received, "pulled");
+            handed = Some((page.entries, page.coverage));
         }
         if !page.more || (received == 0 && !spoken) {
             break;
         }
+    }
+    if let Some(outcome) = apply(handed.take()).await? {
+        applied += outcome.applied as u64;
     }
     Ok((holder, applied))
 }
@@ -563,22 +593,23 @@ async fn fetch_snapshot(ctx: &SyncContext, client: &mut PeerClient) -> Result<u6
     }
     let (chunks, mut to_stage) =
         tokio::sync::mpsc::channel::<(Option<VersionVector>, Vec<cbddc_core::SnapshotDocument>)>(2);
+    // Staging runs beside fetching, in this task: the next chunk is on its way while the
+    // last one is written.
     let store = ctx.store.clone();
-    let stager_source = source.clone();
-    let stager = tokio::spawn(async move {
+    let stage = async {
         while let Some((vv, documents)) = to_stage.recv().await {
-            store
-                .stage_snapshot(stager_source.clone(), vv, documents)
-                .await?;
+            store.stage_snapshot(source.clone(), vv, documents).await?;
         }
         Ok::<(), cbddc_core::StorageError>(())
-    });
+    };
     let limits = PageLimits {
         max_entries: SNAPSHOT_DOCUMENTS,
         max_bytes: SNAPSHOT_BYTES,
     };
     let mut last_report = started;
-    let fetched: Result<bool, SyncError> = async {
+    let fetch = async {
+        // Dropped when fetching ends, which ends staging.
+        let chunks = chunks;
         for _ in 0..MAX_SNAPSHOT_CHUNKS {
             let first = after.is_none();
             let chunk = client.snapshot_chunk(after.as_ref(), limits).await?;
@@ -610,17 +641,10 @@ async fn fetch_snapshot(ctx: &SyncContext, client: &mut PeerClient) -> Result<u6
                 return Ok(false);
             }
         }
-        Ok(false)
-    }
-    .await;
-    drop(chunks);
-    let stage_result = stager
-        .await
-        .map_err(|e| cbddc_core::StorageError::Backend {
-            operation: "staging a snapshot",
-            message: format!("the staging task stopped: {e}"),
-        })?;
-    stage_result?;
+        Ok::<bool, SyncError>(false)
+    };
+    let (fetched, staging) = tokio::join!(fetch, stage);
+    staging?;
     let complete = fetched?;
     if !complete {
         return Err(SyncError::StillBehind { peer: source });

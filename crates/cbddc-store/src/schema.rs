@@ -188,7 +188,8 @@ pub(crate) fn open_writer(path: &Path, durability: Durability) -> Result<Connect
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = {sync};
          PRAGMA wal_autocheckpoint = 0;
-         PRAGMA foreign_keys = ON;"
+         PRAGMA foreign_keys = ON;
+         PRAGMA temp_store = MEMORY;"
     ))
     .during("configuring the write connection")?;
     conn.set_prepared_statement_cache_capacity(64);
