@@ -100,7 +100,7 @@ fn overwrites_and_deletes_on_three_nodes_leave_at_most_two_entries_per_document(
 }
 
 /// Enough documents that a snapshot takes a while to stage: the kills land mid-way.
-const DOCUMENTS: usize = 150_000;
+const DOCUMENTS: usize = 250_000;
 
 #[test]
 fn a_snapshot_killed_on_either_side_leaves_both_consistent_and_completes_on_retry() {
