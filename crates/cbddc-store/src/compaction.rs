@@ -249,22 +249,9 @@ pub(crate) fn peer_acks(conn: &Connection) -> Result<Vec<PeerAck>, StoreError> {
 
 /// Per origin, the highest sequence number that may be missing from the oplog.
 pub(crate) fn collected_upto(conn: &Connection) -> Result<VersionVector, StoreError> {
-    use crate::error::SqlContext;
-    const OP: &str = "reading what compaction removed";
-    let mut stmt = conn
-        .prepare_cached("SELECT origin, upto FROM oplog_collected")
-        .during(OP)?;
-    let rows = stmt
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-        .during(OP)?;
-    let mut out = VersionVector::default();
-    for row in rows {
-        let (origin, upto) = row.during(OP)?;
-        let origin = cbddc_core::ReplicaId::new(origin).map_err(|e| StoreError::Corrupt {
-            operation: OP,
-            detail: e.to_string(),
-        })?;
-        out.advance(&origin, u64::try_from(upto).unwrap_or(0));
-    }
-    Ok(out)
+    crate::reader::vector_from(
+        conn,
+        "SELECT origin, upto FROM oplog_collected",
+        "reading what compaction removed",
+    )
 }

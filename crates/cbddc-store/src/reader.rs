@@ -144,21 +144,11 @@ pub(crate) fn local_replicas(conn: &Connection) -> Result<Vec<ReplicaId>, StoreE
 }
 
 pub(crate) fn read_version_vector(conn: &Connection) -> Result<VersionVector, StoreError> {
-    let mut stmt = conn
-        .prepare_cached("SELECT origin, max_seq FROM origins")
-        .during("reading the version vector")?;
-    let rows = stmt
-        .query_map([], |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
-        })
-        .during("reading the version vector")?;
-    let mut vv = VersionVector::default();
-    for row in rows {
-        let (origin, seq) = row.during("reading the version vector")?;
-        let seq = u64::try_from(seq).map_err(|_| corrupt("reading the version vector", seq))?;
-        vv.advance(&replica_id(&origin, "reading the version vector")?, seq);
-    }
-    Ok(vv)
+    vector_from(
+        conn,
+        "SELECT origin, max_seq FROM origins",
+        "reading the version vector",
+    )
 }
 
 pub(crate) fn get(
@@ -533,18 +523,28 @@ pub(crate) fn pinned_keys(conn: &Connection) -> Result<Vec<(NodeId, String)>, St
 }
 
 pub(crate) fn floors(conn: &Connection) -> Result<VersionVector, StoreError> {
-    const OP: &str = "reading the floors";
-    let mut stmt = conn
-        .prepare_cached("SELECT replica, floor FROM replica_floors")
-        .during(OP)?;
+    vector_from(
+        conn,
+        "SELECT replica, floor FROM replica_floors",
+        "reading the floors",
+    )
+}
+
+/// A version vector stored as rows of `(replica, sequence number)`, read by `query`.
+pub(crate) fn vector_from(
+    conn: &Connection,
+    query: &str,
+    operation: &'static str,
+) -> Result<VersionVector, StoreError> {
+    let mut stmt = conn.prepare_cached(query).during(operation)?;
     let rows = stmt
         .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-        .during(OP)?;
+        .during(operation)?;
     let mut out = VersionVector::default();
     for row in rows {
-        let (replica, floor) = row.during(OP)?;
-        let floor = u64::try_from(floor).map_err(|_| corrupt(OP, floor))?;
-        out.advance(&replica_id(&replica, OP)?, floor);
+        let (replica, seq) = row.during(operation)?;
+        let seq = u64::try_from(seq).map_err(|_| corrupt(operation, seq))?;
+        out.advance(&replica_id(&replica, operation)?, seq);
     }
     Ok(out)
 }

@@ -113,13 +113,8 @@ fn save_progress(conn: &Connection, progress: &SnapshotProgress) -> Result<(), S
         operation: "recording the snapshot in progress",
         message: e.to_string(),
     })?;
-    conn.prepare_cached(
-        "INSERT INTO meta (key, value) VALUES ('snapshot', ?1)
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-    )
-    .and_then(|mut stmt| stmt.execute([text]))
-    .map(|_| ())
-    .map_err(sql("recording the snapshot in progress"))
+    crate::writer::set_meta(conn, "snapshot", &text)
+        .map_err(sql("recording the snapshot in progress"))
 }
 
 /// Drops a staged snapshot.

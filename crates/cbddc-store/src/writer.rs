@@ -437,13 +437,7 @@ impl Writer {
 
     fn persist_clock(&mut self, conn: &Connection) -> Result<(), StorageError> {
         let (wall, counter) = self.clock.last();
-        conn.prepare_cached(
-            "INSERT INTO meta (key, value) VALUES ('hlc', ?1)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        )
-        .and_then(|mut stmt| stmt.execute([format!("{wall}:{counter}")]))
-        .map(|_| ())
-        .map_err(sql("recording the clock"))
+        set_meta(conn, "hlc", &format!("{wall}:{counter}")).map_err(sql("recording the clock"))
     }
 
     fn local(
@@ -832,6 +826,16 @@ impl Writer {
     }
 }
 
+/// Sets `key` of the `meta` table to `value`.
+pub(crate) fn set_meta(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute([key, value])
+    .map(|_| ())
+}
+
 const APPEND_OPLOG: &str =
     "INSERT INTO oplog (origin, seq, collection, key, value, hlc_wall, hlc_counter, node)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
@@ -870,12 +874,7 @@ pub(crate) fn bind_interest(
             operation: "recording the replicated collections",
             detail: e.to_string(),
         })?;
-        conn.execute(
-            "INSERT INTO meta (key, value) VALUES ('interest', ?1)
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            [text],
-        )
-        .during("recording the replicated collections")?;
+        set_meta(conn, "interest", &text).during("recording the replicated collections")?;
     }
     Ok(())
 }
