@@ -63,8 +63,8 @@ pub fn horizons(
     now: &BTreeMap<NodeId, VersionVector>,
     previous: &BTreeMap<NodeId, VersionVector>,
 ) -> (VersionVector, VersionVector) {
-    let lowest = |acks: &mut dyn Iterator<Item = &VersionVector>| {
-        let acks: Vec<&VersionVector> = acks.collect();
+    // Per origin, the least of what we hold and what each of `acks` holds.
+    let lowest = |acks: &[&VersionVector]| {
         let mut out = VersionVector::default();
         for (origin, held) in ours.iter() {
             let seq = acks.iter().map(|a| a.get(origin)).fold(held, u64::min);
@@ -74,21 +74,15 @@ pub fn horizons(
         }
         out
     };
-    let horizon = lowest(&mut now.values());
+    let current: Vec<&VersionVector> = now.values().collect();
+    let horizon = lowest(&current);
     let earlier: Option<Vec<&VersionVector>> = now.keys().map(|p| previous.get(p)).collect();
     let tombstones = match earlier {
-        Some(earlier) if earlier.iter().all(|held| ours.dominates(held)) => {
-            let tomb = lowest(&mut earlier.into_iter());
-            // Never past what every peer holds now (an acknowledgement may go down: a
-            // peer restored from an old copy).
-            let mut capped = VersionVector::default();
-            for (origin, seq) in tomb.iter() {
-                let seq = seq.min(horizon.get(origin));
-                if seq > 0 {
-                    capped.advance(origin, seq);
-                }
-            }
-            capped
+        // Never past what every peer holds now either (an acknowledgement may go down:
+        // a peer restored from an old copy).
+        Some(mut earlier) if earlier.iter().all(|held| ours.dominates(held)) => {
+            earlier.extend(&current);
+            lowest(&earlier)
         }
         _ => VersionVector::default(),
     };

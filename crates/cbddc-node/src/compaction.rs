@@ -165,7 +165,7 @@ impl Compactor {
         let ours = store.version_vector().await?;
         let retention = self.retention_ms.load(Ordering::Relaxed);
         let now = now_ms();
-        let (holders, acks, forget) = {
+        let (holders, previous, acks, forget) = {
             let mut book = self.book();
             let mut holders = BTreeMap::new();
             let mut forget = Vec::new();
@@ -200,9 +200,9 @@ impl Compactor {
                 oldest_unacknowledged: oldest,
                 ..CompactionReport::default()
             };
-            (holders, acks, forget)
+            let previous = book.previous.clone();
+            (holders, previous, acks, forget)
         };
-        let previous = self.book().previous.clone();
         let (horizon, tombstone_horizon) = horizons(&ours, &holders, &previous);
         let mut plan = CompactionPlan {
             horizon,

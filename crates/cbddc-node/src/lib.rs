@@ -378,11 +378,7 @@ impl Node {
 
     /// Forgets a known peer and stops syncing with it; `Ok(false)` if it was not known.
     pub async fn remove_peer(&self, node_id: NodeId) -> Result<bool, NodeError> {
-        let snapshot = self.snapshot();
-        let removed = snapshot.store.remove_peer(node_id.clone()).await?;
-        snapshot.service.follow_peer_store().await?;
-        snapshot.service.sync.compactor().forget(&node_id);
-        Ok(removed)
+        self.snapshot().service.remove_peer(&node_id).await
     }
 
     /// What `cbddc status` shows.

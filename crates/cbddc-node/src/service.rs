@@ -432,14 +432,23 @@ impl NodeService {
         node_id: String,
     ) -> Result<(), NodeError> {
         let node_id = tool_names(session, node_id)?;
-        if !self.peers.remove_peer(node_id.clone()).await? {
+        if !self.remove_peer(&node_id).await? {
             return Err(invalid(format!("{node_id} is not a known peer")));
         }
-        tracing::info!(peer = %node_id, "known peer removed");
+        Ok(())
+    }
+
+    /// Forgets a known peer: stops syncing with it, and it holds no oplog entries back.
+    /// `Ok(false)` if it was not known.
+    pub(crate) async fn remove_peer(&self, node_id: &NodeId) -> Result<bool, NodeError> {
+        let removed = self.peers.remove_peer(node_id.clone()).await?;
+        if removed {
+            tracing::info!(peer = %node_id, "known peer removed");
+        }
         self.follow_peer_store().await?;
         // After its sync task stopped, so no exchange in flight acknowledges it again.
-        self.sync.compactor().forget(&node_id);
-        Ok(())
+        self.sync.compactor().forget(node_id);
+        Ok(removed)
     }
 
     /// Replaces the running configuration with the named members; returns once the seal

@@ -350,6 +350,10 @@ enum SyncError {
     Unresponsive { after: Duration },
     #[error("{peer} still says this node is behind what it retains after a snapshot; will retry")]
     StillBehind { peer: NodeId },
+    #[error(
+        "{peer} stopped its snapshot midway (said more would come, gave no document to go on from); the staged part stays and will resume"
+    )]
+    SnapshotIncomplete { peer: NodeId },
     #[error("{peer} sent a snapshot without the version vector it stands for")]
     SnapshotWithoutVector { peer: NodeId },
 }
@@ -647,7 +651,7 @@ async fn fetch_snapshot(ctx: &SyncContext, client: &mut PeerClient) -> Result<u6
     staging?;
     let complete = fetched?;
     if !complete {
-        return Err(SyncError::StillBehind { peer: source });
+        return Err(SyncError::SnapshotIncomplete { peer: source });
     }
     let changed = ctx.store.finish_snapshot(source.clone()).await?;
     tracing::info!(peer = %source, staged, changed, elapsed = ?started.elapsed(), "applied a snapshot");

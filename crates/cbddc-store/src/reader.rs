@@ -232,12 +232,24 @@ pub(crate) fn entries_missing_from(
     wanted: &Interest,
     ours_interest: &Interest,
 ) -> Result<EntryPage, StoreError> {
-    const OP: &str = "reading the oplog";
-    // One read transaction: the version vector, what was collected and the entries agree.
-    conn.execute_batch("BEGIN").during(OP)?;
-    let page = entries_in(conn, theirs, limits, wanted, ours_interest);
+    // The version vector, what was collected and the entries agree.
+    consistently(conn, "reading the oplog", |c| {
+        entries_in(c, theirs, limits, wanted, ours_interest)
+    })
+}
+
+/// Runs `read` in one read transaction: everything it reads comes from one state of the
+/// database, whatever the writer commits meanwhile.
+pub(crate) fn consistently<T>(
+    conn: &Connection,
+    operation: &'static str,
+    read: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    conn.execute_batch("BEGIN").during(operation)?;
+    let result = read(conn);
+    // A read transaction changed nothing: ending it cannot lose anything.
     let _ = conn.execute_batch("COMMIT");
-    page
+    result
 }
 
 fn entries_in(

@@ -28,11 +28,10 @@ pub(crate) fn read_chunk(
     limits: PageLimits,
     wanted: &Interest,
 ) -> Result<SnapshotChunk, StoreError> {
-    const OP: &str = "reading a snapshot";
-    conn.execute_batch("BEGIN").during(OP)?;
-    let chunk = read_chunk_in(conn, after, limits, wanted);
-    let _ = conn.execute_batch("COMMIT");
-    chunk
+    // The version vector and the first chunk agree.
+    crate::reader::consistently(conn, "reading a snapshot", |c| {
+        read_chunk_in(c, after, limits, wanted)
+    })
 }
 
 fn read_chunk_in(

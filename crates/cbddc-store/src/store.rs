@@ -1,7 +1,7 @@
 use crate::error::{SqlContext, StoreError};
 use crate::reader::{self, ReaderPool};
 use crate::write_connection::WriteConnection;
-use crate::writer::{Command, Solo, Writer};
+use crate::writer::{Command, Queued, Solo, Writer};
 use crate::{checkpoint, schema};
 use async_trait::async_trait;
 use cbddc_core::{
@@ -58,7 +58,7 @@ pub struct SqliteStore {
     /// Every replica this database has been, oldest first, this opening's last.
     own_replicas: Vec<ReplicaId>,
     path: PathBuf,
-    commands: Mutex<Option<mpsc::Sender<Command>>>,
+    commands: Mutex<Option<mpsc::Sender<Queued>>>,
     writer_done: tokio::sync::Mutex<Option<oneshot::Receiver<()>>>,
     checkpointer: Mutex<Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
     readers: Arc<ReaderPool>,
@@ -211,9 +211,9 @@ impl SqliteStore {
         tracing::info!(node = %self.node, path = %self.path.display(), "store closed");
     }
 
-    async fn send<T>(
+    async fn send<T, Q: Into<Queued>>(
         &self,
-        make: impl FnOnce(oneshot::Sender<Result<T, StorageError>>) -> Command,
+        make: impl FnOnce(oneshot::Sender<Result<T, StorageError>>) -> Q,
     ) -> Result<T, StorageError> {
         let sender = self
             .commands
@@ -223,7 +223,7 @@ impl SqliteStore {
             .ok_or(StorageError::Closed)?;
         let (tx, rx) = oneshot::channel();
         sender
-            .send(make(tx))
+            .send(make(tx).into())
             .await
             .map_err(|_| StorageError::Closed)?;
         rx.await.map_err(|_| StorageError::Closed)?
@@ -323,8 +323,7 @@ impl DocumentStore for SqliteStore {
     }
 
     async fn compact(&self, plan: CompactionPlan) -> Result<CompactionOutcome, StorageError> {
-        self.send(|reply| Command::Solo(Solo::Compact { plan, reply }))
-            .await
+        self.send(|reply| Solo::Compact { plan, reply }).await
     }
 
     async fn peer_acks(&self) -> Result<Vec<PeerAck>, StorageError> {
@@ -365,19 +364,17 @@ impl DocumentStore for SqliteStore {
         version_vector: Option<VersionVector>,
         documents: Vec<SnapshotDocument>,
     ) -> Result<SnapshotProgress, StorageError> {
-        self.send(|reply| {
-            Command::Solo(Solo::StageSnapshot {
-                source,
-                version_vector,
-                documents,
-                reply,
-            })
+        self.send(|reply| Solo::StageSnapshot {
+            source,
+            version_vector,
+            documents,
+            reply,
         })
         .await
     }
 
     async fn finish_snapshot(&self, source: NodeId) -> Result<u64, StorageError> {
-        self.send(|reply| Command::Solo(Solo::FinishSnapshot { source, reply }))
+        self.send(|reply| Solo::FinishSnapshot { source, reply })
             .await
     }
 

@@ -57,8 +57,26 @@ pub(crate) enum Command {
         floors: VersionVector,
         reply: Reply<()>,
     },
-    /// Runs in a transaction of its own, never in a caller's group.
+}
+
+/// What the writer thread receives: commands it groups into one transaction, or work
+/// that runs alone.
+#[derive(Debug)]
+pub(crate) enum Queued {
+    Grouped(Command),
     Solo(Solo),
+}
+
+impl From<Command> for Queued {
+    fn from(command: Command) -> Self {
+        Queued::Grouped(command)
+    }
+}
+
+impl From<Solo> for Queued {
+    fn from(solo: Solo) -> Self {
+        Queued::Solo(solo)
+    }
 }
 
 /// Work that runs alone: large or long, it must not hold up a caller's commit.
@@ -91,7 +109,6 @@ impl Command {
             Command::PinKey { .. } => "pin_key",
             Command::UnpinKey { .. } => "unpin_key",
             Command::RaiseFloors { .. } => "raise_floors",
-            Command::Solo(_) => "solo",
         }
     }
 
@@ -105,7 +122,6 @@ impl Command {
             | Command::PinKey { .. }
             | Command::UnpinKey { .. } => 1,
             Command::RaiseFloors { floors, .. } => floors.len(),
-            Command::Solo(_) => MAX_GROUP_WRITES,
         }
     }
 }
@@ -119,8 +135,6 @@ enum Executed {
     Remote(Result<ApplyOutcome, StorageError>, Reply<ApplyOutcome>),
     SavePeer(Result<(), StorageError>, Reply<()>),
     RemovePeer(Result<bool, StorageError>, Reply<bool>),
-    /// Answered already.
-    Nothing,
 }
 
 pub(crate) struct Writer {
@@ -155,23 +169,26 @@ fn sql(operation: &'static str) -> impl FnOnce(rusqlite::Error) -> StorageError 
 
 impl Writer {
     /// Runs until every sender is gone, then checkpoints and closes the database.
-    pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+    pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Queued>) {
         let mut group = Vec::new();
         while let Some(first) = rx.blocking_recv() {
-            if let Command::Solo(solo) = first {
-                self.commit_solo(solo);
-                continue;
-            }
+            let first = match first {
+                Queued::Solo(solo) => {
+                    self.commit_solo(solo);
+                    continue;
+                }
+                Queued::Grouped(command) => command,
+            };
             let mut weight = first.weight();
             group.push(first);
             let mut after = None;
             while group.len() < MAX_GROUP_COMMANDS && weight < MAX_GROUP_WRITES {
                 match rx.try_recv() {
-                    Ok(Command::Solo(solo)) => {
+                    Ok(Queued::Solo(solo)) => {
                         after = Some(solo);
                         break;
                     }
-                    Ok(next) => {
+                    Ok(Queued::Grouped(next)) => {
                         weight += next.weight();
                         group.push(next);
                     }
@@ -415,11 +432,6 @@ impl Writer {
             }
             Command::RaiseFloors { floors, reply } => {
                 Executed::SavePeer(self.raise_floors(conn, &floors), reply)
-            }
-            Command::Solo(solo) => {
-                // `run` never groups these; should one get here, it runs alone after all.
-                self.commit_solo(solo);
-                Executed::Nothing
             }
         };
         let end = if executed.is_ok() {
@@ -905,25 +917,24 @@ const UPSERT_DOCUMENT: &str = "INSERT INTO documents (collection, key, value, hl
 /// Runs `$body` on whichever executed command `$e` is, bound as `($result, $reply)`:
 /// the one place that lists the variants.
 macro_rules! each_executed {
-    ($e:expr, ($result:pat, $reply:pat) => $body:expr, nothing => $nothing:expr) => {
+    ($e:expr, ($result:pat, $reply:pat) => $body:expr) => {
         match $e {
             Executed::Local($result, $reply) => $body,
             Executed::Remote($result, $reply) => $body,
             Executed::SavePeer($result, $reply) => $body,
             Executed::RemovePeer($result, $reply) => $body,
-            Executed::Nothing => $nothing,
         }
     };
 }
 
 impl Executed {
     fn is_ok(&self) -> bool {
-        each_executed!(self, (r, _) => r.is_ok(), nothing => true)
+        each_executed!(self, (r, _) => r.is_ok())
     }
 
     fn reply(self) {
         // A caller that went away no longer needs its answer; the write is committed anyway.
-        each_executed!(self, (r, tx) => drop(tx.send(r)), nothing => ())
+        each_executed!(self, (r, tx) => drop(tx.send(r)))
     }
 
     fn fail(self, message: &str) {
@@ -931,7 +942,7 @@ impl Executed {
             operation: "committing",
             message: message.to_string(),
         };
-        each_executed!(self, (_, tx) => drop(tx.send(Err(err()))), nothing => ())
+        each_executed!(self, (_, tx) => drop(tx.send(Err(err()))))
     }
 }
 
@@ -949,20 +960,6 @@ fn precommit_failure(command: Command, message: &str) -> Executed {
         | Command::RaiseFloors { reply, .. } => Executed::SavePeer(Err(err()), reply),
         Command::RemovePeer { reply, .. } | Command::UnpinKey { reply, .. } => {
             Executed::RemovePeer(Err(err()), reply)
-        }
-        Command::Solo(solo) => {
-            solo.fail(err());
-            Executed::Nothing
-        }
-    }
-}
-
-impl Solo {
-    fn fail(self, err: StorageError) {
-        match self {
-            Solo::Compact { reply, .. } => drop(reply.send(Err(err))),
-            Solo::StageSnapshot { reply, .. } => drop(reply.send(Err(err))),
-            Solo::FinishSnapshot { reply, .. } => drop(reply.send(Err(err))),
         }
     }
 }
