@@ -20,8 +20,8 @@ pub struct PageLimits {
 impl Default for PageLimits {
     fn default() -> Self {
         Self {
-            max_entries: 2_000,
-            max_bytes: 2 * 1024 * 1024,
+            max_entries: 5_000,
+            max_bytes: 4 * 1024 * 1024,
         }
     }
 }

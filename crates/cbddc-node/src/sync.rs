@@ -487,12 +487,18 @@ async fn pull_missing(
         None => Ok(None),
         Some((entries, coverage)) => store.apply_covered(entries, coverage).await.map(Some),
     };
+    // Pages start small and double: the first arrives (and the store starts on it) sooner.
+    let mut limits = PageLimits {
+        max_entries: (ctx.limits.max_entries / 8).max(1),
+        ..ctx.limits
+    };
     for _ in 0..MAX_PAGES_PER_ROUND {
         let floors = ctx.fold.floors();
         let (page, previous) = tokio::join!(
-            client.pull_with_floors(&have, &floors, ctx.limits),
+            client.pull_with_floors(&have, &floors, limits),
             apply(handed.take())
         );
+        limits.max_entries = (limits.max_entries * 2).min(ctx.limits.max_entries);
         if let Some(outcome) = previous? {
             applied += outcome.applied as u64;
             if outcome.out_of_order > 0 {

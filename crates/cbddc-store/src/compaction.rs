@@ -1,7 +1,7 @@
 //! One step of oplog compaction, on the writer's connection inside a transaction of its
-//! own. The work comes from `collectable`, which triggers on `documents` fill (schema
-//! migration 10): an entry lands there when it stops being its document's winner, and a
-//! winning delete lands there flagged as a tombstone.
+//! own. The work comes from `collectable`, which the writer (`document_write`) and the
+//! delete trigger on `documents` fill: an entry lands there when it stops being its
+//! document's winner, and a winning delete lands there flagged as a tombstone.
 
 use crate::error::StoreError;
 use cbddc_core::{CompactionOutcome, CompactionPlan, PeerAck, StorageError, VersionVector};

@@ -32,6 +32,7 @@
 mod checkpoint;
 mod cluster_records;
 mod compaction;
+mod document_write;
 mod error;
 mod paxos_log;
 mod reader;

@@ -109,7 +109,8 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // 10: compaction and snapshots. A document row names the entry that wrote it (`seq`
     // of its stamp's replica) and its change position. Triggers queue every entry that
     // stops being a document's winner in `collectable` (the writer queues winning deletes
-    // itself: a trigger on every insert would cost every write), so compaction reads its
+    // itself: a trigger on every insert would cost every write; migration 11 drops the
+    // update trigger for the same reason), so compaction reads its
     // work instead of scanning the oplog. `oplog_collected` bounds
     // what was removed per origin; `peer_acks` persists what each peer reported holding;
     // `snapshot_documents` stages a snapshot being received.
@@ -170,6 +171,9 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         seq         INTEGER NOT NULL,
         PRIMARY KEY (collection, key)
     ) WITHOUT ROWID;",
+    // 11: the writer queues the entry an overwrite displaces itself (see
+    // `document_write`): the update trigger gave every upsert a statement journal.
+    "DROP TRIGGER superseded;",
 ];
 
 /// The schema version this build writes.

@@ -245,6 +245,16 @@ pub(crate) fn apply(
             [],
         )
         .map_err(sql("removing documents the snapshot deleted"))?;
+    // The winners the snapshot displaces are superseded, like any overwritten entry.
+    conn.execute(
+        "INSERT OR REPLACE INTO collectable (origin, seq, position, tombstone)
+             SELECT d.hlc_node, d.seq, d.position, 0 FROM snapshot_documents s JOIN documents d
+                 ON d.collection = s.collection AND d.key = s.key
+             WHERE d.seq IS NOT NULL
+               AND (s.hlc_wall, s.hlc_counter, s.hlc_node) > (d.hlc_wall, d.hlc_counter, d.hlc_node)",
+        [],
+    )
+    .map_err(sql("queuing what a snapshot supersedes"))?;
     let changed = conn
         .execute(
             "INSERT INTO documents (collection, key, value, hlc_wall, hlc_counter, hlc_node, seq, position)

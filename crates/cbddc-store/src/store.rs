@@ -1,7 +1,7 @@
 use crate::error::{SqlContext, StoreError};
 use crate::reader::{self, ReaderPool};
 use crate::write_connection::WriteConnection;
-use crate::writer::{Command, Queued, Solo, Writer};
+use crate::writer::{Checked, Command, Queued, Solo, Writer};
 use crate::{checkpoint, schema};
 use async_trait::async_trait;
 use cbddc_core::{
@@ -248,6 +248,7 @@ impl DocumentStore for SqliteStore {
         if writes.is_empty() {
             return Ok(Vec::new());
         }
+        let writes = Checked::check(writes)?;
         self.send(|reply| Command::Local { writes, reply }).await
     }
 
@@ -301,6 +302,7 @@ impl DocumentStore for SqliteStore {
                 ..ApplyOutcome::default()
             });
         }
+        let entries = Checked::check(entries)?;
         self.send(|reply| Command::Remote {
             entries,
             coverage,

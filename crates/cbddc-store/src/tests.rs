@@ -935,6 +935,46 @@ async fn entries_of_the_running_replica_are_refused_but_a_past_ones_are_taken() 
 }
 
 #[tokio::test]
+async fn a_batch_refused_after_its_entries_were_written_leaves_nothing_behind() {
+    // A batch alone in its transaction has no savepoint: its refusal must still undo
+    // the documents, oplog entries and changes it wrote before the refusal.
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), "a").await;
+    let now = cbddc_core::unix_millis();
+    let mut coverage = cbddc_core::Coverage::default();
+    // The coverage is checked after the entries are written; it names this store's own
+    // running replica, which nobody else can vouch for.
+    coverage.cover(store.replica(), 0, 5);
+    let err = store
+        .apply_covered(
+            vec![
+                remote_put("b", 1, "x", "1", now),
+                remote_put("b", 2, "y", "2", now),
+            ],
+            coverage,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::OwnReplica { .. }), "{err}");
+    assert!(store.version_vector().await.unwrap().is_empty());
+    assert!(store.get("c", "x").await.unwrap().is_none());
+    let stats = store.stats().await.unwrap();
+    assert_eq!((stats.documents, stats.oplog_entries), (0, 0));
+    assert_eq!(
+        store.watch_changes().borrow().to_owned(),
+        0,
+        "no change recorded"
+    );
+    // The writer goes on: the same entries without the forged coverage are taken.
+    let outcome = store
+        .apply_remote(vec![remote_put("b", 1, "x", "1", now)])
+        .await
+        .unwrap();
+    assert_eq!(outcome.applied, 1);
+    store.close().await;
+}
+
+#[tokio::test]
 async fn a_database_of_the_previous_schema_keeps_its_documents_and_history() {
     let dir = tempfile::tempdir().unwrap();
     let path = crate::database_path(dir.path(), &id("a"));

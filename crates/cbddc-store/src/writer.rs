@@ -1,6 +1,7 @@
 //! The single writer: a thread that owns the write connection and the node's clock, and
 //! commits whatever is queued as one transaction (group commit).
 
+use crate::document_write::{DocumentRow, DocumentWriter, Overwrite};
 use crate::error::{SqlContext, StoreError};
 use crate::write_connection::WriteConnection;
 use cbddc_core::{
@@ -20,15 +21,46 @@ const MAX_GROUP_WRITES: usize = 20_000;
 
 type Reply<T> = oneshot::Sender<Result<T, StorageError>>;
 
+/// Writes or entries whose content was checked (`validate`) before they were queued:
+/// the checks run on the caller's thread, and the writer's time goes to SQL.
+#[derive(Debug)]
+pub(crate) struct Checked<T>(Vec<T>);
+
+/// What [`Checked`] checks.
+pub(crate) trait Validate {
+    fn validate(&self) -> Result<(), cbddc_core::CoreError>;
+}
+
+impl Validate for OplogEntry {
+    fn validate(&self) -> Result<(), cbddc_core::CoreError> {
+        OplogEntry::validate(self)
+    }
+}
+
+impl Validate for LocalWrite {
+    fn validate(&self) -> Result<(), cbddc_core::CoreError> {
+        LocalWrite::validate(self)
+    }
+}
+
+impl<T: Validate> Checked<T> {
+    pub(crate) fn check(items: Vec<T>) -> Result<Self, StorageError> {
+        for item in &items {
+            item.validate()?;
+        }
+        Ok(Self(items))
+    }
+}
+
 /// A request to the writer thread.
 #[derive(Debug)]
 pub(crate) enum Command {
     Local {
-        writes: Vec<LocalWrite>,
+        writes: Checked<LocalWrite>,
         reply: Reply<Vec<OplogEntry>>,
     },
     Remote {
-        entries: Vec<OplogEntry>,
+        entries: Checked<OplogEntry>,
         coverage: Coverage,
         reply: Reply<ApplyOutcome>,
     },
@@ -114,8 +146,8 @@ impl Command {
 
     fn weight(&self) -> usize {
         match self {
-            Command::Local { writes, .. } => writes.len(),
-            Command::Remote { entries, .. } => entries.len(),
+            Command::Local { writes, .. } => writes.0.len(),
+            Command::Remote { entries, .. } => entries.0.len(),
             Command::ReplaceConfiguredPeers { peers, .. } => peers.len(),
             Command::SavePeer { .. }
             | Command::RemovePeer { .. }
@@ -225,9 +257,21 @@ impl Writer {
             }
             return;
         }
+        // A command alone needs no savepoint of its own (journaling its pages for one
+        // cost catch-up several percent): if it fails, the whole transaction goes.
+        let alone = group.len() == 1;
         let mut executed = Vec::with_capacity(group.len());
         for command in group {
-            executed.push(self.execute_in_savepoint(conn, command));
+            executed.push(self.execute(conn, command, !alone));
+        }
+        if alone && executed.iter().any(|done| !done.is_ok()) {
+            let _ = conn.execute_batch("ROLLBACK");
+            self.vv = vv_before;
+            self.last_change = change_before;
+            for done in executed {
+                done.reply();
+            }
+            return;
         }
         let commit = self.persist_clock(conn).and_then(|()| {
             conn.execute_batch("COMMIT")
@@ -399,10 +443,11 @@ impl Writer {
         Ok(changed)
     }
 
-    fn execute_in_savepoint(&mut self, conn: &Connection, command: Command) -> Executed {
+    /// Runs one command of a group; with `savepoint`, a failed command rolls back alone.
+    fn execute(&mut self, conn: &Connection, command: Command, savepoint: bool) -> Executed {
         let vv_before = self.vv.clone();
         let change_before = self.last_change;
-        if let Err(e) = conn.execute_batch("SAVEPOINT command") {
+        if savepoint && let Err(e) = conn.execute_batch("SAVEPOINT command") {
             let executed = precommit_failure(command, &format!("cannot open a savepoint: {e}"));
             return executed;
         }
@@ -434,15 +479,19 @@ impl Writer {
                 Executed::SavePeer(self.raise_floors(conn, &floors), reply)
             }
         };
-        let end = if executed.is_ok() {
-            "RELEASE command"
-        } else {
+        if !executed.is_ok() {
             self.vv = vv_before;
             self.last_change = change_before;
-            "ROLLBACK TO command; RELEASE command"
-        };
-        if let Err(e) = conn.execute_batch(end) {
-            tracing::error!(error = %e, "closing a savepoint failed");
+        }
+        if savepoint {
+            let end = if executed.is_ok() {
+                "RELEASE command"
+            } else {
+                "ROLLBACK TO command; RELEASE command"
+            };
+            if let Err(e) = conn.execute_batch(end) {
+                tracing::error!(error = %e, "closing a savepoint failed");
+            }
         }
         executed
     }
@@ -455,10 +504,10 @@ impl Writer {
     fn local(
         &mut self,
         conn: &Connection,
-        writes: &[LocalWrite],
+        writes: &Checked<LocalWrite>,
     ) -> Result<Vec<OplogEntry>, StorageError> {
+        let Checked(writes) = writes;
         for write in writes {
-            write.validate()?;
             if !self.interest.includes(&write.collection) {
                 return Err(StorageError::NotReplicated {
                     collection: write.collection.clone(),
@@ -472,15 +521,14 @@ impl Writer {
             let mut append = conn
                 .prepare_cached(APPEND_OPLOG)
                 .map_err(sql("preparing an oplog append"))?;
-            let mut upsert = conn
-                .prepare_cached(UPSERT_DOCUMENT)
-                .map_err(sql("preparing a document upsert"))?;
             let mut record_change = conn
                 .prepare_cached(RECORD_CHANGE)
                 .map_err(sql("preparing a change record"))?;
             let mut tombstone = conn
                 .prepare_cached(QUEUE_TOMBSTONE)
                 .map_err(sql("preparing to queue a tombstone"))?;
+            let mut documents =
+                DocumentWriter::new(conn).map_err(sql("preparing to write documents"))?;
             for write in writes {
                 seq += 1;
                 let hlc = self.clock.tick();
@@ -498,17 +546,20 @@ impl Writer {
                     ])
                     .map_err(sql("appending to the oplog"))?;
                 self.last_change += 1;
-                upsert
-                    .execute(params![
-                        write.collection,
-                        write.key,
-                        write.value,
-                        wall,
-                        hlc.counter,
-                        self.replica.as_str(),
-                        to_i64(seq, "a sequence number")?,
-                        to_i64(self.last_change, "a change position")?
-                    ])
+                documents
+                    .write(
+                        &DocumentRow {
+                            collection: &write.collection,
+                            key: &write.key,
+                            value: write.value.as_deref(),
+                            wall,
+                            counter: hlc.counter,
+                            replica: self.replica.as_str(),
+                            seq: to_i64(seq, "a sequence number")?,
+                            position: to_i64(self.last_change, "a change position")?,
+                        },
+                        Overwrite::Always,
+                    )
                     .map_err(sql("writing a document"))?;
                 if write.value.is_none() {
                     tombstone
@@ -553,12 +604,12 @@ impl Writer {
     fn remote(
         &mut self,
         conn: &Connection,
-        mut entries: Vec<OplogEntry>,
+        entries: Checked<OplogEntry>,
         coverage: &Coverage,
     ) -> Result<ApplyOutcome, StorageError> {
         // Everything is checked before anything is written: a refused batch changes nothing.
+        let Checked(mut entries) = entries;
         for entry in &entries {
-            entry.validate()?;
             if entry.origin == self.replica {
                 // Nobody else can hold writes of this opening of the database: forged.
                 return Err(StorageError::OwnReplica {
@@ -577,9 +628,6 @@ impl Writer {
             let mut append = conn
                 .prepare_cached(APPEND_OPLOG)
                 .map_err(sql("preparing an oplog append"))?;
-            let mut upsert = conn
-                .prepare_cached(UPSERT_IF_NEWER)
-                .map_err(sql("preparing a document upsert"))?;
             let mut tombstone = conn
                 .prepare_cached(QUEUE_TOMBSTONE)
                 .map_err(sql("preparing to queue a tombstone"))?;
@@ -592,6 +640,8 @@ impl Writer {
             let mut record_change = conn
                 .prepare_cached(RECORD_CHANGE)
                 .map_err(sql("preparing a change record"))?;
+            let mut documents =
+                DocumentWriter::new(conn).map_err(sql("preparing to write documents"))?;
             for entry in entries {
                 let held = self.vv.get(&entry.origin);
                 if entry.seq <= held {
@@ -630,22 +680,23 @@ impl Writer {
                         entry.node.as_str()
                     ])
                     .map_err(sql("appending to the oplog"))?;
-                // Last writer wins in the statement itself: it writes only over an
-                // older stamp (or no row), and says whether it wrote.
                 let position = self.last_change + 1;
-                let wins = upsert
-                    .execute(params![
-                        entry.collection,
-                        entry.key,
-                        value,
-                        wall,
-                        entry.hlc.counter,
-                        entry.hlc.replica.as_str(),
-                        to_i64(entry.seq, "a sequence number")?,
-                        to_i64(position, "a change position")?
-                    ])
+                let wins = documents
+                    .write(
+                        &DocumentRow {
+                            collection: &entry.collection,
+                            key: &entry.key,
+                            value,
+                            wall,
+                            counter: entry.hlc.counter,
+                            replica: entry.hlc.replica.as_str(),
+                            seq: to_i64(entry.seq, "a sequence number")?,
+                            position: to_i64(position, "a change position")?,
+                        },
+                        Overwrite::IfNewer,
+                    )
                     .map_err(sql("writing a document"))?
-                    > 0;
+                    .changed();
                 if wins {
                     self.last_change = position;
                     if value.is_none() {
@@ -897,22 +948,6 @@ const QUEUE_TOMBSTONE: &str =
      VALUES (?1, ?2, ?3, 1)";
 
 const RECORD_CHANGE: &str = "INSERT INTO changes (position, origin, seq) VALUES (?1, ?2, ?3)";
-
-/// Like [`UPSERT_DOCUMENT`], over an existing row only if the new stamp is greater: the
-/// same order as [`cbddc_core::Hlc`] (wall, counter, replica; text compares bytewise).
-const UPSERT_IF_NEWER: &str = "INSERT INTO documents (collection, key, value, hlc_wall, hlc_counter, hlc_node, seq, position)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-     ON CONFLICT (collection, key) DO UPDATE SET value = excluded.value,
-         hlc_wall = excluded.hlc_wall, hlc_counter = excluded.hlc_counter, hlc_node = excluded.hlc_node,
-         seq = excluded.seq, position = excluded.position
-     WHERE (excluded.hlc_wall, excluded.hlc_counter, excluded.hlc_node)
-         > (documents.hlc_wall, documents.hlc_counter, documents.hlc_node)";
-
-const UPSERT_DOCUMENT: &str = "INSERT INTO documents (collection, key, value, hlc_wall, hlc_counter, hlc_node, seq, position)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-     ON CONFLICT (collection, key) DO UPDATE SET value = excluded.value,
-         hlc_wall = excluded.hlc_wall, hlc_counter = excluded.hlc_counter, hlc_node = excluded.hlc_node,
-         seq = excluded.seq, position = excluded.position";
 
 /// Runs `$body` on whichever executed command `$e` is, bound as `($result, $reply)`:
 /// the one place that lists the variants.
