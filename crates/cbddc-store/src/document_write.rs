@@ -110,6 +110,18 @@ impl<'c> DocumentWriter<'c> {
         if self.insert.execute(columns)? == 1 {
             return Ok(Written::Inserted);
         }
+        self.settle(row, overwrite, false)
+    }
+
+    /// The rest of [`DocumentWriter::write`] once `row`'s insert was tried (alone or in a
+    /// multi-row statement): reads what the key holds and writes over it if `row` wins.
+    /// With `tried_here`, a stored row that is `row` itself was inserted by that try.
+    pub(crate) fn settle(
+        &mut self,
+        row: &DocumentRow<'_>,
+        overwrite: Overwrite,
+        tried_here: bool,
+    ) -> rusqlite::Result<Written> {
         let held = self
             .read
             .query_row(params![row.collection, row.key], |r| {
@@ -134,12 +146,27 @@ impl<'c> DocumentWriter<'c> {
             // such column is bound: unreachable, but nothing was written.
             return Ok(Written::Lost);
         };
+        if tried_here
+            && (wall, counter, replica.as_str(), seq)
+                == (row.wall, row.counter, row.replica, Some(row.seq))
+        {
+            return Ok(Written::Inserted);
+        }
         // The same order as `cbddc_core::Hlc` and the stored text's (bytewise).
         let newer = (row.wall, row.counter, row.replica) > (wall, counter, replica.as_str());
         if overwrite == Overwrite::IfNewer && !newer {
             return Ok(Written::Lost);
         }
-        self.update.execute(columns)?;
+        self.update.execute(params![
+            row.collection,
+            row.key,
+            row.value,
+            row.wall,
+            row.counter,
+            row.replica,
+            row.seq,
+            row.position
+        ])?;
         if let Some(seq) = seq {
             self.supersede.execute(params![replica, seq, position])?;
         }

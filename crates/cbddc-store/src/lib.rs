@@ -29,6 +29,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod batch_apply;
 mod checkpoint;
 mod cluster_records;
 mod compaction;

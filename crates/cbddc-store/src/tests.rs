@@ -1,7 +1,7 @@
 use crate::{SqliteStore, StoreError, StoreOptions};
 use cbddc_core::{
     DocumentStore, Hlc, KnownPeer, LocalWrite, NodeId, Operation, OplogEntry, PageLimits,
-    PeerStore, PeerType, ReplicaId, StorageError, VersionVector,
+    PeerStore, PeerType, ReplicaId, SnapshotDocument, StorageError, VersionVector,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -932,6 +932,140 @@ async fn entries_of_the_running_replica_are_refused_but_a_past_ones_are_taken() 
     lost.node = id("a");
     assert_eq!(store.apply_remote(vec![lost]).await.unwrap().applied, 1);
     store.close().await;
+}
+
+#[tokio::test]
+async fn a_snapshot_removes_what_it_covers_but_lacks_and_keeps_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), "b").await;
+    let now = cbddc_core::unix_millis();
+    // From origin a: k1..k5 and gone6..8 (seq 1..8, which the snapshot covers) and k9
+    // (seq 9, after it); from origin c, which the snapshot does not cover: c1.
+    let mut entries: Vec<_> = (1..=5)
+        .map(|i| remote_put("a", i, &format!("k{i}"), "1", now))
+        .collect();
+    entries.extend([6, 7, 8].map(|i| remote_put("a", i, &format!("gone{i}"), "1", now)));
+    entries.push(remote_put("a", 9, "k9", "1", now));
+    entries.push(remote_put("c", 1, "c1", "1", now));
+    store.apply_remote(entries).await.unwrap();
+    store
+        .write(vec![LocalWrite::put("c", "mine", "2")])
+        .await
+        .unwrap();
+
+    // The source deleted k2, k4 and gone6..8 and collected them.
+    let snapshot_doc = |key: &str, seq: u64| SnapshotDocument {
+        collection: "c".into(),
+        key: key.into(),
+        value: Some("1".into()),
+        hlc: Hlc {
+            wall_ms: now,
+            counter: 0,
+            replica: r("a"),
+        },
+        seq,
+    };
+    let mut vv = VersionVector::default();
+    vv.advance(&r("a"), 8);
+    store
+        .stage_snapshot(
+            id("a"),
+            Some(vv),
+            vec![snapshot_doc("k1", 1), snapshot_doc("k3", 3)],
+        )
+        .await
+        .unwrap();
+    store
+        .stage_snapshot(id("a"), None, vec![snapshot_doc("k5", 5)])
+        .await
+        .unwrap();
+    store.finish_snapshot(id("a")).await.unwrap();
+
+    let mut keys: Vec<String> = store
+        .list("c", None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.key)
+        .collect();
+    keys.sort();
+    assert_eq!(keys, ["c1", "k1", "k3", "k5", "k9", "mine"]);
+    assert_eq!(store.snapshot_progress().await.unwrap(), None);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_page_applied_at_once_ends_as_its_entries_applied_one_by_one() {
+    // Pages are written in multi-row statements: keys new and held, several entries of
+    // one key in a page, deletes that win and lose, within and across statements.
+    let dir = tempfile::tempdir().unwrap();
+    let at_once = open(&dir.path().join("at-once"), "x").await;
+    let one_by_one = open(&dir.path().join("one-by-one"), "y").await;
+    let now = cbddc_core::unix_millis();
+    let mut state = 7u64;
+    let mut random = move |n: u64| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) % n
+    };
+    let mut seqs = [0u64; 3];
+    let mut page = |size: usize, random: &mut dyn FnMut(u64) -> u64| -> Vec<OplogEntry> {
+        (0..size)
+            .map(|_| {
+                let origin = random(3) as usize;
+                seqs[origin] += 1;
+                let name = ["a", "b", "c"][origin];
+                let key = format!("k{}", random(90));
+                let wall = now - 1_000 + random(1_000);
+                let mut entry = remote_put(name, seqs[origin], &key, &format!("{wall}"), wall);
+                if random(5) == 0 {
+                    entry.op = Operation::Delete;
+                }
+                entry
+            })
+            .collect()
+    };
+    for size in [40, 300, 129, 64] {
+        let entries = page(size, &mut random);
+        at_once.apply_remote(entries.clone()).await.unwrap();
+        let mut sorted = entries;
+        sorted.sort_by(|a, b| (&a.origin, a.seq).cmp(&(&b.origin, b.seq)));
+        for entry in sorted {
+            assert_eq!(
+                one_by_one.apply_remote(vec![entry]).await.unwrap().applied,
+                1
+            );
+        }
+    }
+    let (x, y) = (
+        at_once.stats().await.unwrap(),
+        one_by_one.stats().await.unwrap(),
+    );
+    assert!(x.collectable > 0 && x.documents > 0);
+    assert_eq!(x, y);
+    assert_eq!(
+        at_once.list("c", None, 10_000).await.unwrap(),
+        one_by_one.list("c", None, 10_000).await.unwrap()
+    );
+    let everything = PageLimits {
+        max_entries: 10_000,
+        max_bytes: usize::MAX,
+    };
+    assert_eq!(
+        at_once
+            .entries_missing_from(VersionVector::default(), everything)
+            .await
+            .unwrap()
+            .entries,
+        one_by_one
+            .entries_missing_from(VersionVector::default(), everything)
+            .await
+            .unwrap()
+            .entries
+    );
+    at_once.close().await;
+    one_by_one.close().await;
 }
 
 #[tokio::test]

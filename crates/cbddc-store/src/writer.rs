@@ -1,6 +1,7 @@
 //! The single writer: a thread that owns the write connection and the node's clock, and
 //! commits whatever is queued as one transaction (group commit).
 
+use crate::batch_apply::{self, Applying};
 use crate::document_write::{DocumentRow, DocumentWriter, Overwrite};
 use crate::error::{SqlContext, StoreError};
 use crate::write_connection::WriteConnection;
@@ -624,111 +625,58 @@ impl Writer {
         entries.sort_by(|a, b| (&a.origin, a.seq).cmp(&(&b.origin, b.seq)));
         let mut outcome = ApplyOutcome::default();
         let mut touched = BTreeSet::new();
-        {
-            let mut append = conn
-                .prepare_cached(APPEND_OPLOG)
-                .map_err(sql("preparing an oplog append"))?;
-            let mut tombstone = conn
-                .prepare_cached(QUEUE_TOMBSTONE)
-                .map_err(sql("preparing to queue a tombstone"))?;
-            let mut superseded = conn
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO collectable (origin, seq, position, tombstone)
-                     VALUES (?1, ?2, NULL, 0)",
-                )
-                .map_err(sql("preparing to queue a superseded entry"))?;
-            let mut record_change = conn
-                .prepare_cached(RECORD_CHANGE)
-                .map_err(sql("preparing a change record"))?;
-            let mut documents =
-                DocumentWriter::new(conn).map_err(sql("preparing to write documents"))?;
-            for entry in entries {
-                let held = self.vv.get(&entry.origin);
-                if entry.seq <= held {
-                    outcome.duplicates += 1;
-                    continue;
-                }
-                // A gap is stepped over only where the sender vouches that it holds
-                // nothing this store replicates.
-                let spanned = coverage
-                    .get(&entry.origin)
-                    .is_some_and(|(after, upto)| after <= held && upto >= entry.seq);
-                if entry.seq != held + 1 && !spanned {
-                    outcome.out_of_order += 1;
-                    continue;
-                }
-                if !self.interest.includes(&entry.collection) {
-                    self.vv.advance(&entry.origin, entry.seq);
-                    touched.insert(entry.origin);
-                    outcome.filtered += 1;
-                    continue;
-                }
-                let value = match &entry.op {
+        // Which entries apply is decided from the version vector alone; they are then
+        // written together (`batch_apply`). Each gets the next change position, used if
+        // its write wins.
+        let mut applying = Vec::with_capacity(entries.len());
+        let mut position = self.last_change;
+        for entry in &entries {
+            let held = self.vv.get(&entry.origin);
+            if entry.seq <= held {
+                outcome.duplicates += 1;
+                continue;
+            }
+            // A gap is stepped over only where the sender vouches that it holds
+            // nothing this store replicates.
+            let spanned = coverage
+                .get(&entry.origin)
+                .is_some_and(|(after, upto)| after <= held && upto >= entry.seq);
+            if entry.seq != held + 1 && !spanned {
+                outcome.out_of_order += 1;
+                continue;
+            }
+            self.vv.advance(&entry.origin, entry.seq);
+            if touched.last() != Some(&entry.origin) {
+                // Sorted by origin: each origin is met in one run.
+                touched.insert(entry.origin.clone());
+            }
+            if !self.interest.includes(&entry.collection) {
+                outcome.filtered += 1;
+                continue;
+            }
+            position += 1;
+            applying.push(Applying {
+                origin: entry.origin.as_str(),
+                node: entry.node.as_str(),
+                seq: to_i64(entry.seq, "a sequence number")?,
+                collection: &entry.collection,
+                key: &entry.key,
+                value: match &entry.op {
                     Operation::Put { value } => Some(value.as_str()),
                     Operation::Delete => None,
-                };
-                let wall = to_i64(entry.hlc.wall_ms, "a clock reading")?;
-                append
-                    .execute(params![
-                        entry.origin.as_str(),
-                        to_i64(entry.seq, "a sequence number")?,
-                        entry.collection,
-                        entry.key,
-                        value,
-                        wall,
-                        entry.hlc.counter,
-                        entry.node.as_str()
-                    ])
-                    .map_err(sql("appending to the oplog"))?;
-                let position = self.last_change + 1;
-                let wins = documents
-                    .write(
-                        &DocumentRow {
-                            collection: &entry.collection,
-                            key: &entry.key,
-                            value,
-                            wall,
-                            counter: entry.hlc.counter,
-                            replica: entry.hlc.replica.as_str(),
-                            seq: to_i64(entry.seq, "a sequence number")?,
-                            position: to_i64(position, "a change position")?,
-                        },
-                        Overwrite::IfNewer,
-                    )
-                    .map_err(sql("writing a document"))?
-                    .changed();
-                if wins {
-                    self.last_change = position;
-                    if value.is_none() {
-                        tombstone
-                            .execute(params![
-                                entry.origin.as_str(),
-                                to_i64(entry.seq, "a sequence number")?,
-                                to_i64(position, "a change position")?
-                            ])
-                            .map_err(sql("queuing a tombstone"))?;
-                    }
-                    record_change
-                        .execute(params![
-                            to_i64(self.last_change, "a change position")?,
-                            entry.origin.as_str(),
-                            to_i64(entry.seq, "a sequence number")?
-                        ])
-                        .map_err(sql("recording a change"))?;
-                } else {
-                    // Lost on arrival: superseded already, compaction's to collect.
-                    superseded
-                        .execute(params![
-                            entry.origin.as_str(),
-                            to_i64(entry.seq, "a sequence number")?
-                        ])
-                        .map_err(sql("queuing a superseded entry"))?;
-                }
-                self.clock.restore(entry.hlc.wall_ms, entry.hlc.counter);
-                self.vv.advance(&entry.origin, entry.seq);
-                touched.insert(entry.origin);
-                outcome.applied += 1;
-            }
+                },
+                wall: to_i64(entry.hlc.wall_ms, "a clock reading")?,
+                counter: entry.hlc.counter,
+                replica: entry.hlc.replica.as_str(),
+                position: to_i64(position, "a change position")?,
+            });
+            self.clock.restore(entry.hlc.wall_ms, entry.hlc.counter);
+            outcome.applied += 1;
+        }
+        if let Some(last) =
+            batch_apply::write(conn, &applying).map_err(sql("writing remote entries"))?
+        {
+            self.last_change = u64::try_from(last).unwrap_or(self.last_change);
         }
         for (origin, (after, upto)) in coverage.iter() {
             if self.vv.get(origin) >= after && upto > self.vv.get(origin) {
@@ -943,7 +891,7 @@ pub(crate) fn bind_interest(
 }
 
 /// A winning delete, queued for compaction as its document's tombstone.
-const QUEUE_TOMBSTONE: &str =
+pub(crate) const QUEUE_TOMBSTONE: &str =
     "INSERT OR REPLACE INTO collectable (origin, seq, position, tombstone)
      VALUES (?1, ?2, ?3, 1)";
 

@@ -1,0 +1,171 @@
+//! Writing a page of remote entries that the writer has already decided to apply, in
+//! multi-row statements: each statement call costs about as much again as the row it
+//! inserts (binding, stepping, resetting), so a page pays it once per [`ROWS`] entries.
+
+use crate::document_write::{DocumentRow, DocumentWriter, Overwrite, Written};
+use rusqlite::{Connection, ToSql, params};
+use std::sync::OnceLock;
+
+/// Rows per multi-row statement; a page's last few go one by one.
+const ROWS: usize = 64;
+
+/// An entry to apply, with its change position if its write wins.
+pub(crate) struct Applying<'e> {
+    pub origin: &'e str,
+    pub node: &'e str,
+    pub seq: i64,
+    pub collection: &'e str,
+    pub key: &'e str,
+    pub value: Option<&'e str>,
+    pub wall: i64,
+    pub counter: u32,
+    pub replica: &'e str,
+    pub position: i64,
+}
+
+impl Applying<'_> {
+    fn document(&self) -> DocumentRow<'_> {
+        DocumentRow {
+            collection: self.collection,
+            key: self.key,
+            value: self.value,
+            wall: self.wall,
+            counter: self.counter,
+            replica: self.replica,
+            seq: self.seq,
+            position: self.position,
+        }
+    }
+}
+
+/// `INSERT ... VALUES (?, ...), ...` for `ROWS` rows of `columns` values.
+fn multi_row(cache: &'static OnceLock<String>, head: &str, columns: usize) -> &'static str {
+    cache.get_or_init(|| {
+        let row = format!("({})", vec!["?"; columns].join(", "));
+        format!("{head} VALUES {}", vec![row; ROWS].join(", "))
+    })
+}
+
+const OPLOG_HEAD: &str =
+    "INSERT INTO oplog (origin, seq, collection, key, value, hlc_wall, hlc_counter, node)";
+const DOCUMENTS_HEAD: &str = "INSERT OR IGNORE INTO documents
+     (collection, key, value, hlc_wall, hlc_counter, hlc_node, seq, position)";
+const CHANGES_HEAD: &str = "INSERT INTO changes (position, origin, seq)";
+
+/// Appends the entries to the oplog and writes their documents by last-writer-wins, with
+/// a change for every write that won, the tombstones that won and the entries that lost
+/// queued for compaction. Returns the last winning change's position.
+pub(crate) fn write(conn: &Connection, rows: &[Applying<'_>]) -> rusqlite::Result<Option<i64>> {
+    static OPLOG: OnceLock<String> = OnceLock::new();
+    static DOCUMENTS: OnceLock<String> = OnceLock::new();
+    static CHANGES: OnceLock<String> = OnceLock::new();
+    fn oplog_row<'a>(r: &'a Applying<'_>) -> [&'a dyn ToSql; 8] {
+        [
+            &r.origin,
+            &r.seq,
+            &r.collection,
+            &r.key,
+            &r.value,
+            &r.wall,
+            &r.counter,
+            &r.node,
+        ]
+    }
+    fn document_row<'a>(r: &'a Applying<'_>) -> [&'a dyn ToSql; 8] {
+        [
+            &r.collection,
+            &r.key,
+            &r.value,
+            &r.wall,
+            &r.counter,
+            &r.replica,
+            &r.seq,
+            &r.position,
+        ]
+    }
+
+    let mut values: Vec<&dyn ToSql> = Vec::with_capacity(ROWS * 8);
+    for chunk in rows.chunks(ROWS) {
+        let mut insert = if chunk.len() == ROWS {
+            conn.prepare_cached(multi_row(&OPLOG, OPLOG_HEAD, 8))?
+        } else {
+            conn.prepare_cached(&format!("{OPLOG_HEAD} VALUES (?, ?, ?, ?, ?, ?, ?, ?)"))?
+        };
+        if chunk.len() == ROWS {
+            values.clear();
+            values.extend(chunk.iter().flat_map(oplog_row));
+            insert.execute(&values[..])?;
+        } else {
+            for r in chunk {
+                insert.execute(&oplog_row(r)[..])?;
+            }
+        }
+    }
+
+    // Queued as each write settles: a tombstone a later entry of the page overwrites is
+    // then re-queued as merely superseded, in that order.
+    let mut tombstone = conn.prepare_cached(crate::writer::QUEUE_TOMBSTONE)?;
+    let mut superseded = conn.prepare_cached(
+        "INSERT OR IGNORE INTO collectable (origin, seq, position, tombstone)
+         VALUES (?1, ?2, NULL, 0)",
+    )?;
+    let mut queue = |r: &Applying<'_>, w: &Written| -> rusqlite::Result<()> {
+        match (w.changed(), r.value) {
+            // A winning delete is its document's tombstone.
+            (true, None) => tombstone.execute(params![r.origin, r.seq, r.position])?,
+            (true, Some(_)) => 0,
+            // Lost on arrival: superseded already, compaction's to collect.
+            (false, _) => superseded.execute(params![r.origin, r.seq])?,
+        };
+        Ok(())
+    };
+    let mut documents = DocumentWriter::new(conn)?;
+    let mut written = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(ROWS) {
+        let all_inserted = chunk.len() == ROWS && {
+            values.clear();
+            values.extend(chunk.iter().flat_map(document_row));
+            conn.prepare_cached(multi_row(&DOCUMENTS, DOCUMENTS_HEAD, 8))?
+                .execute(&values[..])?
+                == ROWS
+        };
+        for r in chunk {
+            let w = if all_inserted {
+                // Every key was new (a catch-up): every write won.
+                Written::Inserted
+            } else if chunk.len() == ROWS {
+                documents.settle(&r.document(), Overwrite::IfNewer, true)?
+            } else {
+                documents.write(&r.document(), Overwrite::IfNewer)?
+            };
+            queue(r, &w)?;
+            written.push(w);
+        }
+    }
+
+    let winners: Vec<&Applying<'_>> = rows
+        .iter()
+        .zip(&written)
+        .filter(|(_, w)| w.changed())
+        .map(|(r, _)| r)
+        .collect();
+    for chunk in winners.chunks(ROWS) {
+        if chunk.len() == ROWS {
+            values.clear();
+            values.extend(
+                chunk
+                    .iter()
+                    .flat_map(|r| [&r.position as &dyn ToSql, &r.origin, &r.seq]),
+            );
+            conn.prepare_cached(multi_row(&CHANGES, CHANGES_HEAD, 3))?
+                .execute(&values[..])?;
+        } else {
+            let mut insert = conn.prepare_cached(&format!("{CHANGES_HEAD} VALUES (?, ?, ?)"))?;
+            for r in chunk {
+                insert.execute(params![r.position, r.origin, r.seq])?;
+            }
+        }
+    }
+
+    Ok(winners.last().map(|r| r.position))
+}
