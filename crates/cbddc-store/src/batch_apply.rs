@@ -7,7 +7,7 @@ use rusqlite::{Connection, ToSql, params};
 use std::sync::OnceLock;
 
 /// Rows per multi-row statement; a page's last few go one by one.
-const ROWS: usize = 64;
+pub(crate) const ROWS: usize = 64;
 
 /// An entry to apply, with its change position if its write wins.
 pub(crate) struct Applying<'e> {
@@ -39,7 +39,11 @@ impl Applying<'_> {
 }
 
 /// `INSERT ... VALUES (?, ...), ...` for `ROWS` rows of `columns` values.
-fn multi_row(cache: &'static OnceLock<String>, head: &str, columns: usize) -> &'static str {
+pub(crate) fn multi_row(
+    cache: &'static OnceLock<String>,
+    head: &str,
+    columns: usize,
+) -> &'static str {
     cache.get_or_init(|| {
         let row = format!("({})", vec!["?"; columns].join(", "));
         format!("{head} VALUES {}", vec![row; ROWS].join(", "))

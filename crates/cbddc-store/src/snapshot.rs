@@ -2,13 +2,15 @@
 //! at the receiver (each chunk its own small transaction, with the progress, so a crash
 //! resumes where it stopped), then applied in one transaction.
 
+use crate::batch_apply::{ROWS, multi_row};
 use crate::error::{SqlContext, StoreError};
 use crate::writer::stamp;
 use cbddc_core::{
     Interest, NodeId, PageLimits, SnapshotChunk, SnapshotDocument, SnapshotProgress, StorageError,
     VersionVector,
 };
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, ToSql, params};
+use std::sync::OnceLock;
 
 fn sql(operation: &'static str) -> impl FnOnce(rusqlite::Error) -> StorageError {
     move |source| StoreError::Sqlite { operation, source }.into()
@@ -159,45 +161,77 @@ pub(crate) fn stage(
             }
         },
     };
-    {
-        let mut insert = conn
-            .prepare_cached(
-                "INSERT INTO snapshot_documents
-                     (collection, key, value, hlc_wall, hlc_counter, hlc_node, seq)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    for doc in documents {
+        let place = (doc.collection.as_str(), doc.key.as_str());
+        if progress
+            .after
+            .as_ref()
+            .is_some_and(|(c, k)| place <= (c.as_str(), k.as_str()))
+        {
+            return Err(StorageError::Invalid(cbddc_core::CoreError::InvalidValue {
+                reason: format!(
+                    "snapshot document {}/{} is out of order",
+                    doc.collection, doc.key
+                ),
+            }));
+        }
+        progress.after = Some((doc.collection.clone(), doc.key.clone()));
+        progress.staged += 1;
+        let stamp = (doc.hlc.wall_ms, doc.hlc.counter);
+        if progress.latest.is_none_or(|latest| stamp > latest) {
+            progress.latest = Some(stamp);
+        }
+    }
+    stage_rows(conn, documents).map_err(sql("staging a snapshot document"))?;
+    save_progress(conn, &progress)?;
+    Ok(progress)
+}
+
+/// Inserts the documents into `snapshot_documents`, [`ROWS`] to a statement.
+fn stage_rows(conn: &Connection, documents: &[SnapshotDocument]) -> rusqlite::Result<()> {
+    const HEAD: &str = "INSERT INTO snapshot_documents
+         (collection, key, value, hlc_wall, hlc_counter, hlc_node, seq)";
+    static MULTI: OnceLock<String> = OnceLock::new();
+    // The columns that are not stored as the document holds them.
+    let numbers: Vec<(i64, i64, &str)> = documents
+        .iter()
+        .map(|d| {
+            (
+                i64::try_from(d.hlc.wall_ms).unwrap_or(i64::MAX),
+                i64::try_from(d.seq).unwrap_or(i64::MAX),
+                d.hlc.replica.as_str(),
             )
-            .map_err(sql("preparing to stage a snapshot"))?;
-        for doc in documents {
-            let place = (doc.collection.clone(), doc.key.clone());
-            if progress.after.as_ref().is_some_and(|after| &place <= after) {
-                return Err(StorageError::Invalid(cbddc_core::CoreError::InvalidValue {
-                    reason: format!(
-                        "snapshot document {}/{} is out of order",
-                        doc.collection, doc.key
-                    ),
-                }));
-            }
-            insert
-                .execute(params![
-                    doc.collection,
-                    doc.key,
-                    doc.value,
-                    i64::try_from(doc.hlc.wall_ms).unwrap_or(i64::MAX),
-                    doc.hlc.counter,
-                    doc.hlc.replica.as_str(),
-                    i64::try_from(doc.seq).unwrap_or(i64::MAX)
-                ])
-                .map_err(sql("staging a snapshot document"))?;
-            progress.after = Some(place);
-            progress.staged += 1;
-            let stamp = (doc.hlc.wall_ms, doc.hlc.counter);
-            if progress.latest.is_none_or(|latest| stamp > latest) {
-                progress.latest = Some(stamp);
+        })
+        .collect();
+    fn row<'a>(
+        (d, (wall, seq, replica)): (&'a SnapshotDocument, &'a (i64, i64, &'a str)),
+    ) -> [&'a dyn ToSql; 7] {
+        [
+            &d.collection,
+            &d.key,
+            &d.value,
+            wall,
+            &d.hlc.counter,
+            replica,
+            seq,
+        ]
+    }
+    let mut values: Vec<&dyn ToSql> = Vec::with_capacity(ROWS * 7);
+    for (docs, numbers) in documents.chunks(ROWS).zip(numbers.chunks(ROWS)) {
+        if docs.len() == ROWS {
+            values.clear();
+            values.extend(docs.iter().zip(numbers).flat_map(row));
+            conn.prepare_cached(multi_row(&MULTI, HEAD, 7))?
+                .execute(&values[..])?;
+        } else {
+            let mut insert =
+                conn.prepare_cached(&format!("{HEAD} VALUES (?, ?, ?, ?, ?, ?, ?)"))?;
+            for one in docs.iter().zip(numbers) {
+                insert.execute(&row(one)[..])?;
             }
         }
     }
-    save_progress(conn, &progress)?;
-    Ok(progress)
+    Ok(())
 }
 
 /// Applies the staged snapshot (see `DocumentStore::finish_snapshot`): returns the

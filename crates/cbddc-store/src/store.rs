@@ -366,6 +366,7 @@ impl DocumentStore for SqliteStore {
         version_vector: Option<VersionVector>,
         documents: Vec<SnapshotDocument>,
     ) -> Result<SnapshotProgress, StorageError> {
+        let documents = Checked::check(documents)?;
         self.send(|reply| Solo::StageSnapshot {
             source,
             version_vector,

@@ -1069,6 +1069,40 @@ async fn a_page_applied_at_once_ends_as_its_entries_applied_one_by_one() {
 }
 
 #[tokio::test]
+async fn a_hostile_snapshot_chunk_is_refused_whole_and_stages_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), "b").await;
+    let now = cbddc_core::unix_millis();
+    let doc = |key: &str, value: Option<&str>, wall_ms: u64| SnapshotDocument {
+        collection: "c".into(),
+        key: key.into(),
+        value: value.map(String::from),
+        hlc: Hlc {
+            wall_ms,
+            counter: 0,
+            replica: r("a"),
+        },
+        seq: 1,
+    };
+    let mut vv = VersionVector::default();
+    vv.advance(&r("a"), 1);
+    let far_future = now + 365 * 24 * 3_600_000;
+    for chunk in [
+        vec![doc("k1", Some("1"), now), doc("k2", Some("{not json"), now)],
+        vec![doc("k1", Some("1"), now), doc("", Some("1"), now)],
+        vec![doc("k1", Some("1"), now), doc("k2", None, far_future)],
+        vec![doc("k2", Some("1"), now), doc("k1", Some("1"), now)],
+    ] {
+        let refused = store.stage_snapshot(id("a"), Some(vv.clone()), chunk).await;
+        assert!(refused.is_err(), "{refused:?}");
+        assert_eq!(store.snapshot_progress().await.unwrap(), None);
+    }
+    assert!(store.finish_snapshot(id("a")).await.is_err());
+    assert_eq!(store.stats().await.unwrap().documents, 0);
+    store.close().await;
+}
+
+#[tokio::test]
 async fn a_batch_refused_after_its_entries_were_written_leaves_nothing_behind() {
     // A batch alone in its transaction has no savepoint: its refusal must still undo
     // the documents, oplog entries and changes it wrote before the refusal.

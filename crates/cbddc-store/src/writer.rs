@@ -44,6 +44,17 @@ impl Validate for LocalWrite {
     }
 }
 
+impl Validate for SnapshotDocument {
+    fn validate(&self) -> Result<(), cbddc_core::CoreError> {
+        cbddc_core::validate_collection(&self.collection)?;
+        cbddc_core::validate_key(&self.key)?;
+        match &self.value {
+            Some(value) => cbddc_core::validate_json_value(value),
+            None => Ok(()),
+        }
+    }
+}
+
 impl<T: Validate> Checked<T> {
     pub(crate) fn check(items: Vec<T>) -> Result<Self, StorageError> {
         for item in &items {
@@ -122,7 +133,7 @@ pub(crate) enum Solo {
     StageSnapshot {
         source: NodeId,
         version_vector: Option<VersionVector>,
-        documents: Vec<SnapshotDocument>,
+        documents: Checked<SnapshotDocument>,
         reply: Reply<SnapshotProgress>,
     },
     FinishSnapshot {
@@ -395,15 +406,11 @@ impl Writer {
     /// drift, of the collections it replicates. Anything invalid refuses the chunk.
     fn admit_snapshot(
         &mut self,
-        documents: Vec<SnapshotDocument>,
+        documents: Checked<SnapshotDocument>,
     ) -> Result<Vec<SnapshotDocument>, StorageError> {
+        let Checked(documents) = documents;
         let mut kept = Vec::with_capacity(documents.len());
         for doc in documents {
-            cbddc_core::validate_collection(&doc.collection)?;
-            cbddc_core::validate_key(&doc.key)?;
-            if let Some(value) = &doc.value {
-                cbddc_core::validate_json_value(value)?;
-            }
             self.clock.check(&doc.hlc)?;
             to_i64(doc.hlc.wall_ms, "a clock reading")?;
             to_i64(doc.seq, "a sequence number")?;
