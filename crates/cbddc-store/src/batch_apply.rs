@@ -9,33 +9,13 @@ use std::sync::OnceLock;
 /// Rows per multi-row statement; a page's last few go one by one.
 pub(crate) const ROWS: usize = 64;
 
-/// An entry to apply, with its change position if its write wins.
+/// An entry to apply: the document row it writes (with its change position, used if
+/// the write wins), and who wrote it.
 pub(crate) struct Applying<'e> {
+    pub document: DocumentRow<'e>,
+    /// The entry's origin replica (its stamp's replica is the document's).
     pub origin: &'e str,
     pub node: &'e str,
-    pub seq: i64,
-    pub collection: &'e str,
-    pub key: &'e str,
-    pub value: Option<&'e str>,
-    pub wall: i64,
-    pub counter: u32,
-    pub replica: &'e str,
-    pub position: i64,
-}
-
-impl Applying<'_> {
-    fn document(&self) -> DocumentRow<'_> {
-        DocumentRow {
-            collection: self.collection,
-            key: self.key,
-            value: self.value,
-            wall: self.wall,
-            counter: self.counter,
-            replica: self.replica,
-            seq: self.seq,
-            position: self.position,
-        }
-    }
 }
 
 /// `INSERT ... VALUES (?, ...), ...` for `ROWS` rows of `columns` values.
@@ -64,28 +44,20 @@ pub(crate) fn write(conn: &Connection, rows: &[Applying<'_>]) -> rusqlite::Resul
     static DOCUMENTS: OnceLock<String> = OnceLock::new();
     static CHANGES: OnceLock<String> = OnceLock::new();
     fn oplog_row<'a>(r: &'a Applying<'_>) -> [&'a dyn ToSql; 8] {
+        let d = &r.document;
         [
             &r.origin,
-            &r.seq,
-            &r.collection,
-            &r.key,
-            &r.value,
-            &r.wall,
-            &r.counter,
+            &d.seq,
+            &d.collection,
+            &d.key,
+            &d.value,
+            &d.wall,
+            &d.counter,
             &r.node,
         ]
     }
     fn document_row<'a>(r: &'a Applying<'_>) -> [&'a dyn ToSql; 8] {
-        [
-            &r.collection,
-            &r.key,
-            &r.value,
-            &r.wall,
-            &r.counter,
-            &r.replica,
-            &r.seq,
-            &r.position,
-        ]
+        r.document.columns()
     }
 
     let mut values: Vec<&dyn ToSql> = Vec::with_capacity(ROWS * 8);
@@ -114,12 +86,14 @@ pub(crate) fn write(conn: &Connection, rows: &[Applying<'_>]) -> rusqlite::Resul
          VALUES (?1, ?2, NULL, 0)",
     )?;
     let mut queue = |r: &Applying<'_>, w: &Written| -> rusqlite::Result<()> {
-        match (w.changed(), r.value) {
+        match (w.changed(), r.document.value) {
             // A winning delete is its document's tombstone.
-            (true, None) => tombstone.execute(params![r.origin, r.seq, r.position])?,
+            (true, None) => {
+                tombstone.execute(params![r.origin, r.document.seq, r.document.position])?
+            }
             (true, Some(_)) => 0,
             // Lost on arrival: superseded already, compaction's to collect.
-            (false, _) => superseded.execute(params![r.origin, r.seq])?,
+            (false, _) => superseded.execute(params![r.origin, r.document.seq])?,
         };
         Ok(())
     };
@@ -138,9 +112,9 @@ pub(crate) fn write(conn: &Connection, rows: &[Applying<'_>]) -> rusqlite::Resul
                 // Every key was new (a catch-up): every write won.
                 Written::Inserted
             } else if chunk.len() == ROWS {
-                documents.settle(&r.document(), Overwrite::IfNewer, true)?
+                documents.settle(&r.document, Overwrite::IfNewer, true)?
             } else {
-                documents.write(&r.document(), Overwrite::IfNewer)?
+                documents.write(&r.document, Overwrite::IfNewer)?
             };
             queue(r, &w)?;
             written.push(w);
@@ -156,20 +130,22 @@ pub(crate) fn write(conn: &Connection, rows: &[Applying<'_>]) -> rusqlite::Resul
     for chunk in winners.chunks(ROWS) {
         if chunk.len() == ROWS {
             values.clear();
-            values.extend(
-                chunk
-                    .iter()
-                    .flat_map(|r| [&r.position as &dyn ToSql, &r.origin, &r.seq]),
-            );
+            values.extend(chunk.iter().flat_map(|r| {
+                [
+                    &r.document.position as &dyn ToSql,
+                    &r.origin,
+                    &r.document.seq,
+                ]
+            }));
             conn.prepare_cached(multi_row(&CHANGES, CHANGES_HEAD, 3))?
                 .execute(&values[..])?;
         } else {
             let mut insert = conn.prepare_cached(&format!("{CHANGES_HEAD} VALUES (?, ?, ?)"))?;
             for r in chunk {
-                insert.execute(params![r.position, r.origin, r.seq])?;
+                insert.execute(params![r.document.position, r.origin, r.document.seq])?;
             }
         }
     }
 
-    Ok(winners.last().map(|r| r.position))
+    Ok(winners.last().map(|r| r.document.position))
 }

@@ -7,7 +7,7 @@
 //! (the whole of a catch-up or an import) is one plain insert; an existing one is read
 //! and, if the new stamp wins, updated.
 
-use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
+use rusqlite::{CachedStatement, Connection, OptionalExtension, ToSql, params};
 
 /// A document row as an oplog entry writes it.
 pub(crate) struct DocumentRow<'a> {
@@ -20,6 +20,23 @@ pub(crate) struct DocumentRow<'a> {
     pub replica: &'a str,
     pub seq: i64,
     pub position: i64,
+}
+
+impl DocumentRow<'_> {
+    /// The row's columns, in the order of the documents table's inserts and updates:
+    /// collection, key, value, hlc_wall, hlc_counter, hlc_node, seq, position.
+    pub(crate) fn columns(&self) -> [&dyn ToSql; 8] {
+        [
+            &self.collection,
+            &self.key,
+            &self.value,
+            &self.wall,
+            &self.counter,
+            &self.replica,
+            &self.seq,
+            &self.position,
+        ]
+    }
 }
 
 /// Whether a write over an existing row needs the greater stamp.
@@ -97,17 +114,7 @@ impl<'c> DocumentWriter<'c> {
         row: &DocumentRow<'_>,
         overwrite: Overwrite,
     ) -> rusqlite::Result<Written> {
-        let columns = params![
-            row.collection,
-            row.key,
-            row.value,
-            row.wall,
-            row.counter,
-            row.replica,
-            row.seq,
-            row.position
-        ];
-        if self.insert.execute(columns)? == 1 {
+        if self.insert.execute(&row.columns()[..])? == 1 {
             return Ok(Written::Inserted);
         }
         self.settle(row, overwrite, false)
@@ -157,16 +164,7 @@ impl<'c> DocumentWriter<'c> {
         if overwrite == Overwrite::IfNewer && !newer {
             return Ok(Written::Lost);
         }
-        self.update.execute(params![
-            row.collection,
-            row.key,
-            row.value,
-            row.wall,
-            row.counter,
-            row.replica,
-            row.seq,
-            row.position
-        ])?;
+        self.update.execute(&row.columns()[..])?;
         if let Some(seq) = seq {
             self.supersede.execute(params![replica, seq, position])?;
         }

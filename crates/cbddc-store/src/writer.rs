@@ -663,19 +663,21 @@ impl Writer {
             }
             position += 1;
             applying.push(Applying {
+                document: DocumentRow {
+                    collection: &entry.collection,
+                    key: &entry.key,
+                    value: match &entry.op {
+                        Operation::Put { value } => Some(value.as_str()),
+                        Operation::Delete => None,
+                    },
+                    wall: to_i64(entry.hlc.wall_ms, "a clock reading")?,
+                    counter: entry.hlc.counter,
+                    replica: entry.hlc.replica.as_str(),
+                    seq: to_i64(entry.seq, "a sequence number")?,
+                    position: to_i64(position, "a change position")?,
+                },
                 origin: entry.origin.as_str(),
                 node: entry.node.as_str(),
-                seq: to_i64(entry.seq, "a sequence number")?,
-                collection: &entry.collection,
-                key: &entry.key,
-                value: match &entry.op {
-                    Operation::Put { value } => Some(value.as_str()),
-                    Operation::Delete => None,
-                },
-                wall: to_i64(entry.hlc.wall_ms, "a clock reading")?,
-                counter: entry.hlc.counter,
-                replica: entry.hlc.replica.as_str(),
-                position: to_i64(position, "a change position")?,
             });
             self.clock.restore(entry.hlc.wall_ms, entry.hlc.counter);
             outcome.applied += 1;
