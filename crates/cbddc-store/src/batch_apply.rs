@@ -2,7 +2,8 @@
 //! multi-row statements: each statement call costs about as much again as the row it
 //! inserts (binding, stepping, resetting), so a page pays it once per [`ROWS`] entries.
 
-use crate::document_write::{DocumentRow, DocumentWriter, Overwrite, Written};
+use crate::document_write::{DocumentRow, DocumentWriter, INSERT_DOCUMENT, Overwrite, Written};
+use crate::writer::{APPEND_OPLOG, QUEUE_TOMBSTONE, RECORD_CHANGE};
 use rusqlite::{Connection, ToSql, params};
 use std::sync::OnceLock;
 
@@ -18,23 +19,22 @@ pub(crate) struct Applying<'e> {
     pub node: &'e str,
 }
 
-/// `INSERT ... VALUES (?, ...), ...` for `ROWS` rows of `columns` values.
-pub(crate) fn multi_row(
-    cache: &'static OnceLock<String>,
-    head: &str,
-    columns: usize,
-) -> &'static str {
+/// `single`, a one-row `INSERT ... VALUES (?1, ...)`, for [`ROWS`] rows: its values
+/// tuple repeated, each parameter anonymous so the rows bind one after another.
+pub(crate) fn multi_row(cache: &'static OnceLock<String>, single: &str) -> &'static str {
     cache.get_or_init(|| {
-        let row = format!("({})", vec!["?"; columns].join(", "));
-        format!("{head} VALUES {}", vec![row; ROWS].join(", "))
+        let (head, row) = single.rsplit_once("VALUES").unwrap_or((single, "()"));
+        let mut anonymous = String::with_capacity(row.len());
+        let mut chars = row.trim().chars().peekable();
+        while let Some(c) = chars.next() {
+            anonymous.push(c);
+            if c == '?' {
+                while chars.next_if(char::is_ascii_digit).is_some() {}
+            }
+        }
+        format!("{head}VALUES {}", vec![anonymous; ROWS].join(", "))
     })
 }
-
-const OPLOG_HEAD: &str =
-    "INSERT INTO oplog (origin, seq, collection, key, value, hlc_wall, hlc_counter, node)";
-const DOCUMENTS_HEAD: &str = "INSERT OR IGNORE INTO documents
-     (collection, key, value, hlc_wall, hlc_counter, hlc_node, seq, position)";
-const CHANGES_HEAD: &str = "INSERT INTO changes (position, origin, seq)";
 
 /// Appends the entries to the oplog and writes their documents by last-writer-wins, with
 /// a change for every write that won, the tombstones that won and the entries that lost
@@ -63,9 +63,9 @@ pub(crate) fn write(conn: &Connection, rows: &[Applying<'_>]) -> rusqlite::Resul
     let mut values: Vec<&dyn ToSql> = Vec::with_capacity(ROWS * 8);
     for chunk in rows.chunks(ROWS) {
         let mut insert = if chunk.len() == ROWS {
-            conn.prepare_cached(multi_row(&OPLOG, OPLOG_HEAD, 8))?
+            conn.prepare_cached(multi_row(&OPLOG, APPEND_OPLOG))?
         } else {
-            conn.prepare_cached(&format!("{OPLOG_HEAD} VALUES (?, ?, ?, ?, ?, ?, ?, ?)"))?
+            conn.prepare_cached(APPEND_OPLOG)?
         };
         if chunk.len() == ROWS {
             values.clear();
@@ -80,7 +80,7 @@ pub(crate) fn write(conn: &Connection, rows: &[Applying<'_>]) -> rusqlite::Resul
 
     // Queued as each write settles: a tombstone a later entry of the page overwrites is
     // then re-queued as merely superseded, in that order.
-    let mut tombstone = conn.prepare_cached(crate::writer::QUEUE_TOMBSTONE)?;
+    let mut tombstone = conn.prepare_cached(QUEUE_TOMBSTONE)?;
     let mut superseded = conn.prepare_cached(
         "INSERT OR IGNORE INTO collectable (origin, seq, position, tombstone)
          VALUES (?1, ?2, NULL, 0)",
@@ -103,7 +103,7 @@ pub(crate) fn write(conn: &Connection, rows: &[Applying<'_>]) -> rusqlite::Resul
         let all_inserted = chunk.len() == ROWS && {
             values.clear();
             values.extend(chunk.iter().flat_map(document_row));
-            conn.prepare_cached(multi_row(&DOCUMENTS, DOCUMENTS_HEAD, 8))?
+            conn.prepare_cached(multi_row(&DOCUMENTS, INSERT_DOCUMENT))?
                 .execute(&values[..])?
                 == ROWS
         };
@@ -137,10 +137,10 @@ pub(crate) fn write(conn: &Connection, rows: &[Applying<'_>]) -> rusqlite::Resul
                     &r.document.seq,
                 ]
             }));
-            conn.prepare_cached(multi_row(&CHANGES, CHANGES_HEAD, 3))?
+            conn.prepare_cached(multi_row(&CHANGES, RECORD_CHANGE))?
                 .execute(&values[..])?;
         } else {
-            let mut insert = conn.prepare_cached(&format!("{CHANGES_HEAD} VALUES (?, ?, ?)"))?;
+            let mut insert = conn.prepare_cached(RECORD_CHANGE)?;
             for r in chunk {
                 insert.execute(params![r.document.position, r.origin, r.document.seq])?;
             }
@@ -148,4 +148,20 @@ pub(crate) fn write(conn: &Connection, rows: &[Applying<'_>]) -> rusqlite::Resul
     }
 
     Ok(winners.last().map(|r| r.document.position))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_one_row_insert_becomes_rows_of_anonymous_parameters() {
+        static CACHE: OnceLock<String> = OnceLock::new();
+        let sql = multi_row(&CACHE, "INSERT INTO t (a, b) VALUES (?1, ?12)");
+        let row = "(?, ?)";
+        assert_eq!(
+            sql,
+            format!("INSERT INTO t (a, b) VALUES {}", vec![row; ROWS].join(", "))
+        );
+    }
 }

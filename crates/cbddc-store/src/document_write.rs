@@ -39,6 +39,11 @@ impl DocumentRow<'_> {
     }
 }
 
+/// Inserts a document row unless its key has one ([`DocumentRow::columns`] order).
+pub(crate) const INSERT_DOCUMENT: &str = "INSERT OR IGNORE INTO documents
+     (collection, key, value, hlc_wall, hlc_counter, hlc_node, seq, position)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
 /// Whether a write over an existing row needs the greater stamp.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Overwrite {
@@ -85,11 +90,7 @@ pub(crate) struct DocumentWriter<'c> {
 impl<'c> DocumentWriter<'c> {
     pub(crate) fn new(conn: &'c Connection) -> rusqlite::Result<Self> {
         Ok(Self {
-            insert: conn.prepare_cached(
-                "INSERT OR IGNORE INTO documents
-                     (collection, key, value, hlc_wall, hlc_counter, hlc_node, seq, position)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?,
+            insert: conn.prepare_cached(INSERT_DOCUMENT)?,
             read: conn.prepare_cached(
                 "SELECT hlc_wall, hlc_counter, hlc_node, seq, position FROM documents
                  WHERE collection = ?1 AND key = ?2",

@@ -189,8 +189,9 @@ pub(crate) fn stage(
 
 /// Inserts the documents into `snapshot_documents`, [`ROWS`] to a statement.
 fn stage_rows(conn: &Connection, documents: &[SnapshotDocument]) -> rusqlite::Result<()> {
-    const HEAD: &str = "INSERT INTO snapshot_documents
-         (collection, key, value, hlc_wall, hlc_counter, hlc_node, seq)";
+    const STAGE: &str = "INSERT INTO snapshot_documents
+         (collection, key, value, hlc_wall, hlc_counter, hlc_node, seq)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
     static MULTI: OnceLock<String> = OnceLock::new();
     // The columns that are not stored as the document holds them.
     let numbers: Vec<(i64, i64, &str)> = documents
@@ -221,11 +222,10 @@ fn stage_rows(conn: &Connection, documents: &[SnapshotDocument]) -> rusqlite::Re
         if docs.len() == ROWS {
             values.clear();
             values.extend(docs.iter().zip(numbers).flat_map(row));
-            conn.prepare_cached(multi_row(&MULTI, HEAD, 7))?
+            conn.prepare_cached(multi_row(&MULTI, STAGE))?
                 .execute(&values[..])?;
         } else {
-            let mut insert =
-                conn.prepare_cached(&format!("{HEAD} VALUES (?, ?, ?, ?, ?, ?, ?)"))?;
+            let mut insert = conn.prepare_cached(STAGE)?;
             for one in docs.iter().zip(numbers) {
                 insert.execute(&row(one)[..])?;
             }

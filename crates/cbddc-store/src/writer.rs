@@ -277,9 +277,8 @@ impl Writer {
             executed.push(self.execute(conn, command, !alone));
         }
         if alone && executed.iter().any(|done| !done.is_ok()) {
+            // `execute` has put the version vector and the change position back.
             let _ = conn.execute_batch("ROLLBACK");
-            self.vv = vv_before;
-            self.last_change = change_before;
             for done in executed {
                 done.reply();
             }
@@ -856,7 +855,7 @@ pub(crate) fn set_meta(conn: &Connection, key: &str, value: &str) -> rusqlite::R
     .map(|_| ())
 }
 
-const APPEND_OPLOG: &str =
+pub(crate) const APPEND_OPLOG: &str =
     "INSERT INTO oplog (origin, seq, collection, key, value, hlc_wall, hlc_counter, node)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
@@ -904,7 +903,8 @@ pub(crate) const QUEUE_TOMBSTONE: &str =
     "INSERT OR REPLACE INTO collectable (origin, seq, position, tombstone)
      VALUES (?1, ?2, ?3, 1)";
 
-const RECORD_CHANGE: &str = "INSERT INTO changes (position, origin, seq) VALUES (?1, ?2, ?3)";
+pub(crate) const RECORD_CHANGE: &str =
+    "INSERT INTO changes (position, origin, seq) VALUES (?1, ?2, ?3)";
 
 /// Runs `$body` on whichever executed command `$e` is, bound as `($result, $reply)`:
 /// the one place that lists the variants.
