@@ -39,6 +39,8 @@ pub struct CompactionPlan {
     pub forget: Vec<NodeId>,
     /// At most this many entries in this step.
     pub max_entries: usize,
+    /// Which deletes the change feed may drop.
+    pub feed: crate::FeedRetention,
 }
 
 /// What one compaction step did.
@@ -48,6 +50,8 @@ pub struct CompactionOutcome {
     pub entries: u64,
     /// Tombstones removed, with their document rows.
     pub tombstones: u64,
+    /// Deletes the change feed dropped (past the feed retention).
+    pub feed_dropped: u64,
     /// The step stopped at its bound: more may be collected now.
     pub more: bool,
 }

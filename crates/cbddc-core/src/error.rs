@@ -102,6 +102,18 @@ pub enum StorageError {
         /// What the node replicates.
         interest: String,
     },
+    /// A change feed was asked to resume after a position whose following changes it no
+    /// longer holds whole: deletes after it left the feed (past the feed retention), or a
+    /// snapshot replaced documents without feed positions. Nothing was read.
+    #[error(
+        "the change feed no longer holds everything after position {after}: it can resume only after position {oldest} or later; resync by reading the current state and following from there (`cbddc watch --from start`, or `FeedStart::Current`)"
+    )]
+    FeedCompacted {
+        /// The position asked for.
+        after: u64,
+        /// The oldest position the feed can resume after.
+        oldest: u64,
+    },
     /// The store has been closed (the node is stopping or changing identity).
     #[error("the store is closed; the node is stopping or reopening its database")]
     Closed,

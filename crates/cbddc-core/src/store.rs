@@ -90,6 +90,43 @@ pub struct StoreStats {
     pub collectable: u64,
     /// Entries and tombstones compaction removed over the database's life.
     pub collected: u64,
+    /// Deletes the change feed keeps for its consumers after compaction collected their
+    /// tombstones (counted apart from `oplog_entries`).
+    pub feed_entries: u64,
+    /// The oldest position the change feed can resume after (0: every position).
+    pub feed_oldest: u64,
+}
+
+/// A named consumer of the change feed, as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedConsumer {
+    /// The consumer's name.
+    pub name: String,
+    /// The position it acknowledged: it has processed every change up to it.
+    pub position: u64,
+    /// When it acknowledged last (Unix ms).
+    pub acked_ms: u64,
+}
+
+/// Longest name of a feed consumer, in bytes.
+pub const MAX_CONSUMER_NAME_LEN: usize = 128;
+
+/// Checks a feed consumer's name: 1 to 128 bytes of `A-Z a-z 0-9 . _ -`.
+pub fn validate_consumer_name(name: &str) -> Result<(), crate::CoreError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_CONSUMER_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(crate::CoreError::InvalidValue {
+            reason: format!(
+                "{name:?} is not a feed consumer name: use 1 to {MAX_CONSUMER_NAME_LEN} characters from A-Z a-z 0-9 . _ -"
+            ),
+        })
+    }
 }
 
 /// Documents and their oplog, as one node stores them.
@@ -237,6 +274,11 @@ pub trait DocumentStore: Send + Sync + std::fmt::Debug {
     /// collection, only that collection's. A page reads a bounded range of positions, so
     /// it may hold fewer changes than `limit` (even none) while more follow: continue from
     /// [`ChangePage::scanned_to`] until it reaches [`ChangePage::last_position`].
+    ///
+    /// For every document changed after `after`, the feed holds its latest state
+    /// (deletes included) at a later position; a superseded change may be gone. When it
+    /// can no longer promise that (deletes dropped past the feed retention, a snapshot
+    /// applied), it answers [`StorageError::FeedCompacted`] instead of a page with a gap.
     async fn changes_after(
         &self,
         after: u64,
@@ -247,6 +289,38 @@ pub trait DocumentStore: Send + Sync + std::fmt::Debug {
     /// The last position of the change feed, updated after every commit that changed a
     /// document. Waiting on it costs the writer nothing.
     fn watch_changes(&self) -> watch::Receiver<u64>;
+
+    /// Live documents as entries (each as the write that made it; `node` is empty when
+    /// that entry was collected), in `(collection, key)` order after `after`, only
+    /// `collection`'s when given: the current state a feed consumer resyncs from.
+    async fn current_state(
+        &self,
+        collection: Option<String>,
+        after: Option<(String, String)>,
+        limit: usize,
+    ) -> Result<Vec<OplogEntry>, StorageError>;
+
+    /// The named feed consumers, by name.
+    async fn feed_consumers(&self) -> Result<Vec<FeedConsumer>, StorageError>;
+
+    /// Records that consumer `name` processed every change up to `position`, durably.
+    /// A consumer that acknowledged within the feed retention keeps the deletes after its
+    /// position in the feed (see [`FeedRetention`]).
+    async fn acknowledge_feed(&self, name: String, position: u64) -> Result<(), StorageError>;
+
+    /// Forgets a named consumer; `Ok(false)` if it was not known.
+    async fn forget_feed_consumer(&self, name: String) -> Result<bool, StorageError>;
+}
+
+/// What the change feed keeps of deletes whose tombstones compaction collected (part of
+/// a [`CompactionPlan`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FeedRetention {
+    /// Deletes the feed took over before this time (Unix ms) may leave it.
+    pub cutoff_ms: u64,
+    /// Deletes after this position stay whatever their age: a named consumer that
+    /// acknowledged within the retention has not read them yet.
+    pub hold_after: Option<u64>,
 }
 
 /// Known peers, persisted.

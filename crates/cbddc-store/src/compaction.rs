@@ -24,13 +24,14 @@ pub(crate) fn compact(
     record_acks(conn, &plan.acks, &plan.forget)?;
     let mut outcome = CompactionOutcome::default();
     let mut budget = plan.max_entries.max(1);
+    let now_ms = cbddc_core::unix_millis();
     for (tombstones, horizon) in [(false, &plan.horizon), (true, &plan.tombstone_horizon)] {
         for (origin, upto) in horizon.iter() {
             if budget == 0 {
                 outcome.more = true;
                 return finish(conn, outcome);
             }
-            let removed = collect_origin(conn, origin.as_str(), upto, tombstones, budget)?;
+            let removed = collect_origin(conn, origin.as_str(), upto, tombstones, budget, now_ms)?;
             budget -= removed;
             if tombstones {
                 outcome.tombstones += removed as u64;
@@ -38,6 +39,10 @@ pub(crate) fn compact(
                 outcome.entries += removed as u64;
             }
         }
+    }
+    outcome.feed_dropped = crate::feed::drop_expired(conn, &plan.feed, budget)?;
+    if outcome.feed_dropped as usize >= budget {
+        outcome.more = true;
     }
     finish(conn, outcome)
 }
@@ -90,13 +95,15 @@ fn give_back_free_pages(conn: &Connection) -> Result<(), StorageError> {
 type Queued = (i64, Option<i64>, Option<(String, String)>);
 
 /// Removes up to `budget` queued entries of `origin` up to `upto` (tombstones, with
-/// their document rows, or superseded entries), returning how many.
+/// their document rows, or superseded entries), returning how many. A tombstone's
+/// change stays in the feed as a kept delete (taken over at `now_ms`).
 fn collect_origin(
     conn: &Connection,
     origin: &str,
     upto: u64,
     tombstones: bool,
     budget: usize,
+    now_ms: u64,
 ) -> Result<usize, StorageError> {
     let queued: Vec<Queued> = {
         let mut stmt = conn
@@ -136,20 +143,25 @@ fn collect_origin(
         .prepare_cached("DELETE FROM collectable WHERE origin = ?1 AND seq = ?2")
         .map_err(sql("preparing a dequeue"))?;
     let mut highest = 0;
+    let mut highest_change = 0;
     for (seq, position, place) in &queued {
         if tombstones && let Some((collection, key)) = place {
             drop_row
                 .execute(params![collection, key, origin, seq])
                 .map_err(sql("removing a tombstone"))?;
         }
-        drop_entry
-            .execute(params![origin, seq])
-            .map_err(sql("removing an oplog entry"))?;
         if let Some(position) = position {
+            if tombstones {
+                crate::feed::keep_delete(conn, *position, now_ms)?;
+            }
             drop_change
                 .execute([position])
                 .map_err(sql("removing a change"))?;
+            highest_change = highest_change.max(*position);
         }
+        drop_entry
+            .execute(params![origin, seq])
+            .map_err(sql("removing an oplog entry"))?;
         // Also drops what the tombstone row's removal queued.
         dequeue
             .execute(params![origin, seq])
@@ -159,14 +171,23 @@ fn collect_origin(
     if highest > 0 {
         raise_collected(conn, origin, highest)?;
     }
+    if highest_change > 0 {
+        crate::feed::removed_changes_upto(conn, highest_change)?;
+    }
     Ok(queued.len())
 }
 
-/// Whether nothing waits for compaction.
-pub(crate) fn queue_is_empty(conn: &Connection) -> Result<bool, StorageError> {
-    conn.prepare_cached("SELECT NOT EXISTS (SELECT 1 FROM collectable)")
+/// Whether nothing waits for compaction under `plan`: nothing queued, and no delete the
+/// change feed may drop.
+pub(crate) fn nothing_to_do(
+    conn: &Connection,
+    plan: &CompactionPlan,
+) -> Result<bool, StorageError> {
+    let queue_empty: bool = conn
+        .prepare_cached("SELECT NOT EXISTS (SELECT 1 FROM collectable)")
         .and_then(|mut stmt| stmt.query_row([], |r| r.get(0)))
-        .map_err(sql("reading the compaction queue"))
+        .map_err(sql("reading the compaction queue"))?;
+    Ok(queue_empty && !crate::feed::has_expired(conn, &plan.feed)?)
 }
 
 /// Records that entries of `origin` up to `upto` may be missing here.

@@ -35,6 +35,7 @@ mod cluster_records;
 mod compaction;
 mod document_write;
 mod error;
+mod feed;
 mod paxos_log;
 mod reader;
 mod schema;
@@ -50,6 +51,10 @@ pub use store::{Durability, SqliteStore, StoreOptions, database_path};
 
 #[cfg(test)]
 mod compaction_props;
+#[cfg(test)]
+mod feed_props;
+#[cfg(test)]
+mod feed_tests;
 #[cfg(test)]
 mod replica_props;
 #[cfg(test)]

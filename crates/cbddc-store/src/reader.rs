@@ -3,8 +3,8 @@
 use crate::error::{SqlContext, StoreError};
 use crate::writer::stamp;
 use cbddc_core::{
-    Change, ChangePage, Document, EntryPage, Interest, KnownPeer, NodeId, Operation, OplogEntry,
-    PageLimits, PeerType, ReplicaId, StorageError, StoreStats, VersionVector,
+    Document, EntryPage, Interest, KnownPeer, NodeId, Operation, OplogEntry, PageLimits, PeerType,
+    ReplicaId, StorageError, StoreStats, VersionVector,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::PathBuf;
@@ -76,7 +76,7 @@ impl ReaderPool {
     }
 }
 
-fn corrupt(operation: &'static str, detail: impl ToString) -> StoreError {
+pub(crate) fn corrupt(operation: &'static str, detail: impl ToString) -> StoreError {
     StoreError::Corrupt {
         operation,
         detail: detail.to_string(),
@@ -87,7 +87,7 @@ fn node_id(text: &str, operation: &'static str) -> Result<NodeId, StoreError> {
     NodeId::new(text).map_err(|e| corrupt(operation, e))
 }
 
-fn replica_id(text: &str, operation: &'static str) -> Result<ReplicaId, StoreError> {
+pub(crate) fn replica_id(text: &str, operation: &'static str) -> Result<ReplicaId, StoreError> {
     ReplicaId::new(text).map_err(|e| corrupt(operation, e))
 }
 
@@ -106,7 +106,7 @@ fn writer_of(node: &str, origin: &ReplicaId) -> Result<NodeId, StoreError> {
 
 /// An oplog row as an entry: `(collection, key, value)` (no value: a delete), the stamp's
 /// `(wall, counter)`, and the writer's `node` column.
-fn oplog_entry(
+pub(crate) fn oplog_entry(
     origin: ReplicaId,
     seq: u64,
     (collection, key, value): (String, String, Option<String>),
@@ -370,95 +370,6 @@ fn entries_in(
     Ok(page)
 }
 
-/// A page of the change feed reads at most this many positions, matching or not, so a
-/// filter on a rare collection never turns one page into a scan of the whole feed.
-const MAX_CHANGES_SCANNED: u64 = 10_000;
-
-pub(crate) fn last_change(conn: &Connection) -> Result<u64, StoreError> {
-    const OP: &str = "reading the change feed";
-    let last: i64 = conn
-        .query_row("SELECT COALESCE(MAX(position), 0) FROM changes", [], |r| {
-            r.get(0)
-        })
-        .during(OP)?;
-    u64::try_from(last).map_err(|_| corrupt(OP, last))
-}
-
-pub(crate) fn changes_after(
-    conn: &Connection,
-    after: u64,
-    collection: Option<&str>,
-    limit: usize,
-) -> Result<ChangePage, StoreError> {
-    const OP: &str = "reading the change feed";
-    let last_position = last_change(conn)?;
-    let upto = after.saturating_add(MAX_CHANGES_SCANNED).min(last_position);
-    let mut page = ChangePage {
-        changes: Vec::new(),
-        scanned_to: after.max(upto),
-        last_position,
-    };
-    if after >= last_position || limit == 0 {
-        page.scanned_to = after;
-        return Ok(page);
-    }
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT c.position, o.origin, o.seq, o.collection, o.key, o.value, o.hlc_wall,
-                    o.hlc_counter, o.node
-             FROM changes c JOIN oplog o ON o.origin = c.origin AND o.seq = c.seq
-             WHERE c.position > ?1 AND c.position <= ?2 AND (?3 IS NULL OR o.collection = ?3)
-             ORDER BY c.position LIMIT ?4",
-        )
-        .during(OP)?;
-    let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    let rows = stmt
-        .query_map(
-            params![
-                to_i64(after),
-                to_i64(upto),
-                collection,
-                to_i64(limit as u64)
-            ],
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                    r.get::<_, i64>(6)?,
-                    r.get::<_, u32>(7)?,
-                    r.get::<_, String>(8)?,
-                ))
-            },
-        )
-        .during(OP)?;
-    for row in rows {
-        let (position, origin, seq, collection, key, value, wall, counter, node) =
-            row.during(OP)?;
-        let entry = oplog_entry(
-            replica_id(&origin, OP)?,
-            u64::try_from(seq).map_err(|_| corrupt(OP, seq))?,
-            (collection, key, value),
-            (wall, counter),
-            &node,
-        )?;
-        page.changes.push(Change {
-            position: u64::try_from(position).map_err(|_| corrupt(OP, position))?,
-            entry,
-        });
-    }
-    if page.changes.len() >= limit
-        && let Some(last) = page.changes.last()
-    {
-        // The page is full: positions after its last change are not read yet.
-        page.scanned_to = last.position;
-    }
-    Ok(page)
-}
-
 pub(crate) fn stats(conn: &Connection) -> Result<StoreStats, StoreError> {
     let documents: i64 = conn
         .query_row(
@@ -484,6 +395,7 @@ pub(crate) fn stats(conn: &Connection) -> Result<StoreStats, StoreError> {
         oplog_entries: oplog_entries.max(0) as u64,
         collectable: collectable.max(0) as u64,
         collected: collected.and_then(|c| c.parse().ok()).unwrap_or(0),
+        ..StoreStats::default()
     })
 }
 

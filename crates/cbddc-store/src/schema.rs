@@ -174,6 +174,32 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // 11: the writer queues the entry an overwrite displaces itself (see
     // `document_write`): the update trigger gave every upsert a statement journal.
     "DROP TRIGGER superseded;",
+    // 12: the change feed outlives compaction (see `feed`). A delete whose tombstone is
+    // collected stays in `feed_deletes` for the feed retention; `feed_consumers` keeps
+    // named consumers' positions. meta `feed_oldest` is the oldest position the feed can
+    // resume after; meta `feed_last` the last position handed out, once compaction removed
+    // its row. A database that compacted or took a snapshot before this could have lost
+    // deletes from its feed already: it resumes only after its last position.
+    "CREATE TABLE feed_deletes (
+        position    INTEGER PRIMARY KEY,
+        collection  TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        hlc_wall    INTEGER NOT NULL,
+        hlc_counter INTEGER NOT NULL,
+        origin      TEXT NOT NULL,
+        seq         INTEGER NOT NULL,
+        node        TEXT NOT NULL,
+        kept_ms     INTEGER NOT NULL     -- when compaction handed it to the feed
+    );
+    CREATE INDEX feed_deletes_by_age ON feed_deletes (kept_ms);
+    CREATE TABLE feed_consumers (
+        name     TEXT PRIMARY KEY,
+        position INTEGER NOT NULL,
+        acked_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO meta (key, value)
+        SELECT 'feed_oldest', COALESCE((SELECT MAX(position) FROM changes), 0)
+        WHERE EXISTS (SELECT 1 FROM oplog_collected);",
 ];
 
 /// The schema version this build writes.

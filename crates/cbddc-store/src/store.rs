@@ -6,9 +6,9 @@ use crate::{checkpoint, schema};
 use async_trait::async_trait;
 use cbddc_core::{
     ApplyOutcome, ChangePage, CompactionOutcome, CompactionPlan, Coverage, Document, DocumentStore,
-    EntryPage, HybridClock, Interest, KnownPeer, LocalWrite, NodeId, OplogEntry, PageLimits,
-    PeerAck, PeerStore, ReplicaId, SnapshotChunk, SnapshotDocument, SnapshotProgress, StorageError,
-    StoreStats, SystemTimeSource, TimeSource, VersionVector,
+    EntryPage, FeedConsumer, HybridClock, Interest, KnownPeer, LocalWrite, NodeId, OplogEntry,
+    PageLimits, PeerAck, PeerStore, ReplicaId, SnapshotChunk, SnapshotDocument, SnapshotProgress,
+    StorageError, StoreStats, SystemTimeSource, TimeSource, VersionVector,
 };
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -102,7 +102,7 @@ impl SqliteStore {
                 crate::writer::bind_interest(&conn, &path, &interest)?;
                 let replica = crate::writer::start_replica(&conn)?;
                 let own = crate::reader::local_replicas(&conn)?;
-                let last_change = crate::reader::last_change(&conn)?;
+                let last_change = crate::feed::last_position(&conn)?;
                 let checkpoint_conn = rusqlite::Connection::open(&path)
                     .during("opening the checkpoint connection")?;
                 Ok((conn, clock, vv, replica, own, last_change, checkpoint_conn))
@@ -321,7 +321,13 @@ impl DocumentStore for SqliteStore {
     }
 
     async fn stats(&self) -> Result<StoreStats, StorageError> {
-        self.readers.read(reader::stats).await
+        self.readers
+            .read(|c| {
+                let mut stats = reader::stats(c)?;
+                (stats.feed_entries, stats.feed_oldest) = crate::feed::stats(c)?;
+                Ok(stats)
+            })
+            .await
     }
 
     async fn compact(&self, plan: CompactionPlan) -> Result<CompactionOutcome, StorageError> {
@@ -391,13 +397,53 @@ impl DocumentStore for SqliteStore {
         collection: Option<String>,
         limit: usize,
     ) -> Result<ChangePage, StorageError> {
-        self.readers
-            .read(move |c| reader::changes_after(c, after, collection.as_deref(), limit))
-            .await
+        match self
+            .readers
+            .read(move |c| crate::feed::changes_after(c, after, collection.as_deref(), limit))
+            .await?
+        {
+            Ok(page) => Ok(page),
+            Err(crate::feed::FeedCompacted { oldest }) => {
+                Err(StorageError::FeedCompacted { after, oldest })
+            }
+        }
     }
 
     fn watch_changes(&self) -> watch::Receiver<u64> {
         self.changes.clone()
+    }
+
+    async fn current_state(
+        &self,
+        collection: Option<String>,
+        after: Option<(String, String)>,
+        limit: usize,
+    ) -> Result<Vec<OplogEntry>, StorageError> {
+        self.readers
+            .read(move |c| {
+                crate::feed::current_state(c, collection.as_deref(), after.as_ref(), limit)
+            })
+            .await
+    }
+
+    async fn feed_consumers(&self) -> Result<Vec<FeedConsumer>, StorageError> {
+        self.readers.read(crate::feed::consumers).await
+    }
+
+    async fn acknowledge_feed(&self, name: String, position: u64) -> Result<(), StorageError> {
+        cbddc_core::validate_consumer_name(&name)?;
+        self.send(|reply| Command::AcknowledgeFeed {
+            name,
+            position,
+            reply,
+        })
+        .await
+    }
+
+    async fn forget_feed_consumer(&self, name: String) -> Result<bool, StorageError> {
+        cbddc_core::validate_consumer_name(&name)?;
+        self.send(|reply| Command::ForgetFeedConsumer { name, reply })
+            .await
     }
 }
 

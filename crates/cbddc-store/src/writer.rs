@@ -101,6 +101,15 @@ pub(crate) enum Command {
         floors: VersionVector,
         reply: Reply<()>,
     },
+    AcknowledgeFeed {
+        name: String,
+        position: u64,
+        reply: Reply<()>,
+    },
+    ForgetFeedConsumer {
+        name: String,
+        reply: Reply<bool>,
+    },
 }
 
 /// What the writer thread receives: commands it groups into one transaction, or work
@@ -153,6 +162,8 @@ impl Command {
             Command::PinKey { .. } => "pin_key",
             Command::UnpinKey { .. } => "unpin_key",
             Command::RaiseFloors { .. } => "raise_floors",
+            Command::AcknowledgeFeed { .. } => "acknowledge_feed",
+            Command::ForgetFeedConsumer { .. } => "forget_feed_consumer",
         }
     }
 
@@ -164,7 +175,9 @@ impl Command {
             Command::SavePeer { .. }
             | Command::RemovePeer { .. }
             | Command::PinKey { .. }
-            | Command::UnpinKey { .. } => 1,
+            | Command::UnpinKey { .. }
+            | Command::AcknowledgeFeed { .. }
+            | Command::ForgetFeedConsumer { .. } => 1,
             Command::RaiseFloors { floors, .. } => floors.len(),
         }
     }
@@ -318,7 +331,7 @@ impl Writer {
             Solo::Compact { plan, reply } => {
                 if plan.acks.is_empty() && plan.forget.is_empty() {
                     // Nothing to record and nothing queued: no transaction, no disk flush.
-                    match crate::compaction::queue_is_empty(&self.conn.hold()) {
+                    match crate::compaction::nothing_to_do(&self.conn.hold(), &plan) {
                         Ok(true) => {
                             let _ = reply.send(Ok(CompactionOutcome::default()));
                             return;
@@ -368,7 +381,13 @@ impl Writer {
                 let _ = reply.send(done);
             }
             Solo::FinishSnapshot { source, reply } => {
+                let change_before = self.last_change;
                 let done = self.alone(true, |writer, conn| writer.finish_snapshot(conn, &source));
+                if done.is_err() {
+                    self.last_change = change_before;
+                } else if self.last_change != change_before {
+                    self.change_tx.send_replace(self.last_change);
+                }
                 let _ = reply.send(done);
             }
         }
@@ -446,6 +465,12 @@ impl Writer {
         if let Some((wall, counter)) = latest {
             self.clock.restore(wall, counter);
         }
+        if changed > 0 {
+            // The documents it changed have no feed positions: a consumer from before it
+            // must resync. It takes a position of its own, the oldest one to resume after.
+            self.last_change += 1;
+            crate::feed::raise_oldest(conn, self.last_change)?;
+        }
         tracing::info!(%source, documents = progress.staged, changed, "applied a snapshot");
         Ok(changed)
     }
@@ -484,6 +509,14 @@ impl Writer {
             }
             Command::RaiseFloors { floors, reply } => {
                 Executed::SavePeer(self.raise_floors(conn, &floors), reply)
+            }
+            Command::AcknowledgeFeed {
+                name,
+                position,
+                reply,
+            } => Executed::SavePeer(crate::feed::acknowledge(conn, &name, position), reply),
+            Command::ForgetFeedConsumer { name, reply } => {
+                Executed::RemovePeer(crate::feed::forget(conn, &name), reply)
             }
         };
         if !executed.is_ok() {
@@ -949,10 +982,11 @@ fn precommit_failure(command: Command, message: &str) -> Executed {
         Command::SavePeer { reply, .. }
         | Command::ReplaceConfiguredPeers { reply, .. }
         | Command::PinKey { reply, .. }
-        | Command::RaiseFloors { reply, .. } => Executed::SavePeer(Err(err()), reply),
-        Command::RemovePeer { reply, .. } | Command::UnpinKey { reply, .. } => {
-            Executed::RemovePeer(Err(err()), reply)
-        }
+        | Command::RaiseFloors { reply, .. }
+        | Command::AcknowledgeFeed { reply, .. } => Executed::SavePeer(Err(err()), reply),
+        Command::RemovePeer { reply, .. }
+        | Command::UnpinKey { reply, .. }
+        | Command::ForgetFeedConsumer { reply, .. } => Executed::RemovePeer(Err(err()), reply),
     }
 }
 
