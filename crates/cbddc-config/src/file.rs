@@ -100,6 +100,8 @@ pub struct ConfigFile {
     pub max_clock_drift_ms: Option<u64>,
     /// See [`PeerNodeConfiguration::oplog_retention_ms`].
     pub oplog_retention_ms: Option<u64>,
+    /// See [`PeerNodeConfiguration::feed_retention_ms`].
+    pub feed_retention_ms: Option<u64>,
     /// See [`PeerNodeConfiguration::discovery`].
     pub discovery: Option<DiscoverySection>,
     /// See [`PeerNodeConfiguration::election`].
@@ -188,6 +190,7 @@ impl ConfigFile {
         pick(&mut self.sync_interval_ms, &top.sync_interval_ms);
         pick(&mut self.max_clock_drift_ms, &top.max_clock_drift_ms);
         pick(&mut self.oplog_retention_ms, &top.oplog_retention_ms);
+        pick(&mut self.feed_retention_ms, &top.feed_retention_ms);
         pick(&mut self.discovery, &top.discovery);
         pick(&mut self.election, &top.election);
         pick(&mut self.cluster, &top.cluster);
@@ -250,6 +253,9 @@ impl ConfigFile {
         }
         if let Some(retention) = self.oplog_retention_ms {
             config.oplog_retention_ms = retention;
+        }
+        if let Some(retention) = self.feed_retention_ms {
+            config.feed_retention_ms = retention;
         }
         if let Some(address) = &self.metrics_address {
             config.metrics_address = Some(address.parse::<SocketAddr>().map_err(|_| {

@@ -14,6 +14,7 @@
 //! sync_interval_ms = 1000
 //! max_clock_drift_ms = 60000
 //! oplog_retention_ms = 604800000  # a peer silent this long (7 days) no longer holds oplog entries back
+//! feed_retention_ms = 604800000   # a delete stays in the change feed this long (7 days) after compaction
 //! known_peers = [{ node_id = "node-b", address = "127.0.0.1:25001", type = "static" }]
 //! # metrics_address = "127.0.0.1:9100"  # /metrics (Prometheus) and a live page at /; off by default
 //! # collections = ["users", "orders"]   # replicate only these (default: every collection)
@@ -215,6 +216,12 @@ pub struct PeerNodeConfiguration {
     /// A peer that has not acknowledged this node's entries for this long no longer holds
     /// compaction back; when it returns it takes a snapshot.
     pub oplog_retention_ms: u64,
+    /// How long the change feed keeps a delete after compaction collected its tombstone,
+    /// and how long a named consumer that stopped acknowledging still holds deletes it
+    /// has not read. A consumer resuming from before a delete that left the feed is told
+    /// to resync (`FEED_COMPACTED`) instead of missing it. 0: deletes leave the feed as
+    /// soon as compaction collects them.
+    pub feed_retention_ms: u64,
     /// LAN discovery.
     pub discovery: DiscoveryConfig,
     /// Leader election.
@@ -247,6 +254,7 @@ impl PeerNodeConfiguration {
             sync_interval_ms: 1_000,
             max_clock_drift_ms: 60_000,
             oplog_retention_ms: DEFAULT_OPLOG_RETENTION_MS,
+            feed_retention_ms: DEFAULT_OPLOG_RETENTION_MS,
             discovery: DiscoveryConfig::default(),
             election: ElectionConfig::default(),
             cluster: None,
@@ -311,6 +319,12 @@ impl PeerNodeConfiguration {
             return Err(invalid(
                 "oplog_retention_ms".into(),
                 "must be from 1000 (one second) to 315360000000 (ten years)".into(),
+            ));
+        }
+        if self.feed_retention_ms > MAX_OPLOG_RETENTION_MS {
+            return Err(invalid(
+                "feed_retention_ms".into(),
+                "must be from 0 to 315360000000 (ten years)".into(),
             ));
         }
         if self.data_dir.as_os_str().is_empty() {

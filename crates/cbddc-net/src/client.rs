@@ -225,15 +225,37 @@ impl PeerClient {
                 after: self.request_timeout,
             })??;
         if response.id != id {
+            // Id 0 is the node's word on the session itself (an idle session closed, a
+            // request it could not decode), sent just before it closes.
+            if response.id == 0
+                && let Some(proto::response::Body::Error(e)) = response.body
+            {
+                return Err(NetError::Remote {
+                    code: proto::ErrorCode::try_from(e.code)
+                        .unwrap_or(proto::ErrorCode::Unspecified),
+                    message: e.message,
+                });
+            }
             return Err(NetError::Malformed {
                 detail: format!("answer {} to request {id}", response.id),
             });
         }
         match response.body {
-            Some(proto::response::Body::Error(e)) => Err(NetError::Remote {
-                code: proto::ErrorCode::try_from(e.code).unwrap_or(proto::ErrorCode::Unspecified),
-                message: e.message,
-            }),
+            Some(proto::response::Body::Error(e)) => {
+                let code =
+                    proto::ErrorCode::try_from(e.code).unwrap_or(proto::ErrorCode::Unspecified);
+                Err(if code == proto::ErrorCode::FeedCompacted {
+                    NetError::FeedCompacted {
+                        oldest: e.feed_oldest,
+                        message: e.message,
+                    }
+                } else {
+                    NetError::Remote {
+                        code,
+                        message: e.message,
+                    }
+                })
+            }
             Some(body) => Ok(body),
             None => Err(NetError::Malformed {
                 detail: "an answer without a body".into(),
@@ -432,21 +454,30 @@ impl PeerClient {
         }
     }
 
-    /// Changes of the peer's feed after `after` (or from its end with `from_end`), waiting
-    /// up to `wait` for one; returns them and the position to ask after next.
+    /// A page of the node's change feed (see [`ChangesAsk`]), waiting up to `wait` for a
+    /// change when none is available.
     pub async fn changes(
         &mut self,
-        collection: Option<&str>,
-        after: u64,
-        from_end: bool,
+        ask: ChangesAsk,
         wait: Duration,
-    ) -> Result<(Vec<(u64, OplogEntry)>, u64), NetError> {
+    ) -> Result<ChangesPage, NetError> {
+        let (after, from_end, current, listing, resume) = match ask.start {
+            FeedFrom::After(position) => (position, false, false, None, false),
+            FeedFrom::End => (0, true, false, None, false),
+            FeedFrom::Current => (0, false, true, None, false),
+            FeedFrom::Listing(listing) => (0, false, false, Some(listing), false),
+            FeedFrom::Resume => (0, false, false, None, true),
+        };
         let body = proto::request::Body::Changes(proto::ChangesRequest {
-            collection: collection.unwrap_or_default().into(),
+            collection: ask.collection.unwrap_or_default(),
             after,
             limit: 0,
             wait_ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX),
             from_end,
+            current,
+            listing,
+            consumer: ask.consumer.unwrap_or_default(),
+            resume,
         });
         match self.call(body).await? {
             proto::response::Body::Changes(page) => {
@@ -457,7 +488,14 @@ impl PeerClient {
                     })?;
                     changes.push((change.position, crate::convert::entry_from_wire(entry)?));
                 }
-                Ok((changes, page.resume_after))
+                Ok(ChangesPage {
+                    changes,
+                    synced: page.synced,
+                    next: match page.listing {
+                        Some(listing) => FeedFrom::Listing(listing),
+                        None => FeedFrom::After(page.resume_after),
+                    },
+                })
             }
             _ => Err(unexpected("changes")),
         }
@@ -622,4 +660,43 @@ fn unexpected(what: &str) -> NetError {
     NetError::Malformed {
         detail: format!("the answer to a {what} request is of another kind"),
     }
+}
+
+/// Where a request for the change feed starts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FeedFrom {
+    /// After this position.
+    After(u64),
+    /// After the feed's last position: changes from now on.
+    End,
+    /// With the current state (every live document at position 0), then the changes.
+    Current,
+    /// Continuing a listing of the current state (from the previous answer).
+    Listing(proto::FeedListing),
+    /// After the position the node keeps for the named consumer.
+    Resume,
+}
+
+/// A request for a page of the change feed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangesAsk {
+    /// Only this collection's changes.
+    pub collection: Option<String>,
+    /// Where to start.
+    pub start: FeedFrom,
+    /// A named consumer: the node keeps its position; asking after a position
+    /// acknowledges it.
+    pub consumer: Option<String>,
+}
+
+/// A page of the change feed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangesPage {
+    /// Changes as `(position, entry)`; position 0 for a listing's documents.
+    pub changes: Vec<(u64, OplogEntry)>,
+    /// Where to ask next.
+    pub next: FeedFrom,
+    /// This page completes a listing of the current state: what follows are the changes
+    /// after the position in `next`.
+    pub synced: bool,
 }

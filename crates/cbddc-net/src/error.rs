@@ -89,6 +89,14 @@ pub enum NetError {
     /// Reading or writing the socket failed.
     #[error("connection I/O failed: {0}")]
     Io(#[from] std::io::Error),
+    /// The node's change feed no longer holds everything after the position asked for.
+    #[error("{message}")]
+    FeedCompacted {
+        /// The oldest position the feed can resume after.
+        oldest: u64,
+        /// The node's message.
+        message: String,
+    },
     /// The peer answered the request with an error.
     #[error("the node refused the request: {message}{}", reason_of(*code))]
     Remote {
@@ -107,7 +115,10 @@ fn reason_of(code: crate::proto::ErrorCode) -> &'static str {
         ErrorCode::Timeout => " (it took longer than the node's per-request limit)",
         ErrorCode::Unavailable => " (the node is stopping or reopening its database; try again)",
         ErrorCode::Forbidden => " (not allowed for this session)",
-        ErrorCode::Unspecified | ErrorCode::InvalidRequest | ErrorCode::NotAMember => "",
+        ErrorCode::Unspecified
+        | ErrorCode::InvalidRequest
+        | ErrorCode::NotAMember
+        | ErrorCode::FeedCompacted => "",
     }
 }
 

@@ -69,7 +69,9 @@ pub mod proto;
 pub mod secure;
 mod server;
 
-pub use client::{ClientSettings, PeerClient, PulledPage, PushOutcome};
+pub use client::{
+    ChangesAsk, ChangesPage, ClientSettings, FeedFrom, PeerClient, PulledPage, PushOutcome,
+};
 pub use error::NetError;
 pub use floors::Floors;
 pub use identity::{LocalIdentity, NodeKey, PeerVerifier, PublicKey};

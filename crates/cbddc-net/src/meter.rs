@@ -49,7 +49,7 @@ impl NetMeter {
             RejectReason::AuthFailed => 1,
             RejectReason::Busy => 2,
             RejectReason::KeyRefused => 3,
-            RejectReason::Unspecified => return,
+            RejectReason::Unspecified | RejectReason::Malformed => return,
         };
         self.refused[index].fetch_add(1, Ordering::Relaxed);
     }

@@ -108,6 +108,9 @@ pub enum RejectReason {
     Busy = 3,
     /// The initiator's static key is not the one pinned for the node id it claims.
     KeyRefused = 4,
+    /// The handshake's frames are not in the protocol's order (the message says what was
+    /// expected).
+    Malformed = 5,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -345,6 +348,33 @@ pub struct ChangesRequest {
     /// Start after the feed's last position (only changes from now on).
     #[prost(bool, tag = "5")]
     pub from_end: bool,
+    /// Start with the current state: every live document as a change at position 0,
+    /// then the changes after the position the listing stands for.
+    #[prost(bool, tag = "6")]
+    pub current: bool,
+    /// Continue a listing of the current state: the answer's `listing`, passed back.
+    #[prost(message, optional, tag = "7")]
+    pub listing: Option<FeedListing>,
+    /// A named consumer: the node keeps its position. A request that names one
+    /// acknowledges `after` (the consumer processed every change up to it).
+    #[prost(string, tag = "8")]
+    pub consumer: String,
+    /// With `consumer`: start after the position the node keeps for it (with the current
+    /// state first when it has none); `after` is ignored.
+    #[prost(bool, tag = "9")]
+    pub resume: bool,
+}
+
+/// Where a listing of the current state stands: the position it stands for, and the last
+/// document it gave.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct FeedListing {
+    #[prost(uint64, tag = "1")]
+    pub position: u64,
+    #[prost(string, tag = "2")]
+    pub after_collection: String,
+    #[prost(string, tag = "3")]
+    pub after_key: String,
 }
 
 /// One write of a batch: a put with a value, a delete without.
@@ -670,8 +700,16 @@ pub struct ChangesResponse {
     #[prost(message, repeated, tag = "1")]
     pub changes: Vec<Change>,
     /// Ask again after this position: it is past every change read, matching or not.
+    /// 0 while a listing of the current state goes on.
     #[prost(uint64, tag = "2")]
     pub resume_after: u64,
+    /// Present while a listing of the current state goes on: pass it back to continue.
+    #[prost(message, optional, tag = "3")]
+    pub listing: Option<FeedListing>,
+    /// This answer completes a listing of the current state: the changes after
+    /// `resume_after` follow.
+    #[prost(bool, tag = "4")]
+    pub synced: bool,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -701,6 +739,10 @@ pub enum ErrorCode {
     /// The node is not a member of its cluster (it retired, or waits to be admitted) and
     /// refuses writes and hand-overs; reads still work.
     NotAMember = 6,
+    /// The change feed no longer holds everything after the position asked for (a delete
+    /// left it past the feed retention, or a snapshot replaced documents): resume after
+    /// `ErrorResponse::feed_oldest` or later, or resync from the current state.
+    FeedCompacted = 7,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -709,6 +751,9 @@ pub struct ErrorResponse {
     pub code: i32,
     #[prost(string, tag = "2")]
     pub message: String,
+    /// With `FEED_COMPACTED`: the oldest position the feed can resume after.
+    #[prost(uint64, tag = "3")]
+    pub feed_oldest: u64,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -848,6 +893,8 @@ pub struct StatusResponse {
     pub live_version_vector_entries: u64,
     #[prost(message, optional, tag = "18")]
     pub compaction: Option<CompactionStatus>,
+    #[prost(message, optional, tag = "19")]
+    pub feed: Option<FeedStatus>,
 }
 
 /// The node's oplog compaction, for `status`.
@@ -876,6 +923,44 @@ pub struct CompactionStatus {
     pub snapshot_from: String,
     #[prost(uint64, tag = "8")]
     pub snapshot_staged: u64,
+}
+
+/// The change feed: what it keeps for its consumers, and its named consumers.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct FeedStatus {
+    /// How long a delete stays in the feed after compaction collected its tombstone.
+    #[prost(uint64, tag = "1")]
+    pub retention_ms: u64,
+    /// Deletes kept for consumers (apart from the oplog).
+    #[prost(uint64, tag = "2")]
+    pub feed_entries: u64,
+    /// The oldest position a consumer can resume after.
+    #[prost(uint64, tag = "3")]
+    pub oldest_position: u64,
+    /// The feed's last position.
+    #[prost(uint64, tag = "4")]
+    pub last_position: u64,
+    #[prost(message, repeated, tag = "5")]
+    pub consumers: Vec<FeedConsumerStatus>,
+}
+
+/// A named consumer of the change feed.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct FeedConsumerStatus {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// The position it acknowledged.
+    #[prost(uint64, tag = "2")]
+    pub position: u64,
+    /// Positions after it: how far behind the feed it is.
+    #[prost(uint64, tag = "3")]
+    pub lag: u64,
+    /// Time since it acknowledged last.
+    #[prost(uint64, tag = "4")]
+    pub acked_age_ms: u64,
+    /// It still holds deletes back (it acknowledged within the feed retention).
+    #[prost(bool, tag = "5")]
+    pub holding_back: bool,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]

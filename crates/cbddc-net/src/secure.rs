@@ -373,12 +373,17 @@ pub(crate) async fn respond_telling<S: AsyncRead + AsyncWrite + Unpin>(
     let hello = match read_handshake(&mut io).await? {
         proto::handshake_frame::Kind::Hello(hello) => hello,
         _ => {
+            // Most likely `hello` and `noise` merged into one frame (a oneof keeps the
+            // last): say so, since a client cannot guess it from a closed connection.
+            let text = "the first handshake frame must carry `hello` alone; send Noise message 1 as `noise` in a frame of its own (docs/protocol.md, section 2)";
+            write_handshake(&mut io, &[reject(proto::RejectReason::Malformed, text)]).await?;
             return Err(NetError::Handshake {
                 detail: "the first frame is not a hello".into(),
             });
         }
     };
     if hello.magic != MAGIC {
+        // Not a CBDDC client at all: nothing to explain to it.
         return Err(NetError::Handshake {
             detail: "the hello does not carry the CBDDC magic".into(),
         });

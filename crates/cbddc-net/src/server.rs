@@ -5,6 +5,7 @@ use crate::{NetError, proto};
 use async_trait::async_trait;
 use cbddc_core::NodeId;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -90,6 +91,9 @@ pub struct SessionInfo {
     pub peer_interest: cbddc_core::Interest,
     /// The peer's socket address.
     pub address: SocketAddr,
+    /// Cancelled when the server stops: a handler that waits (a long poll) answers
+    /// promptly instead of holding the stop up.
+    pub stopping: CancellationToken,
 }
 
 /// Answers requests of authenticated sessions. The server calls it once per request,
@@ -116,7 +120,9 @@ pub struct TcpSyncServer {
     token: CancellationToken,
     tracker: TaskTracker,
     terms: Arc<RwLock<Terms>>,
-    acceptor: tokio::sync::Mutex<Option<tokio::task::JoinHandle<TcpListener>>>,
+    acceptor: tokio::sync::Mutex<Option<tokio::task::JoinHandle<Option<TcpListener>>>>,
+    /// Set before a stop that hands the listener on.
+    keep_listener: Arc<AtomicBool>,
 }
 
 /// What a new session is offered: the cluster key, and whether we say we may lead. Both
@@ -155,13 +161,14 @@ impl TcpSyncServer {
                 settings.max_buffered_bytes,
             )),
         };
+        let keep_listener = Arc::new(AtomicBool::new(false));
         let acceptor = tokio::spawn(accept_loop(
             listener,
             settings,
             terms.clone(),
             handler,
             gates,
-            token.clone(),
+            (token.clone(), keep_listener.clone()),
             tracker.clone(),
         ));
         tracing::info!(address = %local_addr, "sync server listening");
@@ -171,6 +178,7 @@ impl TcpSyncServer {
             tracker,
             terms,
             acceptor: tokio::sync::Mutex::new(Some(acceptor)),
+            keep_listener,
         })
     }
 
@@ -197,20 +205,32 @@ impl TcpSyncServer {
         self.local_addr
     }
 
-    /// Stops accepting, lets sessions finish the request in flight, and waits up to
-    /// `grace` for them. Returns false if some were still running at the deadline.
+    /// Stops accepting (the listener closes at once: a new connection is refused, not
+    /// left waiting), lets sessions finish the request in flight, and waits up to `grace`
+    /// for them. Returns false if some were still running at the deadline.
     pub async fn stop(&self, grace: Duration) -> bool {
-        self.stop_keeping_listener(grace).await.1
+        let (listener, finished) = self.stop_inner(grace, false).await;
+        drop(listener);
+        finished
     }
 
     /// Like [`TcpSyncServer::stop`], but hands back the still-bound listener, so a new
     /// server can take over the same address without a moment in which it is unbound.
+    /// (A stop that came from the token instead closes the listener at once.)
     pub async fn stop_keeping_listener(&self, grace: Duration) -> (Option<TcpListener>, bool) {
+        self.stop_inner(grace, true).await
+    }
+
+    async fn stop_inner(&self, grace: Duration, keep: bool) -> (Option<TcpListener>, bool) {
+        self.keep_listener.store(keep, Ordering::SeqCst);
         self.token.cancel();
-        let listener = match self.acceptor.lock().await.take() {
-            Some(acceptor) => acceptor.await.ok(),
+        let mut listener = match self.acceptor.lock().await.take() {
+            Some(acceptor) => acceptor.await.ok().flatten(),
             None => None,
         };
+        if !keep {
+            listener = None;
+        }
         self.tracker.close();
         let finished = tokio::time::timeout(grace, self.tracker.wait())
             .await
@@ -235,12 +255,16 @@ async fn accept_loop(
     terms: Arc<RwLock<Terms>>,
     handler: Arc<dyn RequestHandler>,
     gates: Gates,
-    token: CancellationToken,
+    (token, keep_listener): (CancellationToken, Arc<AtomicBool>),
     tracker: TaskTracker,
-) -> TcpListener {
+) -> Option<TcpListener> {
     loop {
         let accepted = tokio::select! {
-            _ = token.cancelled() => return listener,
+            _ = token.cancelled() => {
+                // Kept only for a server taking over the address; otherwise closed now,
+                // so a client is refused at once instead of waiting in the backlog.
+                return keep_listener.load(Ordering::SeqCst).then_some(listener);
+            }
             accepted = listener.accept() => accepted,
         };
         let (mut socket, address) = match accepted {
@@ -351,6 +375,7 @@ async fn handshake(
             .unwrap_or_default(),
         peer: peer.map(|p| p.node_id),
         address,
+        stopping: token.clone(),
     };
     tracing::debug!(%address, peer = ?session.peer, "session established");
     Some((stream.with_buffer_budget(gates.buffered.clone()), session))
@@ -369,13 +394,35 @@ async fn serve(
             _ = token.cancelled() => break,
             _ = renewed.cancelled() => break,
             received = tokio::time::timeout(settings.idle_timeout, stream.recv()) => match received {
-                Err(_) => return Err(NetError::Timeout { during: "waiting for a request", after: settings.idle_timeout }),
+                Err(_) => {
+                    let message = format!(
+                        "no request for {:?}: closing the idle session (send ping to keep one open)",
+                        settings.idle_timeout
+                    );
+                    let _ = respond(&mut stream, 0, error_body(proto::ErrorCode::Timeout, &message)).await;
+                    return Err(NetError::Timeout { during: "waiting for a request", after: settings.idle_timeout });
+                }
                 Ok(Err(NetError::Closed)) => return Ok(()),
+                Ok(Err(NetError::Malformed { detail })) => {
+                    // The stream is still in step (the message's bytes were read whole),
+                    // so the reason can reach the client before the session closes.
+                    let message = format!(
+                        "the request is not a protobuf Request ({detail}); closing the session"
+                    );
+                    let _ = respond(&mut stream, 0, error_body(proto::ErrorCode::InvalidRequest, &message)).await;
+                    return Err(NetError::Malformed { detail });
+                }
                 Ok(other) => other?,
             },
         };
         let body = match request.body {
-            None => error_body(proto::ErrorCode::InvalidRequest, "the request has no body"),
+            None => error_body(
+                proto::ErrorCode::InvalidRequest,
+                &format!(
+                    "the request has no body, or one this node does not know (it speaks protocol {})",
+                    crate::PROTOCOL_VERSION
+                ),
+            ),
             // Keepalives are the session's business: answered here, whatever the handler.
             Some(proto::request::Body::Ping(_)) => {
                 proto::response::Body::Pong(proto::PongResponse {})
@@ -448,5 +495,6 @@ pub fn error_body(code: proto::ErrorCode, message: &str) -> proto::response::Bod
     proto::response::Body::Error(proto::ErrorResponse {
         code: code as i32,
         message: message.to_string(),
+        feed_oldest: 0,
     })
 }

@@ -671,3 +671,150 @@ async fn a_change_of_role_closes_sessions_opened_before_it_and_new_ones_hear_it(
     renewed.status().await.unwrap();
     server.stop(Duration::from_secs(5)).await;
 }
+
+#[tokio::test]
+async fn a_server_stopped_through_its_token_refuses_new_connections_at_once() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let token = CancellationToken::new();
+    let server = TcpSyncServer::start(
+        listener,
+        server_settings("srv", "k"),
+        Arc::new(EchoHandler),
+        token.clone(),
+    )
+    .unwrap();
+    let address = server.local_addr().to_string();
+    assert_eq!(status_as(&address, "k").await.unwrap(), "peer");
+    // The node is stopping (its root token), long before anyone calls `stop`: a client
+    // must be refused, not accepted into a backlog nobody serves.
+    token.cancel();
+    let mut refused = false;
+    for _ in 0..250 {
+        if tokio::net::TcpStream::connect(&address).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "the listener still accepts after the stop");
+    assert!(server.stop(Duration::from_secs(5)).await);
+}
+
+#[tokio::test]
+async fn hello_and_noise_merged_into_one_frame_are_refused_with_the_reason() {
+    let (server, address) = start_server(server_settings("srv", "k")).await;
+    // A HandshakeFrame with both oneof fields set: a decoder keeps the last (noise).
+    let mut merged = proto::HandshakeFrame {
+        kind: Some(proto::handshake_frame::Kind::Hello(proto::Hello {
+            magic: "cbddc".into(),
+            protocol_version: crate::PROTOCOL_VERSION,
+        })),
+    }
+    .encode_to_vec();
+    merged.extend(
+        proto::HandshakeFrame {
+            kind: Some(proto::handshake_frame::Kind::Noise(vec![1; 48])),
+        }
+        .encode_to_vec(),
+    );
+    let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+    socket
+        .write_all(&(merged.len() as u16).to_be_bytes())
+        .await
+        .unwrap();
+    socket.write_all(&merged).await.unwrap();
+    let mut len = [0u8; 2];
+    tokio::time::timeout(Duration::from_secs(10), socket.read_exact(&mut len))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut answer = vec![0u8; u16::from_be_bytes(len) as usize];
+    socket.read_exact(&mut answer).await.unwrap();
+    match proto::HandshakeFrame::decode(answer.as_slice())
+        .unwrap()
+        .kind
+    {
+        Some(proto::handshake_frame::Kind::Reject(reject)) => {
+            assert_eq!(reject.reason, proto::RejectReason::Malformed as i32);
+            assert!(
+                reject.message.contains("frame of its own"),
+                "{}",
+                reject.message
+            );
+        }
+        other => panic!("expected a reject, got {other:?}"),
+    }
+    assert!(server.stop(Duration::from_secs(5)).await);
+}
+
+#[tokio::test]
+async fn an_undecodable_request_is_answered_before_the_session_closes() {
+    let (server, address) = start_server(server_settings("srv", "k")).await;
+    let socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let (mut session, _) =
+        secure::initiate(socket, &ClusterKey::derive("k"), &tool(), false, "srv")
+            .await
+            .unwrap();
+    session
+        .send_raw_plain(&[0, 0, 0, 3, 0xff, 0xff, 0xff])
+        .await
+        .unwrap();
+    let answer: proto::Response = tokio::time::timeout(Duration::from_secs(10), session.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.id, 0, "a session-level answer");
+    match answer.body {
+        Some(proto::response::Body::Error(e)) => {
+            assert_eq!(e.code, proto::ErrorCode::InvalidRequest as i32);
+            assert!(
+                e.message.contains("not a protobuf Request"),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+    let after = tokio::time::timeout(Duration::from_secs(10), session.recv::<proto::Response>())
+        .await
+        .unwrap();
+    assert!(after.is_err(), "the session closes after its answer");
+    assert!(server.stop(Duration::from_secs(5)).await);
+}
+
+#[test]
+fn golden_bytes_of_the_feed_fields() {
+    let ask = proto::ChangesRequest {
+        after: 2,
+        consumer: "ix".into(),
+        resume: true,
+        listing: Some(proto::FeedListing {
+            position: 4,
+            after_collection: "c".into(),
+            after_key: "k".into(),
+        }),
+        ..Default::default()
+    };
+    assert_eq!(
+        ask.encode_to_vec(),
+        [
+            0x10, 0x02, 0x3a, 0x08, 0x08, 0x04, 0x12, 0x01, b'c', 0x1a, 0x01, b'k', 0x42, 0x02,
+            b'i', b'x', 0x48, 0x01
+        ]
+    );
+    let error = proto::ErrorResponse {
+        code: proto::ErrorCode::FeedCompacted as i32,
+        message: String::new(),
+        feed_oldest: 4,
+    };
+    assert_eq!(error.encode_to_vec(), [0x08, 0x07, 0x18, 0x04]);
+    let answer = proto::ChangesResponse {
+        resume_after: 4,
+        synced: true,
+        ..Default::default()
+    };
+    assert_eq!(answer.encode_to_vec(), [0x10, 0x04, 0x20, 0x01]);
+    // A protocol-4 client that knows none of these still reads the answer it knows.
+    let old = proto::ChangesRequest::decode(ask.encode_to_vec().as_slice()).unwrap();
+    assert_eq!(old.after, 2);
+}

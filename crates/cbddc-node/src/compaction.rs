@@ -10,7 +10,8 @@
 //! snapshot.
 
 use cbddc_core::{
-    CompactionPlan, DocumentStore, NodeId, PeerAck, StorageError, VersionVector, horizons,
+    CompactionPlan, DocumentStore, FeedConsumer, FeedRetention, NodeId, PeerAck, StorageError,
+    VersionVector, horizons,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
@@ -66,6 +67,24 @@ struct Book {
 pub(crate) struct Compactor {
     book: Mutex<Book>,
     retention_ms: AtomicU64,
+    feed_retention_ms: AtomicU64,
+}
+
+/// What the change feed may drop: deletes it took over before `now - retention`, and
+/// none after the position of a named consumer that acknowledged within the retention.
+pub(crate) fn feed_retention(
+    consumers: &[FeedConsumer],
+    retention_ms: u64,
+    now_ms: u64,
+) -> FeedRetention {
+    FeedRetention {
+        cutoff_ms: now_ms.saturating_sub(retention_ms),
+        hold_after: consumers
+            .iter()
+            .filter(|c| now_ms.saturating_sub(c.acked_ms) <= retention_ms)
+            .map(|c| c.position)
+            .min(),
+    }
 }
 
 fn now_ms() -> u64 {
@@ -77,6 +96,7 @@ impl Compactor {
     pub(crate) async fn load(
         store: &dyn DocumentStore,
         retention_ms: u64,
+        feed_retention_ms: u64,
     ) -> Result<Self, StorageError> {
         let acks = store
             .peer_acks()
@@ -90,6 +110,7 @@ impl Compactor {
                 ..Book::default()
             }),
             retention_ms: AtomicU64::new(retention_ms),
+            feed_retention_ms: AtomicU64::new(feed_retention_ms),
         })
     }
 
@@ -153,6 +174,16 @@ impl Compactor {
         self.retention_ms.store(retention_ms, Ordering::Relaxed);
     }
 
+    pub(crate) fn set_feed_retention(&self, retention_ms: u64) {
+        self.feed_retention_ms
+            .store(retention_ms, Ordering::Relaxed);
+    }
+
+    /// How long the change feed keeps a delete after its tombstone was collected.
+    pub(crate) fn feed_retention_ms(&self) -> u64 {
+        self.feed_retention_ms.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn report(&self) -> CompactionReport {
         let mut report = self.book().report.clone();
         report.retention_ms = self.retention_ms.load(Ordering::Relaxed);
@@ -164,7 +195,9 @@ impl Compactor {
     pub(crate) async fn round(&self, store: &dyn DocumentStore) -> Result<u64, StorageError> {
         let ours = store.version_vector().await?;
         let retention = self.retention_ms.load(Ordering::Relaxed);
+        let consumers = store.feed_consumers().await?;
         let now = now_ms();
+        let feed = feed_retention(&consumers, self.feed_retention_ms(), now);
         let (holders, previous, acks, forget) = {
             let mut book = self.book();
             let mut holders = BTreeMap::new();
@@ -210,11 +243,18 @@ impl Compactor {
             acks,
             forget,
             max_entries: STEP_ENTRIES,
+            feed,
         };
         let mut removed = 0;
         for _ in 0..STEPS_PER_ROUND {
             let outcome = store.compact(plan.clone()).await?;
             removed += outcome.entries + outcome.tombstones;
+            if outcome.feed_dropped > 0 {
+                tracing::debug!(
+                    dropped = outcome.feed_dropped,
+                    "deletes left the change feed past its retention"
+                );
+            }
             if !outcome.more {
                 break;
             }

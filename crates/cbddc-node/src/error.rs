@@ -52,6 +52,18 @@ pub enum NodeError {
         /// Why, in words.
         reason: String,
     },
+    /// A change feed was asked to resume after a position whose following changes it no
+    /// longer holds whole (see [`crate::FeedStart`]): resume after `oldest` or later, or
+    /// resync with [`crate::FeedStart::Current`].
+    #[error(
+        "the change feed no longer holds everything after position {after} (deletes left it past feed_retention_ms, or a snapshot replaced documents): resync from the current state (`cbddc watch --from start`, `FeedStart::Current`), or resume after position {oldest} or later if missing what came between is acceptable"
+    )]
+    FeedCompacted {
+        /// The position asked for.
+        after: u64,
+        /// The oldest position the feed can resume after.
+        oldest: u64,
+    },
     /// The control plane (cluster membership) refused or failed.
     #[error(transparent)]
     ControlPlane(#[from] crate::cluster::ControlPlaneError),

@@ -16,7 +16,7 @@ use cbddc_net::proto::{
     self, ErrorCode, control_request::Call, control_response::Reply, request::Body as Req,
     response::Body as Res,
 };
-use cbddc_net::{RequestHandler, SessionInfo, error_body};
+use cbddc_net::{RequestHandler, SessionInfo};
 use std::sync::Arc;
 
 /// Pages served to a pull never exceed these, whatever the puller asks for.
@@ -45,6 +45,7 @@ fn storage_code(err: &StorageError) -> ErrorCode {
         | StorageError::NotReplicated { .. } => ErrorCode::InvalidRequest,
         StorageError::Closed => ErrorCode::Unavailable,
         StorageError::Backend { .. } => ErrorCode::Storage,
+        StorageError::FeedCompacted { .. } => ErrorCode::FeedCompacted,
     }
 }
 
@@ -69,9 +70,19 @@ fn error_response(err: NodeError) -> Res {
         NodeError::ControlPlane(e) => control_code(e),
         NodeError::Forbidden { .. } => ErrorCode::Forbidden,
         NodeError::InvalidRequest { .. } => ErrorCode::InvalidRequest,
+        NodeError::FeedCompacted { .. } => ErrorCode::FeedCompacted,
         _ => ErrorCode::Unspecified,
     };
-    error_body(code, &err.to_string())
+    let feed_oldest = match &err {
+        NodeError::FeedCompacted { oldest, .. }
+        | NodeError::Storage(StorageError::FeedCompacted { oldest, .. }) => *oldest,
+        _ => 0,
+    };
+    Res::Error(proto::ErrorResponse {
+        code: code as i32,
+        message: err.to_string(),
+        feed_oldest,
+    })
 }
 
 fn unreadable(what: &str, e: impl std::fmt::Display) -> NodeError {
@@ -104,6 +115,26 @@ pub(crate) fn peer_to_wire(p: PeerReport) -> proto::PeerStatus {
     }
 }
 
+fn feed_to_wire(feed: &crate::FeedReport) -> proto::FeedStatus {
+    proto::FeedStatus {
+        retention_ms: feed.retention_ms,
+        feed_entries: feed.feed_entries,
+        oldest_position: feed.oldest_position,
+        last_position: feed.last_position,
+        consumers: feed
+            .consumers
+            .iter()
+            .map(|c| proto::FeedConsumerStatus {
+                name: c.name.clone(),
+                position: c.position,
+                lag: c.lag,
+                acked_age_ms: c.acked_age_ms,
+                holding_back: c.holding_back,
+            })
+            .collect(),
+    }
+}
+
 fn status_to_wire(status: NodeStatus) -> proto::StatusResponse {
     let c = &status.compaction;
     let compaction = proto::CompactionStatus {
@@ -126,6 +157,7 @@ fn status_to_wire(status: NodeStatus) -> proto::StatusResponse {
     };
     proto::StatusResponse {
         compaction: Some(compaction),
+        feed: Some(feed_to_wire(&status.feed)),
         node_id: status.node_id.to_string(),
         replica: status.replica.to_string(),
         node_key: status.node_key,
@@ -239,7 +271,7 @@ impl NodeHandler {
                     more,
                 })
             }
-            Req::Changes(ask) => self.changes(ask).await?,
+            Req::Changes(ask) => self.changes(session, ask).await?,
             Req::WriteBatch(batch) => {
                 let writes = batch
                     .writes
@@ -336,25 +368,83 @@ impl NodeHandler {
         }))
     }
 
-    async fn changes(&self, ask: proto::ChangesRequest) -> Result<Res, NodeError> {
-        let filter = crate::ChangeFilter {
-            collection: (!ask.collection.is_empty()).then_some(ask.collection),
-            start: if ask.from_end {
-                crate::FeedStart::Now
-            } else {
-                crate::FeedStart::After(ask.after)
-            },
-        };
+    async fn changes(
+        &self,
+        session: &SessionInfo,
+        ask: proto::ChangesRequest,
+    ) -> Result<Res, NodeError> {
+        let collection = (!ask.collection.is_empty()).then_some(ask.collection);
+        let consumer = (!ask.consumer.is_empty()).then_some(ask.consumer);
         let limit = match ask.limit {
             0 => MAX_CHANGES_LIMIT,
             n => n.min(MAX_CHANGES_LIMIT),
         } as usize;
         let wait = std::time::Duration::from_millis(u64::from(ask.wait_ms)).min(MAX_CHANGES_WAIT);
-        let mut feed = crate::ChangeFeed::open(self.service.store.clone(), filter).await?;
-        let changes = feed
-            .next_page(limit, wait)
-            .await?
-            .ok_or(NodeError::Storage(StorageError::Closed))?;
+        let store = self.service.store.clone();
+        let mut feed = match ask.listing {
+            Some(listing) => {
+                let last = *store.watch_changes().borrow();
+                if listing.position > last {
+                    return Err(NodeError::InvalidRequest {
+                        reason: format!(
+                            "the listing stands for position {} but the feed ends at {last}: pass back the listing this node answered",
+                            listing.position
+                        ),
+                    });
+                }
+                let after = (!listing.after_collection.is_empty() || !listing.after_key.is_empty())
+                    .then_some((listing.after_collection, listing.after_key));
+                crate::ChangeFeed::continuing(
+                    store.clone(),
+                    collection,
+                    crate::feed::Listing {
+                        position: listing.position,
+                        after,
+                        read_all: false,
+                    },
+                )
+            }
+            None => {
+                let start = if ask.resume {
+                    crate::FeedStart::Acknowledged
+                } else if ask.current {
+                    crate::FeedStart::Current
+                } else if ask.from_end {
+                    crate::FeedStart::Now
+                } else {
+                    crate::FeedStart::After(ask.after)
+                };
+                let filter = crate::ChangeFilter {
+                    collection,
+                    start,
+                    consumer: consumer.clone(),
+                };
+                let feed = crate::ChangeFeed::open(store.clone(), filter).await?;
+                if let (Some(name), crate::FeedStart::After(after)) = (&consumer, start)
+                    && after > 0
+                {
+                    // Asking after a position says every change up to it is processed.
+                    store.acknowledge_feed(name.clone(), after).await?;
+                }
+                feed
+            }
+        };
+        let was_listing = feed.listing().is_some();
+        // A stopping node answers a waiting poll at once rather than holding its stop.
+        let changes = tokio::select! {
+            page = feed.next_page(limit, wait) => {
+                page?.ok_or(NodeError::Storage(StorageError::Closed))?
+            }
+            _ = session.stopping.cancelled() => Vec::new(),
+        };
+        let listing = feed.listing().map(|l| {
+            let (after_collection, after_key) = l.after.unwrap_or_default();
+            proto::FeedListing {
+                position: l.position,
+                after_collection,
+                after_key,
+            }
+        });
         Ok(Res::Changes(proto::ChangesResponse {
             changes: changes
                 .iter()
@@ -364,6 +454,8 @@ impl NodeHandler {
                 })
                 .collect(),
             resume_after: feed.position(),
+            synced: was_listing && listing.is_none(),
+            listing,
         }))
     }
 }

@@ -41,7 +41,7 @@ pub use cbddc_election::Leadership;
 pub use cluster::{ClusterStatus, ControlPlaneError, Handover, RECONFIGURE_DEADLINE};
 pub use compaction::CompactionReport;
 pub use error::NodeError;
-pub use feed::{ChangeFeed, ChangeFilter, FeedStart};
+pub use feed::{ChangeFeed, ChangeFilter, ConsumerReport, FeedReport, FeedStart};
 pub use peers::{PeerActivity, PeerBook, PeerReport};
 pub use service::NodeStatus;
 pub use signals::ClusterMembership;
@@ -335,18 +335,35 @@ impl Node {
     /// Every change applied to this node's documents, local writes and peers' entries
     /// alike (deletes included), in apply order, from where `filter` says.
     ///
+    /// A feed resumed after a position yields every document changed since in its latest
+    /// state, deletes included, or fails with [`NodeError::FeedCompacted`] when a delete it
+    /// would need left the feed (past `feed_retention_ms`): resync then with
+    /// [`FeedStart::Current`], the current documents (at position 0) and then the changes.
+    /// A named consumer keeps its position on the node:
+    ///
     /// ```no_run
     /// # async fn demo(node: &cbddc_node::Node) -> Result<(), cbddc_node::NodeError> {
-    /// use cbddc_node::{ChangeFilter, FeedStart};
-    /// let mut feed = node.changes(ChangeFilter::collection("users").starting(FeedStart::Beginning)).await?;
+    /// use cbddc_node::ChangeFilter;
+    /// // Where "indexer" left off; its first run starts with the current documents.
+    /// let mut feed = node.changes(ChangeFilter::collection("users").consumer("indexer")).await?;
     /// while let Some(change) = feed.next().await? {
     ///     println!("{} {}", change.position, change.entry.key);
-    ///     // Persist `feed.position()` to resume with `FeedStart::After` after a restart.
+    ///     feed.acknowledge(change.position).await?;
     /// }
     /// # Ok(()) }
     /// ```
     pub async fn changes(&self, filter: ChangeFilter) -> Result<ChangeFeed, NodeError> {
         ChangeFeed::open(self.snapshot().store, filter).await
+    }
+
+    /// Forgets a named feed consumer: it holds no delete back any more. `Ok(false)` if
+    /// the node did not know it.
+    pub async fn forget_feed_consumer(&self, name: &str) -> Result<bool, NodeError> {
+        Ok(self
+            .snapshot()
+            .store
+            .forget_feed_consumer(name.to_string())
+            .await?)
     }
 
     /// Reads a live document.

@@ -7,7 +7,7 @@
 //! | `tcp_port`, `bind_address` | bind the new address first; on success the new server takes over and the old one finishes its sessions in flight; on failure the old listener stays, the error is reported, `status` shows the address wanted, and binding is tried again with backoff until it works or the configuration changes |
 //! | `cluster_key` | new sessions, inbound and outbound, use the new key |
 //! | `sync_interval_ms` | the sync tasks restart with it |
-//! | `oplog_retention_ms` | the next compaction round uses it |
+//! | `oplog_retention_ms`, `feed_retention_ms` | the next compaction round uses it |
 //! | `known_peers` | the configured peers in the store are replaced and the sync tasks follow |
 //! | `[discovery]`, `[election]` (and any port or key change) | discovery and election restart with the new settings; a change of `eligible` is also told to peers in every new session, both ways, and sessions opened before it close so their peers reconnect and hear it |
 //! | `durability`, `max_clock_drift_ms` | not applied live: logged, and in force from the next start |
@@ -268,6 +268,13 @@ async fn apply_to(
             .compactor()
             .set_retention(new.oplog_retention_ms);
         outcome.applied.push("oplog_retention_ms".into());
+    }
+    if new.feed_retention_ms != old.feed_retention_ms {
+        runtime
+            .sync
+            .compactor()
+            .set_feed_retention(new.feed_retention_ms);
+        outcome.applied.push("feed_retention_ms".into());
     }
     if new.known_peers != old.known_peers {
         runtime

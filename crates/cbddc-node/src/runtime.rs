@@ -290,8 +290,12 @@ impl Runtime {
                 duplicates: Default::default(),
                 fold: Arc::new(crate::fold::FoldTracker::load(store.as_ref()).await?),
                 compactor: Arc::new(
-                    crate::compaction::Compactor::load(store.as_ref(), config.oplog_retention_ms)
-                        .await?,
+                    crate::compaction::Compactor::load(
+                        store.as_ref(),
+                        config.oplog_retention_ms,
+                        config.feed_retention_ms,
+                    )
+                    .await?,
                 ),
                 metrics: signals.metrics.clone(),
             },

@@ -53,6 +53,8 @@ pub struct NodeStatus {
     pub is_leader: bool,
     /// Oplog compaction, and a snapshot being received.
     pub compaction: crate::CompactionReport,
+    /// The change feed: what it keeps for consumers, and its named consumers.
+    pub feed: crate::FeedReport,
 }
 
 /// What a pull served: the page, the server's holdings and floors, and a notice for the
@@ -582,6 +584,11 @@ impl NodeService {
             .snapshot_progress()
             .await?
             .map(|p| (p.source, p.staged));
+        let feed = crate::FeedReport::read(
+            self.store.as_ref(),
+            self.sync.compactor().feed_retention_ms(),
+        )
+        .await?;
         Ok(NodeStatus {
             node_id: self.store.node_id().clone(),
             replica: self.store.replica().clone(),
@@ -599,6 +606,7 @@ impl NodeService {
             leader: leadership.leader,
             is_leader: leadership.is_leader,
             compaction,
+            feed,
         })
     }
 }
@@ -616,6 +624,7 @@ mod tests {
             peer_eligible: false,
             peer_interest: cbddc_core::Interest::all(),
             address: "127.0.0.1:9".parse().unwrap(),
+            stopping: Default::default(),
         }
     }
 

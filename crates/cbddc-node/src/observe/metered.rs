@@ -5,8 +5,9 @@ use super::metrics::NodeMetrics;
 use async_trait::async_trait;
 use cbddc_core::{
     ApplyOutcome, ChangePage, CompactionOutcome, CompactionPlan, Coverage, Document, DocumentStore,
-    EntryPage, Interest, LocalWrite, NodeId, OplogEntry, PageLimits, PeerAck, ReplicaId,
-    SnapshotChunk, SnapshotDocument, SnapshotProgress, StorageError, StoreStats, VersionVector,
+    EntryPage, FeedConsumer, Interest, LocalWrite, NodeId, OplogEntry, PageLimits, PeerAck,
+    ReplicaId, SnapshotChunk, SnapshotDocument, SnapshotProgress, StorageError, StoreStats,
+    VersionVector,
 };
 use std::sync::Arc;
 use std::time::Instant;
@@ -168,5 +169,26 @@ impl DocumentStore for MeteredStore {
 
     fn watch_changes(&self) -> watch::Receiver<u64> {
         self.inner.watch_changes()
+    }
+
+    async fn current_state(
+        &self,
+        collection: Option<String>,
+        after: Option<(String, String)>,
+        limit: usize,
+    ) -> Result<Vec<OplogEntry>, StorageError> {
+        self.inner.current_state(collection, after, limit).await
+    }
+
+    async fn feed_consumers(&self) -> Result<Vec<FeedConsumer>, StorageError> {
+        self.inner.feed_consumers().await
+    }
+
+    async fn acknowledge_feed(&self, name: String, position: u64) -> Result<(), StorageError> {
+        self.inner.acknowledge_feed(name, position).await
+    }
+
+    async fn forget_feed_consumer(&self, name: String) -> Result<bool, StorageError> {
+        self.inner.forget_feed_consumer(name).await
     }
 }

@@ -126,6 +126,22 @@ impl NodeMetrics {
             "Entries in the oplog",
             gauge(view.oplog_entries),
         );
+        registry.register(
+            "feed_entries",
+            "Deletes the change feed keeps for its consumers after compaction collected them",
+            gauge(view.feed_entries),
+        );
+        let consumer_lag = Family::<Labels, Gauge>::default();
+        for consumer in &view.consumers {
+            consumer_lag
+                .get_or_create(&vec![("consumer".into(), consumer.name.clone())])
+                .set(i64::try_from(consumer.lag).unwrap_or(i64::MAX));
+        }
+        registry.register(
+            "feed_consumer_lag",
+            "Change-feed positions after the one a named consumer acknowledged",
+            consumer_lag,
+        );
         let alive = view.peers.iter().filter(|p| p.alive).count() as u64;
         registry.register("peers_alive", "Peers alive now", gauge(alive));
         let lag = Family::<Labels, Gauge>::default();

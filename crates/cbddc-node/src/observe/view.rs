@@ -18,6 +18,14 @@ pub(crate) struct PeerView {
     pub(crate) lag: Option<u64>,
 }
 
+/// A named consumer of the change feed as the page shows it.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ConsumerView {
+    pub(crate) name: String,
+    /// Positions of the feed after the one it acknowledged.
+    pub(crate) lag: u64,
+}
+
 /// This node, its peers, the leader and the cluster configuration.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct NodeView {
@@ -26,6 +34,9 @@ pub(crate) struct NodeView {
     pub(crate) listen: String,
     pub(crate) documents: u64,
     pub(crate) oplog_entries: u64,
+    /// Deletes the change feed keeps for its consumers.
+    pub(crate) feed_entries: u64,
+    pub(crate) consumers: Vec<ConsumerView>,
     pub(crate) leader: Option<String>,
     pub(crate) is_leader: bool,
     pub(crate) configuration_id: Option<u32>,
@@ -73,12 +84,26 @@ impl NodeView {
             .collect();
         let leadership = service.signals.leadership();
         let cluster = service.cluster.as_ref().and_then(|c| c.status().ok());
+        let feed = crate::FeedReport::read(
+            service.store.as_ref(),
+            service.sync.compactor().feed_retention_ms(),
+        )
+        .await?;
         Ok(Self {
             node_id: service.store.node_id().to_string(),
             replica: service.store.replica().to_string(),
             listen: service.listen().to_string(),
             documents: stats.documents,
             oplog_entries: stats.oplog_entries,
+            feed_entries: feed.feed_entries,
+            consumers: feed
+                .consumers
+                .into_iter()
+                .map(|c| ConsumerView {
+                    name: c.name,
+                    lag: c.lag,
+                })
+                .collect(),
             leader: leadership.leader.map(|l| l.to_string()),
             is_leader: leadership.is_leader,
             configuration_id: cluster.as_ref().and_then(|c| c.configuration_id),

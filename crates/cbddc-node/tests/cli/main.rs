@@ -15,5 +15,6 @@ mod t70_removal_on_a_lan;
 mod t80_replicas;
 mod t85_compaction;
 mod t90_data_tools;
+mod t91_feed;
 mod t95_cluster_page;
 mod t99_faults;

@@ -11,6 +11,9 @@ fn watch_on_one_node_prints_another_nodes_puts_and_deletes_in_order() {
 
     let mut watch = cbddc_child(&["watch", "users", "--json", "--from", "start"], pb);
     let lines = LineReader::of(&mut watch);
+    // Node b holds nothing yet: its current state is empty, complete at position 0.
+    let synced = lines.take(1, "the end of the current state", Duration::from_secs(20));
+    assert_eq!(synced[0], r#"{"position":0,"synced":true}"#);
     for (key, value) in [("ada", r#"{"n": 1.10}"#), ("bob", "2"), ("ada", "3")] {
         assert!(cbddc(&["put", "users", key, value], pa).status.success());
     }

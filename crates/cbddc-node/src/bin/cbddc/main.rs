@@ -127,18 +127,33 @@ enum Command {
     ///
     /// Local writes and writes from peers alike, deletes included, in the order the node
     /// applied them; each line starts with the change's position. Resume later with
-    /// --from POSITION to miss nothing and repeat nothing.
+    /// --from POSITION: every document changed after it is printed in its latest state
+    /// (deletes included). Deletes stay resumable for feed_retention_ms (7 days by
+    /// default) after compaction; resuming from before what the node still holds exits
+    /// with code 3 and says where it can resume, and `--from start` resyncs: the current
+    /// documents (position 0), then every change.
+    ///
+    /// With --consumer NAME the node keeps the position for you: the watch resumes
+    /// where that consumer left off, and deletes it has not read stay in the feed while it
+    /// keeps coming back within the retention.
     Watch {
         /// The collection.
         collection: String,
         /// One JSON object per line: position, collection, key, value (the document's
-        /// JSON, null for a delete), deleted, origin, node, hlc.
+        /// JSON, null for a delete), deleted, origin, node, hlc. After the current state
+        /// (`--from start`) one line {"position": P, "synced": true} says it is complete
+        /// and the changes after position P follow.
         #[arg(long)]
         json: bool,
-        /// Where to start: `now` (the default), `start` (every change the node recorded),
-        /// or a position printed earlier (start after it).
-        #[arg(long, value_name = "POSITION", default_value = "now")]
-        from: watch::From,
+        /// Where to start: `now` (the default), `start` (the current documents, then every
+        /// change), or a position printed earlier (start after it). With --consumer the
+        /// default is where that consumer left off.
+        #[arg(long, value_name = "POSITION")]
+        from: Option<watch::From>,
+        /// A named consumer (1-128 of A-Z a-z 0-9 . _ -): the node keeps its position,
+        /// acknowledged as each page is printed.
+        #[arg(long, value_name = "NAME")]
+        consumer: Option<String>,
         #[command(flatten)]
         target: Target,
     },
@@ -450,8 +465,9 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             collection,
             json,
             from,
+            consumer,
             target,
-        } => watch::watch(Some(collection), json, from, &target).await,
+        } => watch::watch(Some(collection), json, from, consumer, &target).await,
         Command::Import {
             collection,
             file,
@@ -701,6 +717,19 @@ fn status_json(status: &proto::StatusResponse) -> Value {
                 "staged_documents": c.snapshot_staged,
             })),
         })),
+        "feed": status.feed.as_ref().map(|f| json!({
+            "retention_ms": f.retention_ms,
+            "feed_entries": f.feed_entries,
+            "oldest_position": f.oldest_position,
+            "last_position": f.last_position,
+            "consumers": f.consumers.iter().map(|c| json!({
+                "name": c.name,
+                "position": c.position,
+                "lag": c.lag,
+                "acked_age_ms": c.acked_age_ms,
+                "holding_back": c.holding_back,
+            })).collect::<Vec<_>>(),
+        })),
         "peers": peers,
     })
 }
@@ -750,6 +779,29 @@ async fn status(as_json: bool, target: &Target) -> Result<ExitCode> {
                 "snapshot   from {}: {} documents staged",
                 c.snapshot_from,
                 c.snapshot_staged
+            );
+        }
+    }
+    if let Some(f) = &status.feed {
+        say!(
+            "feed       last position {}, resumable after {}; {} deletes kept; retention {}",
+            f.last_position,
+            f.oldest_position,
+            f.feed_entries,
+            human_ms(f.retention_ms)
+        );
+        for c in &f.consumers {
+            let holding = if c.holding_back {
+                ""
+            } else {
+                " (past the retention: holds nothing back)"
+            };
+            say!(
+                "consumer   {} at {} ({} behind; acknowledged {:.1}s ago){holding}",
+                c.name,
+                c.position,
+                c.lag,
+                c.acked_age_ms as f64 / 1000.0
             );
         }
     }

@@ -3,6 +3,7 @@
 use crate::Target;
 use anyhow::{Context, Result};
 use cbddc_core::{Operation, OplogEntry};
+use cbddc_net::{ChangesAsk, FeedFrom, NetError};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ const POLL_WAIT: Duration = Duration::from_secs(10);
 /// Where `--from` starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum From {
-    /// The first change the node recorded.
+    /// The current documents, then every change.
     Start,
     /// The next change.
     Now,
@@ -51,31 +52,53 @@ pub(crate) fn change_json(position: u64, entry: &OplogEntry) -> Result<String> {
     ))
 }
 
+/// The exit code of a watch asked to resume from before what the node's feed holds.
+pub(crate) const EXIT_FEED_COMPACTED: u8 = 3;
+
 pub(crate) async fn watch(
     collection: Option<String>,
     as_json: bool,
-    from: From,
+    from: Option<From>,
+    consumer: Option<String>,
     target: &Target,
 ) -> Result<ExitCode> {
+    if let Some(name) = &consumer {
+        cbddc_core::validate_consumer_name(name)?;
+    }
     let mut client = target.connect().await?;
-    let (mut after, mut from_end) = match from {
-        From::Start => (0, false),
-        From::Now => (0, true),
-        From::After(position) => (position, false),
+    let mut next = match (from, &consumer) {
+        (Some(From::Start), _) => FeedFrom::Current,
+        (Some(From::Now), _) | (None, None) => FeedFrom::End,
+        (Some(From::After(position)), _) => FeedFrom::After(position),
+        (None, Some(_)) => FeedFrom::Resume,
     };
     loop {
-        let poll = client.changes(collection.as_deref(), after, from_end, POLL_WAIT);
-        let (changes, resume_after) = tokio::select! {
-            answer = poll => answer.with_context(|| {
-                if from_end {
-                    "the node stopped answering".to_string()
-                } else {
-                    format!("the node stopped answering; resume with --from {after}")
-                }
-            })?,
+        let resume_hint = match &next {
+            FeedFrom::After(position) => format!("; resume with --from {position}"),
+            FeedFrom::Current | FeedFrom::Listing(_) => "; resume with --from start".into(),
+            FeedFrom::End | FeedFrom::Resume => String::new(),
+        };
+        let ask = ChangesAsk {
+            collection: collection.clone(),
+            start: next.clone(),
+            consumer: consumer.clone(),
+        };
+        let poll = client.changes(ask, POLL_WAIT);
+        let page = tokio::select! {
+            answer = poll => answer,
             _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
         };
-        for (position, entry) in &changes {
+        let page = match page {
+            Ok(page) => page,
+            Err(NetError::FeedCompacted { message, .. }) => {
+                eprintln!("error: {message}");
+                return Ok(ExitCode::from(EXIT_FEED_COMPACTED));
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("the node stopped answering{resume_hint}"));
+            }
+        };
+        for (position, entry) in &page.changes {
             if as_json {
                 say!("{}", change_json(*position, entry)?);
             } else {
@@ -91,7 +114,16 @@ pub(crate) async fn watch(
                 }
             }
         }
-        after = resume_after;
-        from_end = false;
+        if page.synced
+            && let FeedFrom::After(position) = page.next
+        {
+            // The current state is complete: the changes after `position` follow.
+            if as_json {
+                say!("{{\"position\":{position},\"synced\":true}}");
+            } else {
+                say!("{position}\tsynced");
+            }
+        }
+        next = page.next;
     }
 }
