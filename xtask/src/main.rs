@@ -450,6 +450,20 @@ fn print_compaction(root: &Path) -> Result<Vec<&'static str>> {
         f("compaction_settle_ms"),
         report["settings"].as_str().unwrap_or("?")
     );
+    println!(
+        "{:<80} {:>11.2} MB {:>11.2} MB {:>7}",
+        format!(
+            "{} documents deleted and compacted: the feed keeping the deletes vs not",
+            report["feed_deletes"]
+        ),
+        f("feed_kept_bytes") / 1e6,
+        f("feed_dropped_bytes") / 1e6,
+        ""
+    );
+    println!(
+        "   the change feed's cost: {:.0} bytes per kept delete (feed_retention_ms; 0 keeps none)",
+        f("feed_bytes_per_kept_delete")
+    );
     Ok(missed)
 }
 

@@ -412,6 +412,15 @@ async fn serve(
                     let _ = respond(&mut stream, 0, error_body(proto::ErrorCode::InvalidRequest, &message)).await;
                     return Err(NetError::Malformed { detail });
                 }
+                Ok(Err(NetError::TooLarge { size, max })) => {
+                    // What follows the announcement cannot be read in step any more; the
+                    // reason still goes out before the session closes.
+                    let message = format!(
+                        "a request of {size} bytes exceeds the message limit ({max} bytes); closing the session"
+                    );
+                    let _ = respond(&mut stream, 0, error_body(proto::ErrorCode::InvalidRequest, &message)).await;
+                    return Err(NetError::TooLarge { size, max });
+                }
                 Ok(other) => other?,
             },
         };

@@ -3,6 +3,10 @@
 //! document and its database file beside a fresh node's holding the same 10,000
 //! documents, written once. Both databases are closed (checkpointed) before measuring.
 //!
+//! Then what the change feed's kept deletes cost on disk: the same keys written and
+//! deleted on a node that keeps deletes in its feed (the default retention) and on one
+//! that does not (`feed_retention_ms = 0`), both compacted.
+//!
 //! Prints the figures and writes them to `target/cbddc-bench/compaction.json`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -78,6 +82,41 @@ async fn overwrite(
     }
 }
 
+/// Writes `keys` documents and deletes them all on a node whose feed keeps deletes for
+/// `feed_retention_ms`; returns (the deletes its feed keeps, its database bytes) once
+/// compaction collected every tombstone.
+async fn deleted(dir: &std::path::Path, keys: usize, feed_retention_ms: u64) -> (u64, u64) {
+    let mut config = config("deleter", dir);
+    config.feed_retention_ms = feed_retention_ms;
+    let node = Node::start(config).await.unwrap();
+    for chunk in (0..keys).collect::<Vec<_>>().chunks(BATCH) {
+        let batch = chunk
+            .iter()
+            .map(|k| LocalWrite::put("docs", format!("key-{k:05}"), value(0, *k)))
+            .collect();
+        node.write(batch).await.unwrap();
+        let deletes = chunk
+            .iter()
+            .map(|k| LocalWrite::delete("docs", format!("key-{k:05}")))
+            .collect();
+        node.write(deletes).await.unwrap();
+    }
+    let settle = Instant::now();
+    loop {
+        let status = node.status().await.unwrap();
+        if status.oplog_entries == 0 && status.compaction.collectable == 0 {
+            let kept = status.feed.feed_entries;
+            node.shutdown().await;
+            return (kept, database_bytes(dir, "deleter"));
+        }
+        assert!(
+            settle.elapsed() < Duration::from_secs(600),
+            "compaction never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn fresh(dir: &std::path::Path, keys: usize) {
     let node = Node::start(config("fresh", dir)).await.unwrap();
     for chunk in (0..keys).collect::<Vec<_>>().chunks(BATCH) {
@@ -107,6 +146,14 @@ fn main() {
     let (entries, documents, wrote, settled) =
         runtime.block_on(overwrite(&dir.path().join("churn"), keys, writes));
     runtime.block_on(fresh(&dir.path().join("fresh"), keys));
+    let deletes = if full { 100_000 } else { 5_000 };
+    let (kept, kept_bytes) = runtime.block_on(deleted(
+        &dir.path().join("kept"),
+        deletes,
+        7 * 24 * 3_600_000,
+    ));
+    let (dropped, dropped_bytes) = runtime.block_on(deleted(&dir.path().join("dropped"), deletes, 0));
+    assert_eq!((kept, dropped), (deletes as u64, 0));
     let churned = database_bytes(&dir.path().join("churn"), "churn");
     let fresh = database_bytes(&dir.path().join("fresh"), "fresh");
     assert_eq!(documents, keys as u64);
@@ -121,6 +168,10 @@ fn main() {
         "size_ratio": churned as f64 / fresh as f64,
         "writes_per_second": writes as f64 / wrote.as_secs_f64(),
         "compaction_settle_ms": settled.as_secs_f64() * 1e3,
+        "feed_deletes": deletes,
+        "feed_kept_bytes": kept_bytes,
+        "feed_dropped_bytes": dropped_bytes,
+        "feed_bytes_per_kept_delete": (kept_bytes as f64 - dropped_bytes as f64) / deletes as f64,
         "settings": "one in-process node, synchronous=FULL, batches of 1,000, background compaction as shipped",
     });
     support::write_report("compaction.json", &report);
