@@ -23,6 +23,14 @@ async fn metrics_parse_as_prometheus_text_and_count_every_write() {
     })
     .await;
     let address = b.node().metrics_addr().await.unwrap();
+    // A named feed consumer that read nothing yet: its lag is every change after it.
+    b.node().put("m", "first", "0").await.unwrap();
+    let feed = b
+        .node()
+        .changes(cbddc_node::ChangeFilter::default().consumer("metered"))
+        .await
+        .unwrap();
+    feed.acknowledge(1).await.unwrap();
     let before = scrape(address).await;
     let writes = before["cbddc_local_writes_total"];
 
@@ -37,8 +45,10 @@ async fn metrics_parse_as_prometheus_text_and_count_every_write() {
     let after = scrape(address).await;
     assert_eq!(after["cbddc_local_writes_total"], writes + 25.0);
     assert!(after["cbddc_entries_applied_total"] >= before["cbddc_entries_applied_total"] + 1.0);
-    assert_eq!(after["cbddc_documents"], 26.0);
-    assert!(after["cbddc_oplog_entries"] >= 26.0);
+    assert_eq!(after["cbddc_documents"], 27.0);
+    assert!(after["cbddc_oplog_entries"] >= 27.0);
+    assert_eq!(after["cbddc_feed_consumer_lag{consumer=\"metered\"}"], 26.0);
+    assert!(after.contains_key("cbddc_feed_entries"));
     assert_eq!(after["cbddc_peers_alive"], 1.0);
     assert!(after["cbddc_bytes_sent_total"] > 0.0 && after["cbddc_bytes_received_total"] > 0.0);
     assert!(after["cbddc_sync_rounds_total"] >= 1.0);
