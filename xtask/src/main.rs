@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod cluster;
+mod test;
 
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask", about = "CBDDC project tasks")]
@@ -16,6 +17,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Task {
+    /// Run the whole test suite (`cargo test --workspace`), after installing what the
+    /// multi-host and browser tests need when it is missing (iproute2, chromium,
+    /// chromium-driver; with apt-get, as root). Without root it names what to install.
+    /// Arguments after `--` go to `cargo test`.
+    Test {
+        /// Passed on to `cargo test --workspace`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Run the criterion benchmarks and print each one as a ratio of its baseline
     /// (raw SQLite measured in the same run).
     Bench,
@@ -130,6 +140,8 @@ const COMPARISONS: &[Comparison] = &[
 
 fn main() -> Result<()> {
     match Cli::parse().task {
+        // cargo test's own exit code, so CI and scripts see a failing suite as such.
+        Task::Test { args } => std::process::exit(test::test(&args)?),
         Task::Bench => bench(),
         Task::Sim { seeds } => sim(seeds),
         Task::Faults { seed, rounds } => faults(seed, rounds),

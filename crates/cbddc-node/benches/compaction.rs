@@ -152,7 +152,8 @@ fn main() {
         deletes,
         7 * 24 * 3_600_000,
     ));
-    let (dropped, dropped_bytes) = runtime.block_on(deleted(&dir.path().join("dropped"), deletes, 0));
+    let (dropped, dropped_bytes) =
+        runtime.block_on(deleted(&dir.path().join("dropped"), deletes, 0));
     assert_eq!((kept, dropped), (deletes as u64, 0));
     let churned = database_bytes(&dir.path().join("churn"), "churn");
     let fresh = database_bytes(&dir.path().join("fresh"), "fresh");

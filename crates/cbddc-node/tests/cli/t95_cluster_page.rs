@@ -36,7 +36,7 @@ impl Browser {
         for program in [CHROMIUM, CHROMEDRIVER] {
             assert!(
                 std::path::Path::new(program).exists(),
-                "{program} is missing: install Debian's chromium and chromium-driver packages (.ci/run does)"
+                "{program} is missing: install Debian's chromium and chromium-driver packages, or run the suite with `cargo xtask test`, which does"
             );
         }
         let port = free_port();
