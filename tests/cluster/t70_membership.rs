@@ -107,6 +107,42 @@ async fn a_member_is_replaced_the_newcomer_gets_the_data_and_the_retired_one_is_
         }) => {}
         other => panic!("a retired node must refuse writes, got {other:?}"),
     }
+    // Every other public path that writes is refused the same way; the store the node
+    // hands out only reads (`StoreView` has no write), so there is no side door.
+    let retired = |r: Result<_, cbddc_node::NodeError>| {
+        matches!(r, Err(cbddc_node::NodeError::Retired { .. }))
+    };
+    assert!(retired(c.node().delete("docs", "k1").await.map(drop)));
+    assert!(retired(
+        c.node()
+            .write(vec![cbddc_core::LocalWrite::put("docs", "batch", "1")])
+            .await
+            .map(drop)
+    ));
+    let mut tool = cbddc_net::PeerClient::connect(
+        &c.address(),
+        &cbddc_net::ClusterKey::derive("test-cluster"),
+        &cbddc_net::LocalIdentity::tool().unwrap(),
+        cbddc_net::ClientSettings::default(),
+    )
+    .await
+    .unwrap();
+    let not_a_member = |r: Result<_, cbddc_net::NetError>| {
+        matches!(
+            r,
+            Err(cbddc_net::NetError::Remote {
+                code: cbddc_net::proto::ErrorCode::NotAMember,
+                ..
+            })
+        )
+    };
+    assert!(not_a_member(tool.put("docs", "wire", "1").await.map(drop)));
+    assert!(not_a_member(tool.delete("docs", "k1").await.map(drop)));
+    assert!(not_a_member(
+        tool.write_batch(vec![("docs".into(), "wire-batch".into(), Some("1".into()))])
+            .await
+            .map(drop)
+    ));
     assert_eq!(count(c).await, 200, "reads keep working on a retired node");
     // Not even as a hand-over: c departed, but these entries are not its own.
     let foreign = a

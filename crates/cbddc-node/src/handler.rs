@@ -62,24 +62,46 @@ fn control_code(err: &ControlPlaneError) -> ErrorCode {
     }
 }
 
-/// The one place a node's errors become wire error codes.
-fn error_response(err: NodeError) -> Res {
-    let code = match &err {
+/// The one place a node's errors become wire error codes: each variant says whether
+/// the request was wrong (`INVALID_REQUEST`, `FORBIDDEN`, `NOT_A_MEMBER`), the node or
+/// a peer could not serve it now (`UNAVAILABLE`, `TIMEOUT`: try again), its storage
+/// failed (`STORAGE`), or the feed lost what was asked (`FEED_COMPACTED`). No wildcard:
+/// a new variant must choose.
+fn error_code(err: &NodeError) -> ErrorCode {
+    match err {
         NodeError::Storage(e) => storage_code(e),
+        NodeError::Store(_) => ErrorCode::Storage,
+        NodeError::Config(_) | NodeError::InvalidRequest { .. } => ErrorCode::InvalidRequest,
         NodeError::Retired { .. } | NodeError::NotAdmitted => ErrorCode::NotAMember,
         NodeError::ControlPlane(e) => control_code(e),
         NodeError::Forbidden { .. } => ErrorCode::Forbidden,
-        NodeError::InvalidRequest { .. } => ErrorCode::InvalidRequest,
         NodeError::FeedCompacted { .. } => ErrorCode::FeedCompacted,
-        _ => ErrorCode::Unspecified,
-    };
+        // The node could not listen where it was asked to: a moment, not the request.
+        NodeError::Bind { .. } => ErrorCode::Unavailable,
+        NodeError::Net(e) => net_code(e),
+    }
+}
+
+/// A failure talking to another node while serving a request: that node's own answer
+/// where it gave one, otherwise "unavailable, try again".
+fn net_code(err: &cbddc_net::NetError) -> ErrorCode {
+    match err {
+        cbddc_net::NetError::Remote { code, .. } => *code,
+        cbddc_net::NetError::FeedCompacted { .. } => ErrorCode::FeedCompacted,
+        cbddc_net::NetError::Timeout { .. } => ErrorCode::Timeout,
+        _ => ErrorCode::Unavailable,
+    }
+}
+
+fn error_response(err: NodeError) -> Res {
     let feed_oldest = match &err {
         NodeError::FeedCompacted { oldest, .. }
-        | NodeError::Storage(StorageError::FeedCompacted { oldest, .. }) => *oldest,
+        | NodeError::Storage(StorageError::FeedCompacted { oldest, .. })
+        | NodeError::Net(cbddc_net::NetError::FeedCompacted { oldest, .. }) => *oldest,
         _ => 0,
     };
     Res::Error(proto::ErrorResponse {
-        code: code as i32,
+        code: error_code(&err) as i32,
         message: err.to_string(),
         feed_oldest,
     })
@@ -556,6 +578,118 @@ mod tests {
         ];
         for (error, expected) in node_errors {
             assert_eq!(code(error_response(error)), expected);
+        }
+    }
+}
+
+#[cfg(test)]
+mod error_codes {
+    use super::*;
+    use cbddc_net::NetError;
+
+    /// Every variant, with the code a client acts on: none is `UNSPECIFIED`.
+    #[test]
+    fn every_node_error_maps_to_a_code_a_client_can_act_on() {
+        let io = || std::io::Error::other("x");
+        let cases: Vec<(NodeError, ErrorCode)> = vec![
+            (
+                NodeError::Config(cbddc_config::ConfigError::Invalid {
+                    source_name: "request".into(),
+                    field: "address".into(),
+                    message: "bad".into(),
+                }),
+                ErrorCode::InvalidRequest,
+            ),
+            (
+                NodeError::Store(cbddc_store::StoreError::Corrupt {
+                    operation: "reading",
+                    detail: "x".into(),
+                }),
+                ErrorCode::Storage,
+            ),
+            (
+                NodeError::Storage(StorageError::Closed),
+                ErrorCode::Unavailable,
+            ),
+            (
+                NodeError::Storage(StorageError::Backend {
+                    operation: "x",
+                    message: "y".into(),
+                }),
+                ErrorCode::Storage,
+            ),
+            (
+                NodeError::Storage(StorageError::FeedCompacted {
+                    after: 1,
+                    oldest: 2,
+                }),
+                ErrorCode::FeedCompacted,
+            ),
+            (
+                NodeError::Bind {
+                    address: "127.0.0.1:1".parse().unwrap(),
+                    source: io(),
+                },
+                ErrorCode::Unavailable,
+            ),
+            (NodeError::Net(NetError::Closed), ErrorCode::Unavailable),
+            (
+                NodeError::Net(NetError::Remote {
+                    code: ErrorCode::Forbidden,
+                    message: "no".into(),
+                }),
+                ErrorCode::Forbidden,
+            ),
+            (
+                NodeError::Retired {
+                    configuration_id: 2,
+                    last_member_of: 1,
+                },
+                ErrorCode::NotAMember,
+            ),
+            (NodeError::NotAdmitted, ErrorCode::NotAMember),
+            (
+                NodeError::Forbidden {
+                    reason: "no".into(),
+                },
+                ErrorCode::Forbidden,
+            ),
+            (
+                NodeError::InvalidRequest {
+                    reason: "no".into(),
+                },
+                ErrorCode::InvalidRequest,
+            ),
+            (
+                NodeError::FeedCompacted {
+                    after: 1,
+                    oldest: 2,
+                },
+                ErrorCode::FeedCompacted,
+            ),
+            (
+                NodeError::ControlPlane(ControlPlaneError::NotConfigured),
+                ErrorCode::Forbidden,
+            ),
+        ];
+        for (err, code) in cases {
+            let text = err.to_string();
+            assert_eq!(error_code(&err), code, "{text}");
+            match error_response(err) {
+                Res::Error(e) => {
+                    assert_eq!(e.code, code as i32);
+                    assert_eq!(e.message, text);
+                    assert_eq!(
+                        e.feed_oldest,
+                        if code == ErrorCode::FeedCompacted {
+                            2
+                        } else {
+                            0
+                        }
+                    );
+                }
+                other => panic!("{other:?}"),
+            }
         }
     }
 }

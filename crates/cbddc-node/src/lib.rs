@@ -35,6 +35,7 @@ mod reconfigure;
 mod runtime;
 mod service;
 mod signals;
+mod store_view;
 mod sync;
 
 pub use cbddc_election::Leadership;
@@ -45,6 +46,7 @@ pub use feed::{ChangeFeed, ChangeFilter, ConsumerReport, FeedReport, FeedStart};
 pub use peers::{PeerActivity, PeerBook, PeerReport};
 pub use service::NodeStatus;
 pub use signals::ClusterMembership;
+pub use store_view::StoreView;
 
 use cbddc_config::{ConfigProvider, PeerNodeConfiguration, StaticProvider};
 use cbddc_core::{Document, DocumentStore, KnownPeer, LocalWrite, NodeId, OplogEntry, PeerStore};
@@ -287,9 +289,10 @@ impl Node {
             .map(|s| s.address())
     }
 
-    /// The node's document store (replaced by a node id change).
-    pub fn store(&self) -> Arc<dyn DocumentStore> {
-        self.snapshot().store
+    /// A read-only view of the node's document store (replaced by a node id change).
+    /// Writes go through [`Node::put`], [`Node::delete`] and [`Node::write`].
+    pub fn store(&self) -> StoreView {
+        StoreView::new(self.snapshot().store)
     }
 
     /// The node's known-peer store (replaced by a node id change).
