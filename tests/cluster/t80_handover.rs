@@ -136,6 +136,30 @@ async fn a_member_stopped_after_its_removal_hands_its_writes_over_when_restarted
     }
 }
 
+/// The hand-over dials with the cluster key in force when it runs: c learns of its
+/// removal only after every node moved to a new key (while c was cut off), so a
+/// hand-over given the key of its start would be refused by every member for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_over_after_a_live_cluster_key_change_uses_the_new_key() {
+    let switch = Switch::new();
+    let mut nodes = cluster_with_c_behind(&switch).await;
+    acknowledge_on_c_while_cut_off(&nodes, &switch).await;
+    for node in nodes.iter_mut() {
+        node.reconfigure(|c| c.cluster_key = "the-next-cluster-key".into());
+    }
+    wait_until("every node to apply the new key", DEADLINE, || async {
+        nodes
+            .iter()
+            .all(|n| n.node().config().cluster_key == "the-next-cluster-key")
+    })
+    .await;
+    switch.heal();
+    the_writes_of_c_were_handed_over(&nodes).await;
+    for node in &mut nodes {
+        node.stop().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_waiting_to_be_invited_refuses_writes_until_admitted() {
     let (mut a, mut d) = (TestNode::configure("a"), TestNode::configure("d"));

@@ -485,7 +485,7 @@ async fn start_cluster(
     // The gate is right before the first write can arrive; then it follows the view.
     let initial = plane.watch().borrow().gate_state();
     plane.gate.set(initial).await;
-    plane.spawn(plane.clone().follow_membership(sync.context(), pins));
+    plane.spawn(plane.clone().follow_membership(sync.clone(), pins));
     let mut view = plane.watch();
     let local = config.node_id.clone();
     let sync = sync.clone();

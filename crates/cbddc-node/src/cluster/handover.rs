@@ -6,12 +6,13 @@
 //! Members accept the push from a departed member for entries of its own origin only,
 //! and give it no data back (see `NodeHandler`'s push admission).
 
-use crate::sync::SyncContext;
+use crate::sync::{SyncContext, SyncOrchestrator};
 use cbddc_core::{NodeId, ReplicaId, StorageError, VersionVector};
 use cbddc_election::membership::Configuration;
 use cbddc_net::proto::ErrorCode;
 use cbddc_net::{NetError, PeerClient};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -59,14 +60,15 @@ enum Reached {
 }
 
 /// Hands this node's writes over to the members of `successor`, reporting progress on
-/// `progress`, until every member holds them or `token` is cancelled.
+/// `progress`, until every member holds them or `token` is cancelled. Each attempt dials
+/// with the data plane's settings in force then (a `cluster_key` changed live included).
 pub(crate) async fn run(
-    ctx: SyncContext,
+    sync: Arc<SyncOrchestrator>,
     successor: Configuration,
     progress: watch::Sender<Option<Handover>>,
     token: CancellationToken,
 ) {
-    let local = ctx.node_id.clone();
+    let local = sync.context().node_id;
     let mut pending: Vec<(NodeId, String)> = successor
         .members
         .iter()
@@ -85,6 +87,7 @@ pub(crate) async fn run(
     while !pending.is_empty() {
         let mut still = Vec::new();
         for (member, address) in pending {
+            let ctx = sync.context();
             let attempt = tokio::select! {
                 _ = token.cancelled() => return,
                 attempt = hand_over_to(&ctx, &member, &address) => attempt,

@@ -218,7 +218,7 @@ impl ControlPlane {
     /// Follows the view with the write gate and, once retired, the hand-over.
     pub(crate) async fn follow_membership(
         self: Arc<Self>,
-        sync: SyncContext,
+        sync: Arc<crate::sync::SyncOrchestrator>,
         pins: Arc<crate::pins::KeyPins>,
     ) {
         let mut view = self.view.clone();
