@@ -114,6 +114,8 @@ pub struct ConfigFile {
     pub collections: Option<Vec<String>>,
     /// See [`PeerNodeConfiguration::advertise_address`].
     pub advertise_address: Option<String>,
+    /// See [`PeerNodeConfiguration::node_key_file`].
+    pub node_key_file: Option<PathBuf>,
     /// The file (or source) this came from, for error messages.
     #[serde(skip)]
     pub source_name: String,
@@ -197,6 +199,7 @@ impl ConfigFile {
         pick(&mut self.metrics_address, &top.metrics_address);
         pick(&mut self.collections, &top.collections);
         pick(&mut self.advertise_address, &top.advertise_address);
+        pick(&mut self.node_key_file, &top.node_key_file);
         if !top.known_peers.is_empty() {
             self.known_peers.clone_from(&top.known_peers);
         }
@@ -270,6 +273,9 @@ impl ConfigFile {
         }
         if let Some(address) = &self.advertise_address {
             config.advertise_address = Some(address.clone());
+        }
+        if let Some(path) = &self.node_key_file {
+            config.node_key_file = Some(path.clone());
         }
         if let Some(section) = &self.discovery {
             let d = &mut config.discovery;

@@ -19,6 +19,7 @@
 //! # metrics_address = "127.0.0.1:9100"  # /metrics (Prometheus) and a live page at /; off by default
 //! # collections = ["users", "orders"]   # replicate only these (default: every collection)
 //! # advertise_address = "node-a.lan:25000"  # where the cluster reaches this node (NAT, several interfaces)
+//! # node_key_file = "/run/secrets/cbddc-node.key"  # keep the node key apart from data_dir (default: data_dir/node.key)
 //!
 //! [discovery]                   # UDP beacons on the LAN
 //! enabled = false
@@ -238,6 +239,11 @@ pub struct PeerNodeConfiguration {
     /// with several interfaces. `None`: the listen address, or for a node bound to every
     /// interface, its address on the route to its peers.
     pub advertise_address: Option<String>,
+    /// Where the node's static key is kept; `None`: `data_dir/node.key`. A key kept apart
+    /// (a secret volume) outlives the data dir: a node restarted on a wiped or replaced
+    /// disk keeps its key, and peers that pinned it take it back with no `repin`. Created
+    /// on first start if missing; read at start only (a live change is not applied).
+    pub node_key_file: Option<PathBuf>,
 }
 
 impl PeerNodeConfiguration {
@@ -261,6 +267,7 @@ impl PeerNodeConfiguration {
             metrics_address: None,
             collections: None,
             advertise_address: None,
+            node_key_file: None,
         }
     }
 
@@ -325,6 +332,16 @@ impl PeerNodeConfiguration {
             return Err(invalid(
                 "feed_retention_ms".into(),
                 "must be from 0 to 315360000000 (ten years)".into(),
+            ));
+        }
+        if self
+            .node_key_file
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty() || p.is_dir())
+        {
+            return Err(invalid(
+                "node_key_file".into(),
+                "must name a file (the node key), not be empty or a directory".into(),
             ));
         }
         if self.data_dir.as_os_str().is_empty() {

@@ -219,13 +219,16 @@ pub(crate) fn server_settings(
 /// The node's static key, kept in its data directory (created on first start).
 pub(crate) const NODE_KEY_FILE: &str = "node.key";
 
-/// This node's identity for every session: its node id, its key (from the data dir) and
-/// the keys it pinned for its peers.
+/// This node's identity for every session: its node id, its key (`node_key_file`, or
+/// from the data dir) and the keys it pinned for its peers.
 async fn identity(
     config: &PeerNodeConfiguration,
     store: &Arc<SqliteStore>,
 ) -> Result<(LocalIdentity, Arc<KeyPins>), NodeError> {
-    let path = config.data_dir.join(NODE_KEY_FILE);
+    let path = config
+        .node_key_file
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join(NODE_KEY_FILE));
     let key = tokio::task::spawn_blocking(move || cbddc_net::NodeKey::load_or_create(&path))
         .await
         .map_err(|e| crate::cluster::ControlPlaneError::Start {

@@ -1,7 +1,8 @@
 //! Who wrote it: a node restarted on a wiped data dir, and two processes started from
 //! copies of one data dir, are new replicas. Their writes can never be mistaken for
 //! writes a peer already holds, so every acknowledged write reaches every node. A wiped
-//! node also has a new node key, which its peers refuse until it is re-pinned.
+//! node also has a new node key, which its peers refuse until it is re-pinned, unless
+//! its key is kept apart from its data dir (`node_key_file`).
 
 use crate::harness::*;
 use std::time::Duration;
@@ -63,6 +64,56 @@ fn a_node_restarted_on_a_wiped_data_dir_gets_its_history_back_and_its_new_writes
         sa["version_vector"], sb["version_vector"],
         "same history everywhere"
     );
+}
+
+#[test]
+fn a_wiped_data_dir_with_a_kept_key_file_syncs_everything_back_without_a_repin() {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secret-volume");
+    std::fs::create_dir_all(&secrets).unwrap();
+    let key_file = secrets.join("node-a.key");
+    let (pa, pb) = (free_port(), free_port());
+    let extra = format!("node_key_file = {:?}\n", key_file.display().to_string());
+    let mut a = RunningNode::start_with(dir.path(), "node-a", pa, &[("node-b", pb)], &[], &extra);
+    let _b = RunningNode::start(dir.path(), "node-b", pb, &[("node-a", pa)]);
+    for i in 0..30 {
+        put(pa, &format!("old-{i:02}"));
+    }
+    wait_until("b holds a's 30 writes", DEADLINE, || has(pb, "old-29"));
+    let fingerprint = status_json(pa)["key_fingerprint"].clone();
+    assert!(
+        key_file.is_file(),
+        "the key is created where the configuration says"
+    );
+    assert!(
+        !a.data_dir().join("node.key").exists(),
+        "and not in the data dir"
+    );
+    assert!(a.terminate().success());
+
+    // The disk is replaced; the secret volume is not.
+    std::fs::remove_dir_all(a.data_dir()).unwrap();
+    a.launch();
+    assert_eq!(status_json(pa)["key_fingerprint"], fingerprint);
+    put(pa, "new-00");
+    wait_until("b takes the write made after the wipe", DEADLINE, || {
+        has(pb, "new-00")
+    });
+    wait_until("a gets its 30 earlier writes back", DEADLINE, || {
+        (0..30).all(|i| has(pa, &format!("old-{i:02}")))
+    });
+    assert_eq!(status_json(pa)["documents"], 31);
+
+    // A live change of the key file is not applied: the node says so and keeps its key.
+    let moved = a.config_text().replace("node-a.key", "another.key");
+    a.write_config_text(&moved);
+    wait_until(
+        "the log to say the key file is read at start only",
+        DEADLINE,
+        || a.log_text().contains("the node key is read at start only"),
+    );
+    assert_eq!(status_json(pa)["key_fingerprint"], fingerprint);
+    assert!(!secrets.join("another.key").exists());
 }
 
 #[test]
