@@ -213,7 +213,7 @@ fn faults(seed: u64, rounds: u64) -> Result<()> {
         .args([
             "test",
             "-p",
-            "cbddc-node",
+            "cbddc-cli",
             "--test",
             "cli",
             "t99_faults::hosts_",
@@ -267,15 +267,15 @@ fn bench() -> Result<()> {
         ("cbddc-store", "puts"),
         ("cbddc-net", "handshake"),
         ("cbddc-node", "catch_up"),
-        ("cbddc-node", "data_tools"),
+        ("cbddc-cli", "data_tools"),
         ("cbddc-node", "reconfigure"),
-        ("cbddc-node", "cluster"),
+        ("cbddc-cli", "cluster"),
         ("cbddc-election", "control_reconfigure"),
         ("cbddc-node", "membership"),
         ("cbddc-node", "compaction"),
-        ("cbddc-node", "cluster_cost"),
-        ("cbddc-node", "hostile"),
-        ("cbddc-node", "hosts"),
+        ("cbddc-cli", "cluster_cost"),
+        ("cbddc-cli", "hostile"),
+        ("cbddc-cli", "hosts"),
     ] {
         eprintln!("== cargo bench -p {package} --bench {bench}");
         let status = Command::new(env!("CARGO"))

@@ -9,6 +9,7 @@
 //! `cargo xtask bench`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+#[path = "../../cbddc-node/benches/support/mod.rs"]
 mod support;
 use support::free_port;
 

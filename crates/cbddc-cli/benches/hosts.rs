@@ -7,7 +7,7 @@
 //! Prints the figures and writes them to `target/cbddc-bench/hosts.json`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-#[path = "support/report.rs"]
+#[path = "../../cbddc-node/benches/support/report.rs"]
 mod report;
 
 #[allow(dead_code, unused_imports)]

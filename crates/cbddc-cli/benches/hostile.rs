@@ -13,6 +13,7 @@
 //! Prints the figures and writes them to `target/cbddc-bench/hostile.json`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+#[path = "../../cbddc-node/benches/support/mod.rs"]
 mod support;
 use support::free_port;
 
