@@ -33,6 +33,7 @@ mod directory;
 mod error;
 mod hlc;
 mod interest;
+mod invalid;
 mod node_id;
 mod oplog;
 mod peer;
@@ -47,9 +48,10 @@ pub use compaction::{
 #[cfg(feature = "mocks")]
 pub use directory::MockPeerDirectory;
 pub use directory::{PeerDirectory, PeerState};
-pub use error::{ClockError, CoreError, StorageError};
+pub use error::{ClockError, StorageError};
 pub use hlc::{Hlc, HybridClock, SystemTimeSource, TimeSource};
 pub use interest::{Coverage, Interest};
+pub use invalid::CoreError;
 pub use node_id::NodeId;
 pub use oplog::{
     Document, LocalWrite, MAX_COLLECTION_LEN, MAX_KEY_LEN, MAX_VALUE_BYTES, Operation, OplogEntry,

@@ -1,7 +1,7 @@
 //! Who speaks: a node's static key pair, the public key a peer pins, and the check a
 //! session runs on the other side's node id and key.
 //!
-//! The handshake ([`crate::secure`]) proves that each side holds the private key of the
+//! The handshake (`secure`) proves that each side holds the private key of the
 //! public key it presents; a [`PeerVerifier`] then decides whether that key may speak
 //! for the node id it claims (pinned on first contact, or by the cluster configuration).
 
@@ -85,11 +85,12 @@ impl fmt::Debug for NodeKey {
 impl NodeKey {
     /// A new key pair from the operating system's random source.
     pub fn generate() -> Result<Self, NetError> {
-        let keypair = crate::secure::noise_builder()?
-            .generate_keypair()
-            .map_err(|e| NetError::Handshake {
-                detail: format!("cannot generate a node key: {e}"),
-            })?;
+        let keypair =
+            crate::noise::builder()?
+                .generate_keypair()
+                .map_err(|e| NetError::Handshake {
+                    detail: format!("cannot generate a node key: {e}"),
+                })?;
         let private: [u8; KEY_LEN] =
             keypair
                 .private

@@ -65,6 +65,7 @@ pub mod floors;
 pub mod identity;
 pub mod liveness;
 mod meter;
+mod noise;
 pub mod proto;
 pub mod secure;
 mod server;

@@ -20,8 +20,6 @@ pub const PROTOCOL_VERSION: u32 = 4;
 pub const MAGIC: &str = "cbddc";
 /// Largest application message, in bytes; larger announcements close the session.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
-const NOISE_PATTERN: &str = "Noise_XXpsk0_25519_ChaChaPoly_BLAKE2s";
-const NOISE_PROLOGUE: &[u8] = b"cbddc/2";
 const MAX_FRAME: usize = u16::MAX as usize;
 const AEAD_TAG: usize = 16;
 const MAX_CHUNK: usize = MAX_FRAME - AEAD_TAG;
@@ -56,19 +54,8 @@ impl std::fmt::Debug for ClusterKey {
 }
 
 /// A builder for the handshake's pattern (no keys set yet).
-pub(crate) fn noise_builder() -> Result<snow::Builder<'static>, NetError> {
-    let params = NOISE_PATTERN.parse().map_err(|e| NetError::Handshake {
-        detail: format!("noise parameters: {e}"),
-    })?;
-    snow::Builder::new(params)
-        .prologue(NOISE_PROLOGUE)
-        .map_err(|e| NetError::Handshake {
-            detail: format!("noise setup: {e}"),
-        })
-}
-
 fn noise(key: &ClusterKey) -> Result<snow::Builder<'_>, NetError> {
-    noise_builder()?
+    crate::noise::builder()?
         .psk(0, &key.0)
         .map_err(|e| NetError::Handshake {
             detail: format!("noise setup: {e}"),

@@ -3,7 +3,7 @@
 //! inserts (binding, stepping, resetting), so a page pays it once per [`ROWS`] entries.
 
 use crate::document_write::{DocumentRow, DocumentWriter, INSERT_DOCUMENT, Overwrite, Written};
-use crate::writer::{APPEND_OPLOG, QUEUE_TOMBSTONE, RECORD_CHANGE};
+use crate::rows::{APPEND_OPLOG, QUEUE_TOMBSTONE, RECORD_CHANGE};
 use rusqlite::{Connection, ToSql, params};
 use std::sync::OnceLock;
 

@@ -17,10 +17,11 @@ pub struct ClusterRecords {
 impl ClusterRecords {
     /// Opens (and migrates) the node's database at `path` (see [`crate::database_path`]).
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        Ok(ControlDatabase::open(path)?.records())
+        Ok(Self::on(ControlDatabase::open(path)?))
     }
 
-    pub(crate) fn on(db: ControlDatabase) -> Self {
+    /// The records in `db` (a store's [`ControlDatabase`], sharing its connection).
+    pub fn on(db: ControlDatabase) -> Self {
         Self { db }
     }
 

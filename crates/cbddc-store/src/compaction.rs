@@ -270,7 +270,7 @@ pub(crate) fn peer_acks(conn: &Connection) -> Result<Vec<PeerAck>, StoreError> {
 
 /// Per origin, the highest sequence number that may be missing from the oplog.
 pub(crate) fn collected_upto(conn: &Connection) -> Result<VersionVector, StoreError> {
-    crate::reader::vector_from(
+    crate::rows::vector_from(
         conn,
         "SELECT origin, upto FROM oplog_collected",
         "reading what compaction removed",

@@ -13,7 +13,7 @@
 //! come without feed positions.
 
 use crate::error::{SqlContext, StoreError};
-use crate::reader::{corrupt, oplog_entry, replica_id};
+use crate::rows::{corrupt, oplog_entry, replica_id};
 use cbddc_core::{Change, ChangePage, FeedConsumer, FeedRetention, OplogEntry, StorageError};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -98,7 +98,7 @@ pub(crate) fn changes_after(
     collection: Option<&str>,
     limit: usize,
 ) -> Result<Result<ChangePage, FeedCompacted>, StoreError> {
-    crate::reader::consistently(conn, "reading the change feed", |conn| {
+    crate::rows::consistently(conn, "reading the change feed", |conn| {
         let oldest = oldest(conn)?;
         if after < oldest {
             return Ok(Err(FeedCompacted { oldest }));

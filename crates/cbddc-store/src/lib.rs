@@ -38,6 +38,7 @@ mod error;
 mod feed;
 mod paxos_log;
 mod reader;
+mod rows;
 mod schema;
 mod snapshot;
 mod store;

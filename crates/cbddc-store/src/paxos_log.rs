@@ -47,14 +47,14 @@ impl ControlDatabase {
     /// Opens (and migrates) the node's database at `path` (see [`crate::database_path`])
     /// on a connection of its own: for a database no store has open.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let mut conn = crate::schema::open_writer(path, crate::Durability::Full)?;
+        let mut conn = crate::schema::open_writer(path, cbddc_core::Durability::Full)?;
         // No store's checkpointer runs here: let SQLite checkpoint as usual.
         conn.execute_batch("PRAGMA wal_autocheckpoint = 1000;")
             .during("configuring the control-plane connection")?;
         crate::schema::migrate(&mut conn, path)?;
         Ok(Self::on(Arc::new(WriteConnection::new(
             conn,
-            crate::Durability::Full,
+            cbddc_core::Durability::Full,
         ))))
     }
 
@@ -75,11 +75,6 @@ impl ControlDatabase {
         {
             tracing::error!(error = %e, "cannot roll back an abandoned control-plane batch");
         }
-    }
-
-    /// The configurations recorded in this database, on this connection.
-    pub fn records(&self) -> crate::ClusterRecords {
-        crate::ClusterRecords::on(self.clone())
     }
 
     /// The connection, for reads.

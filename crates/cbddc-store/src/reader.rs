@@ -1,10 +1,13 @@
 //! Read-only connections, used on tokio's blocking pool.
 
 use crate::error::{SqlContext, StoreError};
-use crate::writer::stamp;
+use crate::rows::{
+    consistently, corrupt, node_id, oplog_entry, read_version_vector, replica_id, stamp,
+    vector_from,
+};
 use cbddc_core::{
-    Document, EntryPage, Interest, KnownPeer, NodeId, Operation, OplogEntry, PageLimits, PeerType,
-    ReplicaId, StorageError, StoreStats, VersionVector,
+    Document, EntryPage, Interest, KnownPeer, NodeId, PageLimits, PeerType, ReplicaId,
+    StorageError, StoreStats, VersionVector,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::PathBuf;
@@ -76,57 +79,6 @@ impl ReaderPool {
     }
 }
 
-pub(crate) fn corrupt(operation: &'static str, detail: impl ToString) -> StoreError {
-    StoreError::Corrupt {
-        operation,
-        detail: detail.to_string(),
-    }
-}
-
-fn node_id(text: &str, operation: &'static str) -> Result<NodeId, StoreError> {
-    NodeId::new(text).map_err(|e| corrupt(operation, e))
-}
-
-pub(crate) fn replica_id(text: &str, operation: &'static str) -> Result<ReplicaId, StoreError> {
-    ReplicaId::new(text).map_err(|e| corrupt(operation, e))
-}
-
-/// The writer of an entry: its `node` column, or for entries written before replica ids
-/// (an empty column) the origin, which was the node id then.
-fn writer_of(node: &str, origin: &ReplicaId) -> Result<NodeId, StoreError> {
-    node_id(
-        if node.is_empty() {
-            origin.as_str()
-        } else {
-            node
-        },
-        "reading an entry's writer",
-    )
-}
-
-/// An oplog row as an entry: `(collection, key, value)` (no value: a delete), the stamp's
-/// `(wall, counter)`, and the writer's `node` column.
-pub(crate) fn oplog_entry(
-    origin: ReplicaId,
-    seq: u64,
-    (collection, key, value): (String, String, Option<String>),
-    (wall, counter): (i64, u32),
-    node: &str,
-) -> Result<OplogEntry, StoreError> {
-    Ok(OplogEntry {
-        node: writer_of(node, &origin)?,
-        seq,
-        collection,
-        key,
-        op: match value {
-            Some(value) => Operation::Put { value },
-            None => Operation::Delete,
-        },
-        hlc: stamp(wall, counter, origin.as_str())?,
-        origin,
-    })
-}
-
 /// The replicas this database has been (its own history), oldest first.
 pub(crate) fn local_replicas(conn: &Connection) -> Result<Vec<ReplicaId>, StoreError> {
     const OP: &str = "reading the local replicas";
@@ -141,14 +93,6 @@ pub(crate) fn local_replicas(conn: &Connection) -> Result<Vec<ReplicaId>, StoreE
         out.push(replica_id(&row.during(OP)?, OP)?);
     }
     Ok(out)
-}
-
-pub(crate) fn read_version_vector(conn: &Connection) -> Result<VersionVector, StoreError> {
-    vector_from(
-        conn,
-        "SELECT origin, max_seq FROM origins",
-        "reading the version vector",
-    )
 }
 
 pub(crate) fn get(
@@ -236,20 +180,6 @@ pub(crate) fn entries_missing_from(
     consistently(conn, "reading the oplog", |c| {
         entries_in(c, theirs, limits, wanted, ours_interest)
     })
-}
-
-/// Runs `read` in one read transaction: everything it reads comes from one state of the
-/// database, whatever the writer commits meanwhile.
-pub(crate) fn consistently<T>(
-    conn: &Connection,
-    operation: &'static str,
-    read: impl FnOnce(&Connection) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    conn.execute_batch("BEGIN").during(operation)?;
-    let result = read(conn);
-    // A read transaction changed nothing: ending it cannot lose anything.
-    let _ = conn.execute_batch("COMMIT");
-    result
 }
 
 fn entries_in(
@@ -452,23 +382,4 @@ pub(crate) fn floors(conn: &Connection) -> Result<VersionVector, StoreError> {
         "SELECT replica, floor FROM replica_floors",
         "reading the floors",
     )
-}
-
-/// A version vector stored as rows of `(replica, sequence number)`, read by `query`.
-pub(crate) fn vector_from(
-    conn: &Connection,
-    query: &str,
-    operation: &'static str,
-) -> Result<VersionVector, StoreError> {
-    let mut stmt = conn.prepare_cached(query).during(operation)?;
-    let rows = stmt
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-        .during(operation)?;
-    let mut out = VersionVector::default();
-    for row in rows {
-        let (replica, seq) = row.during(operation)?;
-        let seq = u64::try_from(seq).map_err(|_| corrupt(operation, seq))?;
-        out.advance(&replica_id(&replica, operation)?, seq);
-    }
-    Ok(out)
 }

@@ -1,7 +1,7 @@
 //! Connection settings and the versioned schema.
 
 use crate::error::{SqlContext, StoreError};
-use crate::store::Durability;
+use cbddc_core::Durability;
 use rusqlite::Connection;
 use std::path::Path;
 

@@ -4,7 +4,8 @@
 
 use crate::batch_apply::{ROWS, multi_row};
 use crate::error::{SqlContext, StoreError};
-use crate::writer::stamp;
+use crate::rows::corrupt;
+use crate::rows::stamp;
 use cbddc_core::{
     Interest, NodeId, PageLimits, SnapshotChunk, SnapshotDocument, SnapshotProgress, StorageError,
     VersionVector,
@@ -16,13 +17,6 @@ fn sql(operation: &'static str) -> impl FnOnce(rusqlite::Error) -> StorageError 
     move |source| StoreError::Sqlite { operation, source }.into()
 }
 
-fn corrupt(operation: &'static str, detail: impl ToString) -> StoreError {
-    StoreError::Corrupt {
-        operation,
-        detail: detail.to_string(),
-    }
-}
-
 /// Reads a chunk (see `DocumentStore::snapshot_chunk`), in one read transaction.
 pub(crate) fn read_chunk(
     conn: &Connection,
@@ -31,7 +25,7 @@ pub(crate) fn read_chunk(
     wanted: &Interest,
 ) -> Result<SnapshotChunk, StoreError> {
     // The version vector and the first chunk agree.
-    crate::reader::consistently(conn, "reading a snapshot", |c| {
+    crate::rows::consistently(conn, "reading a snapshot", |c| {
         read_chunk_in(c, after, limits, wanted)
     })
 }
@@ -45,7 +39,7 @@ fn read_chunk_in(
     const OP: &str = "reading a snapshot";
     let mut chunk = SnapshotChunk {
         version_vector: match after {
-            None => Some(crate::reader::read_version_vector(conn)?),
+            None => Some(crate::rows::read_version_vector(conn)?),
             Some(_) => None,
         },
         ..SnapshotChunk::default()
@@ -114,7 +108,7 @@ fn save_progress(conn: &Connection, progress: &SnapshotProgress) -> Result<(), S
         operation: "recording the snapshot in progress",
         message: e.to_string(),
     })?;
-    crate::writer::set_meta(conn, "snapshot", &text)
+    crate::rows::set_meta(conn, "snapshot", &text)
         .map_err(sql("recording the snapshot in progress"))
 }
 

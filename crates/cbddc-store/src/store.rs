@@ -272,7 +272,7 @@ impl DocumentStore for SqliteStore {
     }
 
     async fn version_vector(&self) -> Result<VersionVector, StorageError> {
-        self.readers.read(reader::read_version_vector).await
+        self.readers.read(crate::rows::read_version_vector).await
     }
 
     fn interest(&self) -> Interest {

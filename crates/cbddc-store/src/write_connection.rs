@@ -8,7 +8,7 @@
 //! every other thread waits until that transaction ends. The store's writer always ends
 //! its group's transaction before it lets go.
 
-use crate::Durability;
+use cbddc_core::Durability;
 use rusqlite::Connection;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicUsize, Ordering};

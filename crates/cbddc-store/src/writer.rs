@@ -4,11 +4,12 @@
 use crate::batch_apply::{self, Applying};
 use crate::document_write::{DocumentRow, DocumentWriter, Overwrite};
 use crate::error::{SqlContext, StoreError};
+use crate::rows::{APPEND_OPLOG, QUEUE_TOMBSTONE, RECORD_CHANGE, set_meta};
 use crate::write_connection::WriteConnection;
 use cbddc_core::{
-    ApplyOutcome, CompactionOutcome, CompactionPlan, Coverage, Hlc, HybridClock, Interest,
-    KnownPeer, LocalWrite, NodeId, Operation, OplogEntry, ReplicaId, SnapshotDocument,
-    SnapshotProgress, StorageError, VersionVector,
+    ApplyOutcome, CompactionOutcome, CompactionPlan, Coverage, HybridClock, Interest, KnownPeer,
+    LocalWrite, NodeId, Operation, OplogEntry, ReplicaId, SnapshotDocument, SnapshotProgress,
+    StorageError, VersionVector,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::BTreeSet;
@@ -878,20 +879,6 @@ impl Writer {
     }
 }
 
-/// Sets `key` of the `meta` table to `value`.
-pub(crate) fn set_meta(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO meta (key, value) VALUES (?1, ?2)
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-    )?
-    .execute([key, value])
-    .map(|_| ())
-}
-
-pub(crate) const APPEND_OPLOG: &str =
-    "INSERT INTO oplog (origin, seq, collection, key, value, hlc_wall, hlc_counter, node)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
-
 /// Records the collections a database replicates, refusing a configuration that asks it
 /// for more than it ever took (it stepped over those entries).
 pub(crate) fn bind_interest(
@@ -930,14 +917,6 @@ pub(crate) fn bind_interest(
     }
     Ok(())
 }
-
-/// A winning delete, queued for compaction as its document's tombstone.
-pub(crate) const QUEUE_TOMBSTONE: &str =
-    "INSERT OR REPLACE INTO collectable (origin, seq, position, tombstone)
-     VALUES (?1, ?2, ?3, 1)";
-
-pub(crate) const RECORD_CHANGE: &str =
-    "INSERT INTO changes (position, origin, seq) VALUES (?1, ?2, ?3)";
 
 /// Runs `$body` on whichever executed command `$e` is, bound as `($result, $reply)`:
 /// the one place that lists the variants.
@@ -1040,7 +1019,7 @@ pub(crate) fn load_state(
             detail: format!("meta.hlc is {text:?}"),
         })?),
     };
-    let vv = crate::reader::read_version_vector(conn)?;
+    let vv = crate::rows::read_version_vector(conn)?;
     Ok((clock, vv))
 }
 
@@ -1059,19 +1038,4 @@ pub(crate) fn start_replica(conn: &Connection) -> Result<ReplicaId, StoreError> 
     )
     .during("recording the new replica")?;
     Ok(replica)
-}
-
-/// Makes a stamp from stored columns.
-pub(crate) fn stamp(wall: i64, counter: u32, replica: &str) -> Result<Hlc, StoreError> {
-    Ok(Hlc {
-        wall_ms: u64::try_from(wall).map_err(|_| StoreError::Corrupt {
-            operation: "reading a stamp",
-            detail: format!("negative wall clock {wall}"),
-        })?,
-        counter,
-        replica: ReplicaId::new(replica).map_err(|e| StoreError::Corrupt {
-            operation: "reading a stamp",
-            detail: e.to_string(),
-        })?,
-    })
 }

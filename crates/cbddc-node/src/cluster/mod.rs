@@ -571,7 +571,9 @@ mod tests {
             .write(vec![cbddc_core::LocalWrite::put("docs", "after", "1")])
             .await
             .unwrap();
-        let departed = store.control_database().records().departed().unwrap();
+        let departed = cbddc_store::ClusterRecords::on(store.control_database())
+            .departed()
+            .unwrap();
         assert!(departed.is_empty(), "{departed:?}");
         plane.stop().await;
         token.cancel();

@@ -153,7 +153,7 @@ impl Plane {
         view: &watch::Sender<ClusterView>,
     ) -> Result<Self, String> {
         let database = settings.database.clone();
-        let records = database.records();
+        let records = cbddc_store::ClusterRecords::on(database.clone());
         let stored = records.list().map_err(|e| e.to_string())?;
         let logs = database.clone();
         let mut membership = Membership::new(settings.local.clone(), move |id| {
