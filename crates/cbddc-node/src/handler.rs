@@ -4,7 +4,6 @@
 
 use crate::NodeError;
 use crate::cluster::{self, ControlPlaneError};
-use crate::peers::PeerReport;
 use crate::service::{AddPeer, NodeService, NodeStatus};
 use async_trait::async_trait;
 use cbddc_core::{LocalWrite, PageLimits, StorageError};
@@ -17,6 +16,7 @@ use cbddc_net::proto::{
     response::Body as Res,
 };
 use cbddc_net::{RequestHandler, SessionInfo};
+use cbddc_sync::PeerReport;
 use std::sync::Arc;
 
 /// Pages served to a pull never exceed these, whatever the puller asks for.

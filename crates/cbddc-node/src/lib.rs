@@ -22,28 +22,21 @@
 #![warn(missing_docs)]
 
 mod cluster;
-mod compaction;
-mod duplicates;
 mod error;
 mod feed;
-mod fold;
 mod handler;
 mod observe;
-mod peers;
-mod pins;
 mod reconfigure;
 mod runtime;
 mod service;
 mod signals;
 mod store_view;
-mod sync;
 
 pub use cbddc_election::Leadership;
+pub use cbddc_sync::{CompactionReport, PeerActivity, PeerBook, PeerReport};
 pub use cluster::{ClusterStatus, ControlPlaneError, Handover, RECONFIGURE_DEADLINE};
-pub use compaction::CompactionReport;
 pub use error::NodeError;
 pub use feed::{ChangeFeed, ChangeFilter, ConsumerReport, FeedReport, FeedStart};
-pub use peers::{PeerActivity, PeerBook, PeerReport};
 pub use service::NodeStatus;
 pub use signals::ClusterMembership;
 pub use store_view::StoreView;

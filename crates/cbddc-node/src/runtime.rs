@@ -6,11 +6,8 @@ use crate::NodeError;
 use crate::cluster::{self, ControlPlane};
 use crate::handler::NodeHandler;
 use crate::observe::metered::MeteredStore;
-use crate::peers::PeerBook;
-use crate::pins::KeyPins;
 use crate::service::NodeService;
 use crate::signals::Signals;
-use crate::sync::{SyncContext, SyncOrchestrator};
 use cbddc_config::PeerNodeConfiguration;
 use cbddc_core::PeerDirectory;
 use cbddc_core::{DocumentStore, PageLimits, PeerStore};
@@ -18,6 +15,9 @@ use cbddc_election::{ElectionService, ElectionSettings};
 use cbddc_net::discovery::{self, BeaconSettings, DiscoveryKey};
 use cbddc_net::{ClientSettings, ClusterKey, LocalIdentity, ServerSettings, TcpSyncServer};
 use cbddc_store::{SqliteStore, StoreOptions};
+use cbddc_sync::PeerBook;
+use cbddc_sync::pins::KeyPins;
+use cbddc_sync::{SyncContext, SyncOrchestrator};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -289,11 +289,11 @@ impl Runtime {
                 interval: Duration::from_millis(config.sync_interval_ms),
                 limits: PageLimits::default(),
                 client: client_settings(&config),
-                fan_out: Arc::new(Semaphore::new(crate::sync::FAN_OUT)),
+                fan_out: Arc::new(Semaphore::new(cbddc_sync::FAN_OUT)),
                 duplicates: Default::default(),
-                fold: Arc::new(crate::fold::FoldTracker::load(store.as_ref()).await?),
+                fold: Arc::new(cbddc_sync::fold::FoldTracker::load(store.as_ref()).await?),
                 compactor: Arc::new(
-                    crate::compaction::Compactor::load(
+                    cbddc_sync::compaction::Compactor::load(
                         store.as_ref(),
                         config.oplog_retention_ms,
                         config.feed_retention_ms,

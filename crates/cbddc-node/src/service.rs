@@ -4,14 +4,14 @@
 
 use crate::NodeError;
 use crate::cluster::{ControlPlane, ControlPlaneError, FramesAnswer};
-use crate::peers::{PeerBook, PeerReport};
-use crate::sync::SyncOrchestrator;
 use cbddc_core::{
     ApplyOutcome, Coverage, Document, DocumentStore, EntryPage, KnownPeer, LocalWrite, NodeId,
     OplogEntry, PageLimits, PeerStore, PeerType, ReplicaId, StorageError, VersionVector,
 };
 use cbddc_election::membership::{Configuration, ControlEntry, ControlFrame};
 use cbddc_net::SessionInfo;
+use cbddc_sync::SyncOrchestrator;
+use cbddc_sync::{PeerBook, PeerReport};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -134,7 +134,7 @@ pub(crate) struct NodeService {
     /// This node's public key.
     pub(crate) node_key: cbddc_net::PublicKey,
     /// The keys pinned for peers' node ids.
-    pub(crate) pins: Arc<crate::pins::KeyPins>,
+    pub(crate) pins: Arc<cbddc_sync::pins::KeyPins>,
 }
 
 impl NodeService {

@@ -6,11 +6,11 @@
 //! Members accept the push from a departed member for entries of its own origin only,
 //! and give it no data back (see `NodeHandler`'s push admission).
 
-use crate::sync::{SyncContext, SyncOrchestrator};
 use cbddc_core::{NodeId, ReplicaId, StorageError, VersionVector};
 use cbddc_election::membership::Configuration;
 use cbddc_net::proto::ErrorCode;
 use cbddc_net::{NetError, PeerClient};
+use cbddc_sync::{SyncContext, SyncOrchestrator};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;

@@ -26,9 +26,9 @@ pub(crate) use wire::{
 };
 
 use crate::NodeError;
-use crate::sync::SyncContext;
 use cbddc_core::{KnownPeer, NodeId, PeerType};
 use cbddc_election::membership::{Configuration, ControlEntry, ControlFrame};
+use cbddc_sync::SyncContext;
 use links::{LinkSettings, Links};
 pub(crate) use plane::Timers;
 use plane::{Command, PlaneSettings};
@@ -218,8 +218,8 @@ impl ControlPlane {
     /// Follows the view with the write gate and, once retired, the hand-over.
     pub(crate) async fn follow_membership(
         self: Arc<Self>,
-        sync: Arc<crate::sync::SyncOrchestrator>,
-        pins: Arc<crate::pins::KeyPins>,
+        sync: Arc<cbddc_sync::SyncOrchestrator>,
+        pins: Arc<cbddc_sync::pins::KeyPins>,
     ) {
         let mut view = self.view.clone();
         let mut handing_over: Option<(u32, CancellationToken)> = None;
@@ -362,7 +362,7 @@ impl ControlPlane {
             let id = configuration.configuration_id;
             tracing::info!(inviter = %from, configuration = id, "invited into the cluster: copying its data first");
             let joined = async {
-                let copy = crate::sync::copy_from(&sync, &inviter.node_id, &inviter.address);
+                let copy = cbddc_sync::copy_from(&sync, &inviter.node_id, &inviter.address);
                 let applied = tokio::select! {
                     _ = plane.token.cancelled() => return Err("the node is stopping".to_string()),
                     copied = copy => copied?,

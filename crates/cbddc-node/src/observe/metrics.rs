@@ -171,3 +171,13 @@ impl NodeMetrics {
         Ok(out)
     }
 }
+
+impl cbddc_sync::SyncMetrics for NodeMetrics {
+    fn sync_round(&self) {
+        self.sync_rounds.inc();
+    }
+
+    fn sync_failed(&self) {
+        self.sync_failures.inc();
+    }
+}

@@ -63,8 +63,9 @@ struct Book {
     report: CompactionReport,
 }
 
+/// Peers' acknowledgements, and the compaction rounds they allow (see the module docs).
 #[derive(Debug)]
-pub(crate) struct Compactor {
+pub struct Compactor {
     book: Mutex<Book>,
     retention_ms: AtomicU64,
     feed_retention_ms: AtomicU64,
@@ -72,11 +73,7 @@ pub(crate) struct Compactor {
 
 /// What the change feed may drop: deletes it took over before `now - retention`, and
 /// none after the position of a named consumer that acknowledged within the retention.
-pub(crate) fn feed_retention(
-    consumers: &[FeedConsumer],
-    retention_ms: u64,
-    now_ms: u64,
-) -> FeedRetention {
+pub fn feed_retention(consumers: &[FeedConsumer], retention_ms: u64, now_ms: u64) -> FeedRetention {
     FeedRetention {
         cutoff_ms: now_ms.saturating_sub(retention_ms),
         hold_after: consumers
@@ -93,7 +90,7 @@ fn now_ms() -> u64 {
 
 impl Compactor {
     /// The acknowledgements this store persisted.
-    pub(crate) async fn load(
+    pub async fn load(
         store: &dyn DocumentStore,
         retention_ms: u64,
         feed_retention_ms: u64,
@@ -119,7 +116,7 @@ impl Compactor {
     }
 
     /// `peer` reported holding `holds`.
-    pub(crate) fn acknowledged(&self, peer: &NodeId, holds: &VersionVector) {
+    pub fn acknowledged(&self, peer: &NodeId, holds: &VersionVector) {
         let now = now_ms();
         let mut book = self.book();
         // Persisted again when it says something new, or its age would drift too far.
@@ -143,7 +140,7 @@ impl Compactor {
 
     /// The peers this node replicates with now. One never heard of holds everything back
     /// from now on, until it acknowledges or the retention passes.
-    pub(crate) fn set_wanted(&self, peers: BTreeSet<NodeId>) {
+    pub fn set_wanted(&self, peers: BTreeSet<NodeId>) {
         let mut book = self.book();
         for peer in &peers {
             if !book.acks.contains_key(peer) {
@@ -163,28 +160,31 @@ impl Compactor {
 
     /// `peer` was removed on purpose: it holds nothing back any more (the store forgot
     /// its persisted acknowledgement with it).
-    pub(crate) fn forget(&self, peer: &NodeId) {
+    pub fn forget(&self, peer: &NodeId) {
         let mut book = self.book();
         book.acks.remove(peer);
         book.previous.remove(peer);
         book.dirty.remove(peer);
     }
 
-    pub(crate) fn set_retention(&self, retention_ms: u64) {
+    /// Makes `retention_ms` the oplog retention (`oplog_retention_ms`) from the next round.
+    pub fn set_retention(&self, retention_ms: u64) {
         self.retention_ms.store(retention_ms, Ordering::Relaxed);
     }
 
-    pub(crate) fn set_feed_retention(&self, retention_ms: u64) {
+    /// Makes `retention_ms` the change feed's (`feed_retention_ms`) from the next round.
+    pub fn set_feed_retention(&self, retention_ms: u64) {
         self.feed_retention_ms
             .store(retention_ms, Ordering::Relaxed);
     }
 
     /// How long the change feed keeps a delete after its tombstone was collected.
-    pub(crate) fn feed_retention_ms(&self) -> u64 {
+    pub fn feed_retention_ms(&self) -> u64 {
         self.feed_retention_ms.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn report(&self) -> CompactionReport {
+    /// What `status` shows of compaction.
+    pub fn report(&self) -> CompactionReport {
         let mut report = self.book().report.clone();
         report.retention_ms = self.retention_ms.load(Ordering::Relaxed);
         report
@@ -192,7 +192,7 @@ impl Compactor {
 
     /// One round: persists the acknowledgements and collects what they allow, in
     /// bounded steps. Returns the entries and tombstones removed.
-    pub(crate) async fn round(&self, store: &dyn DocumentStore) -> Result<u64, StorageError> {
+    pub async fn round(&self, store: &dyn DocumentStore) -> Result<u64, StorageError> {
         let ours = store.version_vector().await?;
         let retention = self.retention_ms.load(Ordering::Relaxed);
         let consumers = store.feed_consumers().await?;
@@ -269,7 +269,7 @@ impl Compactor {
 }
 
 /// Runs a round every [`COMPACT_EVERY`] until `token` is cancelled.
-pub(crate) async fn run(
+pub async fn run(
     compactor: std::sync::Arc<Compactor>,
     store: std::sync::Arc<dyn DocumentStore>,
     token: CancellationToken,

@@ -19,8 +19,9 @@ const PEER_WINDOW: Duration = Duration::from_secs(60);
 /// A replica announced by a session within this window is still written to.
 const LIVE_WINDOW: Duration = Duration::from_secs(300);
 
+/// This node's floors and what it knows to raise them (see the module docs).
 #[derive(Debug, Default)]
-pub(crate) struct FoldTracker {
+pub struct FoldTracker {
     floors: RwLock<Floors>,
     /// Per peer, the last version vector it reported (complete) and when.
     holders: Mutex<BTreeMap<NodeId, (VersionVector, Instant)>>,
@@ -29,7 +30,8 @@ pub(crate) struct FoldTracker {
 }
 
 impl FoldTracker {
-    pub(crate) async fn load(store: &dyn DocumentStore) -> Result<Self, StorageError> {
+    /// The floors `store` persisted.
+    pub async fn load(store: &dyn DocumentStore) -> Result<Self, StorageError> {
         Ok(Self {
             floors: RwLock::new(Floors::new(store.floors().await?)),
             ..Self::default()
@@ -37,7 +39,7 @@ impl FoldTracker {
     }
 
     /// The floors in force.
-    pub(crate) fn floors(&self) -> Floors {
+    pub fn floors(&self) -> Floors {
         self.floors
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -45,7 +47,7 @@ impl FoldTracker {
     }
 
     /// `peer` reported holding `holder`.
-    pub(crate) fn observed(&self, peer: &NodeId, holder: VersionVector) {
+    pub fn observed(&self, peer: &NodeId, holder: VersionVector) {
         self.holders
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -53,7 +55,7 @@ impl FoldTracker {
     }
 
     /// The version vector `peer` last reported, if it reported one.
-    pub(crate) fn holder(&self, peer: &NodeId) -> Option<VersionVector> {
+    pub fn holder(&self, peer: &NodeId) -> Option<VersionVector> {
         self.holders
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -62,7 +64,7 @@ impl FoldTracker {
     }
 
     /// A session of `peer` announced that it writes as `replica`.
-    pub(crate) fn live(&self, peer: &NodeId, replica: &ReplicaId) {
+    pub fn live(&self, peer: &NodeId, replica: &ReplicaId) {
         self.live
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -71,7 +73,7 @@ impl FoldTracker {
 
     /// Raises the floors as far as the module docs allow; returns how many replicas were
     /// folded now.
-    pub(crate) async fn fold(&self, store: &dyn DocumentStore) -> Result<usize, StorageError> {
+    pub async fn fold(&self, store: &dyn DocumentStore) -> Result<usize, StorageError> {
         let ours = store.version_vector().await?;
         let now = Instant::now();
         let reported: Vec<VersionVector> = self

@@ -44,25 +44,33 @@ const MAX_SNAPSHOT_CHUNKS: usize = 1_000_000;
 
 /// What every peer task shares.
 #[derive(Debug, Clone)]
-pub(crate) struct SyncContext {
-    pub(crate) node_id: NodeId,
+pub struct SyncContext {
+    /// This node's id.
+    pub node_id: NodeId,
     /// Our node id, key and pins, for every session we open.
-    pub(crate) identity: LocalIdentity,
-    pub(crate) store: Arc<dyn DocumentStore>,
-    pub(crate) key: ClusterKey,
-    pub(crate) book: Arc<PeerBook>,
-    pub(crate) interval: Duration,
-    pub(crate) limits: PageLimits,
-    pub(crate) client: ClientSettings,
-    pub(crate) fan_out: Arc<Semaphore>,
+    pub identity: LocalIdentity,
+    /// The documents synced.
+    pub store: Arc<dyn DocumentStore>,
+    /// The cluster key every session proves.
+    pub key: ClusterKey,
+    /// Liveness, last exchange and last error per peer.
+    pub book: Arc<PeerBook>,
+    /// How often a catch-up round runs with each peer.
+    pub interval: Duration,
+    /// Bounds on the pages pulled and pushed.
+    pub limits: PageLimits,
+    /// How sessions are opened (whether this node says it may lead, timeouts).
+    pub client: ClientSettings,
+    /// Catch-up rounds running at once, at most [`FAN_OUT`].
+    pub fan_out: Arc<Semaphore>,
     /// Two live processes under one node id, seen here or told by peers.
-    pub(crate) duplicates: Arc<crate::duplicates::DuplicateWatch>,
+    pub duplicates: Arc<crate::duplicates::DuplicateWatch>,
     /// This node's floors, and what it knows to raise them.
-    pub(crate) fold: Arc<crate::fold::FoldTracker>,
+    pub fold: Arc<crate::fold::FoldTracker>,
     /// Peers' acknowledgements, and the oplog compaction they allow.
-    pub(crate) compactor: Arc<crate::compaction::Compactor>,
+    pub compactor: Arc<crate::compaction::Compactor>,
     /// Sync rounds and failures are counted here.
-    pub(crate) metrics: Arc<crate::observe::metrics::NodeMetrics>,
+    pub metrics: Arc<dyn crate::SyncMetrics>,
 }
 
 #[derive(Debug, Default)]
@@ -77,7 +85,7 @@ struct Wanted {
 
 /// Keeps exactly one sync task per peer that should be synced with (see the module docs).
 #[derive(Debug)]
-pub(crate) struct SyncOrchestrator {
+pub struct SyncOrchestrator {
     context: Mutex<SyncContext>,
     wanted: Mutex<Wanted>,
     running: Mutex<BTreeMap<NodeId, (KnownPeer, CancellationToken)>>,
@@ -86,7 +94,8 @@ pub(crate) struct SyncOrchestrator {
 }
 
 impl SyncOrchestrator {
-    pub(crate) fn new(context: SyncContext, token: CancellationToken) -> Self {
+    /// An orchestrator with no peer yet (see `set_known` and friends), stopped by `token`.
+    pub fn new(context: SyncContext, token: CancellationToken) -> Self {
         Self {
             context: Mutex::new(context),
             wanted: Mutex::new(Wanted::default()),
@@ -102,24 +111,24 @@ impl SyncOrchestrator {
     }
 
     /// The known peers (enabled or not) from the peer store; the directory follows too.
-    pub(crate) fn set_known(&self, peers: Vec<KnownPeer>) {
+    pub fn set_known(&self, peers: Vec<KnownPeer>) {
         self.book().set_known(peers.clone());
         self.change(|w| w.known = peers);
     }
 
     /// The LAN peers discovered alive.
-    pub(crate) fn set_discovered(&self, peers: Vec<KnownPeer>) {
+    pub fn set_discovered(&self, peers: Vec<KnownPeer>) {
         self.change(|w| w.discovered = peers);
     }
 
     /// With a control plane, the other members of the running configuration (`None`
     /// without one): only they, and cloud remotes, are synced with.
-    pub(crate) fn set_members(&self, members: Option<Vec<KnownPeer>>) {
+    pub fn set_members(&self, members: Option<Vec<KnownPeer>>) {
         self.change(|w| w.members = members);
     }
 
     /// What every peer task shares.
-    pub(crate) fn context(&self) -> SyncContext {
+    pub fn context(&self) -> SyncContext {
         self.context
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -127,7 +136,7 @@ impl SyncOrchestrator {
     }
 
     /// Whether this node leads (and so syncs with cloud remotes).
-    pub(crate) fn set_leader(&self, is_leader: bool) {
+    pub fn set_leader(&self, is_leader: bool) {
         let changed = {
             let mut wanted = self.wanted.lock().unwrap_or_else(|p| p.into_inner());
             std::mem::replace(&mut wanted.is_leader, is_leader) != is_leader
@@ -201,7 +210,7 @@ impl SyncOrchestrator {
     }
 
     /// Restarts every peer task with a new cluster key and sync interval.
-    pub(crate) fn update(&self, key: ClusterKey, interval: Duration) {
+    pub fn update(&self, key: ClusterKey, interval: Duration) {
         {
             let mut context = self.context.lock().unwrap_or_else(|p| p.into_inner());
             context.key = key;
@@ -211,7 +220,7 @@ impl SyncOrchestrator {
     }
 
     /// Restarts every peer task saying whether this node may lead.
-    pub(crate) fn set_eligible(&self, eligible: bool) {
+    pub fn set_eligible(&self, eligible: bool) {
         self.context
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -232,7 +241,7 @@ impl SyncOrchestrator {
     }
 
     /// Peers' acknowledgements and compaction.
-    pub(crate) fn compactor(&self) -> Arc<crate::compaction::Compactor> {
+    pub fn compactor(&self) -> Arc<crate::compaction::Compactor> {
         self.context
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -241,7 +250,7 @@ impl SyncOrchestrator {
     }
 
     /// Starts compacting the oplog in the background, until the orchestrator stops.
-    pub(crate) fn start_compaction(&self) {
+    pub fn start_compaction(&self) {
         let context = self.context();
         self.tracker.spawn(crate::compaction::run(
             context.compactor,
@@ -251,7 +260,7 @@ impl SyncOrchestrator {
     }
 
     /// This node's floors.
-    pub(crate) fn fold(&self) -> Arc<crate::fold::FoldTracker> {
+    pub fn fold(&self) -> Arc<crate::fold::FoldTracker> {
         self.context
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -260,7 +269,7 @@ impl SyncOrchestrator {
     }
 
     /// The watch for two live processes under one node id.
-    pub(crate) fn duplicates(&self) -> Arc<crate::duplicates::DuplicateWatch> {
+    pub fn duplicates(&self) -> Arc<crate::duplicates::DuplicateWatch> {
         self.context
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -269,7 +278,7 @@ impl SyncOrchestrator {
     }
 
     /// The activity record the tasks write to.
-    pub(crate) fn book(&self) -> Arc<PeerBook> {
+    pub fn book(&self) -> Arc<PeerBook> {
         self.context
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -278,7 +287,7 @@ impl SyncOrchestrator {
     }
 
     /// Stops every task, waiting up to `grace` for them.
-    pub(crate) async fn stop(&self, grace: Duration) {
+    pub async fn stop(&self, grace: Duration) {
         self.token.cancel();
         self.tracker.close();
         if tokio::time::timeout(grace, self.tracker.wait())
@@ -291,7 +300,7 @@ impl SyncOrchestrator {
 }
 
 /// Runs until `token` is cancelled.
-pub(crate) async fn run_peer(ctx: SyncContext, peer: KnownPeer, token: CancellationToken) {
+pub async fn run_peer(ctx: SyncContext, peer: KnownPeer, token: CancellationToken) {
     let mut backoff = FIRST_BACKOFF;
     loop {
         let attempt = async {
@@ -321,7 +330,7 @@ pub(crate) async fn run_peer(ctx: SyncContext, peer: KnownPeer, token: Cancellat
             Ok(()) => return,
             Err(e) => {
                 tracing::warn!(peer = %peer.node_id, address = %peer.address, error = %e, retry_in = ?backoff, "sync with peer failed");
-                ctx.metrics.sync_failures.inc();
+                ctx.metrics.sync_failed();
                 if e.means_unreachable() {
                     ctx.book
                         .unreachable(&peer.node_id, &format!("unreachable: {e}; reconnecting"));
@@ -457,7 +466,7 @@ fn heard(ctx: &SyncContext, peer: &NodeId, holder: &VersionVector) {
 /// Pulls every entry we lack, then pushes every entry the peer lacks; then raises the
 /// floors if the peers now all hold more of some quiet replica.
 async fn catch_up(ctx: &SyncContext, client: &mut PeerClient) -> Result<(), SyncError> {
-    ctx.metrics.sync_rounds.inc();
+    ctx.metrics.sync_round();
     let (holder, _) = pull_missing(ctx, client).await?;
     heard(ctx, client.remote_node(), &holder);
     push_missing(ctx, client, holder).await?;
@@ -667,11 +676,7 @@ async fn fetch_snapshot(ctx: &SyncContext, client: &mut PeerClient) -> Result<u6
 /// Copies everything `peer` at `address` holds that this node lacks: its snapshot, then
 /// the entries that followed it. How a newcomer receives the cluster's data before it
 /// joins. Returns the documents and entries applied.
-pub(crate) async fn copy_from(
-    ctx: &SyncContext,
-    peer: &NodeId,
-    address: &str,
-) -> Result<u64, String> {
+pub async fn copy_from(ctx: &SyncContext, peer: &NodeId, address: &str) -> Result<u64, String> {
     let mut client = PeerClient::connect(address, &ctx.key, &ctx.identity, ctx.client)
         .await
         .map_err(|e| e.to_string())?;

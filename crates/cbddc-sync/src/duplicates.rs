@@ -36,20 +36,16 @@ struct Inner {
     told: BTreeMap<NodeId, String>,
 }
 
+/// Notices of this node's id running as two live processes (see the module docs).
 #[derive(Debug, Default)]
-pub(crate) struct DuplicateWatch {
+pub struct DuplicateWatch {
     inner: Mutex<Inner>,
 }
 
 impl DuplicateWatch {
     /// Records a session of `node` as `replica` from `address`; returns the notice for
     /// that session if `node` runs as two live processes.
-    pub(crate) fn observe(
-        &self,
-        node: &NodeId,
-        replica: &ReplicaId,
-        address: &str,
-    ) -> Option<String> {
+    pub fn observe(&self, node: &NodeId, replica: &ReplicaId, address: &str) -> Option<String> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         let sightings = inner.seen.entry(node.clone()).or_default();
@@ -92,7 +88,7 @@ impl DuplicateWatch {
     }
 
     /// A peer says another live process runs under our node id.
-    pub(crate) fn told(&self, by: &NodeId, notice: &str) {
+    pub fn told(&self, by: &NodeId, notice: &str) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if inner.told.get(by).map(String::as_str) != Some(notice) {
             tracing::error!(peer = %by, "{notice} (as {by} sees it)");
@@ -101,7 +97,7 @@ impl DuplicateWatch {
     }
 
     /// Everything known about duplicates, for `status`.
-    pub(crate) fn report(&self) -> Vec<String> {
+    pub fn report(&self) -> Vec<String> {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner
             .found

@@ -10,15 +10,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::Mutex;
 
+/// The node key pinned per peer node id, persisted in the peer store (see the module docs).
 #[derive(Debug)]
-pub(crate) struct KeyPins {
+pub struct KeyPins {
     store: Arc<dyn PeerStore>,
     /// Loaded from the store at start; a pin is stored before it is used.
     pinned: Mutex<BTreeMap<NodeId, PublicKey>>,
 }
 
 impl KeyPins {
-    pub(crate) async fn load(store: Arc<dyn PeerStore>) -> Result<Self, StorageError> {
+    /// The pins `store` holds.
+    pub async fn load(store: Arc<dyn PeerStore>) -> Result<Self, StorageError> {
         let mut pinned = BTreeMap::new();
         for (node, key) in store.pinned_keys().await? {
             match PublicKey::from_hex(&key) {
@@ -37,13 +39,13 @@ impl KeyPins {
     }
 
     /// The key pinned for `node`, if any.
-    pub(crate) async fn get(&self, node: &NodeId) -> Option<PublicKey> {
+    pub async fn get(&self, node: &NodeId) -> Option<PublicKey> {
         self.pinned.lock().await.get(node).copied()
     }
 
     /// Pins the keys a configuration agreed by the cluster carries for its members: they
     /// replace a first-contact pin (the cluster's word is stronger than first contact).
-    pub(crate) async fn pin_members(&self, local: &NodeId, configuration: &Configuration) {
+    pub async fn pin_members(&self, local: &NodeId, configuration: &Configuration) {
         let mut pinned = self.pinned.lock().await;
         for member in &configuration.members {
             let Some(text) = &member.key else { continue };
@@ -74,7 +76,7 @@ impl KeyPins {
     }
 
     /// Forgets `node`'s pin, so its next session pins the key it presents.
-    pub(crate) async fn repin(&self, node: &NodeId) -> Result<bool, StorageError> {
+    pub async fn repin(&self, node: &NodeId) -> Result<bool, StorageError> {
         let mut pinned = self.pinned.lock().await;
         let removed = self.store.unpin_key(node.clone()).await?;
         Ok(pinned.remove(node).is_some() || removed)
