@@ -25,11 +25,11 @@ mod cluster;
 mod error;
 mod feed;
 mod handler;
-mod observe;
 mod reconfigure;
 mod runtime;
 mod service;
 mod signals;
+mod state;
 mod store_view;
 
 pub use cbddc_election::Leadership;
@@ -112,7 +112,7 @@ struct Shared {
     runtime: tokio::sync::Mutex<Runtime>,
     signals: Arc<signals::Signals>,
     /// `/metrics` and the cluster page, while `metrics_address` is set.
-    observe: tokio::sync::Mutex<Option<observe::http::ObserveServer>>,
+    observe: tokio::sync::Mutex<Option<cbddc_observe::ObserveServer>>,
     root: CancellationToken,
 }
 
@@ -132,21 +132,25 @@ impl Shared {
         }
         let fresh = match wanted {
             Some(address) => {
-                let weak = Arc::downgrade(self);
-                let current: observe::http::CurrentHandler = Arc::new(move || {
-                    let shared = weak.upgrade()?;
-                    let snapshot = shared.snapshot.read().unwrap_or_else(|p| p.into_inner());
-                    Some(snapshot.service.clone())
+                let current = Arc::new(state::CurrentState {
+                    shared: Arc::downgrade(self),
+                    metrics: self.signals.metrics.clone(),
                 });
                 // Bound before the old one stops: a refused address keeps the old server.
                 Some(
-                    observe::http::ObserveServer::start(
+                    cbddc_observe::ObserveServer::start(
                         address,
                         current,
                         self.signals.metrics.clone(),
                         self.root.child_token(),
                     )
-                    .await?,
+                    .await
+                    .map_err(
+                        |cbddc_observe::ObserveError::Bind { address, source }| NodeError::Bind {
+                            address,
+                            source,
+                        },
+                    )?,
                 )
             }
             None => None,

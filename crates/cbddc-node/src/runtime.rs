@@ -5,7 +5,6 @@
 use crate::NodeError;
 use crate::cluster::{self, ControlPlane};
 use crate::handler::NodeHandler;
-use crate::observe::metered::MeteredStore;
 use crate::service::NodeService;
 use crate::signals::Signals;
 use cbddc_config::PeerNodeConfiguration;
@@ -14,6 +13,7 @@ use cbddc_core::{DocumentStore, PageLimits, PeerStore};
 use cbddc_election::{ElectionService, ElectionSettings};
 use cbddc_net::discovery::{self, BeaconSettings, DiscoveryKey};
 use cbddc_net::{ClientSettings, ClusterKey, LocalIdentity, ServerSettings, TcpSyncServer};
+use cbddc_observe::MeteredStore;
 use cbddc_store::{SqliteStore, StoreOptions};
 use cbddc_sync::PeerBook;
 use cbddc_sync::pins::KeyPins;

@@ -564,7 +564,7 @@ impl NodeService {
                 .map(|k| k.fingerprint());
             report.lag_entries = fold
                 .holder(&report.node_id)
-                .map(|theirs| crate::observe::view::entries_behind(&ours, &theirs));
+                .map(|theirs| cbddc_observe::entries_behind(&ours, &theirs));
             statuses.push(report);
         }
         Ok(statuses)

@@ -4,9 +4,9 @@
 
 use crate::NodeEvent;
 use crate::cluster::ControlPlane;
-use crate::observe::metrics::NodeMetrics;
 use cbddc_core::NodeId;
 use cbddc_election::Leadership;
+use cbddc_observe::NodeMetrics;
 use std::sync::Arc;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;

@@ -1,7 +1,7 @@
 //! The node's Prometheus metrics: counters and histograms kept as the node works, gauges
 //! read from its state at every scrape.
 
-use super::view::NodeView;
+use crate::view::NodeView;
 use cbddc_net::NetMeter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -14,17 +14,25 @@ type Labels = Vec<(String, String)>;
 
 /// Kept for the node's whole life: a node id change keeps counting into the same ones.
 #[derive(Debug)]
-pub(crate) struct NodeMetrics {
-    pub(crate) local_writes: Counter,
-    pub(crate) entries_applied: Counter,
-    pub(crate) sync_rounds: Counter,
-    pub(crate) sync_failures: Counter,
-    pub(crate) entries_collected: Counter,
-    pub(crate) snapshots_applied: Counter,
-    pub(crate) commit_seconds: Histogram,
-    pub(crate) apply_seconds: Histogram,
+pub struct NodeMetrics {
+    /// Writes this node took from its clients.
+    pub local_writes: Counter,
+    /// Peers' entries new to this node.
+    pub entries_applied: Counter,
+    /// Catch-up rounds with peers.
+    pub sync_rounds: Counter,
+    /// Sync sessions that failed.
+    pub sync_failures: Counter,
+    /// Entries and tombstones compaction removed.
+    pub entries_collected: Counter,
+    /// Snapshots taken from peers.
+    pub snapshots_applied: Counter,
+    /// Time to commit a batch of local writes.
+    pub commit_seconds: Histogram,
+    /// Time to apply a batch of peers' entries.
+    pub apply_seconds: Histogram,
     /// Bytes and refused handshakes of every session.
-    pub(crate) net: Arc<NetMeter>,
+    pub net: Arc<NetMeter>,
 }
 
 impl Default for NodeMetrics {
@@ -47,7 +55,7 @@ impl Default for NodeMetrics {
 
 impl NodeMetrics {
     /// The Prometheus text exposition of these metrics and of `view`.
-    pub(crate) fn render(&self, view: &NodeView) -> Result<String, std::fmt::Error> {
+    pub fn render(&self, view: &NodeView) -> Result<String, std::fmt::Error> {
         let mut registry = Registry::with_prefix("cbddc");
         registry.register(
             "local_writes",

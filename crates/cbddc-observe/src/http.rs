@@ -4,10 +4,8 @@
 //! It answers one request per connection and closes it. Whatever a client sends is
 //! bounded: the request head in size and time, the connections in number.
 
-use super::metrics::NodeMetrics;
-use super::view::NodeView;
-use crate::NodeError;
-use crate::service::NodeService;
+use crate::StateSource;
+use crate::metrics::NodeMetrics;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,30 +28,42 @@ const LINGER_TIME: Duration = Duration::from_secs(1);
 
 const PAGE: &str = include_str!("page.html");
 
-/// The service of the node's current database (it changes with the node id).
-pub(crate) type CurrentHandler = Arc<dyn Fn() -> Option<Arc<NodeService>> + Send + Sync>;
+/// The observation server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveError {
+    /// Its address could not be bound.
+    #[error("cannot serve the metrics on {address}: {source}; is another process using this port?")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+}
 
 /// A running observation server; stopped by [`ObserveServer::stop`].
 #[derive(Debug)]
-pub(crate) struct ObserveServer {
+pub struct ObserveServer {
     address: SocketAddr,
     token: CancellationToken,
     tracker: TaskTracker,
 }
 
 impl ObserveServer {
-    pub(crate) async fn start(
+    /// Binds `address` and serves `source`'s state and `metrics` until `token` is
+    /// cancelled or [`ObserveServer::stop`].
+    pub async fn start(
         address: SocketAddr,
-        current: CurrentHandler,
+        current: Arc<dyn StateSource>,
         metrics: Arc<NodeMetrics>,
         token: CancellationToken,
-    ) -> Result<Self, NodeError> {
+    ) -> Result<Self, ObserveError> {
         let listener = TcpListener::bind(address)
             .await
-            .map_err(|source| NodeError::Bind { address, source })?;
+            .map_err(|source| ObserveError::Bind { address, source })?;
         let bound = listener
             .local_addr()
-            .map_err(|source| NodeError::Bind { address, source })?;
+            .map_err(|source| ObserveError::Bind { address, source })?;
         let tracker = TaskTracker::new();
         tracker.spawn(accept(listener, current, metrics, token.clone()));
         tracing::info!(address = %bound, "serving /metrics and the cluster page");
@@ -65,12 +75,12 @@ impl ObserveServer {
     }
 
     /// Where it listens (the real port when 0 was asked for).
-    pub(crate) fn address(&self) -> SocketAddr {
+    pub fn address(&self) -> SocketAddr {
         self.address
     }
 
     /// Stops accepting and waits for the requests in flight.
-    pub(crate) async fn stop(self) {
+    pub async fn stop(self) {
         self.token.cancel();
         self.tracker.close();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.tracker.wait()).await;
@@ -79,7 +89,7 @@ impl ObserveServer {
 
 async fn accept(
     listener: TcpListener,
-    current: CurrentHandler,
+    current: Arc<dyn StateSource>,
     metrics: Arc<NodeMetrics>,
     token: CancellationToken,
 ) {
@@ -160,7 +170,7 @@ async fn read_head(socket: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
 
 async fn serve(
     mut socket: TcpStream,
-    current: &CurrentHandler,
+    current: &Arc<dyn StateSource>,
     metrics: &NodeMetrics,
 ) -> std::io::Result<()> {
     let head = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut socket)).await {
@@ -209,15 +219,10 @@ async fn serve(
 
 async fn answer(
     path: &str,
-    current: &CurrentHandler,
+    current: &Arc<dyn StateSource>,
     metrics: &NodeMetrics,
 ) -> (u16, &'static str, String) {
-    let view = || async {
-        let service = current().ok_or("the node is stopping")?;
-        NodeView::read(&service, metrics)
-            .await
-            .map_err(|_| "the node's database cannot be read")
-    };
+    let view = || current.view();
     match path {
         "/" | "/index.html" => (200, "text/html; charset=utf-8", PAGE.to_string()),
         "/metrics" => match view().await {
@@ -225,14 +230,14 @@ async fn answer(
                 Ok(text) => (200, "text/plain; version=0.0.4; charset=utf-8", text),
                 Err(_) => (503, "text/plain", "the metrics cannot be encoded".into()),
             },
-            Err(why) => (503, "text/plain", why.into()),
+            Err(why) => (503, "text/plain", why),
         },
         "/api/state" => match view().await {
             Ok(view) => match serde_json::to_string(&view) {
                 Ok(json) => (200, "application/json", json),
                 Err(_) => (503, "text/plain", "the state cannot be encoded".into()),
             },
-            Err(why) => (503, "text/plain", why.into()),
+            Err(why) => (503, "text/plain", why),
         },
         _ => (404, "text/plain", "not found: try / or /metrics".into()),
     }

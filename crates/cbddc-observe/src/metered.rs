@@ -1,7 +1,7 @@
 //! A [`DocumentStore`] that counts and times the writes and applies going through it, so
 //! every path (client requests, the embedding API, sync, hand-over) is measured once.
 
-use super::metrics::NodeMetrics;
+use crate::metrics::NodeMetrics;
 use async_trait::async_trait;
 use cbddc_core::{
     ApplyOutcome, ChangePage, CompactionOutcome, CompactionPlan, Coverage, Document, DocumentStore,
@@ -14,13 +14,15 @@ use std::time::Instant;
 use tokio::sync::{broadcast, watch};
 
 #[derive(Debug)]
-pub(crate) struct MeteredStore {
+/// A [`DocumentStore`] that counts and times what goes through it into [`NodeMetrics`].
+pub struct MeteredStore {
     inner: Arc<dyn DocumentStore>,
     metrics: Arc<NodeMetrics>,
 }
 
 impl MeteredStore {
-    pub(crate) fn new(inner: Arc<dyn DocumentStore>, metrics: Arc<NodeMetrics>) -> Self {
+    /// Wraps `inner`, counting into `metrics`.
+    pub fn new(inner: Arc<dyn DocumentStore>, metrics: Arc<NodeMetrics>) -> Self {
         Self { inner, metrics }
     }
 }
