@@ -66,5 +66,20 @@ pub enum NodeError {
     },
     /// The control plane (cluster membership) refused or failed.
     #[error(transparent)]
-    ControlPlane(#[from] crate::cluster::ControlPlaneError),
+    ControlPlane(#[from] cbddc_control::ControlPlaneError),
+}
+
+impl From<cbddc_control::WriteRefused> for NodeError {
+    fn from(refused: cbddc_control::WriteRefused) -> Self {
+        match refused {
+            cbddc_control::WriteRefused::Retired {
+                configuration_id,
+                last_member_of,
+            } => NodeError::Retired {
+                configuration_id,
+                last_member_of,
+            },
+            cbddc_control::WriteRefused::NotAdmitted => NodeError::NotAdmitted,
+        }
+    }
 }

@@ -3,9 +3,9 @@
 //! [`error_response`].
 
 use crate::NodeError;
-use crate::cluster::{self, ControlPlaneError};
 use crate::service::{AddPeer, NodeService, NodeStatus};
 use async_trait::async_trait;
+use cbddc_control::{self as cluster, ControlPlaneError};
 use cbddc_core::{LocalWrite, PageLimits, StorageError};
 use cbddc_net::convert::{
     coverage_from_wire, coverage_to_wire, document_to_wire, entries_from_wire, entry_to_wire,

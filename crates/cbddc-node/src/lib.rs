@@ -21,7 +21,6 @@
 //! ```
 #![warn(missing_docs)]
 
-mod cluster;
 mod error;
 mod feed;
 mod handler;
@@ -32,9 +31,9 @@ mod signals;
 mod state;
 mod store_view;
 
+pub use cbddc_control::{ClusterStatus, ControlPlaneError, Handover, RECONFIGURE_DEADLINE};
 pub use cbddc_election::Leadership;
 pub use cbddc_sync::{CompactionReport, PeerActivity, PeerBook, PeerReport};
-pub use cluster::{ClusterStatus, ControlPlaneError, Handover, RECONFIGURE_DEADLINE};
 pub use error::NodeError;
 pub use feed::{ChangeFeed, ChangeFilter, ConsumerReport, FeedReport, FeedStart};
 pub use service::NodeStatus;

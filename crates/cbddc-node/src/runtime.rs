@@ -3,11 +3,11 @@
 //! applied to it in place (see `reconfigure`).
 
 use crate::NodeError;
-use crate::cluster::{self, ControlPlane};
 use crate::handler::NodeHandler;
 use crate::service::NodeService;
 use crate::signals::Signals;
 use cbddc_config::PeerNodeConfiguration;
+use cbddc_control::{self as cluster, ControlPlane};
 use cbddc_core::PeerDirectory;
 use cbddc_core::{DocumentStore, PageLimits, PeerStore};
 use cbddc_election::{ElectionService, ElectionSettings};
@@ -231,7 +231,7 @@ async fn identity(
         .unwrap_or_else(|| config.data_dir.join(NODE_KEY_FILE));
     let key = tokio::task::spawn_blocking(move || cbddc_net::NodeKey::load_or_create(&path))
         .await
-        .map_err(|e| crate::cluster::ControlPlaneError::Start {
+        .map_err(|e| cbddc_control::ControlPlaneError::Start {
             reason: format!("loading the node key stopped: {e}"),
         })??;
     let pins = Arc::new(KeyPins::load(store.clone()).await?);
@@ -451,7 +451,7 @@ async fn start_cluster(
                     .iter()
                     .find(|p| &p.node_id == member)
                     .map(|p| p.address.clone())
-                    .ok_or_else(|| crate::cluster::ControlPlaneError::Start {
+                    .ok_or_else(|| cbddc_control::ControlPlaneError::Start {
                         reason: format!(
                             "cluster member {member} has no address: add it to known_peers"
                         ),
@@ -461,7 +461,7 @@ async fn start_cluster(
         }
         Some(
             cbddc_election::membership::Configuration::new(section.configuration_id, members)
-                .map_err(|e| crate::cluster::ControlPlaneError::Start {
+                .map_err(|e| cbddc_control::ControlPlaneError::Start {
                     reason: e.to_string(),
                 })?,
         )
@@ -483,7 +483,7 @@ async fn start_cluster(
     )?;
     if let Err(e) = plane.ready(Duration::from_secs(30)).await {
         plane.stop().await;
-        return Err(e);
+        return Err(e.into());
     }
     // The gate is right before the first write can arrive; then it follows the view.
     let initial = plane.watch().borrow().gate_state();

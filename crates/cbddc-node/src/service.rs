@@ -3,7 +3,7 @@
 //! Nothing here knows the wire; `handler` maps its errors to wire codes in one place.
 
 use crate::NodeError;
-use crate::cluster::{ControlPlane, ControlPlaneError, FramesAnswer};
+use cbddc_control::{ControlPlane, ControlPlaneError, FramesAnswer};
 use cbddc_core::{
     ApplyOutcome, Coverage, Document, DocumentStore, EntryPage, KnownPeer, LocalWrite, NodeId,
     OplogEntry, PageLimits, PeerStore, PeerType, ReplicaId, StorageError, VersionVector,
@@ -499,7 +499,7 @@ impl NodeService {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .clone();
-                crate::cluster::advertised(advertise.as_deref(), self.listen(), &peers)
+                cbddc_control::advertised(advertise.as_deref(), self.listen(), &peers)
             });
             // Its own address, then a known peer's (which may be newer), then the one in
             // the running configuration.

@@ -3,7 +3,7 @@
 //! hearing across a node id change (which replaces the runtime).
 
 use crate::NodeEvent;
-use crate::cluster::ControlPlane;
+use cbddc_control::ControlPlane;
 use cbddc_core::NodeId;
 use cbddc_election::Leadership;
 use cbddc_observe::NodeMetrics;

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! The control plane of a node with a `[cluster]` section: the members of the cluster,
 //! agreed through OmniPaxos ([`cbddc_election::membership`]), changed by reconfiguration,
 //! and used to fence the data plane (only members and cloud remotes sync) and the
@@ -8,31 +9,65 @@
 //! - `gate`: whether this node may take writes (only as a member);
 //! - `handover`: a retired node hands the writes it took as a member over to the cluster;
 //! - `wire`: the control plane's values as `cbddc_net::proto` control messages.
+//!
+//! What it needs from the data plane (a newcomer's copy, a departing member's hand-over)
+//! it takes from [`cbddc_sync::SyncOrchestrator`], one level down; the node above it
+//! follows its view ([`ControlPlane::watch`]) and asks its write gate before every write.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use cbddc_control::{ControlPlane, Timers};
+//! use cbddc_election::membership::Configuration;
+//! use std::time::Duration;
+//! let local = cbddc_core::NodeId::new("node-a")?;
+//! let store = cbddc_store::SqliteStore::open(
+//!     std::path::Path::new("./data"),
+//!     local.clone(),
+//!     Default::default(),
+//! )
+//! .await?;
+//! // A cluster of one, bootstrapped as configuration 1.
+//! let first = Configuration::new(1, vec![(local.clone(), "127.0.0.1:25000".into())])?;
+//! let identity = cbddc_net::LocalIdentity::node(local.clone(), cbddc_net::NodeKey::generate()?, None);
+//! let plane = ControlPlane::start(
+//!     local,
+//!     store.control_database(),
+//!     Some(first),
+//!     (cbddc_net::ClusterKey::derive("secret"), Default::default(), identity),
+//!     Timers { tick: Duration::from_millis(50), election_ticks: 20 },
+//!     tokio_util::sync::CancellationToken::new(),
+//! )?;
+//! println!("{:?}", plane.status()?);
+//! plane.stop().await;
+//! # Ok(()) }
+//! ```
 
+mod command;
 mod error;
 mod gate;
 mod handover;
 mod links;
 mod plane;
+mod view;
 mod wire;
 
+pub use command::FramesAnswer;
 pub use error::ControlPlaneError;
-pub(crate) use gate::{GateState, WriteGate};
+pub use gate::{GateState, WriteGate, WriteRefused};
 pub use handover::Handover;
-pub(crate) use plane::FramesAnswer;
-pub(crate) use wire::{
+pub use view::{ClusterStatus, ClusterView};
+pub use wire::{
     configuration_from_wire, configuration_to_wire, departed_from_wire, entries_from_wire,
     entries_to_wire, frames_from_wire, frames_to_wire, status_to_wire,
 };
 
-use crate::NodeError;
 use cbddc_core::{KnownPeer, NodeId, PeerType};
 use cbddc_election::membership::{Configuration, ControlEntry, ControlFrame};
 use cbddc_sync::SyncContext;
+use command::Command;
 use links::{LinkSettings, Links};
-pub(crate) use plane::Timers;
-use plane::{Command, PlaneSettings};
-use serde::{Deserialize, Serialize};
+use plane::PlaneSettings;
+pub use plane::Timers;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
@@ -41,65 +76,22 @@ use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+/// How long stopping waits for the control plane's tasks.
+const GRACE: Duration = Duration::from_secs(10);
+
 /// How long `reconfigure` waits for its seal to be decided.
 /// Shorter than a server's request limit (30 s), so the caller hears that the change was
 /// not decided, not that its request took too long.
 pub const RECONFIGURE_DEADLINE: Duration = Duration::from_secs(25);
 
-/// What `cbddc cluster status` shows.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClusterStatus {
-    /// The running configuration (`None` before joining a cluster, or after retiring).
-    pub configuration_id: Option<u32>,
-    /// Its members' node ids, in pid order.
-    pub members: Vec<String>,
-    /// The OmniPaxos leader of the running configuration, if one is known.
-    pub leader: Option<String>,
-    /// Control entries decided in the running configuration.
-    pub decided_idx: u64,
-    /// This node was removed from the cluster.
-    pub retired: bool,
-    /// The last configuration it was a member of, if it retired.
-    pub retired_after: Option<u32>,
-    /// After retiring: the hand-over of the writes it took as a member.
-    #[serde(default)]
-    pub handover: Option<Handover>,
-}
-
-/// What the control thread publishes to the rest of the node.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct ClusterView {
-    /// False until the control thread has opened its state.
-    pub(crate) ready: bool,
-    pub(crate) status: ClusterStatus,
-    pub(crate) configuration: Option<Configuration>,
-    /// After retiring: the configuration that followed this node's last one.
-    pub(crate) successor: Option<Configuration>,
-    /// Members that departed a configuration known here, with their last configuration.
-    pub(crate) departed: BTreeMap<NodeId, u32>,
-    /// Why the control plane stopped, if it did.
-    pub(crate) failure: Option<String>,
-}
-
-impl ClusterView {
-    /// What the write gate should let through in this view.
-    pub(crate) fn gate_state(&self) -> GateState {
-        match (&self.configuration, self.status.retired_after) {
-            (Some(_), _) => GateState::Open,
-            (None, Some(after)) => GateState::Retired { after },
-            (None, None) => GateState::NotAdmitted,
-        }
-    }
-}
-
 /// A handle on the control-plane thread.
 #[derive(Debug)]
-pub(crate) struct ControlPlane {
+pub struct ControlPlane {
     local: NodeId,
     commands: Sender<Command>,
     view: watch::Receiver<ClusterView>,
     /// Writes are taken only while this node is a member.
-    pub(crate) gate: WriteGate,
+    pub gate: WriteGate,
     handover: watch::Sender<Option<Handover>>,
     joining: AtomicBool,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -112,7 +104,7 @@ pub(crate) struct ControlPlane {
 
 impl ControlPlane {
     /// Starts the control thread on the node's database (the store's write connection).
-    pub(crate) fn start(
+    pub fn start(
         local: NodeId,
         database: cbddc_store::ControlDatabase,
         bootstrap: Option<Configuration>,
@@ -123,7 +115,7 @@ impl ControlPlane {
         ),
         timers: plane::Timers,
         token: CancellationToken,
-    ) -> Result<Arc<Self>, NodeError> {
+    ) -> Result<Arc<Self>, ControlPlaneError> {
         let (commands, receiver) = std::sync::mpsc::channel();
         let (view_tx, view) = watch::channel(ClusterView::default());
         let tasks = tokio_util::task::TaskTracker::new();
@@ -169,11 +161,13 @@ impl ControlPlane {
         }))
     }
 
-    pub(crate) fn watch(&self) -> watch::Receiver<ClusterView> {
+    /// The view the control thread publishes, as it changes.
+    pub fn watch(&self) -> watch::Receiver<ClusterView> {
         self.view.clone()
     }
 
-    pub(crate) fn status(&self) -> Result<ClusterStatus, ControlPlaneError> {
+    /// What `cbddc cluster status` shows, or why the control plane stopped.
+    pub fn status(&self) -> Result<ClusterStatus, ControlPlaneError> {
         let view = self.view.borrow();
         match &view.failure {
             Some(failure) => Err(ControlPlaneError::Stopped {
@@ -188,7 +182,7 @@ impl ControlPlane {
 
     /// Waits (bounded) until the control thread has opened its state, so the write gate
     /// starts right: a retired node must not take writes in its first moments either.
-    pub(crate) async fn ready(&self, within: Duration) -> Result<(), NodeError> {
+    pub async fn ready(&self, within: Duration) -> Result<(), ControlPlaneError> {
         let mut view = self.view.clone();
         let opened =
             tokio::time::timeout(within, view.wait_for(|v| v.ready || v.failure.is_some())).await;
@@ -196,18 +190,16 @@ impl ControlPlane {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(_)) => Err(ControlPlaneError::Start {
                 reason: "its thread stopped while opening".into(),
-            }
-            .into()),
+            }),
             Err(_) => Err(ControlPlaneError::Start {
                 reason: format!("it did not open its state within {within:?}"),
-            }
-            .into()),
+            }),
         }
     }
 
     /// Whether `node` may hand over the writes it took as a member: it departed a
     /// configuration known here, and this node runs the cluster's configuration now.
-    pub(crate) fn accepts_handover_from(&self, node: &NodeId) -> bool {
+    pub fn accepts_handover_from(&self, node: &NodeId) -> bool {
         let view = self.view.borrow();
         view.configuration
             .as_ref()
@@ -216,7 +208,7 @@ impl ControlPlane {
     }
 
     /// Follows the view with the write gate and, once retired, the hand-over.
-    pub(crate) async fn follow_membership(
+    pub async fn follow_membership(
         self: Arc<Self>,
         sync: Arc<cbddc_sync::SyncOrchestrator>,
         pins: Arc<cbddc_sync::pins::KeyPins>,
@@ -268,12 +260,12 @@ impl ControlPlane {
     }
 
     /// The running configuration, if this node is in one.
-    pub(crate) fn configuration(&self) -> Option<Configuration> {
+    pub fn configuration(&self) -> Option<Configuration> {
         self.view.borrow().configuration.clone()
     }
 
     /// Whether `node` is a member of the running configuration here.
-    pub(crate) fn is_member(&self, node: &NodeId) -> bool {
+    pub fn is_member(&self, node: &NodeId) -> bool {
         self.view
             .borrow()
             .configuration
@@ -295,7 +287,7 @@ impl ControlPlane {
     }
 
     /// Hands frames from `from` to the membership.
-    pub(crate) async fn frames(
+    pub async fn frames(
         &self,
         from: NodeId,
         frames: Vec<ControlFrame>,
@@ -309,7 +301,7 @@ impl ControlPlane {
     }
 
     /// Proposes the next configuration and waits until its seal is decided.
-    pub(crate) async fn reconfigure(
+    pub async fn reconfigure(
         &self,
         members: Vec<(NodeId, String)>,
         keys: BTreeMap<NodeId, String>,
@@ -331,7 +323,7 @@ impl ControlPlane {
     /// Accepts an invitation from `from` into `configuration`: copies the cluster's data
     /// from it, then stores the sealed log and starts the configuration, in the
     /// background (the inviter offers again until this node speaks).
-    pub(crate) fn accept_offer(
+    pub fn accept_offer(
         self: &Arc<Self>,
         from: NodeId,
         configuration: Configuration,
@@ -394,7 +386,7 @@ impl ControlPlane {
     }
 
     /// Stops the thread and waits for it (its SQLite connections close with it).
-    pub(crate) async fn stop(&self) {
+    pub async fn stop(&self) {
         let _ = self.commands.send(Command::Stop);
         let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(thread) = thread {
@@ -402,7 +394,7 @@ impl ControlPlane {
         }
         self.token.cancel();
         self.tasks.close();
-        if tokio::time::timeout(crate::runtime::GRACE, self.tasks.wait())
+        if tokio::time::timeout(GRACE, self.tasks.wait())
             .await
             .is_err()
         {
@@ -411,12 +403,12 @@ impl ControlPlane {
     }
 
     /// Control links use `key` from now on (the node's `cluster_key` changed).
-    pub(crate) fn set_cluster_key(&self, key: cbddc_net::ClusterKey) {
+    pub fn set_cluster_key(&self, key: cbddc_net::ClusterKey) {
         self.links.set_key(key);
     }
 
     /// Runs `task` as one of the control plane's, awaited by [`ControlPlane::stop`].
-    pub(crate) fn spawn<F>(&self, task: F)
+    pub fn spawn<F>(&self, task: F)
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
@@ -425,7 +417,7 @@ impl ControlPlane {
 }
 
 /// The other members of `configuration`, as peers to sync with.
-pub(crate) fn member_peers(local: &NodeId, configuration: &Configuration) -> Vec<KnownPeer> {
+pub fn member_peers(local: &NodeId, configuration: &Configuration) -> Vec<KnownPeer> {
     configuration
         .members
         .iter()
@@ -442,7 +434,7 @@ pub(crate) fn member_peers(local: &NodeId, configuration: &Configuration) -> Vec
 }
 
 /// The members of `configuration` with their addresses.
-pub(crate) fn member_addresses(configuration: &Configuration) -> BTreeMap<NodeId, String> {
+pub fn member_addresses(configuration: &Configuration) -> BTreeMap<NodeId, String> {
     configuration
         .members
         .iter()
@@ -454,7 +446,7 @@ pub(crate) fn member_addresses(configuration: &Configuration) -> BTreeMap<NodeId
 /// address; for a node bound to every interface, its own address on the route to the
 /// first of `peers` that routes (the interface those peers reach it through), and
 /// loopback only when no peer routes anywhere else.
-pub(crate) fn advertised(
+pub fn advertised(
     advertise: Option<&str>,
     listen: std::net::SocketAddr,
     peers: &[String],

@@ -62,7 +62,7 @@ enum Reached {
 /// Hands this node's writes over to the members of `successor`, reporting progress on
 /// `progress`, until every member holds them or `token` is cancelled. Each attempt dials
 /// with the data plane's settings in force then (a `cluster_key` changed live included).
-pub(crate) async fn run(
+pub async fn run(
     sync: Arc<SyncOrchestrator>,
     successor: Configuration,
     progress: watch::Sender<Option<Handover>>,

@@ -3,11 +3,12 @@
 //! actions. A panic inside is a crash of the control plane only: it is rebuilt from the
 //! database, and the node keeps serving.
 
-use super::links::Links;
-use super::{ClusterStatus, ClusterView};
+use crate::command::{Command, FramesAnswer};
+use crate::links::Links;
+use crate::view::{ClusterStatus, ClusterView};
 use cbddc_core::NodeId;
 use cbddc_election::membership::{
-    Action, Configuration, ControlEntry, ControlFrame, Membership, MembershipError,
+    Action, Configuration, ControlEntry, Membership, MembershipError,
 };
 use cbddc_store::{ClusterRecords, ControlDatabase, SqliteLogStorage};
 use std::collections::BTreeMap;
@@ -19,62 +20,25 @@ use tokio::sync::{oneshot, watch};
 
 /// The control plane's clock and election timeout, from `[cluster]`.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Timers {
-    pub(crate) tick: Duration,
-    pub(crate) election_ticks: u64,
+pub struct Timers {
+    /// How often the control plane ticks (`tick_ms`).
+    pub tick: Duration,
+    /// Ticks without news of a leader before electing another.
+    pub election_ticks: u64,
 }
 /// Rebuilds after panics before the control plane gives up (the node keeps serving).
 const MAX_REBUILDS: u32 = 5;
 
 type Log = SqliteLogStorage<ControlEntry>;
 
-/// What a member's frames got, once the step that took them is durable.
-#[derive(Debug, Default)]
-pub(crate) struct FramesAnswer {
-    /// Their configuration is sealed here: its id and decided log, ending with the seal.
-    pub(crate) superseded: Option<(u32, Vec<ControlEntry>)>,
-    /// The step's heartbeat answers to the sender, to ride back on the reply instead of
-    /// a call of their own (heartbeats need no FIFO link).
-    pub(crate) frames: Vec<ControlFrame>,
-}
-
-pub(crate) enum Command {
-    Frames {
-        from: NodeId,
-        frames: Vec<ControlFrame>,
-        /// `None` for frames that rode back on a reply: nobody waits for their answer.
-        reply: Option<oneshot::Sender<FramesAnswer>>,
-    },
-    LearnSeal {
-        configuration_id: u32,
-        decided: Vec<ControlEntry>,
-    },
-    Join {
-        configuration: Configuration,
-        sealed_log: Vec<ControlEntry>,
-        departed: Vec<(NodeId, u32)>,
-        reply: oneshot::Sender<Result<(), String>>,
-    },
-    Reconfigure {
-        members: Vec<(NodeId, String)>,
-        /// The members' node keys this node knows (pinned, and its own).
-        keys: BTreeMap<NodeId, String>,
-        reply: oneshot::Sender<Result<Configuration, String>>,
-    },
-    Stop,
-    /// Panics inside the plane mid-step, as a storage failure inside OmniPaxos would.
-    #[cfg(test)]
-    Crash,
-}
-
-pub(crate) struct PlaneSettings {
-    pub(crate) local: NodeId,
-    pub(crate) database: ControlDatabase,
+pub struct PlaneSettings {
+    pub local: NodeId,
+    pub database: ControlDatabase,
     /// Bootstrapped when the database holds no configuration yet (`None`: wait to join).
-    pub(crate) bootstrap: Option<Configuration>,
+    pub bootstrap: Option<Configuration>,
     /// Cancelled when the node stops, even if nobody sends [`Command::Stop`].
-    pub(crate) token: tokio_util::sync::CancellationToken,
-    pub(crate) timers: Timers,
+    pub token: tokio_util::sync::CancellationToken,
+    pub timers: Timers,
 }
 
 /// Why the plane stopped serving.
@@ -86,7 +50,7 @@ enum Halt {
 }
 
 /// Runs until [`Command::Stop`] or until every command sender is gone.
-pub(crate) fn run(
+pub fn run(
     settings: PlaneSettings,
     commands: Receiver<Command>,
     links: Arc<Links>,
@@ -496,7 +460,7 @@ impl Plane {
     }
 }
 
-pub(crate) fn member_names(configuration: &Configuration) -> String {
+pub fn member_names(configuration: &Configuration) -> String {
     configuration
         .members
         .iter()

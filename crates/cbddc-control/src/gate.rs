@@ -5,22 +5,39 @@
 //! The gate closes under a write lock: once [`WriteGate::set`] returns, no write admitted
 //! before it is still in flight, so the set of writes a retiring node hands over is final.
 
-use crate::NodeError;
 use tokio::sync::{RwLock, RwLockReadGuard};
 
 /// What the gate lets through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum GateState {
+pub enum GateState {
     /// A member of the running configuration: writes are taken.
     Open,
     /// Waiting to be invited into a cluster.
     NotAdmitted,
     /// Retired: `after` is the last configuration this node was a member of.
-    Retired { after: u32 },
+    Retired {
+        /// The last configuration this node was a member of.
+        after: u32,
+    },
 }
 
+/// Why the gate refused a write (the node turns it into its own error with what to do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteRefused {
+    /// Removed from the cluster in `configuration_id`; it was a member of `last_member_of`.
+    Retired {
+        /// The configuration that removed it.
+        configuration_id: u32,
+        /// The last configuration it was a member of.
+        last_member_of: u32,
+    },
+    /// Waiting to be invited into a cluster.
+    NotAdmitted,
+}
+
+/// Admits writes while this node is a member of its running configuration.
 #[derive(Debug)]
-pub(crate) struct WriteGate {
+pub struct WriteGate {
     state: RwLock<GateState>,
 }
 
@@ -28,19 +45,20 @@ pub(crate) struct WriteGate {
 type WritePermit<'a> = RwLockReadGuard<'a, GateState>;
 
 impl WriteGate {
-    pub(crate) fn new(initial: GateState) -> Self {
+    /// A gate in `initial`.
+    pub fn new(initial: GateState) -> Self {
         Self {
             state: RwLock::new(initial),
         }
     }
 
     /// Admits one write, or says why not. Keep the permit until the write committed.
-    pub(crate) async fn enter(&self) -> Result<WritePermit<'_>, NodeError> {
+    pub async fn enter(&self) -> Result<WritePermit<'_>, WriteRefused> {
         let state = self.state.read().await;
         match *state {
             GateState::Open => Ok(state),
-            GateState::NotAdmitted => Err(NodeError::NotAdmitted),
-            GateState::Retired { after } => Err(NodeError::Retired {
+            GateState::NotAdmitted => Err(WriteRefused::NotAdmitted),
+            GateState::Retired { after } => Err(WriteRefused::Retired {
                 configuration_id: after + 1,
                 last_member_of: after,
             }),
@@ -48,11 +66,12 @@ impl WriteGate {
     }
 
     /// Moves the gate to `state` once every admitted write has finished.
-    pub(crate) async fn set(&self, state: GateState) {
+    pub async fn set(&self, state: GateState) {
         *self.state.write().await = state;
     }
 
-    pub(crate) async fn state(&self) -> GateState {
+    /// What the gate lets through now.
+    pub async fn state(&self) -> GateState {
         *self.state.read().await
     }
 }
@@ -80,14 +99,14 @@ mod tests {
             .unwrap()
             .unwrap();
         match gate.enter().await {
-            Err(NodeError::Retired {
+            Err(WriteRefused::Retired {
                 configuration_id: 4,
                 last_member_of: 3,
             }) => {}
             other => panic!("{other:?}"),
         }
         gate.set(GateState::NotAdmitted).await;
-        assert!(matches!(gate.enter().await, Err(NodeError::NotAdmitted)));
+        assert!(matches!(gate.enter().await, Err(WriteRefused::NotAdmitted)));
         gate.set(GateState::Open).await;
         assert!(gate.enter().await.is_ok());
     }

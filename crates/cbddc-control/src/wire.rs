@@ -2,7 +2,9 @@
 //! types and `cbddc_net::proto`'s control messages (see docs/protocol.md, "Control
 //! plane"). OmniPaxos' own messages stay opaque, tagged with their encoding.
 
-use super::{ClusterStatus, ControlPlaneError, Handover};
+use crate::error::ControlPlaneError;
+use crate::handover::Handover;
+use crate::view::ClusterStatus;
 use cbddc_core::NodeId;
 use cbddc_election::membership::{Configuration, ControlBody, ControlEntry, ControlFrame};
 use cbddc_net::proto;
@@ -18,9 +20,7 @@ fn node_id(text: String) -> Result<NodeId, ControlPlaneError> {
     NodeId::new(text.as_str()).map_err(|e| malformed(format!("a member's node id: {e}")))
 }
 
-pub(crate) fn frame_to_wire(
-    frame: &ControlFrame,
-) -> Result<proto::ControlFrame, ControlPlaneError> {
+pub fn frame_to_wire(frame: &ControlFrame) -> Result<proto::ControlFrame, ControlPlaneError> {
     let message = serde_json::to_vec(&frame.message)
         .map_err(|e| malformed(format!("cannot encode an OmniPaxos message: {e}")))?;
     Ok(proto::ControlFrame {
@@ -30,9 +30,7 @@ pub(crate) fn frame_to_wire(
     })
 }
 
-pub(crate) fn frame_from_wire(
-    frame: proto::ControlFrame,
-) -> Result<ControlFrame, ControlPlaneError> {
+pub fn frame_from_wire(frame: proto::ControlFrame) -> Result<ControlFrame, ControlPlaneError> {
     if frame.encoding != proto::OMNIPAXOS_0_2_JSON {
         return Err(malformed(format!(
             "a control frame in encoding {}, which this build does not speak (it speaks {}): upgrade the older node",
@@ -49,7 +47,7 @@ pub(crate) fn frame_from_wire(
 }
 
 /// Frames for the wire; a frame that cannot be encoded is dropped (OmniPaxos resends).
-pub(crate) fn frames_to_wire(frames: &[ControlFrame]) -> Vec<proto::ControlFrame> {
+pub fn frames_to_wire(frames: &[ControlFrame]) -> Vec<proto::ControlFrame> {
     frames
         .iter()
         .filter_map(|frame| match frame_to_wire(frame) {
@@ -62,13 +60,15 @@ pub(crate) fn frames_to_wire(frames: &[ControlFrame]) -> Vec<proto::ControlFrame
         .collect()
 }
 
-pub(crate) fn frames_from_wire(
+/// Members' OmniPaxos frames from the wire (checked).
+pub fn frames_from_wire(
     frames: Vec<proto::ControlFrame>,
 ) -> Result<Vec<ControlFrame>, ControlPlaneError> {
     frames.into_iter().map(frame_from_wire).collect()
 }
 
-pub(crate) fn configuration_to_wire(configuration: &Configuration) -> proto::ClusterConfiguration {
+/// A configuration, field by field.
+pub fn configuration_to_wire(configuration: &Configuration) -> proto::ClusterConfiguration {
     proto::ClusterConfiguration {
         configuration_id: configuration.configuration_id,
         members: configuration
@@ -86,7 +86,7 @@ pub(crate) fn configuration_to_wire(configuration: &Configuration) -> proto::Clu
 
 /// Rebuilds the configuration from its member list, and refuses one whose pids are not
 /// the ones every member derives from that list.
-pub(crate) fn configuration_from_wire(
+pub fn configuration_from_wire(
     wire: proto::ClusterConfiguration,
 ) -> Result<Configuration, ControlPlaneError> {
     let mut members = Vec::with_capacity(wire.members.len());
@@ -116,7 +116,7 @@ pub(crate) fn configuration_from_wire(
     Ok(configuration)
 }
 
-pub(crate) fn entry_to_wire(entry: &ControlEntry) -> proto::ControlEntry {
+pub fn entry_to_wire(entry: &ControlEntry) -> proto::ControlEntry {
     proto::ControlEntry {
         proposer: entry.id.0.clone(),
         proposal: entry.id.1,
@@ -132,9 +132,7 @@ pub(crate) fn entry_to_wire(entry: &ControlEntry) -> proto::ControlEntry {
     }
 }
 
-pub(crate) fn entry_from_wire(
-    wire: proto::ControlEntry,
-) -> Result<ControlEntry, ControlPlaneError> {
+pub fn entry_from_wire(wire: proto::ControlEntry) -> Result<ControlEntry, ControlPlaneError> {
     let body = match wire.body {
         Some(proto::control_entry::Body::Data(data)) => ControlBody::Data(data),
         Some(proto::control_entry::Body::Seal(seal)) => ControlBody::Seal {
@@ -152,17 +150,19 @@ pub(crate) fn entry_from_wire(
     })
 }
 
-pub(crate) fn entries_to_wire(entries: &[ControlEntry]) -> Vec<proto::ControlEntry> {
+/// Decided log entries, field by field.
+pub fn entries_to_wire(entries: &[ControlEntry]) -> Vec<proto::ControlEntry> {
     entries.iter().map(entry_to_wire).collect()
 }
 
-pub(crate) fn entries_from_wire(
+/// Decided log entries from the wire (checked).
+pub fn entries_from_wire(
     entries: Vec<proto::ControlEntry>,
 ) -> Result<Vec<ControlEntry>, ControlPlaneError> {
     entries.into_iter().map(entry_from_wire).collect()
 }
 
-pub(crate) fn departed_to_wire(departed: &[(NodeId, u32)]) -> Vec<proto::DepartedMember> {
+pub fn departed_to_wire(departed: &[(NodeId, u32)]) -> Vec<proto::DepartedMember> {
     departed
         .iter()
         .map(|(node, id)| proto::DepartedMember {
@@ -172,7 +172,8 @@ pub(crate) fn departed_to_wire(departed: &[(NodeId, u32)]) -> Vec<proto::Departe
         .collect()
 }
 
-pub(crate) fn departed_from_wire(
+/// The departed members an invitation names (checked).
+pub fn departed_from_wire(
     departed: Vec<proto::DepartedMember>,
 ) -> Result<Vec<(NodeId, u32)>, ControlPlaneError> {
     departed
@@ -181,7 +182,8 @@ pub(crate) fn departed_from_wire(
         .collect()
 }
 
-pub(crate) fn status_to_wire(status: &ClusterStatus) -> proto::ClusterStatus {
+/// The status a tool asked for.
+pub fn status_to_wire(status: &ClusterStatus) -> proto::ClusterStatus {
     proto::ClusterStatus {
         configuration_id: status.configuration_id,
         members: status.members.clone(),

@@ -2,8 +2,8 @@
 //! link keeps its order (OmniPaxos detects lost messages but needs FIFO links). A link
 //! that fails drops what it was sending and reconnects; the crate resends what matters.
 
-use super::plane::Command;
-use super::wire;
+use crate::command::Command;
+use crate::wire;
 use cbddc_core::NodeId;
 use cbddc_election::membership::{Configuration, ControlEntry, ControlFrame};
 use cbddc_net::proto::{control_request::Call, control_response::Reply};
@@ -22,16 +22,16 @@ const MAX_BATCH: usize = 256;
 const RECONNECT_AFTER: Duration = Duration::from_millis(200);
 
 #[derive(Debug, Clone)]
-pub(crate) struct LinkSettings {
-    pub(crate) local: NodeId,
-    pub(crate) identity: cbddc_net::LocalIdentity,
+pub struct LinkSettings {
+    pub local: NodeId,
+    pub identity: cbddc_net::LocalIdentity,
     /// Changes live with the node's `cluster_key`.
-    pub(crate) key: Arc<std::sync::RwLock<ClusterKey>>,
-    pub(crate) client: ClientSettings,
+    pub key: Arc<std::sync::RwLock<ClusterKey>>,
+    pub client: ClientSettings,
 }
 
 /// The outgoing side of the control plane.
-pub(crate) struct Links {
+pub struct Links {
     settings: LinkSettings,
     runtime: tokio::runtime::Handle,
     /// The control plane's tasks: every link and invitation runs on it.
@@ -50,7 +50,7 @@ impl std::fmt::Debug for Links {
 }
 
 impl Links {
-    pub(crate) fn new(
+    pub fn new(
         settings: LinkSettings,
         runtime: tokio::runtime::Handle,
         tasks: tokio_util::task::TaskTracker,
@@ -68,7 +68,7 @@ impl Links {
     }
 
     /// Queues `frame` for `to`, opening its link if needed (callable from any thread).
-    pub(crate) fn send(&self, to: &NodeId, address: &str, frame: ControlFrame) {
+    pub fn send(&self, to: &NodeId, address: &str, frame: ControlFrame) {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((known, link)) = open.get(to)
             && known == address
@@ -93,13 +93,13 @@ impl Links {
     }
 
     /// Uses `key` from now on: open links close, and reconnect with it at their next frame.
-    pub(crate) fn set_key(&self, key: ClusterKey) {
+    pub fn set_key(&self, key: ClusterKey) {
         *self.settings.key.write().unwrap_or_else(|p| p.into_inner()) = key;
         self.open.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     /// Invites `to` into `configuration`, handing it the log sealed before it.
-    pub(crate) fn offer(
+    pub fn offer(
         &self,
         to: &NodeId,
         address: &str,
