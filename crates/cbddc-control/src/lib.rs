@@ -11,7 +11,8 @@
 //! - `wire`: the control plane's values as `cbddc_net::proto` control messages.
 //!
 //! What it needs from the data plane (a newcomer's copy, a departing member's hand-over)
-//! it takes from [`cbddc_sync::SyncOrchestrator`], one level down; the node above it
+//! it asks through one seam, [`DataPlane`] (implemented by [`cbddc_sync::SyncOrchestrator`],
+//! one level down); the node above it
 //! follows its view ([`ControlPlane::watch`]) and asks its write gate before every write.
 //!
 //! ```no_run
@@ -43,6 +44,7 @@
 //! ```
 
 mod command;
+mod data_plane;
 mod error;
 mod gate;
 mod handover;
@@ -52,6 +54,7 @@ mod view;
 mod wire;
 
 pub use command::FramesAnswer;
+pub use data_plane::DataPlane;
 pub use error::ControlPlaneError;
 pub use gate::{GateState, WriteGate, WriteRefused};
 pub use handover::Handover;
@@ -63,7 +66,6 @@ pub use wire::{
 
 use cbddc_core::{KnownPeer, NodeId, PeerType};
 use cbddc_election::membership::{Configuration, ControlEntry, ControlFrame};
-use cbddc_sync::SyncContext;
 use command::Command;
 use links::{LinkSettings, Links};
 use plane::PlaneSettings;
@@ -210,7 +212,7 @@ impl ControlPlane {
     /// Follows the view with the write gate and, once retired, the hand-over.
     pub async fn follow_membership(
         self: Arc<Self>,
-        sync: Arc<cbddc_sync::SyncOrchestrator>,
+        data: Arc<dyn DataPlane>,
         pins: Arc<cbddc_sync::pins::KeyPins>,
     ) {
         let mut view = self.view.clone();
@@ -237,7 +239,7 @@ impl ControlPlane {
                         }
                         let token = self.token.child_token();
                         self.tasks.spawn(handover::run(
-                            sync.clone(),
+                            data.clone(),
                             successor,
                             self.handover.clone(),
                             token.clone(),
@@ -329,7 +331,7 @@ impl ControlPlane {
         configuration: Configuration,
         sealed_log: Vec<ControlEntry>,
         departed: Vec<(NodeId, u32)>,
-        sync: SyncContext,
+        data: Arc<dyn DataPlane>,
     ) -> Result<(), String> {
         if configuration.member(&self.local).is_none() {
             return Err(format!(
@@ -354,7 +356,7 @@ impl ControlPlane {
             let id = configuration.configuration_id;
             tracing::info!(inviter = %from, configuration = id, "invited into the cluster: copying its data first");
             let joined = async {
-                let copy = cbddc_sync::copy_from(&sync, &inviter.node_id, &inviter.address);
+                let copy = data.copy_from(&inviter.node_id, &inviter.address);
                 let applied = tokio::select! {
                     _ = plane.token.cancelled() => return Err("the node is stopping".to_string()),
                     copied = copy => copied?,

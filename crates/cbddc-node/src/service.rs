@@ -360,13 +360,7 @@ impl NodeService {
             .clone()
             .ok_or_else(|| forbidden("only cluster members invite nodes"))?;
         cluster
-            .accept_offer(
-                from,
-                configuration,
-                sealed_log,
-                departed,
-                self.sync.context(),
-            )
+            .accept_offer(from, configuration, sealed_log, departed, self.sync.clone())
             .map_err(|reason| ControlPlaneError::Refused { reason })?;
         Ok(())
     }

@@ -44,6 +44,7 @@
 pub mod compaction;
 pub mod duplicates;
 pub mod fold;
+pub mod handover;
 mod orchestrator;
 mod peers;
 pub mod pins;
