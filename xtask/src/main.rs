@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod cluster;
+mod modules;
 mod test;
 
 #[derive(Debug, Parser)]
@@ -26,6 +27,9 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Show the module cycles of every crate (a module that imports, directly or through
+    /// others, a module that imports it back); exits non-zero if there is one.
+    Modules,
     /// Run the criterion benchmarks and print each one as a ratio of its baseline
     /// (raw SQLite measured in the same run).
     Bench,
@@ -142,6 +146,12 @@ fn main() -> Result<()> {
     match Cli::parse().task {
         // cargo test's own exit code, so CI and scripts see a failing suite as such.
         Task::Test { args } => std::process::exit(test::test(&args)?),
+        Task::Modules => {
+            if !modules::check(&workspace_root())? {
+                bail!("module cycles found: move what both sides share into a leaf module");
+            }
+            Ok(())
+        }
         Task::Bench => bench(),
         Task::Sim { seeds } => sim(seeds),
         Task::Faults { seed, rounds } => faults(seed, rounds),
