@@ -472,6 +472,22 @@ pub fn advertised(
     std::net::SocketAddr::new(ip, listen.port()).to_string()
 }
 
+/// With a control plane, only the members of the running configuration sync.
+impl cbddc_sync::SyncAdmission for ControlPlane {
+    fn may_sync(&self, peer: &NodeId) -> Result<(), String> {
+        if self.is_member(peer) {
+            return Ok(());
+        }
+        let configuration = self
+            .configuration()
+            .map(|c| format!("configuration {}", c.configuration_id))
+            .unwrap_or_else(|| "any configuration here".into());
+        Err(format!(
+            "node {peer} is not a member of {configuration}; only members sync"
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -285,22 +285,24 @@ impl NodeService {
         })
     }
 
-    /// With a control plane, a node may sync only if it is a member of the running
-    /// configuration or a cloud remote; tools always may.
+    /// A node may sync if the admission says so (with a control plane: the members of the
+    /// running configuration), or as a cloud remote; tools always may.
     fn admit(&self, session: &SessionInfo) -> Result<(), NodeError> {
-        let (Some(cluster), Some(peer)) = (&self.cluster, &session.peer) else {
+        let Some(peer) = &session.peer else {
             return Ok(());
         };
-        if cluster.is_member(peer) || self.book.is_cloud_remote(peer) {
+        if self.book.is_cloud_remote(peer) {
             return Ok(());
         }
-        let configuration = cluster
-            .configuration()
-            .map(|c| format!("configuration {}", c.configuration_id))
-            .unwrap_or_else(|| "any configuration here".into());
-        Err(forbidden(format!(
-            "node {peer} is not a member of {configuration}; only members sync"
-        )))
+        self.admission().may_sync(peer).map_err(forbidden)
+    }
+
+    /// Who may sync: the control plane's members, or everyone without one.
+    fn admission(&self) -> Arc<dyn cbddc_sync::SyncAdmission> {
+        match &self.cluster {
+            Some(cluster) => cluster.clone(),
+            None => Arc::new(cbddc_sync::OpenAdmission),
+        }
     }
 
     /// Admits a push: from a member as [`NodeService::admit`] does (`Ok(None)`), or from a

@@ -62,6 +62,26 @@ pub trait SyncMetrics: Send + Sync + std::fmt::Debug {
     fn sync_failed(&self);
 }
 
+/// Who may sync with this node: asked before a peer's pull, push or snapshot is served.
+///
+/// Contract: answers at once from state in memory (it is asked on every request, on an
+/// async worker); a refusal says why in words the peer's operator can act on. Cloud
+/// remotes and tools are the node's to admit, not this seam's.
+pub trait SyncAdmission: Send + Sync + std::fmt::Debug {
+    /// `Ok` if `peer` may pull from and push to this node now; otherwise why not.
+    fn may_sync(&self, peer: &cbddc_core::NodeId) -> Result<(), String>;
+}
+
+/// Every holder of the cluster key may sync: a node without a control plane.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OpenAdmission;
+
+impl SyncAdmission for OpenAdmission {
+    fn may_sync(&self, _peer: &cbddc_core::NodeId) -> Result<(), String> {
+        Ok(())
+    }
+}
+
 /// Counts nothing: for a data plane whose figures nobody exports.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoMetrics;
