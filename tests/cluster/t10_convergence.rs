@@ -103,3 +103,170 @@ async fn a_write_reaches_the_peer_and_a_delete_follows_it() {
     assert_eq!(peers[0].node_id, "right");
     assert!(peers[0].last_exchange_ms > 0);
 }
+
+/// Opens TCP streams like a node does, counting them; while cut it refuses new ones and
+/// breaks the open ones: the in-process switch a test or a simulation puts under sessions.
+#[derive(Debug, Default)]
+struct SwitchedConnector {
+    opened: std::sync::atomic::AtomicUsize,
+    refused: std::sync::atomic::AtomicUsize,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// A stream that fails every read and write while its switch is cut.
+#[derive(Debug)]
+struct Switched {
+    inner: Box<dyn cbddc_net::Transport>,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Switched {
+    fn check(&self) -> std::io::Result<()> {
+        if self.cut.load(std::sync::atomic::Ordering::SeqCst) {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the switch cut this link",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for Switched {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if let Err(e) = self.check() {
+            return std::task::Poll::Ready(Err(e));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Switched {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if let Err(e) = self.check() {
+            return std::task::Poll::Ready(Err(e));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[async_trait::async_trait]
+impl cbddc_net::Connector for SwitchedConnector {
+    async fn connect(
+        &self,
+        address: &str,
+        settings: &cbddc_net::ClientSettings,
+    ) -> std::io::Result<Box<dyn cbddc_net::Transport>> {
+        use std::sync::atomic::Ordering;
+        if self.cut.load(Ordering::SeqCst) {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return Err(std::io::Error::other("the switch cut this link"));
+        }
+        self.opened.fetch_add(1, Ordering::SeqCst);
+        let inner = cbddc_net::TcpConnector.connect(address, settings).await?;
+        Ok(Box::new(Switched {
+            inner,
+            cut: self.cut.clone(),
+        }))
+    }
+}
+
+/// The data plane on its own (a store and an orchestrator, no node around them) pulls
+/// from a node through whatever connector it is given: here a switch that can cut it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_plane_alone_syncs_over_the_connector_it_is_given() {
+    use cbddc_core::NodeId;
+    use std::sync::atomic::Ordering;
+    const DEADLINE: Duration = Duration::from_secs(20);
+    let b = TestNode::spawn("switched-b", |_| {}).await;
+    b.node().put("c", "k1", "1").await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let local = NodeId::new("switched-a").unwrap();
+    let store = Arc::new(
+        cbddc_store::SqliteStore::open(dir.path(), local.clone(), Default::default())
+            .await
+            .unwrap(),
+    );
+    let switch = Arc::new(SwitchedConnector::default());
+    let context = cbddc_sync::SyncContext {
+        node_id: local.clone(),
+        identity: cbddc_net::LocalIdentity::node(
+            local,
+            cbddc_net::NodeKey::generate().unwrap(),
+            None,
+        ),
+        store: store.clone(),
+        key: cbddc_net::ClusterKey::derive("test-cluster"),
+        book: Arc::new(cbddc_sync::PeerBook::new(Duration::from_secs(3))),
+        interval: Duration::from_millis(100),
+        limits: Default::default(),
+        client: Default::default(),
+        connector: switch.clone(),
+        fan_out: Arc::new(tokio::sync::Semaphore::new(cbddc_sync::FAN_OUT)),
+        duplicates: Default::default(),
+        fold: Arc::new(
+            cbddc_sync::fold::FoldTracker::load(store.as_ref())
+                .await
+                .unwrap(),
+        ),
+        compactor: Arc::new(
+            cbddc_sync::compaction::Compactor::load(store.as_ref(), 60_000, 60_000)
+                .await
+                .unwrap(),
+        ),
+        metrics: Arc::new(cbddc_sync::NoMetrics),
+    };
+    let token = tokio_util::sync::CancellationToken::new();
+    let sync = Arc::new(cbddc_sync::SyncOrchestrator::new(context, token.clone()));
+    sync.set_known(vec![b.as_peer()]);
+    let holds = |key: &'static str| {
+        let store = store.clone();
+        move || {
+            let store = store.clone();
+            async move {
+                cbddc_core::DocumentStore::get(store.as_ref(), "c", key)
+                    .await
+                    .unwrap()
+                    .is_some()
+            }
+        }
+    };
+    wait_until("a pulls k1 through the switch", DEADLINE, holds("k1")).await;
+    assert!(switch.opened.load(Ordering::SeqCst) > 0);
+
+    switch.cut.store(true, Ordering::SeqCst);
+    b.node().put("c", "k2", "2").await.unwrap();
+    wait_until("the cut link to be tried and refused", DEADLINE, || async {
+        switch.refused.load(Ordering::SeqCst) > 0
+    })
+    .await;
+    switch.cut.store(false, Ordering::SeqCst);
+    wait_until("a pulls k2 once the link is back", DEADLINE, holds("k2")).await;
+    sync.stop(Duration::from_secs(5)).await;
+    token.cancel();
+    store.close().await;
+}

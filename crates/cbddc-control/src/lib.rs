@@ -34,7 +34,12 @@
 //!     local,
 //!     store.control_database(),
 //!     Some(first),
-//!     (cbddc_net::ClusterKey::derive("secret"), Default::default(), identity),
+//!     cbddc_control::Link {
+//!         key: cbddc_net::ClusterKey::derive("secret"),
+//!         client: Default::default(),
+//!         identity,
+//!         connector: std::sync::Arc::new(cbddc_net::TcpConnector),
+//!     },
 //!     Timers { tick: Duration::from_millis(50), election_ticks: 20 },
 //!     tokio_util::sync::CancellationToken::new(),
 //! )?;
@@ -78,6 +83,19 @@ use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+/// How the control plane's links reach the other members.
+#[derive(Debug, Clone)]
+pub struct Link {
+    /// The cluster key the links prove (changed live with [`ControlPlane::set_cluster_key`]).
+    pub key: cbddc_net::ClusterKey,
+    /// Timeouts, and whether this node says it may lead.
+    pub client: cbddc_net::ClientSettings,
+    /// This node's id and key, and the pins it checks peers against.
+    pub identity: cbddc_net::LocalIdentity,
+    /// Opens the stream under every link (TCP for a node).
+    pub connector: Arc<dyn cbddc_net::Connector>,
+}
+
 /// How long stopping waits for the control plane's tasks.
 const GRACE: Duration = Duration::from_secs(10);
 
@@ -110,11 +128,7 @@ impl ControlPlane {
         local: NodeId,
         database: cbddc_store::ControlDatabase,
         bootstrap: Option<Configuration>,
-        link: (
-            cbddc_net::ClusterKey,
-            cbddc_net::ClientSettings,
-            cbddc_net::LocalIdentity,
-        ),
+        link: Link,
         timers: plane::Timers,
         token: CancellationToken,
     ) -> Result<Arc<Self>, ControlPlaneError> {
@@ -124,9 +138,10 @@ impl ControlPlane {
         let links = Arc::new(Links::new(
             LinkSettings {
                 local: local.clone(),
-                key: Arc::new(std::sync::RwLock::new(link.0)),
-                client: link.1,
-                identity: link.2,
+                key: Arc::new(std::sync::RwLock::new(link.key)),
+                client: link.client,
+                identity: link.identity,
+                connector: link.connector,
             },
             tokio::runtime::Handle::current(),
             tasks.clone(),
@@ -542,15 +557,16 @@ mod tests {
             local.clone(),
             store.control_database(),
             Some(first),
-            (
-                cbddc_net::ClusterKey::derive("k"),
-                cbddc_net::ClientSettings::default(),
-                cbddc_net::LocalIdentity::node(
+            Link {
+                key: cbddc_net::ClusterKey::derive("k"),
+                client: cbddc_net::ClientSettings::default(),
+                identity: cbddc_net::LocalIdentity::node(
                     local.clone(),
                     cbddc_net::NodeKey::generate().unwrap(),
                     None,
                 ),
-            ),
+                connector: Arc::new(cbddc_net::TcpConnector),
+            },
             plane::Timers {
                 tick: Duration::from_millis(10),
                 election_ticks: 5,

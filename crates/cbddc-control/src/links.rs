@@ -28,6 +28,8 @@ pub struct LinkSettings {
     /// Changes live with the node's `cluster_key`.
     pub key: Arc<std::sync::RwLock<ClusterKey>>,
     pub client: ClientSettings,
+    /// Opens the stream under every link (TCP for a node).
+    pub connector: Arc<dyn cbddc_net::Connector>,
 }
 
 /// The outgoing side of the control plane.
@@ -141,9 +143,15 @@ async fn connect(
         .read()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
-    let client = PeerClient::connect(address, &key, &settings.identity, settings.client)
-        .await
-        .map_err(|e| e.to_string())?;
+    let client = PeerClient::connect_with(
+        settings.connector.as_ref(),
+        address,
+        &key,
+        &settings.identity,
+        settings.client,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     if client.remote_node() != to {
         return Err(format!(
             "the node at {address} is {}, not {to}",

@@ -1,3 +1,4 @@
+use crate::connector::{Connector, TcpConnector, Transport};
 use crate::convert::{entries_from_wire, entry_to_wire, hlc_from_wire, vv_from_wire, vv_to_wire};
 use crate::floors::Floors;
 use crate::identity::{LocalIdentity, PublicKey};
@@ -7,7 +8,6 @@ use crate::{NetError, proto};
 use cbddc_core::{Document, Hlc, NodeId, OplogEntry, PageLimits, VersionVector};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpStream;
 
 /// The default [`ClientSettings::unacknowledged_timeout`].
 pub const UNACKNOWLEDGED_TIMEOUT: Duration = Duration::from_millis(1_500);
@@ -82,7 +82,7 @@ pub struct PushOutcome {
 /// A session with one node: used by nodes to sync and by the CLI.
 #[derive(Debug)]
 pub struct PeerClient {
-    stream: SecureStream<Watched<TcpStream>>,
+    stream: SecureStream<Watched<Box<dyn Transport>>>,
     /// When the stream last read bytes.
     heard: Arc<LastHeard>,
     liveness: Option<Duration>,
@@ -94,36 +94,34 @@ pub struct PeerClient {
     peer_floors: Vec<u8>,
 }
 
-#[cfg(target_os = "linux")]
-fn set_unacknowledged_timeout(socket: &TcpStream, timeout: Duration) {
-    if let Err(e) = socket2::SockRef::from(socket).set_tcp_user_timeout(Some(timeout)) {
-        tracing::debug!(error = %e, "cannot bound unacknowledged data on a session");
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn set_unacknowledged_timeout(_socket: &TcpStream, _timeout: Duration) {}
-
 impl PeerClient {
-    /// Connects to `address` and runs the handshake as `local` (a node, or a tool), whose
-    /// verifier checks the responder's node id and key.
+    /// Connects to `address` over TCP and runs the handshake as `local` (a node, or a
+    /// tool), whose verifier checks the responder's node id and key.
     pub async fn connect(
         address: &str,
         key: &ClusterKey,
         local: &LocalIdentity,
         settings: ClientSettings,
     ) -> Result<Self, NetError> {
+        Self::connect_with(&TcpConnector, address, key, local, settings).await
+    }
+
+    /// Like [`PeerClient::connect`], over the stream `connector` opens.
+    pub async fn connect_with(
+        connector: &dyn Connector,
+        address: &str,
+        key: &ClusterKey,
+        local: &LocalIdentity,
+        settings: ClientSettings,
+    ) -> Result<Self, NetError> {
         let connect = async {
-            let socket = TcpStream::connect(address)
+            let socket = connector
+                .connect(address, &settings)
                 .await
                 .map_err(|source| NetError::Connect {
                     address: address.to_string(),
                     source,
                 })?;
-            let _ = socket.set_nodelay(true);
-            if let Some(timeout) = settings.unacknowledged_timeout {
-                set_unacknowledged_timeout(&socket, timeout);
-            }
             let socket = Watched::new(socket);
             let heard = socket.heard();
             secure::initiate(socket, key, local, settings.eligible, address)

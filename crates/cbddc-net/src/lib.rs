@@ -58,6 +58,7 @@
 
 mod admission;
 mod client;
+mod connector;
 pub mod convert;
 pub mod discovery;
 mod error;
@@ -73,6 +74,7 @@ mod server;
 pub use client::{
     ChangesAsk, ChangesPage, ClientSettings, FeedFrom, PeerClient, PulledPage, PushOutcome,
 };
+pub use connector::{Connector, TcpConnector, Transport};
 pub use error::NetError;
 pub use floors::Floors;
 pub use identity::{LocalIdentity, NodeKey, PeerVerifier, PublicKey};

@@ -289,6 +289,7 @@ impl Runtime {
                 interval: Duration::from_millis(config.sync_interval_ms),
                 limits: PageLimits::default(),
                 client: client_settings(&config),
+                connector: Arc::new(cbddc_net::TcpConnector),
                 fan_out: Arc::new(Semaphore::new(cbddc_sync::FAN_OUT)),
                 duplicates: Default::default(),
                 fold: Arc::new(cbddc_sync::fold::FoldTracker::load(store.as_ref()).await?),
@@ -470,11 +471,12 @@ async fn start_cluster(
         config.node_id.clone(),
         database,
         bootstrap,
-        (
-            ClusterKey::derive(&config.cluster_key),
-            client_settings(config),
+        cluster::Link {
+            key: ClusterKey::derive(&config.cluster_key),
+            client: client_settings(config),
             identity,
-        ),
+            connector: Arc::new(cbddc_net::TcpConnector),
+        },
         cluster::Timers {
             tick: Duration::from_millis(section.tick_ms),
             election_ticks: section.election_timeout_ticks(),

@@ -56,7 +56,14 @@ pub async fn hand_over_to(
     address: &str,
 ) -> Result<Reached, HandoverError> {
     let own = ctx.store.own_replicas();
-    let mut client = PeerClient::connect(address, &ctx.key, &ctx.identity, ctx.client).await?;
+    let mut client = PeerClient::connect_with(
+        ctx.connector.as_ref(),
+        address,
+        &ctx.key,
+        &ctx.identity,
+        ctx.client,
+    )
+    .await?;
     if client.remote_node() != member {
         return Err(HandoverError::Identity {
             address: address.to_string(),

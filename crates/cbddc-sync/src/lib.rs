@@ -28,6 +28,7 @@
 //!     interval: std::time::Duration::from_secs(1),
 //!     limits: cbddc_core::PageLimits::default(),
 //!     client: cbddc_net::ClientSettings::default(),
+//!     connector: Arc::new(cbddc_net::TcpConnector),
 //!     fan_out: Arc::new(tokio::sync::Semaphore::new(cbddc_sync::FAN_OUT)),
 //!     duplicates: Default::default(),
 //!     fold: Arc::new(cbddc_sync::fold::FoldTracker::load(store.as_ref()).await?),

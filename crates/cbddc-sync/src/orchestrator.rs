@@ -61,6 +61,8 @@ pub struct SyncContext {
     pub limits: PageLimits,
     /// How sessions are opened (whether this node says it may lead, timeouts).
     pub client: ClientSettings,
+    /// Opens the stream under every session (TCP for a node; anything else in a test).
+    pub connector: Arc<dyn cbddc_net::Connector>,
     /// Catch-up rounds running at once, at most [`FAN_OUT`].
     pub fan_out: Arc<Semaphore>,
     /// Two live processes under one node id, seen here or told by peers.
@@ -306,8 +308,14 @@ pub async fn run_peer(ctx: SyncContext, peer: KnownPeer, token: CancellationToke
         let attempt = async {
             // Subscribe before catching up, so no write made meanwhile is missed.
             let local = ctx.store.subscribe_local_writes();
-            let mut client =
-                PeerClient::connect(&peer.address, &ctx.key, &ctx.identity, ctx.client).await?;
+            let mut client = PeerClient::connect_with(
+                ctx.connector.as_ref(),
+                &peer.address,
+                &ctx.key,
+                &ctx.identity,
+                ctx.client,
+            )
+            .await?;
             if client.remote_node() != &peer.node_id {
                 return Err(SyncError::Identity {
                     expected: peer.node_id.clone(),
@@ -677,9 +685,15 @@ async fn fetch_snapshot(ctx: &SyncContext, client: &mut PeerClient) -> Result<u6
 /// the entries that followed it. How a newcomer receives the cluster's data before it
 /// joins. Returns the documents and entries applied.
 pub async fn copy_from(ctx: &SyncContext, peer: &NodeId, address: &str) -> Result<u64, String> {
-    let mut client = PeerClient::connect(address, &ctx.key, &ctx.identity, ctx.client)
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut client = PeerClient::connect_with(
+        ctx.connector.as_ref(),
+        address,
+        &ctx.key,
+        &ctx.identity,
+        ctx.client,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     if client.remote_node() != peer {
         return Err(SyncError::Identity {
             expected: peer.clone(),
