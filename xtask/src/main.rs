@@ -142,8 +142,19 @@ const COMPARISONS: &[Comparison] = &[
     },
 ];
 
-fn main() -> Result<()> {
-    match Cli::parse().task {
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse().task) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line with its causes, never a backtrace: this is a report, not a crash.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(task: Task) -> Result<()> {
+    match task {
         // cargo test's own exit code, so CI and scripts see a failing suite as such.
         Task::Test { args } => std::process::exit(test::test(&args)?),
         Task::Modules => {

@@ -2,7 +2,7 @@
 //! ([`TcpConnector`]); a test or a simulation can hand sessions any ordered, reliable
 //! byte stream instead (an in-process pipe, a switch that cuts or freezes links).
 
-use crate::client::ClientSettings;
+use crate::client_settings::ClientSettings;
 use async_trait::async_trait;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};

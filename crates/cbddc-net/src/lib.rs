@@ -58,6 +58,7 @@
 
 mod admission;
 mod client;
+mod client_settings;
 mod connector;
 pub mod convert;
 pub mod discovery;
@@ -71,9 +72,8 @@ pub mod proto;
 pub mod secure;
 mod server;
 
-pub use client::{
-    ChangesAsk, ChangesPage, ClientSettings, FeedFrom, PeerClient, PulledPage, PushOutcome,
-};
+pub use client::{ChangesAsk, ChangesPage, FeedFrom, PeerClient, PulledPage, PushOutcome};
+pub use client_settings::{ClientSettings, LIVENESS, UNACKNOWLEDGED_TIMEOUT};
 pub use connector::{Connector, TcpConnector, Transport};
 pub use error::NetError;
 pub use floors::Floors;

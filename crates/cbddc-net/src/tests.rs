@@ -607,7 +607,7 @@ async fn a_busy_peer_is_waited_for_and_a_silent_one_is_given_up_within_the_liven
         request_timeout: Duration::from_secs(60),
         ..ClientSettings::default()
     };
-    assert_eq!(patient.liveness, Some(crate::client::LIVENESS));
+    assert_eq!(patient.liveness, Some(crate::client_settings::LIVENESS));
     let mut busy = PeerClient::connect(&address, &ClusterKey::derive("k"), &tool(), patient)
         .await
         .unwrap();
@@ -636,7 +636,7 @@ async fn a_busy_peer_is_waited_for_and_a_silent_one_is_given_up_within_the_liven
         .await
         .expect("a silent peer was waited for as long as the request timeout");
     assert!(
-        matches!(given_up, Err(NetError::Timeout { after, .. }) if after == crate::client::LIVENESS),
+        matches!(given_up, Err(NetError::Timeout { after, .. }) if after == crate::client_settings::LIVENESS),
         "{given_up:?}"
     );
     server.stop(Duration::from_secs(5)).await;
