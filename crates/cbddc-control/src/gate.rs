@@ -42,7 +42,7 @@ pub struct WriteGate {
 }
 
 /// Held for the whole of an admitted write.
-type WritePermit<'a> = RwLockReadGuard<'a, GateState>;
+pub type WritePermit<'a> = RwLockReadGuard<'a, GateState>;
 
 impl WriteGate {
     /// A gate in `initial`.

@@ -61,7 +61,8 @@ mod wire;
 pub use command::FramesAnswer;
 pub use data_plane::DataPlane;
 pub use error::ControlPlaneError;
-pub use gate::{GateState, WriteGate, WriteRefused};
+use gate::{GateState, WriteGate};
+pub use gate::{WritePermit, WriteRefused};
 pub use handover::Handover;
 pub use view::{ClusterStatus, ClusterView};
 pub use wire::{
@@ -111,7 +112,7 @@ pub struct ControlPlane {
     commands: Sender<Command>,
     view: watch::Receiver<ClusterView>,
     /// Writes are taken only while this node is a member.
-    pub gate: WriteGate,
+    gate: WriteGate,
     handover: watch::Sender<Option<Handover>>,
     joining: AtomicBool,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -195,6 +196,20 @@ impl ControlPlane {
                 ..view.status.clone()
             }),
         }
+    }
+
+    /// Admits one local write, or says why this node takes none (retired, or not admitted
+    /// yet). Keep the permit until the write committed: a retiring node's gate closes only
+    /// after the writes it admitted, so what it hands over is final.
+    pub async fn admit_write(&self) -> Result<WritePermit<'_>, WriteRefused> {
+        self.gate.enter().await
+    }
+
+    /// Sets the write gate from the view the control thread published, once it is ready
+    /// and before the first write can arrive; from then on it follows the view itself.
+    pub async fn open_gate_from_view(&self) {
+        let initial = self.view.borrow().gate_state();
+        self.gate.set(initial).await;
     }
 
     /// Waits (bounded) until the control thread has opened its state, so the write gate

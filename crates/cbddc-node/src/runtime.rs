@@ -488,8 +488,7 @@ async fn start_cluster(
         return Err(e.into());
     }
     // The gate is right before the first write can arrive; then it follows the view.
-    let initial = plane.watch().borrow().gate_state();
-    plane.gate.set(initial).await;
+    plane.open_gate_from_view().await;
     plane.spawn(plane.clone().follow_membership(sync.clone(), pins));
     let mut view = plane.watch();
     let local = config.node_id.clone();

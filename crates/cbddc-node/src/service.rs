@@ -145,7 +145,7 @@ impl NodeService {
         writes: Vec<LocalWrite>,
     ) -> Result<Vec<OplogEntry>, NodeError> {
         let _permit = match &self.cluster {
-            Some(cluster) => Some(cluster.gate.enter().await?),
+            Some(cluster) => Some(cluster.admit_write().await?),
             None => None,
         };
         Ok(self.store.write(writes).await?)
