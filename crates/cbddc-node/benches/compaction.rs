@@ -66,16 +66,29 @@ async fn overwrite(
     }
     let wrote = started.elapsed();
     let settle = Instant::now();
+    let status = settled(&node, |s| s.compaction.collectable == 0).await;
+    node.shutdown().await;
+    (
+        status.oplog_entries,
+        status.documents,
+        wrote,
+        settle.elapsed(),
+    )
+}
+
+/// Polls the node's status until `done` says compaction finished (bounded).
+async fn settled(
+    node: &Node,
+    done: impl Fn(&cbddc_node::NodeStatus) -> bool,
+) -> cbddc_node::NodeStatus {
+    let started = Instant::now();
     loop {
         let status = node.status().await.unwrap();
-        if status.compaction.collectable == 0 {
-            let entries = status.oplog_entries;
-            let documents = status.documents;
-            node.shutdown().await;
-            return (entries, documents, wrote, settle.elapsed());
+        if done(&status) {
+            return status;
         }
         assert!(
-            settle.elapsed() < Duration::from_secs(600),
+            started.elapsed() < Duration::from_secs(600),
             "compaction never caught up"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -101,22 +114,15 @@ async fn deleted(dir: &std::path::Path, keys: usize, feed_retention_ms: u64) -> 
             .collect();
         node.write(deletes).await.unwrap();
     }
-    let settle = Instant::now();
-    loop {
-        let status = node.status().await.unwrap();
-        let kept = status.feed.feed_entries;
-        // Without a retention, the deletes leave the feed one round after compaction.
-        let settled = feed_retention_ms > 0 || kept == 0;
-        if status.oplog_entries == 0 && status.compaction.collectable == 0 && settled {
-            node.shutdown().await;
-            return (kept, database_bytes(dir, "deleter"));
-        }
-        assert!(
-            settle.elapsed() < Duration::from_secs(600),
-            "compaction never caught up"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Without a retention, the deletes leave the feed one round after compaction.
+    let status = settled(&node, |s| {
+        s.oplog_entries == 0
+            && s.compaction.collectable == 0
+            && (feed_retention_ms > 0 || s.feed.feed_entries == 0)
+    })
+    .await;
+    node.shutdown().await;
+    (status.feed.feed_entries, database_bytes(dir, "deleter"))
 }
 
 async fn fresh(dir: &std::path::Path, keys: usize) {

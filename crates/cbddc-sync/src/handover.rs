@@ -6,8 +6,8 @@
 
 use crate::SyncContext;
 use cbddc_core::{NodeId, ReplicaId, StorageError, VersionVector};
+use cbddc_net::NetError;
 use cbddc_net::proto::ErrorCode;
-use cbddc_net::{NetError, PeerClient};
 
 /// Pages pushed to one member in one attempt at most.
 const MAX_PAGES: usize = 100_000;
@@ -56,14 +56,7 @@ pub async fn hand_over_to(
     address: &str,
 ) -> Result<Reached, HandoverError> {
     let own = ctx.store.own_replicas();
-    let mut client = PeerClient::connect_with(
-        ctx.connector.as_ref(),
-        address,
-        &ctx.key,
-        &ctx.identity,
-        ctx.client,
-    )
-    .await?;
+    let mut client = ctx.dial(address).await?;
     if client.remote_node() != member {
         return Err(HandoverError::Identity {
             address: address.to_string(),

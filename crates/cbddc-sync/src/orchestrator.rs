@@ -95,6 +95,21 @@ pub struct SyncOrchestrator {
     token: CancellationToken,
 }
 
+impl SyncContext {
+    /// Opens a session with the node at `address`, through this context's connector, as
+    /// this node, with the cluster key in force.
+    pub async fn dial(&self, address: &str) -> Result<PeerClient, NetError> {
+        PeerClient::connect_with(
+            self.connector.as_ref(),
+            address,
+            &self.key,
+            &self.identity,
+            self.client,
+        )
+        .await
+    }
+}
+
 impl SyncOrchestrator {
     /// An orchestrator with no peer yet (see `set_known` and friends), stopped by `token`.
     pub fn new(context: SyncContext, token: CancellationToken) -> Self {
@@ -308,14 +323,7 @@ pub async fn run_peer(ctx: SyncContext, peer: KnownPeer, token: CancellationToke
         let attempt = async {
             // Subscribe before catching up, so no write made meanwhile is missed.
             let local = ctx.store.subscribe_local_writes();
-            let mut client = PeerClient::connect_with(
-                ctx.connector.as_ref(),
-                &peer.address,
-                &ctx.key,
-                &ctx.identity,
-                ctx.client,
-            )
-            .await?;
+            let mut client = ctx.dial(&peer.address).await?;
             if client.remote_node() != &peer.node_id {
                 return Err(SyncError::Identity {
                     expected: peer.node_id.clone(),
@@ -685,15 +693,7 @@ async fn fetch_snapshot(ctx: &SyncContext, client: &mut PeerClient) -> Result<u6
 /// the entries that followed it. How a newcomer receives the cluster's data before it
 /// joins. Returns the documents and entries applied.
 pub async fn copy_from(ctx: &SyncContext, peer: &NodeId, address: &str) -> Result<u64, String> {
-    let mut client = PeerClient::connect_with(
-        ctx.connector.as_ref(),
-        address,
-        &ctx.key,
-        &ctx.identity,
-        ctx.client,
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    let mut client = ctx.dial(address).await.map_err(|e| e.to_string())?;
     if client.remote_node() != peer {
         return Err(SyncError::Identity {
             expected: peer.clone(),
