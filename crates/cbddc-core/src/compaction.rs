@@ -129,13 +129,17 @@ pub struct SnapshotProgress {
     pub source: NodeId,
     /// What it stands for.
     pub version_vector: VersionVector,
-    /// The last `(collection, key)` staged; `None` before the first chunk.
+    /// The last `(collection, key)` received; `None` before the first chunk.
     pub after: Option<(String, String)>,
-    /// Documents staged so far.
+    /// Documents received so far.
     pub staged: u64,
     /// The greatest stamp staged, as `(wall, counter)`: the clock moves past it.
     #[serde(default)]
     pub latest: Option<(u64, u32)>,
+    /// Documents the chunks applied so far changed (written, or removed as deleted at the
+    /// source).
+    #[serde(default)]
+    pub changed: u64,
 }
 
 #[cfg(test)]

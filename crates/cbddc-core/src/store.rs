@@ -249,21 +249,27 @@ pub trait DocumentStore: Send + Sync + std::fmt::Debug {
     /// The snapshot being received, if one was started and not finished.
     async fn snapshot_progress(&self) -> Result<Option<SnapshotProgress>, StorageError>;
 
-    /// Stages a chunk of a snapshot from `source`, durably, without touching documents.
-    /// With `version_vector` (the first chunk) any earlier staged snapshot is dropped;
-    /// without, the chunk must follow the staged progress from the same source.
-    async fn stage_snapshot(
+    /// Applies a chunk of a snapshot from `source` in a transaction of its own, with its
+    /// progress (a crash resumes after it): every document by last-writer-wins (never
+    /// over a newer write of this store), and a document this store holds in the chunk's
+    /// key range whose write the snapshot's version vector covers but which the chunk
+    /// lacks was deleted and collected at the source, so it goes. The version vector is
+    /// not merged yet ([`DocumentStore::finish_snapshot`]): a partial snapshot is like
+    /// entries taken ahead of their oplog, which last-writer-wins makes harmless. With
+    /// `version_vector` (the first chunk) any snapshot in progress is dropped; without,
+    /// the chunk must follow the progress from the same source. A chunk with an invalid
+    /// document, one out of order or a stamp beyond the clock's drift is refused whole.
+    async fn apply_snapshot_chunk(
         &self,
         source: NodeId,
         version_vector: Option<VersionVector>,
         documents: Vec<SnapshotDocument>,
     ) -> Result<SnapshotProgress, StorageError>;
 
-    /// Applies the staged snapshot in one transaction: every document by last-writer-wins
-    /// (never over a newer write of this store); a document this store holds whose write
-    /// the snapshot's version vector covers but which the snapshot lacks was deleted and
-    /// collected at the source, so it goes here too; the version vector merges the
-    /// snapshot's. Returns the documents the snapshot changed.
+    /// Ends the snapshot from `source` after its last chunk, in one durable transaction:
+    /// removes what it covers but lacks after its last document, and merges its version
+    /// vector (this store then holds no entries up to it). Returns the documents the
+    /// whole snapshot changed.
     async fn finish_snapshot(&self, source: NodeId) -> Result<u64, StorageError>;
 
     /// Entries of local writes, as they commit. A receiver that lags should fall back to

@@ -139,14 +139,14 @@ impl DocumentStore for MeteredStore {
         self.inner.snapshot_progress().await
     }
 
-    async fn stage_snapshot(
+    async fn apply_snapshot_chunk(
         &self,
         source: NodeId,
         version_vector: Option<VersionVector>,
         documents: Vec<SnapshotDocument>,
     ) -> Result<SnapshotProgress, StorageError> {
         self.inner
-            .stage_snapshot(source, version_vector, documents)
+            .apply_snapshot_chunk(source, version_vector, documents)
             .await
     }
 

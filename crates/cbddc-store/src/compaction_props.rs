@@ -102,7 +102,7 @@ impl World {
                     };
                     first = false;
                     let progress = sink
-                        .stage_snapshot(name(from), vv, chunk.documents)
+                        .apply_snapshot_chunk(name(from), vv, chunk.documents)
                         .await
                         .unwrap();
                     after = progress.after;

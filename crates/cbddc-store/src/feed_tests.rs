@@ -243,7 +243,7 @@ async fn a_snapshot_that_changes_documents_makes_earlier_consumers_resync() {
     };
     let source = NodeId::new("b").unwrap();
     store
-        .stage_snapshot(source.clone(), Some(vv), vec![doc])
+        .apply_snapshot_chunk(source.clone(), Some(vv), vec![doc])
         .await
         .unwrap();
     assert_eq!(store.finish_snapshot(source).await.unwrap(), 1);

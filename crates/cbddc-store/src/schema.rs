@@ -200,6 +200,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     INSERT INTO meta (key, value)
         SELECT 'feed_oldest', COALESCE((SELECT MAX(position) FROM changes), 0)
         WHERE EXISTS (SELECT 1 FROM oplog_collected);",
+    // 13: snapshots are applied chunk by chunk as they arrive, no longer staged whole
+    // first (see `snapshot`): a snapshot staged by an older release is dropped, and
+    // starts again from its first chunk.
+    "DROP TABLE snapshot_documents;
+    DELETE FROM meta WHERE key = 'snapshot';",
 ];
 
 /// The schema version this build writes.

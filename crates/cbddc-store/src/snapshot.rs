@@ -1,9 +1,21 @@
-//! Snapshots: read in chunks on a read connection at the source; staged chunk by chunk
-//! at the receiver (each chunk its own small transaction, with the progress, so a crash
-//! resumes where it stopped), then applied in one transaction.
+//! Snapshots: read in chunks on a read connection at the source; applied chunk by chunk
+//! at the receiver, each document written once, straight into `documents` by
+//! last-writer-wins, in a transaction of its own with the progress (so a crash resumes
+//! where it stopped).
+//!
+//! Nothing a partial snapshot leaves can be mistaken for a complete one: the version
+//! vector the snapshot stands for is merged only by [`finish`], after the last chunk.
+//! Until then the documents applied are like entries pulled ahead of their oplog: each
+//! won or lost by its stamp, the node still counts itself as lacking their entries and
+//! takes them (or the snapshot again) later, which last-writer-wins makes harmless. A
+//! document the receiver holds, whose writing entry the snapshot's vector covers but
+//! which the snapshot lacks, was deleted and collected at the source: it goes, range by
+//! range as the chunks pass over its key, and for the range after the last chunk in
+//! [`finish`].
 
 use crate::batch_apply::{ROWS, multi_row};
 use crate::error::{SqlContext, StoreError};
+use crate::rows::QUEUE_TOMBSTONE;
 use crate::rows::corrupt;
 use crate::rows::stamp;
 use cbddc_core::{
@@ -112,19 +124,23 @@ fn save_progress(conn: &Connection, progress: &SnapshotProgress) -> Result<(), S
         .map_err(sql("recording the snapshot in progress"))
 }
 
-/// Drops a staged snapshot.
+/// Forgets the snapshot in progress.
 pub(crate) fn clear(conn: &Connection) -> Result<(), StorageError> {
-    conn.execute_batch("DELETE FROM snapshot_documents; DELETE FROM meta WHERE key = 'snapshot';")
-        .map_err(sql("dropping a staged snapshot"))
+    conn.execute_batch("DELETE FROM meta WHERE key = 'snapshot';")
+        .map_err(sql("dropping a snapshot in progress"))
 }
 
-/// Stages one chunk; the documents are already validated by the caller.
-pub(crate) fn stage(
+/// Applies one chunk (see the module docs); the documents are validated by the caller,
+/// and take feed position `position` if they change anything. With `version_vector`
+/// (the first chunk) any snapshot in progress is dropped; without, the chunk must follow
+/// the progress from the same source. Returns the progress and the documents changed.
+pub(crate) fn apply_chunk(
     conn: &Connection,
     source: &NodeId,
     version_vector: Option<VersionVector>,
     documents: &[SnapshotDocument],
-) -> Result<SnapshotProgress, StorageError> {
+    position: i64,
+) -> Result<(SnapshotProgress, u64), StorageError> {
     let mut progress = match version_vector {
         Some(version_vector) => {
             clear(conn)?;
@@ -134,13 +150,14 @@ pub(crate) fn stage(
                 after: None,
                 staged: 0,
                 latest: None,
+                changed: 0,
             }
         }
         None => match progress(conn)? {
             Some(p) if &p.source == source => p,
             Some(p) => {
                 return Err(StorageError::Backend {
-                    operation: "staging a snapshot",
+                    operation: "applying a snapshot chunk",
                     message: format!(
                         "the snapshot in progress comes from {}, not {source}; start again",
                         p.source
@@ -149,12 +166,13 @@ pub(crate) fn stage(
             }
             None => {
                 return Err(StorageError::Backend {
-                    operation: "staging a snapshot",
+                    operation: "applying a snapshot chunk",
                     message: "no snapshot is in progress; start with its first chunk".into(),
                 });
             }
         },
     };
+    let from = progress.after.clone();
     for doc in documents {
         let place = (doc.collection.as_str(), doc.key.as_str());
         if progress
@@ -176,136 +194,251 @@ pub(crate) fn stage(
             progress.latest = Some(stamp);
         }
     }
-    stage_rows(conn, documents).map_err(sql("staging a snapshot document"))?;
+    // Before this chunk's own rows exist: a receiver that held nothing there reads nothing.
+    let mut changed = match &progress.after {
+        Some(upto) if !documents.is_empty() => remove_absent(
+            conn,
+            &progress.version_vector,
+            from.as_ref(),
+            Some(upto),
+            documents,
+        )?,
+        _ => 0,
+    };
+    changed +=
+        write_documents(conn, documents, position).map_err(sql("applying a snapshot chunk"))?;
+    progress.changed += changed;
     save_progress(conn, &progress)?;
-    Ok(progress)
+    Ok((progress, changed))
 }
 
-/// Inserts the documents into `snapshot_documents`, [`ROWS`] to a statement.
-fn stage_rows(conn: &Connection, documents: &[SnapshotDocument]) -> rusqlite::Result<()> {
-    const STAGE: &str = "INSERT INTO snapshot_documents
-         (collection, key, value, hlc_wall, hlc_counter, hlc_node, seq)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
-    static MULTI: OnceLock<String> = OnceLock::new();
-    // The columns that are not stored as the document holds them.
-    let numbers: Vec<(i64, i64, &str)> = documents
-        .iter()
-        .map(|d| {
-            (
-                i64::try_from(d.hlc.wall_ms).unwrap_or(i64::MAX),
-                i64::try_from(d.seq).unwrap_or(i64::MAX),
-                d.hlc.replica.as_str(),
-            )
-        })
-        .collect();
-    fn row<'a>(
-        (d, (wall, seq, replica)): (&'a SnapshotDocument, &'a (i64, i64, &'a str)),
-    ) -> [&'a dyn ToSql; 7] {
-        [
-            &d.collection,
-            &d.key,
-            &d.value,
-            wall,
-            &d.hlc.counter,
-            replica,
-            seq,
-        ]
-    }
-    let mut values: Vec<&dyn ToSql> = Vec::with_capacity(ROWS * 7);
-    for (docs, numbers) in documents.chunks(ROWS).zip(numbers.chunks(ROWS)) {
-        if docs.len() == ROWS {
-            values.clear();
-            values.extend(docs.iter().zip(numbers).flat_map(row));
-            conn.prepare_cached(multi_row(&MULTI, STAGE))?
-                .execute(&values[..])?;
-        } else {
-            let mut insert = conn.prepare_cached(STAGE)?;
-            for one in docs.iter().zip(numbers) {
-                insert.execute(&row(one)[..])?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Applies the staged snapshot (see `DocumentStore::finish_snapshot`): returns the
-/// progress it applied and the documents it changed. The caller merges the version
-/// vector into its own and records what it stepped over.
-pub(crate) fn apply(
+/// Ends the snapshot from `source` once its last chunk is applied: removes what it
+/// covers but lacks after its last document, and returns its progress (whose version
+/// vector the caller merges, in the same transaction; `changed` counts the removals here
+/// too) and the documents removed here.
+pub(crate) fn finish(
     conn: &Connection,
     source: &NodeId,
 ) -> Result<(SnapshotProgress, u64), StorageError> {
-    let progress = match progress(conn)? {
+    let mut progress = match progress(conn)? {
         Some(p) if &p.source == source => p,
         _ => {
             return Err(StorageError::Backend {
-                operation: "applying a snapshot",
-                message: format!("no snapshot from {source} is staged"),
+                operation: "finishing a snapshot",
+                message: format!("no snapshot from {source} is in progress"),
             });
         }
     };
-    conn.execute_batch(
-        "CREATE TEMP TABLE IF NOT EXISTS snapshot_vv (origin TEXT PRIMARY KEY, seq INTEGER NOT NULL);
-         DELETE FROM temp.snapshot_vv;",
-    )
-    .map_err(sql("preparing a snapshot's version vector"))?;
-    {
-        let mut insert = conn
-            .prepare_cached("INSERT INTO temp.snapshot_vv (origin, seq) VALUES (?1, ?2)")
-            .map_err(sql("preparing a snapshot's version vector"))?;
-        for (origin, seq) in progress.version_vector.iter() {
-            insert
-                .execute(params![
-                    origin.as_str(),
-                    i64::try_from(seq).unwrap_or(i64::MAX)
-                ])
-                .map_err(sql("recording a snapshot's version vector"))?;
+    let removed = remove_absent(
+        conn,
+        &progress.version_vector,
+        progress.after.as_ref(),
+        None,
+        &[],
+    )?;
+    progress.changed += removed;
+    clear(conn)?;
+    Ok((progress, removed))
+}
+
+/// Removes the documents with a key in `(from, upto]` (`None`: unbounded) whose writing
+/// entry `covered` covers and that `present` (sorted by place) lacks: deleted and
+/// collected at the source. The delete trigger queues their entries for compaction.
+fn remove_absent(
+    conn: &Connection,
+    covered: &VersionVector,
+    from: Option<&(String, String)>,
+    upto: Option<&(String, String)>,
+    present: &[SnapshotDocument],
+) -> Result<u64, StorageError> {
+    const OP: &str = "removing documents a snapshot deleted";
+    let (from_collection, from_key) = from.map_or(("", ""), |(c, k)| (c.as_str(), k.as_str()));
+    let (upto_collection, upto_key) = match upto {
+        Some((c, k)) => (Some(c.as_str()), Some(k.as_str())),
+        None => (None, None),
+    };
+    let held: Vec<(String, String, String, i64)> = {
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT collection, key, hlc_node, seq FROM documents
+                 WHERE (collection, key) > (?1, ?2)
+                   AND (?3 IS NULL OR (collection, key) <= (?3, ?4))
+                   AND seq IS NOT NULL",
+            )
+            .map_err(sql(OP))?;
+        let rows = stmt
+            .query_map(
+                params![from_collection, from_key, upto_collection, upto_key],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .map_err(sql(OP))?;
+        rows.collect::<Result<_, _>>().map_err(sql(OP))?
+    };
+    let mut remove = conn
+        .prepare_cached("DELETE FROM documents WHERE collection = ?1 AND key = ?2")
+        .map_err(sql(OP))?;
+    let mut removed = 0;
+    for (collection, key, replica, seq) in held {
+        let in_snapshot = present
+            .binary_search_by(|d| {
+                (d.collection.as_str(), d.key.as_str()).cmp(&(collection.as_str(), key.as_str()))
+            })
+            .is_ok();
+        let written_before = cbddc_core::ReplicaId::new(&replica)
+            .is_ok_and(|r| u64::try_from(seq).is_ok_and(|s| s <= covered.get(&r)));
+        if !in_snapshot && written_before {
+            removed += remove.execute(params![collection, key]).map_err(sql(OP))? as u64;
         }
     }
-    // Deleted and collected at the source: held here, covered by the snapshot, absent
-    // from it. Decided before the upsert, which may bring rows of those keys back.
-    let removed = conn
-        .execute(
-            "DELETE FROM documents WHERE seq IS NOT NULL
-                 AND seq <= (SELECT v.seq FROM temp.snapshot_vv v WHERE v.origin = documents.hlc_node)
-                 AND NOT EXISTS (SELECT 1 FROM snapshot_documents s
-                     WHERE s.collection = documents.collection AND s.key = documents.key)",
-            [],
-        )
-        .map_err(sql("removing documents the snapshot deleted"))?;
-    // The winners the snapshot displaces are superseded, like any overwritten entry.
-    conn.execute(
-        "INSERT OR REPLACE INTO collectable (origin, seq, position, tombstone)
-             SELECT d.hlc_node, d.seq, d.position, 0 FROM snapshot_documents s JOIN documents d
-                 ON d.collection = s.collection AND d.key = s.key
-             WHERE d.seq IS NOT NULL
-               AND (s.hlc_wall, s.hlc_counter, s.hlc_node) > (d.hlc_wall, d.hlc_counter, d.hlc_node)",
-        [],
-    )
-    .map_err(sql("queuing what a snapshot supersedes"))?;
-    let changed = conn
-        .execute(
-            "INSERT INTO documents (collection, key, value, hlc_wall, hlc_counter, hlc_node, seq, position)
-                 SELECT collection, key, value, hlc_wall, hlc_counter, hlc_node, NULLIF(seq, 0), NULL
-                 FROM snapshot_documents WHERE true
-             ON CONFLICT (collection, key) DO UPDATE SET value = excluded.value,
-                 hlc_wall = excluded.hlc_wall, hlc_counter = excluded.hlc_counter,
-                 hlc_node = excluded.hlc_node, seq = excluded.seq, position = NULL
-             WHERE (excluded.hlc_wall, excluded.hlc_counter, excluded.hlc_node)
-                 > (documents.hlc_wall, documents.hlc_counter, documents.hlc_node)",
-            [],
-        )
-        .map_err(sql("applying a snapshot"))?;
-    // The tombstones that won are queued for compaction like any winning delete.
-    conn.execute(
-        "INSERT OR REPLACE INTO collectable (origin, seq, position, tombstone)
-             SELECT d.hlc_node, d.seq, NULL, 1 FROM snapshot_documents s JOIN documents d
-                 ON d.collection = s.collection AND d.key = s.key
-                AND d.hlc_node = s.hlc_node AND d.seq = s.seq
-             WHERE s.value IS NULL AND s.seq > 0",
-        [],
-    )
-    .map_err(sql("queuing a snapshot's tombstones"))?;
-    clear(conn)?;
-    Ok((progress, (removed + changed) as u64))
+    Ok(removed)
+}
+
+/// The document row a snapshot document writes: its columns, with the sequence number
+/// unknown (`None`) when the source did not know it.
+struct SnapshotRow<'a> {
+    doc: &'a SnapshotDocument,
+    replica: &'a str,
+    wall: i64,
+    seq: Option<i64>,
+}
+
+impl<'a> SnapshotRow<'a> {
+    fn of(doc: &'a SnapshotDocument) -> Self {
+        Self {
+            doc,
+            replica: doc.hlc.replica.as_str(),
+            wall: i64::try_from(doc.hlc.wall_ms).unwrap_or(i64::MAX),
+            seq: (doc.seq > 0).then(|| i64::try_from(doc.seq).unwrap_or(i64::MAX)),
+        }
+    }
+}
+
+/// Writes the chunk's documents by last-writer-wins, [`ROWS`] to a statement while every
+/// key is new (a newcomer: one insert each); a key held already is settled row by row.
+/// Returns the documents changed.
+fn write_documents(
+    conn: &Connection,
+    documents: &[SnapshotDocument],
+    position: i64,
+) -> rusqlite::Result<u64> {
+    const INSERT: &str = "INSERT OR IGNORE INTO documents
+         (collection, key, value, hlc_wall, hlc_counter, hlc_node, seq, position)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+    static MULTI: OnceLock<String> = OnceLock::new();
+    let rows: Vec<SnapshotRow<'_>> = documents.iter().map(SnapshotRow::of).collect();
+    fn columns<'a>(r: &'a SnapshotRow<'_>, position: &'a i64) -> [&'a dyn ToSql; 8] {
+        [
+            &r.doc.collection,
+            &r.doc.key,
+            &r.doc.value,
+            &r.wall,
+            &r.doc.hlc.counter,
+            &r.replica,
+            &r.seq,
+            position,
+        ]
+    }
+    let mut changed = 0;
+    let mut values: Vec<&dyn ToSql> = Vec::with_capacity(ROWS * 8);
+    let mut tombstone = conn.prepare_cached(QUEUE_TOMBSTONE)?;
+    for chunk in rows.chunks(ROWS) {
+        let all_inserted = chunk.len() == ROWS && {
+            values.clear();
+            values.extend(chunk.iter().flat_map(|r| columns(r, &position)));
+            conn.prepare_cached(multi_row(&MULTI, INSERT))?
+                .execute(&values[..])?
+                == ROWS
+        };
+        for row in chunk {
+            let won = all_inserted || settle(conn, row, position, chunk.len() == ROWS)?;
+            if won {
+                changed += 1;
+                if let (None, Some(seq)) = (&row.doc.value, row.seq) {
+                    tombstone.execute(params![
+                        row.doc.hlc.replica.as_str(),
+                        seq,
+                        Option::<i64>::None
+                    ])?;
+                }
+            }
+        }
+    }
+    Ok(changed)
+}
+
+/// Writes one row unless its key holds a newer (or the same) write; a displaced winner
+/// that came from an oplog entry is queued for compaction. With `tried`, the row's
+/// insert was tried already (in a multi-row statement) and may have been the one that
+/// inserted it. Whether the row won.
+fn settle(
+    conn: &Connection,
+    row: &SnapshotRow<'_>,
+    position: i64,
+    tried: bool,
+) -> rusqlite::Result<bool> {
+    let doc = row.doc;
+    // The stamp, the writing entry's sequence number and the change position it holds.
+    type Held = (i64, u32, String, Option<i64>, Option<i64>);
+    let held: Option<Held> = conn
+        .prepare_cached(
+            "SELECT hlc_wall, hlc_counter, hlc_node, seq, position FROM documents
+             WHERE collection = ?1 AND key = ?2",
+        )?
+        .query_row(params![doc.collection, doc.key], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .optional()?;
+    let Some((wall, counter, replica, seq, held_position)) = held else {
+        let inserted = conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO documents
+                 (collection, key, value, hlc_wall, hlc_counter, hlc_node, seq, position)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                doc.collection,
+                doc.key,
+                doc.value,
+                row.wall,
+                doc.hlc.counter,
+                doc.hlc.replica.as_str(),
+                row.seq,
+                position
+            ])?;
+        return Ok(inserted == 1);
+    };
+    let ours = (row.wall, doc.hlc.counter, doc.hlc.replica.as_str());
+    if tried
+        && (wall, counter, replica.as_str(), seq) == (ours.0, ours.1, ours.2, row.seq)
+        && held_position == Some(position)
+    {
+        // The multi-row statement inserted it.
+        return Ok(true);
+    }
+    if ours <= (wall, counter, replica.as_str()) {
+        return Ok(false);
+    }
+    conn.prepare_cached(
+        "UPDATE documents SET value = ?3, hlc_wall = ?4, hlc_counter = ?5, hlc_node = ?6,
+             seq = ?7, position = ?8
+         WHERE collection = ?1 AND key = ?2",
+    )?
+    .execute(params![
+        doc.collection,
+        doc.key,
+        doc.value,
+        row.wall,
+        doc.hlc.counter,
+        doc.hlc.replica.as_str(),
+        row.seq,
+        position
+    ])?;
+    if let Some(seq) = seq {
+        conn.prepare_cached(
+            "INSERT OR REPLACE INTO collectable (origin, seq, position, tombstone)
+             VALUES (?1, ?2, ?3, 0)",
+        )?
+        .execute(params![replica, seq, held_position])?;
+    }
+    Ok(true)
 }

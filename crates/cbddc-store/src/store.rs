@@ -366,7 +366,7 @@ impl DocumentStore for SqliteStore {
         self.readers.read(crate::snapshot::progress).await
     }
 
-    async fn stage_snapshot(
+    async fn apply_snapshot_chunk(
         &self,
         source: NodeId,
         version_vector: Option<VersionVector>,

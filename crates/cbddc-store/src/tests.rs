@@ -968,7 +968,7 @@ async fn a_snapshot_removes_what_it_covers_but_lacks_and_keeps_the_rest() {
     let mut vv = VersionVector::default();
     vv.advance(&r("a"), 8);
     store
-        .stage_snapshot(
+        .apply_snapshot_chunk(
             id("a"),
             Some(vv),
             vec![snapshot_doc("k1", 1), snapshot_doc("k3", 3)],
@@ -976,7 +976,7 @@ async fn a_snapshot_removes_what_it_covers_but_lacks_and_keeps_the_rest() {
         .await
         .unwrap();
     store
-        .stage_snapshot(id("a"), None, vec![snapshot_doc("k5", 5)])
+        .apply_snapshot_chunk(id("a"), None, vec![snapshot_doc("k5", 5)])
         .await
         .unwrap();
     store.finish_snapshot(id("a")).await.unwrap();
@@ -1093,7 +1093,9 @@ async fn a_hostile_snapshot_chunk_is_refused_whole_and_stages_nothing() {
         vec![doc("k1", Some("1"), now), doc("k2", None, far_future)],
         vec![doc("k2", Some("1"), now), doc("k1", Some("1"), now)],
     ] {
-        let refused = store.stage_snapshot(id("a"), Some(vv.clone()), chunk).await;
+        let refused = store
+            .apply_snapshot_chunk(id("a"), Some(vv.clone()), chunk)
+            .await;
         assert!(refused.is_err(), "{refused:?}");
         assert_eq!(store.snapshot_progress().await.unwrap(), None);
     }
@@ -1480,4 +1482,97 @@ async fn a_full_store_serves_a_filtered_receiver_only_its_collections_and_covers
     assert!(filtered.list("x", None, 10).await.unwrap().is_empty());
     full.close().await;
     filtered.close().await;
+}
+
+/// What the chunk-by-chunk apply adds: a crash between the last chunk and the version
+/// vector leaves documents that look like a partial catch-up (the vector not merged, the
+/// snapshot shown in progress), and finishing after the restart completes it.
+#[tokio::test]
+async fn a_crash_between_the_last_chunk_and_the_vector_leaves_a_partial_catch_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), "b").await;
+    let now = cbddc_core::unix_millis();
+    let doc = |key: &str, seq: u64| SnapshotDocument {
+        collection: "c".into(),
+        key: key.into(),
+        value: Some("1".into()),
+        hlc: Hlc {
+            wall_ms: now,
+            counter: 0,
+            replica: r("a"),
+        },
+        seq,
+    };
+    let mut vv = VersionVector::default();
+    vv.advance(&r("a"), 3);
+    store
+        .apply_snapshot_chunk(id("a"), Some(vv), vec![doc("k1", 1), doc("k2", 2)])
+        .await
+        .unwrap();
+    store
+        .apply_snapshot_chunk(id("a"), None, vec![doc("k3", 3)])
+        .await
+        .unwrap();
+    // The process dies here, before `finish_snapshot`.
+    store.close().await;
+
+    let store = open(dir.path(), "b").await;
+    assert_eq!(all_docs(&store).await.len(), 3, "the chunks applied stay");
+    assert_eq!(
+        store.version_vector().await.unwrap().get(&r("a")),
+        0,
+        "nothing claims the snapshot's entries yet"
+    );
+    let progress = store.snapshot_progress().await.unwrap().unwrap();
+    assert_eq!(
+        (progress.staged, progress.after),
+        (3, Some(("c".into(), "k3".into())))
+    );
+    // The source has nothing after k3: the resumed snapshot ends at once.
+    store
+        .apply_snapshot_chunk(id("a"), None, Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(store.finish_snapshot(id("a")).await.unwrap(), 3);
+    assert_eq!(store.version_vector().await.unwrap().get(&r("a")), 3);
+    assert_eq!(store.snapshot_progress().await.unwrap(), None);
+    store.close().await;
+}
+
+/// A chunk moves the clock past its stamps before it commits: a local write made while
+/// the snapshot is still arriving wins over the document the chunk brought.
+#[tokio::test]
+async fn a_local_write_during_a_snapshot_wins_over_a_document_it_brought() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), "b").await;
+    let ahead = cbddc_core::unix_millis() + 20_000;
+    let mut vv = VersionVector::default();
+    vv.advance(&r("a"), 1);
+    store
+        .apply_snapshot_chunk(
+            id("a"),
+            Some(vv),
+            vec![SnapshotDocument {
+                collection: "c".into(),
+                key: "k".into(),
+                value: Some("\"theirs\"".into()),
+                hlc: Hlc {
+                    wall_ms: ahead,
+                    counter: 0,
+                    replica: r("a"),
+                },
+                seq: 1,
+            }],
+        )
+        .await
+        .unwrap();
+    store
+        .write(vec![LocalWrite::put("c", "k", "\"mine\"")])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get("c", "k").await.unwrap().unwrap().value,
+        "\"mine\""
+    );
+    store.close().await;
 }

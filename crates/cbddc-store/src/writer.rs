@@ -361,8 +361,9 @@ impl Writer {
                 documents,
                 reply,
             } => {
-                // A staged chunk lost to a power cut is fetched again (its position goes
-                // with it), so staging need not wait for the disk; the apply does.
+                // A chunk lost to a power cut is fetched again (the progress goes with it),
+                // so a chunk need not wait for the disk; the last step does, and its flush
+                // makes every chunk before it durable too (one write-ahead log).
                 let relaxed = self.conn.durability() == cbddc_core::Durability::Full;
                 if relaxed {
                     let _ = self
@@ -370,28 +371,64 @@ impl Writer {
                         .hold()
                         .execute_batch("PRAGMA synchronous = NORMAL");
                 }
-                let done = self.alone(false, |writer, conn| {
+                let change_before = self.last_change;
+                let done = self.alone(true, |writer, conn| {
                     let documents = writer.admit_snapshot(documents)?;
-                    crate::snapshot::stage(conn, &source, version_vector, &documents)
+                    let position = to_i64(writer.last_change + 1, "a change position")?;
+                    let (progress, changed) = crate::snapshot::apply_chunk(
+                        conn,
+                        &source,
+                        version_vector,
+                        &documents,
+                        position,
+                    )?;
+                    if let Some((wall, counter)) = progress.latest {
+                        // Before any local write could stamp below what this node holds.
+                        writer.clock.restore(wall, counter);
+                    }
+                    writer.took_snapshot_position(conn, changed)?;
+                    Ok(progress)
                 });
                 if relaxed
                     && let Err(e) = self.conn.hold().execute_batch("PRAGMA synchronous = FULL")
                 {
-                    tracing::error!(error = %e, "cannot restore synchronous = FULL after staging a snapshot chunk");
+                    tracing::error!(error = %e, "cannot restore synchronous = FULL after a snapshot chunk");
                 }
+                self.settle_change(change_before, done.is_ok());
                 let _ = reply.send(done);
             }
             Solo::FinishSnapshot { source, reply } => {
                 let change_before = self.last_change;
                 let done = self.alone(true, |writer, conn| writer.finish_snapshot(conn, &source));
-                if done.is_err() {
-                    self.last_change = change_before;
-                } else if self.last_change != change_before {
-                    self.change_tx.send_replace(self.last_change);
-                }
+                self.settle_change(change_before, done.is_ok());
                 let _ = reply.send(done);
             }
         }
+    }
+
+    /// After work that may have taken a change position: put it back if the work rolled
+    /// back, or tell the feed's watchers.
+    fn settle_change(&mut self, before: u64, committed: bool) {
+        if !committed {
+            self.last_change = before;
+        } else if self.last_change != before {
+            self.change_tx.send_replace(self.last_change);
+        }
+    }
+
+    /// A snapshot step that changed documents takes the next feed position: they have
+    /// none of their own, so a consumer from before it must resync, and it is the oldest
+    /// position to resume after.
+    fn took_snapshot_position(
+        &mut self,
+        conn: &Connection,
+        changed: u64,
+    ) -> Result<(), StorageError> {
+        if changed > 0 {
+            self.last_change += 1;
+            crate::feed::raise_oldest(conn, self.last_change)?;
+        }
+        Ok(())
     }
 
     /// Runs `work` in a transaction of its own; on failure nothing of it stays. With
@@ -433,6 +470,13 @@ impl Writer {
             self.clock.check(&doc.hlc)?;
             to_i64(doc.hlc.wall_ms, "a clock reading")?;
             to_i64(doc.seq, "a sequence number")?;
+            if doc.hlc.replica == self.replica && doc.seq > self.vv.get(&self.replica) {
+                // Nobody else can hold writes of this opening that it has not made.
+                return Err(StorageError::OwnReplica {
+                    replica: self.replica.clone(),
+                    seq: doc.seq,
+                });
+            }
             if self.interest.includes(&doc.collection) {
                 kept.push(doc);
             }
@@ -441,8 +485,7 @@ impl Writer {
     }
 
     fn finish_snapshot(&mut self, conn: &Connection, source: &NodeId) -> Result<u64, StorageError> {
-        let (progress, changed) = crate::snapshot::apply(conn, source)?;
-        let latest = progress.latest;
+        let (progress, removed) = crate::snapshot::finish(conn, source)?;
         for (origin, seq) in progress.version_vector.iter() {
             if seq <= self.vv.get(origin) {
                 continue;
@@ -463,17 +506,9 @@ impl Writer {
             self.vv.advance(origin, seq);
             self.record_origin(conn, origin, seq)?;
         }
-        if let Some((wall, counter)) = latest {
-            self.clock.restore(wall, counter);
-        }
-        if changed > 0 {
-            // The documents it changed have no feed positions: a consumer from before it
-            // must resync. It takes a position of its own, the oldest one to resume after.
-            self.last_change += 1;
-            crate::feed::raise_oldest(conn, self.last_change)?;
-        }
-        tracing::info!(%source, documents = progress.staged, changed, "applied a snapshot");
-        Ok(changed)
+        self.took_snapshot_position(conn, removed)?;
+        tracing::info!(%source, documents = progress.staged, changed = progress.changed, "applied a snapshot");
+        Ok(progress.changed)
     }
 
     /// Runs one command of a group; with `savepoint`, a failed command rolls back alone.

@@ -376,7 +376,7 @@ enum SyncError {
     #[error("{peer} still says this node is behind what it retains after a snapshot; will retry")]
     StillBehind { peer: NodeId },
     #[error(
-        "{peer} stopped its snapshot midway (said more would come, gave no document to go on from); the staged part stays and will resume"
+        "{peer} stopped its snapshot midway (said more would come, gave no document to go on from); the chunks applied stay and it will resume after them"
     )]
     SnapshotIncomplete { peer: NodeId },
     #[error("{peer} sent a snapshot without the version vector it stands for")]
@@ -607,8 +607,9 @@ async fn push_missing(
 }
 
 /// Takes `client`'s peer's snapshot (docs/compaction.md): resumes one from the same peer
-/// that a crash or a lost session interrupted, stages chunk by chunk (the next chunk is
-/// fetched while the last one is staged), then applies it in one transaction. Logs
+/// that a crash or a lost session interrupted, applies it chunk by chunk as it arrives
+/// (the next chunk is fetched while the last one is written), then finishes it (the
+/// version vector it stands for). Logs
 /// progress every second. Returns the documents it changed.
 async fn fetch_snapshot(ctx: &SyncContext, client: &mut PeerClient) -> Result<u64, SyncError> {
     let source = client.remote_node().clone();
@@ -619,21 +620,23 @@ async fn fetch_snapshot(ctx: &SyncContext, client: &mut PeerClient) -> Result<u6
         .await?
         .filter(|p| p.source == source && p.after.is_some());
     let mut after = resumed.as_ref().and_then(|p| p.after.clone());
-    let mut staged = resumed.as_ref().map_or(0, |p| p.staged);
+    let mut received = resumed.as_ref().map_or(0, |p| p.staged);
     match &resumed {
-        Some(p) => tracing::info!(peer = %source, staged = p.staged, "resuming a snapshot"),
+        Some(p) => tracing::info!(peer = %source, received = p.staged, "resuming a snapshot"),
         None => {
             tracing::info!(peer = %source, "taking a snapshot: this node is behind what the peer retains")
         }
     }
-    let (chunks, mut to_stage) =
+    let (chunks, mut to_apply) =
         tokio::sync::mpsc::channel::<(Option<VersionVector>, Vec<cbddc_core::SnapshotDocument>)>(2);
-    // Staging runs beside fetching, in this task: the next chunk is on its way while the
+    // Applying runs beside fetching, in this task: the next chunk is on its way while the
     // last one is written.
     let store = ctx.store.clone();
-    let stage = async {
-        while let Some((vv, documents)) = to_stage.recv().await {
-            store.stage_snapshot(source.clone(), vv, documents).await?;
+    let apply = async {
+        while let Some((vv, documents)) = to_apply.recv().await {
+            store
+                .apply_snapshot_chunk(source.clone(), vv, documents)
+                .await?;
         }
         Ok::<(), cbddc_core::StorageError>(())
     };
@@ -643,7 +646,7 @@ async fn fetch_snapshot(ctx: &SyncContext, client: &mut PeerClient) -> Result<u6
     };
     let mut last_report = started;
     let fetch = async {
-        // Dropped when fetching ends, which ends staging.
+        // Dropped when fetching ends, which ends applying.
         let chunks = chunks;
         for _ in 0..MAX_SNAPSHOT_CHUNKS {
             let first = after.is_none();
@@ -660,13 +663,13 @@ async fn fetch_snapshot(ctx: &SyncContext, client: &mut PeerClient) -> Result<u6
             if let Some(last) = chunk.documents.last() {
                 after = Some((last.collection.clone(), last.key.clone()));
             }
-            staged += chunk.documents.len() as u64;
+            received += chunk.documents.len() as u64;
             if chunks.send((vv, chunk.documents)).await.is_err() {
                 break;
             }
             if last_report.elapsed() >= Duration::from_secs(1) {
                 last_report = std::time::Instant::now();
-                tracing::info!(peer = %source, staged, elapsed = ?started.elapsed(), "taking a snapshot");
+                tracing::info!(peer = %source, received, elapsed = ?started.elapsed(), "taking a snapshot");
             }
             if !chunk.more {
                 return Ok(true);
@@ -678,14 +681,14 @@ async fn fetch_snapshot(ctx: &SyncContext, client: &mut PeerClient) -> Result<u6
         }
         Ok::<bool, SyncError>(false)
     };
-    let (fetched, staging) = tokio::join!(fetch, stage);
-    staging?;
+    let (fetched, applying) = tokio::join!(fetch, apply);
+    applying?;
     let complete = fetched?;
     if !complete {
         return Err(SyncError::SnapshotIncomplete { peer: source });
     }
     let changed = ctx.store.finish_snapshot(source.clone()).await?;
-    tracing::info!(peer = %source, staged, changed, elapsed = ?started.elapsed(), "applied a snapshot");
+    tracing::info!(peer = %source, received, changed, elapsed = ?started.elapsed(), "applied a snapshot");
     Ok(changed)
 }
 
