@@ -1,8 +1,10 @@
 //! Cluster membership over real nodes (in-process, loopback TCP):
 //! - bootstrap of a newcomer: `reconfigure_cluster` adding it to a member holding 100,000
-//!   documents, until it runs the new configuration and holds every document, beside a
-//!   raw copy of the same keys and values over one loopback TCP connection, and beside
-//!   raw SQLite inserting them into an empty table in one durable transaction;
+//!   documents (and again 1,000,000), until it runs the new configuration and holds every
+//!   document, beside raw SQLite inserting the same documents into an empty table in one
+//!   durable transaction (the bound) and a raw copy of the same keys and values over one
+//!   loopback TCP connection; with the process's peak memory during each bootstrap (both
+//!   nodes live in it), which stays flat when the data set grows tenfold;
 //! - reconfiguration over TCP: `reconfigure_cluster` swapping one member of three, until
 //!   it returns (the seal decided), then until every member of the new configuration
 //!   runs it with a leader.
@@ -84,7 +86,28 @@ async fn wait(what: &str, mut condition: impl AsyncFnMut() -> bool) {
     }
 }
 
-async fn newcomer_bootstrap(documents: usize) -> Duration {
+/// Resets the process's peak resident memory, so the next [`peak_rss_mib`] reads the
+/// peak since now (Linux: `clear_refs`; elsewhere nothing is measured).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// The process's peak resident memory since the last reset, in MiB (NaN if unknown).
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// How long the bootstrap took, and the peak memory of the process (both nodes) while it ran.
+async fn newcomer_bootstrap(documents: usize) -> (Duration, f64) {
     let dir = tempfile::tempdir().unwrap();
     let configs = configs(&["a", "d"], &["a"], dir.path());
     let a = Node::start(configs[0].clone()).await.unwrap();
@@ -99,6 +122,7 @@ async fn newcomer_bootstrap(documents: usize) -> Duration {
             .collect();
         a.write(writes).await.unwrap();
     }
+    reset_peak_rss();
     let started = Instant::now();
     a.reconfigure_cluster(vec![id("a"), id("d")]).await.unwrap();
     wait("the newcomer holds everything", async || {
@@ -107,9 +131,10 @@ async fn newcomer_bootstrap(documents: usize) -> Duration {
     })
     .await;
     let took = started.elapsed();
+    let peak = peak_rss_mib();
     a.shutdown().await;
     d.shutdown().await;
-    took
+    (took, peak)
 }
 
 /// The same keys and values, length-prefixed, over one loopback connection.
@@ -223,20 +248,31 @@ fn median(mut samples: Vec<Duration>) -> f64 {
 fn main() {
     // `cargo test --benches` runs this without --bench: keep that quick.
     let full = std::env::args().any(|a| a == "--bench");
-    let (documents, rounds) = if full { (100_000, 8) } else { (2_000, 2) };
+    let (documents, large, rounds) = if full {
+        (100_000, 1_000_000, 8)
+    } else {
+        (2_000, 20_000, 2)
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    let bootstrap = runtime.block_on(newcomer_bootstrap(documents));
+    let (bootstrap, bootstrap_peak) = runtime.block_on(newcomer_bootstrap(documents));
     let raw = (0..3).map(|_| raw_copy(documents)).min().unwrap();
     let floor = (0..3).map(|_| raw_sqlite_apply(documents)).min().unwrap();
+    let (large_bootstrap, large_peak) = runtime.block_on(newcomer_bootstrap(large));
+    let large_floor = raw_sqlite_apply(large);
     let (decided, running) = runtime.block_on(reconfigure_rounds(rounds));
     let report = serde_json::json!({
         "documents": documents,
         "newcomer_bootstrap_ms": bootstrap.as_secs_f64() * 1e3,
         "raw_tcp_copy_ms": raw.as_secs_f64() * 1e3,
         "raw_sqlite_apply_ms": floor.as_secs_f64() * 1e3,
+        "bootstrap_peak_rss_mib": bootstrap_peak,
+        "large_documents": large,
+        "large_bootstrap_ms": large_bootstrap.as_secs_f64() * 1e3,
+        "large_raw_sqlite_apply_ms": large_floor.as_secs_f64() * 1e3,
+        "large_bootstrap_peak_rss_mib": large_peak,
         "reconfigure_rounds": rounds,
         "reconfigure_decided_median_ms": median(decided),
         "reconfigure_all_running_median_ms": median(running),
