@@ -151,7 +151,8 @@ enum Command {
         #[arg(long, value_name = "POSITION")]
         from: Option<watch::From>,
         /// A named consumer (1-128 of A-Z a-z 0-9 . _ -): the node keeps its position,
-        /// acknowledged as each page is printed.
+        /// acknowledged by the poll that follows each printed page (a watch stopped just
+        /// after a page may print that page again when it resumes: at least once).
         #[arg(long, value_name = "NAME")]
         consumer: Option<String>,
         #[command(flatten)]

@@ -239,8 +239,15 @@ impl NodeService {
         };
         self.admit(session)?;
         let chunk = self
-            .store
-            .snapshot_chunk(after, limits, session.peer_interest.clone())
+            .sync
+            .read_ahead()
+            .chunk(
+                &self.store,
+                session.address,
+                after,
+                limits,
+                session.peer_interest.clone(),
+            )
             .await?;
         if let Some(vv) = &chunk.version_vector {
             self.sync.compactor().acknowledged(peer, vv);

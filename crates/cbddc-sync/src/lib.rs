@@ -49,10 +49,12 @@ pub mod handover;
 mod orchestrator;
 mod peers;
 pub mod pins;
+mod read_ahead;
 
 pub use compaction::CompactionReport;
 pub use orchestrator::*;
 pub use peers::{PeerActivity, PeerBook, PeerReport};
+pub use read_ahead::SnapshotReadAhead;
 
 /// What the data plane counts, for whoever exports metrics (the node's Prometheus
 /// registry). Calls must not block: they happen on the sync tasks.

@@ -93,6 +93,7 @@ pub struct SyncOrchestrator {
     running: Mutex<BTreeMap<NodeId, (KnownPeer, CancellationToken)>>,
     tracker: TaskTracker,
     token: CancellationToken,
+    read_ahead: Arc<crate::SnapshotReadAhead>,
 }
 
 impl SyncContext {
@@ -115,6 +116,7 @@ impl SyncOrchestrator {
     pub fn new(context: SyncContext, token: CancellationToken) -> Self {
         Self {
             context: Mutex::new(context),
+            read_ahead: Default::default(),
             wanted: Mutex::new(Wanted::default()),
             running: Mutex::new(BTreeMap::new()),
             tracker: TaskTracker::new(),
@@ -257,7 +259,12 @@ impl SyncOrchestrator {
         self.reconcile();
     }
 
-    /// Peers' acknowledgements and compaction.
+    /// Snapshot chunks read ahead for the peers taking one from this node.
+    pub fn read_ahead(&self) -> Arc<crate::SnapshotReadAhead> {
+        self.read_ahead.clone()
+    }
+
+    /// Peers' acknowledgements, and the oplog compaction they allow.
     pub fn compactor(&self) -> Arc<crate::compaction::Compactor> {
         self.context
             .lock()
@@ -629,17 +636,20 @@ async fn fetch_snapshot(ctx: &SyncContext, client: &mut PeerClient) -> Result<u6
     }
     let (chunks, mut to_apply) =
         tokio::sync::mpsc::channel::<(Option<VersionVector>, Vec<cbddc_core::SnapshotDocument>)>(2);
-    // Applying runs beside fetching, in this task: the next chunk is on its way while the
-    // last one is written.
-    let store = ctx.store.clone();
-    let apply = async {
-        while let Some((vv, documents)) = to_apply.recv().await {
-            store
-                .apply_snapshot_chunk(source.clone(), vv, documents)
-                .await?;
+    // Applying runs beside fetching, as a task of its own so the two use both cores: the
+    // next chunk is fetched and decoded while the last one is checked and written. It
+    // ends when fetching does (the channel closes), and with this future if it is dropped.
+    let apply = tokio_util::task::AbortOnDropHandle::new(tokio::spawn({
+        let (store, source) = (ctx.store.clone(), source.clone());
+        async move {
+            while let Some((vv, documents)) = to_apply.recv().await {
+                store
+                    .apply_snapshot_chunk(source.clone(), vv, documents)
+                    .await?;
+            }
+            Ok::<(), cbddc_core::StorageError>(())
         }
-        Ok::<(), cbddc_core::StorageError>(())
-    };
+    }));
     let limits = PageLimits {
         max_entries: SNAPSHOT_DOCUMENTS,
         max_bytes: SNAPSHOT_BYTES,
@@ -682,7 +692,10 @@ async fn fetch_snapshot(ctx: &SyncContext, client: &mut PeerClient) -> Result<u6
         Ok::<bool, SyncError>(false)
     };
     let (fetched, applying) = tokio::join!(fetch, apply);
-    applying?;
+    applying.map_err(|e| cbddc_core::StorageError::Backend {
+        operation: "applying a snapshot",
+        message: format!("the task applying it stopped: {e}"),
+    })??;
     let complete = fetched?;
     if !complete {
         return Err(SyncError::SnapshotIncomplete { peer: source });

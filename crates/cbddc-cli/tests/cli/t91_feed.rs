@@ -165,14 +165,20 @@ fn a_named_consumer_resumes_where_it_left_off_and_holds_its_deletes() {
     for args in [&["put", "c", "k1", "1"][..], &["put", "c", "k2", "2"]] {
         assert!(cbddc(args, port).status.success());
     }
-    // First run: the current state, then "synced" at 2, which the next poll acknowledges.
-    let first = watch_lines(port, "c", &["--consumer", "indexer"], 3);
-    assert_eq!(first[2]["synced"], true);
+    // First run: the current state, then "synced" at 2, which the next poll acknowledges
+    // (the watch keeps running until the node holds the position).
+    let mut first = cbddc_child(&["watch", "c", "--json", "--consumer", "indexer"], port);
+    let lines = LineReader::of(&mut first);
+    let seen = lines.take(3, "the first run's lines", Duration::from_secs(20));
+    let synced: serde_json::Value = serde_json::from_str(&seen[2]).unwrap();
+    assert_eq!(synced["synced"], true);
     wait_until(
         "the node to keep the consumer's position",
         Duration::from_secs(20),
         || status_json(port)["feed"]["consumers"][0]["position"] == 2,
     );
+    first.kill().unwrap();
+    let _ = first.wait();
 
     write_the_four(port);
     // The retention is 0, yet the consumer has not read k2's delete: it stays.
