@@ -63,12 +63,12 @@ pub fn hlc_from_wire(hlc: Option<proto::Hlc>) -> Result<core::Hlc, NetError> {
 }
 
 /// A snapshot's document to wire.
-pub fn snapshot_document_to_wire(doc: &core::SnapshotDocument) -> proto::SnapshotDocument {
+pub fn snapshot_document_to_wire(doc: core::SnapshotDocument) -> proto::SnapshotDocument {
     proto::SnapshotDocument {
-        collection: doc.collection.clone(),
-        key: doc.key.clone(),
-        value: doc.value.clone(),
         hlc: Some(hlc_to_wire(&doc.hlc)),
+        collection: doc.collection,
+        key: doc.key,
+        value: doc.value,
         seq: doc.seq,
     }
 }

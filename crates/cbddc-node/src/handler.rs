@@ -241,7 +241,7 @@ impl NodeHandler {
                 Res::Snapshot(proto::SnapshotResponse {
                     documents: chunk
                         .documents
-                        .iter()
+                        .into_iter()
                         .map(cbddc_net::convert::snapshot_document_to_wire)
                         .collect(),
                     version_vector: chunk.version_vector.as_ref().map(vv_to_wire),
