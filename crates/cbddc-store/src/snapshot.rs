@@ -302,7 +302,27 @@ struct SnapshotRow<'a> {
     seq: Option<i64>,
 }
 
+/// Inserts a snapshot document's row unless its key has one ([`SnapshotRow::columns`]).
+const INSERT_SNAPSHOT_DOCUMENT: &str = "INSERT OR IGNORE INTO documents
+     (collection, key, value, hlc_wall, hlc_counter, hlc_node, seq, position)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
 impl<'a> SnapshotRow<'a> {
+    /// The row's columns in the order of [`INSERT_SNAPSHOT_DOCUMENT`] and of the update in
+    /// [`settle`], with the change position `position`.
+    fn columns<'r>(&'r self, position: &'r i64) -> [&'r dyn ToSql; 8] {
+        [
+            &self.doc.collection,
+            &self.doc.key,
+            &self.doc.value,
+            &self.wall,
+            &self.doc.hlc.counter,
+            &self.replica,
+            &self.seq,
+            position,
+        ]
+    }
+
     fn of(doc: &'a SnapshotDocument) -> Self {
         Self {
             doc,
@@ -321,31 +341,16 @@ fn write_documents(
     documents: &[SnapshotDocument],
     position: i64,
 ) -> rusqlite::Result<u64> {
-    const INSERT: &str = "INSERT OR IGNORE INTO documents
-         (collection, key, value, hlc_wall, hlc_counter, hlc_node, seq, position)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
     static MULTI: OnceLock<String> = OnceLock::new();
     let rows: Vec<SnapshotRow<'_>> = documents.iter().map(SnapshotRow::of).collect();
-    fn columns<'a>(r: &'a SnapshotRow<'_>, position: &'a i64) -> [&'a dyn ToSql; 8] {
-        [
-            &r.doc.collection,
-            &r.doc.key,
-            &r.doc.value,
-            &r.wall,
-            &r.doc.hlc.counter,
-            &r.replica,
-            &r.seq,
-            position,
-        ]
-    }
     let mut changed = 0;
     let mut values: Vec<&dyn ToSql> = Vec::with_capacity(ROWS * 8);
     let mut tombstone = conn.prepare_cached(QUEUE_TOMBSTONE)?;
     for chunk in rows.chunks(ROWS) {
         let all_inserted = chunk.len() == ROWS && {
             values.clear();
-            values.extend(chunk.iter().flat_map(|r| columns(r, &position)));
-            conn.prepare_cached(multi_row(&MULTI, INSERT))?
+            values.extend(chunk.iter().flat_map(|r| r.columns(&position)));
+            conn.prepare_cached(multi_row(&MULTI, INSERT_SNAPSHOT_DOCUMENT))?
                 .execute(&values[..])?
                 == ROWS
         };
@@ -390,21 +395,8 @@ fn settle(
         .optional()?;
     let Some((wall, counter, replica, seq, held_position)) = held else {
         let inserted = conn
-            .prepare_cached(
-                "INSERT OR IGNORE INTO documents
-                 (collection, key, value, hlc_wall, hlc_counter, hlc_node, seq, position)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(params![
-                doc.collection,
-                doc.key,
-                doc.value,
-                row.wall,
-                doc.hlc.counter,
-                doc.hlc.replica.as_str(),
-                row.seq,
-                position
-            ])?;
+            .prepare_cached(INSERT_SNAPSHOT_DOCUMENT)?
+            .execute(&row.columns(&position)[..])?;
         return Ok(inserted == 1);
     };
     let ours = (row.wall, doc.hlc.counter, doc.hlc.replica.as_str());
@@ -423,16 +415,7 @@ fn settle(
              seq = ?7, position = ?8
          WHERE collection = ?1 AND key = ?2",
     )?
-    .execute(params![
-        doc.collection,
-        doc.key,
-        doc.value,
-        row.wall,
-        doc.hlc.counter,
-        doc.hlc.replica.as_str(),
-        row.seq,
-        position
-    ])?;
+    .execute(&row.columns(&position)[..])?;
     if let Some(seq) = seq {
         conn.prepare_cached(
             "INSERT OR REPLACE INTO collectable (origin, seq, position, tombstone)
