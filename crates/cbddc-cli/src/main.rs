@@ -81,6 +81,9 @@ enum Command {
     /// Manage the known peers of a running node (kept across restarts).
     #[command(subcommand)]
     Peers(PeersCommand),
+    /// See and forget the named consumers of a node's change feed (`watch --consumer`).
+    #[command(subcommand)]
+    Consumers(ConsumersCommand),
     /// See and change the members of a cluster (nodes started with a [cluster] section).
     #[command(subcommand)]
     Cluster(ClusterCommand),
@@ -190,6 +193,27 @@ enum Command {
         /// Print machine-readable JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConsumersCommand {
+    /// List them: the position each acknowledged, how far behind the feed it is, and
+    /// whether it still holds deletes back (it came back within feed_retention_ms).
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Forget one: it holds no delete back any more, and its next watch starts over with
+    /// the current documents.
+    Forget {
+        /// The consumer's name.
+        name: String,
         #[command(flatten)]
         target: Target,
     },
@@ -418,6 +442,7 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             poll_seconds,
         } => run(config, config_url, poll_seconds).await,
         Command::Peers(command) => peers(command).await,
+        Command::Consumers(command) => consumers(command).await,
         Command::Cluster(command) => cluster(command).await,
         Command::Put {
             collection,
@@ -623,6 +648,64 @@ fn print_peers(peers: &[proto::PeerStatus], as_json: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+fn consumers_json(feed: &proto::FeedStatus) -> Value {
+    json!(
+        feed.consumers
+            .iter()
+            .map(|c| json!({
+                "name": c.name,
+                "position": c.position,
+                "lag": c.lag,
+                "acked_age_ms": c.acked_age_ms,
+                "holding_back": c.holding_back,
+            }))
+            .collect::<Vec<_>>()
+    )
+}
+
+fn print_consumers(feed: &proto::FeedStatus, as_json: bool) -> Result<()> {
+    if as_json {
+        say!("{}", serde_json::to_string_pretty(&consumers_json(feed))?);
+        return Ok(());
+    }
+    if feed.consumers.is_empty() {
+        say!(
+            "no named consumers (feed at position {})",
+            feed.last_position
+        );
+    }
+    for c in &feed.consumers {
+        let holding = if c.holding_back {
+            "holds deletes back"
+        } else {
+            "past the retention: holds nothing back"
+        };
+        say!(
+            "{}\tat {}\t{} behind\tacknowledged {:.1}s ago\t{holding}",
+            c.name,
+            c.position,
+            c.lag,
+            c.acked_age_ms as f64 / 1000.0
+        );
+    }
+    Ok(())
+}
+
+async fn consumers(command: ConsumersCommand) -> Result<ExitCode> {
+    match command {
+        ConsumersCommand::List { json, target } => {
+            let status = target.connect().await?.status().await?;
+            print_consumers(&status.feed.unwrap_or_default(), json)?;
+        }
+        ConsumersCommand::Forget { name, target } => {
+            let feed = target.connect().await?.forget_consumer(&name).await?;
+            eprintln!("forgot feed consumer {name}: it holds no delete back any more");
+            print_consumers(&feed, false)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn peers(command: PeersCommand) -> Result<ExitCode> {

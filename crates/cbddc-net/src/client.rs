@@ -483,6 +483,18 @@ impl PeerClient {
     }
 
     /// The peer's status.
+    /// Forgets the named feed consumer `name` (tools only); the feed's state after it.
+    pub async fn forget_consumer(&mut self, name: &str) -> Result<proto::FeedStatus, NetError> {
+        let body = proto::request::Body::ForgetConsumer(proto::ForgetConsumerRequest {
+            name: name.to_string(),
+        });
+        match self.call(body).await? {
+            proto::response::Body::Feed(feed) => Ok(feed),
+            _ => Err(unexpected("feed")),
+        }
+    }
+
+    /// The node's status.
     pub async fn status(&mut self) -> Result<proto::StatusResponse, NetError> {
         match self
             .call(proto::request::Body::Status(proto::StatusRequest {}))

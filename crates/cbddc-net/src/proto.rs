@@ -233,7 +233,7 @@ pub struct Request {
     pub id: u64,
     #[prost(
         oneof = "request::Body",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26"
     )]
     pub body: Option<request::Body>,
 }
@@ -273,7 +273,17 @@ pub mod request {
         Ping(super::PingRequest),
         #[prost(message, tag = "25")]
         Snapshot(super::SnapshotRequest),
+        /// Tools only: forget a named feed consumer.
+        #[prost(message, tag = "26")]
+        ForgetConsumer(super::ForgetConsumerRequest),
     }
+}
+
+/// Forgets a named consumer of the change feed: it holds no delete back any more.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ForgetConsumerRequest {
+    #[prost(string, tag = "1")]
+    pub name: String,
 }
 
 /// Asks for a chunk of the node's documents (a snapshot: docs/compaction.md), in
@@ -647,7 +657,7 @@ pub struct Response {
     pub id: u64,
     #[prost(
         oneof = "response::Body",
-        tags = "2, 10, 11, 12, 13, 15, 16, 17, 20, 21, 22, 23, 24"
+        tags = "2, 10, 11, 12, 13, 15, 16, 17, 20, 21, 22, 23, 24, 25"
     )]
     pub body: Option<response::Body>,
 }
@@ -683,6 +693,9 @@ pub mod response {
         Pong(super::PongResponse),
         #[prost(message, tag = "24")]
         Snapshot(super::SnapshotResponse),
+        /// The change feed's state (answers `forget_consumer`).
+        #[prost(message, tag = "25")]
+        Feed(super::FeedStatus),
     }
 }
 

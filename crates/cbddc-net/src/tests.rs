@@ -814,6 +814,16 @@ fn golden_bytes_of_the_feed_fields() {
         ..Default::default()
     };
     assert_eq!(answer.encode_to_vec(), [0x10, 0x04, 0x20, 0x01]);
+    let forget = proto::Request {
+        id: 1,
+        body: Some(proto::request::Body::ForgetConsumer(
+            proto::ForgetConsumerRequest { name: "ix".into() },
+        )),
+    };
+    assert_eq!(
+        forget.encode_to_vec(),
+        [0x08, 0x01, 0xd2, 0x01, 0x04, 0x0a, 0x02, b'i', b'x']
+    );
     // A protocol-4 client that knows none of these still reads the answer it knows.
     let old = proto::ChangesRequest::decode(ask.encode_to_vec().as_slice()).unwrap();
     assert_eq!(old.after, 2);

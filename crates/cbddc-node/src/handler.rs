@@ -335,6 +335,10 @@ impl NodeHandler {
                 service.remove_peer_for(session, remove.node_id).await?;
                 self.peers_answer().await?
             }
+            Req::ForgetConsumer(forget) => {
+                service.forget_consumer_for(session, forget.name).await?;
+                Res::Feed(feed_to_wire(&service.status().await?.feed))
+            }
         })
     }
 

@@ -292,6 +292,26 @@ impl NodeService {
         })
     }
 
+    /// Forgets a named feed consumer for a tool; unknown names are refused.
+    pub(crate) async fn forget_consumer_for(
+        &self,
+        session: &SessionInfo,
+        name: String,
+    ) -> Result<(), NodeError> {
+        if let Some(node) = &session.peer {
+            return Err(forbidden(format!(
+                "node {node} may not forget this node's feed consumers; use the cbddc CLI"
+            )));
+        }
+        if self.store.forget_feed_consumer(name.clone()).await? {
+            Ok(())
+        } else {
+            Err(invalid(format!(
+                "no feed consumer is named {name:?}: `cbddc status` lists them"
+            )))
+        }
+    }
+
     /// A node may sync if the admission says so (with a control plane: the members of the
     /// running configuration), or as a cloud remote; tools always may.
     fn admit(&self, session: &SessionInfo) -> Result<(), NodeError> {

@@ -203,6 +203,23 @@ fn a_named_consumer_resumes_where_it_left_off_and_holds_its_deletes() {
         ]
     );
 
+    // An operator retires the consumer: it holds nothing back any more.
+    let listed = stdout(&cbddc(&["consumers", "list"], port));
+    assert!(listed.starts_with("indexer\tat "), "{listed}");
+    let out = cbddc(&["consumers", "forget", "indexer"], port);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        status_json(port)["feed"]["consumers"],
+        serde_json::json!([])
+    );
+    let again = cbddc(&["consumers", "forget", "indexer"], port);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(
+        stderr(&again).contains("no feed consumer is named \"indexer\""),
+        "{}",
+        stderr(&again)
+    );
+
     let out = cbddc(&["watch", "c", "--consumer", "not a name"], port);
     assert_eq!(out.status.code(), Some(2));
     assert!(
