@@ -38,7 +38,7 @@ async fn a_restarted_node_keeps_its_data_and_known_peers_and_catches_up() {
             "{key} lost in the restart"
         );
     }
-    let peers = a.node().peer_store().list_peers().await.unwrap();
+    let peers = a.node().known_peers().await.unwrap();
     assert_eq!(peers.len(), 1);
     assert_eq!(peers[0].node_id.as_str(), "node-b");
     assert_eq!(peers[0].peer_type, PeerType::StaticRemote);

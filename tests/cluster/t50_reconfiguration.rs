@@ -155,12 +155,12 @@ async fn known_peers_follow_the_configuration_live() {
     a.node().save_peer(c.as_peer()).await.unwrap();
     a.reconfigure(|cfg| cfg.known_peers.clear());
     wait_until("b to leave the known peers", DEADLINE, || async {
-        let peers = a.node().peer_store().list_peers().await.unwrap();
+        let peers = a.node().known_peers().await.unwrap();
         peers.len() == 1 && peers[0].node_id.as_str() == "node-c"
     })
     .await;
     assert_eq!(
-        a.node().peer_store().list_peers().await.unwrap()[0].peer_type,
+        a.node().known_peers().await.unwrap()[0].peer_type,
         PeerType::StaticRemote
     );
 }

@@ -291,9 +291,11 @@ impl Node {
         StoreView::new(self.snapshot().store)
     }
 
-    /// The node's known-peer store (replaced by a node id change).
-    pub fn peer_store(&self) -> Arc<dyn PeerStore> {
-        self.snapshot().store
+    /// The known peers this node keeps (configured and added at run time), by node id.
+    /// They change through the configuration, [`Node::save_peer`] and
+    /// [`Node::remove_peer`], which also move the sync tasks and the key pins with them.
+    pub async fn known_peers(&self) -> Result<Vec<KnownPeer>, NodeError> {
+        Ok(self.snapshot().store.list_peers().await?)
     }
 
     /// Writes a document (JSON text); it is pushed to connected peers once committed.
