@@ -37,6 +37,11 @@ pub(crate) async fn compact_alone(store: &SqliteStore, feed: FeedRetention) {
     panic!("compaction never finished");
 }
 
+/// One local write in a commit of its own (so it takes its own change position).
+async fn commit(store: &SqliteStore, write: LocalWrite) {
+    store.write(vec![write]).await.unwrap();
+}
+
 /// Every change after `after`, as "position key=value" ("key deleted").
 async fn feed_after(store: &SqliteStore, after: u64) -> Result<Vec<String>, StorageError> {
     let mut out = Vec::new();
@@ -72,19 +77,10 @@ async fn a_collected_tombstone_stays_in_the_feed_and_positions_are_never_reused(
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;
     for (key, value) in [("k1", "1"), ("k2", "2")] {
-        store
-            .write(vec![LocalWrite::put("c", key, value)])
-            .await
-            .unwrap();
+        commit(&store, LocalWrite::put("c", key, value)).await;
     }
-    store
-        .write(vec![LocalWrite::put("c", "k1", "3")])
-        .await
-        .unwrap();
-    store
-        .write(vec![LocalWrite::delete("c", "k2")])
-        .await
-        .unwrap();
+    commit(&store, LocalWrite::put("c", "k1", "3")).await;
+    commit(&store, LocalWrite::delete("c", "k2")).await;
     compact_alone(&store, KEEP_ALL).await;
 
     let stats = store.stats().await.unwrap();
@@ -100,14 +96,8 @@ async fn a_collected_tombstone_stays_in_the_feed_and_positions_are_never_reused(
 
     // A delete that was the feed's last change is gone from `changes`: a reopened
     // store still hands out the next position, not one a consumer has seen.
-    store
-        .write(vec![LocalWrite::put("c", "k3", "5")])
-        .await
-        .unwrap();
-    store
-        .write(vec![LocalWrite::delete("c", "k3")])
-        .await
-        .unwrap();
+    commit(&store, LocalWrite::put("c", "k3", "5")).await;
+    commit(&store, LocalWrite::delete("c", "k3")).await;
     compact_alone(&store, DROP_ALL).await;
     assert_eq!(store.stats().await.unwrap().feed_oldest, 6);
     store.close().await;
@@ -133,14 +123,8 @@ async fn a_delete_dropped_past_the_retention_gives_a_typed_error_naming_where_to
         ])
         .await
         .unwrap();
-    store
-        .write(vec![LocalWrite::delete("c", "k2")])
-        .await
-        .unwrap();
-    store
-        .write(vec![LocalWrite::put("c", "k1", "4")])
-        .await
-        .unwrap();
+    commit(&store, LocalWrite::delete("c", "k2")).await;
+    commit(&store, LocalWrite::put("c", "k1", "4")).await;
     // Retention not reached: the delete stays.
     compact_alone(&store, KEEP_ALL).await;
     assert_eq!(
@@ -177,14 +161,8 @@ async fn a_delete_dropped_past_the_retention_gives_a_typed_error_naming_where_to
 async fn a_named_consumer_holds_deletes_it_has_not_read_past_the_retention() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;
-    store
-        .write(vec![LocalWrite::put("c", "k1", "1")])
-        .await
-        .unwrap();
-    store
-        .write(vec![LocalWrite::delete("c", "k1")])
-        .await
-        .unwrap();
+    commit(&store, LocalWrite::put("c", "k1", "1")).await;
+    commit(&store, LocalWrite::delete("c", "k1")).await;
     store.acknowledge_feed("indexer".into(), 1).await.unwrap();
     let consumers = store.feed_consumers().await.unwrap();
     assert_eq!(consumers.len(), 1);
@@ -223,10 +201,7 @@ async fn a_named_consumer_holds_deletes_it_has_not_read_past_the_retention() {
 async fn a_snapshot_that_changes_documents_makes_earlier_consumers_resync() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;
-    store
-        .write(vec![LocalWrite::put("c", "mine", "1")])
-        .await
-        .unwrap();
+    commit(&store, LocalWrite::put("c", "mine", "1")).await;
     let origin = ReplicaId::new("b").unwrap();
     let mut vv = VersionVector::default();
     vv.advance(&origin, 1);

@@ -38,6 +38,21 @@ fn remote_put(origin: &str, seq: u64, key: &str, value: &str, wall_ms: u64) -> O
     }
 }
 
+/// A snapshot document of origin replica `a`: `key` written by its entry `seq` at `wall_ms`.
+fn snapshot_doc(key: &str, seq: u64, value: &str, wall_ms: u64) -> SnapshotDocument {
+    SnapshotDocument {
+        collection: "c".into(),
+        key: key.into(),
+        value: Some(value.into()),
+        hlc: Hlc {
+            wall_ms,
+            counter: 0,
+            replica: r("a"),
+        },
+        seq,
+    }
+}
+
 async fn all_docs(store: &SqliteStore) -> Vec<(String, String)> {
     store
         .list("c", None, 10_000)
@@ -954,29 +969,15 @@ async fn a_snapshot_removes_what_it_covers_but_lacks_and_keeps_the_rest() {
         .unwrap();
 
     // The source deleted k2, k4 and gone6..8 and collected them.
-    let snapshot_doc = |key: &str, seq: u64| SnapshotDocument {
-        collection: "c".into(),
-        key: key.into(),
-        value: Some("1".into()),
-        hlc: Hlc {
-            wall_ms: now,
-            counter: 0,
-            replica: r("a"),
-        },
-        seq,
-    };
+    let doc = |key: &str, seq: u64| snapshot_doc(key, seq, "1", now);
     let mut vv = VersionVector::default();
     vv.advance(&r("a"), 8);
     store
-        .apply_snapshot_chunk(
-            id("a"),
-            Some(vv),
-            vec![snapshot_doc("k1", 1), snapshot_doc("k3", 3)],
-        )
+        .apply_snapshot_chunk(id("a"), Some(vv), vec![doc("k1", 1), doc("k3", 3)])
         .await
         .unwrap();
     store
-        .apply_snapshot_chunk(id("a"), None, vec![snapshot_doc("k5", 5)])
+        .apply_snapshot_chunk(id("a"), None, vec![doc("k5", 5)])
         .await
         .unwrap();
     store.finish_snapshot(id("a")).await.unwrap();
@@ -1492,17 +1493,7 @@ async fn a_crash_between_the_last_chunk_and_the_vector_leaves_a_partial_catch_up
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), "b").await;
     let now = cbddc_core::unix_millis();
-    let doc = |key: &str, seq: u64| SnapshotDocument {
-        collection: "c".into(),
-        key: key.into(),
-        value: Some("1".into()),
-        hlc: Hlc {
-            wall_ms: now,
-            counter: 0,
-            replica: r("a"),
-        },
-        seq,
-    };
+    let doc = |key: &str, seq: u64| snapshot_doc(key, seq, "1", now);
     let mut vv = VersionVector::default();
     vv.advance(&r("a"), 3);
     store
@@ -1552,17 +1543,7 @@ async fn a_local_write_during_a_snapshot_wins_over_a_document_it_brought() {
         .apply_snapshot_chunk(
             id("a"),
             Some(vv),
-            vec![SnapshotDocument {
-                collection: "c".into(),
-                key: "k".into(),
-                value: Some("\"theirs\"".into()),
-                hlc: Hlc {
-                    wall_ms: ahead,
-                    counter: 0,
-                    replica: r("a"),
-                },
-                seq: 1,
-            }],
+            vec![snapshot_doc("k", 1, "\"theirs\"", ahead)],
         )
         .await
         .unwrap();
