@@ -128,6 +128,11 @@ impl PeerClient {
         &self.remote.interest
     }
 
+    /// The protocol this session runs at, the peer's release and the formats it reads.
+    pub fn remote_build(&self) -> &crate::version::PeerBuild {
+        &self.remote.build
+    }
+
     /// Whether the peer says it may lead.
     pub fn remote_eligible(&self) -> bool {
         self.remote.eligible

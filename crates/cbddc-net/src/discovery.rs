@@ -83,7 +83,8 @@ pub struct Heard {
 pub fn encode_beacon(settings: &BeaconSettings, sent_ms: u64, counter: u64) -> Vec<u8> {
     let mut beacon = proto::Beacon {
         magic: crate::secure::MAGIC.into(),
-        protocol_version: crate::PROTOCOL_VERSION,
+        // The oldest version we speak: protocol-4 nodes drop beacons of any other.
+        protocol_version: crate::version::OLDEST_PROTOCOL_VERSION,
         node_id: settings.node_id.to_string(),
         tcp_port: u32::from(settings.tcp_port),
         eligible: settings.eligible,
@@ -113,14 +114,18 @@ pub fn decode_beacon(
             max: MAX_BEACON_BYTES,
         });
     }
-    let mut beacon = proto::Beacon::decode(bytes).map_err(|_| malformed("not a beacon"))?;
-    let tag = std::mem::take(&mut beacon.tag);
+    let beacon = proto::Beacon::decode(bytes).map_err(|_| malformed("not a beacon"))?;
+    // The MAC covers the datagram as sent, minus its tag, so fields a newer release adds
+    // are covered too (re-encoding what we decoded would drop them).
+    let signed = without_field(bytes, BEACON_TAG_FIELD).ok_or_else(|| malformed("not a beacon"))?;
     let mut mac = key.mac();
-    mac.update(&beacon.encode_to_vec());
-    mac.verify_slice(&tag)
+    mac.update(&signed);
+    mac.verify_slice(&beacon.tag)
         .map_err(|_| malformed("the tag does not match: another cluster, or forged"))?;
-    if beacon.magic != crate::secure::MAGIC || beacon.protocol_version != crate::PROTOCOL_VERSION {
-        return Err(malformed("another protocol version"));
+    if beacon.magic != crate::secure::MAGIC
+        || !crate::version::ProtocolRange::THIS_BUILD.contains(beacon.protocol_version)
+    {
+        return Err(malformed("a protocol version this build does not speak"));
     }
     let age = now_ms.abs_diff(beacon.sent_ms);
     if age > u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX) {
@@ -130,6 +135,48 @@ pub fn decode_beacon(
         return Err(malformed("no valid TCP port"));
     }
     Ok(beacon)
+}
+
+/// The field number of [`proto::Beacon::tag`].
+const BEACON_TAG_FIELD: u64 = 8;
+
+/// `bytes` (a protobuf message) with every occurrence of field `field` left out; `None`
+/// when the bytes are not a well-formed message.
+fn without_field(bytes: &[u8], field: u64) -> Option<Vec<u8>> {
+    fn varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = *bytes.get(*at)?;
+            *at += 1;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(value);
+            }
+        }
+        None
+    }
+    let mut kept = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        let start = at;
+        let key = varint(bytes, &mut at)?;
+        let length = match key & 7 {
+            0 => {
+                varint(bytes, &mut at)?;
+                0
+            }
+            1 => 8,
+            2 => usize::try_from(varint(bytes, &mut at)?).ok()?,
+            5 => 4,
+            _ => return None,
+        };
+        let end = at.checked_add(length).filter(|end| *end <= bytes.len())?;
+        at = end;
+        if key >> 3 != field {
+            kept.extend_from_slice(&bytes[start..end]);
+        }
+    }
+    Some(kept)
 }
 
 /// Sends beacons every interval and reports each valid beacon of another node to
@@ -231,6 +278,55 @@ mod tests {
         assert!(decode_beacon(&forged.encode_to_vec(), &s.key, now, s.max_age).is_err());
         assert!(decode_beacon(b"\xff\xff garbage", &s.key, now, s.max_age).is_err());
         assert!(decode_beacon(&[0u8; MAX_BEACON_BYTES + 1], &s.key, now, s.max_age).is_err());
+    }
+
+    #[test]
+    fn a_beacon_from_a_newer_release_with_a_field_we_do_not_know_still_verifies() {
+        let s = settings("a", "k", vec![]);
+        let now = unix_millis();
+        // A newer release's beacon: its oldest protocol 5, and a field 9 we do not know,
+        // signed (as the sender does) over the message without its tag.
+        let mut unsigned = proto::Beacon::decode(encode_beacon(&s, now, 1).as_slice()).unwrap();
+        unsigned.tag.clear();
+        unsigned.protocol_version = 5;
+        let mut bytes = unsigned.encode_to_vec();
+        bytes.extend_from_slice(&[9 << 3 | 2, 3, b'n', b'e', b'w']);
+        let mut mac = s.key.mac();
+        mac.update(&bytes);
+        let tag = mac.finalize().into_bytes();
+        bytes.push(8 << 3 | 2);
+        bytes.push(tag.len() as u8);
+        bytes.extend_from_slice(&tag);
+        let heard = decode_beacon(&bytes, &s.key, now, s.max_age).unwrap();
+        assert_eq!(heard.protocol_version, 5);
+
+        // A release whose oldest protocol is beyond ours: nothing to talk about.
+        unsigned.protocol_version = crate::PROTOCOL_VERSION + 1;
+        let mut bytes = unsigned.encode_to_vec();
+        let mut mac = s.key.mac();
+        mac.update(&bytes);
+        let tag = mac.finalize().into_bytes();
+        bytes.push(8 << 3 | 2);
+        bytes.push(tag.len() as u8);
+        bytes.extend_from_slice(&tag);
+        let refused = decode_beacon(&bytes, &s.key, now, s.max_age).unwrap_err();
+        assert!(
+            refused.to_string().contains("protocol version"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn our_beacons_still_name_protocol_4_so_release_0_1_nodes_hear_them() {
+        let s = settings("a", "k", vec![]);
+        let beacon = proto::Beacon::decode(encode_beacon(&s, 1, 1).as_slice()).unwrap();
+        assert_eq!(beacon.protocol_version, 4);
+        // What a 0.1.0 node does: re-encode without the tag and check the MAC.
+        let mut check = beacon.clone();
+        check.tag.clear();
+        let mut mac = s.key.mac();
+        mac.update(&check.encode_to_vec());
+        assert!(mac.verify_slice(&beacon.tag).is_ok());
     }
 
     #[tokio::test]

@@ -20,15 +20,26 @@ pub enum NetError {
         /// Who refused (an address, or "the peer").
         peer: String,
     },
-    /// The two sides speak different protocol versions.
+    /// The two sides have no protocol version in common.
     #[error(
-        "protocol version mismatch: we speak {ours}, the peer speaks {theirs}; upgrade the older side"
+        "{}",
+        crate::version::no_common_protocol(ours, our_release, theirs, their_release)
     )]
     VersionMismatch {
-        /// Our version.
-        ours: u32,
-        /// Theirs.
-        theirs: u32,
+        /// The versions we speak.
+        ours: crate::version::ProtocolRange,
+        /// Our release.
+        our_release: String,
+        /// The versions the peer speaks.
+        theirs: crate::version::ProtocolRange,
+        /// The peer's release (inferred from its protocol when it did not say).
+        their_release: String,
+    },
+    /// One side writes a format the other cannot read, so the session was refused.
+    #[error("{message}")]
+    FeatureMissing {
+        /// Which format, which peer, and which release to upgrade to.
+        message: String,
     },
     /// The other side's key is not the one pinned for the node id it claims (or ours is
     /// not the one it pinned for us).
@@ -129,6 +140,7 @@ impl NetError {
             self,
             NetError::WrongClusterKey { .. }
                 | NetError::VersionMismatch { .. }
+                | NetError::FeatureMissing { .. }
                 | NetError::Handshake { .. }
         )
     }

@@ -191,6 +191,8 @@ pub struct LocalIdentity {
     pub meter: Option<Arc<crate::NetMeter>>,
     /// The collections we replicate, told to peers so they send us only those.
     pub interest: cbddc_core::Interest,
+    /// The protocols, release and formats we say we have, and the gate peers pass.
+    pub versions: crate::version::Versions,
 }
 
 impl LocalIdentity {
@@ -209,6 +211,7 @@ impl LocalIdentity {
             replica: None,
             meter: None,
             interest: cbddc_core::Interest::all(),
+            versions: crate::version::Versions::default(),
         }
     }
 
@@ -221,6 +224,7 @@ impl LocalIdentity {
             replica: None,
             meter: None,
             interest: cbddc_core::Interest::all(),
+            versions: crate::version::Versions::default(),
         })
     }
 }

@@ -71,6 +71,7 @@ mod noise;
 pub mod proto;
 pub mod secure;
 mod server;
+pub mod version;
 
 pub use client::{ChangesAsk, ChangesPage, FeedFrom, PeerClient, PulledPage, PushOutcome};
 pub use client_settings::{ClientSettings, LIVENESS, UNACKNOWLEDGED_TIMEOUT};
@@ -83,6 +84,9 @@ pub use secure::{
     BufferBudget, ClusterKey, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, Remote, SecureStream,
 };
 pub use server::{RequestHandler, ServerSettings, SessionInfo, TcpSyncServer, error_body};
+pub use version::{FeatureGate, PeerBuild, ProtocolRange, RELEASE, Versions};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod version_tests;

@@ -13,7 +13,13 @@ pub struct NetMeter {
 }
 
 /// The reasons a responder refuses a handshake, as metric labels.
-pub const REFUSAL_REASONS: [&str; 4] = ["version_mismatch", "auth_failed", "busy", "key_refused"];
+pub const REFUSAL_REASONS: [&str; 5] = [
+    "version_mismatch",
+    "auth_failed",
+    "busy",
+    "key_refused",
+    "feature_missing",
+];
 
 impl NetMeter {
     /// Bytes read from sessions' sockets, handshakes included.
@@ -49,6 +55,7 @@ impl NetMeter {
             RejectReason::AuthFailed => 1,
             RejectReason::Busy => 2,
             RejectReason::KeyRefused => 3,
+            RejectReason::FeatureMissing => 4,
             RejectReason::Unspecified | RejectReason::Malformed => return,
         };
         self.refused[index].fetch_add(1, Ordering::Relaxed);

@@ -27,8 +27,15 @@ pub mod handshake_frame {
 pub struct Hello {
     #[prost(string, tag = "1")]
     pub magic: String,
+    /// The oldest protocol version the sender speaks (protocol-4 responders require 4).
     #[prost(uint32, tag = "2")]
     pub protocol_version: u32,
+    /// The newest version the sender speaks; 0 (absent) from protocol-4 initiators.
+    #[prost(uint32, tag = "3")]
+    pub newest_protocol_version: u32,
+    /// The sender's release, e.g. "0.2.0"; empty from protocol-4 initiators.
+    #[prost(string, tag = "4")]
+    pub release: String,
 }
 
 /// The answer to a [`ControlRequest`]. Tag 1 was version 2's JSON payload.
@@ -111,6 +118,9 @@ pub enum RejectReason {
     /// The handshake's frames are not in the protocol's order (the message says what was
     /// expected).
     Malformed = 5,
+    /// This node writes a format the initiator said it cannot read (the message names it
+    /// and the release to upgrade to).
+    FeatureMissing = 6,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -119,8 +129,15 @@ pub struct Reject {
     pub reason: i32,
     #[prost(string, tag = "2")]
     pub message: String,
+    /// The responder's newest protocol version.
     #[prost(uint32, tag = "3")]
     pub protocol_version: u32,
+    /// The responder's oldest protocol version; 0 (absent) from protocol-4 responders.
+    #[prost(uint32, tag = "4")]
+    pub oldest_protocol_version: u32,
+    /// The responder's release; empty from protocol-4 responders.
+    #[prost(string, tag = "5")]
+    pub release: String,
 }
 
 /// Carried inside the Noise handshake messages, so only key holders read it.
@@ -138,6 +155,22 @@ pub struct SessionHello {
     /// The collections the node replicates; empty: every collection.
     #[prost(string, repeated, tag = "4")]
     pub collections: Vec<String>,
+    /// The protocol version the session runs at (the responder chose it; the initiator
+    /// repeats it). 0 (absent) from protocol-4 nodes: the session runs at 4.
+    #[prost(uint32, tag = "5")]
+    pub protocol_version: u32,
+    /// The sender's protocol range, repeated from its plaintext hello (initiator) or
+    /// reject-less answer (responder) so that a range altered in transit is detected.
+    #[prost(uint32, tag = "6")]
+    pub oldest_protocol_version: u32,
+    #[prost(uint32, tag = "7")]
+    pub newest_protocol_version: u32,
+    /// The sender's release.
+    #[prost(string, tag = "8")]
+    pub release: String,
+    /// The formats the sender can read (docs/protocol.md, "Versions and upgrades").
+    #[prost(string, repeated, tag = "9")]
+    pub features: Vec<String>,
 }
 
 /// A discovery beacon (one UDP datagram). `tag` is a BLAKE2s MAC over the message

@@ -14,8 +14,8 @@ use prost::Message;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub use crate::version::PROTOCOL_VERSION;
+use crate::version::{PeerBuild, ProtocolRange, release_or_inferred};
 /// Identifies a CBDDC hello.
 pub const MAGIC: &str = "cbddc";
 /// Largest application message, in bytes; larger announcements close the session.
@@ -121,11 +121,17 @@ fn frame(kind: proto::handshake_frame::Kind) -> proto::HandshakeFrame {
     proto::HandshakeFrame { kind: Some(kind) }
 }
 
-fn reject(reason: proto::RejectReason, message: &str) -> proto::HandshakeFrame {
+fn reject(
+    local: &crate::version::Versions,
+    reason: proto::RejectReason,
+    message: &str,
+) -> proto::HandshakeFrame {
     frame(proto::handshake_frame::Kind::Reject(proto::Reject {
         reason: reason as i32,
         message: message.to_string(),
-        protocol_version: PROTOCOL_VERSION,
+        protocol_version: local.protocols.newest(),
+        oldest_protocol_version: local.protocols.oldest(),
+        release: local.release.clone(),
     }))
 }
 
@@ -142,9 +148,11 @@ pub struct Remote {
     pub replica: Option<cbddc_core::ReplicaId>,
     /// The collections it replicates.
     pub interest: cbddc_core::Interest,
+    /// The protocol the session runs at, its release and the formats it reads.
+    pub build: PeerBuild,
 }
 
-fn hello_payload(local: &LocalIdentity, eligible: bool) -> Vec<u8> {
+fn hello_payload(local: &LocalIdentity, eligible: bool, protocol: u32) -> Vec<u8> {
     proto::SessionHello {
         node_id: local
             .node_id
@@ -158,14 +166,47 @@ fn hello_payload(local: &LocalIdentity, eligible: bool) -> Vec<u8> {
             .map(|r| r.to_string())
             .unwrap_or_default(),
         collections: crate::convert::interest_to_wire(&local.interest),
+        protocol_version: protocol,
+        oldest_protocol_version: local.versions.protocols.oldest(),
+        newest_protocol_version: local.versions.protocols.newest(),
+        release: local.versions.release.clone(),
+        features: local.versions.features.iter().cloned().collect(),
     }
     .encode_to_vec()
 }
 
-fn session_node(payload: &[u8], key: PublicKey) -> Result<Option<Remote>, NetError> {
-    let hello = proto::SessionHello::decode(payload).map_err(|e| NetError::Handshake {
+fn session_hello(payload: &[u8]) -> Result<proto::SessionHello, NetError> {
+    proto::SessionHello::decode(payload).map_err(|e| NetError::Handshake {
         detail: format!("session hello: {e}"),
-    })?;
+    })
+}
+
+/// The range a session hello repeats, if it does (protocol-4 nodes do not).
+fn repeated_range(hello: &proto::SessionHello) -> Option<ProtocolRange> {
+    (hello.newest_protocol_version != 0)
+        .then(|| ProtocolRange::said(hello.oldest_protocol_version, hello.newest_protocol_version))
+        .flatten()
+}
+
+fn altered_in_transit(what: &str) -> NetError {
+    NetError::Handshake {
+        detail: format!(
+            "{what}: the plaintext hello was altered in transit (or the peer is broken); the session is refused"
+        ),
+    }
+}
+
+fn session_node(
+    hello: proto::SessionHello,
+    key: PublicKey,
+    protocol: u32,
+    range: &ProtocolRange,
+) -> Result<Option<Remote>, NetError> {
+    let build = PeerBuild {
+        protocol,
+        release: release_or_inferred(&hello.release, range),
+        features: hello.features.into_iter().collect(),
+    };
     if hello.node_id.is_empty() {
         return Ok(None);
     }
@@ -191,6 +232,7 @@ fn session_node(payload: &[u8], key: PublicKey) -> Result<Option<Remote>, NetErr
         key,
         replica,
         interest,
+        build,
     }))
 }
 
@@ -225,9 +267,12 @@ pub async fn initiate<S: AsyncRead + AsyncWrite + Unpin>(
     let mut buf = vec![0u8; MAX_FRAME];
     // -> psk, e
     let n = hs.write_message(&[], &mut buf).map_err(noise_error)?;
+    let ours = local.versions.protocols;
     let hello = proto::Hello {
         magic: MAGIC.into(),
-        protocol_version: PROTOCOL_VERSION,
+        protocol_version: ours.oldest(),
+        newest_protocol_version: ours.newest(),
+        release: local.versions.release.clone(),
     };
     write_handshake(
         &mut io,
@@ -238,7 +283,7 @@ pub async fn initiate<S: AsyncRead + AsyncWrite + Unpin>(
     )
     .await?;
     // <- e, ee, s, es: the responder's hello
-    let message = noise_answer(&mut io, peer).await?;
+    let message = noise_answer(&mut io, peer, local).await?;
     let mut payload = vec![0u8; MAX_FRAME];
     // A responder that cannot produce a valid answer does not hold the key.
     let n = hs
@@ -246,9 +291,24 @@ pub async fn initiate<S: AsyncRead + AsyncWrite + Unpin>(
         .map_err(|_| NetError::WrongClusterKey {
             peer: peer.to_string(),
         })?;
+    let answer = session_hello(&payload[..n])?;
+    // A protocol-4 responder accepted our oldest version, the only one it speaks, and
+    // says neither the version nor its range.
+    let protocol = match answer.protocol_version {
+        0 => ours.oldest(),
+        chosen => chosen,
+    };
+    let theirs = repeated_range(&answer).unwrap_or(ProtocolRange::answered(protocol, protocol));
+    if ours.highest_common(&theirs) != Some(protocol) {
+        return Err(altered_in_transit(&format!(
+            "{peer} chose protocol {protocol} where both sides speak {theirs} and {ours}"
+        )));
+    }
     let remote =
-        session_node(&payload[..n], remote_static(&hs)?)?.ok_or_else(|| NetError::Handshake {
-            detail: "the responder did not name its node id".into(),
+        session_node(answer, remote_static(&hs)?, protocol, &theirs)?.ok_or_else(|| {
+            NetError::Handshake {
+                detail: "the responder did not name its node id".into(),
+            }
         })?;
     if let Some(verifier) = &local.verifier {
         verifier
@@ -256,11 +316,15 @@ pub async fn initiate<S: AsyncRead + AsyncWrite + Unpin>(
             .await
             .map_err(|message| NetError::KeyRefused { message })?;
     }
+    if let Some(gate) = &local.versions.gate {
+        gate.admit(&remote.node_id, &remote.build)
+            .map_err(|message| NetError::FeatureMissing { message })?;
+    }
     // -> s, se: our hello
-    send_hello(&mut io, &mut hs, local, eligible, &mut buf).await?;
+    send_hello(&mut io, &mut hs, local, eligible, protocol, &mut buf).await?;
     let mut transport = hs.into_transport_mode().map_err(noise_error)?;
     // The responder confirms it accepted our key with an empty transport message.
-    let confirmation = noise_answer(&mut io, peer).await?;
+    let confirmation = noise_answer(&mut io, peer, local).await?;
     transport
         .read_message(&confirmation, &mut payload)
         .map_err(|_| NetError::Handshake {
@@ -274,7 +338,11 @@ pub async fn initiate<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// Reads the next handshake frame, which must be a Noise message; a reject becomes its
 /// typed error.
-async fn noise_answer<S: AsyncRead + Unpin>(io: &mut S, peer: &str) -> Result<Vec<u8>, NetError> {
+async fn noise_answer<S: AsyncRead + Unpin>(
+    io: &mut S,
+    peer: &str,
+    local: &LocalIdentity,
+) -> Result<Vec<u8>, NetError> {
     let answer = match read_handshake(io).await {
         Err(NetError::Closed) => {
             return Err(NetError::Handshake {
@@ -290,9 +358,18 @@ async fn noise_answer<S: AsyncRead + Unpin>(io: &mut S, peer: &str) -> Result<Ve
                 Ok(proto::RejectReason::AuthFailed) => NetError::WrongClusterKey {
                     peer: peer.to_string(),
                 },
-                Ok(proto::RejectReason::VersionMismatch) => NetError::VersionMismatch {
-                    ours: PROTOCOL_VERSION,
-                    theirs: r.protocol_version,
+                Ok(proto::RejectReason::VersionMismatch) => {
+                    let theirs =
+                        ProtocolRange::answered(r.oldest_protocol_version, r.protocol_version);
+                    NetError::VersionMismatch {
+                        ours: local.versions.protocols,
+                        our_release: local.versions.release.clone(),
+                        their_release: release_or_inferred(&r.release, &theirs),
+                        theirs,
+                    }
+                }
+                Ok(proto::RejectReason::FeatureMissing) => NetError::FeatureMissing {
+                    message: format!("{peer} refused the session: {}", r.message),
                 },
                 Ok(proto::RejectReason::Busy) => NetError::Busy,
                 Ok(proto::RejectReason::KeyRefused) => NetError::KeyRefused {
@@ -313,10 +390,11 @@ async fn send_hello<S: AsyncWrite + Unpin>(
     hs: &mut snow::HandshakeState,
     local: &LocalIdentity,
     eligible: bool,
+    protocol: u32,
     buf: &mut [u8],
 ) -> Result<(), NetError> {
     let n = hs
-        .write_message(&hello_payload(local, eligible), buf)
+        .write_message(&hello_payload(local, eligible, protocol), buf)
         .map_err(noise_error)?;
     write_handshake(
         io,
@@ -363,7 +441,15 @@ pub(crate) async fn respond_telling<S: AsyncRead + AsyncWrite + Unpin>(
             // Most likely `hello` and `noise` merged into one frame (a oneof keeps the
             // last): say so, since a client cannot guess it from a closed connection.
             let text = "the first handshake frame must carry `hello` alone; send Noise message 1 as `noise` in a frame of its own (docs/protocol.md, section 2)";
-            write_handshake(&mut io, &[reject(proto::RejectReason::Malformed, text)]).await?;
+            write_handshake(
+                &mut io,
+                &[reject(
+                    &local.versions,
+                    proto::RejectReason::Malformed,
+                    text,
+                )],
+            )
+            .await?;
             return Err(NetError::Handshake {
                 detail: "the first frame is not a hello".into(),
             });
@@ -375,19 +461,33 @@ pub(crate) async fn respond_telling<S: AsyncRead + AsyncWrite + Unpin>(
             detail: "the hello does not carry the CBDDC magic".into(),
         });
     }
-    if hello.protocol_version != PROTOCOL_VERSION {
-        let text = format!("this node speaks protocol version {PROTOCOL_VERSION}");
+    let ours = local.versions.protocols;
+    let theirs = ProtocolRange::hello(hello.protocol_version, hello.newest_protocol_version);
+    let their_release = release_or_inferred(&hello.release, &theirs);
+    let Some(protocol) = ours.highest_common(&theirs) else {
+        let text = crate::version::no_common_protocol(
+            &theirs,
+            &their_release,
+            &ours,
+            &local.versions.release,
+        );
         local.refused(proto::RejectReason::VersionMismatch);
         write_handshake(
             &mut io,
-            &[reject(proto::RejectReason::VersionMismatch, &text)],
+            &[reject(
+                &local.versions,
+                proto::RejectReason::VersionMismatch,
+                &text,
+            )],
         )
         .await?;
         return Err(NetError::VersionMismatch {
-            ours: PROTOCOL_VERSION,
-            theirs: hello.protocol_version,
+            ours,
+            our_release: local.versions.release.clone(),
+            theirs,
+            their_release,
         });
-    }
+    };
     let message = expect_noise(&mut io, "second").await?;
     let mut hs = noise(key)?
         .local_private_key(local.key.private())
@@ -399,6 +499,7 @@ pub(crate) async fn respond_telling<S: AsyncRead + AsyncWrite + Unpin>(
         write_handshake(
             &mut io,
             &[reject(
+                &local.versions,
                 proto::RejectReason::AuthFailed,
                 "cluster key refused",
             )],
@@ -410,24 +511,57 @@ pub(crate) async fn respond_telling<S: AsyncRead + AsyncWrite + Unpin>(
     }
     key_proved();
     let mut buf = vec![0u8; MAX_FRAME];
-    send_hello(&mut io, &mut hs, local, eligible, &mut buf).await?;
+    send_hello(&mut io, &mut hs, local, eligible, protocol, &mut buf).await?;
     let message = expect_noise(&mut io, "third").await?;
     let n = hs
         .read_message(&message, &mut payload)
         .map_err(|_| NetError::Handshake {
             detail: "the initiator's key message does not authenticate".into(),
         })?;
-    let remote = session_node(&payload[..n], remote_static(&hs)?)?;
+    let initiator = session_hello(&payload[..n])?;
+    if let Some(repeated) = repeated_range(&initiator)
+        && repeated != theirs
+    {
+        return Err(altered_in_transit(&format!(
+            "the initiator's hello said {theirs}, its authenticated hello {repeated}"
+        )));
+    }
+    if initiator.protocol_version != 0 && initiator.protocol_version != protocol {
+        return Err(altered_in_transit(&format!(
+            "the initiator runs protocol {} where this node chose {protocol}",
+            initiator.protocol_version
+        )));
+    }
+    let remote = session_node(initiator, remote_static(&hs)?, protocol, &theirs)?;
     if let (Some(remote), Some(verifier)) = (&remote, &local.verifier)
         && let Err(message) = verifier.verify(&remote.node_id, &remote.key).await
     {
         local.refused(proto::RejectReason::KeyRefused);
         write_handshake(
             &mut io,
-            &[reject(proto::RejectReason::KeyRefused, &message)],
+            &[reject(
+                &local.versions,
+                proto::RejectReason::KeyRefused,
+                &message,
+            )],
         )
         .await?;
         return Err(NetError::KeyRefused { message });
+    }
+    if let (Some(remote), Some(gate)) = (&remote, &local.versions.gate)
+        && let Err(message) = gate.admit(&remote.node_id, &remote.build)
+    {
+        local.refused(proto::RejectReason::FeatureMissing);
+        write_handshake(
+            &mut io,
+            &[reject(
+                &local.versions,
+                proto::RejectReason::FeatureMissing,
+                &message,
+            )],
+        )
+        .await?;
+        return Err(NetError::FeatureMissing { message });
     }
     let mut transport = hs.into_transport_mode().map_err(noise_error)?;
     let n = transport
@@ -447,10 +581,14 @@ pub(crate) async fn respond_telling<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Refuses a connection before the handshake because the server is full.
-pub async fn refuse_busy<S: AsyncWrite + Unpin>(io: &mut S) -> Result<(), NetError> {
+pub async fn refuse_busy<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    versions: &crate::version::Versions,
+) -> Result<(), NetError> {
     write_handshake(
         io,
         &[reject(
+            versions,
             proto::RejectReason::Busy,
             "connection limit reached",
         )],

@@ -50,6 +50,8 @@ pub struct ServerSettings {
     pub meter: Option<Arc<crate::NetMeter>>,
     /// The collections this node replicates, told to peers.
     pub interest: cbddc_core::Interest,
+    /// The protocols, release and formats this node says it has, and its feature gate.
+    pub versions: crate::version::Versions,
 }
 
 impl ServerSettings {
@@ -72,6 +74,7 @@ impl ServerSettings {
             eligible: true,
             meter: None,
             interest: cbddc_core::Interest::all(),
+            versions: crate::version::Versions::default(),
         }
     }
 }
@@ -89,6 +92,9 @@ pub struct SessionInfo {
     pub peer_eligible: bool,
     /// The collections the peer replicates (every one for tools).
     pub peer_interest: cbddc_core::Interest,
+    /// The protocol the session runs at, the peer's release and the formats it reads
+    /// (`None` for tools).
+    pub peer_build: Option<crate::version::PeerBuild>,
     /// The peer's socket address.
     pub address: SocketAddr,
     /// Cancelled when the server stops: a handler that waits (a long poll) answers
@@ -282,10 +288,13 @@ async fn accept_loop(
             if let Some(meter) = &settings.meter {
                 meter.refuse(proto::RejectReason::Busy);
             }
+            let versions = settings.versions.clone();
             tracker.spawn(async move {
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(1), secure::refuse_busy(&mut socket))
-                        .await;
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    secure::refuse_busy(&mut socket, &versions),
+                )
+                .await;
             });
             continue;
         }
@@ -342,6 +351,7 @@ async fn handshake(
         replica: settings.replica.clone(),
         meter: settings.meter.clone(),
         interest: settings.interest.clone(),
+        versions: settings.versions.clone(),
     };
     let handshake = secure::respond_telling(socket, &terms.key, &local, terms.eligible, || {
         ticket.proved()
@@ -373,6 +383,7 @@ async fn handshake(
             .as_ref()
             .map(|p| p.interest.clone())
             .unwrap_or_default(),
+        peer_build: peer.as_ref().map(|p| p.build.clone()),
         peer: peer.map(|p| p.node_id),
         address,
         stopping: token.clone(),
