@@ -116,6 +116,8 @@ pub struct ConfigFile {
     pub advertise_address: Option<String>,
     /// See [`PeerNodeConfiguration::node_key_file`].
     pub node_key_file: Option<PathBuf>,
+    /// See [`PeerNodeConfiguration::min_protocol_version`].
+    pub min_protocol_version: Option<u32>,
     /// The file (or source) this came from, for error messages.
     #[serde(skip)]
     pub source_name: String,
@@ -200,6 +202,7 @@ impl ConfigFile {
         pick(&mut self.collections, &top.collections);
         pick(&mut self.advertise_address, &top.advertise_address);
         pick(&mut self.node_key_file, &top.node_key_file);
+        pick(&mut self.min_protocol_version, &top.min_protocol_version);
         if !top.known_peers.is_empty() {
             self.known_peers.clone_from(&top.known_peers);
         }
@@ -277,6 +280,7 @@ impl ConfigFile {
         if let Some(path) = &self.node_key_file {
             config.node_key_file = Some(path.clone());
         }
+        config.min_protocol_version = self.min_protocol_version;
         if let Some(section) = &self.discovery {
             let d = &mut config.discovery;
             d.enabled = section.enabled.unwrap_or(d.enabled);

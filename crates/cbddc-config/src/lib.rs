@@ -20,6 +20,7 @@
 //! # collections = ["users", "orders"]   # replicate only these (default: every collection)
 //! # advertise_address = "node-a.lan:25000"  # where the cluster reaches this node (NAT, several interfaces)
 //! # node_key_file = "/run/secrets/cbddc-node.key"  # keep the node key apart from data_dir (default: data_dir/node.key)
+//! # min_protocol_version = 5    # refuse peers and tools older than this protocol (default: the oldest this build speaks)
 //!
 //! [discovery]                   # UDP beacons on the LAN
 //! enabled = false
@@ -244,6 +245,10 @@ pub struct PeerNodeConfiguration {
     /// disk keeps its key, and peers that pinned it take it back with no `repin`. Created
     /// on first start if missing; read at start only (a live change is not applied).
     pub node_key_file: Option<PathBuf>,
+    /// The oldest protocol version this node speaks; `None`: the oldest its build speaks
+    /// (the previous release's). Raising it to the build's newest ends a rolling upgrade:
+    /// peers and tools of the previous release are refused. Read at start only.
+    pub min_protocol_version: Option<u32>,
 }
 
 impl PeerNodeConfiguration {
@@ -268,6 +273,7 @@ impl PeerNodeConfiguration {
             collections: None,
             advertise_address: None,
             node_key_file: None,
+            min_protocol_version: None,
         }
     }
 

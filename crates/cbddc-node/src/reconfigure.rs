@@ -10,7 +10,7 @@
 //! | `oplog_retention_ms`, `feed_retention_ms` | the next compaction round uses it |
 //! | `known_peers` | the configured peers in the store are replaced and the sync tasks follow |
 //! | `[discovery]`, `[election]` (and any port or key change) | discovery and election restart with the new settings; a change of `eligible` is also told to peers in every new session, both ways, and sessions opened before it close so their peers reconnect and hear it |
-//! | `durability`, `max_clock_drift_ms`, `node_key_file` | not applied live: logged, and in force from the next start |
+//! | `durability`, `max_clock_drift_ms`, `node_key_file`, `min_protocol_version` | not applied live: logged, and in force from the next start |
 //! | `[cluster]` | not applied live: members change by reconfiguration (`cbddc cluster reconfigure`) |
 
 use crate::runtime::{GRACE, Runtime, bind, open_store, server_settings};
@@ -150,6 +150,13 @@ async fn apply_to(
         effective.collections = old.collections.clone();
         outcome.not_applied.push(
             "collections: takes effect at the next start (a database never widens what it replicates)"
+                .into(),
+        );
+    }
+    if new.min_protocol_version != old.min_protocol_version {
+        effective.min_protocol_version = old.min_protocol_version;
+        outcome.not_applied.push(
+            "min_protocol_version: read at start only; restart the node to refuse (or admit again) older peers"
                 .into(),
         );
     }

@@ -27,8 +27,10 @@ pub enum StoreError {
     },
     /// The file was written by a newer CBDDC.
     #[error(
-        "database {path} has schema version {found}, newer than this build supports ({supported}); \
-         upgrade cbddc"
+        "database {path} was moved on by cbddc {written_by} (schema version {found}); this is \
+         cbddc {this_release}, which reads schema versions up to {supported} and never opens a \
+         newer one: run cbddc {written_by} or later on this data dir (or start this release on \
+         an empty data dir and let it sync)"
     )]
     SchemaTooNew {
         /// The database file.
@@ -37,6 +39,10 @@ pub enum StoreError {
         found: i64,
         /// The newest version this build knows.
         supported: i64,
+        /// The release recorded in the file ("a newer release" when none is).
+        written_by: String,
+        /// This build's release.
+        this_release: &'static str,
     },
     /// SQLite reported an error.
     #[error("SQLite failed while {operation}: {source}")]

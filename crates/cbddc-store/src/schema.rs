@@ -210,6 +210,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
 /// The schema version this build writes.
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
+/// This build's release, recorded in the databases it migrates so that an older release
+/// refusing one can name the release that moved it on.
+pub(crate) const RELEASE: &str = env!("CARGO_PKG_VERSION");
+
 /// Opens the write connection: WAL, the chosen durability, no automatic checkpoints.
 pub(crate) fn open_writer(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).during("opening the database")?;
@@ -262,10 +266,18 @@ pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreErr
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .during("reading the schema version")?;
     if current > SCHEMA_VERSION {
+        // Refused before anything is written: the transaction rolls back untouched.
+        let written_by: Option<String> = tx
+            .query_row("SELECT value FROM meta WHERE key = 'release'", [], |row| {
+                row.get(0)
+            })
+            .ok();
         return Err(StoreError::SchemaTooNew {
             path: path.to_path_buf(),
             found: current,
             supported: SCHEMA_VERSION,
+            written_by: written_by.unwrap_or_else(|| "a newer release".into()),
+            this_release: RELEASE,
         });
     }
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
@@ -273,6 +285,13 @@ pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreErr
         tx.pragma_update(None, "user_version", index as i64 + 1)
             .during("recording the schema version")?;
     }
+    // The last release that opened the file: what an older release refusing it names.
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ('release', ?1)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value WHERE value <> excluded.value",
+        [RELEASE],
+    )
+    .during("recording the release")?;
     tx.commit().during("committing the migration")
 }
 
@@ -292,9 +311,46 @@ mod tests {
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
 
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        let recorded: String = conn
+            .query_row("SELECT value FROM meta WHERE key = 'release'", [], |r| {
+                r.get(0)
+            })
             .unwrap();
+        assert_eq!(recorded, RELEASE);
+    }
+
+    #[test]
+    fn a_database_a_newer_release_moved_on_is_refused_naming_both_releases_and_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut conn = open_writer(&path, Durability::Full).unwrap();
+        migrate(&mut conn, &path).unwrap();
+        // What a future release leaves behind: a schema past ours, its name in meta.
+        conn.execute_batch(&format!(
+            "PRAGMA user_version = {};
+             UPDATE meta SET value = '9.9.9' WHERE key = 'release';
+             CREATE TABLE future_things (x);",
+            SCHEMA_VERSION + 1
+        ))
+        .unwrap();
         let err = migrate(&mut conn, &path).unwrap_err();
         assert!(matches!(err, StoreError::SchemaTooNew { .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("cbddc 9.9.9"), "{text}");
+        assert!(text.contains(&format!("cbddc {RELEASE}")), "{text}");
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION + 1);
+        drop(conn);
+        let conn = open_writer(&path, Durability::Full).unwrap();
+        let tables: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'future_things'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 1, "nothing of the newer schema was touched");
     }
 }
