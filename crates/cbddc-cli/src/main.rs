@@ -619,6 +619,9 @@ fn peer_json(p: &proto::PeerStatus) -> Value {
         "last_error": (!p.last_error.is_empty()).then_some(&p.last_error),
         "key_fingerprint": (!p.key_fingerprint.is_empty()).then_some(&p.key_fingerprint),
         "lag_entries": p.lag_entries,
+        "protocol_version": (p.protocol_version > 0).then_some(p.protocol_version),
+        "release": (!p.release.is_empty()).then_some(&p.release),
+        "features": p.features,
     })
 }
 
@@ -781,6 +784,21 @@ fn status_json(status: &proto::StatusResponse) -> Value {
         "oplog_entries": status.oplog_entries,
         "version_vector": vv,
         "protocol_version": status.protocol_version,
+        "release": status.release,
+        "protocols": {
+            "oldest": status.oldest_protocol_version,
+            "newest": status.protocol_version,
+        },
+        "features": status.features.as_ref().map(|f| json!({
+            "in_force": f.in_force,
+            "pending": f.pending.iter().map(|p| json!({
+                "feature": p.feature,
+                "held_back_by": p.held_back_by.iter().map(|h| json!({
+                    "node_id": h.node_id,
+                    "release": (!h.release.is_empty()).then_some(&h.release),
+                })).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        })),
         "leader": (!status.leader.is_empty()).then_some(&status.leader),
         "is_leader": status.is_leader,
         "wanted_listen": (!status.wanted_listen.is_empty()).then_some(&status.wanted_listen),
@@ -825,6 +843,34 @@ async fn status(as_json: bool, target: &Target) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     say!("node       {} (replica {})", status.node_id, status.replica);
+    if !status.release.is_empty() {
+        say!(
+            "release    cbddc {} (protocols {} to {})",
+            status.release,
+            status.oldest_protocol_version,
+            status.protocol_version
+        );
+    }
+    if let Some(f) = &status.features {
+        if !f.in_force.is_empty() {
+            say!("features   {} in force", f.in_force.join(", "));
+        }
+        for p in &f.pending {
+            let holders: Vec<String> = p
+                .held_back_by
+                .iter()
+                .map(|h| match h.release.as_str() {
+                    "" => format!("{} (not heard from)", h.node_id),
+                    release => format!("{} (cbddc {release})", h.node_id),
+                })
+                .collect();
+            say!(
+                "features   {} held back by {}",
+                p.feature,
+                holders.join(", ")
+            );
+        }
+    }
     say!("node key   {}", status.key_fingerprint);
     say!("listening  {}:{}", status.bind_address, status.tcp_port);
     for duplicate in &status.duplicates {
@@ -916,8 +962,12 @@ async fn status(as_json: bool, target: &Target) -> Result<ExitCode> {
             Some(entries) => format!("; {entries} entries behind"),
             None => String::new(),
         };
+        let build = match p.protocol_version {
+            0 => String::new(),
+            protocol => format!("; cbddc {} at protocol {protocol}", p.release),
+        };
         say!(
-            "peer       {} {} ({}) {}{lag}",
+            "peer       {} {} ({}) {}{lag}{build}",
             p.node_id,
             p.address,
             p.peer_type,

@@ -4,6 +4,7 @@ use crate::{
     StorageError, VersionVector,
 };
 use async_trait::async_trait;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use tokio::sync::{broadcast, watch};
 
@@ -316,6 +317,12 @@ pub trait DocumentStore: Send + Sync + std::fmt::Debug {
 
     /// Forgets a named consumer; `Ok(false)` if it was not known.
     async fn forget_feed_consumer(&self, name: String) -> Result<bool, StorageError>;
+
+    /// The formats this node writes (its feature level), as recorded.
+    async fn features_in_force(&self) -> Result<BTreeSet<String>, StorageError>;
+
+    /// Adds `features` to the formats in force, durably; none is ever removed.
+    async fn raise_features(&self, features: BTreeSet<String>) -> Result<(), StorageError>;
 }
 
 /// What the change feed keeps of deletes whose tombstones compaction collected (part of

@@ -891,6 +891,14 @@ pub struct PeerStatus {
     /// exchange; absent before the first.
     #[prost(uint64, optional, tag = "8")]
     pub lag_entries: Option<u64>,
+    /// The protocol of the peer's last session with the responder (0: not heard from
+    /// since the responder started), its release and the formats it reads.
+    #[prost(uint32, tag = "9")]
+    pub protocol_version: u32,
+    #[prost(string, tag = "10")]
+    pub release: String,
+    #[prost(string, repeated, tag = "11")]
+    pub features: Vec<String>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -941,6 +949,41 @@ pub struct StatusResponse {
     pub compaction: Option<CompactionStatus>,
     #[prost(message, optional, tag = "19")]
     pub feed: Option<FeedStatus>,
+    /// The node's release; with `protocol_version` (its newest) and this, the protocols
+    /// it speaks.
+    #[prost(string, tag = "20")]
+    pub release: String,
+    #[prost(uint32, tag = "21")]
+    pub oldest_protocol_version: u32,
+    #[prost(message, optional, tag = "22")]
+    pub features: Option<FeatureStatus>,
+}
+
+/// The node's feature level: the formats it writes, and those held back (and by whom).
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct FeatureStatus {
+    #[prost(string, repeated, tag = "1")]
+    pub in_force: Vec<String>,
+    #[prost(message, repeated, tag = "2")]
+    pub pending: Vec<PendingFeature>,
+}
+
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct PendingFeature {
+    #[prost(string, tag = "1")]
+    pub feature: String,
+    #[prost(message, repeated, tag = "2")]
+    pub held_back_by: Vec<FeatureHolder>,
+}
+
+/// A peer holding a feature back, with its release as it said it (empty: not heard
+/// from since the node started).
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct FeatureHolder {
+    #[prost(string, tag = "1")]
+    pub node_id: String,
+    #[prost(string, tag = "2")]
+    pub release: String,
 }
 
 /// The node's oplog compaction, for `status`.

@@ -134,6 +134,37 @@ pub(crate) fn peer_to_wire(p: PeerReport) -> proto::PeerStatus {
         last_error: p.last_error.unwrap_or_default(),
         key_fingerprint: p.key_fingerprint.unwrap_or_default(),
         lag_entries: p.lag_entries,
+        protocol_version: p.build.as_ref().map_or(0, |b| b.protocol),
+        release: p
+            .build
+            .as_ref()
+            .map(|b| b.release.clone())
+            .unwrap_or_default(),
+        features: p
+            .build
+            .map(|b| b.features.into_iter().collect())
+            .unwrap_or_default(),
+    }
+}
+
+fn features_to_wire(report: cbddc_sync::features::FeatureReport) -> proto::FeatureStatus {
+    proto::FeatureStatus {
+        in_force: report.in_force.into_iter().collect(),
+        pending: report
+            .pending
+            .into_iter()
+            .map(|p| proto::PendingFeature {
+                feature: p.feature,
+                held_back_by: p
+                    .held_back_by
+                    .into_iter()
+                    .map(|(node, release)| proto::FeatureHolder {
+                        node_id: node.to_string(),
+                        release: release.unwrap_or_default(),
+                    })
+                    .collect(),
+            })
+            .collect(),
     }
 }
 
@@ -193,7 +224,10 @@ fn status_to_wire(status: NodeStatus) -> proto::StatusResponse {
         oplog_entries: status.oplog_entries,
         version_vector: Some(vv_to_wire(&status.version_vector)),
         peers: status.peers.into_iter().map(peer_to_wire).collect(),
-        protocol_version: cbddc_net::PROTOCOL_VERSION,
+        protocol_version: status.protocols.newest(),
+        oldest_protocol_version: status.protocols.oldest(),
+        release: status.release,
+        features: Some(features_to_wire(status.features)),
         leader: status.leader.map(|l| l.to_string()).unwrap_or_default(),
         is_leader: status.is_leader,
         wanted_listen: status

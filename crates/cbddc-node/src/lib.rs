@@ -188,6 +188,20 @@ impl Node {
     /// Opens the node's database, saves the configured peers (merged with peers added at
     /// run time), starts listening and starts syncing.
     pub async fn start_with_provider(provider: Arc<dyn ConfigProvider>) -> Result<Self, NodeError> {
+        let readable = cbddc_net::version::READABLE_FEATURES
+            .iter()
+            .map(|f| f.to_string())
+            .collect();
+        Self::start_reading(provider, readable).await
+    }
+
+    /// Starts a node whose build reads `features` (and writes each once every peer reads
+    /// it): how tests and the mixed-version harness stand in for a newer build.
+    #[doc(hidden)]
+    pub async fn start_reading(
+        provider: Arc<dyn ConfigProvider>,
+        features: std::collections::BTreeSet<String>,
+    ) -> Result<Self, NodeError> {
         let config = provider.current();
         let store = runtime::open_store(&config).await?;
         let listener = match runtime::bind(config.listen_address()).await {
@@ -199,8 +213,15 @@ impl Node {
         };
         let root = CancellationToken::new();
         let signals = Arc::new(signals::Signals::new());
-        let runtime =
-            Runtime::start(config, store, listener, signals.clone(), root.child_token()).await?;
+        let runtime = Runtime::start(
+            config,
+            store,
+            listener,
+            signals.clone(),
+            Arc::new(features),
+            root.child_token(),
+        )
+        .await?;
         let snapshot = Snapshot {
             config: runtime.config.clone(),
             listen: runtime.listen(),

@@ -208,6 +208,7 @@ async fn apply_to(
             store,
             listener,
             runtime.signals.clone(),
+            runtime.readable.clone(),
             root.child_token(),
         )
         .await;
@@ -224,6 +225,7 @@ async fn apply_to(
                     store,
                     listener,
                     runtime.signals.clone(),
+                    runtime.readable.clone(),
                     root.child_token(),
                 )
                 .await?;

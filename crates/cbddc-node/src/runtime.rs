@@ -11,13 +11,16 @@ use cbddc_control::{self as cluster, ControlPlane};
 use cbddc_core::PeerDirectory;
 use cbddc_core::{DocumentStore, PageLimits, PeerStore};
 use cbddc_election::{ElectionService, ElectionSettings};
+use cbddc_net::ProtocolRange;
 use cbddc_net::discovery::{self, BeaconSettings, DiscoveryKey};
 use cbddc_net::{ClientSettings, ClusterKey, LocalIdentity, ServerSettings, TcpSyncServer};
 use cbddc_observe::MeteredStore;
 use cbddc_store::{SqliteStore, StoreOptions};
 use cbddc_sync::PeerBook;
+use cbddc_sync::features::FeatureLevel;
 use cbddc_sync::pins::KeyPins;
 use cbddc_sync::{SyncContext, SyncOrchestrator};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -44,7 +47,28 @@ pub(crate) struct Runtime {
     pub(crate) signals: Arc<Signals>,
     /// Our node id, key and pins, for the servers this runtime starts.
     pub(crate) identity: LocalIdentity,
+    /// The formats this node's build reads (kept for the runtime that replaces this one).
+    pub(crate) readable: Arc<BTreeSet<String>>,
     pub(crate) token: CancellationToken,
+}
+
+/// The protocol versions this node speaks: its build's, from `min_protocol_version` on.
+fn protocols(config: &PeerNodeConfiguration) -> Result<ProtocolRange, NodeError> {
+    let Some(oldest) = config.min_protocol_version else {
+        return Ok(ProtocolRange::THIS_BUILD);
+    };
+    ProtocolRange::this_build_from(oldest).ok_or_else(|| {
+        NodeError::Config(cbddc_config::ConfigError::Invalid {
+            source_name: "the configuration".into(),
+            field: "min_protocol_version".into(),
+            message: format!(
+                "must be from {} to {}, the protocol versions cbddc {} speaks",
+                ProtocolRange::THIS_BUILD.oldest(),
+                ProtocolRange::THIS_BUILD.newest(),
+                cbddc_net::RELEASE
+            ),
+        })
+    })
 }
 
 /// Discovery and election: restarted whenever their settings, the port, the key or the
@@ -213,6 +237,7 @@ pub(crate) fn server_settings(
     settings.eligible = config.election.eligible;
     settings.meter = identity.meter.clone();
     settings.interest = identity.interest.clone();
+    settings.versions = identity.versions.clone();
     settings
 }
 
@@ -249,9 +274,10 @@ impl Runtime {
         store: Arc<SqliteStore>,
         listener: TcpListener,
         signals: Arc<Signals>,
+        readable: Arc<BTreeSet<String>>,
         token: CancellationToken,
     ) -> Result<Self, NodeError> {
-        match Self::start_inner(config, store.clone(), listener, signals, token).await {
+        match Self::start_inner(config, store.clone(), listener, signals, readable, token).await {
             Ok(runtime) => Ok(runtime),
             Err(e) => {
                 store.close().await;
@@ -265,8 +291,10 @@ impl Runtime {
         store: Arc<SqliteStore>,
         listener: TcpListener,
         signals: Arc<Signals>,
+        readable: Arc<BTreeSet<String>>,
         token: CancellationToken,
     ) -> Result<Self, NodeError> {
+        let protocols = protocols(&config)?;
         store
             .replace_configured_peers(config.known_peers.clone())
             .await?;
@@ -277,6 +305,20 @@ impl Runtime {
         let (mut identity, pins) = identity(&config, &store).await?;
         identity.meter = Some(signals.metrics.net.clone());
         identity.interest = config.interest();
+        let features =
+            FeatureLevel::load(config.node_id.clone(), (*readable).clone(), store.as_ref()).await?;
+        identity.versions = cbddc_net::Versions {
+            protocols,
+            release: cbddc_net::RELEASE.to_string(),
+            features: (*readable).clone(),
+            gate: Some(features.clone()),
+        };
+        let book = Arc::new(PeerBook::new(config.election.peer_timeout()));
+        tokio::spawn(
+            features
+                .clone()
+                .run(book.clone(), store.clone(), token.child_token()),
+        );
         let data: Arc<dyn DocumentStore> =
             Arc::new(MeteredStore::new(store.clone(), signals.metrics.clone()));
         let sync = Arc::new(SyncOrchestrator::new(
@@ -285,7 +327,7 @@ impl Runtime {
                 identity: identity.clone(),
                 store: data.clone(),
                 key: ClusterKey::derive(&config.cluster_key),
-                book: Arc::new(PeerBook::new(config.election.peer_timeout())),
+                book,
                 interval: Duration::from_millis(config.sync_interval_ms),
                 limits: PageLimits::default(),
                 client: client_settings(&config),
@@ -333,6 +375,8 @@ impl Runtime {
             signals: signals.clone(),
             node_key: identity.key.public(),
             pins,
+            versions: identity.versions.clone(),
+            features,
         });
         let server = TcpSyncServer::start(
             listener,
@@ -377,6 +421,7 @@ impl Runtime {
             cluster,
             signals,
             identity,
+            readable,
             token,
         })
     }

@@ -55,6 +55,13 @@ pub struct NodeStatus {
     pub compaction: crate::CompactionReport,
     /// The change feed: what it keeps for consumers, and its named consumers.
     pub feed: crate::FeedReport,
+    /// This node's release and the protocol versions it speaks.
+    pub release: String,
+    /// See [`NodeStatus::release`].
+    pub protocols: cbddc_net::ProtocolRange,
+    /// The formats this node writes, and those it reads but holds back (and who holds
+    /// each back).
+    pub features: cbddc_sync::features::FeatureReport,
 }
 
 /// What a pull served: the page, the server's holdings and floors, and a notice for the
@@ -135,6 +142,9 @@ pub(crate) struct NodeService {
     pub(crate) node_key: cbddc_net::PublicKey,
     /// The keys pinned for peers' node ids.
     pub(crate) pins: Arc<cbddc_sync::pins::KeyPins>,
+    /// What this node says of its build, and its feature level.
+    pub(crate) versions: cbddc_net::Versions,
+    pub(crate) features: Arc<cbddc_sync::features::FeatureLevel>,
 }
 
 impl NodeService {
@@ -579,7 +589,9 @@ impl NodeService {
         let ours = self.store.version_vector().await?;
         let fold = self.sync.fold();
         let mut statuses = Vec::new();
+        let builds = self.features.peer_builds();
         for mut report in self.book.report(&known) {
+            report.build = builds.get(&report.node_id).cloned();
             report.key_fingerprint = self
                 .pins
                 .get(&report.node_id)
@@ -630,6 +642,9 @@ impl NodeService {
             is_leader: leadership.is_leader,
             compaction,
             feed,
+            release: self.versions.release.clone(),
+            protocols: self.versions.protocols,
+            features: self.features.report(self.book.as_ref()),
         })
     }
 }

@@ -193,4 +193,15 @@ impl DocumentStore for MeteredStore {
     async fn forget_feed_consumer(&self, name: String) -> Result<bool, StorageError> {
         self.inner.forget_feed_consumer(name).await
     }
+
+    async fn features_in_force(&self) -> Result<std::collections::BTreeSet<String>, StorageError> {
+        self.inner.features_in_force().await
+    }
+
+    async fn raise_features(
+        &self,
+        features: std::collections::BTreeSet<String>,
+    ) -> Result<(), StorageError> {
+        self.inner.raise_features(features).await
+    }
 }

@@ -35,6 +35,7 @@ mod cluster_records;
 mod compaction;
 mod document_write;
 mod error;
+mod features;
 mod feed;
 mod paxos_log;
 mod reader;

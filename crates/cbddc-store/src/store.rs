@@ -445,6 +445,18 @@ impl DocumentStore for SqliteStore {
         self.send(|reply| Command::ForgetFeedConsumer { name, reply })
             .await
     }
+
+    async fn features_in_force(&self) -> Result<std::collections::BTreeSet<String>, StorageError> {
+        self.readers.read(crate::features::in_force).await
+    }
+
+    async fn raise_features(
+        &self,
+        features: std::collections::BTreeSet<String>,
+    ) -> Result<(), StorageError> {
+        self.send(|reply| Command::RaiseFeatures { features, reply })
+            .await
+    }
 }
 
 #[async_trait]

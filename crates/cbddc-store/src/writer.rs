@@ -111,6 +111,10 @@ pub(crate) enum Command {
         name: String,
         reply: Reply<bool>,
     },
+    RaiseFeatures {
+        features: std::collections::BTreeSet<String>,
+        reply: Reply<()>,
+    },
 }
 
 /// What the writer thread receives: commands it groups into one transaction, or work
@@ -165,6 +169,7 @@ impl Command {
             Command::RaiseFloors { .. } => "raise_floors",
             Command::AcknowledgeFeed { .. } => "acknowledge_feed",
             Command::ForgetFeedConsumer { .. } => "forget_feed_consumer",
+            Command::RaiseFeatures { .. } => "raise_features",
         }
     }
 
@@ -178,7 +183,8 @@ impl Command {
             | Command::PinKey { .. }
             | Command::UnpinKey { .. }
             | Command::AcknowledgeFeed { .. }
-            | Command::ForgetFeedConsumer { .. } => 1,
+            | Command::ForgetFeedConsumer { .. }
+            | Command::RaiseFeatures { .. } => 1,
             Command::RaiseFloors { floors, .. } => floors.len(),
         }
     }
@@ -551,6 +557,9 @@ impl Writer {
                 position,
                 reply,
             } => Executed::SavePeer(crate::feed::acknowledge(conn, &name, position), reply),
+            Command::RaiseFeatures { features, reply } => {
+                Executed::SavePeer(crate::features::raise(conn, &features), reply)
+            }
             Command::ForgetFeedConsumer { name, reply } => {
                 Executed::RemovePeer(crate::feed::forget(conn, &name), reply)
             }
@@ -997,7 +1006,8 @@ fn precommit_failure(command: Command, message: &str) -> Executed {
         | Command::ReplaceConfiguredPeers { reply, .. }
         | Command::PinKey { reply, .. }
         | Command::RaiseFloors { reply, .. }
-        | Command::AcknowledgeFeed { reply, .. } => Executed::SavePeer(Err(err()), reply),
+        | Command::AcknowledgeFeed { reply, .. }
+        | Command::RaiseFeatures { reply, .. } => Executed::SavePeer(Err(err()), reply),
         Command::RemovePeer { reply, .. }
         | Command::UnpinKey { reply, .. }
         | Command::ForgetFeedConsumer { reply, .. } => Executed::RemovePeer(Err(err()), reply),

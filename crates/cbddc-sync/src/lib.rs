@@ -44,6 +44,7 @@
 
 pub mod compaction;
 pub mod duplicates;
+pub mod features;
 pub mod fold;
 pub mod handover;
 mod orchestrator;

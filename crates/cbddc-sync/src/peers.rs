@@ -49,6 +49,10 @@ pub struct PeerReport {
     /// Entries this node holds that the peer has not reported holding, once it reported
     /// (filled in by the node's status).
     pub lag_entries: Option<u64>,
+    /// The protocol of its last session with this node, its release and the formats it
+    /// reads, as it said them (filled in by the node's status; `None`: not heard from
+    /// since this node started).
+    pub build: Option<cbddc_net::PeerBuild>,
 }
 
 #[derive(Debug, Default)]
@@ -259,6 +263,7 @@ impl PeerBook {
                     last_error: a.last_error,
                     key_fingerprint: None,
                     lag_entries: None,
+                    build: None,
                 },
             );
         }
@@ -276,6 +281,7 @@ impl PeerBook {
                 last_error: a.last_error.clone(),
                 key_fingerprint: None,
                 lag_entries: None,
+                build: None,
             });
         }
         out.into_values().collect()
