@@ -14,3 +14,4 @@ mod t95_observe;
 mod t96_collections;
 mod t97_liveness;
 mod t98_compaction;
+mod t99_upgrade;

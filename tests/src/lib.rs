@@ -133,6 +133,19 @@ impl TestNode {
         );
     }
 
+    /// Starts the node again on its configuration as a build that reads `features` (a
+    /// newer build, for mixed-version scenarios; none: this build).
+    pub async fn restart_reading(&mut self, features: &[&str]) {
+        self.stop().await;
+        self.provider = Arc::new(StaticProvider::new(self.config.clone()).unwrap());
+        let features = features.iter().map(|f| f.to_string()).collect();
+        self.node = Some(
+            Node::start_reading(self.provider.clone(), features)
+                .await
+                .unwrap(),
+        );
+    }
+
     /// Every document of `collection` as (key, value) pairs in key order.
     pub async fn documents(&self, collection: &str) -> Vec<(String, String)> {
         self.node()

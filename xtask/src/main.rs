@@ -8,6 +8,7 @@ use std::process::Command;
 mod cluster;
 mod modules;
 mod test;
+mod upgrade;
 
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask", about = "CBDDC project tasks")]
@@ -71,6 +72,22 @@ enum Task {
         /// Rounds of each scenario (`cargo test` runs one).
         #[arg(long, default_value_t = 5)]
         rounds: u64,
+    },
+    /// Run the mixed-version scenarios against an older release: build it in a worktree
+    /// and target directory of its own (under target/upgrade/, kept between runs), then run
+    /// both binaries side by side — a rolling upgrade of three peers under writes, the same
+    /// for a [cluster] of three with a reconfiguration decided in the mixed cluster, each
+    /// release's CLI against the other's node, and a node rolled back to the old binary.
+    /// Prints a table (acknowledged, lost, refused writes, slowest convergence); exits
+    /// non-zero if a scenario failed.
+    Upgrade {
+        /// The older release: a tag (v0.1.0), a branch or a commit.
+        #[arg(long, default_value = "v0.1.0")]
+        from: String,
+        /// Run this build's nodes on their newest protocol only (min_protocol_version), to
+        /// show what negotiation buys: the scenarios are expected to fail.
+        #[arg(long)]
+        without_negotiation: bool,
     },
 }
 
@@ -166,6 +183,16 @@ fn run(task: Task) -> Result<()> {
         Task::Bench => bench(),
         Task::Sim { seeds } => sim(seeds),
         Task::Faults { seed, rounds } => faults(seed, rounds),
+        Task::Upgrade {
+            from,
+            without_negotiation,
+        } => upgrade::run(
+            &workspace_root(),
+            upgrade::Options {
+                from,
+                without_negotiation,
+            },
+        ),
         Task::Cluster {
             nodes,
             base_port,

@@ -314,11 +314,12 @@ impl Runtime {
             gate: Some(features.clone()),
         };
         let book = Arc::new(PeerBook::new(config.election.peer_timeout()));
-        tokio::spawn(
-            features
-                .clone()
-                .run(book.clone(), store.clone(), token.child_token()),
-        );
+        tokio::spawn(features.clone().run(
+            store.clone(),
+            book.clone(),
+            store.clone(),
+            token.child_token(),
+        ));
         let data: Arc<dyn DocumentStore> =
             Arc::new(MeteredStore::new(store.clone(), signals.metrics.clone()));
         let sync = Arc::new(SyncOrchestrator::new(

@@ -644,7 +644,12 @@ impl NodeService {
             feed,
             release: self.versions.release.clone(),
             protocols: self.versions.protocols,
-            features: self.features.report(self.book.as_ref()),
+            features: self.features.report(
+                &self
+                    .features
+                    .deciding(self.peers.as_ref(), self.book.as_ref())
+                    .await?,
+            ),
         })
     }
 }

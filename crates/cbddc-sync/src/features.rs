@@ -7,7 +7,7 @@
 //! restarts knowing fewer peers never falls back. From then on a peer that cannot read a
 //! feature in force is refused at the handshake, with the release to upgrade it to.
 
-use cbddc_core::{DocumentStore, NodeId, PeerDirectory};
+use cbddc_core::{DocumentStore, NodeId, PeerDirectory, PeerStore, StorageError};
 use cbddc_net::{FeatureGate, PeerBuild};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -55,7 +55,7 @@ impl FeatureLevel {
         local: NodeId,
         readable: BTreeSet<String>,
         store: &dyn DocumentStore,
-    ) -> Result<Arc<Self>, cbddc_core::StorageError> {
+    ) -> Result<Arc<Self>, StorageError> {
         let in_force = store.features_in_force().await?;
         Ok(Arc::new(Self {
             local,
@@ -79,25 +79,34 @@ impl FeatureLevel {
         self.heard.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// The peers whose reading decides the level, from `directory`.
-    fn deciding(&self, directory: &dyn PeerDirectory) -> BTreeSet<NodeId> {
-        directory
-            .peers()
+    /// The peers whose reading decides the level: the enabled known peers as stored (so a
+    /// node that just started, whose directory is still empty, decides nothing from an
+    /// empty set), and the peers of `directory` (discovered ones, members).
+    pub async fn deciding(
+        &self,
+        known: &dyn PeerStore,
+        directory: &dyn PeerDirectory,
+    ) -> Result<BTreeSet<NodeId>, StorageError> {
+        let mut deciding: BTreeSet<NodeId> = known
+            .list_peers()
+            .await?
             .into_iter()
+            .filter(|p| p.enabled)
             .map(|p| p.node_id)
-            .filter(|id| *id != self.local)
-            .collect()
+            .collect();
+        deciding.extend(directory.peers().into_iter().map(|p| p.node_id));
+        deciding.remove(&self.local);
+        Ok(deciding)
     }
 
-    /// The level now, and who holds each feature back.
-    pub fn report(&self, directory: &dyn PeerDirectory) -> FeatureReport {
+    /// The level now, and who of `deciding` holds each feature back.
+    pub fn report(&self, deciding: &BTreeSet<NodeId>) -> FeatureReport {
         let in_force = self
             .in_force
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let heard = self.peer_builds();
-        let deciding = self.deciding(directory);
         let pending = self
             .readable
             .iter()
@@ -121,11 +130,11 @@ impl FeatureLevel {
     /// in memory, so what this node writes is never ahead of its record.
     pub async fn raise(
         &self,
-        directory: &dyn PeerDirectory,
+        deciding: &BTreeSet<NodeId>,
         store: &dyn DocumentStore,
-    ) -> Result<(), cbddc_core::StorageError> {
+    ) -> Result<(), StorageError> {
         let ready: BTreeSet<String> = self
-            .report(directory)
+            .report(deciding)
             .pending
             .into_iter()
             .filter(|p| p.held_back_by.is_empty())
@@ -146,6 +155,7 @@ impl FeatureLevel {
     /// Raises the level after every handshake and every few seconds, until `token`.
     pub async fn run(
         self: Arc<Self>,
+        known: Arc<dyn PeerStore>,
         directory: Arc<dyn PeerDirectory>,
         store: Arc<dyn DocumentStore>,
         token: CancellationToken,
@@ -154,7 +164,11 @@ impl FeatureLevel {
             return;
         }
         loop {
-            if let Err(e) = self.raise(directory.as_ref(), store.as_ref()).await {
+            let raised = match self.deciding(known.as_ref(), directory.as_ref()).await {
+                Ok(deciding) => self.raise(&deciding, store.as_ref()).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = raised {
                 tracing::warn!(error = %e, "the feature level could not be recorded; retrying");
             }
             tokio::select! {
@@ -197,7 +211,7 @@ impl FeatureGate for FeatureLevel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cbddc_core::{PeerState, PeerType};
+    use cbddc_core::{KnownPeer, PeerState, PeerType};
     use cbddc_store::SqliteStore;
 
     #[derive(Debug)]
@@ -209,7 +223,7 @@ mod tests {
                 .iter()
                 .map(|name| PeerState {
                     node_id: NodeId::new(*name).unwrap(),
-                    peer_type: PeerType::StaticRemote,
+                    peer_type: PeerType::LanDiscovered,
                     address: "127.0.0.1:1".into(),
                     eligible: true,
                     alive_since: None,
@@ -220,6 +234,15 @@ mod tests {
         fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
             tokio::sync::watch::channel(0).1
         }
+    }
+
+    /// Who decides: the directory's peers and the store's known peers, less this node.
+    async fn deciding(
+        level: &FeatureLevel,
+        store: &SqliteStore,
+        peers: &Directory,
+    ) -> BTreeSet<NodeId> {
+        level.deciding(store, peers).await.unwrap()
     }
 
     fn build(release: &str, features: &[&str]) -> PeerBuild {
@@ -249,12 +272,14 @@ mod tests {
             .await
             .unwrap();
         let peers = Directory(vec!["a", "b", "c"]);
+        let deciding = deciding(&level, &store, &peers).await;
+        assert_eq!(deciding, [id("b"), id("c")].into());
 
         level.admit(&id("b"), &build("0.3.0", &["merge"])).unwrap();
         level.admit(&id("c"), &build("0.2.0", &[])).unwrap();
-        level.raise(&peers, &store).await.unwrap();
+        level.raise(&deciding, &store).await.unwrap();
         assert!(!level.in_force("merge"), "c cannot read it yet");
-        let report = level.report(&peers);
+        let report = level.report(&deciding);
         assert_eq!(
             report.pending[0].held_back_by,
             [(id("c"), Some("0.2.0".into()))]
@@ -262,7 +287,7 @@ mod tests {
 
         // c is upgraded and comes back.
         level.admit(&id("c"), &build("0.3.0", &["merge"])).unwrap();
-        level.raise(&peers, &store).await.unwrap();
+        level.raise(&deciding, &store).await.unwrap();
         assert!(level.in_force("merge"));
 
         // c rolled back to the older release: refused, naming what to do.
@@ -280,18 +305,25 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_peer_not_heard_from_holds_a_feature_back() {
+    async fn a_known_peer_not_heard_from_holds_a_feature_back_before_the_directory_knows_it() {
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path()).await;
+        let silent = KnownPeer::new(id("silent"), "127.0.0.1:1", PeerType::StaticRemote).unwrap();
+        store.replace_configured_peers(vec![silent]).await.unwrap();
         let level = FeatureLevel::load(id("a"), ["merge".to_string()].into(), &store)
             .await
             .unwrap();
-        let peers = Directory(vec!["b", "silent"]);
+        // Just started: the directory is empty, the stored peers still decide.
+        let deciding = deciding(&level, &store, &Directory(vec![])).await;
+        level.raise(&deciding, &store).await.unwrap();
+        assert!(!level.in_force("merge"));
+        let peers = Directory(vec!["b"]);
+        let deciding = self::deciding(&level, &store, &peers).await;
         level.admit(&id("b"), &build("0.3.0", &["merge"])).unwrap();
-        level.raise(&peers, &store).await.unwrap();
+        level.raise(&deciding, &store).await.unwrap();
         assert!(!level.in_force("merge"));
         assert_eq!(
-            level.report(&peers).pending[0].held_back_by,
+            level.report(&deciding).pending[0].held_back_by,
             [(id("silent"), None)]
         );
         store.close().await;

@@ -17,4 +17,5 @@ mod t85_compaction;
 mod t90_data_tools;
 mod t91_feed;
 mod t95_cluster_page;
+mod t97_upgrade;
 mod t99_faults;

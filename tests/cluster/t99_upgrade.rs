@@ -1,0 +1,168 @@
+//! A rolling upgrade in one process: three nodes, each in turn restarted as a build that
+//! reads a new format ("next"), under writes on the nodes that run. Nothing acknowledged
+//! is lost, no running node refuses a write, the format goes into force only once every
+//! node reads it, and a node rolled back to a build that cannot read it is refused by its
+//! peers with the reason. (`cargo xtask upgrade` runs the same against a real older
+//! release's binary.)
+
+use cbddc_tests::{TestCluster, TestNode, wait_until};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+const FEATURE: &str = "next";
+
+async fn write_some(node: &TestNode, step: usize, acknowledged: &mut BTreeSet<String>) {
+    for i in 0..20 {
+        let key = format!("{}-{step}-{i}", node.config.node_id);
+        // A running node never refuses a write during the upgrade: unwrap says so.
+        node.node().put("ledger", &key, "1").await.unwrap();
+        acknowledged.insert(key);
+    }
+}
+
+/// The nodes holding the format back, as `node` names them, each with the release it
+/// heard from it.
+async fn holders(node: &TestNode) -> Option<BTreeSet<(String, Option<String>)>> {
+    let status = node.node().status().await.unwrap();
+    let pending = status
+        .features
+        .pending
+        .iter()
+        .find(|p| p.feature == FEATURE)?;
+    Some(
+        pending
+            .held_back_by
+            .iter()
+            .map(|(id, release)| (id.to_string(), release.clone()))
+            .collect(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_upgrade_under_writes_turns_a_format_on_only_when_every_node_reads_it() {
+    let names = ["up-a", "up-b", "up-c"];
+    let mut nodes = TestCluster::mesh(&names).start().await;
+    let mut acknowledged = BTreeSet::new();
+    for step in 0..names.len() {
+        // Node `step` is replaced while the others take writes.
+        let (upgraded, running) = {
+            let (left, right) = nodes.split_at_mut(step);
+            let (this, rest) = right.split_first_mut().unwrap();
+            (this, left.iter().chain(rest.iter()).collect::<Vec<_>>())
+        };
+        let mut written = BTreeSet::new();
+        let writes = async {
+            for node in &running {
+                write_some(node, step, &mut written).await;
+            }
+        };
+        tokio::join!(upgraded.restart_reading(&[FEATURE]), writes);
+        acknowledged.extend(written);
+        write_some(&nodes[step], step, &mut acknowledged).await;
+
+        // The upgraded node names who holds the format back: the nodes not upgraded yet.
+        let not_yet: BTreeSet<(String, Option<String>)> = names[step + 1..]
+            .iter()
+            .map(|n| (n.to_string(), Some(cbddc_net::RELEASE.to_string())))
+            .collect();
+        if !not_yet.is_empty() {
+            let node = &nodes[step];
+            wait_until(
+                "the upgraded node to name who holds the format back",
+                DEADLINE,
+                || async { holders(node).await.as_ref() == Some(&not_yet) },
+            )
+            .await;
+            assert!(
+                !nodes[step]
+                    .node()
+                    .status()
+                    .await
+                    .unwrap()
+                    .features
+                    .in_force
+                    .contains(FEATURE)
+            );
+        }
+        for node in &nodes {
+            wait_until(
+                "every acknowledged write on every node",
+                DEADLINE,
+                || async {
+                    let held: BTreeSet<String> = node
+                        .documents("ledger")
+                        .await
+                        .into_iter()
+                        .map(|(k, _)| k)
+                        .collect();
+                    held.is_superset(&acknowledged)
+                },
+            )
+            .await;
+        }
+    }
+    for node in &nodes {
+        wait_until("the format in force on every node", DEADLINE, || async {
+            node.node()
+                .status()
+                .await
+                .unwrap()
+                .features
+                .in_force
+                .contains(FEATURE)
+        })
+        .await;
+    }
+
+    // up-a rolled back to a build that cannot read it: its peers refuse it, saying why,
+    // and the level does not fall back on them.
+    nodes[0].restart_reading(&[]).await;
+    let rolled_back = &nodes[0];
+    wait_until(
+        "the peers to refuse the rolled-back node with the reason",
+        DEADLINE,
+        || async {
+            rolled_back
+                .node()
+                .status()
+                .await
+                .unwrap()
+                .peers
+                .iter()
+                .filter(|p| p.node_id.as_str() != "up-a")
+                .all(|p| {
+                    p.last_error
+                        .as_deref()
+                        .is_some_and(|e| e.contains("cannot") && e.contains(FEATURE))
+                })
+        },
+    )
+    .await;
+    rolled_back
+        .node()
+        .put("ledger", "after-rollback", "1")
+        .await
+        .unwrap();
+    assert!(
+        nodes[1]
+            .node()
+            .status()
+            .await
+            .unwrap()
+            .features
+            .in_force
+            .contains(FEATURE)
+    );
+    assert!(
+        nodes[1]
+            .node()
+            .get("ledger", "after-rollback")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    for node in &mut nodes {
+        node.stop().await;
+    }
+}
