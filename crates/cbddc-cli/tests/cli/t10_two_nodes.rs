@@ -61,6 +61,20 @@ fn two_processes_that_know_each_other_converge_and_report_each_other() {
     assert_eq!(peer["address"], format!("127.0.0.1:{pb}"));
     assert_eq!(peer["type"], "static");
     assert!(peer["last_exchange_ms"].as_u64().unwrap() > 0, "{status}");
+    // Versions: this node's release and range, and what the peer said in its handshake.
+    let release = env!("CARGO_PKG_VERSION");
+    assert_eq!(status["release"], release, "{status}");
+    assert_eq!(status["protocols"]["oldest"], 4);
+    assert_eq!(status["protocols"]["newest"], 5);
+    assert_eq!(status["features"]["in_force"], serde_json::json!([]));
+    assert_eq!(peer["protocol_version"], 5, "{status}");
+    assert_eq!(peer["release"], release);
+    let text = stdout(&cbddc(&["status"], pa));
+    assert!(
+        text.contains(&format!("release    cbddc {release} (protocols 4 to 5)"))
+            && text.contains(&format!("cbddc {release} at protocol 5")),
+        "{text}"
+    );
 }
 
 #[test]

@@ -150,3 +150,46 @@ fn a_closed_stdout_ends_a_command_quietly() {
     assert!(out.status.success(), "exit {:?}: {err}", out.status);
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// A data dir a newer release moved on (its schema written by hand here): `cbddc run`
+/// refuses it naming both releases, and the file is left as it was.
+#[test]
+fn a_database_from_a_newer_release_is_refused_naming_both_releases() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut node = RunningNode::start(dir.path(), "node-a", port, &[]);
+    assert!(cbddc(&["put", "c", "k", "1"], port).status.success());
+    node.terminate();
+    let db = node.data_dir().join("node-node-a.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let schema: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    conn.execute_batch(&format!(
+        "PRAGMA user_version = {}; UPDATE meta SET value = '9.0.0' WHERE key = 'release';",
+        schema + 1
+    ))
+    .unwrap();
+    drop(conn);
+    let out = Command::new(env!("CARGO_BIN_EXE_cbddc"))
+        .args(["run", "--config"])
+        .arg(&node.config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("moved on by cbddc 9.0.0")
+            && err.contains(&format!("this is cbddc {}", env!("CARGO_PKG_VERSION"))),
+        "{err}"
+    );
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let after: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        after,
+        schema + 1,
+        "the file is left as the newer release wrote it"
+    );
+}
