@@ -289,27 +289,23 @@ mod tests {
         let mut unsigned = proto::Beacon::decode(encode_beacon(&s, now, 1).as_slice()).unwrap();
         unsigned.tag.clear();
         unsigned.protocol_version = 5;
-        let mut bytes = unsigned.encode_to_vec();
-        bytes.extend_from_slice(&[9 << 3 | 2, 3, b'n', b'e', b'w']);
-        let mut mac = s.key.mac();
-        mac.update(&bytes);
-        let tag = mac.finalize().into_bytes();
-        bytes.push(8 << 3 | 2);
-        bytes.push(tag.len() as u8);
-        bytes.extend_from_slice(&tag);
+        let signed = |unsigned: &proto::Beacon, extra: &[u8]| {
+            let mut bytes = unsigned.encode_to_vec();
+            bytes.extend_from_slice(extra);
+            let mut mac = s.key.mac();
+            mac.update(&bytes);
+            let tag = mac.finalize().into_bytes();
+            bytes.extend_from_slice(&[8 << 3 | 2, tag.len() as u8]);
+            bytes.extend_from_slice(&tag);
+            bytes
+        };
+        let bytes = signed(&unsigned, &[9 << 3 | 2, 3, b'n', b'e', b'w']);
         let heard = decode_beacon(&bytes, &s.key, now, s.max_age).unwrap();
         assert_eq!(heard.protocol_version, 5);
 
         // A release whose oldest protocol is beyond ours: nothing to talk about.
         unsigned.protocol_version = crate::PROTOCOL_VERSION + 1;
-        let mut bytes = unsigned.encode_to_vec();
-        let mut mac = s.key.mac();
-        mac.update(&bytes);
-        let tag = mac.finalize().into_bytes();
-        bytes.push(8 << 3 | 2);
-        bytes.push(tag.len() as u8);
-        bytes.extend_from_slice(&tag);
-        let refused = decode_beacon(&bytes, &s.key, now, s.max_age).unwrap_err();
+        let refused = decode_beacon(&signed(&unsigned, &[]), &s.key, now, s.max_age).unwrap_err();
         assert!(
             refused.to_string().contains("protocol version"),
             "{refused}"
