@@ -37,6 +37,8 @@ const MAX_PAGES_PER_ROUND: usize = 1_000;
 const MAX_SNAPSHOTS_PER_ROUND: usize = 2;
 /// A snapshot chunk holds at most this many documents...
 const SNAPSHOT_DOCUMENTS: usize = 8_192;
+/// The first chunk holds fewer, so that applying starts while the rest travel.
+const FIRST_SNAPSHOT_DOCUMENTS: usize = 1_024;
 /// ...and about this many bytes.
 const SNAPSHOT_BYTES: usize = 4 * 1024 * 1024;
 /// A peer that never says "no more" cannot keep us taking its snapshot forever.
@@ -660,6 +662,15 @@ async fn fetch_snapshot(ctx: &SyncContext, client: &mut PeerClient) -> Result<u6
         let chunks = chunks;
         for _ in 0..MAX_SNAPSHOT_CHUNKS {
             let first = after.is_none();
+            // A small first chunk starts the writer early; the rest are full.
+            let limits = if first {
+                PageLimits {
+                    max_entries: FIRST_SNAPSHOT_DOCUMENTS,
+                    ..limits
+                }
+            } else {
+                limits
+            };
             let chunk = client.snapshot_chunk(after.as_ref(), limits).await?;
             let vv = match (first, chunk.version_vector) {
                 (true, Some(vv)) => Some(vv),
