@@ -31,6 +31,7 @@
 mod compaction;
 mod directory;
 mod error;
+pub mod field_merge;
 mod hlc;
 mod interest;
 mod invalid;
