@@ -139,7 +139,7 @@ async fn a_member_is_replaced_the_newcomer_gets_the_data_and_the_retired_one_is_
     assert!(not_a_member(tool.put("docs", "wire", "1").await.map(drop)));
     assert!(not_a_member(tool.delete("docs", "k1").await.map(drop)));
     assert!(not_a_member(
-        tool.write_batch(vec![("docs".into(), "wire-batch".into(), Some("1".into()))])
+        tool.write_batch(vec![cbddc_core::LocalWrite::put("docs", "wire-batch", "1")])
             .await
             .map(drop)
     ));

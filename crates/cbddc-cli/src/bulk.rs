@@ -1,7 +1,10 @@
-//! `cbddc import` and `cbddc export`: a collection as JSON lines `{"key": …, "value": …}`.
+//! `cbddc import` and `cbddc export`: a collection as JSON lines `{"key": …, "value": …}`
+//! (an import line may carry `"patch": {…}` instead of `"value"`: a JSON Merge Patch of
+//! the document).
 
 use crate::Target;
 use anyhow::{Context, Result, bail};
+use cbddc_core::LocalWrite;
 use cbddc_net::PeerClient;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -19,19 +22,31 @@ struct Line<'a> {
     #[serde(borrow)]
     key: std::borrow::Cow<'a, str>,
     #[serde(borrow)]
-    value: &'a RawValue,
+    value: Option<&'a RawValue>,
+    #[serde(borrow)]
+    patch: Option<&'a RawValue>,
 }
 
+const LINE_SHAPE: &str = "each line must be an object {\"key\": \"…\", \"value\": <JSON>} or {\"key\": \"…\", \"patch\": {…}}";
+
 /// A line of an import file, checked as the node would check it.
-fn parse_line(collection: &str, text: &str) -> Result<(String, String), String> {
-    let line: Line<'_> = serde_json::from_str(text).map_err(|e| {
-        format!("{e}; each line must be an object {{\"key\": \"…\", \"value\": <JSON>}}")
-    })?;
-    cbddc_core::validate_key(&line.key).map_err(|e| e.to_string())?;
-    cbddc_core::validate_collection(collection).map_err(|e| e.to_string())?;
-    let value = line.value.get();
-    cbddc_core::validate_json_value(value).map_err(|e| e.to_string())?;
-    Ok((line.key.into_owned(), value.to_string()))
+fn parse_line(collection: &str, text: &str) -> Result<LocalWrite, String> {
+    let line: Line<'_> = serde_json::from_str(text).map_err(|e| format!("{e}; {LINE_SHAPE}"))?;
+    let write = match (line.value, line.patch) {
+        (Some(value), None) => {
+            LocalWrite::put(collection, line.key.into_owned(), value.get().to_string())
+        }
+        (None, Some(patch)) => {
+            LocalWrite::patch(collection, line.key.into_owned(), patch.get().to_string())
+        }
+        _ => {
+            return Err(format!(
+                "a line carries one of \"value\" and \"patch\"; {LINE_SHAPE}"
+            ));
+        }
+    };
+    write.validate().map_err(|e| e.to_string())?;
+    Ok(write)
 }
 
 fn open_input(file: &PathBuf) -> Result<Box<dyn BufRead + Send>> {
@@ -70,16 +85,11 @@ fn read_lines(file: &PathBuf) -> Result<tokio::sync::mpsc::Receiver<std::io::Res
     Ok(rx)
 }
 
-async fn send_batch(
-    client: &mut PeerClient,
-    collection: &str,
-    batch: &mut Vec<(String, String)>,
-) -> Result<u64> {
-    let writes = batch
-        .drain(..)
-        .map(|(key, value)| (collection.to_string(), key, Some(value)))
-        .collect();
-    Ok(client.write_batch(writes).await?)
+async fn send_batch(client: &mut PeerClient, batch: &mut Vec<LocalWrite>) -> Result<u64> {
+    if batch.is_empty() {
+        return Ok(0);
+    }
+    Ok(client.write_batch(std::mem::take(batch)).await?)
 }
 
 pub(crate) async fn import(
@@ -112,7 +122,7 @@ pub(crate) async fn import(
             Ok(write) => batch.push(write),
             Err(reason) => {
                 // Everything before the bad line goes in; nothing from it on.
-                imported += send_batch(&mut client, collection, &mut batch).await?;
+                imported += send_batch(&mut client, &mut batch).await?;
                 bail!(
                     "line {number}: {reason}\n{imported} documents from the lines before it were imported, nothing from it on; fix it and resume with --skip {}",
                     number - 1
@@ -121,7 +131,7 @@ pub(crate) async fn import(
         }
         if batch.len() >= batch_size {
             let first = number + 1 - batch.len() as u64;
-            imported += send_batch(&mut client, collection, &mut batch)
+            imported += send_batch(&mut client, &mut batch)
                 .await
                 .with_context(|| {
                     format!("the batch of lines {first}..={number} was refused; it stored nothing, the {imported} documents before it are imported; resume with --skip {}", first - 1)
@@ -133,7 +143,7 @@ pub(crate) async fn import(
             }
         }
     }
-    imported += send_batch(&mut client, collection, &mut batch).await?;
+    imported += send_batch(&mut client, &mut batch).await?;
     let elapsed = started.elapsed().as_secs_f64();
     eprintln!(
         "imported {imported} documents into {collection} in {elapsed:.1} s ({:.0}/s)",
@@ -180,18 +190,34 @@ pub(crate) async fn export(collection: &str, target: &Target) -> Result<ExitCode
 #[cfg(test)]
 mod tests {
     use super::parse_line;
+    use cbddc_core::Edit;
 
     #[test]
     fn a_line_keeps_its_value_byte_for_byte() {
-        let (key, value) = parse_line(
+        let write = parse_line(
             "c",
             r#"{"key": "k", "value": {"x": 0.30000000000000004, "y" : [1,2]}}"#,
         )
         .unwrap();
-        assert_eq!(key, "k");
-        assert_eq!(value, r#"{"x": 0.30000000000000004, "y" : [1,2]}"#);
-        let (key, _) = parse_line("c", r#"{"key":"a\"b","value":1}"#).unwrap();
-        assert_eq!(key, "a\"b");
+        assert_eq!(write.key, "k");
+        assert_eq!(
+            write.edit,
+            Edit::Put(r#"{"x": 0.30000000000000004, "y" : [1,2]}"#.into())
+        );
+        let write = parse_line("c", r#"{"key":"a\"b","value":1}"#).unwrap();
+        assert_eq!(write.key, "a\"b");
+    }
+
+    #[test]
+    fn a_line_may_carry_a_patch_instead_of_a_value() {
+        let write = parse_line("c", r#"{"key": "k", "patch": {"status": "open"}}"#).unwrap();
+        assert_eq!(write.edit, Edit::Patch(r#"{"status": "open"}"#.into()));
+        for bad in [
+            r#"{"key": "k", "patch": [1]}"#,
+            r#"{"key": "k", "patch": {"a": 1}, "value": 1}"#,
+        ] {
+            assert!(parse_line("c", bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

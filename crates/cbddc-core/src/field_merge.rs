@@ -487,6 +487,122 @@ impl FieldState {
     }
 }
 
+/// Parses a patch's JSON text: it must be an object no deeper than [`MAX_DEPTH`].
+pub fn parse_patch(text: &str) -> Result<Value, MergeError> {
+    let patch: Value = serde_json::from_str(text).map_err(|_| MergeError::PatchNotAnObject {
+        found: "text that is not JSON",
+    })?;
+    if !patch.is_object() {
+        return Err(MergeError::PatchNotAnObject {
+            found: kind(&patch),
+        });
+    }
+    if depth_of(&patch) > MAX_DEPTH {
+        return Err(MergeError::TooDeep {
+            path: "the patch".into(),
+        });
+    }
+    Ok(patch)
+}
+
+/// RFC 7386: merges `patch` into `target`.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(fields) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Map::new());
+    }
+    if let Value::Object(held) = target {
+        for (name, value) in fields {
+            if value.is_null() {
+                held.remove(name);
+            } else {
+                merge_patch(held.entry(name.clone()).or_insert(Value::Null), value);
+            }
+        }
+    }
+}
+
+/// Resolves a patch or an increment made on this node into the whole document it makes
+/// of `current` (the document as stored, `None` when absent: `{}`), as JSON text. How
+/// edits travel until field-level merge is in force: the result is written as a put.
+/// A put or delete resolves to itself.
+pub fn resolve_whole(
+    current: Option<&str>,
+    edit: &crate::Edit,
+) -> Result<Option<String>, MergeError> {
+    let current = || -> Value {
+        current
+            .and_then(|text| serde_json::from_str(text).ok())
+            .unwrap_or_else(|| Value::Object(Map::new()))
+    };
+    let document = match edit {
+        crate::Edit::Put(value) => return Ok(Some(value.clone())),
+        crate::Edit::Delete => return Ok(None),
+        crate::Edit::Patch(text) => {
+            let patch = parse_patch(text)?;
+            let mut document = current();
+            merge_patch(&mut document, &patch);
+            document
+        }
+        crate::Edit::Increment { path, by } => {
+            let parts = parse_path(path)?;
+            let mut document = current();
+            increment_in(&mut document, &parts, *by)?;
+            document
+        }
+    };
+    Ok(Some(document.to_string()))
+}
+
+/// Adds `by` to the integer at `path` in `document`, creating missing objects on the way.
+fn increment_in(document: &mut Value, path: &[String], by: i64) -> Result<(), MergeError> {
+    let dotted = path.join(".");
+    let mut here = document;
+    for (depth, name) in path.iter().enumerate() {
+        let found = kind(here);
+        let Value::Object(fields) = here else {
+            return Err(MergeError::ThroughNonObject {
+                path: dotted,
+                parent: if depth == 0 {
+                    "the document".into()
+                } else {
+                    path[..depth].join(".")
+                },
+                found,
+            });
+        };
+        let last = depth + 1 == path.len();
+        here = fields.entry(name.clone()).or_insert_with(|| {
+            if last {
+                Value::from(0)
+            } else {
+                Value::Object(Map::new())
+            }
+        });
+    }
+    let current = match here {
+        Value::Number(n) => n.as_i64().ok_or_else(|| MergeError::NotANumber {
+            path: dotted.clone(),
+            found: "a number that is not a 64-bit integer",
+        })?,
+        Value::Null => 0,
+        other => {
+            return Err(MergeError::NotANumber {
+                path: dotted,
+                found: kind(other),
+            });
+        }
+    };
+    let sum = current
+        .checked_add(by)
+        .ok_or(MergeError::Overflow { path: dotted, by })?;
+    *here = Value::from(sum);
+    Ok(())
+}
+
 /// Whether `patch` sets the field at dotted `path` (or one of its ancestors) as a whole.
 fn patch_sets(patch: &Value, path: &str) -> bool {
     let mut here = patch;
@@ -657,6 +773,69 @@ mod tests {
         // …and an increment stamped after it starts again from 0.
         write(&mut a, 6, "a", increment("n", 3));
         assert_eq!(a.value(), Some(json!({"n": 3})));
+    }
+
+    #[test]
+    fn edits_resolve_into_the_whole_document_they_make() {
+        use crate::Edit;
+        let doc = r#"{"status":"new","addr":{"city":"P","zip":"1"},"n":1}"#;
+        let patched = resolve_whole(
+            Some(doc),
+            &Edit::Patch(r#"{"addr":{"zip":"2"},"status":null,"tags":["a"]}"#.into()),
+        )
+        .unwrap()
+        .unwrap();
+        let patched: Value = serde_json::from_str(&patched).unwrap();
+        assert_eq!(
+            patched,
+            json!({"addr": {"city": "P", "zip": "2"}, "n": 1, "tags": ["a"]})
+        );
+        let bumped = resolve_whole(
+            Some(doc),
+            &Edit::Increment {
+                path: "stock.count".into(),
+                by: -3,
+            },
+        )
+        .unwrap()
+        .unwrap();
+        let bumped: Value = serde_json::from_str(&bumped).unwrap();
+        assert_eq!(bumped["stock"]["count"], json!(-3));
+        assert_eq!(
+            resolve_whole(None, &Edit::Patch(r#"{"a":1}"#.into())).unwrap(),
+            Some(r#"{"a":1}"#.into())
+        );
+        let refused = |current: &str, edit: Edit| {
+            resolve_whole(Some(current), &edit).unwrap_err().to_string()
+        };
+        assert!(refused(doc, Edit::Patch("[1]".into())).contains("JSON object"));
+        let through = refused(
+            doc,
+            Edit::Increment {
+                path: "status.x".into(),
+                by: 1,
+            },
+        );
+        assert!(through.contains("status holds a string"), "{through}");
+        let not_number = refused(
+            doc,
+            Edit::Increment {
+                path: "addr".into(),
+                by: 1,
+            },
+        );
+        assert!(
+            not_number.contains("addr: it holds an object"),
+            "{not_number}"
+        );
+        let overflow = refused(
+            r#"{"n":9223372036854775807}"#,
+            Edit::Increment {
+                path: "n".into(),
+                by: 1,
+            },
+        );
+        assert!(overflow.contains("overflows"), "{overflow}");
     }
 
     #[test]

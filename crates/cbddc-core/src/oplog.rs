@@ -94,15 +94,39 @@ pub struct Document {
     pub hlc: Hlc,
 }
 
-/// One write in a local batch: `value: None` deletes.
+/// What a local write does to its document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Edit {
+    /// Replace the document with this JSON text.
+    Put(String),
+    /// Delete the document.
+    Delete,
+    /// Merge this JSON Merge Patch (RFC 7386: an object; `null` removes a field) into the
+    /// document (an absent document is `{}`).
+    Patch(String),
+    /// Add `by` to the integer at the dotted `path` (a missing field counts from 0;
+    /// missing objects on the way are created).
+    Increment {
+        /// The field, dotted (`stock.count`).
+        path: String,
+        /// The signed amount.
+        by: i64,
+    },
+}
+
+/// One write in a local batch.
+///
+/// Until field-level merge is in force on a cluster, a patch or an increment is resolved
+/// on the node that takes it, in the write's transaction, into the whole document it
+/// makes: peers receive a put of that document (see [`crate::field_merge`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalWrite {
     /// Collection of the document.
     pub collection: String,
     /// Key within the collection.
     pub key: String,
-    /// New JSON text, or `None` to delete.
-    pub value: Option<String>,
+    /// What it does.
+    pub edit: Edit,
 }
 
 impl LocalWrite {
@@ -115,7 +139,7 @@ impl LocalWrite {
         Self {
             collection: collection.into(),
             key: key.into(),
-            value: Some(value.into()),
+            edit: Edit::Put(value.into()),
         }
     }
 
@@ -124,18 +148,69 @@ impl LocalWrite {
         Self {
             collection: collection.into(),
             key: key.into(),
-            value: None,
+            edit: Edit::Delete,
         }
     }
 
-    /// Checks the collection, key and JSON text.
+    /// A JSON Merge Patch of the document (`patch` is JSON text of an object).
+    pub fn patch(
+        collection: impl Into<String>,
+        key: impl Into<String>,
+        patch: impl Into<String>,
+    ) -> Self {
+        Self {
+            collection: collection.into(),
+            key: key.into(),
+            edit: Edit::Patch(patch.into()),
+        }
+    }
+
+    /// An increment of the integer at the dotted `path` by `by`.
+    pub fn increment(
+        collection: impl Into<String>,
+        key: impl Into<String>,
+        path: impl Into<String>,
+        by: i64,
+    ) -> Self {
+        Self {
+            collection: collection.into(),
+            key: key.into(),
+            edit: Edit::Increment {
+                path: path.into(),
+                by,
+            },
+        }
+    }
+
+    /// A put's value, or `None` for every other edit.
+    pub fn value(&self) -> Option<&str> {
+        match &self.edit {
+            Edit::Put(value) => Some(value),
+            _ => None,
+        }
+    }
+
+    /// Checks the collection, key and what the edit carries (JSON text, a patch that is
+    /// an object, a path).
     pub fn validate(&self) -> Result<(), CoreError> {
         validate_collection(&self.collection)?;
         validate_key(&self.key)?;
-        if let Some(value) = &self.value {
-            validate_json_value(value)?;
+        let invalid = |e: crate::field_merge::MergeError| CoreError::InvalidValue {
+            reason: e.to_string(),
+        };
+        match &self.edit {
+            Edit::Put(value) => validate_json_value(value),
+            Edit::Delete => Ok(()),
+            Edit::Patch(patch) => {
+                validate_json_value(patch)?;
+                crate::field_merge::parse_patch(patch)
+                    .map(|_| ())
+                    .map_err(invalid)
+            }
+            Edit::Increment { path, .. } => crate::field_merge::parse_path(path)
+                .map(|_| ())
+                .map_err(invalid),
         }
-        Ok(())
     }
 }
 

@@ -6,7 +6,7 @@ use crate::identity::{LocalIdentity, PublicKey};
 use crate::liveness::{LastHeard, Watched};
 use crate::secure::{self, ClusterKey, SecureStream};
 use crate::{NetError, proto};
-use cbddc_core::{Document, Hlc, NodeId, OplogEntry, PageLimits, VersionVector};
+use cbddc_core::{Document, Edit, Hlc, NodeId, OplogEntry, PageLimits, VersionVector};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -373,6 +373,71 @@ impl PeerClient {
         self.written(body).await
     }
 
+    /// Fails before sending anything when the session runs below `protocol`, naming the
+    /// peer's release and the one `what` needs.
+    fn needs(&self, protocol: u32, what: &str) -> Result<(), NetError> {
+        if self.remote.build.protocol >= protocol {
+            return Ok(());
+        }
+        Err(NetError::Unsupported {
+            message: format!(
+                "{what} needs a node of cbddc {} or later (protocol {protocol}); {} runs cbddc {} (protocol {}): upgrade it",
+                crate::version::release_introducing(protocol).unwrap_or("a later release"),
+                self.remote.node_id,
+                self.remote.build.release,
+                self.remote.build.protocol
+            ),
+        })
+    }
+
+    /// Merges a JSON Merge Patch (RFC 7386) into a document on the peer. Returns the
+    /// entry's sequence number and stamp, and whether the node resolved it into the whole
+    /// document it made (it does while field-level merge is not in force).
+    pub async fn patch(
+        &mut self,
+        collection: &str,
+        key: &str,
+        patch: &str,
+    ) -> Result<(u64, Hlc, bool), NetError> {
+        self.needs(5, "a patch")?;
+        self.edit(proto::EditRequest {
+            collection: collection.into(),
+            key: key.into(),
+            patch: patch.into(),
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// Adds `by` to the integer at the dotted `path` of a document on the peer; answered
+    /// like [`PeerClient::patch`].
+    pub async fn increment(
+        &mut self,
+        collection: &str,
+        key: &str,
+        path: &str,
+        by: i64,
+    ) -> Result<(u64, Hlc, bool), NetError> {
+        self.needs(5, "an increment")?;
+        self.edit(proto::EditRequest {
+            collection: collection.into(),
+            key: key.into(),
+            increment_path: path.into(),
+            increment_by: by,
+            ..Default::default()
+        })
+        .await
+    }
+
+    async fn edit(&mut self, edit: proto::EditRequest) -> Result<(u64, Hlc, bool), NetError> {
+        match self.call(proto::request::Body::Edit(edit)).await? {
+            proto::response::Body::Written(w) => {
+                Ok((w.seq, hlc_from_wire(w.hlc)?, w.whole_document))
+            }
+            _ => Err(unexpected("write")),
+        }
+    }
+
     async fn written(&mut self, body: proto::request::Body) -> Result<(u64, Hlc), NetError> {
         match self.call(body).await? {
             proto::response::Body::Written(w) => Ok((w.seq, hlc_from_wire(w.hlc)?)),
@@ -469,15 +534,34 @@ impl PeerClient {
     /// Writes a batch in one transaction (`None`: a delete); returns how many were stored.
     pub async fn write_batch(
         &mut self,
-        writes: Vec<(String, String, Option<String>)>,
+        writes: Vec<cbddc_core::LocalWrite>,
     ) -> Result<u64, NetError> {
+        if writes
+            .iter()
+            .any(|w| matches!(w.edit, Edit::Patch(_) | Edit::Increment { .. }))
+        {
+            // A protocol-4 node would read a patch or an increment as a delete.
+            self.needs(5, "a batch with patches or increments")?;
+        }
         let body = proto::request::Body::WriteBatch(proto::WriteBatchRequest {
             writes: writes
                 .into_iter()
-                .map(|(collection, key, value)| proto::BatchWrite {
-                    collection,
-                    key,
-                    value,
+                .map(|w| {
+                    let mut write = proto::BatchWrite {
+                        collection: w.collection,
+                        key: w.key,
+                        ..Default::default()
+                    };
+                    match w.edit {
+                        Edit::Put(value) => write.value = Some(value),
+                        Edit::Delete => {}
+                        Edit::Patch(patch) => write.patch = patch,
+                        Edit::Increment { path, by } => {
+                            write.increment_path = path;
+                            write.increment_by = by;
+                        }
+                    }
+                    write
                 })
                 .collect(),
         });

@@ -35,6 +35,12 @@ pub enum NetError {
         /// The peer's release (inferred from its protocol when it did not say).
         their_release: String,
     },
+    /// The peer's release does not know what was asked (the message names both releases).
+    #[error("{message}")]
+    Unsupported {
+        /// What, who, and which release to upgrade to.
+        message: String,
+    },
     /// One side writes a format the other cannot read, so the session was refused.
     #[error("{message}")]
     FeatureMissing {

@@ -266,7 +266,7 @@ pub struct Request {
     pub id: u64,
     #[prost(
         oneof = "request::Body",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27"
     )]
     pub body: Option<request::Body>,
 }
@@ -309,6 +309,9 @@ pub mod request {
         /// Tools only: forget a named feed consumer.
         #[prost(message, tag = "26")]
         ForgetConsumer(super::ForgetConsumerRequest),
+        /// A patch or an increment (protocol 5).
+        #[prost(message, tag = "27")]
+        Edit(super::EditRequest),
     }
 }
 
@@ -427,8 +430,34 @@ pub struct BatchWrite {
     pub collection: String,
     #[prost(string, tag = "2")]
     pub key: String,
+    /// Absent (with no patch and no increment): a delete.
     #[prost(string, optional, tag = "3")]
     pub value: Option<String>,
+    /// Protocol 5 on: a JSON Merge Patch instead of a value (sent only to nodes that speak
+    /// 5: a protocol-4 node would read the write as a delete).
+    #[prost(string, tag = "4")]
+    pub patch: String,
+    /// Protocol 5 on: an increment of the dotted path by `increment_by`.
+    #[prost(string, tag = "5")]
+    pub increment_path: String,
+    #[prost(sint64, tag = "6")]
+    pub increment_by: i64,
+}
+
+/// A patch or an increment of one document (protocol 5): exactly one of `patch` and
+/// `increment_path`. Answered with a [`WriteResponse`].
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct EditRequest {
+    #[prost(string, tag = "1")]
+    pub collection: String,
+    #[prost(string, tag = "2")]
+    pub key: String,
+    #[prost(string, tag = "3")]
+    pub patch: String,
+    #[prost(string, tag = "4")]
+    pub increment_path: String,
+    #[prost(sint64, tag = "5")]
+    pub increment_by: i64,
 }
 
 /// Writes a batch in one transaction: all of it is stored, or nothing.
@@ -850,6 +879,10 @@ pub struct WriteResponse {
     pub seq: u64,
     #[prost(message, optional, tag = "2")]
     pub hlc: Option<Hlc>,
+    /// A patch or an increment was resolved on the node into the whole document it made,
+    /// and travels to peers as a put of it (field-level merge is not in force).
+    #[prost(bool, tag = "3")]
+    pub whole_document: bool,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -957,6 +990,10 @@ pub struct StatusResponse {
     pub oldest_protocol_version: u32,
     #[prost(message, optional, tag = "22")]
     pub features: Option<FeatureStatus>,
+    /// Patches and increments are resolved on the node that takes them into whole
+    /// documents (field-level merge is not in force).
+    #[prost(bool, tag = "23")]
+    pub whole_document_edits: bool,
 }
 
 /// The node's feature level: the formats it writes, and those held back (and by whom).

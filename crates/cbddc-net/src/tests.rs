@@ -278,7 +278,7 @@ impl RequestHandler for EchoHandler {
     }
 }
 
-async fn start_server(settings: ServerSettings) -> (TcpSyncServer, String) {
+pub(crate) async fn start_server(settings: ServerSettings) -> (TcpSyncServer, String) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server = TcpSyncServer::start(
         listener,

@@ -353,3 +353,70 @@ async fn a_gate_refuses_a_peer_that_cannot_read_a_format_in_force_on_either_side
     .await;
     assert!(client.is_ok() && server.is_ok());
 }
+
+#[tokio::test]
+async fn a_patch_is_never_sent_to_a_node_of_protocol_4_which_would_read_a_delete() {
+    let mut settings = crate::ServerSettings::new(
+        NodeId::new("old").unwrap(),
+        NodeKey::generate().unwrap(),
+        ClusterKey::derive("k"),
+    );
+    settings.versions = speaking(4, 4, "", &[]);
+    let (server, address) = crate::tests::start_server(settings).await;
+    let mut client = crate::PeerClient::connect(
+        &address,
+        &ClusterKey::derive("k"),
+        &LocalIdentity::tool().unwrap(),
+        crate::ClientSettings::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(client.remote_build().protocol, 4);
+    let refused = client.patch("c", "k", r#"{"a":1}"#).await.unwrap_err();
+    assert!(matches!(refused, NetError::Unsupported { .. }), "{refused}");
+    let text = refused.to_string();
+    assert!(
+        text.contains("cbddc 0.2.0 or later") && text.contains("runs cbddc 0.1.0"),
+        "{text}"
+    );
+    let batch = vec![cbddc_core::LocalWrite::increment("c", "k", "n", 1)];
+    assert!(matches!(
+        client.write_batch(batch).await,
+        Err(NetError::Unsupported { .. })
+    ));
+    assert!(server.stop(std::time::Duration::from_secs(5)).await);
+}
+
+#[test]
+fn golden_bytes_of_an_edit_and_its_answer() {
+    let edit = proto::EditRequest {
+        collection: "c".into(),
+        key: "k".into(),
+        increment_path: "n".into(),
+        increment_by: -1,
+        ..Default::default()
+    };
+    // sint64 -1 is zigzag 1.
+    assert_eq!(
+        edit.encode_to_vec(),
+        [
+            0x0a, 0x01, b'c', 0x12, 0x01, b'k', 0x22, 0x01, b'n', 0x28, 0x01
+        ]
+    );
+    let answer = proto::WriteResponse {
+        seq: 3,
+        hlc: None,
+        whole_document: true,
+    };
+    assert_eq!(answer.encode_to_vec(), [0x08, 0x03, 0x18, 0x01]);
+    let batch = proto::BatchWrite {
+        collection: "c".into(),
+        key: "k".into(),
+        patch: "{}".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        batch.encode_to_vec(),
+        [0x0a, 0x01, b'c', 0x12, 0x01, b'k', 0x22, 0x02, b'{', b'}']
+    );
+}

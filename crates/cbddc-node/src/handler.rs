@@ -228,6 +228,7 @@ fn status_to_wire(status: NodeStatus) -> proto::StatusResponse {
         oldest_protocol_version: status.protocols.oldest(),
         release: status.release,
         features: Some(features_to_wire(status.features)),
+        whole_document_edits: true,
         leader: status.leader.map(|l| l.to_string()).unwrap_or_default(),
         is_leader: status.is_leader,
         wanted_listen: status
@@ -303,6 +304,28 @@ impl NodeHandler {
                     .write_one(LocalWrite::put(put.collection, put.key, put.value))
                     .await?,
             ),
+            Req::Edit(edit) => {
+                let Some(change) = edit_of(edit.patch, edit.increment_path, edit.increment_by)?
+                else {
+                    return Err(NodeError::InvalidRequest {
+                        reason: "an edit carries neither a patch nor an increment".into(),
+                    });
+                };
+                let entry = service
+                    .write_one(LocalWrite {
+                        collection: edit.collection,
+                        key: edit.key,
+                        edit: change,
+                    })
+                    .await?;
+                Res::Written(proto::WriteResponse {
+                    seq: entry.seq,
+                    hlc: Some(hlc_to_wire(&entry.hlc)),
+                    // Field-level merge is not in force in this release: every edit is
+                    // resolved into its whole document.
+                    whole_document: true,
+                })
+            }
             Req::Delete(delete) => written(
                 service
                     .write_one(LocalWrite::delete(delete.collection, delete.key))
@@ -332,12 +355,8 @@ impl NodeHandler {
                 let writes = batch
                     .writes
                     .into_iter()
-                    .map(|w| LocalWrite {
-                        collection: w.collection,
-                        key: w.key,
-                        value: w.value,
-                    })
-                    .collect();
+                    .map(batch_write)
+                    .collect::<Result<Vec<_>, _>>()?;
                 let entries = service.write_batch(writes).await?;
                 Res::WrittenBatch(proto::WriteBatchResponse {
                     written: entries.len() as u64,
@@ -524,6 +543,49 @@ fn written(entry: cbddc_core::OplogEntry) -> Res {
     Res::Written(proto::WriteResponse {
         seq: entry.seq,
         hlc: Some(hlc_to_wire(&entry.hlc)),
+        whole_document: false,
+    })
+}
+
+/// What a patch or an increment asks for; at most one of them.
+fn edit_of(
+    patch: String,
+    increment_path: String,
+    by: i64,
+) -> Result<Option<cbddc_core::Edit>, NodeError> {
+    match (patch.is_empty(), increment_path.is_empty()) {
+        (true, true) => Ok(None),
+        (false, true) => Ok(Some(cbddc_core::Edit::Patch(patch))),
+        (true, false) => Ok(Some(cbddc_core::Edit::Increment {
+            path: increment_path,
+            by,
+        })),
+        (false, false) => Err(NodeError::InvalidRequest {
+            reason: "a write carries a patch and an increment: send one of them".into(),
+        }),
+    }
+}
+
+fn batch_write(w: proto::BatchWrite) -> Result<LocalWrite, NodeError> {
+    let edit = match edit_of(w.patch, w.increment_path, w.increment_by)? {
+        Some(_) if w.value.is_some() => {
+            return Err(NodeError::InvalidRequest {
+                reason: format!(
+                    "the write of {}/{} carries a value and a patch or an increment: send one of them",
+                    w.collection, w.key
+                ),
+            });
+        }
+        Some(edit) => edit,
+        None => match w.value {
+            Some(value) => cbddc_core::Edit::Put(value),
+            None => cbddc_core::Edit::Delete,
+        },
+    };
+    Ok(LocalWrite {
+        collection: w.collection,
+        key: w.key,
+        edit,
     })
 }
 

@@ -330,6 +330,38 @@ impl Node {
             .await
     }
 
+    /// Merges a JSON Merge Patch (RFC 7386: an object; `null` removes a field, an object
+    /// merges into the field) into a document (an absent one is `{}`).
+    ///
+    /// Field-level merge is not in force in this release: the patch is resolved on this
+    /// node, in the write's transaction, into the whole document it makes, and the entry
+    /// is a put of it (a concurrent write of the same document on another node may win
+    /// over it whole). A patch that is not an object, or too deep, is refused naming it.
+    pub async fn patch(
+        &self,
+        collection: &str,
+        key: &str,
+        patch: &str,
+    ) -> Result<OplogEntry, NodeError> {
+        self.write_one(LocalWrite::patch(collection, key, patch))
+            .await
+    }
+
+    /// Adds `by` to the integer at the dotted `path` of a document (a missing field counts
+    /// from 0, missing objects on the way are created); resolved like [`Node::patch`].
+    /// A path through a field that is not an object, a field that holds no integer, or a
+    /// sum past 64 bits is refused naming the path, and nothing is stored.
+    pub async fn increment(
+        &self,
+        collection: &str,
+        key: &str,
+        path: &str,
+        by: i64,
+    ) -> Result<OplogEntry, NodeError> {
+        self.write_one(LocalWrite::increment(collection, key, path, by))
+            .await
+    }
+
     /// Deletes a document (a tombstone that syncs like a write).
     pub async fn delete(&self, collection: &str, key: &str) -> Result<OplogEntry, NodeError> {
         self.write_one(LocalWrite::delete(collection, key)).await

@@ -54,6 +54,8 @@ pub use store::{Durability, SqliteStore, StoreOptions, database_path};
 #[cfg(test)]
 mod compaction_props;
 #[cfg(test)]
+mod edit_tests;
+#[cfg(test)]
 mod feed_props;
 #[cfg(test)]
 mod feed_tests;

@@ -7,9 +7,9 @@ use crate::error::{SqlContext, StoreError};
 use crate::rows::{APPEND_OPLOG, QUEUE_TOMBSTONE, RECORD_CHANGE, set_meta};
 use crate::write_connection::WriteConnection;
 use cbddc_core::{
-    ApplyOutcome, CompactionOutcome, CompactionPlan, Coverage, HybridClock, Interest, KnownPeer,
-    LocalWrite, NodeId, Operation, OplogEntry, ReplicaId, SnapshotDocument, SnapshotProgress,
-    StorageError, VersionVector,
+    ApplyOutcome, CompactionOutcome, CompactionPlan, Coverage, Edit, HybridClock, Interest,
+    KnownPeer, LocalWrite, NodeId, Operation, OplogEntry, ReplicaId, SnapshotDocument,
+    SnapshotProgress, StorageError, VersionVector,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::BTreeSet;
@@ -614,7 +614,33 @@ impl Writer {
                 .map_err(sql("preparing to queue a tombstone"))?;
             let mut documents =
                 DocumentWriter::new(conn).map_err(sql("preparing to write documents"))?;
+            let mut current = conn
+                .prepare_cached("SELECT value FROM documents WHERE collection = ?1 AND key = ?2")
+                .map_err(sql("preparing to read a document"))?;
             for write in writes {
+                // A patch or an increment is resolved here, in the write's transaction,
+                // into the whole document it makes (earlier writes of the batch included).
+                let value = match &write.edit {
+                    Edit::Put(value) => Some(value.clone()),
+                    Edit::Delete => None,
+                    edit => {
+                        let held: Option<String> = current
+                            .query_row(params![write.collection, write.key], |r| r.get(0))
+                            .optional()
+                            .map_err(sql("reading the document to edit"))?
+                            .flatten();
+                        let value = cbddc_core::field_merge::resolve_whole(held.as_deref(), edit)
+                            .map_err(|e| {
+                            StorageError::Invalid(cbddc_core::CoreError::InvalidValue {
+                                reason: format!("{}/{}: {e}", write.collection, write.key),
+                            })
+                        })?;
+                        if let Some(value) = &value {
+                            cbddc_core::validate_json_value(value)?;
+                        }
+                        value
+                    }
+                };
                 seq += 1;
                 let hlc = self.clock.tick();
                 let wall = to_i64(hlc.wall_ms, "a clock reading")?;
@@ -624,7 +650,7 @@ impl Writer {
                         to_i64(seq, "a sequence number")?,
                         write.collection,
                         write.key,
-                        write.value,
+                        value,
                         wall,
                         hlc.counter,
                         self.node.as_str()
@@ -636,7 +662,7 @@ impl Writer {
                         &DocumentRow {
                             collection: &write.collection,
                             key: &write.key,
-                            value: write.value.as_deref(),
+                            value: value.as_deref(),
                             wall,
                             counter: hlc.counter,
                             replica: self.replica.as_str(),
@@ -646,7 +672,7 @@ impl Writer {
                         Overwrite::Always,
                     )
                     .map_err(sql("writing a document"))?;
-                if write.value.is_none() {
+                if value.is_none() {
                     tombstone
                         .execute(params![
                             self.replica.as_str(),
@@ -668,10 +694,8 @@ impl Writer {
                     seq,
                     collection: write.collection.clone(),
                     key: write.key.clone(),
-                    op: match &write.value {
-                        Some(value) => Operation::Put {
-                            value: value.clone(),
-                        },
+                    op: match value {
+                        Some(value) => Operation::Put { value },
                         None => Operation::Delete,
                     },
                     hlc,
