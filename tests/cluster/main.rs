@@ -10,6 +10,7 @@ mod t60_election;
 mod t70_membership;
 mod t80_handover;
 mod t90_change_feed;
+mod t92_queries;
 mod t95_observe;
 mod t96_collections;
 mod t97_liveness;

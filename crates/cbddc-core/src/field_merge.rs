@@ -32,6 +32,26 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
+/// What a local write does to its document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Edit {
+    /// Replace the document with this JSON text.
+    Put(String),
+    /// Delete the document.
+    Delete,
+    /// Merge this JSON Merge Patch (RFC 7386: an object; `null` removes a field) into the
+    /// document (an absent document is `{}`).
+    Patch(String),
+    /// Add `by` to the integer at the dotted `path` (a missing field counts from 0;
+    /// missing objects on the way are created).
+    Increment {
+        /// The field, dotted (`stock.count`).
+        path: String,
+        /// The signed amount.
+        by: i64,
+    },
+}
+
 /// The deepest path a write may name (fields of fields of …).
 pub const MAX_DEPTH: usize = 32;
 
@@ -531,7 +551,7 @@ fn merge_patch(target: &mut Value, patch: &Value) {
 /// A put or delete resolves to itself.
 pub fn resolve_whole(
     current: Option<&str>,
-    edit: &crate::Edit,
+    edit: &Edit,
 ) -> Result<Option<String>, MergeError> {
     let current = || -> Value {
         current
@@ -539,15 +559,15 @@ pub fn resolve_whole(
             .unwrap_or_else(|| Value::Object(Map::new()))
     };
     let document = match edit {
-        crate::Edit::Put(value) => return Ok(Some(value.clone())),
-        crate::Edit::Delete => return Ok(None),
-        crate::Edit::Patch(text) => {
+        Edit::Put(value) => return Ok(Some(value.clone())),
+        Edit::Delete => return Ok(None),
+        Edit::Patch(text) => {
             let patch = parse_patch(text)?;
             let mut document = current();
             merge_patch(&mut document, &patch);
             document
         }
-        crate::Edit::Increment { path, by } => {
+        Edit::Increment { path, by } => {
             let parts = parse_path(path)?;
             let mut document = current();
             increment_in(&mut document, &parts, *by)?;
@@ -777,7 +797,6 @@ mod tests {
 
     #[test]
     fn edits_resolve_into_the_whole_document_they_make() {
-        use crate::Edit;
         let doc = r#"{"status":"new","addr":{"city":"P","zip":"1"},"n":1}"#;
         let patched = resolve_whole(
             Some(doc),

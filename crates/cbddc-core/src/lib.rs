@@ -50,12 +50,13 @@ pub use compaction::{
 pub use directory::MockPeerDirectory;
 pub use directory::{PeerDirectory, PeerState};
 pub use error::{ClockError, StorageError};
+pub use field_merge::Edit;
 pub use hlc::{Hlc, HybridClock, SystemTimeSource, TimeSource};
 pub use interest::{Coverage, Interest};
 pub use invalid::CoreError;
 pub use node_id::NodeId;
 pub use oplog::{
-    Document, Edit, LocalWrite, MAX_COLLECTION_LEN, MAX_KEY_LEN, MAX_VALUE_BYTES, Operation,
+    Document, LocalWrite, MAX_COLLECTION_LEN, MAX_KEY_LEN, MAX_VALUE_BYTES, Operation,
     OplogEntry, validate_collection, validate_json_value, validate_key,
 };
 pub use peer::{KnownPeer, PeerType, validate_peer_address};

@@ -1,3 +1,4 @@
+use crate::field_merge::Edit;
 use crate::{CoreError, Hlc, NodeId, ReplicaId};
 use serde::{Deserialize, Serialize};
 
@@ -92,26 +93,6 @@ pub struct Document {
     pub value: String,
     /// Stamp of the write that produced this value.
     pub hlc: Hlc,
-}
-
-/// What a local write does to its document.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Edit {
-    /// Replace the document with this JSON text.
-    Put(String),
-    /// Delete the document.
-    Delete,
-    /// Merge this JSON Merge Patch (RFC 7386: an object; `null` removes a field) into the
-    /// document (an absent document is `{}`).
-    Patch(String),
-    /// Add `by` to the integer at the dotted `path` (a missing field counts from 0;
-    /// missing objects on the way are created).
-    Increment {
-        /// The field, dotted (`stock.count`).
-        path: String,
-        /// The signed amount.
-        by: i64,
-    },
 }
 
 /// One write in a local batch.

@@ -429,6 +429,30 @@ impl PeerClient {
         .await
     }
 
+    /// A page of the documents of `collection` matching `selector` (JSON text), sorted by
+    /// `sort` (`PATH`, `PATH:desc`) then key, at most `limit`, after the cursor `after`.
+    pub async fn find(
+        &mut self,
+        collection: &str,
+        selector: &str,
+        sort: &[String],
+        limit: u32,
+        after: Option<&str>,
+    ) -> Result<proto::FindResponse, NetError> {
+        self.needs(5, "a query")?;
+        let body = proto::request::Body::Find(proto::FindRequest {
+            collection: collection.into(),
+            selector: selector.into(),
+            sort: sort.to_vec(),
+            limit,
+            after: after.unwrap_or_default().into(),
+        });
+        match self.call(body).await? {
+            proto::response::Body::Found(found) => Ok(found),
+            _ => Err(unexpected("find")),
+        }
+    }
+
     async fn edit(&mut self, edit: proto::EditRequest) -> Result<(u64, Hlc, bool), NetError> {
         match self.call(proto::request::Body::Edit(edit)).await? {
             proto::response::Body::Written(w) => {

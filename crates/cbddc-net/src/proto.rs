@@ -266,7 +266,7 @@ pub struct Request {
     pub id: u64,
     #[prost(
         oneof = "request::Body",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28"
     )]
     pub body: Option<request::Body>,
 }
@@ -312,7 +312,42 @@ pub mod request {
         /// A patch or an increment (protocol 5).
         #[prost(message, tag = "27")]
         Edit(super::EditRequest),
+        /// A query (protocol 5).
+        #[prost(message, tag = "28")]
+        Find(super::FindRequest),
     }
+}
+
+/// Documents of a collection that match a selector, a page at a time (protocol 5).
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct FindRequest {
+    #[prost(string, tag = "1")]
+    pub collection: String,
+    /// The selector, JSON text (docs/protocol.md, "Queries").
+    #[prost(string, tag = "2")]
+    pub selector: String,
+    /// Sort paths, each `PATH`, `PATH:asc` or `PATH:desc`; then by key.
+    #[prost(string, repeated, tag = "3")]
+    pub sort: Vec<String>,
+    /// Results per page (0: 100).
+    #[prost(uint32, tag = "4")]
+    pub limit: u32,
+    /// The cursor of the previous page (empty: the first page).
+    #[prost(string, tag = "5")]
+    pub after: String,
+}
+
+/// A page of a query's results.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct FindResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub documents: Vec<Document>,
+    /// Resumes after this page; empty when there is no more.
+    #[prost(string, tag = "2")]
+    pub next: String,
+    /// How the node ran it (an index, or a scan of the collection).
+    #[prost(string, tag = "3")]
+    pub plan: String,
 }
 
 /// Forgets a named consumer of the change feed: it holds no delete back any more.
@@ -719,7 +754,7 @@ pub struct Response {
     pub id: u64,
     #[prost(
         oneof = "response::Body",
-        tags = "2, 10, 11, 12, 13, 15, 16, 17, 20, 21, 22, 23, 24, 25"
+        tags = "2, 10, 11, 12, 13, 15, 16, 17, 20, 21, 22, 23, 24, 25, 26"
     )]
     pub body: Option<response::Body>,
 }
@@ -758,6 +793,8 @@ pub mod response {
         /// The change feed's state (answers `forget_consumer`).
         #[prost(message, tag = "25")]
         Feed(super::FeedStatus),
+        #[prost(message, tag = "26")]
+        Found(super::FindResponse),
     }
 }
 

@@ -326,6 +326,31 @@ impl NodeHandler {
                     whole_document: true,
                 })
             }
+            Req::Find(find) => {
+                let query = find
+                    .sort
+                    .iter()
+                    .map(|s| cbddc_query::Sort::parse(s))
+                    .collect::<Result<Vec<_>, _>>()
+                    .and_then(|sort| {
+                        let limit = if find.limit == 0 {
+                            100
+                        } else {
+                            find.limit as usize
+                        };
+                        cbddc_query::Query::parse(&find.selector, &sort, limit)
+                    })
+                    .map_err(|e| NodeError::InvalidRequest {
+                        reason: e.to_string(),
+                    })?;
+                let after = (!find.after.is_empty()).then_some(find.after.as_str());
+                let found = service.find(&find.collection, &query, after).await?;
+                Res::Found(proto::FindResponse {
+                    documents: found.documents.iter().map(document_to_wire).collect(),
+                    next: found.next.unwrap_or_default(),
+                    plan: found.plan,
+                })
+            }
             Req::Delete(delete) => written(
                 service
                     .write_one(LocalWrite::delete(delete.collection, delete.key))

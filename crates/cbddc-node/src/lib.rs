@@ -33,10 +33,11 @@ mod store_view;
 
 pub use cbddc_control::{ClusterStatus, ControlPlaneError, Handover, RECONFIGURE_DEADLINE};
 pub use cbddc_election::Leadership;
+pub use cbddc_query::{Query, QueryError, Sort};
 pub use cbddc_sync::{CompactionReport, PeerActivity, PeerBook, PeerReport};
 pub use error::NodeError;
 pub use feed::{ChangeFeed, ChangeFilter, ConsumerReport, FeedReport, FeedStart};
-pub use service::NodeStatus;
+pub use service::{Found, NodeStatus};
 pub use signals::ClusterMembership;
 pub use store_view::StoreView;
 
@@ -359,6 +360,44 @@ impl Node {
         by: i64,
     ) -> Result<OplogEntry, NodeError> {
         self.write_one(LocalWrite::increment(collection, key, path, by))
+            .await
+    }
+
+    /// A page of the documents of `collection` that match `query`, in its order, after
+    /// the cursor of the previous page (`None`: the first page). The page's `next` cursor
+    /// resumes it; a document that did not change meanwhile is neither skipped nor
+    /// repeated. A cursor of another query, or altered, is refused.
+    ///
+    /// In this release every query is a scan of the collection (`plan` says so): memory is
+    /// bounded by the query's limit, time grows with the collection.
+    pub async fn find(
+        &self,
+        collection: &str,
+        query: &Query,
+        after: Option<&str>,
+    ) -> Result<Found, NodeError> {
+        self.snapshot().service.find(collection, query, after).await
+    }
+
+    /// A page of a collection in key order after `after` (`None`: from the start), at
+    /// most `limit` documents (1 to 10,000), and whether there are more.
+    pub async fn list(
+        &self,
+        collection: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Document>, bool), NodeError> {
+        if !(1..=cbddc_query::MAX_LIMIT).contains(&limit) {
+            return Err(NodeError::InvalidRequest {
+                reason: format!(
+                    "a page holds 1 to {} documents, not {limit}",
+                    cbddc_query::MAX_LIMIT
+                ),
+            });
+        }
+        self.snapshot()
+            .service
+            .list_page(collection, after.map(str::to_string), limit)
             .await
     }
 

@@ -64,6 +64,20 @@ pub struct NodeStatus {
     pub features: cbddc_sync::features::FeatureReport,
 }
 
+/// Documents a scan reads per step of a query.
+const SCAN_PAGE: usize = 1_000;
+
+/// A page of a query's results.
+#[derive(Debug, Clone)]
+pub struct Found {
+    /// The matching documents, in the query's order.
+    pub documents: Vec<Document>,
+    /// The cursor of the next page; `None` when there is no more.
+    pub next: Option<String>,
+    /// How the node ran the query.
+    pub plan: String,
+}
+
 /// What a pull served: the page, the server's holdings and floors, and a notice for the
 /// puller if its node id runs as two processes.
 #[derive(Debug)]
@@ -198,6 +212,54 @@ impl NodeService {
         let more = docs.len() > limit;
         docs.truncate(limit);
         Ok((docs, more))
+    }
+
+    /// A page of `query`'s results in `collection` after the cursor `after`: a scan of the
+    /// collection in key order, a page of documents at a time, keeping at most the
+    /// query's limit (memory bounded whatever the collection's size).
+    pub(crate) async fn find(
+        &self,
+        collection: &str,
+        query: &cbddc_query::Query,
+        after: Option<&str>,
+    ) -> Result<Found, NodeError> {
+        let invalid = |e: cbddc_query::QueryError| NodeError::InvalidRequest {
+            reason: e.to_string(),
+        };
+        cbddc_core::validate_collection(collection).map_err(|e| NodeError::InvalidRequest {
+            reason: e.to_string(),
+        })?;
+        let position = after
+            .map(|cursor| query.resume(cursor))
+            .transpose()
+            .map_err(invalid)?;
+        let mut page = cbddc_query::Page::new(query, position);
+        let mut scanned_after: Option<String> = None;
+        loop {
+            let docs = self
+                .store
+                .list(collection, scanned_after.clone(), SCAN_PAGE)
+                .await?;
+            let Some(last) = docs.last() else { break };
+            scanned_after = Some(last.key.clone());
+            let full = docs.len() < SCAN_PAGE;
+            for doc in docs {
+                if let Ok(value) = serde_json::from_str::<serde_json::Value>(&doc.value) {
+                    page.offer(&doc.key.clone(), &value, doc);
+                }
+            }
+            if full {
+                break;
+            }
+        }
+        let (documents, next) = page.finish();
+        Ok(Found {
+            documents,
+            next,
+            plan: format!(
+                "a scan of {collection} in key order (no index serves this query: this release has no indexes)"
+            ),
+        })
     }
 
     /// Serves a node's pull: entries beyond `have` (with floors expanded when both sides
