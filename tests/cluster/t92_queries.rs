@@ -218,3 +218,56 @@ async fn random_queries_return_what_a_filter_gives_in_order_and_pages_stay_stabl
     let refused = Query::parse(r#"{"a": {"$near": 1}}"#, &[], 10).unwrap_err();
     assert!(refused.to_string().contains("$near at a"), "{refused}");
 }
+
+/// `Node::watch_query`: the current matches enter first; puts, patches and deletes, here
+/// and from a peer, enter, stay and leave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_query_follows_documents_in_and_out_of_its_result() {
+    use cbddc_node::{FeedStart, Match};
+    let (a, b) = cbddc_tests::two_peers("live-a", "live-b").await;
+    a.node()
+        .put("orders", "o1", r#"{"status":"open"}"#)
+        .await
+        .unwrap();
+    a.node()
+        .put("orders", "o2", r#"{"status":"closed"}"#)
+        .await
+        .unwrap();
+    let query = Query::parse(r#"{"status":"open"}"#, &[], 1).unwrap();
+    let mut live = a
+        .node()
+        .watch_query("orders", query, FeedStart::Current)
+        .await
+        .unwrap();
+    let mut next = async || {
+        let change = tokio::time::timeout(std::time::Duration::from_secs(20), live.next())
+            .await
+            .expect("a change within 20 s")
+            .unwrap()
+            .unwrap();
+        (change.key, change.matched)
+    };
+    assert_eq!(next().await, ("o1".into(), Match::Enter));
+    b.node()
+        .put("orders", "o3", r#"{"status":"open"}"#)
+        .await
+        .unwrap();
+    assert_eq!(next().await, ("o3".into(), Match::Enter));
+    a.node().patch("orders", "o1", r#"{"n":1}"#).await.unwrap();
+    assert_eq!(next().await, ("o1".into(), Match::Stay));
+    b.node()
+        .put("orders", "o2", r#"{"status":"closed","n":2}"#)
+        .await
+        .unwrap();
+    a.node()
+        .patch("orders", "o1", r#"{"status":"closed"}"#)
+        .await
+        .unwrap();
+    assert_eq!(
+        next().await,
+        ("o1".into(), Match::Leave),
+        "o2 never matched: no line"
+    );
+    b.node().delete("orders", "o3").await.unwrap();
+    assert_eq!(next().await, ("o3".into(), Match::Leave));
+}

@@ -224,6 +224,13 @@ enum Command {
         /// after a page may print that page again when it resumes: at least once).
         #[arg(long, value_name = "NAME")]
         consumer: Option<String>,
+        /// A live query: print only changes that make a document enter the result of
+        /// this selector (the language of `cbddc find`), change within it or leave it,
+        /// each marked enter / stay / leave ("match" with --json). With --from start the
+        /// current matches come first; resumed elsewhere, what matched before is not
+        /// known and a change of a non-matching document is printed as leave.
+        #[arg(long = "where", value_name = "QUERY")]
+        selector: Option<String>,
         #[command(flatten)]
         target: Target,
     },
@@ -624,8 +631,18 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             json,
             from,
             consumer,
+            selector,
             target,
-        } => watch::watch(Some(collection), json, from, consumer, &target).await,
+        } => {
+            let watching = watch::Watching {
+                collection: Some(collection),
+                as_json: json,
+                from,
+                consumer,
+                selector,
+            };
+            watch::watch(watching, &target).await
+        }
         Command::Import {
             collection,
             file,

@@ -55,16 +55,35 @@ pub(crate) fn change_json(position: u64, entry: &OplogEntry) -> Result<String> {
 /// The exit code of a watch asked to resume from before what the node's feed holds.
 pub(crate) const EXIT_FEED_COMPACTED: u8 = 3;
 
-pub(crate) async fn watch(
-    collection: Option<String>,
-    as_json: bool,
-    from: Option<From>,
-    consumer: Option<String>,
-    target: &Target,
-) -> Result<ExitCode> {
+/// What a watch prints: every change, or (with `--where`) what moves a document into,
+/// within or out of a query's result.
+pub(crate) struct Watching {
+    pub(crate) collection: Option<String>,
+    pub(crate) as_json: bool,
+    pub(crate) from: Option<From>,
+    pub(crate) consumer: Option<String>,
+    pub(crate) selector: Option<String>,
+}
+
+pub(crate) async fn watch(watching: Watching, target: &Target) -> Result<ExitCode> {
+    let Watching {
+        collection,
+        as_json,
+        from,
+        consumer,
+        selector,
+    } = watching;
     if let Some(name) = &consumer {
         cbddc_core::validate_consumer_name(name)?;
     }
+    // Parsed before connecting: a bad query is refused naming the part, nothing asked.
+    let mut live = match &selector {
+        Some(selector) => Some(cbddc_query::live::LiveQuery::new(
+            cbddc_query::Query::parse(selector, &[], 1)?,
+            from == Some(From::Start),
+        )),
+        None => None,
+    };
     let mut client = target.connect().await?;
     let mut next = match (from, &consumer) {
         (Some(From::Start), _) => FeedFrom::Current,
@@ -99,6 +118,33 @@ pub(crate) async fn watch(
             }
         };
         for (position, entry) in &page.changes {
+            if let Some(live) = &mut live {
+                let document: Option<serde_json::Value> = match &entry.op {
+                    Operation::Put { value } => serde_json::from_str(value).ok(),
+                    Operation::Delete => None,
+                };
+                let Some(matched) = live.change(&entry.key, document.as_ref()) else {
+                    continue;
+                };
+                if as_json {
+                    let line = change_json(*position, entry)?;
+                    // The change's object, with what it does to the result.
+                    let body = line.strip_suffix('}').unwrap_or(&line);
+                    say!("{body},\"match\":\"{}\"}}", matched.as_str());
+                } else {
+                    let value = match &entry.op {
+                        Operation::Put { value } => value.as_str(),
+                        Operation::Delete => "deleted",
+                    };
+                    say!(
+                        "{position}\t{}\t{}\t{}\t{value}",
+                        matched.as_str(),
+                        entry.collection,
+                        entry.key
+                    );
+                }
+                continue;
+            }
             if as_json {
                 say!("{}", change_json(*position, entry)?);
             } else {

@@ -549,10 +549,7 @@ fn merge_patch(target: &mut Value, patch: &Value) {
 /// of `current` (the document as stored, `None` when absent: `{}`), as JSON text. How
 /// edits travel until field-level merge is in force: the result is written as a put.
 /// A put or delete resolves to itself.
-pub fn resolve_whole(
-    current: Option<&str>,
-    edit: &Edit,
-) -> Result<Option<String>, MergeError> {
+pub fn resolve_whole(current: Option<&str>, edit: &Edit) -> Result<Option<String>, MergeError> {
     let current = || -> Value {
         current
             .and_then(|text| serde_json::from_str(text).ok())

@@ -56,8 +56,8 @@ pub use interest::{Coverage, Interest};
 pub use invalid::CoreError;
 pub use node_id::NodeId;
 pub use oplog::{
-    Document, LocalWrite, MAX_COLLECTION_LEN, MAX_KEY_LEN, MAX_VALUE_BYTES, Operation,
-    OplogEntry, validate_collection, validate_json_value, validate_key,
+    Document, LocalWrite, MAX_COLLECTION_LEN, MAX_KEY_LEN, MAX_VALUE_BYTES, Operation, OplogEntry,
+    validate_collection, validate_json_value, validate_key,
 };
 pub use peer::{KnownPeer, PeerType, validate_peer_address};
 pub use replica::ReplicaId;

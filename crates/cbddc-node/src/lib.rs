@@ -24,6 +24,7 @@
 mod error;
 mod feed;
 mod handler;
+mod live;
 mod reconfigure;
 mod runtime;
 mod service;
@@ -33,10 +34,12 @@ mod store_view;
 
 pub use cbddc_control::{ClusterStatus, ControlPlaneError, Handover, RECONFIGURE_DEADLINE};
 pub use cbddc_election::Leadership;
+pub use cbddc_query::live::Match;
 pub use cbddc_query::{Query, QueryError, Sort};
 pub use cbddc_sync::{CompactionReport, PeerActivity, PeerBook, PeerReport};
 pub use error::NodeError;
 pub use feed::{ChangeFeed, ChangeFilter, ConsumerReport, FeedReport, FeedStart};
+pub use live::{QueryChange, QueryFeed};
 pub use service::{Found, NodeStatus};
 pub use signals::ClusterMembership;
 pub use store_view::StoreView;
@@ -377,6 +380,24 @@ impl Node {
         after: Option<&str>,
     ) -> Result<Found, NodeError> {
         self.snapshot().service.find(collection, query, after).await
+    }
+
+    /// The documents of `collection` as they enter, change within and leave `query`'s
+    /// result, from `start`: with [`FeedStart::Current`], every current match first (as
+    /// entering, at position 0), then every change. Started elsewhere (after a position,
+    /// or now), what matched before is not known, and a change of a document that does
+    /// not match is reported as leaving.
+    pub async fn watch_query(
+        &self,
+        collection: &str,
+        query: Query,
+        start: FeedStart,
+    ) -> Result<QueryFeed, NodeError> {
+        let feed = self
+            .changes(ChangeFilter::collection(collection).starting(start))
+            .await?;
+        let live = cbddc_query::live::LiveQuery::new(query, start == FeedStart::Current);
+        Ok(QueryFeed::new(feed, live))
     }
 
     /// A page of a collection in key order after `after` (`None`: from the start), at

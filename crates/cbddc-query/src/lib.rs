@@ -27,6 +27,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod live;
 pub mod order;
 
 use serde_json::Value;

@@ -2,6 +2,7 @@
 //! the previous page printed, --explain, and refusals that name the part.
 
 use crate::harness::*;
+use std::time::Duration;
 
 fn find(args: &[&str], port: u16) -> (Vec<serde_json::Value>, Option<String>) {
     let out = cbddc(args, port);
@@ -99,4 +100,105 @@ fn find_pages_through_matches_in_order_and_refuses_what_it_cannot_read() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(stderr(&out).contains(words), "{args:?}: {}", stderr(&out));
     }
+}
+
+/// `cbddc watch --where`: the current matches enter first, then changes from this node
+/// and from a peer enter, stay and leave; a change that never matched prints nothing.
+#[test]
+fn a_live_query_shows_documents_entering_staying_and_leaving() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, pb) = (free_port(), free_port());
+    let _a = RunningNode::start(dir.path(), "node-a", pa, &[("node-b", pb)]);
+    let _b = RunningNode::start(dir.path(), "node-b", pb, &[("node-a", pa)]);
+    assert!(
+        cbddc(&["put", "orders", "o1", r#"{"status":"open"}"#], pa)
+            .status
+            .success()
+    );
+    assert!(
+        cbddc(&["put", "orders", "o2", r#"{"status":"closed"}"#], pa)
+            .status
+            .success()
+    );
+    let mut watch = cbddc_child(
+        &[
+            "watch",
+            "orders",
+            "--where",
+            r#"{"status":"open"}"#,
+            "--from",
+            "start",
+            "--json",
+        ],
+        pa,
+    );
+    let lines = LineReader::of(&mut watch);
+    let deadline = Duration::from_secs(20);
+    let next = |what: &str| -> serde_json::Value {
+        serde_json::from_str(&lines.take(1, what, deadline)[0]).unwrap()
+    };
+    let first = next("the current match");
+    assert_eq!(
+        (first["key"].as_str(), first["match"].as_str()),
+        (Some("o1"), Some("enter"))
+    );
+    let synced = next("the synced line");
+    assert_eq!(synced["synced"], true, "{synced}");
+
+    // From the peer: o3 opens (enter); o2 stays closed (nothing); o1 changes (stay).
+    assert!(
+        cbddc(&["put", "orders", "o2", r#"{"status":"closed","n":1}"#], pb)
+            .status
+            .success()
+    );
+    assert!(
+        cbddc(&["put", "orders", "o3", r#"{"status":"open"}"#], pb)
+            .status
+            .success()
+    );
+    let entered = next("o3 entering");
+    assert_eq!(
+        (entered["key"].as_str(), entered["match"].as_str()),
+        (Some("o3"), Some("enter")),
+        "{entered}"
+    );
+    assert!(
+        cbddc(&["patch", "orders", "o1", r#"{"n":2}"#], pa)
+            .status
+            .success()
+    );
+    let stayed = next("o1 staying");
+    assert_eq!(
+        (stayed["key"].as_str(), stayed["match"].as_str()),
+        (Some("o1"), Some("stay")),
+        "{stayed}"
+    );
+    assert!(
+        cbddc(&["patch", "orders", "o1", r#"{"status":"closed"}"#], pa)
+            .status
+            .success()
+    );
+    let left = next("o1 leaving");
+    assert_eq!(
+        (left["key"].as_str(), left["match"].as_str()),
+        (Some("o1"), Some("leave")),
+        "{left}"
+    );
+    assert!(cbddc(&["delete", "orders", "o3"], pb).status.success());
+    let deleted = next("o3 leaving by delete");
+    assert_eq!(
+        (
+            deleted["key"].as_str(),
+            deleted["match"].as_str(),
+            deleted["deleted"].as_bool()
+        ),
+        (Some("o3"), Some("leave"), Some(true)),
+        "{deleted}"
+    );
+    let _ = watch.kill();
+    let _ = watch.wait();
+
+    let refused = cbddc(&["watch", "orders", "--where", r#"{"n":{"$near":1}}"#], pa);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(stderr(&refused).contains("$near"), "{}", stderr(&refused));
 }
