@@ -156,6 +156,13 @@ enum Command {
         /// Print a JSON array of {"key", "value"} objects.
         #[arg(long)]
         json: bool,
+        /// One page of at most N documents (1 to 10000) instead of the whole collection;
+        /// when there are more, stderr names the --after that continues.
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+        /// Start after this key (the last key of the previous page).
+        #[arg(long, value_name = "KEY")]
+        after: Option<String>,
         #[command(flatten)]
         target: Target,
     },
@@ -584,8 +591,10 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
         Command::List {
             collection,
             json,
+            limit,
+            after,
             target,
-        } => list(&collection, json, &target).await,
+        } => list(&collection, json, limit, after, &target).await,
         Command::Status { json, target } => status(json, &target).await,
         Command::Find {
             collection,
@@ -722,14 +731,34 @@ async fn wait_for_stop_signal() -> Result<()> {
         .context("cannot listen for Ctrl-C")
 }
 
-async fn list(collection: &str, as_json: bool, target: &Target) -> Result<ExitCode> {
+async fn list(
+    collection: &str,
+    as_json: bool,
+    limit: Option<u32>,
+    mut after: Option<String>,
+    target: &Target,
+) -> Result<ExitCode> {
+    if let Some(limit) = limit
+        && !(1..=10_000).contains(&limit)
+    {
+        bail!("--limit must be from 1 to 10000, not {limit}");
+    }
     let mut client = target.connect().await?;
     let mut docs = Vec::new();
-    let mut after: Option<String> = None;
     loop {
-        let (page, more) = client.list(collection, after.as_deref(), 1_000).await?;
+        let want = limit.unwrap_or(1_000);
+        let (page, more) = client.list(collection, after.as_deref(), want).await?;
         after = page.last().map(|d| d.key.clone());
         docs.extend(page);
+        if limit.is_some() {
+            if more && let Some(last) = &after {
+                eprintln!(
+                    "more: continue with --after {}",
+                    serde_json::to_string(last)?
+                );
+            }
+            break;
+        }
         if !more || after.is_none() {
             break;
         }

@@ -202,3 +202,35 @@ fn a_live_query_shows_documents_entering_staying_and_leaving() {
     assert_eq!(refused.status.code(), Some(2));
     assert!(stderr(&refused).contains("$near"), "{}", stderr(&refused));
 }
+
+/// `cbddc list --limit --after` reads a collection a page at a time.
+#[test]
+fn list_reads_a_page_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _a = RunningNode::start(dir.path(), "node-a", port, &[]);
+    for i in 0..5 {
+        assert!(
+            cbddc(&["put", "c", &format!("k{i}"), "1"], port)
+                .status
+                .success()
+        );
+    }
+    let first = cbddc(&["list", "c", "--limit", "2"], port);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert_eq!(stdout(&first), "k0\t1\nk1\t1\n");
+    assert!(
+        stderr(&first).contains(r#"--after "k1""#),
+        "{}",
+        stderr(&first)
+    );
+    let last = cbddc(&["list", "c", "--limit", "3", "--after", "k1"], port);
+    assert_eq!(stdout(&last), "k2\t1\nk3\t1\nk4\t1\n");
+    assert!(
+        !stderr(&last).contains("--after"),
+        "the last page: {}",
+        stderr(&last)
+    );
+    let refused = cbddc(&["list", "c", "--limit", "0"], port);
+    assert_eq!(refused.status.code(), Some(2));
+}
