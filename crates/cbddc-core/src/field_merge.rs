@@ -512,17 +512,21 @@ pub fn parse_patch(text: &str) -> Result<Value, MergeError> {
     let patch: Value = serde_json::from_str(text).map_err(|_| MergeError::PatchNotAnObject {
         found: "text that is not JSON",
     })?;
+    check_patch(&patch)?;
+    Ok(patch)
+}
+
+/// A patch is an object no deeper than [`MAX_DEPTH`].
+fn check_patch(patch: &Value) -> Result<(), MergeError> {
     if !patch.is_object() {
-        return Err(MergeError::PatchNotAnObject {
-            found: kind(&patch),
-        });
+        return Err(MergeError::PatchNotAnObject { found: kind(patch) });
     }
-    if depth_of(&patch) > MAX_DEPTH {
+    if depth_of(patch) > MAX_DEPTH {
         return Err(MergeError::TooDeep {
             path: "the patch".into(),
         });
     }
-    Ok(patch)
+    Ok(())
 }
 
 /// RFC 7386: merges `patch` into `target`.
