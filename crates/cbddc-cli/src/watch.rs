@@ -4,6 +4,7 @@ use crate::Target;
 use anyhow::{Context, Result};
 use cbddc_core::{Operation, OplogEntry};
 use cbddc_net::{ChangesAsk, FeedFrom, NetError};
+use cbddc_query::live::Match;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -35,20 +36,28 @@ impl std::str::FromStr for From {
     }
 }
 
-/// One change as a JSON line: the value goes out byte for byte as stored.
-pub(crate) fn change_json(position: u64, entry: &OplogEntry) -> Result<String> {
+/// One change as a JSON line: the value goes out byte for byte as stored; with a live
+/// query, what the change does to its result.
+pub(crate) fn change_json(
+    position: u64,
+    entry: &OplogEntry,
+    matched: Option<Match>,
+) -> Result<String> {
     let value = match &entry.op {
         Operation::Put { value } => value.as_str(),
         Operation::Delete => "null",
     };
     Ok(format!(
-        "{{\"position\":{position},\"collection\":{},\"key\":{},\"value\":{value},\"deleted\":{},\"origin\":{},\"node\":{},\"hlc\":{}}}",
+        "{{\"position\":{position},\"collection\":{},\"key\":{},\"value\":{value},\"deleted\":{},\"origin\":{},\"node\":{},\"hlc\":{}{}}}",
         serde_json::to_string(&entry.collection)?,
         serde_json::to_string(&entry.key)?,
         matches!(entry.op, Operation::Delete),
         serde_json::to_string(entry.origin.as_str())?,
         serde_json::to_string(entry.node.as_str())?,
         serde_json::to_string(&entry.hlc.to_string())?,
+        matched
+            .map(|m| format!(",\"match\":\"{}\"", m.as_str()))
+            .unwrap_or_default(),
     ))
 }
 
@@ -119,18 +128,11 @@ pub(crate) async fn watch(watching: Watching, target: &Target) -> Result<ExitCod
         };
         for (position, entry) in &page.changes {
             if let Some(live) = &mut live {
-                let document: Option<serde_json::Value> = match &entry.op {
-                    Operation::Put { value } => serde_json::from_str(value).ok(),
-                    Operation::Delete => None,
-                };
-                let Some(matched) = live.change(&entry.key, document.as_ref()) else {
+                let Some(matched) = live.change(&entry.key, entry.op.document().as_ref()) else {
                     continue;
                 };
                 if as_json {
-                    let line = change_json(*position, entry)?;
-                    // The change's object, with what it does to the result.
-                    let body = line.strip_suffix('}').unwrap_or(&line);
-                    say!("{body},\"match\":\"{}\"}}", matched.as_str());
+                    say!("{}", change_json(*position, entry, Some(matched))?);
                 } else {
                     let value = match &entry.op {
                         Operation::Put { value } => value.as_str(),
@@ -146,7 +148,7 @@ pub(crate) async fn watch(watching: Watching, target: &Target) -> Result<ExitCod
                 continue;
             }
             if as_json {
-                say!("{}", change_json(*position, entry)?);
+                say!("{}", change_json(*position, entry, None)?);
             } else {
                 match &entry.op {
                     Operation::Put { value } => say!(

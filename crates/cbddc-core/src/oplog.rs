@@ -21,6 +21,17 @@ pub enum Operation {
     Delete,
 }
 
+impl Operation {
+    /// The document this operation leaves: the put's JSON parsed, `None` for a delete
+    /// (or for text that is not JSON, which a validated entry never holds).
+    pub fn document(&self) -> Option<serde_json::Value> {
+        match self {
+            Operation::Put { value } => serde_json::from_str(value).ok(),
+            Operation::Delete => None,
+        }
+    }
+}
+
 /// One write by one origin replica: the unit of sync.
 ///
 /// `seq` numbers the origin's entries 1, 2, 3, … without gaps, so a receiver applies an
@@ -160,14 +171,6 @@ impl LocalWrite {
                 path: path.into(),
                 by,
             },
-        }
-    }
-
-    /// A put's value, or `None` for every other edit.
-    pub fn value(&self) -> Option<&str> {
-        match &self.edit {
-            Edit::Put(value) => Some(value),
-            _ => None,
         }
     }
 

@@ -454,17 +454,24 @@ impl PeerClient {
     }
 
     async fn edit(&mut self, edit: proto::EditRequest) -> Result<(u64, Hlc, bool), NetError> {
-        match self.call(proto::request::Body::Edit(edit)).await? {
-            proto::response::Body::Written(w) => {
-                Ok((w.seq, hlc_from_wire(w.hlc)?, w.whole_document))
-            }
-            _ => Err(unexpected("write")),
-        }
+        self.written_whole(proto::request::Body::Edit(edit)).await
     }
 
     async fn written(&mut self, body: proto::request::Body) -> Result<(u64, Hlc), NetError> {
+        let (seq, hlc, _) = self.written_whole(body).await?;
+        Ok((seq, hlc))
+    }
+
+    /// A write's answer: its sequence number, its stamp, and whether the node resolved
+    /// it into the whole document it made.
+    async fn written_whole(
+        &mut self,
+        body: proto::request::Body,
+    ) -> Result<(u64, Hlc, bool), NetError> {
         match self.call(body).await? {
-            proto::response::Body::Written(w) => Ok((w.seq, hlc_from_wire(w.hlc)?)),
+            proto::response::Body::Written(w) => {
+                Ok((w.seq, hlc_from_wire(w.hlc)?, w.whole_document))
+            }
             _ => Err(unexpected("write")),
         }
     }

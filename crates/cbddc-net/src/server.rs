@@ -92,9 +92,6 @@ pub struct SessionInfo {
     pub peer_eligible: bool,
     /// The collections the peer replicates (every one for tools).
     pub peer_interest: cbddc_core::Interest,
-    /// The protocol the session runs at, the peer's release and the formats it reads
-    /// (`None` for tools).
-    pub peer_build: Option<crate::version::PeerBuild>,
     /// The peer's socket address.
     pub address: SocketAddr,
     /// Cancelled when the server stops: a handler that waits (a long poll) answers
@@ -383,7 +380,6 @@ async fn handshake(
             .as_ref()
             .map(|p| p.interest.clone())
             .unwrap_or_default(),
-        peer_build: peer.as_ref().map(|p| p.build.clone()),
         peer: peer.map(|p| p.node_id),
         address,
         stopping: token.clone(),

@@ -303,6 +303,7 @@ impl NodeHandler {
                 service
                     .write_one(LocalWrite::put(put.collection, put.key, put.value))
                     .await?,
+                false,
             ),
             Req::Edit(edit) => {
                 let Some(change) = edit_of(edit.patch, edit.increment_path, edit.increment_by)?
@@ -318,13 +319,9 @@ impl NodeHandler {
                         edit: change,
                     })
                     .await?;
-                Res::Written(proto::WriteResponse {
-                    seq: entry.seq,
-                    hlc: Some(hlc_to_wire(&entry.hlc)),
-                    // Field-level merge is not in force in this release: every edit is
-                    // resolved into its whole document.
-                    whole_document: true,
-                })
+                // Field-level merge is not in force in this release: every edit is
+                // resolved into its whole document.
+                written(entry, true)
             }
             Req::Find(find) => {
                 let query = find
@@ -355,6 +352,7 @@ impl NodeHandler {
                 service
                     .write_one(LocalWrite::delete(delete.collection, delete.key))
                     .await?,
+                false,
             ),
             Req::Get(get) => {
                 let doc = service.store.get(&get.collection, &get.key).await?;
@@ -564,11 +562,12 @@ impl NodeHandler {
     }
 }
 
-fn written(entry: cbddc_core::OplogEntry) -> Res {
+/// The answer to a write; `whole_document` for an edit resolved into the document it made.
+fn written(entry: cbddc_core::OplogEntry, whole_document: bool) -> Res {
     Res::Written(proto::WriteResponse {
         seq: entry.seq,
         hlc: Some(hlc_to_wire(&entry.hlc)),
-        whole_document: false,
+        whole_document,
     })
 }
 

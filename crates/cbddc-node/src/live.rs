@@ -1,7 +1,6 @@
 //! Live queries on the embedding API: the change feed, filtered by a query.
 
 use crate::{ChangeFeed, NodeError};
-use cbddc_core::Operation;
 use cbddc_query::live::{LiveQuery, Match};
 use serde_json::Value;
 
@@ -36,10 +35,7 @@ impl QueryFeed {
     /// `Ok(None)` once the database is closed.
     pub async fn next(&mut self) -> Result<Option<QueryChange>, NodeError> {
         while let Some(change) = self.feed.next().await? {
-            let document = match &change.entry.op {
-                Operation::Put { value } => serde_json::from_str(value).ok(),
-                Operation::Delete => None,
-            };
+            let document = change.entry.op.document();
             if let Some(matched) = self.live.change(&change.entry.key, document.as_ref()) {
                 return Ok(Some(QueryChange {
                     position: change.position,
