@@ -314,12 +314,6 @@ impl Runtime {
             gate: Some(features.clone()),
         };
         let book = Arc::new(PeerBook::new(config.election.peer_timeout()));
-        tokio::spawn(features.clone().run(
-            store.clone(),
-            book.clone(),
-            store.clone(),
-            token.child_token(),
-        ));
         let data: Arc<dyn DocumentStore> =
             Arc::new(MeteredStore::new(store.clone(), signals.metrics.clone()));
         let sync = Arc::new(SyncOrchestrator::new(
@@ -406,6 +400,13 @@ impl Runtime {
                 return Err(e);
             }
         };
+        // Raised from here on, once everything it reads from is running.
+        tokio::spawn(service.features.clone().run(
+            store.clone(),
+            sync.book(),
+            store.clone(),
+            token.child_token(),
+        ));
         let cluster = service.cluster.clone();
         match &cluster {
             Some(cluster) => signals.follow_cluster(cluster, token.child_token()),
