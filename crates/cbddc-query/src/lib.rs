@@ -27,6 +27,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod index;
 pub mod live;
 pub mod order;
 
@@ -498,15 +499,42 @@ impl Query {
 }
 
 /// Keeps the first `limit` results in a query's order after a position, from documents
-/// offered one at a time: memory bounded by the limit, whatever the collection's size.
+/// offered one at a time, in any order: memory bounded by the limit, whatever the
+/// collection's size, and each offer costs a logarithm of the limit.
 /// `T` is what the caller wants back for each result.
 #[derive(Debug)]
 pub struct Page<'q, T> {
     query: &'q Query,
     after: Option<Position>,
-    kept: Vec<(Position, T)>,
+    /// The best results so far, the last in the query's order on top.
+    kept: std::collections::BinaryHeap<Kept<'q, T>>,
     /// Whether a result past the limit was seen (there is a next page).
     more: bool,
+}
+
+/// A kept result, ordered by its position in the query's order.
+#[derive(Debug)]
+struct Kept<'q, T> {
+    query: &'q Query,
+    position: Position,
+    result: T,
+}
+
+impl<T> PartialEq for Kept<'_, T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl<T> Eq for Kept<'_, T> {}
+impl<T> PartialOrd for Kept<'_, T> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl<T> Ord for Kept<'_, T> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.query.compare(&self.position, &other.position)
+    }
 }
 
 impl<'q, T> Page<'q, T> {
@@ -515,7 +543,7 @@ impl<'q, T> Page<'q, T> {
         Self {
             query,
             after,
-            kept: Vec::new(),
+            kept: std::collections::BinaryHeap::new(),
             more: false,
         }
     }
@@ -534,27 +562,29 @@ impl<'q, T> Page<'q, T> {
         {
             return;
         }
-        let at = self
-            .kept
-            .partition_point(|(p, _)| self.query.compare(p, &position) == Ordering::Less);
-        if at >= self.query.limit {
+        if self.kept.len() >= self.query.limit {
             self.more = true;
-            return;
-        }
-        self.kept.insert(at, (position, result));
-        if self.kept.len() > self.query.limit {
+            let last = self.kept.peek().map(|k| &k.position);
+            if last.is_some_and(|last| self.query.compare(&position, last) != Ordering::Less) {
+                return;
+            }
             self.kept.pop();
-            self.more = true;
         }
+        self.kept.push(Kept {
+            query: self.query,
+            position,
+            result,
+        });
     }
 
     /// The results in order, and the cursor to the next page when there is more.
     pub fn finish(self) -> (Vec<T>, Option<String>) {
-        let next = match (self.more, self.kept.last()) {
-            (true, Some((position, _))) => Some(self.query.cursor(position)),
+        let kept = self.kept.into_sorted_vec();
+        let next = match (self.more, kept.last()) {
+            (true, Some(last)) => Some(self.query.cursor(&last.position)),
             _ => None,
         };
-        (self.kept.into_iter().map(|(_, t)| t).collect(), next)
+        (kept.into_iter().map(|k| k.result).collect(), next)
     }
 }
 
