@@ -61,6 +61,14 @@ pub enum StorageError {
         /// The oldest position the feed can resume after.
         oldest: u64,
     },
+    /// An index was read that is not built (or not held): the query scans instead.
+    #[error(
+        "the index {index} is not built on this node (declare it under [[indexes]] and wait until `cbddc index list` shows it built)"
+    )]
+    IndexUnavailable {
+        /// The index, as `collection(fields)`.
+        index: String,
+    },
     /// The store has been closed (the node is stopping or changing identity).
     #[error("the store is closed; the node is stopping or reopening its database")]
     Closed,

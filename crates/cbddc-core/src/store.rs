@@ -323,6 +323,28 @@ pub trait DocumentStore: Send + Sync + std::fmt::Debug {
 
     /// Adds `features` to the formats in force, durably; none is ever removed.
     async fn raise_features(&self, features: BTreeSet<String>) -> Result<(), StorageError>;
+
+    /// Makes this store's indexes exactly `indexes`: one not held yet is created and
+    /// left to [`DocumentStore::build_indexes`] (writes keep it current from now on),
+    /// one held but not named is dropped.
+    async fn declare_indexes(
+        &self,
+        indexes: Vec<crate::IndexDefinition>,
+    ) -> Result<(), StorageError>;
+
+    /// Builds the entries of up to `documents` documents of the indexes not yet built, in
+    /// a transaction of its own; `Ok(true)` while some index is still being built.
+    async fn build_indexes(&self, documents: usize) -> Result<bool, StorageError>;
+
+    /// The indexes held, built or being built.
+    async fn indexes(&self) -> Result<Vec<crate::IndexStatus>, StorageError>;
+
+    /// A page of a built index's entries with their documents
+    /// ([`StorageError::IndexUnavailable`] if it is not built, or not held).
+    async fn read_index(
+        &self,
+        read: crate::IndexRead,
+    ) -> Result<Vec<crate::IndexedDocument>, StorageError>;
 }
 
 /// What the change feed keeps of deletes whose tombstones compaction collected (part of

@@ -43,7 +43,7 @@ fn storage_code(err: &StorageError) -> ErrorCode {
         | StorageError::Clock(_)
         | StorageError::OwnReplica { .. }
         | StorageError::NotReplicated { .. } => ErrorCode::InvalidRequest,
-        StorageError::Closed => ErrorCode::Unavailable,
+        StorageError::Closed | StorageError::IndexUnavailable { .. } => ErrorCode::Unavailable,
         StorageError::Backend { .. } => ErrorCode::Storage,
         StorageError::FeedCompacted { .. } => ErrorCode::FeedCompacted,
     }

@@ -198,6 +198,28 @@ impl DocumentStore for MeteredStore {
         self.inner.features_in_force().await
     }
 
+    async fn declare_indexes(
+        &self,
+        indexes: Vec<cbddc_core::IndexDefinition>,
+    ) -> Result<(), StorageError> {
+        self.inner.declare_indexes(indexes).await
+    }
+
+    async fn build_indexes(&self, documents: usize) -> Result<bool, StorageError> {
+        self.inner.build_indexes(documents).await
+    }
+
+    async fn indexes(&self) -> Result<Vec<cbddc_core::IndexStatus>, StorageError> {
+        self.inner.indexes().await
+    }
+
+    async fn read_index(
+        &self,
+        read: cbddc_core::IndexRead,
+    ) -> Result<Vec<cbddc_core::IndexedDocument>, StorageError> {
+        self.inner.read_index(read).await
+    }
+
     async fn raise_features(
         &self,
         features: std::collections::BTreeSet<String>,

@@ -37,6 +37,7 @@ mod document_write;
 mod error;
 mod features;
 mod feed;
+mod indexes;
 mod paxos_log;
 mod reader;
 mod rows;
@@ -59,6 +60,8 @@ mod edit_tests;
 mod feed_props;
 #[cfg(test)]
 mod feed_tests;
+#[cfg(test)]
+mod index_tests;
 #[cfg(test)]
 mod replica_props;
 #[cfg(test)]

@@ -205,6 +205,19 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // starts again from its first chunk.
     "DROP TABLE snapshot_documents;
     DELETE FROM meta WHERE key = 'snapshot';",
+    // 14: indexes a node keeps on its own documents (see `indexes`): one row each, and a
+    // table `index_<id>` of its entries. `built_after` is the last key built while
+    // `building`; `done` of `total` documents is the build's progress.
+    "CREATE TABLE indexes (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        collection  TEXT NOT NULL,
+        fields      TEXT NOT NULL,   -- a JSON array of dotted paths
+        building    INTEGER NOT NULL,
+        built_after TEXT,
+        done        INTEGER NOT NULL,
+        total       INTEGER NOT NULL,
+        UNIQUE (collection, fields)
+    );",
 ];
 
 /// The schema version this build writes.

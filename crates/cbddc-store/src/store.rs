@@ -92,12 +92,15 @@ impl SqliteStore {
         node: NodeId,
         options: StoreOptions,
     ) -> Result<Self, StoreError> {
+        let registry = crate::indexes::Registry::default();
         let opened = {
             let (path, node, durability) = (path.clone(), node.clone(), options.durability);
             let interest = options.interest.clone();
+            let registry = registry.clone();
             tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
                 let mut conn = schema::open_writer(&path, durability)?;
                 schema::migrate(&mut conn, &path)?;
+                crate::indexes::open(&conn, &registry)?;
                 let (clock, vv) = crate::writer::load_state(&conn, &path, &node)?;
                 crate::writer::bind_interest(&conn, &path, &interest)?;
                 let replica = crate::writer::start_replica(&conn)?;
@@ -137,6 +140,7 @@ impl SqliteStore {
             last_change,
             change_tx,
             interest: options.interest.clone(),
+            indexes: registry,
         };
         std::thread::Builder::new()
             .name(format!("cbddc-writer-{node}"))
@@ -456,6 +460,34 @@ impl DocumentStore for SqliteStore {
     ) -> Result<(), StorageError> {
         self.send(|reply| Command::RaiseFeatures { features, reply })
             .await
+    }
+
+    async fn declare_indexes(
+        &self,
+        indexes: Vec<cbddc_core::IndexDefinition>,
+    ) -> Result<(), StorageError> {
+        self.send(|reply| Solo::DeclareIndexes { indexes, reply })
+            .await
+    }
+
+    async fn build_indexes(&self, documents: usize) -> Result<bool, StorageError> {
+        self.send(|reply| Solo::BuildIndexes { documents, reply })
+            .await
+    }
+
+    async fn indexes(&self) -> Result<Vec<cbddc_core::IndexStatus>, StorageError> {
+        self.readers.read(crate::indexes::list).await
+    }
+
+    async fn read_index(
+        &self,
+        read: cbddc_core::IndexRead,
+    ) -> Result<Vec<cbddc_core::IndexedDocument>, StorageError> {
+        let index = read.index.name();
+        self.readers
+            .read(move |c| crate::indexes::read(c, &read))
+            .await?
+            .ok_or(StorageError::IndexUnavailable { index })
     }
 }
 

@@ -154,6 +154,14 @@ pub(crate) enum Solo {
         source: NodeId,
         reply: Reply<u64>,
     },
+    DeclareIndexes {
+        indexes: Vec<cbddc_core::IndexDefinition>,
+        reply: Reply<()>,
+    },
+    BuildIndexes {
+        documents: usize,
+        reply: Reply<bool>,
+    },
 }
 
 impl Command {
@@ -217,6 +225,8 @@ pub(crate) struct Writer {
     /// The collections replicated: local writes outside are refused, remote entries
     /// outside are counted as held and not stored.
     pub(crate) interest: Interest,
+    /// The fields of each index, read by the index triggers' function.
+    pub(crate) indexes: crate::indexes::Registry,
 }
 
 fn to_i64(value: u64, what: &'static str) -> Result<i64, StorageError> {
@@ -407,6 +417,19 @@ impl Writer {
                 let change_before = self.last_change;
                 let done = self.alone(true, |writer, conn| writer.finish_snapshot(conn, &source));
                 self.settle_change(change_before, done.is_ok());
+                let _ = reply.send(done);
+            }
+            Solo::DeclareIndexes { indexes, reply } => {
+                let registry = self.indexes.clone();
+                let done = self.alone(false, |_, conn| {
+                    crate::indexes::declare(conn, &registry, &indexes)
+                });
+                let _ = reply.send(done.map(|dropped| {
+                    crate::indexes::forget(&registry, &dropped);
+                }));
+            }
+            Solo::BuildIndexes { documents, reply } => {
+                let done = self.alone(false, |_, conn| crate::indexes::build(conn, documents));
                 let _ = reply.send(done);
             }
         }

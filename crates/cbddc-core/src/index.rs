@@ -1,0 +1,75 @@
+//! Indexes a node keeps on its own documents, so queries read a range of entries instead
+//! of a whole collection. Declared in a node's configuration, built in the background, and
+//! never sent to peers: every node builds its own from the documents it holds.
+
+use crate::Document;
+
+/// An index: the values at some dotted paths of every document of a collection, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IndexDefinition {
+    /// The collection indexed.
+    pub collection: String,
+    /// The dotted paths indexed, in order (the first one narrows most).
+    pub fields: Vec<String>,
+}
+
+impl IndexDefinition {
+    /// An index on `fields` of `collection`.
+    pub fn new(collection: impl Into<String>, fields: &[&str]) -> Self {
+        Self {
+            collection: collection.into(),
+            fields: fields.iter().map(|f| f.to_string()).collect(),
+        }
+    }
+
+    /// How people name it: `orders(shop, total)`.
+    pub fn name(&self) -> String {
+        format!("{}({})", self.collection, self.fields.join(", "))
+    }
+}
+
+/// An index as the store holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexStatus {
+    /// What it indexes.
+    pub definition: IndexDefinition,
+    /// Entries held (one per live document once built).
+    pub entries: u64,
+    /// While it is being built: how far. `None`: built, queries use it.
+    pub building: Option<IndexBuild>,
+}
+
+/// How far the background build of an index has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexBuild {
+    /// Documents of the collection read so far.
+    pub done: u64,
+    /// Documents the collection held when the build started.
+    pub total: u64,
+}
+
+/// One read of a built index: entries from `low` (included) to `high` (excluded;
+/// `None`: to the end), after `after` (the entry and key the previous page ended on),
+/// at most `limit` of them, each with its live document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexRead {
+    /// The index read.
+    pub index: IndexDefinition,
+    /// The first entry of the range.
+    pub low: Vec<u8>,
+    /// The first entry past the range.
+    pub high: Option<Vec<u8>>,
+    /// Where the previous page of this range ended.
+    pub after: Option<(Vec<u8>, String)>,
+    /// The most entries to return.
+    pub limit: usize,
+}
+
+/// An entry read from an index, with its document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexedDocument {
+    /// The index entry.
+    pub entry: Vec<u8>,
+    /// The document.
+    pub document: Document,
+}

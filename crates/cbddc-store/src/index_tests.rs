@@ -1,0 +1,223 @@
+//! Indexes: one entry per live document whatever path changed it (local writes, sync,
+//! snapshots, a reopen), built beside writes, read in pages, dropped on request.
+
+use crate::{SqliteStore, StoreOptions};
+use cbddc_core::{
+    DocumentStore, Hlc, IndexDefinition, IndexRead, LocalWrite, NodeId, Operation, OplogEntry,
+    ReplicaId, SnapshotDocument, StorageError, VersionVector,
+};
+use cbddc_query::Path;
+use std::collections::BTreeSet;
+
+async fn open(dir: &std::path::Path) -> SqliteStore {
+    SqliteStore::open(dir, NodeId::new("idx").unwrap(), StoreOptions::default())
+        .await
+        .unwrap()
+}
+
+fn index() -> IndexDefinition {
+    IndexDefinition::new("c", &["n", "addr.city"])
+}
+
+fn remote(seq: u64, key: &str, value: Option<&str>, wall_ms: u64) -> OplogEntry {
+    let origin = ReplicaId::new("far").unwrap();
+    OplogEntry {
+        origin: origin.clone(),
+        node: NodeId::new("far").unwrap(),
+        seq,
+        collection: "c".into(),
+        key: key.into(),
+        op: match value {
+            Some(v) => Operation::Put { value: v.into() },
+            None => Operation::Delete,
+        },
+        hlc: Hlc {
+            wall_ms,
+            counter: 0,
+            replica: origin,
+        },
+    }
+}
+
+fn doc(i: u64) -> String {
+    format!(r#"{{"n":{},"addr":{{"city":"c{}"}},"pad":"{}"}}"#, i % 7, i % 3, "x".repeat(20))
+}
+
+/// Every entry of the index, read a few at a time.
+async fn entries(store: &SqliteStore) -> BTreeSet<(Vec<u8>, String)> {
+    let mut out = BTreeSet::new();
+    let mut after = None;
+    for _ in 0..10_000 {
+        let page = store
+            .read_index(IndexRead {
+                index: index(),
+                low: Vec::new(),
+                high: None,
+                after: after.clone(),
+                limit: 7,
+            })
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some((last.entry.clone(), last.document.key.clone()));
+        for hit in page {
+            assert!(
+                out.insert((hit.entry, hit.document.key)),
+                "a page repeats an entry"
+            );
+        }
+    }
+    out
+}
+
+/// What the index should hold: one entry per live document of `c`.
+async fn expected(store: &SqliteStore) -> BTreeSet<(Vec<u8>, String)> {
+    let fields: Vec<Path> = index()
+        .fields
+        .iter()
+        .map(|f| Path::parse(f).unwrap())
+        .collect();
+    store
+        .list("c", None, 100_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| {
+            let value = serde_json::from_str(&d.value).unwrap();
+            (cbddc_query::index::entry(&fields, &value), d.key)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_index_holds_one_entry_per_live_document_whatever_changed_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let now = cbddc_core::unix_millis();
+    let puts = |range: std::ops::Range<u64>| {
+        range
+            .map(|i| LocalWrite::put("c", format!("k{i:03}"), doc(i)))
+            .collect::<Vec<_>>()
+    };
+    store.write(puts(0..60)).await.unwrap();
+    store
+        .write(vec![LocalWrite::put("other", "o", doc(1))])
+        .await
+        .unwrap();
+
+    store.declare_indexes(vec![index()]).await.unwrap();
+    assert!(matches!(
+        store.read_index(IndexRead { index: index(), low: vec![], high: None, after: None, limit: 1 }).await,
+        Err(StorageError::IndexUnavailable { .. })
+    ), "an index being built is not read");
+    let status = store.indexes().await.unwrap();
+    assert_eq!(status[0].building.map(|b| (b.done, b.total)), Some((0, 60)));
+
+    // Built a few documents at a time while writes go on beside it.
+    let mut i = 100;
+    for _ in 0..100 {
+        if !store.build_indexes(7).await.unwrap() {
+            break;
+        }
+        store
+            .write(vec![
+                LocalWrite::put("c", format!("k{:03}", i % 90), doc(i)),
+                LocalWrite::delete("c", format!("k{:03}", (i * 7) % 90)),
+            ])
+            .await
+            .unwrap();
+        i += 1;
+    }
+    assert!(!store.build_indexes(7).await.unwrap(), "the build ends");
+    assert_eq!(store.indexes().await.unwrap()[0].building, None);
+    assert_eq!(entries(&store).await, expected(&store).await);
+
+    // Sync: new documents, updates, and a delete; then a snapshot that removes what it
+    // covers but lacks.
+    store
+        .apply_remote(vec![
+            remote(1, "k001", Some(r#"{"n":"now a string"}"#), now + 1_000),
+            remote(2, "r1", Some(&doc(5)), now),
+            remote(3, "k002", None, now + 1_000),
+            remote(4, "r2", Some(&doc(6)), now),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(entries(&store).await, expected(&store).await);
+    let mut vv = VersionVector::default();
+    vv.advance(&ReplicaId::new("far").unwrap(), 4);
+    let snap = |key: &str, seq: u64, value: &str| SnapshotDocument {
+        collection: "c".into(),
+        key: key.into(),
+        value: Some(value.into()),
+        hlc: Hlc {
+            wall_ms: now + 2_000,
+            counter: 0,
+            replica: ReplicaId::new("far").unwrap(),
+        },
+        seq,
+    };
+    store
+        .apply_snapshot_chunk(
+            NodeId::new("far").unwrap(),
+            Some(vv),
+            vec![snap("k001", 1, r#"{"n":1}"#), snap("r1", 2, &doc(9))],
+        )
+        .await
+        .unwrap();
+    store
+        .finish_snapshot(NodeId::new("far").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(entries(&store).await, expected(&store).await);
+
+    // Reopened, writes keep it current.
+    store.close().await;
+    let store = open(dir.path()).await;
+    store.write(puts(200..230)).await.unwrap();
+    store
+        .write(vec![LocalWrite::delete("c", "k201")])
+        .await
+        .unwrap();
+    let held = entries(&store).await;
+    assert_eq!(held, expected(&store).await);
+    assert_eq!(
+        store.indexes().await.unwrap()[0].entries,
+        held.len() as u64
+    );
+
+    // A range: the documents whose n is 3.
+    let fields = vec![Path::parse("n").unwrap()];
+    let low = cbddc_query::index::entry(&fields, &serde_json::json!({"n": 3}));
+    let mut high = low.clone();
+    *high.last_mut().unwrap() += 1;
+    let threes = store
+        .read_index(IndexRead {
+            index: index(),
+            low,
+            high: Some(high),
+            after: None,
+            limit: 1_000,
+        })
+        .await
+        .unwrap();
+    let want = store
+        .list("c", None, 1_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|d| serde_json::from_str::<serde_json::Value>(&d.value).unwrap()["n"] == 3)
+        .count();
+    assert_eq!(threes.len(), want);
+    assert!(want > 0);
+
+    // Dropped: gone from the list, no longer read, and writes no longer touch it.
+    store.declare_indexes(vec![]).await.unwrap();
+    assert!(store.indexes().await.unwrap().is_empty());
+    assert!(matches!(
+        store.read_index(IndexRead { index: index(), low: vec![], high: None, after: None, limit: 1 }).await,
+        Err(StorageError::IndexUnavailable { .. })
+    ));
+    store.write(puts(300..310)).await.unwrap();
+    store.close().await;
+}
