@@ -32,6 +32,16 @@ pub struct PeerEntry {
     pub enabled: Option<bool>,
 }
 
+/// One `[[indexes]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexEntry {
+    /// The collection indexed.
+    pub collection: String,
+    /// The dotted paths indexed, in order.
+    pub fields: Vec<String>,
+}
+
 /// `[discovery]` as written.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -118,6 +128,8 @@ pub struct ConfigFile {
     pub node_key_file: Option<PathBuf>,
     /// See [`PeerNodeConfiguration::min_protocol_version`].
     pub min_protocol_version: Option<u32>,
+    /// See [`PeerNodeConfiguration::indexes`].
+    pub indexes: Option<Vec<IndexEntry>>,
     /// The file (or source) this came from, for error messages.
     #[serde(skip)]
     pub source_name: String,
@@ -203,6 +215,7 @@ impl ConfigFile {
         pick(&mut self.advertise_address, &top.advertise_address);
         pick(&mut self.node_key_file, &top.node_key_file);
         pick(&mut self.min_protocol_version, &top.min_protocol_version);
+        pick(&mut self.indexes, &top.indexes);
         if !top.known_peers.is_empty() {
             self.known_peers.clone_from(&top.known_peers);
         }
@@ -281,6 +294,15 @@ impl ConfigFile {
             config.node_key_file = Some(path.clone());
         }
         config.min_protocol_version = self.min_protocol_version;
+        config.indexes = self
+            .indexes
+            .iter()
+            .flatten()
+            .map(|entry| cbddc_core::IndexDefinition {
+                collection: entry.collection.clone(),
+                fields: entry.fields.clone(),
+            })
+            .collect();
         if let Some(section) = &self.discovery {
             let d = &mut config.discovery;
             d.enabled = section.enabled.unwrap_or(d.enabled);
@@ -435,6 +457,65 @@ mod tests {
                 "{text:?} gave {err}"
             );
         }
+    }
+
+    #[test]
+    fn indexes_are_declared_in_order_and_bad_ones_name_the_part() {
+        let dir = tempfile::tempdir().unwrap();
+        let head = format!(
+            "node_id = \"a\"\ndata_dir = {:?}\n",
+            dir.path().display().to_string()
+        );
+        let config = resolve(
+            &format!(
+                "{head}[[indexes]]\ncollection = \"orders\"\nfields = [\"shop\", \"addr.city\"]\n\
+                 [[indexes]]\ncollection = \"users\"\nfields = [\"age\"]\n"
+            ),
+            "f.toml",
+        )
+        .unwrap();
+        config.validate("f.toml").unwrap();
+        assert_eq!(
+            config.indexes,
+            vec![
+                cbddc_core::IndexDefinition::new("orders", &["shop", "addr.city"]),
+                cbddc_core::IndexDefinition::new("users", &["age"]),
+            ]
+        );
+        for (index, field, words) in [
+            ("collection = \"o\"\nfields = []", "indexes[0].fields", "1 to 8"),
+            ("collection = \"o\"\nfields = [\"a..b\"]", "indexes[0].fields[0]", "dotted path"),
+            ("collection = \"o\"\nfields = [\"$a\"]", "indexes[0].fields[0]", "operator"),
+            ("collection = \"o\"\nfields = [\"a\", \"a\"]", "indexes[0].fields[1]", "twice"),
+            ("collection = \"\"\nfields = [\"a\"]", "indexes[0].collection", "empty"),
+            ("collection = \"o\"\nfields = [\"a\"]\nunique = true", "unique", ""),
+        ] {
+            let text = format!("{head}[[indexes]]\n{index}\n");
+            let err = resolve(&text, "f.toml")
+                .and_then(|c| c.validate("f.toml").map(|_| c))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(field) && err.contains(words) && err.contains("f.toml"),
+                "{index:?} gave {err}"
+            );
+        }
+        let twice = format!(
+            "{head}[[indexes]]\ncollection = \"o\"\nfields = [\"a\"]\n[[indexes]]\ncollection = \"o\"\nfields = [\"a\"]\n"
+        );
+        let err = resolve(&twice, "f.toml")
+            .and_then(|c| c.validate("f.toml").map(|_| c))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("indexes[1]") && err.contains("o(a) is declared twice"), "{err}");
+        let elsewhere = format!(
+            "{head}collections = [\"users\"]\n[[indexes]]\ncollection = \"o\"\nfields = [\"a\"]\n"
+        );
+        let err = resolve(&elsewhere, "f.toml")
+            .and_then(|c| c.validate("f.toml").map(|_| c))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not among the collections"), "{err}");
     }
 
     #[test]

@@ -22,6 +22,10 @@
 //! # node_key_file = "/run/secrets/cbddc-node.key"  # keep the node key apart from data_dir (default: data_dir/node.key)
 //! # min_protocol_version = 5    # refuse peers and tools older than this protocol (default: the oldest this build speaks)
 //!
+//! [[indexes]]                   # kept by this node for `cbddc find`; built in the background
+//! collection = "orders"
+//! fields = ["shop", "total"]    # dotted paths; a query narrowed by the first fields uses it
+//!
 //! [discovery]                   # UDP beacons on the LAN
 //! enabled = false
 //! port = 25001
@@ -249,7 +253,14 @@ pub struct PeerNodeConfiguration {
     /// (the previous release's). Raising it to the build's newest ends a rolling upgrade:
     /// peers and tools of the previous release are refused. Read at start only.
     pub min_protocol_version: Option<u32>,
+    /// Indexes this node keeps on its own documents, so queries read a range instead of a
+    /// collection. Live: an added index is built in the background (progress in status),
+    /// a removed one dropped. Never sent to peers: every node builds its own.
+    pub indexes: Vec<cbddc_core::IndexDefinition>,
 }
+
+/// The most `[[indexes]]` a node keeps.
+pub const MAX_INDEXES: usize = 64;
 
 impl PeerNodeConfiguration {
     /// Defaults for everything but the node id and the data directory.
@@ -274,6 +285,7 @@ impl PeerNodeConfiguration {
             advertise_address: None,
             node_key_file: None,
             min_protocol_version: None,
+            indexes: Vec::new(),
         }
     }
 
@@ -433,6 +445,61 @@ impl PeerNodeConfiguration {
         }
         if let Some(cluster) = &self.cluster {
             self.validate_cluster(cluster, &invalid)?;
+        }
+        self.validate_indexes(&invalid)
+    }
+
+    fn validate_indexes(
+        &self,
+        invalid: &dyn Fn(String, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        if self.indexes.len() > MAX_INDEXES {
+            return Err(invalid(
+                "indexes".into(),
+                format!("declares {} indexes; at most {MAX_INDEXES}", self.indexes.len()),
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for (at, index) in self.indexes.iter().enumerate() {
+            let field = |name: &str| format!("indexes[{at}].{name}");
+            cbddc_core::validate_collection(&index.collection)
+                .map_err(|e| invalid(field("collection"), e.to_string()))?;
+            if !self.replicates(&index.collection) {
+                return Err(invalid(
+                    field("collection"),
+                    format!(
+                        "{} is not among the collections this node replicates: it would stay empty",
+                        index.collection
+                    ),
+                ));
+            }
+            let max = cbddc_query::index::MAX_INDEX_FIELDS;
+            if index.fields.is_empty() || index.fields.len() > max {
+                return Err(invalid(
+                    field("fields"),
+                    format!("must list 1 to {max} dotted paths"),
+                ));
+            }
+            let mut fields = BTreeSet::new();
+            for (i, path) in index.fields.iter().enumerate() {
+                let here = format!("indexes[{at}].fields[{i}]");
+                cbddc_query::Path::parse(path).map_err(|e| invalid(here.clone(), e.to_string()))?;
+                if path.starts_with('$') {
+                    return Err(invalid(
+                        here,
+                        format!("{path:?} cannot be indexed: a query reads a name starting with $ as an operator, never as a field"),
+                    ));
+                }
+                if !fields.insert(path) {
+                    return Err(invalid(here, format!("{path:?} is listed twice")));
+                }
+            }
+            if !seen.insert(index) {
+                return Err(invalid(
+                    field("fields"),
+                    format!("{} is declared twice", index.name()),
+                ));
+            }
         }
         Ok(())
     }
