@@ -87,6 +87,10 @@ enum Command {
     /// See and change the members of a cluster (nodes started with a [cluster] section).
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// See the indexes a node keeps for `find` (declared under [[indexes]] in its
+    /// configuration; each node builds its own).
+    #[command(subcommand)]
+    Index(IndexCommand),
     /// Write a document: its value is JSON text.
     Put {
         /// Collection of the document.
@@ -175,7 +179,9 @@ enum Command {
     /// strings < arrays < objects. Results come sorted by --sort, then by key. With more
     /// results than --limit, the last line (stderr without --json) names the cursor that
     /// resumes after them (--after): documents that did not change meanwhile are neither
-    /// skipped nor repeated. Every query scans its collection in this release (--explain).
+    /// skipped nor repeated. A query reads through the built index that narrows it most
+    /// ([[indexes]] in the node's configuration), else scans its collection; --explain says
+    /// which.
     Find {
         /// The collection.
         collection: String,
@@ -294,6 +300,19 @@ enum ConsumersCommand {
     Forget {
         /// The consumer's name.
         name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum IndexCommand {
+    /// List them: collection, fields, entries, and how far a build has come (a query uses
+    /// an index once it is built).
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -524,6 +543,11 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Peers(command) => peers(command).await,
         Command::Consumers(command) => consumers(command).await,
         Command::Cluster(command) => cluster(command).await,
+        Command::Index(IndexCommand::List { json, target }) => {
+            let status = target.connect().await?.status().await?;
+            print_indexes(&status.indexes, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Put {
             collection,
             key,
@@ -874,6 +898,48 @@ fn print_consumers(feed: &proto::FeedStatus, as_json: bool) -> Result<()> {
     Ok(())
 }
 
+fn index_json(index: &proto::IndexState) -> Value {
+    json!({
+        "collection": index.collection,
+        "fields": index.fields,
+        "entries": index.entries,
+        "state": if index.building { "building" } else { "built" },
+        "built": index.building.then_some(index.built),
+        "to_build": index.building.then_some(index.to_build),
+    })
+}
+
+fn index_line(index: &proto::IndexState) -> String {
+    let name = format!("{}({})", index.collection, index.fields.join(", "));
+    if index.building {
+        let percent = if index.to_build == 0 {
+            100.0
+        } else {
+            100.0 * index.built as f64 / index.to_build as f64
+        };
+        format!(
+            "{name}: building, {} of {} documents ({percent:.0}%); queries scan until it is built",
+            index.built, index.to_build
+        )
+    } else {
+        format!("{name}: built, {} entries", index.entries)
+    }
+}
+
+fn print_indexes(indexes: &[proto::IndexState], as_json: bool) -> Result<()> {
+    if as_json {
+        let all: Vec<Value> = indexes.iter().map(index_json).collect();
+        say!("{}", serde_json::to_string_pretty(&all)?);
+    } else if indexes.is_empty() {
+        eprintln!("no indexes: declare them under [[indexes]] in the node's configuration");
+    } else {
+        for index in indexes {
+            say!("{}", index_line(index));
+        }
+    }
+    Ok(())
+}
+
 async fn consumers(command: ConsumersCommand) -> Result<ExitCode> {
     match command {
         ConsumersCommand::List { json, target } => {
@@ -979,6 +1045,7 @@ fn status_json(status: &proto::StatusResponse) -> Value {
             "newest": status.protocol_version,
         },
         "whole_document_edits": status.whole_document_edits,
+        "indexes": status.indexes.iter().map(index_json).collect::<Vec<_>>(),
         "features": status.features.as_ref().map(|f| json!({
             "in_force": f.in_force,
             "pending": f.pending.iter().map(|p| json!({
@@ -1065,6 +1132,9 @@ async fn status(as_json: bool, target: &Target) -> Result<ExitCode> {
                 holders.join(", ")
             );
         }
+    }
+    for index in &status.indexes {
+        say!("index      {}", index_line(index));
     }
     say!("node key   {}", status.key_fingerprint);
     say!("listening  {}:{}", status.bind_address, status.tcp_port);

@@ -333,8 +333,12 @@ pub trait DocumentStore: Send + Sync + std::fmt::Debug {
     ) -> Result<(), StorageError>;
 
     /// Builds the entries of up to `documents` documents of the indexes not yet built, in
-    /// a transaction of its own; `Ok(true)` while some index is still being built.
-    async fn build_indexes(&self, documents: usize) -> Result<bool, StorageError>;
+    /// a transaction of its own. Returns the indexes still being built after it (none:
+    /// every index is built).
+    async fn build_indexes(
+        &self,
+        documents: usize,
+    ) -> Result<Vec<crate::IndexDefinition>, StorageError>;
 
     /// The indexes held, built or being built.
     async fn indexes(&self) -> Result<Vec<crate::IndexStatus>, StorageError>;

@@ -1031,6 +1031,29 @@ pub struct StatusResponse {
     /// documents (field-level merge is not in force).
     #[prost(bool, tag = "23")]
     pub whole_document_edits: bool,
+    /// The indexes the node keeps (local: every node builds its own).
+    #[prost(message, repeated, tag = "24")]
+    pub indexes: Vec<IndexState>,
+}
+
+/// An index a node keeps, for `status` and `cbddc index list`.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct IndexState {
+    #[prost(string, tag = "1")]
+    pub collection: String,
+    #[prost(string, repeated, tag = "2")]
+    pub fields: Vec<String>,
+    /// Entries held.
+    #[prost(uint64, tag = "3")]
+    pub entries: u64,
+    /// Being built: queries do not use it yet.
+    #[prost(bool, tag = "4")]
+    pub building: bool,
+    /// While building: documents read, of those the collection held when it started.
+    #[prost(uint64, tag = "5")]
+    pub built: u64,
+    #[prost(uint64, tag = "6")]
+    pub to_build: u64,
 }
 
 /// The node's feature level: the formats it writes, and those held back (and by whom).

@@ -229,6 +229,18 @@ fn status_to_wire(status: NodeStatus) -> proto::StatusResponse {
         release: status.release,
         features: Some(features_to_wire(status.features)),
         whole_document_edits: true,
+        indexes: status
+            .indexes
+            .into_iter()
+            .map(|i| proto::IndexState {
+                collection: i.definition.collection,
+                fields: i.definition.fields,
+                entries: i.entries,
+                building: i.building.is_some(),
+                built: i.building.map_or(0, |b| b.done),
+                to_build: i.building.map_or(0, |b| b.total),
+            })
+            .collect(),
         leader: status.leader.map(|l| l.to_string()).unwrap_or_default(),
         is_leader: status.is_leader,
         wanted_listen: status

@@ -24,6 +24,7 @@
 mod error;
 mod feed;
 mod handler;
+mod indexes;
 mod live;
 mod reconfigure;
 mod runtime;

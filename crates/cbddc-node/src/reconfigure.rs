@@ -9,6 +9,7 @@
 //! | `sync_interval_ms` | the sync tasks restart with it |
 //! | `oplog_retention_ms`, `feed_retention_ms` | the next compaction round uses it |
 //! | `known_peers` | the configured peers in the store are replaced and the sync tasks follow |
+//! | `[[indexes]]` | an added index is created and built in the background (progress in status; queries use it once built), a removed one dropped |
 //! | `[discovery]`, `[election]` (and any port or key change) | discovery and election restart with the new settings; a change of `eligible` is also told to peers in every new session, both ways, and sessions opened before it close so their peers reconnect and hear it |
 //! | `durability`, `max_clock_drift_ms`, `node_key_file`, `min_protocol_version` | not applied live: logged, and in force from the next start |
 //! | `[cluster]` | not applied live: members change by reconfiguration (`cbddc cluster reconfigure`) |
@@ -299,6 +300,12 @@ async fn apply_to(
             .await?;
         runtime.service.follow_peer_store().await?;
         outcome.applied.push("known_peers".into());
+    }
+    if new.indexes != old.indexes {
+        runtime.service.indexes.declare(new.indexes.clone()).await?;
+        outcome
+            .applied
+            .push("indexes (new ones build in the background)".into());
     }
     if new.election.eligible != old.election.eligible {
         // Peers hear of a role change in their next sessions, both ways.

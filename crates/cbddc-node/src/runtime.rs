@@ -358,6 +358,8 @@ impl Runtime {
             ),
             None => None,
         };
+        let indexes = Arc::new(crate::indexes::Indexes::new(data.clone()));
+        indexes.declare(config.indexes.clone()).await?;
         let service = Arc::new(NodeService {
             cluster,
             store: data,
@@ -372,6 +374,7 @@ impl Runtime {
             pins,
             versions: identity.versions.clone(),
             features,
+            indexes,
         });
         let server = TcpSyncServer::start(
             listener,
@@ -400,6 +403,7 @@ impl Runtime {
                 return Err(e);
             }
         };
+        tokio::spawn(service.indexes.clone().run(token.child_token()));
         // Raised from here on, once everything it reads from is running.
         tokio::spawn(service.features.clone().run(
             store.clone(),

@@ -62,6 +62,8 @@ pub struct NodeStatus {
     /// The formats this node writes, and those it reads but holds back (and who holds
     /// each back).
     pub features: cbddc_sync::features::FeatureReport,
+    /// The indexes this node keeps, built or being built.
+    pub indexes: Vec<cbddc_core::IndexStatus>,
 }
 
 /// Documents a scan reads per step of a query.
@@ -159,6 +161,8 @@ pub(crate) struct NodeService {
     /// What this node says of its build, and its feature level.
     pub(crate) versions: cbddc_net::Versions,
     pub(crate) features: Arc<cbddc_sync::features::FeatureLevel>,
+    /// The indexes this node keeps, and which are built.
+    pub(crate) indexes: Arc<crate::indexes::Indexes>,
 }
 
 impl NodeService {
@@ -214,25 +218,62 @@ impl NodeService {
         Ok((docs, more))
     }
 
-    /// A page of `query`'s results in `collection` after the cursor `after`: a scan of the
-    /// collection in key order, a page of documents at a time, keeping at most the
-    /// query's limit (memory bounded whatever the collection's size).
+    /// A page of `query`'s results in `collection` after the cursor `after`: read through
+    /// the built index that narrows it most, else a scan of the collection in key order,
+    /// a page of documents at a time, keeping at most the query's limit (memory bounded
+    /// whatever the collection's size).
     pub(crate) async fn find(
         &self,
         collection: &str,
         query: &cbddc_query::Query,
         after: Option<&str>,
     ) -> Result<Found, NodeError> {
-        let invalid = |e: cbddc_query::QueryError| NodeError::InvalidRequest {
-            reason: e.to_string(),
-        };
-        cbddc_core::validate_collection(collection).map_err(|e| NodeError::InvalidRequest {
-            reason: e.to_string(),
-        })?;
+        cbddc_core::validate_collection(collection).map_err(|e| invalid(e.to_string()))?;
         let position = after
             .map(|cursor| query.resume(cursor))
             .transpose()
-            .map_err(invalid)?;
+            .map_err(|e| invalid(e.to_string()))?;
+        let built = self.indexes.built(collection);
+        let fields: Vec<Vec<cbddc_query::Path>> = built
+            .iter()
+            .map(|index| {
+                index
+                    .fields
+                    .iter()
+                    .filter_map(|f| cbddc_query::Path::parse(f).ok())
+                    .collect()
+            })
+            .collect();
+        let plan = query.plan(&fields);
+        if let cbddc_query::index::Plan::Ranges(ranges) = &plan {
+            let read = self
+                .find_by_index(query, &plan, ranges, (&built, &fields), position.clone())
+                .await?;
+            if let Some(found) = read {
+                return Ok(found);
+            }
+            // An index dropped since it was planned: the scan answers.
+        }
+        let mut found = self.find_by_scan(collection, query, position).await?;
+        found.plan = if built.is_empty() {
+            format!(
+                "a scan of {collection} in key order: no index serves this query (none of {collection} is built; declare one under [[indexes]])"
+            )
+        } else {
+            format!(
+                "a scan of {collection} in key order: no index serves this query (built: {})",
+                built.iter().map(|i| i.name()).collect::<Vec<_>>().join(", ")
+            )
+        };
+        Ok(found)
+    }
+
+    async fn find_by_scan(
+        &self,
+        collection: &str,
+        query: &cbddc_query::Query,
+        position: Option<cbddc_query::Position>,
+    ) -> Result<Found, NodeError> {
         let mut page = cbddc_query::Page::new(query, position);
         let mut scanned_after: Option<String> = None;
         loop {
@@ -256,10 +297,72 @@ impl NodeService {
         Ok(Found {
             documents,
             next,
-            plan: format!(
-                "a scan of {collection} in key order (no index serves this query: this release has no indexes)"
-            ),
+            plan: String::new(),
         })
+    }
+
+    /// Reads the plan's ranges, each document once; `None` if an index is no longer built.
+    async fn find_by_index(
+        &self,
+        query: &cbddc_query::Query,
+        plan: &cbddc_query::index::Plan,
+        ranges: &[cbddc_query::index::IndexRange],
+        (built, fields): (&[cbddc_core::IndexDefinition], &[Vec<cbddc_query::Path>]),
+        position: Option<cbddc_query::Position>,
+    ) -> Result<Option<Found>, NodeError> {
+        let mut page = cbddc_query::Page::new(query, position);
+        let mut read = 0u64;
+        for (at, range) in ranges.iter().enumerate() {
+            let mut after: Option<(Vec<u8>, String)> = None;
+            loop {
+                let hits = match self
+                    .store
+                    .read_index(cbddc_core::IndexRead {
+                        index: built[range.index].clone(),
+                        low: range.range.low.clone(),
+                        high: range.range.high.clone(),
+                        after: after.take(),
+                        limit: SCAN_PAGE,
+                    })
+                    .await
+                {
+                    Ok(hits) => hits,
+                    Err(cbddc_core::StorageError::IndexUnavailable { .. }) => return Ok(None),
+                    Err(e) => return Err(e.into()),
+                };
+                let complete = hits.len() < SCAN_PAGE;
+                if let Some(last) = hits.last() {
+                    after = Some((last.entry.clone(), last.document.key.clone()));
+                }
+                read += hits.len() as u64;
+                for hit in hits {
+                    let Ok(value) = serde_json::from_str::<serde_json::Value>(&hit.document.value)
+                    else {
+                        continue;
+                    };
+                    if !plan.seen_before(fields, at, &value) {
+                        page.offer(&hit.document.key.clone(), &value, hit.document);
+                    }
+                }
+                if complete {
+                    break;
+                }
+            }
+        }
+        let mut names: Vec<String> = ranges.iter().map(|r| built[r.index].name()).collect();
+        names.dedup();
+        let (documents, next) = page.finish();
+        Ok(Some(Found {
+            documents,
+            next,
+            plan: format!(
+                "index {}: {} range{}, {read} entr{} read",
+                names.join(" and "),
+                ranges.len(),
+                if ranges.len() == 1 { "" } else { "s" },
+                if read == 1 { "y" } else { "ies" }
+            ),
+        }))
     }
 
     /// Serves a node's pull: entries beyond `have` (with floors expanded when both sides
@@ -712,6 +815,7 @@ impl NodeService {
                     .deciding(self.peers.as_ref(), self.book.as_ref())
                     .await?,
             ),
+            indexes: self.indexes.status().await?,
         })
     }
 }

@@ -205,7 +205,10 @@ impl DocumentStore for MeteredStore {
         self.inner.declare_indexes(indexes).await
     }
 
-    async fn build_indexes(&self, documents: usize) -> Result<bool, StorageError> {
+    async fn build_indexes(
+        &self,
+        documents: usize,
+    ) -> Result<Vec<cbddc_core::IndexDefinition>, StorageError> {
         self.inner.build_indexes(documents).await
     }
 

@@ -239,8 +239,11 @@ pub(crate) fn forget(registry: &Registry, dropped: &[i64]) {
 }
 
 /// Adds the entries of up to `budget` documents to the first index still being built,
-/// in the caller's transaction. `Ok(true)` while some index is still being built.
-pub(crate) fn build(conn: &Connection, budget: usize) -> Result<bool, StorageError> {
+/// in the caller's transaction. Returns the indexes still being built after it.
+pub(crate) fn build(
+    conn: &Connection,
+    budget: usize,
+) -> Result<Vec<IndexDefinition>, StorageError> {
     const OP: &str = "building an index";
     let next: Option<(i64, String, Option<String>)> = conn
         .prepare_cached(
@@ -252,7 +255,7 @@ pub(crate) fn build(conn: &Connection, budget: usize) -> Result<bool, StorageErr
         })
         .during(OP)?;
     let Some((id, collection, after)) = next else {
-        return Ok(false);
+        return Ok(Vec::new());
     };
     let after = after.unwrap_or_default();
     let budget = i64::try_from(budget.max(1)).unwrap_or(i64::MAX);
@@ -299,10 +302,15 @@ pub(crate) fn build(conn: &Connection, budget: usize) -> Result<bool, StorageErr
             .and_then(|mut s| s.execute(params![id, read])),
     }
     .during(OP)?;
+    let building: Vec<IndexDefinition> = recorded(conn)?
+        .into_iter()
+        .filter(|i| i.building)
+        .map(|i| i.definition)
+        .collect();
     if last.is_none() {
-        tracing::info!(index = id, collection = %collection, "index built");
+        tracing::info!(index = id, collection = %collection, building = building.len(), "index built");
     }
-    Ok(true)
+    Ok(building)
 }
 
 /// The indexes recorded, with their entries counted.

@@ -470,7 +470,10 @@ impl DocumentStore for SqliteStore {
             .await
     }
 
-    async fn build_indexes(&self, documents: usize) -> Result<bool, StorageError> {
+    async fn build_indexes(
+        &self,
+        documents: usize,
+    ) -> Result<Vec<cbddc_core::IndexDefinition>, StorageError> {
         self.send(|reply| Solo::BuildIndexes { documents, reply })
             .await
     }

@@ -160,7 +160,7 @@ pub(crate) enum Solo {
     },
     BuildIndexes {
         documents: usize,
-        reply: Reply<bool>,
+        reply: Reply<Vec<cbddc_core::IndexDefinition>>,
     },
 }
 
