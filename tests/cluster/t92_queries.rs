@@ -1,7 +1,7 @@
-//! Queries through the public API: random selectors on documents of nested fields and
-//! mixed types return exactly what the test's own filter gives, in the requested order,
-//! and paging with cursors while writes go on skips and repeats nothing that did not
-//! change.
+//! Queries through the public API: random selectors on 20,000 documents of nested fields
+//! and mixed types return exactly what the test's own filter gives, in the requested
+//! order, read through indexes and by scans alike, and paging with cursors while writes
+//! go on skips and repeats nothing that did not change.
 
 use cbddc_core::LocalWrite;
 use cbddc_node::{NodeError, Query, Sort};
@@ -9,7 +9,8 @@ use cbddc_tests::TestNode;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 
-const DOCUMENTS: usize = 2_000;
+const DOCUMENTS: usize = 20_000;
+const QUERIES: usize = 200;
 
 /// A small deterministic generator (xorshift): the same documents and queries each run.
 struct Dice(u64);
@@ -47,14 +48,14 @@ impl Dice {
 }
 
 /// The documented order, written out apart for the types generated here.
-fn rank(v: Option<&Value>) -> (u8, f64, String) {
+fn rank(v: Option<&Value>) -> (u8, f64, &str) {
     match v {
-        None => (0, 0.0, String::new()),
-        Some(Value::Null) => (1, 0.0, String::new()),
-        Some(Value::Bool(false)) => (2, 0.0, String::new()),
-        Some(Value::Bool(true)) => (3, 0.0, String::new()),
-        Some(Value::Number(n)) => (4, n.as_f64().unwrap(), String::new()),
-        Some(Value::String(s)) => (5, 0.0, s.clone()),
+        None => (0, 0.0, ""),
+        Some(Value::Null) => (1, 0.0, ""),
+        Some(Value::Bool(false)) => (2, 0.0, ""),
+        Some(Value::Bool(true)) => (3, 0.0, ""),
+        Some(Value::Number(n)) => (4, n.as_f64().unwrap(), ""),
+        Some(Value::String(s)) => (5, 0.0, s),
         Some(other) => panic!("not generated: {other}"),
     }
 }
@@ -63,7 +64,7 @@ fn cmp(a: Option<&Value>, b: Option<&Value>) -> std::cmp::Ordering {
     let (x, y) = (rank(a), rank(b));
     x.0.cmp(&y.0)
         .then(x.1.total_cmp(&y.1))
-        .then_with(|| x.2.cmp(&y.2))
+        .then_with(|| x.2.cmp(y.2))
 }
 
 fn field<'a>(doc: &'a Value, path: &str) -> Option<&'a Value> {
@@ -86,15 +87,22 @@ fn holds(doc: &Value, path: &str, op: &str, operand: &Value) -> bool {
     }
 }
 
+/// Every page of `query` on `collection`, and how the node said it ran the first.
 async fn all_pages(
     node: &TestNode,
+    collection: &str,
     query: &Query,
     mut between: impl AsyncFnMut(),
-) -> Result<Vec<String>, NodeError> {
+) -> Result<(Vec<String>, String), NodeError> {
     let mut keys = Vec::new();
+    let mut plan = None;
     let mut after: Option<String> = None;
     for _ in 0..DOCUMENTS + 1 {
-        let page = node.node().find("items", query, after.as_deref()).await?;
+        let page = node
+            .node()
+            .find(collection, query, after.as_deref())
+            .await?;
+        plan.get_or_insert(page.plan);
         keys.extend(page.documents.into_iter().map(|d| d.key));
         between().await;
         match page.next {
@@ -102,28 +110,62 @@ async fn all_pages(
             None => break,
         }
     }
-    Ok(keys)
+    Ok((keys, plan.unwrap_or_default()))
+}
+
+/// Polls until no index of `node` is being built.
+async fn indexes_built(node: &TestNode) {
+    for _ in 0..600 {
+        let status = node.node().status().await.unwrap();
+        if status.indexes.iter().all(|i| i.building.is_none()) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the indexes were not built within a minute");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_queries_return_what_a_filter_gives_in_order_and_pages_stay_stable() {
-    let node = TestNode::spawn("query-node", |_| {}).await;
+    use cbddc_core::IndexDefinition;
+    // `items` has indexes (one declared before the documents, the others built after
+    // them, in the background); `plain` holds the same documents and none.
+    let mut node = TestNode::spawn("query-node", |config| {
+        config.indexes = vec![IndexDefinition::new("items", &["a"])];
+    })
+    .await;
     let mut dice = Dice(0x5eed_1234_abcd_ef01);
     let mut documents: BTreeMap<String, Value> = BTreeMap::new();
-    for chunk in (0..DOCUMENTS).collect::<Vec<_>>().chunks(500) {
-        let writes = chunk
-            .iter()
-            .map(|i| {
-                let (key, doc) = (format!("k{i:05}"), dice.document());
-                documents.insert(key.clone(), doc.clone());
-                LocalWrite::put("items", key, doc.to_string())
-            })
-            .collect();
+    for chunk in (0..DOCUMENTS).collect::<Vec<_>>().chunks(1_000) {
+        let mut writes = Vec::new();
+        for i in chunk {
+            let (key, doc) = (format!("k{i:05}"), dice.document());
+            documents.insert(key.clone(), doc.clone());
+            writes.push(LocalWrite::put("items", key.clone(), doc.to_string()));
+            writes.push(LocalWrite::put("plain", key, doc.to_string()));
+        }
         node.node().write(writes).await.unwrap();
     }
+    // Added live: built in the background from the documents already held.
+    node.reconfigure(|config| {
+        config
+            .indexes
+            .push(IndexDefinition::new("items", &["nested.b"]));
+        config
+            .indexes
+            .push(IndexDefinition::new("items", &["c", "a"]));
+    });
+    cbddc_tests::wait_until(
+        "the new indexes are declared",
+        std::time::Duration::from_secs(30),
+        || async { node.node().status().await.unwrap().indexes.len() == 3 },
+    )
+    .await;
+    indexes_built(&node).await;
+    let mut indexed = 0;
     let paths = ["a", "c", "nested.b"];
     let ops = ["$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$exists"];
-    for round in 0..150 {
+    for round in 0..QUERIES {
         let (p1, o1) = (paths[dice.roll(3) as usize], ops[dice.roll(7) as usize]);
         let (p2, o2) = (paths[dice.roll(3) as usize], ops[dice.roll(7) as usize]);
         let operand = |dice: &mut Dice, op: &str| {
@@ -147,7 +189,7 @@ async fn random_queries_return_what_a_filter_gives_in_order_and_pages_stay_stabl
             if descending { "desc" } else { "asc" }
         ))
         .unwrap();
-        let limit = [150, 1_000, 10_000][round % 3];
+        let limit = [10_000, 10_000, 10_000, 4_000][round % 4];
         let query = Query::parse(&selector.to_string(), &[sort], limit).unwrap();
 
         let mut expected: Vec<(&String, &Value)> = documents
@@ -162,24 +204,41 @@ async fn random_queries_return_what_a_filter_gives_in_order_and_pages_stay_stabl
             (if descending { o.reverse() } else { o }).then_with(|| ka.cmp(kb))
         });
         let expected: Vec<String> = expected.into_iter().map(|(k, _)| k.clone()).collect();
-        let found = all_pages(&node, &query, async || {}).await.unwrap();
+        let (found, plan) = all_pages(&node, "items", &query, async || {})
+            .await
+            .unwrap();
         assert_eq!(
             found, expected,
-            "{selector} sorted by {sort_path} desc={descending}"
+            "{selector} sorted by {sort_path} desc={descending}, {plan}"
         );
+        if plan.starts_with("index") {
+            indexed += 1;
+        }
+        // The scan gives the same (every fourth query: a scan reads the whole collection).
+        if round % 4 == 0 {
+            let (scanned, plan) = all_pages(&node, "plain", &query, async || {})
+                .await
+                .unwrap();
+            assert!(plan.starts_with("a scan"), "{plan}");
+            assert_eq!(scanned, expected, "{selector} by a scan");
+        }
     }
+    assert!(
+        indexed > QUERIES / 3,
+        "only {indexed} of {QUERIES} queries read an index"
+    );
 
     // Paging while writes change some documents: every unchanged one exactly once.
     let query = Query::parse(
         r#"{"a": {"$exists": true}}"#,
         &[Sort::parse("a").unwrap()],
-        50,
+        1_000,
     )
     .unwrap();
     let mut changed = BTreeSet::new();
     let mut n = 0usize;
-    let seen = all_pages(&node, &query, async || {
-        for _ in 0..5 {
+    let (seen, plan) = all_pages(&node, "items", &query, async || {
+        for _ in 0..20 {
             n += 1;
             let key = format!("k{:05}", (n * 7919) % DOCUMENTS);
             let doc = json!({"a": (n % 11) as i64 - 5});
@@ -192,6 +251,7 @@ async fn random_queries_return_what_a_filter_gives_in_order_and_pages_stay_stabl
     })
     .await
     .unwrap();
+    assert!(plan.starts_with("index items(a)"), "{plan}");
     let matching_unchanged: Vec<&String> = documents
         .iter()
         .filter(|(k, d)| !changed.contains(*k) && field(d, "a").is_some())

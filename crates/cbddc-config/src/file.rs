@@ -483,12 +483,36 @@ mod tests {
             ]
         );
         for (index, field, words) in [
-            ("collection = \"o\"\nfields = []", "indexes[0].fields", "1 to 8"),
-            ("collection = \"o\"\nfields = [\"a..b\"]", "indexes[0].fields[0]", "dotted path"),
-            ("collection = \"o\"\nfields = [\"$a\"]", "indexes[0].fields[0]", "operator"),
-            ("collection = \"o\"\nfields = [\"a\", \"a\"]", "indexes[0].fields[1]", "twice"),
-            ("collection = \"\"\nfields = [\"a\"]", "indexes[0].collection", "empty"),
-            ("collection = \"o\"\nfields = [\"a\"]\nunique = true", "unique", ""),
+            (
+                "collection = \"o\"\nfields = []",
+                "indexes[0].fields",
+                "1 to 8",
+            ),
+            (
+                "collection = \"o\"\nfields = [\"a..b\"]",
+                "indexes[0].fields[0]",
+                "dotted path",
+            ),
+            (
+                "collection = \"o\"\nfields = [\"$a\"]",
+                "indexes[0].fields[0]",
+                "operator",
+            ),
+            (
+                "collection = \"o\"\nfields = [\"a\", \"a\"]",
+                "indexes[0].fields[1]",
+                "twice",
+            ),
+            (
+                "collection = \"\"\nfields = [\"a\"]",
+                "indexes[0].collection",
+                "empty",
+            ),
+            (
+                "collection = \"o\"\nfields = [\"a\"]\nunique = true",
+                "unique",
+                "",
+            ),
         ] {
             let text = format!("{head}[[indexes]]\n{index}\n");
             let err = resolve(&text, "f.toml")
@@ -507,7 +531,10 @@ mod tests {
             .and_then(|c| c.validate("f.toml").map(|_| c))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("indexes[1]") && err.contains("o(a) is declared twice"), "{err}");
+        assert!(
+            err.contains("indexes[1]") && err.contains("o(a) is declared twice"),
+            "{err}"
+        );
         let elsewhere = format!(
             "{head}collections = [\"users\"]\n[[indexes]]\ncollection = \"o\"\nfields = [\"a\"]\n"
         );

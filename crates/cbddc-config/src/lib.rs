@@ -456,7 +456,10 @@ impl PeerNodeConfiguration {
         if self.indexes.len() > MAX_INDEXES {
             return Err(invalid(
                 "indexes".into(),
-                format!("declares {} indexes; at most {MAX_INDEXES}", self.indexes.len()),
+                format!(
+                    "declares {} indexes; at most {MAX_INDEXES}",
+                    self.indexes.len()
+                ),
             ));
         }
         let mut seen = BTreeSet::new();
@@ -487,7 +490,9 @@ impl PeerNodeConfiguration {
                 if path.starts_with('$') {
                     return Err(invalid(
                         here,
-                        format!("{path:?} cannot be indexed: a query reads a name starting with $ as an operator, never as a field"),
+                        format!(
+                            "{path:?} cannot be indexed: a query reads a name starting with $ as an operator, never as a field"
+                        ),
                     ));
                 }
                 if !fields.insert(path) {

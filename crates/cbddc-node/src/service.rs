@@ -262,7 +262,11 @@ impl NodeService {
         } else {
             format!(
                 "a scan of {collection} in key order: no index serves this query (built: {})",
-                built.iter().map(|i| i.name()).collect::<Vec<_>>().join(", ")
+                built
+                    .iter()
+                    .map(|i| i.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         };
         Ok(found)
@@ -274,8 +278,13 @@ impl NodeService {
         query: &cbddc_query::Query,
         position: Option<cbddc_query::Position>,
     ) -> Result<Found, NodeError> {
+        // In key order, the next page starts after the last key: nothing before it is
+        // part of it.
+        let mut scanned_after: Option<String> = match &position {
+            Some(position) if query.sort().is_empty() => Some(position.key().to_string()),
+            _ => None,
+        };
         let mut page = cbddc_query::Page::new(query, position);
-        let mut scanned_after: Option<String> = None;
         loop {
             let docs = self
                 .store

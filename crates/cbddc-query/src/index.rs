@@ -304,17 +304,15 @@ fn plan_selector(selector: &Selector, indexes: &[Vec<Path>]) -> Option<Candidate
                 _ => None,
             });
             // The most constrained; among equals, the fewest ranges, then the first offered.
-            by_fields
-                .chain(by_branches)
-                .reduce(|best, next| {
-                    if (next.score, std::cmp::Reverse(next.ranges.len()))
-                        > (best.score, std::cmp::Reverse(best.ranges.len()))
-                    {
-                        next
-                    } else {
-                        best
-                    }
-                })
+            by_fields.chain(by_branches).reduce(|best, next| {
+                if (next.score, std::cmp::Reverse(next.ranges.len()))
+                    > (best.score, std::cmp::Reverse(best.ranges.len()))
+                {
+                    next
+                } else {
+                    best
+                }
+            })
         }
     }
 }
@@ -442,7 +440,10 @@ mod tests {
             panic!("both branches are served")
         };
         assert_eq!(r.iter().map(|r| r.index).collect::<Vec<_>>(), vec![0, 1]);
-        assert_eq!(plan(r#"{"$or": [{"status": "a"}, {"other": 1}]}"#), Plan::Scan);
+        assert_eq!(
+            plan(r#"{"$or": [{"status": "a"}, {"other": 1}]}"#),
+            Plan::Scan
+        );
         assert_eq!(plan(r#"{"total": 3}"#), Plan::Scan);
         assert_eq!(plan(r#"{"status": {"$ne": "a"}}"#), Plan::Scan);
         assert_eq!(plan(r#"{"status": {"$in": []}}"#), Plan::Ranges(vec![]));

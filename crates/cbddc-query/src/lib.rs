@@ -360,6 +360,13 @@ pub struct Position {
     key: String,
 }
 
+impl Position {
+    /// The key of the last result.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
 fn fnv(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)

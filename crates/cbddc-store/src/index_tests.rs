@@ -40,7 +40,12 @@ fn remote(seq: u64, key: &str, value: Option<&str>, wall_ms: u64) -> OplogEntry 
 }
 
 fn doc(i: u64) -> String {
-    format!(r#"{{"n":{},"addr":{{"city":"c{}"}},"pad":"{}"}}"#, i % 7, i % 3, "x".repeat(20))
+    format!(
+        r#"{{"n":{},"addr":{{"city":"c{}"}},"pad":"{}"}}"#,
+        i % 7,
+        i % 3,
+        "x".repeat(20)
+    )
 }
 
 /// Every entry of the index, read a few at a time.
@@ -106,16 +111,26 @@ async fn an_index_holds_one_entry_per_live_document_whatever_changed_it() {
         .unwrap();
 
     store.declare_indexes(vec![index()]).await.unwrap();
-    assert!(matches!(
-        store.read_index(IndexRead { index: index(), low: vec![], high: None, after: None, limit: 1 }).await,
-        Err(StorageError::IndexUnavailable { .. })
-    ), "an index being built is not read");
+    assert!(
+        matches!(
+            store
+                .read_index(IndexRead {
+                    index: index(),
+                    low: vec![],
+                    high: None,
+                    after: None,
+                    limit: 1
+                })
+                .await,
+            Err(StorageError::IndexUnavailable { .. })
+        ),
+        "an index being built is not read"
+    );
     let status = store.indexes().await.unwrap();
     assert_eq!(status[0].building.map(|b| (b.done, b.total)), Some((0, 60)));
 
     // Built a few documents at a time while writes go on beside it.
-    let mut i = 100;
-    for _ in 0..100 {
+    for i in 100..200u64 {
         if store.build_indexes(7).await.unwrap().is_empty() {
             break;
         }
@@ -126,9 +141,11 @@ async fn an_index_holds_one_entry_per_live_document_whatever_changed_it() {
             ])
             .await
             .unwrap();
-        i += 1;
     }
-    assert!(store.build_indexes(7).await.unwrap().is_empty(), "the build ends");
+    assert!(
+        store.build_indexes(7).await.unwrap().is_empty(),
+        "the build ends"
+    );
     assert_eq!(store.indexes().await.unwrap()[0].building, None);
     assert_eq!(entries(&store).await, expected(&store).await);
 
@@ -181,10 +198,7 @@ async fn an_index_holds_one_entry_per_live_document_whatever_changed_it() {
         .unwrap();
     let held = entries(&store).await;
     assert_eq!(held, expected(&store).await);
-    assert_eq!(
-        store.indexes().await.unwrap()[0].entries,
-        held.len() as u64
-    );
+    assert_eq!(store.indexes().await.unwrap()[0].entries, held.len() as u64);
 
     // A range: the documents whose n is 3.
     let fields = vec![Path::parse("n").unwrap()];
@@ -215,7 +229,15 @@ async fn an_index_holds_one_entry_per_live_document_whatever_changed_it() {
     store.declare_indexes(vec![]).await.unwrap();
     assert!(store.indexes().await.unwrap().is_empty());
     assert!(matches!(
-        store.read_index(IndexRead { index: index(), low: vec![], high: None, after: None, limit: 1 }).await,
+        store
+            .read_index(IndexRead {
+                index: index(),
+                low: vec![],
+                high: None,
+                after: None,
+                limit: 1
+            })
+            .await,
         Err(StorageError::IndexUnavailable { .. })
     ));
     store.write(puts(300..310)).await.unwrap();

@@ -191,12 +191,11 @@ pub(crate) fn declare(
                 operation: OP,
                 message: format!("index {}: {e}", definition.name()),
             })?;
-        let fields = serde_json::to_string(&definition.fields).map_err(|e| {
-            StorageError::Backend {
+        let fields =
+            serde_json::to_string(&definition.fields).map_err(|e| StorageError::Backend {
                 operation: OP,
                 message: e.to_string(),
-            }
-        })?;
+            })?;
         let total: i64 = conn
             .prepare_cached(
                 "SELECT count(*) FROM documents WHERE collection = ?1 AND value IS NOT NULL",
@@ -290,9 +289,7 @@ pub(crate) fn build(
         .during(OP)?;
     match &last {
         Some(last) => conn
-            .prepare_cached(
-                "UPDATE indexes SET built_after = ?2, done = done + ?3 WHERE id = ?1",
-            )
+            .prepare_cached("UPDATE indexes SET built_after = ?2, done = done + ?3 WHERE id = ?1")
             .and_then(|mut s| s.execute(params![id, last, read])),
         None => conn
             .prepare_cached(
@@ -319,9 +316,11 @@ pub(crate) fn list(conn: &Connection) -> Result<Vec<IndexStatus>, StoreError> {
         .into_iter()
         .map(|index| {
             let entries: i64 = conn
-                .query_row(&format!("SELECT count(*) FROM index_{}", index.id), [], |r| {
-                    r.get(0)
-                })
+                .query_row(
+                    &format!("SELECT count(*) FROM index_{}", index.id),
+                    [],
+                    |r| r.get(0),
+                )
                 .during("counting an index's entries")?;
             Ok(IndexStatus {
                 definition: index.definition,

@@ -234,3 +234,198 @@ fn list_reads_a_page_at_a_time() {
     let refused = cbddc(&["list", "c", "--limit", "0"], port);
     assert_eq!(refused.status.code(), Some(2));
 }
+
+/// A small deterministic generator (xorshift).
+struct Dice(u64);
+
+impl Dice {
+    fn roll(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// The documented order for what this test generates: missing, numbers, strings.
+fn rank(v: Option<&serde_json::Value>) -> (u8, i64, &str) {
+    match v {
+        None => (0, 0, ""),
+        Some(serde_json::Value::Number(n)) => (4, n.as_i64().unwrap(), ""),
+        Some(serde_json::Value::String(s)) => (5, 0, s),
+        Some(other) => panic!("not generated: {other}"),
+    }
+}
+
+/// 20,000 imported documents, indexes declared and changed in the configuration file
+/// while the node runs: random queries through the binary return what the test's own
+/// filter gives, in order, whether an index serves them (--explain names it) or a scan
+/// does; `cbddc index list` shows the indexes; a bad index is refused and the last good
+/// configuration stays.
+#[test]
+fn queries_through_the_binary_use_the_indexes_of_the_configuration() {
+    use serde_json::{Value, json};
+    const DOCUMENTS: usize = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let shop_index = "[[indexes]]\ncollection = \"items\"\nfields = [\"shop\"]\n";
+    let mut node = RunningNode::start_with(dir.path(), "node-a", port, &[], &[], shop_index);
+
+    let mut dice = Dice(0x0dd_ba11_cafe_f00d);
+    let mut documents = std::collections::BTreeMap::new();
+    let mut lines = String::new();
+    for i in 0..DOCUMENTS {
+        let mut doc = serde_json::Map::new();
+        doc.insert("shop".into(), json!(format!("s{:02}", dice.roll(20))));
+        match dice.roll(10) {
+            0 => {}
+            1 => {
+                doc.insert("total".into(), json!("n/a"));
+            }
+            _ => {
+                doc.insert("total".into(), json!(dice.roll(1_000) as i64 - 100));
+            }
+        }
+        let city = ["P", "Q", "R"][dice.roll(3) as usize];
+        doc.insert("addr".into(), json!({ "city": city }));
+        let key = format!("k{i:05}");
+        lines.push_str(&json!({"key": key, "value": doc}).to_string());
+        lines.push('\n');
+        documents.insert(key, Value::Object(doc));
+    }
+    let file = dir.path().join("items.jsonl");
+    std::fs::write(&file, lines).unwrap();
+    let imported = cbddc(&["import", "items", file.to_str().unwrap()], port);
+    assert!(imported.status.success(), "{}", stderr(&imported));
+
+    // A second index added while the node runs: built in the background.
+    node.extra_toml = format!(
+        "{shop_index}[[indexes]]\ncollection = \"items\"\nfields = [\"total\", \"addr.city\"]\n"
+    );
+    node.rewrite_config();
+    let built = |count: usize| {
+        let out = cbddc(&["index", "list", "--json"], port);
+        let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        list.len() == count
+            && list
+                .iter()
+                .all(|i| i["state"] == "built" && i["entries"] == DOCUMENTS)
+    };
+    wait_until("both indexes built", Duration::from_secs(60), || built(2));
+    let listed = stdout(&cbddc(&["index", "list"], port));
+    assert!(
+        listed.contains("items(shop): built, 20000 entries")
+            && listed.contains("items(total, addr.city): built, 20000 entries"),
+        "{listed}"
+    );
+
+    let mut indexed = 0;
+    for round in 0..200 {
+        let shop = || format!("s{:02}", round % 20);
+        let low = (round * 37 % 900) as i64 - 100;
+        let (selector, served) = match round % 6 {
+            0 => (json!({"shop": shop()}), true),
+            1 => (json!({"total": {"$gte": low, "$lt": low + 50}}), true),
+            2 => (json!({"shop": shop(), "total": {"$gt": low}}), true),
+            3 => (
+                json!({"$or": [{"shop": shop()}, {"total": {"$lte": low - 800}}]}),
+                true,
+            ),
+            4 => (json!({"addr.city": "Q", "note": {"$exists": false}}), false),
+            _ => (
+                json!({"shop": {"$in": [shop(), "s00"]}, "addr.city": "P"}),
+                true,
+            ),
+        };
+        let descending = round % 2 == 0;
+        let sort = if descending { "total:desc" } else { "total" };
+        let holds = |doc: &Value| -> bool {
+            fn at<'a>(doc: &'a Value, path: &str) -> Option<&'a Value> {
+                path.split('.').try_fold(doc, |v, p| v.as_object()?.get(p))
+            }
+            fn check(doc: &Value, selector: &Value) -> bool {
+                selector.as_object().unwrap().iter().all(|(k, cond)| {
+                    if k == "$or" {
+                        return cond.as_array().unwrap().iter().any(|s| check(doc, s));
+                    }
+                    let field = rank(at(doc, k));
+                    match cond.as_object() {
+                        Some(ops) if ops.keys().all(|o| o.starts_with('$')) => {
+                            ops.iter().all(|(op, v)| match op.as_str() {
+                                "$gte" => field.0 > 0 && field >= rank(Some(v)),
+                                "$gt" => field.0 > 0 && field > rank(Some(v)),
+                                "$lt" => field.0 > 0 && field < rank(Some(v)),
+                                "$lte" => field.0 > 0 && field <= rank(Some(v)),
+                                "$exists" => (field.0 > 0) == v.as_bool().unwrap(),
+                                "$in" => {
+                                    v.as_array().unwrap().iter().any(|x| field == rank(Some(x)))
+                                }
+                                other => panic!("{other}"),
+                            })
+                        }
+                        _ => field == rank(Some(cond)),
+                    }
+                })
+            }
+            check(doc, &selector)
+        };
+        let mut expected: Vec<(&String, &Value)> =
+            documents.iter().filter(|(_, d)| holds(d)).collect();
+        expected.sort_by(|(ka, a), (kb, b)| {
+            let o = rank(a.get("total")).cmp(&rank(b.get("total")));
+            (if descending { o.reverse() } else { o }).then_with(|| ka.cmp(kb))
+        });
+        let expected: Vec<&str> = expected.iter().map(|(k, _)| k.as_str()).collect();
+
+        let text = selector.to_string();
+        let mut keys = Vec::new();
+        let mut after: Option<String> = None;
+        for _ in 0..20 {
+            let mut args = vec![
+                "find", "items", &text, "--sort", sort, "--limit", "2500", "--json",
+            ];
+            if let Some(cursor) = &after {
+                args.extend(["--after", cursor.as_str()]);
+            }
+            let (docs, next) = find(&args, port);
+            keys.extend(docs.iter().map(|d| d["key"].as_str().unwrap().to_string()));
+            match next {
+                Some(cursor) => after = Some(cursor),
+                None => break,
+            }
+        }
+        assert_eq!(keys, expected, "{text} sorted by {sort}");
+        if round < 12 {
+            let explained = stderr(&cbddc(
+                &["find", "items", &text, "--explain", "--limit", "1"],
+                port,
+            ));
+            assert_eq!(
+                explained.contains("plan: index items("),
+                served,
+                "{text}: {explained}"
+            );
+            indexed += usize::from(served);
+        }
+    }
+    assert!(indexed > 0);
+
+    // An index that cannot be: refused, the last good configuration stays.
+    let good = node.extra_toml.clone();
+    node.extra_toml = format!("{good}[[indexes]]\ncollection = \"items\"\nfields = [\"$bad\"]\n");
+    node.rewrite_config();
+    wait_until("the refusal in the log", Duration::from_secs(20), || {
+        node.log_text().contains("indexes[2].fields[0]")
+    });
+    assert!(built(2), "the indexes in force stay");
+
+    // Removed from the configuration: dropped, and queries scan again.
+    node.extra_toml = shop_index.to_string();
+    node.rewrite_config();
+    wait_until("the index dropped", Duration::from_secs(20), || built(1));
+    let explained = stderr(&cbddc(
+        &["find", "items", r#"{"total": 5}"#, "--explain"],
+        port,
+    ));
+    assert!(explained.contains("plan: a scan of items"), "{explained}");
+}
