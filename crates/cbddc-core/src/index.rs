@@ -33,7 +33,8 @@ impl IndexDefinition {
 pub struct IndexStatus {
     /// What it indexes.
     pub definition: IndexDefinition,
-    /// Entries held (one per live document once built).
+    /// Entries held (one per live document once built); while building, the documents
+    /// read so far.
     pub entries: u64,
     /// While it is being built: how far. `None`: built, queries use it.
     pub building: Option<IndexBuild>,

@@ -13,7 +13,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod support;
-use support::free_port;
+use support::{free_port, memory_mib, reset_peak_rss};
 
 use cbddc_config::{ClusterConfig, PeerNodeConfiguration};
 use cbddc_core::{KnownPeer, LocalWrite, NodeId, PeerType};
@@ -84,27 +84,6 @@ async fn wait(what: &str, mut condition: impl AsyncFnMut() -> bool) {
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-}
-
-/// Resets the process's peak resident memory, so `VmHWM` reads the peak since now
-/// (Linux: `clear_refs`; elsewhere nothing is measured).
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-/// A figure of `/proc/self/status` (`VmHWM`: the peak resident memory since the last
-/// reset, `VmRSS`: now), in MiB (NaN if unknown).
-fn memory_mib(field: &str) -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
 /// How long the bootstrap took, and how far the process's memory (both nodes) rose above

@@ -130,14 +130,21 @@ pub enum Plan {
     Scan,
     /// The documents under these index ranges (none: the query matches nothing). A
     /// document under more than one is read from the first only: see [`Plan::seen_before`].
-    Ranges(Vec<IndexRange>),
+    /// With `exact`, every document under them matches and none is under two: a reader
+    /// need not check them against the query.
+    Ranges {
+        /// The ranges, read in order.
+        ranges: Vec<IndexRange>,
+        /// Whether the ranges hold exactly the matching documents.
+        exact: bool,
+    },
 }
 
 impl Plan {
     /// Whether `document`, met while reading range `at`, lies in an earlier range of the
     /// plan too (so it was offered already and must not be offered again).
     pub fn seen_before(&self, indexes: &[Vec<Path>], at: usize, document: &Value) -> bool {
-        let Plan::Ranges(ranges) = self else {
+        let Plan::Ranges { ranges, .. } = self else {
             return false;
         };
         ranges[..at.min(ranges.len())].iter().any(|earlier| {
@@ -148,10 +155,12 @@ impl Plan {
     }
 }
 
-/// A candidate plan: its ranges and how narrow it is likely to be.
+/// A candidate plan: its ranges, how narrow it is likely to be, and whether its ranges
+/// hold exactly the documents that match.
 struct Candidate {
     ranges: Vec<IndexRange>,
     score: usize,
+    exact: bool,
 }
 
 /// The conditions an `$and` places on each path (its direct field conditions, nested
@@ -168,6 +177,26 @@ fn field_conditions<'s>(parts: &'s [Selector], out: &mut Vec<(&'s Path, &'s Cond
     }
 }
 
+/// Whether comparing to `value` and comparing encodings agree exactly: true of every
+/// scalar but a number as large as 2^53, whose double other integers share.
+fn exact(value: &Value) -> bool {
+    const LIMIT: f64 = 9_007_199_254_740_992.0;
+    match value {
+        Value::Null | Value::Bool(_) | Value::String(_) => true,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f.abs() < LIMIT),
+        Value::Array(_) | Value::Object(_) => false,
+    }
+}
+
+/// Whether `parts` are conditions on fields only (nested `$and`s included).
+fn only_field_conditions(parts: &[Selector]) -> bool {
+    parts.iter().all(|part| match part {
+        Selector::Field(..) => true,
+        Selector::And(inner) => only_field_conditions(inner),
+        Selector::Or(_) | Selector::Not(_) => false,
+    })
+}
+
 /// The ranges of index `index` (on `fields`) that hold every document meeting
 /// `conditions`, if the index narrows anything.
 fn index_candidate(
@@ -177,6 +206,9 @@ fn index_candidate(
 ) -> Option<Candidate> {
     let mut prefixes: Vec<Vec<u8>> = vec![Vec::new()];
     let mut score = 0;
+    // Conditions the ranges express exactly; when every one is, the ranges hold exactly
+    // the documents that match.
+    let mut expressed = 0;
     let mut last: Option<Vec<Range>> = None;
     for field in fields {
         let here: Vec<&Condition> = conditions
@@ -192,6 +224,9 @@ fn index_candidate(
             _ => None,
         });
         if let Some(values) = equal {
+            if values.iter().all(|v| exact(v)) {
+                expressed += 1;
+            }
             prefixes = prefixes
                 .iter()
                 .flat_map(|p| {
@@ -202,46 +237,78 @@ fn index_candidate(
                     })
                 })
                 .collect();
+            // Equal values (2 and 2.0) make one range, so no document is read twice.
+            prefixes.sort();
+            prefixes.dedup();
             score += 2;
             continue;
         }
-        let mut bounded = false;
+        let ranged: Vec<&Condition> = here
+            .iter()
+            .copied()
+            .filter(|c| {
+                matches!(
+                    c,
+                    Condition::Gt(_)
+                        | Condition::Gte(_)
+                        | Condition::Lt(_)
+                        | Condition::Lte(_)
+                        | Condition::Exists(_)
+                )
+            })
+            .collect();
+        if ranged.is_empty() {
+            break;
+        }
+        expressed += ranged
+            .iter()
+            .filter(|c| match c {
+                Condition::Gt(v) | Condition::Gte(v) | Condition::Lt(v) | Condition::Lte(v) => {
+                    exact(v)
+                }
+                _ => true,
+            })
+            .count();
         let ranges: Vec<Range> = prefixes
             .iter()
             .map(|prefix| {
-                let mut range = Range::prefix(prefix.clone());
-                let mut raise = |low: Vec<u8>| {
-                    if low > range.low {
-                        range.low = low;
-                    }
+                let with = |v: Option<&Value>| {
+                    let mut bytes = prefix.clone();
+                    encode(v, &mut bytes);
+                    bytes
                 };
                 let mut lows = Vec::new();
                 let mut highs = Vec::new();
-                for condition in &here {
-                    let with = |v: Option<&Value>| {
-                        let mut bytes = prefix.clone();
-                        encode(v, &mut bytes);
-                        bytes
-                    };
+                for condition in &ranged {
                     match condition {
-                        Condition::Gt(v) | Condition::Gte(v) => {
-                            lows.push(with(Some(v)));
+                        // Past every value equal to v: exact when equal values share
+                        // v's encoding and no other does.
+                        Condition::Gt(v) if exact(v) => lows.push(after_prefix(&with(Some(v)))),
+                        Condition::Gte(v) | Condition::Gt(v) => lows.push(Some(with(Some(v)))),
+                        Condition::Lt(v) if exact(v) => {
+                            lows.push(Some(with(Some(&Value::Null))));
+                            highs.push(Some(with(Some(v))));
                         }
-                        Condition::Lt(v) | Condition::Lte(v) => {
-                            lows.push(with(Some(&Value::Null)));
+                        Condition::Lte(v) | Condition::Lt(v) => {
+                            lows.push(Some(with(Some(&Value::Null))));
                             highs.push(after_prefix(&with(Some(v))));
                         }
-                        Condition::Exists(true) => lows.push(with(Some(&Value::Null))),
+                        Condition::Exists(true) => lows.push(Some(with(Some(&Value::Null)))),
                         Condition::Exists(false) => {
-                            lows.push(with(None));
+                            lows.push(Some(with(None)));
                             highs.push(Some(with(Some(&Value::Null))));
                         }
                         _ => {}
                     }
                 }
-                bounded |= !lows.is_empty() || !highs.is_empty();
+                let mut range = Range::prefix(prefix.clone());
                 for low in lows {
-                    raise(low);
+                    match low {
+                        Some(low) if low > range.low => range.low = low,
+                        Some(_) => {}
+                        // Nothing sorts past it: the range is empty.
+                        None => range.high = Some(range.low.clone()),
+                    }
                 }
                 for high in highs.into_iter().flatten() {
                     if range.high.as_ref().is_none_or(|h| &high < h) {
@@ -251,10 +318,8 @@ fn index_candidate(
                 range
             })
             .collect();
-        if bounded {
-            score += 1;
-            last = Some(ranges);
-        }
+        score += 1;
+        last = Some(ranges);
         break;
     }
     if score == 0 {
@@ -262,6 +327,7 @@ fn index_candidate(
     }
     let ranges = last.unwrap_or_else(|| prefixes.into_iter().map(Range::prefix).collect());
     Some(Candidate {
+        exact: expressed == conditions.len(),
         ranges: ranges
             .into_iter()
             .filter(|r| r.high.as_ref().is_none_or(|h| h > &r.low))
@@ -288,6 +354,7 @@ fn plan_selector(selector: &Selector, indexes: &[Vec<Path>]) -> Option<Candidate
             Some(Candidate {
                 ranges,
                 score: if score == usize::MAX { 1 } else { score },
+                exact: false,
             })
         }
         Selector::Not(_) => None,
@@ -295,12 +362,19 @@ fn plan_selector(selector: &Selector, indexes: &[Vec<Path>]) -> Option<Candidate
         Selector::And(parts) => {
             let mut conditions = Vec::new();
             field_conditions(parts, &mut conditions);
-            let by_fields = indexes
-                .iter()
-                .enumerate()
-                .filter_map(|(i, fields)| index_candidate(i, fields, &conditions));
+            let only_fields = only_field_conditions(parts);
+            let by_fields = indexes.iter().enumerate().filter_map(|(i, fields)| {
+                index_candidate(i, fields, &conditions).map(|mut c| {
+                    c.exact &= only_fields;
+                    c
+                })
+            });
             let by_branches = parts.iter().filter_map(|part| match part {
-                Selector::Or(_) | Selector::And(_) => plan_selector(part, indexes),
+                Selector::Or(_) | Selector::And(_) => plan_selector(part, indexes).map(|mut c| {
+                    // The other parts still have to be checked.
+                    c.exact &= parts.len() == 1;
+                    c
+                }),
                 _ => None,
             });
             // The most constrained; among equals, the fewest ranges, then the first offered.
@@ -322,7 +396,10 @@ impl Query {
     /// fields it holds, in order): the ranges of the index that narrows it most, or a scan.
     pub fn plan(&self, indexes: &[Vec<Path>]) -> Plan {
         match plan_selector(&self.selector, indexes) {
-            Some(candidate) => Plan::Ranges(candidate.ranges),
+            Some(candidate) => Plan::Ranges {
+                ranges: candidate.ranges,
+                exact: candidate.exact,
+            },
             None => Plan::Scan,
         }
     }
@@ -394,7 +471,9 @@ mod tests {
             docs in proptest::collection::vec(document(), 1..30),
             (op_a, va) in (0usize..9, scalar()),
             (op_b, vb) in (0usize..9, scalar()),
-            or in any::<bool>(),
+            shape in 0usize..4,
+            (pick_a, pick_b) in (any::<proptest::sample::Index>(), any::<proptest::sample::Index>()),
+            borrow in any::<bool>(),
         ) {
             let op = |op: usize, v: &Value| match op {
                 0 => json!({"$eq": v}),
@@ -407,17 +486,34 @@ mod tests {
                 7 => json!({"$exists": false}),
                 _ => json!({"$ne": v}),
             };
-            let selector = if or {
-                json!({"$or": [{"a": op(op_a, &va)}, {"n.b": op(op_b, &vb)}]})
+            // Operands that documents hold, so equal values meet range bounds.
+            let (va, vb) = if borrow {
+                let a = docs[pick_a.index(docs.len())].get("a").cloned().unwrap_or(va);
+                let b = docs[pick_b.index(docs.len())].pointer("/n/b").cloned().unwrap_or(vb);
+                (a, b)
             } else {
-                json!({"a": op(op_a, &va), "n.b": op(op_b, &vb)})
+                (va, vb)
+            };
+            let selector = match shape {
+                0 => json!({"$or": [{"a": op(op_a, &va)}, {"n.b": op(op_b, &vb)}]}),
+                1 => json!({"a": op(op_a, &va), "n.b": op(op_b, &vb)}),
+                2 => json!({"a": op(op_a, &va)}),
+                _ => json!({"n.b": op(op_b, &vb)}),
             };
             let query = Query::parse(&selector.to_string(), &[], 10).unwrap();
             let indexes = vec![paths(&["a", "n.b"]), paths(&["n.b"])];
-            if let Plan::Ranges(ranges) = query.plan(&indexes) {
-                for doc in docs.iter().filter(|d| query.matches(d)) {
-                    let under = ranges.iter().any(|r| r.range.contains(&entry(&indexes[r.index], doc)));
-                    prop_assert!(under, "{selector} misses {doc} with {ranges:?}");
+            if let Plan::Ranges { ranges, exact } = query.plan(&indexes) {
+                for doc in &docs {
+                    let under = ranges
+                        .iter()
+                        .filter(|r| r.range.contains(&entry(&indexes[r.index], doc)))
+                        .count();
+                    if query.matches(doc) {
+                        prop_assert!(under > 0, "{selector} misses {doc} with {ranges:?}");
+                    }
+                    if exact {
+                        prop_assert_eq!(under, usize::from(query.matches(doc)), "{} is exact, yet {} is under {} ranges", selector, doc, under);
+                    }
                 }
             }
         }
@@ -427,18 +523,29 @@ mod tests {
     fn the_planner_picks_the_index_that_narrows_most_and_scans_otherwise() {
         let indexes = vec![paths(&["status"]), paths(&["shop", "total"])];
         let plan = |s: &str| Query::parse(s, &[], 10).unwrap().plan(&indexes);
-        let Plan::Ranges(r) = plan(r#"{"shop": "s1", "total": {"$gt": 5}, "status": "open"}"#)
+        let Plan::Ranges { ranges: r, exact } =
+            plan(r#"{"shop": "s1", "total": {"$gt": 5}, "status": "open"}"#)
         else {
             panic!("an index fits")
         };
-        assert_eq!((r.len(), r[0].index), (1, 1));
-        let Plan::Ranges(r) = plan(r#"{"status": {"$in": ["a", "b", "c"]}}"#) else {
+        assert_eq!((r.len(), r[0].index, exact), (1, 1, false));
+        let Plan::Ranges { ranges: r, exact } = plan(r#"{"shop": "s1", "total": {"$gt": 5}}"#)
+        else {
             panic!("an index fits")
         };
-        assert_eq!(r.len(), 3);
-        let Plan::Ranges(r) = plan(r#"{"$or": [{"status": "a"}, {"shop": "s"}]}"#) else {
+        assert_eq!((r.len(), exact), (1, true));
+        let Plan::Ranges { ranges: r, exact } =
+            plan(r#"{"status": {"$in": ["a", "b", "c", "a"]}}"#)
+        else {
+            panic!("an index fits")
+        };
+        assert_eq!((r.len(), exact), (3, true));
+        let Plan::Ranges { ranges: r, exact } =
+            plan(r#"{"$or": [{"status": "a"}, {"shop": "s"}]}"#)
+        else {
             panic!("both branches are served")
         };
+        assert!(!exact);
         assert_eq!(r.iter().map(|r| r.index).collect::<Vec<_>>(), vec![0, 1]);
         assert_eq!(
             plan(r#"{"$or": [{"status": "a"}, {"other": 1}]}"#),
@@ -446,7 +553,17 @@ mod tests {
         );
         assert_eq!(plan(r#"{"total": 3}"#), Plan::Scan);
         assert_eq!(plan(r#"{"status": {"$ne": "a"}}"#), Plan::Scan);
-        assert_eq!(plan(r#"{"status": {"$in": []}}"#), Plan::Ranges(vec![]));
+        assert_eq!(
+            plan(r#"{"status": {"$in": []}}"#),
+            Plan::Ranges {
+                ranges: vec![],
+                exact: true
+            }
+        );
+        assert!(matches!(
+            plan(r#"{"status": {"$gt": 9007199254740993}}"#),
+            Plan::Ranges { exact: false, .. }
+        ));
     }
 
     #[test]

@@ -506,42 +506,18 @@ impl Query {
 }
 
 /// Keeps the first `limit` results in a query's order after a position, from documents
-/// offered one at a time, in any order: memory bounded by the limit, whatever the
-/// collection's size, and each offer costs a logarithm of the limit.
+/// offered one at a time, in any order: memory bounded by twice the limit, whatever the
+/// collection's size. Results gather unsorted; whenever twice the limit are held, the
+/// best `limit` are selected (linear time) and the rest dropped, so each offer costs a
+/// constant on average, and only the page that is returned is sorted.
 /// `T` is what the caller wants back for each result.
 #[derive(Debug)]
 pub struct Page<'q, T> {
     query: &'q Query,
     after: Option<Position>,
-    /// The best results so far, the last in the query's order on top.
-    kept: std::collections::BinaryHeap<Kept<'q, T>>,
+    kept: Vec<(Position, T)>,
     /// Whether a result past the limit was seen (there is a next page).
     more: bool,
-}
-
-/// A kept result, ordered by its position in the query's order.
-#[derive(Debug)]
-struct Kept<'q, T> {
-    query: &'q Query,
-    position: Position,
-    result: T,
-}
-
-impl<T> PartialEq for Kept<'_, T> {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-impl<T> Eq for Kept<'_, T> {}
-impl<T> PartialOrd for Kept<'_, T> {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl<T> Ord for Kept<'_, T> {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.query.compare(&self.position, &other.position)
-    }
 }
 
 impl<'q, T> Page<'q, T> {
@@ -550,7 +526,7 @@ impl<'q, T> Page<'q, T> {
         Self {
             query,
             after,
-            kept: std::collections::BinaryHeap::new(),
+            kept: Vec::new(),
             more: false,
         }
     }
@@ -558,10 +534,28 @@ impl<'q, T> Page<'q, T> {
     /// Offers a document (its key and value, and what to give back for it); kept if it
     /// matches and belongs to the page.
     pub fn offer(&mut self, key: &str, document: &Value, result: T) {
-        if !self.query.matches(document) {
-            return;
+        if self.query.matches(document) {
+            let position = self.query.position(key, document);
+            self.keep(position, result);
         }
-        let position = self.query.position(key, document);
+    }
+
+    /// Offers a document already known to match (read from an exact index range), without
+    /// its value: only a query ordered by key alone can place it, so for a query with
+    /// sort paths nothing is kept and `false` comes back.
+    pub fn offer_matching(&mut self, key: &str, result: T) -> bool {
+        if !self.query.sort.is_empty() {
+            return false;
+        }
+        let position = Position {
+            values: Vec::new(),
+            key: key.to_string(),
+        };
+        self.keep(position, result);
+        true
+    }
+
+    fn keep(&mut self, position: Position, result: T) {
         if self
             .after
             .as_ref()
@@ -569,29 +563,34 @@ impl<'q, T> Page<'q, T> {
         {
             return;
         }
-        if self.kept.len() >= self.query.limit {
-            self.more = true;
-            let last = self.kept.peek().map(|k| &k.position);
-            if last.is_some_and(|last| self.query.compare(&position, last) != Ordering::Less) {
-                return;
-            }
-            self.kept.pop();
+        self.kept.push((position, result));
+        if self.kept.len() >= 2 * self.query.limit {
+            self.trim();
         }
-        self.kept.push(Kept {
-            query: self.query,
-            position,
-            result,
-        });
+    }
+
+    /// Keeps the best `limit` results, in no particular order.
+    fn trim(&mut self) {
+        let limit = self.query.limit;
+        if self.kept.len() > limit {
+            let query = self.query;
+            self.kept
+                .select_nth_unstable_by(limit, |a, b| query.compare(&a.0, &b.0));
+            self.kept.truncate(limit);
+            self.more = true;
+        }
     }
 
     /// The results in order, and the cursor to the next page when there is more.
-    pub fn finish(self) -> (Vec<T>, Option<String>) {
-        let kept = self.kept.into_sorted_vec();
-        let next = match (self.more, kept.last()) {
-            (true, Some(last)) => Some(self.query.cursor(&last.position)),
+    pub fn finish(mut self) -> (Vec<T>, Option<String>) {
+        self.trim();
+        let query = self.query;
+        self.kept.sort_unstable_by(|a, b| query.compare(&a.0, &b.0));
+        let next = match (self.more, self.kept.last()) {
+            (true, Some((position, _))) => Some(query.cursor(position)),
             _ => None,
         };
-        (kept.into_iter().map(|k| k.result).collect(), next)
+        (self.kept.into_iter().map(|(_, t)| t).collect(), next)
     }
 }
 

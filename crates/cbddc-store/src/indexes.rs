@@ -310,21 +310,27 @@ pub(crate) fn build(
     Ok(building)
 }
 
-/// The indexes recorded, with their entries counted.
+/// The indexes recorded: a built one with its entries counted, one being built with the
+/// documents it has read so far.
 pub(crate) fn list(conn: &Connection) -> Result<Vec<IndexStatus>, StoreError> {
     recorded(conn)?
         .into_iter()
         .map(|index| {
-            let entries: i64 = conn
-                .query_row(
-                    &format!("SELECT count(*) FROM index_{}", index.id),
-                    [],
-                    |r| r.get(0),
-                )
-                .during("counting an index's entries")?;
+            let entries = if index.building {
+                index.done
+            } else {
+                let counted: i64 = conn
+                    .query_row(
+                        &format!("SELECT count(*) FROM index_{}", index.id),
+                        [],
+                        |r| r.get(0),
+                    )
+                    .during("counting an index's entries")?;
+                to_u64(counted)
+            };
             Ok(IndexStatus {
                 definition: index.definition,
-                entries: to_u64(entries),
+                entries,
                 building: index.building.then_some(IndexBuild {
                     done: index.done.min(index.total),
                     total: index.total,

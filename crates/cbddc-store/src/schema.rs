@@ -227,6 +227,14 @@ pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// refusing one can name the release that moved it on.
 pub(crate) const RELEASE: &str = env!("CARGO_PKG_VERSION");
 
+/// The most page cache the write connection keeps (SQLite's default is 2 MiB): an index
+/// being built or a large collection written in random key order touches pages all over
+/// the file, and each one read back from the file system costs a system call.
+const WRITER_CACHE_KIB: u32 = 32 * 1024;
+
+/// The most page cache each read connection keeps (a pool holds up to 8 of them).
+const READER_CACHE_KIB: u32 = 8 * 1024;
+
 /// Opens the write connection: WAL, the chosen durability, no automatic checkpoints.
 pub(crate) fn open_writer(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).during("opening the database")?;
@@ -241,7 +249,8 @@ pub(crate) fn open_writer(path: &Path, durability: Durability) -> Result<Connect
          PRAGMA synchronous = {sync};
          PRAGMA wal_autocheckpoint = 0;
          PRAGMA foreign_keys = ON;
-         PRAGMA temp_store = MEMORY;"
+         PRAGMA temp_store = MEMORY;
+         PRAGMA cache_size = -{WRITER_CACHE_KIB};"
     ))
     .during("configuring the write connection")?;
     conn.set_prepared_statement_cache_capacity(64);
@@ -257,6 +266,10 @@ pub(crate) fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     .during("opening a read connection")?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .during("setting the busy timeout")?;
+    // Queries read index entries and then their documents all over the file: pages kept
+    // here are not read again through a system call.
+    conn.execute_batch(&format!("PRAGMA cache_size = -{READER_CACHE_KIB};"))
+        .during("sizing the read cache")?;
     conn.set_prepared_statement_cache_capacity(32);
     Ok(conn)
 }

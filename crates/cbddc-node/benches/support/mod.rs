@@ -5,5 +5,7 @@
 mod ports;
 pub use ports::free_port;
 
+mod memory;
 mod report;
+pub use memory::{memory_mib, reset_peak_rss};
 pub use report::write_report;

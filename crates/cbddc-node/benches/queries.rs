@@ -1,0 +1,336 @@
+//! Queries on 1,000,000 documents, each beside raw SQLite doing the same in the same run:
+//!
+//! - an equality on an indexed field (about 100 documents per lookup) through
+//!   `Node::find`, vs a plain indexed column of a rowid table read with one prepared
+//!   statement;
+//! - a range returning 1% of the collection (10,000 documents), likewise;
+//! - writes in batches of 1,000 to a collection with two indexes vs one with none;
+//! - the peak memory of a `find` that reads the whole collection and of `list` paging
+//!   through it, on 100,000 and on 1,000,000 documents: flat means the larger is not
+//!   ten times the smaller.
+//!
+//! Each figure is documents per second; the raw side reads the same key and JSON text
+//! per document. Prints the figures and writes them to `target/cbddc-bench/queries.json`.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod support;
+use support::{free_port, memory_mib, reset_peak_rss, write_report};
+
+use cbddc_config::{PeerNodeConfiguration, StaticProvider};
+use cbddc_core::{IndexDefinition, LocalWrite, NodeId};
+use cbddc_node::{Node, Query};
+use rusqlite::{Connection, params};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const DOCUMENTS: u64 = 1_000_000;
+const SMALL: u64 = 100_000;
+const SHOPS: u64 = 10_000;
+const RANGE: u64 = DOCUMENTS / 100;
+const BATCH: u64 = 10_000;
+const ROUNDS: usize = 7;
+
+fn shop(i: u64) -> String {
+    format!("s{:05}", (i * 7_919) % SHOPS)
+}
+
+/// Every total is distinct, so a range of RANGE totals holds RANGE documents.
+fn total(i: u64) -> u64 {
+    (i * 1_000_003) % DOCUMENTS
+}
+
+fn document(i: u64) -> String {
+    format!(
+        r#"{{"shop":"{}","total":{},"status":"open","payload":"{}"}}"#,
+        shop(i),
+        total(i),
+        "x".repeat(60)
+    )
+}
+
+/// A rowid table with the two fields as plain indexed columns beside the JSON text.
+fn raw_database(path: &std::path::Path) -> Connection {
+    let mut conn = Connection::open(path).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
+         CREATE TABLE docs (id INTEGER PRIMARY KEY, key TEXT NOT NULL, shop TEXT NOT NULL,
+             total INTEGER NOT NULL, value TEXT NOT NULL);",
+    )
+    .unwrap();
+    for start in (0..DOCUMENTS).step_by(BATCH as usize) {
+        let tx = conn.transaction().unwrap();
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO docs (key, shop, total, value) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .unwrap();
+            for i in start..start + BATCH {
+                insert
+                    .execute(params![
+                        format!("k{i:07}"),
+                        shop(i),
+                        total(i) as i64,
+                        document(i)
+                    ])
+                    .unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    }
+    conn.execute_batch(
+        "CREATE INDEX docs_shop ON docs (shop); CREATE INDEX docs_total ON docs (total);",
+    )
+    .unwrap();
+    conn
+}
+
+fn raw_read(conn: &Connection, sql: &str, bind: impl rusqlite::Params) -> usize {
+    let mut stmt = conn.prepare_cached(sql).unwrap();
+    let rows: Vec<(String, String)> = stmt
+        .query_map(bind, |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    rows.len()
+}
+
+async fn load(node: &Node, collection: &str, count: u64) {
+    for start in (0..count).step_by(BATCH as usize) {
+        let writes = (start..start + BATCH)
+            .map(|i| LocalWrite::put(collection, format!("k{i:07}"), document(i)))
+            .collect();
+        node.write(writes).await.unwrap();
+    }
+}
+
+async fn find_count(node: &Node, selector: &str, limit: usize) -> (usize, String) {
+    let query = Query::parse(selector, &[], limit).unwrap();
+    let found = node.find("items", &query, None).await.unwrap();
+    (found.documents.len(), found.plan)
+}
+
+/// The best of ROUNDS rounds, documents per second: each round alternates the two sides
+/// so a noisy moment hits both.
+struct Duel {
+    ours: Vec<f64>,
+    raw: Vec<f64>,
+}
+
+impl Duel {
+    fn new() -> Self {
+        Self {
+            ours: Vec::new(),
+            raw: Vec::new(),
+        }
+    }
+
+    fn median(values: &mut [f64]) -> f64 {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    }
+
+    fn report(mut self) -> (f64, f64, f64) {
+        let (ours, raw) = (Self::median(&mut self.ours), Self::median(&mut self.raw));
+        (ours, raw, ours / raw)
+    }
+}
+
+fn per_second(documents: usize, elapsed: Duration) -> f64 {
+    documents as f64 / elapsed.as_secs_f64()
+}
+
+/// Peak memory above the current while `work` runs, in MiB.
+async fn peak_above<F: std::future::Future<Output = ()>>(work: F) -> f64 {
+    let before = memory_mib("VmRSS:");
+    reset_peak_rss();
+    work.await;
+    memory_mib("VmHWM:") - before
+}
+
+async fn full_collection_find(node: &Node, collection: &str) -> usize {
+    // Every document matches, and a page keeps 1,000: the scan reads them all.
+    let query = Query::parse(r#"{"payload": {"$exists": true}}"#, &[], 1_000).unwrap();
+    node.find(collection, &query, None)
+        .await
+        .unwrap()
+        .documents
+        .len()
+}
+
+async fn list_all(node: &Node, collection: &str) -> usize {
+    let mut after: Option<String> = None;
+    let mut seen = 0;
+    loop {
+        let (docs, more) = node
+            .list(collection, after.as_deref(), 1_000)
+            .await
+            .unwrap();
+        seen += docs.len();
+        after = docs.last().map(|d| d.key.clone());
+        if !more {
+            return seen;
+        }
+    }
+}
+
+/// The peak memory above the current of a full-collection find, then of a full list.
+async fn memory(node: &Node, collection: &str) -> (f64, f64) {
+    let find = peak_above(async {
+        assert_eq!(full_collection_find(node, collection).await, 1_000);
+    })
+    .await;
+    let list = peak_above(async {
+        assert!(list_all(node, collection).await > 0);
+    })
+    .await;
+    (find, list)
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    eprintln!("raw SQLite: {DOCUMENTS} rows, two indexed columns");
+    let raw = raw_database(&dir.path().join("raw.db"));
+    runtime.block_on(async {
+        let mut config = PeerNodeConfiguration::new(NodeId::new("queries").unwrap(), dir.path());
+        config.tcp_port = free_port();
+        config.cluster_key = "bench-queries".into();
+        let provider = Arc::new(StaticProvider::new(config.clone()).unwrap());
+        let node = Node::start_with_provider(provider.clone()).await.unwrap();
+        eprintln!("the node: {DOCUMENTS} documents, then {SMALL} in another collection");
+        load(&node, "items", DOCUMENTS).await;
+        load(&node, "small", SMALL).await;
+
+        let (find_small, list_small) = memory(&node, "small").await;
+        let (find_large, list_large) = memory(&node, "items").await;
+
+        eprintln!("declaring two indexes on {DOCUMENTS} documents");
+        let mut indexed = config.clone();
+        indexed.indexes = vec![
+            IndexDefinition::new("items", &["shop"]),
+            IndexDefinition::new("items", &["total"]),
+            // Where the writes go, so the lookups keep reading the same documents.
+            IndexDefinition::new("written", &["shop"]),
+            IndexDefinition::new("written", &["total"]),
+        ];
+        let started = Instant::now();
+        provider.set(indexed).unwrap();
+        loop {
+            let status = node.status().await.unwrap();
+            if status.indexes.len() == 4 && status.indexes.iter().all(|i| i.building.is_none()) {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(600),
+                "indexes not built"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let build = started.elapsed();
+        eprintln!("built in {build:?}");
+
+        let mut equality = Duel::new();
+        let mut range = Duel::new();
+        let mut writes = Duel::new();
+        let mut plans = Vec::new();
+        let mut next_key = DOCUMENTS;
+        for round in 0..ROUNDS as u64 {
+            let shops: Vec<String> = (0..200)
+                .map(|i| format!("s{:05}", (round * 200 + i) * 37 % SHOPS))
+                .collect();
+            let started = Instant::now();
+            let mut n = 0;
+            for s in &shops {
+                n += raw_read(&raw, "SELECT key, value FROM docs WHERE shop = ?1", [s]);
+            }
+            equality.raw.push(per_second(n, started.elapsed()));
+            let started = Instant::now();
+            let mut m = 0;
+            for s in &shops {
+                let (count, plan) =
+                    find_count(&node, &format!(r#"{{"shop":"{s}"}}"#), 10_000).await;
+                m += count;
+                if plans.is_empty() {
+                    plans.push(plan);
+                }
+            }
+            equality.ours.push(per_second(m, started.elapsed()));
+            assert_eq!(n, m, "the same documents");
+
+            let lows: Vec<u64> = (0..5)
+                .map(|i| (round * 5 + i) * 99_991 % (DOCUMENTS - RANGE))
+                .collect();
+            let started = Instant::now();
+            let mut n = 0;
+            for low in &lows {
+                n += raw_read(
+                    &raw,
+                    "SELECT key, value FROM docs WHERE total >= ?1 AND total < ?2",
+                    [*low as i64, (*low + RANGE) as i64],
+                );
+            }
+            range.raw.push(per_second(n, started.elapsed()));
+            let started = Instant::now();
+            let mut m = 0;
+            for low in &lows {
+                let selector = format!(r#"{{"total":{{"$gte":{low},"$lt":{}}}}}"#, low + RANGE);
+                let (count, plan) = find_count(&node, &selector, RANGE as usize).await;
+                m += count;
+                if plans.len() < 2 {
+                    plans.push(plan);
+                }
+            }
+            range.ours.push(per_second(m, started.elapsed()));
+            assert_eq!(n, m, "the same documents");
+
+            for (collection, side) in [("plain", 0), ("written", 1)] {
+                let started = Instant::now();
+                for _ in 0..10 {
+                    let writes = (next_key..next_key + 1_000)
+                        .map(|i| LocalWrite::put(collection, format!("k{i:07}"), document(i)))
+                        .collect();
+                    node.write(writes).await.unwrap();
+                    next_key += 1_000;
+                }
+                let rate = per_second(10_000, started.elapsed());
+                if side == 0 {
+                    writes.raw.push(rate)
+                } else {
+                    writes.ours.push(rate)
+                }
+            }
+        }
+        let (eq_ours, eq_raw, eq_ratio) = equality.report();
+        let (range_ours, range_raw, range_ratio) = range.report();
+        let (writes_indexed, writes_plain, writes_ratio) = writes.report();
+        node.shutdown().await;
+        write_report(
+            "queries.json",
+            &serde_json::json!({
+                "documents": DOCUMENTS,
+                "equality_per_second": eq_ours,
+                "raw_equality_per_second": eq_raw,
+                "equality_ratio": eq_ratio,
+                "range_per_second": range_ours,
+                "raw_range_per_second": range_raw,
+                "range_ratio": range_ratio,
+                "writes_two_indexes_per_second": writes_indexed,
+                "writes_no_index_per_second": writes_plain,
+                "writes_ratio": writes_ratio,
+                "index_build_ms": build.as_secs_f64() * 1e3,
+                "index_build_per_second": 2.0 * DOCUMENTS as f64 / build.as_secs_f64(),
+                "find_peak_mib_small": find_small,
+                "find_peak_mib_large": find_large,
+                "list_peak_mib_small": list_small,
+                "list_peak_mib_large": list_large,
+                "small": SMALL,
+                "plans": plans,
+            }),
+        );
+    });
+}
