@@ -75,6 +75,21 @@ async fn entries(store: &SqliteStore) -> BTreeSet<(Vec<u8>, String)> {
     out
 }
 
+/// Whether reading the index is refused as not built.
+async fn unavailable(store: &SqliteStore) -> bool {
+    let read = IndexRead {
+        index: index(),
+        low: vec![],
+        high: None,
+        after: None,
+        limit: 1,
+    };
+    matches!(
+        store.read_index(read).await,
+        Err(StorageError::IndexUnavailable { .. })
+    )
+}
+
 /// What the index should hold: one entry per live document of `c`.
 async fn expected(store: &SqliteStore) -> BTreeSet<(Vec<u8>, String)> {
     let fields: Vec<Path> = index()
@@ -111,21 +126,7 @@ async fn an_index_holds_one_entry_per_live_document_whatever_changed_it() {
         .unwrap();
 
     store.declare_indexes(vec![index()]).await.unwrap();
-    assert!(
-        matches!(
-            store
-                .read_index(IndexRead {
-                    index: index(),
-                    low: vec![],
-                    high: None,
-                    after: None,
-                    limit: 1
-                })
-                .await,
-            Err(StorageError::IndexUnavailable { .. })
-        ),
-        "an index being built is not read"
-    );
+    assert!(unavailable(&store).await, "an index being built is not read");
     let status = store.indexes().await.unwrap();
     assert_eq!(status[0].building.map(|b| (b.done, b.total)), Some((0, 60)));
 
@@ -228,18 +229,7 @@ async fn an_index_holds_one_entry_per_live_document_whatever_changed_it() {
     // Dropped: gone from the list, no longer read, and writes no longer touch it.
     store.declare_indexes(vec![]).await.unwrap();
     assert!(store.indexes().await.unwrap().is_empty());
-    assert!(matches!(
-        store
-            .read_index(IndexRead {
-                index: index(),
-                low: vec![],
-                high: None,
-                after: None,
-                limit: 1
-            })
-            .await,
-        Err(StorageError::IndexUnavailable { .. })
-    ));
+    assert!(unavailable(&store).await, "a dropped index is not read");
     store.write(puts(300..310)).await.unwrap();
     store.close().await;
 }
