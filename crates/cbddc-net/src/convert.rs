@@ -65,7 +65,11 @@ pub fn hlc_from_wire(hlc: Option<proto::Hlc>) -> Result<core::Hlc, NetError> {
 /// A snapshot's document to wire.
 pub fn snapshot_document_to_wire(doc: core::SnapshotDocument) -> proto::SnapshotDocument {
     proto::SnapshotDocument {
-        hlc: Some(hlc_to_wire(&doc.hlc)),
+        hlc: Some(proto::Hlc {
+            wall_ms: doc.hlc.wall_ms,
+            counter: doc.hlc.counter,
+            node: doc.hlc.replica.into(),
+        }),
         collection: doc.collection,
         key: doc.key,
         value: doc.value,
@@ -81,8 +85,20 @@ pub fn snapshot_chunk_from_wire(
         .documents
         .into_iter()
         .map(|doc| {
+            let hlc = doc.hlc.ok_or_else(|| NetError::Malformed {
+                detail: "a stamp is missing".into(),
+            })?;
             Ok(core::SnapshotDocument {
-                hlc: hlc_from_wire(doc.hlc)?,
+                // The wire's text becomes the id: checked, not copied.
+                hlc: core::Hlc {
+                    wall_ms: hlc.wall_ms,
+                    counter: hlc.counter,
+                    replica: core::ReplicaId::try_from(hlc.node).map_err(|e| {
+                        NetError::Malformed {
+                            detail: format!("stamp replica: {e}"),
+                        }
+                    })?,
+                },
                 collection: doc.collection,
                 key: doc.key,
                 value: doc.value,

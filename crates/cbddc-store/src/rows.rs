@@ -31,12 +31,17 @@ pub(crate) const RECORD_CHANGE: &str =
     "INSERT INTO changes (position, origin, seq) VALUES (?1, ?2, ?3)";
 
 /// Makes a stamp from stored columns.
+/// A stored wall clock reading, which is never negative.
+pub(crate) fn wall_clock(wall: i64) -> Result<u64, StoreError> {
+    u64::try_from(wall).map_err(|_| StoreError::Corrupt {
+        operation: "reading a stamp",
+        detail: format!("negative wall clock {wall}"),
+    })
+}
+
 pub(crate) fn stamp(wall: i64, counter: u32, replica: &str) -> Result<Hlc, StoreError> {
     Ok(Hlc {
-        wall_ms: u64::try_from(wall).map_err(|_| StoreError::Corrupt {
-            operation: "reading a stamp",
-            detail: format!("negative wall clock {wall}"),
-        })?,
+        wall_ms: wall_clock(wall)?,
         counter,
         replica: ReplicaId::new(replica).map_err(|e| StoreError::Corrupt {
             operation: "reading a stamp",

@@ -85,14 +85,27 @@ fn read_chunk_in(
             break;
         }
         bytes += size;
-        let (wall, counter, replica, seq): (i64, u32, String, Option<i64>) = (
+        let (wall, counter, seq): (i64, u32, Option<i64>) = (
             r.get(3).during(OP)?,
             r.get(4).during(OP)?,
-            r.get(5).during(OP)?,
             r.get(6).during(OP)?,
         );
+        let replica = r.get_ref(5).during(OP)?.as_str().map_err(|e| StoreError::Corrupt {
+            operation: OP,
+            detail: format!("a stamp's replica is not text: {e}"),
+        })?;
+        // Most documents of a chunk were written by the same few replicas: the id read
+        // last is checked once and shared.
+        let hlc = match chunk.documents.last() {
+            Some(last) if last.hlc.replica.as_str() == replica => cbddc_core::Hlc {
+                wall_ms: crate::rows::wall_clock(wall)?,
+                counter,
+                replica: last.hlc.replica.clone(),
+            },
+            _ => stamp(wall, counter, replica)?,
+        };
         chunk.documents.push(SnapshotDocument {
-            hlc: stamp(wall, counter, &replica)?,
+            hlc,
             collection,
             key,
             value,
