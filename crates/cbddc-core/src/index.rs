@@ -66,11 +66,12 @@ pub struct IndexRead {
     pub limit: usize,
 }
 
-/// An entry read from an index, with its document.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IndexedDocument {
-    /// The index entry.
-    pub entry: Vec<u8>,
-    /// The document.
-    pub document: Document,
+/// A page read from an index: the documents under its entries, in entry order, and
+/// where the page ended (to resume after it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IndexPage {
+    /// The live documents.
+    pub documents: Vec<Document>,
+    /// The entry and key of the last document; `None` for an empty page.
+    pub last: Option<(Vec<u8>, String)>,
 }

@@ -348,7 +348,7 @@ pub trait DocumentStore: Send + Sync + std::fmt::Debug {
     async fn read_index(
         &self,
         read: crate::IndexRead,
-    ) -> Result<Vec<crate::IndexedDocument>, StorageError>;
+    ) -> Result<crate::IndexPage, StorageError>;
 }
 
 /// What the change feed keeps of deletes whose tombstones compaction collected (part of

@@ -343,22 +343,20 @@ impl NodeService {
                     Err(cbddc_core::StorageError::IndexUnavailable { .. }) => return Ok(None),
                     Err(e) => return Err(e.into()),
                 };
-                let complete = hits.len() < SCAN_PAGE;
-                if let Some(last) = hits.last() {
-                    after = Some((last.entry.clone(), last.document.key.clone()));
-                }
-                read += hits.len() as u64;
-                for hit in hits {
+                let complete = hits.documents.len() < SCAN_PAGE;
+                after = hits.last;
+                read += hits.documents.len() as u64;
+                for document in hits.documents {
                     if unread {
-                        page.offer_matching(&hit.document.key.clone(), hit.document);
+                        page.offer_matching(&document.key.clone(), document);
                         continue;
                     }
-                    let Ok(value) = serde_json::from_str::<serde_json::Value>(&hit.document.value)
+                    let Ok(value) = serde_json::from_str::<serde_json::Value>(&document.value)
                     else {
                         continue;
                     };
                     if !plan.seen_before(fields, at, &value) {
-                        page.offer(&hit.document.key.clone(), &value, hit.document);
+                        page.offer(&document.key.clone(), &value, document);
                     }
                 }
                 if complete {

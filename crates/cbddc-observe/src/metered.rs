@@ -219,7 +219,7 @@ impl DocumentStore for MeteredStore {
     async fn read_index(
         &self,
         read: cbddc_core::IndexRead,
-    ) -> Result<Vec<cbddc_core::IndexedDocument>, StorageError> {
+    ) -> Result<cbddc_core::IndexPage, StorageError> {
         self.inner.read_index(read).await
     }
 

@@ -15,7 +15,7 @@
 use crate::error::{SqlContext, StoreError};
 use crate::rows::stamp;
 use cbddc_core::{
-    Document, IndexBuild, IndexDefinition, IndexRead, IndexStatus, IndexedDocument, StorageError,
+    Document, IndexBuild, IndexDefinition, IndexPage, IndexRead, IndexStatus, StorageError,
 };
 use cbddc_query::Path;
 use rusqlite::functions::FunctionFlags;
@@ -345,7 +345,7 @@ pub(crate) fn list(conn: &Connection) -> Result<Vec<IndexStatus>, StoreError> {
 pub(crate) fn read(
     conn: &Connection,
     read: &IndexRead,
-) -> Result<Option<Vec<IndexedDocument>>, StoreError> {
+) -> Result<Option<IndexPage>, StoreError> {
     const OP: &str = "reading an index";
     let Ok(fields) = serde_json::to_string(&read.index.fields) else {
         return Ok(None);
@@ -384,33 +384,38 @@ pub(crate) fn read(
         Some((entry, key)) => (entry, Some(key)),
         None => (&read.low, None),
     };
-    let rows = stmt
-        .query_map(
-            params![read.index.collection, limit, from, after_key, read.high],
-            |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, u32>(4)?,
-                    r.get::<_, String>(5)?,
-                ))
-            },
-        )
+    let mut rows = stmt
+        .query(params![read.index.collection, limit, from, after_key, read.high])
         .during(OP)?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (entry, key, value, wall, counter, node) = row.during(OP)?;
-        out.push(IndexedDocument {
-            entry,
-            document: Document {
-                collection: read.index.collection.clone(),
-                key,
-                value,
-                hlc: stamp(wall, counter, &node)?,
+    let mut page = IndexPage::default();
+    // The last row's entry, in one buffer reused row after row.
+    let mut entry: Vec<u8> = Vec::new();
+    while let Some(r) = rows.next().during(OP)? {
+        let key: String = r.get(1).during(OP)?;
+        let value: String = r.get(2).during(OP)?;
+        let (wall, counter): (i64, u32) = (r.get(3).during(OP)?, r.get(4).during(OP)?);
+        let replica = r.get_ref(5).during(OP)?.as_str().map_err(|e| StoreError::Corrupt {
+            operation: OP,
+            detail: format!("a stamp's replica is not text: {e}"),
+        })?;
+        // Documents written by the replica of the one before share its checked id.
+        let hlc = match page.documents.last() {
+            Some(last) if last.hlc.replica.as_str() == replica => cbddc_core::Hlc {
+                wall_ms: crate::rows::wall_clock(wall)?,
+                counter,
+                replica: last.hlc.replica.clone(),
             },
+            _ => stamp(wall, counter, replica)?,
+        };
+        entry.clear();
+        entry.extend_from_slice(r.get_ref(0).during(OP)?.as_blob().unwrap_or_default());
+        page.documents.push(Document {
+            collection: read.index.collection.clone(),
+            key,
+            value,
+            hlc,
         });
     }
-    Ok(Some(out))
+    page.last = page.documents.last().map(|d| (entry, d.key.clone()));
+    Ok(Some(page))
 }

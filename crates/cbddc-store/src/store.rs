@@ -485,7 +485,7 @@ impl DocumentStore for SqliteStore {
     async fn read_index(
         &self,
         read: cbddc_core::IndexRead,
-    ) -> Result<Vec<cbddc_core::IndexedDocument>, StorageError> {
+    ) -> Result<cbddc_core::IndexPage, StorageError> {
         let index = read.index.name();
         self.readers
             .read(move |c| crate::indexes::read(c, &read))
