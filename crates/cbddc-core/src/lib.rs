@@ -53,7 +53,7 @@ pub use directory::{PeerDirectory, PeerState};
 pub use error::{ClockError, StorageError};
 pub use field_merge::Edit;
 pub use hlc::{Hlc, HybridClock, SystemTimeSource, TimeSource};
-pub use index::{IndexBuild, IndexDefinition, IndexRead, IndexPage, IndexStatus};
+pub use index::{IndexBuild, IndexDefinition, IndexPage, IndexRead, IndexStatus};
 pub use interest::{Coverage, Interest};
 pub use invalid::CoreError;
 pub use node_id::NodeId;

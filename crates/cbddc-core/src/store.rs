@@ -345,10 +345,7 @@ pub trait DocumentStore: Send + Sync + std::fmt::Debug {
 
     /// A page of a built index's entries with their documents
     /// ([`StorageError::IndexUnavailable`] if it is not built, or not held).
-    async fn read_index(
-        &self,
-        read: crate::IndexRead,
-    ) -> Result<crate::IndexPage, StorageError>;
+    async fn read_index(&self, read: crate::IndexRead) -> Result<crate::IndexPage, StorageError>;
 }
 
 /// What the change feed keeps of deletes whose tombstones compaction collected (part of

@@ -4,7 +4,9 @@
 //!   `Node::find`, vs a plain indexed column of a rowid table read with one prepared
 //!   statement;
 //! - a range returning 1% of the collection (10,000 documents), likewise;
-//! - writes in batches of 1,000 to a collection with two indexes vs one with none;
+//! - writes in batches of 1,000 to a collection with two indexes vs writes before any
+//!   index was declared (and, for the record, to a collection without index beside
+//!   indexed ones);
 //! - the peak memory of a `find` that reads the whole collection and of `list` paging
 //!   through it, on 100,000 and on 1,000,000 documents: flat means the larger is not
 //!   ten times the smaller.
@@ -174,6 +176,19 @@ async fn list_all(node: &Node, collection: &str) -> usize {
     }
 }
 
+/// Documents per second written to `collection` in 10 batches of 1,000 new keys.
+async fn write_rate(node: &Node, collection: &str, next_key: &mut u64) -> f64 {
+    let started = Instant::now();
+    for _ in 0..10 {
+        let writes = (*next_key..*next_key + 1_000)
+            .map(|i| LocalWrite::put(collection, format!("k{i:07}"), document(i)))
+            .collect();
+        node.write(writes).await.unwrap();
+        *next_key += 1_000;
+    }
+    per_second(10_000, started.elapsed())
+}
+
 /// The peak memory above the current of a full-collection find, then of a full list.
 async fn memory(node: &Node, collection: &str) -> (f64, f64) {
     let find = peak_above(async {
@@ -209,6 +224,15 @@ fn main() {
         let (find_small, list_small) = memory(&node, "small").await;
         let (find_large, list_large) = memory(&node, "items").await;
 
+        // Writes with no index at all (no index on any collection): the baseline.
+        let mut next_key = DOCUMENTS;
+        let mut writes = Duel::new();
+        for _ in 0..ROUNDS {
+            writes
+                .raw
+                .push(write_rate(&node, "plain", &mut next_key).await);
+        }
+
         eprintln!("declaring two indexes on {DOCUMENTS} documents");
         let mut indexed = config.clone();
         indexed.indexes = vec![
@@ -236,9 +260,8 @@ fn main() {
 
         let mut equality = Duel::new();
         let mut range = Duel::new();
-        let mut writes = Duel::new();
+        let mut beside = Vec::new();
         let mut plans = Vec::new();
-        let mut next_key = DOCUMENTS;
         for round in 0..ROUNDS as u64 {
             let shops: Vec<String> = (0..200)
                 .map(|i| format!("s{:05}", (round * 200 + i) * 37 % SHOPS))
@@ -288,26 +311,15 @@ fn main() {
             range.ours.push(per_second(m, started.elapsed()));
             assert_eq!(n, m, "the same documents");
 
-            for (collection, side) in [("plain", 0), ("written", 1)] {
-                let started = Instant::now();
-                for _ in 0..10 {
-                    let writes = (next_key..next_key + 1_000)
-                        .map(|i| LocalWrite::put(collection, format!("k{i:07}"), document(i)))
-                        .collect();
-                    node.write(writes).await.unwrap();
-                    next_key += 1_000;
-                }
-                let rate = per_second(10_000, started.elapsed());
-                if side == 0 {
-                    writes.raw.push(rate)
-                } else {
-                    writes.ours.push(rate)
-                }
-            }
+            writes
+                .ours
+                .push(write_rate(&node, "written", &mut next_key).await);
+            beside.push(write_rate(&node, "plain", &mut next_key).await);
         }
         let (eq_ours, eq_raw, eq_ratio) = equality.report();
         let (range_ours, range_raw, range_ratio) = range.report();
         let (writes_indexed, writes_plain, writes_ratio) = writes.report();
+        let writes_beside = Duel::median(&mut beside);
         node.shutdown().await;
         write_report(
             "queries.json",
@@ -322,6 +334,7 @@ fn main() {
                 "writes_two_indexes_per_second": writes_indexed,
                 "writes_no_index_per_second": writes_plain,
                 "writes_ratio": writes_ratio,
+                "writes_beside_indexes_per_second": writes_beside,
                 "index_build_ms": build.as_secs_f64() * 1e3,
                 "index_build_per_second": 2.0 * DOCUMENTS as f64 / build.as_secs_f64(),
                 "find_peak_mib_small": find_small,

@@ -3,6 +3,7 @@
 //! inserts (binding, stepping, resetting), so a page pays it once per [`ROWS`] entries.
 
 use crate::document_write::{DocumentRow, DocumentWriter, INSERT_DOCUMENT, Overwrite, Written};
+use crate::indexes::IndexSet;
 use crate::rows::{APPEND_OPLOG, QUEUE_TOMBSTONE, RECORD_CHANGE};
 use rusqlite::{Connection, ToSql, params};
 use std::sync::OnceLock;
@@ -39,7 +40,11 @@ pub(crate) fn multi_row(cache: &'static OnceLock<String>, single: &str) -> &'sta
 /// Appends the entries to the oplog and writes their documents by last-writer-wins, with
 /// a change for every write that won, the tombstones that won and the entries that lost
 /// queued for compaction. Returns the last winning change's position.
-pub(crate) fn write(conn: &Connection, rows: &[Applying<'_>]) -> rusqlite::Result<Option<i64>> {
+pub(crate) fn write(
+    conn: &Connection,
+    rows: &[Applying<'_>],
+    indexes: &IndexSet,
+) -> rusqlite::Result<Option<i64>> {
     static OPLOG: OnceLock<String> = OnceLock::new();
     static DOCUMENTS: OnceLock<String> = OnceLock::new();
     static CHANGES: OnceLock<String> = OnceLock::new();
@@ -97,7 +102,7 @@ pub(crate) fn write(conn: &Connection, rows: &[Applying<'_>]) -> rusqlite::Resul
         };
         Ok(())
     };
-    let mut documents = DocumentWriter::new(conn)?;
+    let mut documents = DocumentWriter::new(conn, indexes)?;
     let mut written = Vec::with_capacity(rows.len());
     for chunk in rows.chunks(ROWS) {
         let all_inserted = chunk.len() == ROWS && {
@@ -110,6 +115,8 @@ pub(crate) fn write(conn: &Connection, rows: &[Applying<'_>]) -> rusqlite::Resul
         for r in chunk {
             let w = if all_inserted {
                 // Every key was new (a catch-up): every write won.
+                let d = &r.document;
+                indexes.record(conn, d.collection, d.key, None, d.value)?;
                 Written::Inserted
             } else if chunk.len() == ROWS {
                 documents.settle(&r.document, Overwrite::IfNewer, true)?

@@ -7,6 +7,7 @@
 //! (the whole of a catch-up or an import) is one plain insert; an existing one is read
 //! and, if the new stamp wins, updated.
 
+use crate::indexes::IndexSet;
 use rusqlite::{CachedStatement, Connection, OptionalExtension, ToSql, params};
 
 /// A document row as an oplog entry writes it.
@@ -79,8 +80,11 @@ struct Held {
     position: Option<i64>,
 }
 
-/// The statements of [`DocumentWriter::write`], prepared once for a command's writes.
+/// The statements of [`DocumentWriter::write`], prepared once for a command's writes,
+/// and the indexes each changed document keeps current.
 pub(crate) struct DocumentWriter<'c> {
+    conn: &'c Connection,
+    indexes: &'c IndexSet,
     insert: CachedStatement<'c>,
     read: CachedStatement<'c>,
     update: CachedStatement<'c>,
@@ -88,8 +92,10 @@ pub(crate) struct DocumentWriter<'c> {
 }
 
 impl<'c> DocumentWriter<'c> {
-    pub(crate) fn new(conn: &'c Connection) -> rusqlite::Result<Self> {
+    pub(crate) fn new(conn: &'c Connection, indexes: &'c IndexSet) -> rusqlite::Result<Self> {
         Ok(Self {
+            conn,
+            indexes,
             insert: conn.prepare_cached(INSERT_DOCUMENT)?,
             read: conn.prepare_cached(
                 "SELECT hlc_wall, hlc_counter, hlc_node, seq, position FROM documents
@@ -116,6 +122,8 @@ impl<'c> DocumentWriter<'c> {
         overwrite: Overwrite,
     ) -> rusqlite::Result<Written> {
         if self.insert.execute(&row.columns()[..])? == 1 {
+            self.indexes
+                .record(self.conn, row.collection, row.key, None, row.value)?;
             return Ok(Written::Inserted);
         }
         self.settle(row, overwrite, false)
@@ -158,6 +166,8 @@ impl<'c> DocumentWriter<'c> {
             && (wall, counter, replica.as_str(), seq)
                 == (row.wall, row.counter, row.replica, Some(row.seq))
         {
+            self.indexes
+                .record(self.conn, row.collection, row.key, None, row.value)?;
             return Ok(Written::Inserted);
         }
         // The same order as `cbddc_core::Hlc` and the stored text's (bytewise).
@@ -165,7 +175,15 @@ impl<'c> DocumentWriter<'c> {
         if overwrite == Overwrite::IfNewer && !newer {
             return Ok(Written::Lost);
         }
+        let replaced = self.indexes.held(self.conn, row.collection, row.key)?;
         self.update.execute(&row.columns()[..])?;
+        self.indexes.record(
+            self.conn,
+            row.collection,
+            row.key,
+            replaced.as_deref(),
+            row.value,
+        )?;
         if let Some(seq) = seq {
             self.supersede.execute(params![replica, seq, position])?;
         }

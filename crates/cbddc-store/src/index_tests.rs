@@ -153,7 +153,10 @@ async fn an_index_holds_one_entry_per_live_document_whatever_changed_it() {
         .unwrap();
 
     store.declare_indexes(vec![index()]).await.unwrap();
-    assert!(unavailable(&store).await, "an index being built is not read");
+    assert!(
+        unavailable(&store).await,
+        "an index being built is not read"
+    );
     let status = store.indexes().await.unwrap();
     assert_eq!(status[0].building.map(|b| (b.done, b.total)), Some((0, 60)));
 
@@ -189,8 +192,14 @@ async fn an_index_holds_one_entry_per_live_document_whatever_changed_it() {
         .await
         .unwrap();
     assert_eq!(entries(&store).await, expected(&store).await);
+    // A page of new keys is written many rows to a statement.
+    let page: Vec<OplogEntry> = (5..105)
+        .map(|seq| remote(seq, &format!("p{seq:03}"), Some(&doc(seq)), now))
+        .collect();
+    store.apply_remote(page).await.unwrap();
+    assert_eq!(entries(&store).await, expected(&store).await);
     let mut vv = VersionVector::default();
-    vv.advance(&ReplicaId::new("far").unwrap(), 4);
+    vv.advance(&ReplicaId::new("far").unwrap(), 104);
     let snap = |key: &str, seq: u64, value: &str| SnapshotDocument {
         collection: "c".into(),
         key: key.into(),
@@ -208,6 +217,15 @@ async fn an_index_holds_one_entry_per_live_document_whatever_changed_it() {
             Some(vv),
             vec![snap("k001", 1, r#"{"n":1}"#), snap("r1", 2, &doc(9))],
         )
+        .await
+        .unwrap();
+    // A chunk of keys this store lacks, many rows to a statement (and, past its last
+    // document, the pages above the snapshot lacks: removed at the end).
+    let fresh: Vec<SnapshotDocument> = (0..100u64)
+        .map(|i| snap(&format!("s{i:03}"), 200 + i, &doc(i)))
+        .collect();
+    store
+        .apply_snapshot_chunk(NodeId::new("far").unwrap(), None, fresh)
         .await
         .unwrap();
     store

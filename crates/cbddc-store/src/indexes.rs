@@ -1,15 +1,16 @@
 //! Indexes on documents: a table of entries per index (see [`cbddc_query::index`] for
-//! what an entry holds), kept current by temporary triggers on the writer connection and
-//! built in the background in key order.
+//! what an entry holds), kept current by the writer and built in the background in key
+//! order.
 //!
-//! - **Kept current on every path.** The triggers fire on every change to `documents`
-//!   (local writes, sync, snapshots, compaction), so no write path can forget an index.
-//!   They are temporary: they live on the writer connection, the only one that writes
-//!   documents, and call `cbddc_index_entry`, a function only that connection has.
-//! - **Built beside writes.** A new index's triggers exist from the transaction that
-//!   declares it; the build then walks the collection in key order, a batch per
-//!   transaction, adding entries that are not there. A document written meanwhile has its
-//!   entry from its trigger, and the build adds the same entry again as a no-op.
+//! - **Kept current on every path.** Each place the writer changes a document's value
+//!   (local writes, sync, snapshots) hands the key, the value it held and the value it
+//!   holds now to [`IndexSet::record`], which moves the key's entry in each index of its
+//!   collection. A table `index_<id>` is keyed by (entry, key): one b-tree, read by range.
+//!   Writes to a collection without an index cost nothing more (a trigger on `documents`
+//!   would have cost every write, of every collection, about a fifth).
+//! - **Built beside writes.** A new index is recorded, then its build walks the collection
+//!   in key order, a batch per transaction, adding entries; a document written meanwhile
+//!   has its entry from its write, and the build adds the same entry again as a no-op.
 //! - **Local.** Nothing here is in the oplog or in a snapshot: every node builds its own.
 
 use crate::error::{SqlContext, StoreError};
@@ -18,13 +19,105 @@ use cbddc_core::{
     Document, IndexBuild, IndexDefinition, IndexPage, IndexRead, IndexStatus, StorageError,
 };
 use cbddc_query::Path;
-use rusqlite::functions::FunctionFlags;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
 
-/// The fields of each index by id: what `cbddc_index_entry` reads.
-pub(crate) type Registry = Arc<RwLock<HashMap<i64, Vec<Path>>>>;
+/// One index as the writer keeps it current.
+#[derive(Debug)]
+struct Kept {
+    fields: Vec<Path>,
+    add: String,
+    remove: String,
+}
+
+/// The indexes of each collection, as the writer keeps them current.
+#[derive(Debug, Default)]
+pub(crate) struct IndexSet {
+    by_collection: HashMap<String, Vec<Kept>>,
+}
+
+impl IndexSet {
+    /// The indexes recorded in the database.
+    pub(crate) fn load(conn: &Connection) -> Result<Self, StoreError> {
+        let mut set = Self::default();
+        for index in recorded(conn)? {
+            let id = index.id;
+            set.by_collection
+                .entry(index.definition.collection.clone())
+                .or_default()
+                .push(Kept {
+                    fields: paths(&index.definition)?,
+                    add: format!("INSERT OR IGNORE INTO index_{id} (entry, key) VALUES (?1, ?2)"),
+                    remove: format!("DELETE FROM index_{id} WHERE entry = ?1 AND key = ?2"),
+                });
+        }
+        Ok(set)
+    }
+
+    /// Whether `collection` has indexes (a writer replacing a document of it reads the
+    /// value it replaces, for [`IndexSet::record`]).
+    pub(crate) fn covers(&self, collection: &str) -> bool {
+        self.by_collection.contains_key(collection)
+    }
+
+    /// Keeps the indexes of `collection` current after `key` went from holding `old` to
+    /// holding `new` (`None`: no document, or a tombstone). Nothing to do for a
+    /// collection without indexes.
+    pub(crate) fn record(
+        &self,
+        conn: &Connection,
+        collection: &str,
+        key: &str,
+        old: Option<&str>,
+        new: Option<&str>,
+    ) -> rusqlite::Result<()> {
+        let Some(indexes) = self.by_collection.get(collection) else {
+            return Ok(());
+        };
+        // Stored documents were checked on the way in; one that does not parse indexes
+        // as if it held none of the fields rather than failing the write.
+        let parse = |v: &str| serde_json::from_str(v).unwrap_or(serde_json::Value::Null);
+        let (old, new) = (old.map(parse), new.map(parse));
+        for index in indexes {
+            let old = old
+                .as_ref()
+                .map(|d| cbddc_query::index::entry(&index.fields, d));
+            let new = new
+                .as_ref()
+                .map(|d| cbddc_query::index::entry(&index.fields, d));
+            if old == new {
+                continue;
+            }
+            if let Some(old) = old {
+                conn.prepare_cached(&index.remove)?
+                    .execute(params![old, key])?;
+            }
+            if let Some(new) = new {
+                conn.prepare_cached(&index.add)?
+                    .execute(params![new, key])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The value `collection/key` holds now, if its collection has indexes (what
+    /// [`IndexSet::record`] takes as `old`).
+    pub(crate) fn held(
+        &self,
+        conn: &Connection,
+        collection: &str,
+        key: &str,
+    ) -> rusqlite::Result<Option<String>> {
+        if !self.covers(collection) {
+            return Ok(None);
+        }
+        Ok(conn
+            .prepare_cached("SELECT value FROM documents WHERE collection = ?1 AND key = ?2")?
+            .query_row(params![collection, key], |r| r.get::<_, Option<String>>(0))
+            .optional()?
+            .flatten())
+    }
+}
 
 /// An index as recorded in `indexes`.
 struct Recorded {
@@ -89,108 +182,30 @@ fn paths(definition: &IndexDefinition) -> Result<Vec<Path>, StoreError> {
         })
 }
 
-/// Gives the writer connection `cbddc_index_entry(index id, document)`, and the
-/// triggers of every recorded index.
-pub(crate) fn open(conn: &Connection, registry: &Registry) -> Result<(), StoreError> {
-    let fields = Arc::clone(registry);
-    conn.create_scalar_function(
-        "cbddc_index_entry",
-        2,
-        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
-        move |ctx| {
-            let id: i64 = ctx.get(0)?;
-            let text = ctx.get_raw(1).as_str().map_err(|e| {
-                rusqlite::Error::UserFunctionError(format!("a document is not text: {e}").into())
-            })?;
-            // Stored documents were checked on the way in; one that does not parse indexes
-            // as if it held none of the fields rather than failing the write.
-            let document: serde_json::Value =
-                serde_json::from_str(text).unwrap_or(serde_json::Value::Null);
-            let registry = fields.read().unwrap_or_else(|p| p.into_inner());
-            let paths = registry.get(&id).ok_or_else(|| {
-                rusqlite::Error::UserFunctionError(format!("index {id} is not loaded").into())
-            })?;
-            Ok(cbddc_query::index::entry(paths, &document))
-        },
-    )
-    .during("registering the index function")?;
-    for index in recorded(conn)? {
-        registry
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(index.id, paths(&index.definition)?);
-        create_triggers(conn, index.id, &index.definition.collection)?;
-    }
-    Ok(())
-}
-
-fn literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
-}
-
-fn create_triggers(conn: &Connection, id: i64, collection: &str) -> Result<(), StoreError> {
-    let c = literal(collection);
-    conn.execute_batch(&format!(
-        "CREATE TEMP TRIGGER index_{id}_insert AFTER INSERT ON main.documents
-             WHEN new.collection = {c} AND new.value IS NOT NULL
-         BEGIN
-             INSERT OR IGNORE INTO index_{id} (entry, key)
-                 VALUES (cbddc_index_entry({id}, new.value), new.key);
-         END;
-         CREATE TEMP TRIGGER index_{id}_update AFTER UPDATE OF value ON main.documents
-             WHEN new.collection = {c} AND new.value IS NOT old.value
-         BEGIN
-             DELETE FROM index_{id} WHERE old.value IS NOT NULL
-                 AND entry = cbddc_index_entry({id}, old.value) AND key = old.key;
-             INSERT OR IGNORE INTO index_{id} (entry, key)
-                 SELECT cbddc_index_entry({id}, new.value), new.key WHERE new.value IS NOT NULL;
-         END;
-         CREATE TEMP TRIGGER index_{id}_delete AFTER DELETE ON main.documents
-             WHEN old.collection = {c} AND old.value IS NOT NULL
-         BEGIN
-             DELETE FROM index_{id}
-                 WHERE entry = cbddc_index_entry({id}, old.value) AND key = old.key;
-         END;"
-    ))
-    .during("creating an index's triggers")
-}
-
-/// Makes the recorded indexes exactly `wanted`, in the caller's transaction. Returns the
-/// ids dropped, to forget once it commits.
-pub(crate) fn declare(
-    conn: &Connection,
-    registry: &Registry,
-    wanted: &[IndexDefinition],
-) -> Result<Vec<i64>, StorageError> {
+/// Makes the recorded indexes exactly `wanted`, in the caller's transaction; the writer
+/// loads its [`IndexSet`] again once it commits.
+pub(crate) fn declare(conn: &Connection, wanted: &[IndexDefinition]) -> Result<(), StorageError> {
     const OP: &str = "declaring the indexes";
     let held = recorded(conn)?;
-    let mut dropped = Vec::new();
     for index in held.iter().filter(|i| !wanted.contains(&i.definition)) {
         let id = index.id;
         conn.execute_batch(&format!(
-            "DROP TRIGGER temp.index_{id}_insert;
-             DROP TRIGGER temp.index_{id}_update;
-             DROP TRIGGER temp.index_{id}_delete;
-             DROP TABLE index_{id};
+            "DROP TABLE index_{id};
              DELETE FROM indexes WHERE id = {id};"
         ))
         .during(OP)?;
         tracing::info!(index = %index.definition.name(), "index dropped");
-        dropped.push(id);
     }
     for definition in wanted {
         if held.iter().any(|i| &i.definition == definition) {
             continue;
         }
-        let paths = definition
-            .fields
-            .iter()
-            .map(|f| Path::parse(f))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| StorageError::Backend {
+        if let Some(bad) = definition.fields.iter().find_map(|f| Path::parse(f).err()) {
+            return Err(StorageError::Backend {
                 operation: OP,
-                message: format!("index {}: {e}", definition.name()),
-            })?;
+                message: format!("index {}: {bad}", definition.name()),
+            });
+        }
         let fields =
             serde_json::to_string(&definition.fields).map_err(|e| StorageError::Backend {
                 operation: OP,
@@ -217,24 +232,9 @@ pub(crate) fn declare(
              ) WITHOUT ROWID;"
         ))
         .during(OP)?;
-        // Ids are never reused (AUTOINCREMENT), so an id left here by a rolled-back
-        // declaration names nothing.
-        registry
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, paths);
-        create_triggers(conn, id, &definition.collection)?;
         tracing::info!(index = %definition.name(), documents = total, "index declared; building it");
     }
-    Ok(dropped)
-}
-
-/// Forgets dropped indexes once their drop committed.
-pub(crate) fn forget(registry: &Registry, dropped: &[i64]) {
-    let mut registry = registry.write().unwrap_or_else(|p| p.into_inner());
-    for id in dropped {
-        registry.remove(id);
-    }
+    Ok(())
 }
 
 /// Adds the entries of up to `budget` documents to the first index still being built,
@@ -244,68 +244,61 @@ pub(crate) fn build(
     budget: usize,
 ) -> Result<Vec<IndexDefinition>, StorageError> {
     const OP: &str = "building an index";
-    let next: Option<(i64, String, Option<String>)> = conn
-        .prepare_cached(
-            "SELECT id, collection, built_after FROM indexes WHERE building ORDER BY id LIMIT 1",
-        )
-        .and_then(|mut s| {
-            s.query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .optional()
-        })
-        .during(OP)?;
-    let Some((id, collection, after)) = next else {
+    let Some(index) = recorded(conn)?.into_iter().find(|i| i.building) else {
         return Ok(Vec::new());
     };
-    let after = after.unwrap_or_default();
-    let budget = i64::try_from(budget.max(1)).unwrap_or(i64::MAX);
-    // The last key of this batch; none: the batch runs to the end of the collection.
-    let last: Option<String> = conn
-        .prepare_cached(
-            "SELECT key FROM documents WHERE collection = ?1 AND key > ?2
-             ORDER BY key LIMIT 1 OFFSET ?3",
-        )
-        .and_then(|mut s| {
-            s.query_row(params![collection, after, budget - 1], |r| r.get(0))
-                .optional()
-        })
+    let id = index.id;
+    let fields = paths(&index.definition)?;
+    let after: Option<String> = conn
+        .prepare_cached("SELECT built_after FROM indexes WHERE id = ?1")
+        .and_then(|mut s| s.query_row([id], |r| r.get(0)))
         .during(OP)?;
-    conn.execute(
-        &format!(
-            "INSERT OR IGNORE INTO index_{id} (entry, key)
-             SELECT cbddc_index_entry({id}, value), key FROM documents
-             WHERE collection = ?1 AND key > ?2 AND (?3 IS NULL OR key <= ?3)
-               AND value IS NOT NULL"
-        ),
-        params![collection, after, last],
-    )
-    .during(OP)?;
-    let read: i64 = conn
+    let mut read = conn
         .prepare_cached(
-            "SELECT count(*) FROM documents
-             WHERE collection = ?1 AND key > ?2 AND (?3 IS NULL OR key <= ?3)
-               AND value IS NOT NULL",
+            "SELECT key, value FROM documents WHERE collection = ?1 AND key > ?2
+             ORDER BY key LIMIT ?3",
         )
-        .and_then(|mut s| s.query_row(params![collection, after, last], |r| r.get(0)))
         .during(OP)?;
-    match &last {
-        Some(last) => conn
-            .prepare_cached("UPDATE indexes SET built_after = ?2, done = done + ?3 WHERE id = ?1")
-            .and_then(|mut s| s.execute(params![id, last, read])),
-        None => conn
-            .prepare_cached(
-                "UPDATE indexes SET building = 0, built_after = NULL, done = done + ?2
-                 WHERE id = ?1",
-            )
-            .and_then(|mut s| s.execute(params![id, read])),
+    let mut rows = read
+        .query(params![
+            index.definition.collection,
+            after.unwrap_or_default(),
+            i64::try_from(budget.max(1)).unwrap_or(i64::MAX)
+        ])
+        .during(OP)?;
+    let mut add = conn
+        .prepare_cached(&format!(
+            "INSERT OR IGNORE INTO index_{id} (entry, key) VALUES (?1, ?2)"
+        ))
+        .during(OP)?;
+    let (mut seen, mut live) = (0usize, 0i64);
+    let mut last = String::new();
+    while let Some(row) = rows.next().during(OP)? {
+        seen += 1;
+        last = row.get(0).during(OP)?;
+        // A tombstone has no entry.
+        let value: Option<String> = row.get(1).during(OP)?;
+        let Some(value) = value else {
+            continue;
+        };
+        let document = serde_json::from_str(&value).unwrap_or(serde_json::Value::Null);
+        add.execute(params![cbddc_query::index::entry(&fields, &document), last])
+            .during(OP)?;
+        live += 1;
     }
+    let done = seen < budget.max(1);
+    conn.prepare_cached(
+        "UPDATE indexes SET built_after = ?2, done = done + ?3, building = ?4 WHERE id = ?1",
+    )
+    .and_then(|mut s| s.execute(params![id, (!done).then_some(last), live, !done]))
     .during(OP)?;
     let building: Vec<IndexDefinition> = recorded(conn)?
         .into_iter()
         .filter(|i| i.building)
         .map(|i| i.definition)
         .collect();
-    if last.is_none() {
-        tracing::info!(index = id, collection = %collection, building = building.len(), "index built");
+    if done {
+        tracing::info!(index = %index.definition.name(), building = building.len(), "index built");
     }
     Ok(building)
 }
@@ -342,10 +335,7 @@ pub(crate) fn list(conn: &Connection) -> Result<Vec<IndexStatus>, StoreError> {
 
 /// A page of a built index's range, each entry with its live document; `None` when the
 /// index is not built (or not held).
-pub(crate) fn read(
-    conn: &Connection,
-    read: &IndexRead,
-) -> Result<Option<IndexPage>, StoreError> {
+pub(crate) fn read(conn: &Connection, read: &IndexRead) -> Result<Option<IndexPage>, StoreError> {
     const OP: &str = "reading an index";
     let Ok(fields) = serde_json::to_string(&read.index.fields) else {
         return Ok(None);
@@ -385,7 +375,13 @@ pub(crate) fn read(
         None => (&read.low, None),
     };
     let mut rows = stmt
-        .query(params![read.index.collection, limit, from, after_key, read.high])
+        .query(params![
+            read.index.collection,
+            limit,
+            from,
+            after_key,
+            read.high
+        ])
         .during(OP)?;
     let mut page = IndexPage::default();
     // The last row's entry, in one buffer reused row after row.
@@ -394,10 +390,14 @@ pub(crate) fn read(
         let key: String = r.get(1).during(OP)?;
         let value: String = r.get(2).during(OP)?;
         let (wall, counter): (i64, u32) = (r.get(3).during(OP)?, r.get(4).during(OP)?);
-        let replica = r.get_ref(5).during(OP)?.as_str().map_err(|e| StoreError::Corrupt {
-            operation: OP,
-            detail: format!("a stamp's replica is not text: {e}"),
-        })?;
+        let replica = r
+            .get_ref(5)
+            .during(OP)?
+            .as_str()
+            .map_err(|e| StoreError::Corrupt {
+                operation: OP,
+                detail: format!("a stamp's replica is not text: {e}"),
+            })?;
         // Documents written by the replica of the one before share its checked id.
         let hlc = match page.documents.last() {
             Some(last) if last.hlc.replica.as_str() == replica => cbddc_core::Hlc {

@@ -253,7 +253,7 @@ pub(crate) fn open_writer(path: &Path, durability: Durability) -> Result<Connect
          PRAGMA cache_size = -{WRITER_CACHE_KIB};"
     ))
     .during("configuring the write connection")?;
-    conn.set_prepared_statement_cache_capacity(64);
+    conn.set_prepared_statement_cache_capacity(128);
     Ok(conn)
 }
 

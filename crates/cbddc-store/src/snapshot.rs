@@ -15,6 +15,7 @@
 
 use crate::batch_apply::{ROWS, multi_row};
 use crate::error::{SqlContext, StoreError};
+use crate::indexes::IndexSet;
 use crate::rows::QUEUE_TOMBSTONE;
 use crate::rows::corrupt;
 use crate::rows::stamp;
@@ -90,10 +91,14 @@ fn read_chunk_in(
             r.get(4).during(OP)?,
             r.get(6).during(OP)?,
         );
-        let replica = r.get_ref(5).during(OP)?.as_str().map_err(|e| StoreError::Corrupt {
-            operation: OP,
-            detail: format!("a stamp's replica is not text: {e}"),
-        })?;
+        let replica = r
+            .get_ref(5)
+            .during(OP)?
+            .as_str()
+            .map_err(|e| StoreError::Corrupt {
+                operation: OP,
+                detail: format!("a stamp's replica is not text: {e}"),
+            })?;
         // Most documents of a chunk were written by the same few replicas: the id read
         // last is checked once and shared.
         let hlc = match chunk.documents.last() {
@@ -149,6 +154,7 @@ pub(crate) fn clear(conn: &Connection) -> Result<(), StorageError> {
 /// the progress from the same source. Returns the progress and the documents changed.
 pub(crate) fn apply_chunk(
     conn: &Connection,
+    indexes: &IndexSet,
     source: &NodeId,
     version_vector: Option<VersionVector>,
     documents: &[SnapshotDocument],
@@ -211,6 +217,7 @@ pub(crate) fn apply_chunk(
     let mut changed = match &progress.after {
         Some(upto) if !documents.is_empty() => remove_absent(
             conn,
+            indexes,
             &progress.version_vector,
             from.as_ref(),
             Some(upto),
@@ -218,8 +225,8 @@ pub(crate) fn apply_chunk(
         )?,
         _ => 0,
     };
-    changed +=
-        write_documents(conn, documents, position).map_err(sql("applying a snapshot chunk"))?;
+    changed += write_documents(conn, indexes, documents, position)
+        .map_err(sql("applying a snapshot chunk"))?;
     progress.changed += changed;
     save_progress(conn, &progress)?;
     Ok((progress, changed))
@@ -231,6 +238,7 @@ pub(crate) fn apply_chunk(
 /// too) and the documents removed here.
 pub(crate) fn finish(
     conn: &Connection,
+    indexes: &IndexSet,
     source: &NodeId,
 ) -> Result<(SnapshotProgress, u64), StorageError> {
     let mut progress = match progress(conn)? {
@@ -244,6 +252,7 @@ pub(crate) fn finish(
     };
     let removed = remove_absent(
         conn,
+        indexes,
         &progress.version_vector,
         progress.after.as_ref(),
         None,
@@ -259,6 +268,7 @@ pub(crate) fn finish(
 /// collected at the source. The delete trigger queues their entries for compaction.
 fn remove_absent(
     conn: &Connection,
+    indexes: &IndexSet,
     covered: &VersionVector,
     from: Option<&(String, String)>,
     upto: Option<&(String, String)>,
@@ -300,7 +310,11 @@ fn remove_absent(
         let written_before = cbddc_core::ReplicaId::new(&replica)
             .is_ok_and(|r| u64::try_from(seq).is_ok_and(|s| s <= covered.get(&r)));
         if !in_snapshot && written_before {
+            let held = indexes.held(conn, &collection, &key).map_err(sql(OP))?;
             removed += remove.execute(params![collection, key]).map_err(sql(OP))? as u64;
+            indexes
+                .record(conn, &collection, &key, held.as_deref(), None)
+                .map_err(sql(OP))?;
         }
     }
     Ok(removed)
@@ -351,6 +365,7 @@ impl<'a> SnapshotRow<'a> {
 /// Returns the documents changed.
 fn write_documents(
     conn: &Connection,
+    indexes: &IndexSet,
     documents: &[SnapshotDocument],
     position: i64,
 ) -> rusqlite::Result<u64> {
@@ -368,7 +383,13 @@ fn write_documents(
                 == ROWS
         };
         for row in chunk {
-            let won = all_inserted || settle(conn, row, position, chunk.len() == ROWS)?;
+            let won = if all_inserted {
+                let doc = row.doc;
+                indexes.record(conn, &doc.collection, &doc.key, None, doc.value.as_deref())?;
+                true
+            } else {
+                settle(conn, indexes, row, position, chunk.len() == ROWS)?
+            };
             if won {
                 changed += 1;
                 if let (None, Some(seq)) = (&row.doc.value, row.seq) {
@@ -390,11 +411,13 @@ fn write_documents(
 /// inserted it. Whether the row won.
 fn settle(
     conn: &Connection,
+    indexes: &IndexSet,
     row: &SnapshotRow<'_>,
     position: i64,
     tried: bool,
 ) -> rusqlite::Result<bool> {
     let doc = row.doc;
+    let new = doc.value.as_deref();
     // The stamp, the writing entry's sequence number and the change position it holds.
     type Held = (i64, u32, String, Option<i64>, Option<i64>);
     let held: Option<Held> = conn
@@ -410,6 +433,9 @@ fn settle(
         let inserted = conn
             .prepare_cached(INSERT_SNAPSHOT_DOCUMENT)?
             .execute(&row.columns(&position)[..])?;
+        if inserted == 1 {
+            indexes.record(conn, &doc.collection, &doc.key, None, new)?;
+        }
         return Ok(inserted == 1);
     };
     let ours = (row.wall, doc.hlc.counter, doc.hlc.replica.as_str());
@@ -418,17 +444,20 @@ fn settle(
         && held_position == Some(position)
     {
         // The multi-row statement inserted it.
+        indexes.record(conn, &doc.collection, &doc.key, None, new)?;
         return Ok(true);
     }
     if ours <= (wall, counter, replica.as_str()) {
         return Ok(false);
     }
+    let replaced = indexes.held(conn, &doc.collection, &doc.key)?;
     conn.prepare_cached(
         "UPDATE documents SET value = ?3, hlc_wall = ?4, hlc_counter = ?5, hlc_node = ?6,
              seq = ?7, position = ?8
          WHERE collection = ?1 AND key = ?2",
     )?
     .execute(&row.columns(&position)[..])?;
+    indexes.record(conn, &doc.collection, &doc.key, replaced.as_deref(), new)?;
     if let Some(seq) = seq {
         conn.prepare_cached(
             "INSERT OR REPLACE INTO collectable (origin, seq, position, tombstone)

@@ -92,15 +92,13 @@ impl SqliteStore {
         node: NodeId,
         options: StoreOptions,
     ) -> Result<Self, StoreError> {
-        let registry = crate::indexes::Registry::default();
         let opened = {
             let (path, node, durability) = (path.clone(), node.clone(), options.durability);
             let interest = options.interest.clone();
-            let registry = registry.clone();
             tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
                 let mut conn = schema::open_writer(&path, durability)?;
                 schema::migrate(&mut conn, &path)?;
-                crate::indexes::open(&conn, &registry)?;
+                let indexes = crate::indexes::IndexSet::load(&conn)?;
                 let (clock, vv) = crate::writer::load_state(&conn, &path, &node)?;
                 crate::writer::bind_interest(&conn, &path, &interest)?;
                 let replica = crate::writer::start_replica(&conn)?;
@@ -108,7 +106,16 @@ impl SqliteStore {
                 let last_change = crate::feed::last_position(&conn)?;
                 let checkpoint_conn = rusqlite::Connection::open(&path)
                     .during("opening the checkpoint connection")?;
-                Ok((conn, clock, vv, replica, own, last_change, checkpoint_conn))
+                Ok((
+                    conn,
+                    clock,
+                    vv,
+                    replica,
+                    own,
+                    last_change,
+                    checkpoint_conn,
+                    indexes,
+                ))
             })
             .await
             .map_err(|e| StoreError::Corrupt {
@@ -116,7 +123,7 @@ impl SqliteStore {
                 detail: e.to_string(),
             })??
         };
-        let (conn, stored_clock, vv, replica, own, last_change, checkpoint_conn) = opened;
+        let (conn, stored_clock, vv, replica, own, last_change, checkpoint_conn, indexes) = opened;
         let (change_tx, changes) = watch::channel(last_change);
         let mut clock = HybridClock::new(
             replica.clone(),
@@ -140,7 +147,7 @@ impl SqliteStore {
             last_change,
             change_tx,
             interest: options.interest.clone(),
-            indexes: registry,
+            indexes,
         };
         std::thread::Builder::new()
             .name(format!("cbddc-writer-{node}"))

@@ -225,8 +225,8 @@ pub(crate) struct Writer {
     /// The collections replicated: local writes outside are refused, remote entries
     /// outside are counted as held and not stored.
     pub(crate) interest: Interest,
-    /// The fields of each index, read by the index triggers' function.
-    pub(crate) indexes: crate::indexes::Registry,
+    /// The indexes each write keeps current.
+    pub(crate) indexes: crate::indexes::IndexSet,
 }
 
 fn to_i64(value: u64, what: &'static str) -> Result<i64, StorageError> {
@@ -393,6 +393,7 @@ impl Writer {
                     let position = to_i64(writer.last_change + 1, "a change position")?;
                     let (progress, changed) = crate::snapshot::apply_chunk(
                         conn,
+                        &writer.indexes,
                         &source,
                         version_vector,
                         &documents,
@@ -420,13 +421,21 @@ impl Writer {
                 let _ = reply.send(done);
             }
             Solo::DeclareIndexes { indexes, reply } => {
-                let registry = self.indexes.clone();
-                let done = self.alone(false, |_, conn| {
-                    crate::indexes::declare(conn, &registry, &indexes)
-                });
-                let _ = reply.send(done.map(|dropped| {
-                    crate::indexes::forget(&registry, &dropped);
-                }));
+                let done = self.alone(false, |_, conn| crate::indexes::declare(conn, &indexes));
+                // What the database records now, committed or not.
+                let loaded = crate::indexes::IndexSet::load(&self.conn.hold());
+                let done = match (done, loaded) {
+                    (Ok(()), Ok(set)) => {
+                        self.indexes = set;
+                        Ok(())
+                    }
+                    (Err(e), Ok(set)) => {
+                        self.indexes = set;
+                        Err(e)
+                    }
+                    (_, Err(e)) => Err(e.into()),
+                };
+                let _ = reply.send(done);
             }
             Solo::BuildIndexes { documents, reply } => {
                 let done = self.alone(false, |_, conn| crate::indexes::build(conn, documents));
@@ -514,7 +523,7 @@ impl Writer {
     }
 
     fn finish_snapshot(&mut self, conn: &Connection, source: &NodeId) -> Result<u64, StorageError> {
-        let (progress, removed) = crate::snapshot::finish(conn, source)?;
+        let (progress, removed) = crate::snapshot::finish(conn, &self.indexes, source)?;
         for (origin, seq) in progress.version_vector.iter() {
             if seq <= self.vv.get(origin) {
                 continue;
@@ -635,8 +644,8 @@ impl Writer {
             let mut tombstone = conn
                 .prepare_cached(QUEUE_TOMBSTONE)
                 .map_err(sql("preparing to queue a tombstone"))?;
-            let mut documents =
-                DocumentWriter::new(conn).map_err(sql("preparing to write documents"))?;
+            let mut documents = DocumentWriter::new(conn, &self.indexes)
+                .map_err(sql("preparing to write documents"))?;
             let mut current = conn
                 .prepare_cached("SELECT value FROM documents WHERE collection = ?1 AND key = ?2")
                 .map_err(sql("preparing to read a document"))?;
@@ -806,8 +815,8 @@ impl Writer {
             self.clock.restore(entry.hlc.wall_ms, entry.hlc.counter);
             outcome.applied += 1;
         }
-        if let Some(last) =
-            batch_apply::write(conn, &applying).map_err(sql("writing remote entries"))?
+        if let Some(last) = batch_apply::write(conn, &applying, &self.indexes)
+            .map_err(sql("writing remote entries"))?
         {
             self.last_change = u64::try_from(last).unwrap_or(self.last_change);
         }
