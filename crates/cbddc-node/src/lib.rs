@@ -26,6 +26,7 @@ mod feed;
 mod handler;
 mod indexes;
 mod live;
+mod query;
 mod reconfigure;
 mod runtime;
 mod service;
@@ -41,7 +42,8 @@ pub use cbddc_sync::{CompactionReport, PeerActivity, PeerBook, PeerReport};
 pub use error::NodeError;
 pub use feed::{ChangeFeed, ChangeFilter, ConsumerReport, FeedReport, FeedStart};
 pub use live::{QueryChange, QueryFeed};
-pub use service::{Found, NodeStatus};
+pub use query::Found;
+pub use service::NodeStatus;
 pub use signals::ClusterMembership;
 pub use store_view::StoreView;
 

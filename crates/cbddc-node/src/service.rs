@@ -66,20 +66,6 @@ pub struct NodeStatus {
     pub indexes: Vec<cbddc_core::IndexStatus>,
 }
 
-/// Documents a scan reads per step of a query.
-const SCAN_PAGE: usize = 1_000;
-
-/// A page of a query's results.
-#[derive(Debug, Clone)]
-pub struct Found {
-    /// The matching documents, in the query's order.
-    pub documents: Vec<Document>,
-    /// The cursor of the next page; `None` when there is no more.
-    pub next: Option<String>,
-    /// How the node ran the query.
-    pub plan: String,
-}
-
 /// What a pull served: the page, the server's holdings and floors, and a notice for the
 /// puller if its node id runs as two processes.
 #[derive(Debug)]
@@ -114,7 +100,7 @@ fn forbidden(reason: impl Into<String>) -> NodeError {
     }
 }
 
-fn invalid(reason: impl Into<String>) -> NodeError {
+pub(crate) fn invalid(reason: impl Into<String>) -> NodeError {
     NodeError::InvalidRequest {
         reason: reason.into(),
     }
@@ -218,171 +204,15 @@ impl NodeService {
         Ok((docs, more))
     }
 
-    /// A page of `query`'s results in `collection` after the cursor `after`: read through
-    /// the built index that narrows it most, else a scan of the collection in key order,
-    /// a page of documents at a time, keeping at most the query's limit (memory bounded
-    /// whatever the collection's size).
+    /// A page of `query`'s results in `collection` after the cursor `after` (see
+    /// [`crate::query`]).
     pub(crate) async fn find(
         &self,
         collection: &str,
         query: &cbddc_query::Query,
         after: Option<&str>,
-    ) -> Result<Found, NodeError> {
-        cbddc_core::validate_collection(collection).map_err(|e| invalid(e.to_string()))?;
-        let position = after
-            .map(|cursor| query.resume(cursor))
-            .transpose()
-            .map_err(|e| invalid(e.to_string()))?;
-        let built = self.indexes.built(collection);
-        let fields: Vec<Vec<cbddc_query::Path>> = built
-            .iter()
-            .map(|index| {
-                index
-                    .fields
-                    .iter()
-                    .filter_map(|f| cbddc_query::Path::parse(f).ok())
-                    .collect()
-            })
-            .collect();
-        let plan = query.plan(&fields);
-        if let cbddc_query::index::Plan::Ranges { ranges, .. } = &plan {
-            let read = self
-                .find_by_index(query, &plan, ranges, (&built, &fields), position.clone())
-                .await?;
-            if let Some(found) = read {
-                return Ok(found);
-            }
-            // An index dropped since it was planned: the scan answers.
-        }
-        let mut found = self.find_by_scan(collection, query, position).await?;
-        found.plan = if built.is_empty() {
-            format!(
-                "a scan of {collection} in key order: no index serves this query (none of {collection} is built; declare one under [[indexes]])"
-            )
-        } else {
-            format!(
-                "a scan of {collection} in key order: no index serves this query (built: {})",
-                built
-                    .iter()
-                    .map(|i| i.name())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        };
-        Ok(found)
-    }
-
-    async fn find_by_scan(
-        &self,
-        collection: &str,
-        query: &cbddc_query::Query,
-        position: Option<cbddc_query::Position>,
-    ) -> Result<Found, NodeError> {
-        // In key order, the next page starts after the last key: nothing before it is
-        // part of it.
-        let mut scanned_after: Option<String> = match &position {
-            Some(position) if query.sort().is_empty() => Some(position.key().to_string()),
-            _ => None,
-        };
-        let mut page = cbddc_query::Page::new(query, position);
-        loop {
-            let docs = self
-                .store
-                .list(collection, scanned_after.clone(), SCAN_PAGE)
-                .await?;
-            let Some(last) = docs.last() else { break };
-            scanned_after = Some(last.key.clone());
-            let full = docs.len() < SCAN_PAGE;
-            for doc in docs {
-                if let Ok(value) = serde_json::from_str::<serde_json::Value>(&doc.value) {
-                    page.offer(&doc.key.clone(), &value, doc);
-                }
-            }
-            if full {
-                break;
-            }
-        }
-        let (documents, next) = page.finish();
-        Ok(Found {
-            documents,
-            next,
-            plan: String::new(),
-        })
-    }
-
-    /// Reads the plan's ranges, each document once; `None` if an index is no longer built.
-    async fn find_by_index(
-        &self,
-        query: &cbddc_query::Query,
-        plan: &cbddc_query::index::Plan,
-        ranges: &[cbddc_query::index::IndexRange],
-        (built, fields): (&[cbddc_core::IndexDefinition], &[Vec<cbddc_query::Path>]),
-        position: Option<cbddc_query::Position>,
-    ) -> Result<Option<Found>, NodeError> {
-        let mut page = cbddc_query::Page::new(query, position);
-        // An exact plan in key order needs no document read as JSON: each one under its
-        // ranges matches, once.
-        let unread = matches!(plan, cbddc_query::index::Plan::Ranges { exact: true, .. })
-            && query.sort().is_empty();
-        let mut read = 0u64;
-        for (at, range) in ranges.iter().enumerate() {
-            let mut after: Option<(Vec<u8>, String)> = None;
-            loop {
-                let hits = match self
-                    .store
-                    .read_index(cbddc_core::IndexRead {
-                        index: built[range.index].clone(),
-                        low: range.range.low.clone(),
-                        high: range.range.high.clone(),
-                        after: after.take(),
-                        limit: SCAN_PAGE,
-                    })
-                    .await
-                {
-                    Ok(hits) => hits,
-                    Err(cbddc_core::StorageError::IndexUnavailable { .. }) => return Ok(None),
-                    Err(e) => return Err(e.into()),
-                };
-                let complete = hits.documents.len() < SCAN_PAGE;
-                after = hits.last;
-                read += hits.documents.len() as u64;
-                for document in hits.documents {
-                    if unread {
-                        page.offer_matching(&document.key.clone(), document);
-                        continue;
-                    }
-                    let Ok(value) = serde_json::from_str::<serde_json::Value>(&document.value)
-                    else {
-                        continue;
-                    };
-                    if !plan.seen_before(fields, at, &value) {
-                        page.offer(&document.key.clone(), &value, document);
-                    }
-                }
-                if complete {
-                    break;
-                }
-            }
-        }
-        let mut names: Vec<String> = ranges.iter().map(|r| built[r.index].name()).collect();
-        names.dedup();
-        let (documents, next) = page.finish();
-        Ok(Some(Found {
-            documents,
-            next,
-            plan: format!(
-                "index {}: {} range{}, {read} entr{} read{}",
-                names.join(" and "),
-                ranges.len(),
-                if ranges.len() == 1 { "" } else { "s" },
-                if read == 1 { "y" } else { "ies" },
-                if unread {
-                    " (exact: no document checked)"
-                } else {
-                    ", each document checked against the query"
-                }
-            ),
-        }))
+    ) -> Result<crate::query::Found, NodeError> {
+        crate::query::find(self.store.as_ref(), &self.indexes, collection, query, after).await
     }
 
     /// Serves a node's pull: entries beyond `have` (with floors expanded when both sides
