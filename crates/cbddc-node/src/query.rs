@@ -5,7 +5,6 @@
 
 use crate::NodeError;
 use crate::indexes::Indexes;
-use crate::service::invalid;
 use cbddc_core::{Document, DocumentStore};
 
 /// Documents a scan reads per step of a query.
@@ -33,11 +32,15 @@ pub(crate) async fn find(
     query: &cbddc_query::Query,
     after: Option<&str>,
 ) -> Result<Found, NodeError> {
-    cbddc_core::validate_collection(collection).map_err(|e| invalid(e.to_string()))?;
+    cbddc_core::validate_collection(collection).map_err(|e| NodeError::InvalidRequest {
+        reason: e.to_string(),
+    })?;
     let position = after
         .map(|cursor| query.resume(cursor))
         .transpose()
-        .map_err(|e| invalid(e.to_string()))?;
+        .map_err(|e| NodeError::InvalidRequest {
+            reason: e.to_string(),
+        })?;
     let built = indexes.built(collection);
     let fields: Vec<Vec<cbddc_query::Path>> = built
         .iter()

@@ -100,7 +100,7 @@ fn forbidden(reason: impl Into<String>) -> NodeError {
     }
 }
 
-pub(crate) fn invalid(reason: impl Into<String>) -> NodeError {
+fn invalid(reason: impl Into<String>) -> NodeError {
     NodeError::InvalidRequest {
         reason: reason.into(),
     }
