@@ -132,14 +132,27 @@ async fn find_by_index(
     (built, fields): (&[cbddc_core::IndexDefinition], &[Vec<cbddc_query::Path>]),
     position: Option<cbddc_query::Position>,
 ) -> Result<Option<Found>, NodeError> {
-    let mut page = cbddc_query::Page::new(query, position);
     // An exact plan in key order needs no document read as JSON: each one under its
     // ranges matches, once.
     let unread = matches!(plan, cbddc_query::index::Plan::Ranges { exact: true, .. })
         && query.sort().is_empty();
+    let resume_key = position.as_ref().map(|p| p.key().to_string());
+    let mut page = cbddc_query::Page::new(query, position);
     let mut read = 0u64;
     for (at, range) in ranges.iter().enumerate() {
-        let mut after: Option<(Vec<u8>, String)> = None;
+        // A range of one entry holds its documents in key order: in key order, a page
+        // starts after the cursor's key and needs at most one more than the limit from it.
+        let in_key_order = unread && range.one_entry;
+        let mut after: Option<(Vec<u8>, String)> = match &resume_key {
+            Some(key) if in_key_order => Some((range.range.low.clone(), key.clone())),
+            _ => None,
+        };
+        let batch = if in_key_order {
+            SCAN_PAGE.min(query.limit() + 1)
+        } else {
+            SCAN_PAGE
+        };
+        let mut taken = 0usize;
         loop {
             let hits = match store
                 .read_index(cbddc_core::IndexRead {
@@ -147,7 +160,7 @@ async fn find_by_index(
                     low: range.range.low.clone(),
                     high: range.range.high.clone(),
                     after: after.take(),
-                    limit: SCAN_PAGE,
+                    limit: batch,
                 })
                 .await
             {
@@ -155,9 +168,10 @@ async fn find_by_index(
                 Err(cbddc_core::StorageError::IndexUnavailable { .. }) => return Ok(None),
                 Err(e) => return Err(e.into()),
             };
-            let complete = hits.documents.len() < SCAN_PAGE;
+            let complete = hits.documents.len() < batch;
             after = hits.last;
             read += hits.documents.len() as u64;
+            taken += hits.documents.len();
             for document in hits.documents {
                 if unread {
                     page.offer_matching(&document.key.clone(), document);
@@ -170,7 +184,7 @@ async fn find_by_index(
                     page.offer(&document.key.clone(), &value, document);
                 }
             }
-            if complete {
+            if complete || (in_key_order && taken > query.limit()) {
                 break;
             }
         }

@@ -121,6 +121,9 @@ pub struct IndexRange {
     pub index: usize,
     /// The entries to read.
     pub range: Range,
+    /// Every entry of the range is the same (equalities on all the index's fields): its
+    /// documents come in key order.
+    pub one_entry: bool,
 }
 
 /// How a query reads a collection.
@@ -210,6 +213,7 @@ fn index_candidate(
     // the documents that match.
     let mut expressed = 0;
     let mut last: Option<Vec<Range>> = None;
+    let mut equal_fields = 0;
     for field in fields {
         let here: Vec<&Condition> = conditions
             .iter()
@@ -241,6 +245,7 @@ fn index_candidate(
             prefixes.sort();
             prefixes.dedup();
             score += 2;
+            equal_fields += 1;
             continue;
         }
         let ranged: Vec<&Condition> = here
@@ -325,13 +330,18 @@ fn index_candidate(
     if score == 0 {
         return None;
     }
+    let one_entry = last.is_none() && equal_fields == fields.len();
     let ranges = last.unwrap_or_else(|| prefixes.into_iter().map(Range::prefix).collect());
     Some(Candidate {
         exact: expressed == conditions.len(),
         ranges: ranges
             .into_iter()
             .filter(|r| r.high.as_ref().is_none_or(|h| h > &r.low))
-            .map(|range| IndexRange { index, range })
+            .map(|range| IndexRange {
+                index,
+                range,
+                one_entry,
+            })
             .collect(),
         score,
     })
@@ -510,6 +520,12 @@ mod tests {
                         .count();
                     if query.matches(doc) {
                         prop_assert!(under > 0, "{selector} misses {doc} with {ranges:?}");
+                    }
+                    for r in ranges.iter().filter(|r| r.one_entry) {
+                        let e = entry(&indexes[r.index], doc);
+                        if r.range.contains(&e) {
+                            prop_assert_eq!(&e, &r.range.low, "{} is in a one-entry range under another entry", doc);
+                        }
                     }
                     if exact {
                         prop_assert_eq!(under, usize::from(query.matches(doc)), "{} is exact, yet {} is under {} ranges", selector, doc, under);
