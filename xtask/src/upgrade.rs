@@ -112,10 +112,12 @@ pub fn run(root: &Path, options: Options) -> Result<()> {
     let started = std::time::Instant::now();
     let mut test = Command::new(env!("CARGO"));
     test.current_dir(root)
+        // `--workspace`, as `cargo xtask test` builds: with `-p cbddc-cli` cargo unifies
+        // features over that package alone and builds tokio, SQLite and every crate of
+        // ours a second time (about a gigabyte more on a CI disk that may have little).
         .args([
             "test",
-            "-p",
-            "cbddc-cli",
+            "--workspace",
             "--test",
             "cli",
             "t97_upgrade::upgrade_",
@@ -130,6 +132,12 @@ pub fn run(root: &Path, options: Options) -> Result<()> {
     }
     let status = test.status().context("running cargo test")?;
     let text = std::fs::read_to_string(&report).unwrap_or_default();
+    if !status.success() && text.trim().is_empty() {
+        bail!(
+            "the mixed-version scenarios did not run against {}: cargo test failed before any reported (see above)",
+            options.from
+        );
+    }
     println!(
         "\n{:<54} {:>12} {:>5} {:>8} {:>14}  result",
         "scenario", "acknowledged", "lost", "refused", "converged in"
