@@ -6,7 +6,8 @@
 //! - a range returning 1% of the collection (10,000 documents), likewise;
 //! - writes in batches of 1,000 to a collection with two indexes vs writes before any
 //!   index was declared (and, for the record, to a collection without index beside
-//!   indexed ones);
+//!   indexed ones), and what two indexes cost raw SQLite itself on the same writes (the
+//!   floor of that ratio);
 //! - the peak memory of a `find` that reads the whole collection and of `list` paging
 //!   through it, on 100,000 and on 1,000,000 documents: flat means the larger is not
 //!   ten times the smaller.
@@ -95,6 +96,56 @@ fn raw_read(conn: &Connection, sql: &str, bind: impl rusqlite::Params) -> usize 
         .map(Result::unwrap)
         .collect();
     rows.len()
+}
+
+/// Raw SQLite's own price of two indexes: documents per second written in 10 batches of
+/// 1,000 new rows to a table like the read baseline's, without and with the two indexes,
+/// rounds alternating, both tables growing as the node's collections do.
+fn raw_write_rates(path: &std::path::Path) -> (f64, f64) {
+    let mut conn = Connection::open(path).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
+         CREATE TABLE plain (id INTEGER PRIMARY KEY, key TEXT NOT NULL, shop TEXT NOT NULL,
+             total INTEGER NOT NULL, value TEXT NOT NULL);
+         CREATE TABLE indexed (id INTEGER PRIMARY KEY, key TEXT NOT NULL, shop TEXT NOT NULL,
+             total INTEGER NOT NULL, value TEXT NOT NULL);
+         CREATE INDEX indexed_shop ON indexed (shop);
+         CREATE INDEX indexed_total ON indexed (total);",
+    )
+    .unwrap();
+    let mut write = |table: &str, next: &mut u64| {
+        let started = Instant::now();
+        for _ in 0..10 {
+            let tx = conn.transaction().unwrap();
+            {
+                let mut insert = tx
+                    .prepare_cached(&format!(
+                        "INSERT INTO {table} (key, shop, total, value) VALUES (?1, ?2, ?3, ?4)"
+                    ))
+                    .unwrap();
+                for i in *next..*next + 1_000 {
+                    insert
+                        .execute(params![
+                            format!("k{i:07}"),
+                            shop(i),
+                            total(i) as i64,
+                            document(i)
+                        ])
+                        .unwrap();
+                }
+            }
+            tx.commit().unwrap();
+            *next += 1_000;
+        }
+        per_second(10_000, started.elapsed())
+    };
+    let (mut plain, mut indexed) = (Vec::new(), Vec::new());
+    let (mut next_plain, mut next_indexed) = (DOCUMENTS, DOCUMENTS);
+    for _ in 0..ROUNDS {
+        plain.push(write("plain", &mut next_plain));
+        indexed.push(write("indexed", &mut next_indexed));
+    }
+    (Duel::median(&mut indexed), Duel::median(&mut plain))
 }
 
 async fn load(node: &Node, collection: &str, count: u64) {
@@ -211,6 +262,7 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     eprintln!("raw SQLite: {DOCUMENTS} rows, two indexed columns");
     let raw = raw_database(&dir.path().join("raw.db"));
+    let (raw_writes_indexed, raw_writes_plain) = raw_write_rates(&dir.path().join("writes.db"));
     runtime.block_on(async {
         let mut config = PeerNodeConfiguration::new(NodeId::new("queries").unwrap(), dir.path());
         config.tcp_port = free_port();
@@ -335,6 +387,8 @@ fn main() {
                 "writes_no_index_per_second": writes_plain,
                 "writes_ratio": writes_ratio,
                 "writes_beside_indexes_per_second": writes_beside,
+                "raw_writes_two_indexes_per_second": raw_writes_indexed,
+                "raw_writes_no_index_per_second": raw_writes_plain,
                 "index_build_ms": build.as_secs_f64() * 1e3,
                 "index_build_per_second": 2.0 * DOCUMENTS as f64 / build.as_secs_f64(),
                 "find_peak_mib_small": find_small,
