@@ -374,8 +374,10 @@ impl Node {
     /// resumes it; a document that did not change meanwhile is neither skipped nor
     /// repeated. A cursor of another query, or altered, is refused.
     ///
-    /// In this release every query is a scan of the collection (`plan` says so): memory is
-    /// bounded by the query's limit, time grows with the collection.
+    /// The query reads through the built index that narrows it most, else scans the
+    /// collection (`plan` says which); memory is bounded by the query's limit either way.
+    /// Sorted ascending by an index's fields after its equalities, a page reads about its
+    /// limit of that index; otherwise time grows with the matches (or the collection).
     pub async fn find(
         &self,
         collection: &str,

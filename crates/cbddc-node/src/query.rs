@@ -137,6 +137,14 @@ async fn find_by_index(
     let unread = matches!(plan, cbddc_query::index::Plan::Ranges { exact: true, .. })
         && query.sort().is_empty();
     let resume_key = position.as_ref().map(|p| p.key().to_string());
+    let in_sort_order = matches!(
+        plan,
+        cbddc_query::index::Plan::Ranges {
+            in_sort_order: true,
+            ..
+        }
+    );
+    let resume_sorted = position.clone().filter(|_| in_sort_order);
     let mut page = cbddc_query::Page::new(query, position);
     let mut read = 0u64;
     for (at, range) in ranges.iter().enumerate() {
@@ -147,7 +155,17 @@ async fn find_by_index(
             Some(key) if in_key_order => Some((range.range.low.clone(), key.clone())),
             _ => None,
         };
-        let batch = if in_key_order {
+        // A range in the sort's order starts where the cursor's values are, and ends once
+        // the page is full and what may still belong to it is read.
+        let mut low = range.range.low.clone();
+        if let Some(position) = &resume_sorted {
+            let start = range.resume_at(position);
+            low = start.low;
+            after = start.after;
+        }
+        let mut high = range.range.high.clone();
+        let mut stopping = false;
+        let mut batch = if in_key_order || in_sort_order {
             SCAN_PAGE.min(query.limit() + 1)
         } else {
             SCAN_PAGE
@@ -157,8 +175,8 @@ async fn find_by_index(
             let hits = match store
                 .read_index(cbddc_core::IndexRead {
                     index: built[range.index].clone(),
-                    low: range.range.low.clone(),
-                    high: range.range.high.clone(),
+                    low: low.clone(),
+                    high: high.clone(),
                     after: after.take(),
                     limit: batch,
                 })
@@ -187,6 +205,24 @@ async fn find_by_index(
             if complete || (in_key_order && taken > query.limit()) {
                 break;
             }
+            if in_sort_order
+                && !stopping
+                && page.is_full()
+                && let Some((entry, _)) = &after
+            {
+                stopping = true;
+                match range.stop_after(entry) {
+                    cbddc_query::index::SortedStop::Now => break,
+                    cbddc_query::index::SortedStop::Before(end) => {
+                        if high.as_ref().is_none_or(|h| &end < h) {
+                            high = Some(end);
+                        }
+                    }
+                    cbddc_query::index::SortedStop::ToTheEnd => {}
+                }
+            }
+            // Documents the query does not match make a sorted read go on: fewer trips.
+            batch = (batch * 2).min(SCAN_PAGE);
         }
     }
     let mut names: Vec<String> = ranges.iter().map(|r| built[r.index].name()).collect();
@@ -196,10 +232,15 @@ async fn find_by_index(
         documents,
         next,
         plan: format!(
-            "index {}: {} range{}, {read} entr{} read{}",
+            "index {}: {} range{}{}, {read} entr{} read{}",
             names.join(" and "),
             ranges.len(),
             if ranges.len() == 1 { "" } else { "s" },
+            if in_sort_order {
+                " in the sort's order"
+            } else {
+                ""
+            },
             if read == 1 { "y" } else { "ies" },
             if unread {
                 " (exact: no document checked)"

@@ -124,6 +124,127 @@ pub struct IndexRange {
     /// Every entry of the range is the same (equalities on all the index's fields): its
     /// documents come in key order.
     pub one_entry: bool,
+    /// How many leading fields of the index the range pins to one value each (the
+    /// query's equalities), and the length of their encoding: every entry of the range
+    /// starts with `range.low[..prefix]`.
+    pub pinned: usize,
+    /// See `pinned`.
+    pub prefix: usize,
+    /// Read in its query's sort order: the entries past the pinned fields are the one
+    /// sort field and nothing more, so the documents of an entry come by key.
+    pub sort_is_entry: bool,
+}
+
+/// Where a read of a range in its query's sort order starts after a cursor's position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SortedStart {
+    /// The first entry to read.
+    pub low: Vec<u8>,
+    /// With an entry and key: read only past them (every document of that entry up to
+    /// that key is at or before the position).
+    pub after: Option<(Vec<u8>, String)>,
+}
+
+/// What a read of a range in its query's sort order does once its page is full.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SortedStop {
+    /// Stop: every document not read yet sorts after the page's.
+    Now,
+    /// Read on up to this entry (excluded): documents before it may still belong to the
+    /// page, none after it does.
+    Before(Vec<u8>),
+    /// Read on to the end of the range (no entry bounds the rest).
+    ToTheEnd,
+}
+
+impl IndexRange {
+    /// Where a range read in its query's sort order (see [`Plan::Ranges`]'s
+    /// `in_sort_order`) resumes after `position`.
+    ///
+    /// Below the entry whose first sorted field encodes the position's first value, that
+    /// field encodes lower, so its value is lower (encodings order as values do): those
+    /// documents come before the position. Only the first sorted field counts: two values
+    /// can share an encoding (arrays, integers past 2^53), and then the next field's bytes
+    /// decide the entry's place while the first field's values decide the document's.
+    /// When the entry is the one sorted field (`sort_is_entry`) and its encoding fixes
+    /// the value, the documents of that entry share the position's value and follow each
+    /// other by key: the read starts past its key.
+    pub fn resume_at(&self, position: &crate::Position) -> SortedStart {
+        let mut at = self.range.low[..self.prefix.min(self.range.low.len())].to_vec();
+        let first = position.values.first().and_then(Option::as_ref);
+        encode(first, &mut at);
+        if self.sort_is_entry && first.is_none_or(exact) && at >= self.range.low {
+            return SortedStart {
+                after: Some((at.clone(), position.key.clone())),
+                low: at,
+            };
+        }
+        SortedStart {
+            low: at.max(self.range.low.clone()),
+            after: None,
+        }
+    }
+
+    /// What a read in sort order does once it holds a full page, the last document read
+    /// under `entry`.
+    ///
+    /// Every entry past the ones whose first sorted field encodes as `entry`'s holds a
+    /// greater value there, so its documents sort after the page's. When the entry is the
+    /// one sorted field (`sort_is_entry`) and fixes its value, the rest of the entry
+    /// shares that value and comes by key, after the page's too: the read stops now.
+    pub fn stop_after(&self, entry: &[u8]) -> SortedStop {
+        let start = self.prefix.min(entry.len());
+        let end = start + encoded_len(&entry[start..]);
+        if self.sort_is_entry && fixes_its_value(&entry[start..end]) {
+            return SortedStop::Now;
+        }
+        match after_prefix(&entry[..end]) {
+            Some(high) => SortedStop::Before(high),
+            None => SortedStop::ToTheEnd,
+        }
+    }
+}
+
+/// Whether one field's encoding stands for values that all compare equal: every type
+/// but a number as large as 2^53 (which other integers share), an array or an object.
+fn fixes_its_value(encoding: &[u8]) -> bool {
+    match encoding.first() {
+        Some(&NUMBER) => {
+            let Ok(bytes) = <[u8; 8]>::try_from(&encoding[1..]) else {
+                return false;
+            };
+            let ordered = u64::from_be_bytes(bytes);
+            let bits = if ordered >> 63 == 1 {
+                ordered & !(1 << 63)
+            } else {
+                !ordered
+            };
+            exact(&Value::from(f64::from_bits(bits)))
+        }
+        Some(&ARRAY) | Some(&OBJECT) | None => false,
+        Some(_) => true,
+    }
+}
+
+/// The length of the first field's encoding at the start of `bytes` (all of them if
+/// they are not one).
+fn encoded_len(bytes: &[u8]) -> usize {
+    match bytes.first() {
+        Some(&NUMBER) => 9.min(bytes.len()),
+        Some(&STRING) => {
+            let mut i = 1;
+            while i + 1 < bytes.len() {
+                match (bytes[i], bytes[i + 1]) {
+                    (0, 0) => return i + 2,
+                    (0, _) => i += 2,
+                    _ => i += 1,
+                }
+            }
+            bytes.len()
+        }
+        Some(_) => 1,
+        None => 0,
+    }
 }
 
 /// How a query reads a collection.
@@ -140,6 +261,12 @@ pub enum Plan {
         ranges: Vec<IndexRange>,
         /// Whether the ranges hold exactly the matching documents.
         exact: bool,
+        /// One range whose entries order as the query sorts: the index's fields after the
+        /// pinned ones start with the sort's paths, all ascending. Read in entry order, a reader
+        /// holding more than a page may stop past the entries whose first sorted field
+        /// encodes as the last one read ([`IndexRange::stop_after`]), and a page resumes
+        /// at [`IndexRange::resume_at`]; the page still sorts what it read.
+        in_sort_order: bool,
     },
 }
 
@@ -331,16 +458,21 @@ fn index_candidate(
         return None;
     }
     let one_entry = last.is_none() && equal_fields == fields.len();
+    let lengths: Vec<usize> = prefixes.iter().map(Vec::len).collect();
     let ranges = last.unwrap_or_else(|| prefixes.into_iter().map(Range::prefix).collect());
     Some(Candidate {
         exact: expressed == conditions.len(),
         ranges: ranges
             .into_iter()
-            .filter(|r| r.high.as_ref().is_none_or(|h| h > &r.low))
-            .map(|range| IndexRange {
+            .zip(lengths)
+            .filter(|(r, _)| r.high.as_ref().is_none_or(|h| h > &r.low))
+            .map(|(range, prefix)| IndexRange {
                 index,
                 range,
                 one_entry,
+                pinned: equal_fields,
+                prefix,
+                sort_is_entry: false,
             })
             .collect(),
         score,
@@ -404,14 +536,79 @@ fn plan_selector(selector: &Selector, indexes: &[Vec<Path>]) -> Option<Candidate
 impl Query {
     /// How to read this query's results given the indexes of the collection (each the
     /// fields it holds, in order): the ranges of the index that narrows it most, or a scan.
+    ///
+    /// A query no index narrows, sorted ascending by exactly an index's fields, reads that
+    /// whole index in its order: a page then costs about its limit, not the collection.
     pub fn plan(&self, indexes: &[Vec<Path>]) -> Plan {
         match plan_selector(&self.selector, indexes) {
-            Some(candidate) => Plan::Ranges {
-                ranges: candidate.ranges,
-                exact: candidate.exact,
-            },
-            None => Plan::Scan,
+            Some(mut candidate) => {
+                let in_sort_order = match candidate.ranges.as_mut_slice() {
+                    [only] => self.read_in_sort_order(only, indexes),
+                    _ => false,
+                };
+                Plan::Ranges {
+                    ranges: candidate.ranges,
+                    exact: candidate.exact,
+                    in_sort_order,
+                }
+            }
+            None => {
+                // The shortest index the sort leads: the smallest entries to read.
+                let leading = indexes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, fields)| self.sorted_by(fields))
+                    .min_by_key(|(_, fields)| fields.len());
+                match leading {
+                    Some((index, _)) => {
+                        let mut whole = IndexRange {
+                            index,
+                            range: Range {
+                                low: Vec::new(),
+                                high: None,
+                            },
+                            one_entry: false,
+                            pinned: 0,
+                            prefix: 0,
+                            sort_is_entry: false,
+                        };
+                        let in_sort_order = self.read_in_sort_order(&mut whole, indexes);
+                        Plan::Ranges {
+                            ranges: vec![whole],
+                            exact: false,
+                            in_sort_order,
+                        }
+                    }
+                    None => Plan::Scan,
+                }
+            }
         }
+    }
+
+    /// Whether `range` (the only one of a plan) can be read in this query's sort order,
+    /// noting in it whether its entries are the one sort field.
+    fn read_in_sort_order(&self, range: &mut IndexRange, indexes: &[Vec<Path>]) -> bool {
+        let Some(fields) = indexes.get(range.index) else {
+            return false;
+        };
+        let after_pinned = &fields[range.pinned.min(fields.len())..];
+        if !self.sorted_by(after_pinned) {
+            return false;
+        }
+        range.sort_is_entry = self.sort.len() == 1 && after_pinned.len() == 1;
+        true
+    }
+
+    /// Whether this query sorts ascending by the first of `fields`, in order (an entry
+    /// of them then orders as the sort does, the fields past the sort's after it).
+    fn sorted_by(&self, fields: &[Path]) -> bool {
+        !self.sort.is_empty()
+            && self.sort.len() <= fields.len()
+            && self
+                .sort
+                .iter()
+                .zip(fields)
+                .all(|(sort, field)| !sort.descending && &sort.path == field)
     }
 }
 
@@ -432,7 +629,12 @@ mod tests {
             Just(json!(u64::MAX)),
             "[a-c\u{0}é]{0,4}".prop_map(Value::from),
             Just(json!([1, 2])),
+            Just(json!([0])),
             Just(json!({"a": 1})),
+            Just(json!({"b": 0})),
+            // Two integers that share a double, so an entry holds both.
+            Just(json!(9_007_199_254_740_992u64)),
+            Just(json!(9_007_199_254_740_993u64)),
         ]
     }
 
@@ -512,7 +714,7 @@ mod tests {
             };
             let query = Query::parse(&selector.to_string(), &[], 10).unwrap();
             let indexes = vec![paths(&["a", "n.b"]), paths(&["n.b"])];
-            if let Plan::Ranges { ranges, exact } = query.plan(&indexes) {
+            if let Plan::Ranges { ranges, exact, .. } = query.plan(&indexes) {
                 for doc in &docs {
                     let under = ranges
                         .iter()
@@ -535,29 +737,239 @@ mod tests {
         }
     }
 
+    /// A page as the node reads a plan in sort order: from where the cursor resumes, in
+    /// (entry, key) order, stopping once the page is full and the entry it is in is read.
+    fn page_in_sort_order(
+        query: &Query,
+        range: &IndexRange,
+        fields: &[Path],
+        docs: &[Value],
+        after: Option<crate::Position>,
+    ) -> (Vec<usize>, Option<String>) {
+        let mut rows: Vec<(Vec<u8>, String, usize)> = docs
+            .iter()
+            .enumerate()
+            .map(|(i, doc)| (entry(fields, doc), format!("k{i:03}"), i))
+            .filter(|(e, _, _)| range.range.contains(e))
+            .collect();
+        rows.sort();
+        let start = after.as_ref().map_or_else(
+            || SortedStart {
+                low: range.range.low.clone(),
+                after: None,
+            },
+            |p| range.resume_at(p),
+        );
+        let mut high = range.range.high.clone();
+        let mut page = crate::Page::new(query, after);
+        for (e, key, i) in rows.into_iter().filter(|(e, key, _)| match &start.after {
+            Some((entry, after_key)) => (e, key) > (entry, after_key),
+            None => *e >= start.low,
+        }) {
+            if high.as_ref().is_some_and(|h| &e >= h) {
+                break;
+            }
+            page.offer(&key, &docs[i], i);
+            if page.is_full() {
+                match range.stop_after(&e) {
+                    SortedStop::Now => break,
+                    SortedStop::Before(end) => {
+                        if high.as_ref().is_none_or(|h| &end < h) {
+                            high = Some(end);
+                        }
+                    }
+                    SortedStop::ToTheEnd => {}
+                }
+            }
+        }
+        page.finish()
+    }
+
+    /// A page as a scan gets it: every document offered.
+    fn page_of_all(
+        query: &Query,
+        docs: &[Value],
+        after: Option<crate::Position>,
+    ) -> (Vec<usize>, Option<String>) {
+        let mut page = crate::Page::new(query, after);
+        for (i, doc) in docs.iter().enumerate() {
+            page.offer(&format!("k{i:03}"), doc, i);
+        }
+        page.finish()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Paging through a plan read in sort order, stopping early, gives exactly the
+        /// pages of sorting every match, cursor after cursor.
+        #[test]
+        fn pages_read_in_sort_order_are_the_pages_of_a_full_sort(
+            docs in proptest::collection::vec(document(), 1..40),
+            (op, v) in (0usize..5, scalar()),
+            shape in 0usize..4,
+            sort in 0usize..3,
+            limit in 1usize..5,
+            borrow in any::<proptest::sample::Index>(),
+            pin_many in any::<bool>(),
+            flip in any::<bool>(),
+        ) {
+            let v = docs[borrow.index(docs.len())].get("a").cloned().unwrap_or(v);
+            // Many documents under one value of `a`, so an equality on it pins pages of them.
+            let mut docs = docs;
+            if pin_many {
+                for doc in docs.iter_mut().step_by(2) {
+                    doc["a"] = v.clone();
+                }
+            }
+            let condition = match op {
+                0 => json!({"$eq": v}),
+                1 => json!({"$gt": v}),
+                2 => json!({"$gte": v}),
+                3 => json!({"$lt": v}),
+                _ => json!({"$lte": v}),
+            };
+            let selector = match shape {
+                0 => json!({}),
+                1 => json!({"a": condition}),
+                2 => json!({"n.b": condition}),
+                _ => json!({"a": v}),
+            };
+            let sort: Vec<crate::Sort> = match sort {
+                0 => vec!["a"],
+                1 => vec!["n.b"],
+                _ => vec!["a", "n.b"],
+            }
+            .into_iter()
+            .map(|s| crate::Sort::parse(s).unwrap())
+            .collect();
+            let query = Query::parse(&selector.to_string(), &sort, limit).unwrap();
+            // The two-field index first or not: an equality on `a` pins it, and a range on
+            // `a` sorted by `a` reads it (its entries longer than the sort) or `a`'s.
+            let mut indexes = vec![paths(&["a", "n.b"]), paths(&["a"]), paths(&["n.b"])];
+            if flip {
+                indexes.swap(0, 1);
+            }
+            let Plan::Ranges { ranges, in_sort_order: true, .. } = query.plan(&indexes) else {
+                return Ok(());
+            };
+            prop_assert_eq!(ranges.len(), 1);
+            let range = &ranges[0];
+            let mut after = None;
+            for _ in 0..=docs.len() {
+                let ours = page_in_sort_order(&query, range, &indexes[range.index], &docs, after.clone());
+                let all = page_of_all(&query, &docs, after.clone());
+                prop_assert_eq!(&ours, &all, "{} sorted by {:?}, after {:?}", selector, sort, after);
+                match ours.1 {
+                    Some(cursor) => after = Some(query.resume(&cursor).unwrap()),
+                    None => break,
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_query_sorted_by_an_index_reads_it_in_order() {
+        let indexes = vec![paths(&["status"]), paths(&["shop", "total"])];
+        let plan = |s: &str, sort: &[&str]| {
+            let sort: Vec<crate::Sort> = sort
+                .iter()
+                .map(|s| crate::Sort::parse(s).unwrap())
+                .collect();
+            Query::parse(s, &sort, 10).unwrap().plan(&indexes)
+        };
+        let sorted = |p: Plan| {
+            matches!(
+                p,
+                Plan::Ranges {
+                    in_sort_order: true,
+                    ..
+                }
+            )
+        };
+        assert!(sorted(plan(r#"{"shop": "s1"}"#, &["total"])));
+        assert!(sorted(plan(
+            r#"{"shop": "s1", "total": {"$gt": 3}}"#,
+            &["total"]
+        )));
+        assert!(sorted(plan(r#"{"other": 1}"#, &["status"])));
+        assert!(sorted(plan(r#"{}"#, &["shop", "total"])));
+        assert!(!sorted(plan(r#"{"shop": "s1"}"#, &["total:desc"])));
+        assert!(!sorted(plan(
+            r#"{"shop": {"$in": ["a", "b"]}}"#,
+            &["total"]
+        )));
+        assert!(!sorted(plan(r#"{"shop": "s1"}"#, &["status"])));
+        assert!(sorted(plan(r#"{}"#, &["shop"])));
+        assert!(sorted(plan(r#"{"shop": {"$gt": "a"}}"#, &["shop"])));
+        assert_eq!(plan(r#"{}"#, &["total"]), Plan::Scan);
+        let entry_is_sort = |p: Plan| match p {
+            Plan::Ranges { ranges, .. } => ranges[0].sort_is_entry,
+            Plan::Scan => panic!("an index fits"),
+        };
+        assert!(entry_is_sort(plan(r#"{"shop": "s1"}"#, &["total"])));
+        assert!(entry_is_sort(plan(r#"{"other": 1}"#, &["status"])));
+        assert!(!entry_is_sort(plan(r#"{}"#, &["shop"])));
+        assert!(!entry_is_sort(plan(r#"{}"#, &["shop", "total"])));
+    }
+
+    #[test]
+    fn an_encoding_fixes_its_value_unless_values_share_it() {
+        let encoded = |v: &Value| {
+            let mut e = Vec::new();
+            encode(Some(v), &mut e);
+            e
+        };
+        for v in [
+            json!(0),
+            json!(-3),
+            json!(1.5),
+            json!(-2.5e10),
+            json!("x"),
+            json!(null),
+            json!(true),
+        ] {
+            assert!(fixes_its_value(&encoded(&v)), "{v}");
+        }
+        for v in [
+            json!(9_007_199_254_740_993u64),
+            json!(-1e300),
+            json!([1]),
+            json!({"a": 1}),
+        ] {
+            assert!(!fixes_its_value(&encoded(&v)), "{v}");
+        }
+        assert!(fixes_its_value(&[MISSING]));
+    }
+
     #[test]
     fn the_planner_picks_the_index_that_narrows_most_and_scans_otherwise() {
         let indexes = vec![paths(&["status"]), paths(&["shop", "total"])];
         let plan = |s: &str| Query::parse(s, &[], 10).unwrap().plan(&indexes);
-        let Plan::Ranges { ranges: r, exact } =
-            plan(r#"{"shop": "s1", "total": {"$gt": 5}, "status": "open"}"#)
+        let Plan::Ranges {
+            ranges: r, exact, ..
+        } = plan(r#"{"shop": "s1", "total": {"$gt": 5}, "status": "open"}"#)
         else {
             panic!("an index fits")
         };
         assert_eq!((r.len(), r[0].index, exact), (1, 1, false));
-        let Plan::Ranges { ranges: r, exact } = plan(r#"{"shop": "s1", "total": {"$gt": 5}}"#)
+        let Plan::Ranges {
+            ranges: r, exact, ..
+        } = plan(r#"{"shop": "s1", "total": {"$gt": 5}}"#)
         else {
             panic!("an index fits")
         };
         assert_eq!((r.len(), exact), (1, true));
-        let Plan::Ranges { ranges: r, exact } =
-            plan(r#"{"status": {"$in": ["a", "b", "c", "a"]}}"#)
+        let Plan::Ranges {
+            ranges: r, exact, ..
+        } = plan(r#"{"status": {"$in": ["a", "b", "c", "a"]}}"#)
         else {
             panic!("an index fits")
         };
         assert_eq!((r.len(), exact), (3, true));
-        let Plan::Ranges { ranges: r, exact } =
-            plan(r#"{"$or": [{"status": "a"}, {"shop": "s"}]}"#)
+        let Plan::Ranges {
+            ranges: r, exact, ..
+        } = plan(r#"{"$or": [{"status": "a"}, {"shop": "s"}]}"#)
         else {
             panic!("both branches are served")
         };
@@ -573,7 +985,8 @@ mod tests {
             plan(r#"{"status": {"$in": []}}"#),
             Plan::Ranges {
                 ranges: vec![],
-                exact: true
+                exact: true,
+                in_sort_order: false,
             }
         );
         assert!(matches!(

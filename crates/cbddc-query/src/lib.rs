@@ -581,6 +581,13 @@ impl<'q, T> Page<'q, T> {
         }
     }
 
+    /// Whether the page holds more results after its position than its limit: a reader
+    /// offering documents in the query's order (see [`index::Plan::Ranges`]) has what it
+    /// needs once it finishes the entry it is in.
+    pub fn is_full(&self) -> bool {
+        self.more || self.kept.len() > self.query.limit
+    }
+
     /// The results in order, and the cursor to the next page when there is more.
     pub fn finish(mut self) -> (Vec<T>, Option<String>) {
         self.trim();

@@ -406,6 +406,26 @@ fn queries_through_the_binary_use_the_indexes_of_the_configuration() {
                 "{text}: {explained}"
             );
             indexed += usize::from(served);
+            if round % 6 == 1 && !descending {
+                // Sorted by the index's first field: read in its order, a page at a time.
+                let explained = stderr(&cbddc(
+                    &[
+                        "find",
+                        "items",
+                        &text,
+                        "--sort",
+                        sort,
+                        "--explain",
+                        "--limit",
+                        "10",
+                    ],
+                    port,
+                ));
+                assert!(
+                    explained.contains("in the sort's order"),
+                    "{text}: {explained}"
+                );
+            }
         }
     }
     assert!(indexed > 0);
