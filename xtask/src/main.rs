@@ -522,6 +522,15 @@ fn print_queries(root: &Path) -> Result<Vec<String>> {
             ratio * 100.0
         );
     }
+    if f("sorted_page_per_second").is_finite() {
+        println!(
+            "{:<80} {:>14.0} {:>14.0} {:>6.0}%  (no bound)",
+            "first page of 100 of a range sorted by its indexed field vs raw ORDER BY … LIMIT 100",
+            f("sorted_page_per_second"),
+            f("raw_sorted_page_per_second"),
+            f("sorted_page_ratio") * 100.0
+        );
+    }
     let raw_writes = f("raw_writes_two_indexes_per_second") / f("raw_writes_no_index_per_second");
     if raw_writes.is_finite() {
         println!(

@@ -64,6 +64,9 @@ pub struct IndexRead {
     pub after: Option<(Vec<u8>, String)>,
     /// The most entries to return.
     pub limit: usize,
+    /// Read from the highest entry and key down (a page then ends at its lowest, and
+    /// `after` resumes below it).
+    pub reverse: bool,
 }
 
 /// A page read from an index: the documents under its entries, in entry order, and

@@ -4,6 +4,8 @@
 //!   `Node::find`, vs a plain indexed column of a rowid table read with one prepared
 //!   statement;
 //! - a range returning 1% of the collection (10,000 documents), likewise;
+//! - the first page of 100 of a range sorted by its field (`ORDER BY … LIMIT 100` on the
+//!   raw side), read in the index's order;
 //! - writes in batches of 1,000 to a collection with two indexes vs writes before any
 //!   index was declared (and, for the record, to a collection without index beside
 //!   indexed ones), and what two indexes cost raw SQLite itself on the same writes (the
@@ -312,6 +314,7 @@ fn main() {
 
         let mut equality = Duel::new();
         let mut range = Duel::new();
+        let mut sorted_page = Duel::new();
         let mut beside = Vec::new();
         let mut plans = Vec::new();
         for round in 0..ROUNDS as u64 {
@@ -363,6 +366,37 @@ fn main() {
             range.ours.push(per_second(m, started.elapsed()));
             assert_eq!(n, m, "the same documents");
 
+            let lows: Vec<u64> = (0..50)
+                .map(|i| (round * 50 + i) * 19_997 % DOCUMENTS)
+                .collect();
+            let started = Instant::now();
+            let mut n = 0;
+            for low in &lows {
+                n += raw_read(
+                    &raw,
+                    "SELECT key, value FROM docs WHERE total >= ?1 ORDER BY total LIMIT 100",
+                    [*low as i64],
+                );
+            }
+            sorted_page.raw.push(per_second(n, started.elapsed()));
+            let started = Instant::now();
+            let mut m = 0;
+            for low in &lows {
+                let query = Query::parse(
+                    &format!(r#"{{"total":{{"$gte":{low}}}}}"#),
+                    &[cbddc_node::Sort::parse("total").unwrap()],
+                    100,
+                )
+                .unwrap();
+                let found = node.find("items", &query, None).await.unwrap();
+                m += found.documents.len();
+                if plans.len() < 3 {
+                    plans.push(found.plan);
+                }
+            }
+            sorted_page.ours.push(per_second(m, started.elapsed()));
+            assert_eq!(n, m, "the same documents");
+
             writes
                 .ours
                 .push(write_rate(&node, "written", &mut next_key).await);
@@ -370,6 +404,7 @@ fn main() {
         }
         let (eq_ours, eq_raw, eq_ratio) = equality.report();
         let (range_ours, range_raw, range_ratio) = range.report();
+        let (sorted_ours, sorted_raw, sorted_ratio) = sorted_page.report();
         let (writes_indexed, writes_plain, writes_ratio) = writes.report();
         let writes_beside = Duel::median(&mut beside);
         node.shutdown().await;
@@ -383,6 +418,9 @@ fn main() {
                 "range_per_second": range_ours,
                 "raw_range_per_second": range_raw,
                 "range_ratio": range_ratio,
+                "sorted_page_per_second": sorted_ours,
+                "raw_sorted_page_per_second": sorted_raw,
+                "sorted_page_ratio": sorted_ratio,
                 "writes_two_indexes_per_second": writes_indexed,
                 "writes_no_index_per_second": writes_plain,
                 "writes_ratio": writes_ratio,

@@ -376,7 +376,7 @@ impl Node {
     ///
     /// The query reads through the built index that narrows it most, else scans the
     /// collection (`plan` says which); memory is bounded by the query's limit either way.
-    /// Sorted ascending by an index's fields after its equalities, a page reads about its
+    /// Sorted one way by an index's fields after its equalities, a page reads about its
     /// limit of that index; otherwise time grows with the matches (or the collection).
     pub async fn find(
         &self,

@@ -157,13 +157,12 @@ async fn find_by_index(
         };
         // A range in the sort's order starts where the cursor's values are, and ends once
         // the page is full and what may still belong to it is read.
-        let mut low = range.range.low.clone();
-        if let Some(position) = &resume_sorted {
-            let start = range.resume_at(position);
-            low = start.low;
-            after = start.after;
+        let (mut low, mut high) = (range.range.low.clone(), range.range.high.clone());
+        if in_sort_order {
+            let start = range.start(resume_sorted.as_ref());
+            (low, high, after) = (start.low, start.high, start.after);
         }
-        let mut high = range.range.high.clone();
+        let reverse = in_sort_order && range.descending;
         let mut stopping = false;
         let mut batch = if in_key_order || in_sort_order {
             SCAN_PAGE.min(query.limit() + 1)
@@ -179,6 +178,7 @@ async fn find_by_index(
                     high: high.clone(),
                     after: after.take(),
                     limit: batch,
+                    reverse,
                 })
                 .await
             {
@@ -216,6 +216,11 @@ async fn find_by_index(
                     cbddc_query::index::SortedStop::Before(end) => {
                         if high.as_ref().is_none_or(|h| &end < h) {
                             high = Some(end);
+                        }
+                    }
+                    cbddc_query::index::SortedStop::From(start) => {
+                        if start > low {
+                            low = start;
                         }
                     }
                     cbddc_query::index::SortedStop::ToTheEnd => {}

@@ -133,15 +133,19 @@ pub struct IndexRange {
     /// Read in its query's sort order: the entries past the pinned fields are the one
     /// sort field and nothing more, so the documents of an entry come by key.
     pub sort_is_entry: bool,
+    /// Read in its query's sort order, which is descending: from the highest entry down.
+    pub descending: bool,
 }
 
-/// Where a read of a range in its query's sort order starts after a cursor's position.
+/// Where a read of a range in its query's sort order starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SortedStart {
-    /// The first entry to read.
+    /// The first entry that may be read.
     pub low: Vec<u8>,
+    /// The first entry past those that may be read (`None`: to the end).
+    pub high: Option<Vec<u8>>,
     /// With an entry and key: read only past them (every document of that entry up to
-    /// that key is at or before the position).
+    /// that key is at or before the cursor's position).
     pub after: Option<(Vec<u8>, String)>,
 }
 
@@ -150,51 +154,78 @@ pub struct SortedStart {
 pub enum SortedStop {
     /// Stop: every document not read yet sorts after the page's.
     Now,
-    /// Read on up to this entry (excluded): documents before it may still belong to the
-    /// page, none after it does.
+    /// Read on (upwards) up to this entry (excluded): documents before it may still
+    /// belong to the page, none after it does.
     Before(Vec<u8>),
+    /// Read on (downwards, `descending`) down to this entry (included).
+    From(Vec<u8>),
     /// Read on to the end of the range (no entry bounds the rest).
     ToTheEnd,
 }
 
 impl IndexRange {
     /// Where a range read in its query's sort order (see [`Plan::Ranges`]'s
-    /// `in_sort_order`) resumes after `position`.
+    /// `in_sort_order`) starts: after `position`, or at its first entry in the read's
+    /// direction.
     ///
-    /// Below the entry whose first sorted field encodes the position's first value, that
-    /// field encodes lower, so its value is lower (encodings order as values do): those
-    /// documents come before the position. Only the first sorted field counts: two values
-    /// can share an encoding (arrays, integers past 2^53), and then the next field's bytes
-    /// decide the entry's place while the first field's values decide the document's.
-    /// When the entry is the one sorted field (`sort_is_entry`) and its encoding fixes
-    /// the value, the documents of that entry share the position's value and follow each
-    /// other by key: the read starts past its key.
-    pub fn resume_at(&self, position: &crate::Position) -> SortedStart {
+    /// Past the entries whose first sorted field encodes the position's first value, in
+    /// the sort's direction, that field encodes beyond it, so its value is beyond it
+    /// (encodings order as values do): those documents come before the position. Only
+    /// the first sorted field counts: two values can share an encoding (arrays, integers
+    /// past 2^53), and then the next field's bytes decide the entry's place while the
+    /// first field's values decide the document's. When the entry is the one sorted field
+    /// (`sort_is_entry`), read upwards, and its encoding fixes the value, the documents of
+    /// that entry share the position's value and follow each other by key: the read
+    /// starts past its key.
+    pub fn start(&self, position: Option<&crate::Position>) -> SortedStart {
+        let whole = SortedStart {
+            low: self.range.low.clone(),
+            high: self.range.high.clone(),
+            after: None,
+        };
+        let Some(position) = position else {
+            return whole;
+        };
         let mut at = self.range.low[..self.prefix.min(self.range.low.len())].to_vec();
         let first = position.values.first().and_then(Option::as_ref);
         encode(first, &mut at);
+        if self.descending {
+            return match after_prefix(&at) {
+                Some(top) if whole.high.as_ref().is_none_or(|high| &top < high) => SortedStart {
+                    high: Some(top),
+                    ..whole
+                },
+                _ => whole,
+            };
+        }
         if self.sort_is_entry && first.is_none_or(exact) && at >= self.range.low {
             return SortedStart {
                 after: Some((at.clone(), position.key.clone())),
                 low: at,
+                ..whole
             };
         }
         SortedStart {
-            low: at.max(self.range.low.clone()),
-            after: None,
+            low: at.max(whole.low.clone()),
+            ..whole
         }
     }
 
     /// What a read in sort order does once it holds a full page, the last document read
     /// under `entry`.
     ///
-    /// Every entry past the ones whose first sorted field encodes as `entry`'s holds a
-    /// greater value there, so its documents sort after the page's. When the entry is the
-    /// one sorted field (`sort_is_entry`) and fixes its value, the rest of the entry
-    /// shares that value and comes by key, after the page's too: the read stops now.
+    /// Every entry beyond the ones whose first sorted field encodes as `entry`'s, in the
+    /// read's direction, holds a value beyond it there, so its documents sort after the
+    /// page's. When the entry is the one sorted field (`sort_is_entry`), read upwards,
+    /// and fixes its value, the rest of the entry shares that value and comes by key,
+    /// after the page's too: the read stops now. (Read downwards, the rest of an entry
+    /// comes by falling key, while the sort takes equal values by rising key.)
     pub fn stop_after(&self, entry: &[u8]) -> SortedStop {
         let start = self.prefix.min(entry.len());
         let end = start + encoded_len(&entry[start..]);
+        if self.descending {
+            return SortedStop::From(entry[..end].to_vec());
+        }
         if self.sort_is_entry && fixes_its_value(&entry[start..end]) {
             return SortedStop::Now;
         }
@@ -473,6 +504,7 @@ fn index_candidate(
                 pinned: equal_fields,
                 prefix,
                 sort_is_entry: false,
+                descending: false,
             })
             .collect(),
         score,
@@ -557,7 +589,7 @@ impl Query {
                 let leading = indexes
                     .iter()
                     .enumerate()
-                    .filter(|(_, fields)| self.sorted_by(fields))
+                    .filter(|(_, fields)| self.sort_direction(fields).is_some())
                     .min_by_key(|(_, fields)| fields.len());
                 match leading {
                     Some((index, _)) => {
@@ -571,6 +603,7 @@ impl Query {
                             pinned: 0,
                             prefix: 0,
                             sort_is_entry: false,
+                            descending: false,
                         };
                         let in_sort_order = self.read_in_sort_order(&mut whole, indexes);
                         Plan::Ranges {
@@ -592,23 +625,26 @@ impl Query {
             return false;
         };
         let after_pinned = &fields[range.pinned.min(fields.len())..];
-        if !self.sorted_by(after_pinned) {
+        let Some(descending) = self.sort_direction(after_pinned) else {
             return false;
-        }
+        };
+        range.descending = descending;
         range.sort_is_entry = self.sort.len() == 1 && after_pinned.len() == 1;
         true
     }
 
-    /// Whether this query sorts ascending by the first of `fields`, in order (an entry
-    /// of them then orders as the sort does, the fields past the sort's after it).
-    fn sorted_by(&self, fields: &[Path]) -> bool {
-        !self.sort.is_empty()
-            && self.sort.len() <= fields.len()
+    /// Whether this query sorts by the first of `fields`, in order, all one way (an entry
+    /// of them then orders as the sort does, the fields past the sort's after it), and
+    /// whether that way is descending.
+    fn sort_direction(&self, fields: &[Path]) -> Option<bool> {
+        let descending = self.sort.first()?.descending;
+        let fits = self.sort.len() <= fields.len()
             && self
                 .sort
                 .iter()
                 .zip(fields)
-                .all(|(sort, field)| !sort.descending && &sort.path == field)
+                .all(|(sort, field)| sort.descending == descending && &sort.path == field);
+        fits.then_some(descending)
     }
 }
 
@@ -753,21 +789,23 @@ mod tests {
             .filter(|(e, _, _)| range.range.contains(e))
             .collect();
         rows.sort();
-        let start = after.as_ref().map_or_else(
-            || SortedStart {
-                low: range.range.low.clone(),
-                after: None,
-            },
-            |p| range.resume_at(p),
-        );
-        let mut high = range.range.high.clone();
+        if range.descending {
+            rows.reverse();
+        }
+        let SortedStart {
+            mut low,
+            mut high,
+            after: after_entry,
+        } = range.start(after.as_ref());
         let mut page = crate::Page::new(query, after);
-        for (e, key, i) in rows.into_iter().filter(|(e, key, _)| match &start.after {
-            Some((entry, after_key)) => (e, key) > (entry, after_key),
-            None => *e >= start.low,
-        }) {
-            if high.as_ref().is_some_and(|h| &e >= h) {
-                break;
+        for (e, key, i) in rows {
+            let past = match &after_entry {
+                Some(at) if range.descending => (&e, &key) < (&at.0, &at.1),
+                Some(at) => (&e, &key) > (&at.0, &at.1),
+                None => true,
+            };
+            if !past || e < low || high.as_ref().is_some_and(|h| &e >= h) {
+                continue;
             }
             page.offer(&key, &docs[i], i);
             if page.is_full() {
@@ -778,6 +816,7 @@ mod tests {
                             high = Some(end);
                         }
                     }
+                    SortedStop::From(start) => low = low.max(start),
                     SortedStop::ToTheEnd => {}
                 }
             }
@@ -813,6 +852,7 @@ mod tests {
             borrow in any::<proptest::sample::Index>(),
             pin_many in any::<bool>(),
             flip in any::<bool>(),
+            descending in any::<bool>(),
         ) {
             let v = docs[borrow.index(docs.len())].get("a").cloned().unwrap_or(v);
             // Many documents under one value of `a`, so an equality on it pins pages of them.
@@ -841,7 +881,7 @@ mod tests {
                 _ => vec!["a", "n.b"],
             }
             .into_iter()
-            .map(|s| crate::Sort::parse(s).unwrap())
+            .map(|s| crate::Sort::parse(&format!("{s}:{}", if descending { "desc" } else { "asc" })).unwrap())
             .collect();
             let query = Query::parse(&selector.to_string(), &sort, limit).unwrap();
             // The two-field index first or not: an equality on `a` pins it, and a range on
@@ -894,7 +934,8 @@ mod tests {
         )));
         assert!(sorted(plan(r#"{"other": 1}"#, &["status"])));
         assert!(sorted(plan(r#"{}"#, &["shop", "total"])));
-        assert!(!sorted(plan(r#"{"shop": "s1"}"#, &["total:desc"])));
+        assert!(sorted(plan(r#"{"shop": "s1"}"#, &["total:desc"])));
+        assert!(!sorted(plan(r#"{}"#, &["shop:desc", "total"])));
         assert!(!sorted(plan(
             r#"{"shop": {"$in": ["a", "b"]}}"#,
             &["total"]

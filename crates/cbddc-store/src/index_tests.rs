@@ -60,6 +60,7 @@ async fn entries(store: &SqliteStore) -> BTreeSet<(Vec<u8>, String)> {
                 high: None,
                 after: after.clone(),
                 limit: 7,
+                reverse: false,
             })
             .await
             .unwrap();
@@ -80,6 +81,31 @@ async fn entries(store: &SqliteStore) -> BTreeSet<(Vec<u8>, String)> {
             );
         }
     }
+    // Read from the top down, a few at a time: the same entries, highest first.
+    let mut down = Vec::new();
+    let mut after = None;
+    for _ in 0..10_000 {
+        let page = store
+            .read_index(IndexRead {
+                index: index(),
+                low: Vec::new(),
+                high: None,
+                after: after.clone(),
+                limit: 7,
+                reverse: true,
+            })
+            .await
+            .unwrap();
+        let Some(last) = page.last.clone() else {
+            break;
+        };
+        assert_eq!(page.documents.last().map(|d| &d.key), Some(&last.1));
+        after = Some(last);
+        down.extend(page.documents.into_iter().map(|d| d.key));
+    }
+    let mut keys_up: Vec<&String> = out.iter().map(|(_, key)| key).collect();
+    keys_up.reverse();
+    assert_eq!(down.iter().collect::<Vec<_>>(), keys_up, "read down");
     // Each document sits under its own entry, not under a stale one.
     for (entry, key) in &out {
         let mut high = entry.clone();
@@ -91,6 +117,7 @@ async fn entries(store: &SqliteStore) -> BTreeSet<(Vec<u8>, String)> {
                 high: Some(high),
                 after: None,
                 limit: 1_000,
+                reverse: false,
             })
             .await
             .unwrap();
@@ -110,6 +137,7 @@ async fn unavailable(store: &SqliteStore) -> bool {
         high: None,
         after: None,
         limit: 1,
+        reverse: false,
     };
     matches!(
         store.read_index(read).await,
@@ -258,6 +286,7 @@ async fn an_index_holds_one_entry_per_live_document_whatever_changed_it() {
             high: Some(high),
             after: None,
             limit: 1_000,
+            reverse: false,
         })
         .await
         .unwrap();

@@ -353,36 +353,47 @@ pub(crate) fn read(conn: &Connection, read: &IndexRead) -> Result<Option<IndexPa
         return Ok(None);
     };
     // Resuming after an entry and key starts right there, even among many equal entries.
-    let start = match read.after {
-        Some(_) => "(i.entry, i.key) > (?3, ?4)",
-        None => "i.entry >= ?3 AND ?4 IS NULL",
-    };
-    let end = match read.high {
-        Some(_) => "i.entry < ?5",
-        None => "?5 IS NULL",
+    let mut conditions = vec!["i.entry >= :low"];
+    if read.high.is_some() {
+        conditions.push("i.entry < :high");
+    }
+    if read.after.is_some() {
+        conditions.push(if read.reverse {
+            "(i.entry, i.key) < (:after_entry, :after_key)"
+        } else {
+            "(i.entry, i.key) > (:after_entry, :after_key)"
+        });
+    }
+    let order = if read.reverse {
+        "i.entry DESC, i.key DESC"
+    } else {
+        "i.entry, i.key"
     };
     let mut stmt = conn
         .prepare_cached(&format!(
             "SELECT i.entry, i.key, d.value, d.hlc_wall, d.hlc_counter, d.hlc_node
-             FROM index_{id} i JOIN documents d ON d.collection = ?1 AND d.key = i.key
-             WHERE {start} AND {end} AND d.value IS NOT NULL
-             ORDER BY i.entry, i.key LIMIT ?2"
+             FROM index_{id} i JOIN documents d ON d.collection = :collection AND d.key = i.key
+             WHERE {} AND d.value IS NOT NULL
+             ORDER BY {order} LIMIT :limit",
+            conditions.join(" AND ")
         ))
         .during(OP)?;
     let limit = i64::try_from(read.limit).unwrap_or(i64::MAX);
-    let (from, after_key) = match &read.after {
-        Some((entry, key)) => (entry, Some(key)),
-        None => (&read.low, None),
+    let mut bind = |name: &str, value: &dyn rusqlite::ToSql| -> rusqlite::Result<()> {
+        if let Some(at) = stmt.parameter_index(name)? {
+            stmt.raw_bind_parameter(at, value)?;
+        }
+        Ok(())
     };
-    let mut rows = stmt
-        .query(params![
-            read.index.collection,
-            limit,
-            from,
-            after_key,
-            read.high
-        ])
-        .during(OP)?;
+    bind(":collection", &read.index.collection).during(OP)?;
+    bind(":limit", &limit).during(OP)?;
+    bind(":low", &read.low).during(OP)?;
+    bind(":high", &read.high).during(OP)?;
+    if let Some((entry, key)) = &read.after {
+        bind(":after_entry", entry).during(OP)?;
+        bind(":after_key", key).during(OP)?;
+    }
+    let mut rows = stmt.raw_query();
     let mut page = IndexPage::default();
     // The last row's entry, in one buffer reused row after row.
     let mut entry: Vec<u8> = Vec::new();
