@@ -123,6 +123,18 @@ async fn find_by_scan(
     })
 }
 
+/// One page of an index; `None` if the index is no longer built.
+async fn read_index(
+    store: &dyn DocumentStore,
+    read: cbddc_core::IndexRead,
+) -> Result<Option<cbddc_core::IndexPage>, NodeError> {
+    match store.read_index(read).await {
+        Ok(hits) => Ok(Some(hits)),
+        Err(cbddc_core::StorageError::IndexUnavailable { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Reads the plan's ranges, each document once; `None` if an index is no longer built.
 async fn find_by_index(
     store: &dyn DocumentStore,
@@ -158,9 +170,10 @@ async fn find_by_index(
         // A range in the sort's order starts where the cursor's values are, and ends once
         // the page is full and what may still belong to it is read.
         let (mut low, mut high) = (range.range.low.clone(), range.range.high.clone());
+        let mut within = None;
         if in_sort_order {
             let start = range.start(resume_sorted.as_ref());
-            (low, high, after) = (start.low, start.high, start.after);
+            (low, high, after, within) = (start.low, start.high, start.after, start.within);
         }
         let reverse = in_sort_order && range.descending;
         let mut stopping = false;
@@ -169,28 +182,8 @@ async fn find_by_index(
         } else {
             SCAN_PAGE
         };
-        let mut taken = 0usize;
-        loop {
-            let hits = match store
-                .read_index(cbddc_core::IndexRead {
-                    index: built[range.index].clone(),
-                    low: low.clone(),
-                    high: high.clone(),
-                    after: after.take(),
-                    limit: batch,
-                    reverse,
-                })
-                .await
-            {
-                Ok(hits) => hits,
-                Err(cbddc_core::StorageError::IndexUnavailable { .. }) => return Ok(None),
-                Err(e) => return Err(e.into()),
-            };
-            let complete = hits.documents.len() < batch;
-            after = hits.last;
-            read += hits.documents.len() as u64;
-            taken += hits.documents.len();
-            for document in hits.documents {
+        let offer = |page: &mut cbddc_query::Page<'_, Document>, documents: Vec<Document>| {
+            for document in documents {
                 if unread {
                     page.offer_matching(&document.key.clone(), document);
                     continue;
@@ -202,6 +195,57 @@ async fn find_by_index(
                     page.offer(&document.key.clone(), &value, document);
                 }
             }
+        };
+        // Descending from a cursor whose value is its entry's alone: the documents of that
+        // entry after its key come first, upwards; a page full among them is done.
+        if let Some(rest) = within {
+            let mut after_key = Some((rest.entry.clone(), rest.after_key));
+            let full = loop {
+                let read_here = cbddc_core::IndexRead {
+                    index: built[range.index].clone(),
+                    low: rest.entry.clone(),
+                    high: Some(rest.end.clone()),
+                    after: after_key.take(),
+                    limit: batch,
+                    reverse: false,
+                };
+                let Some(hits) = read_index(store, read_here).await? else {
+                    return Ok(None);
+                };
+                let complete = hits.documents.len() < batch;
+                after_key = hits.last;
+                read += hits.documents.len() as u64;
+                offer(&mut page, hits.documents);
+                if page.is_full() {
+                    break true;
+                }
+                if complete {
+                    break false;
+                }
+                batch = (batch * 2).min(SCAN_PAGE);
+            };
+            if full {
+                continue;
+            }
+        }
+        let mut taken = 0usize;
+        loop {
+            let read_here = cbddc_core::IndexRead {
+                index: built[range.index].clone(),
+                low: low.clone(),
+                high: high.clone(),
+                after: after.take(),
+                limit: batch,
+                reverse,
+            };
+            let Some(hits) = read_index(store, read_here).await? else {
+                return Ok(None);
+            };
+            let complete = hits.documents.len() < batch;
+            after = hits.last;
+            read += hits.documents.len() as u64;
+            taken += hits.documents.len();
+            offer(&mut page, hits.documents);
             if complete || (in_key_order && taken > query.limit()) {
                 break;
             }

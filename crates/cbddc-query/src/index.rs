@@ -147,6 +147,20 @@ pub struct SortedStart {
     /// With an entry and key: read only past them (every document of that entry up to
     /// that key is at or before the cursor's position).
     pub after: Option<(Vec<u8>, String)>,
+    /// Descending, read this first: the rest of the cursor's entry, upwards.
+    pub within: Option<EntryRest>,
+}
+
+/// The documents of one entry past a key, read upwards: those sharing a descending
+/// cursor's value that come after it (equal values sort by rising key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryRest {
+    /// The entry.
+    pub entry: Vec<u8>,
+    /// The first entry past it.
+    pub end: Vec<u8>,
+    /// The cursor's key: read the documents after it.
+    pub after_key: String,
 }
 
 /// What a read of a range in its query's sort order does once its page is full.
@@ -174,14 +188,16 @@ impl IndexRange {
     /// the first sorted field counts: two values can share an encoding (arrays, integers
     /// past 2^53), and then the next field's bytes decide the entry's place while the
     /// first field's values decide the document's. When the entry is the one sorted field
-    /// (`sort_is_entry`), read upwards, and its encoding fixes the value, the documents of
-    /// that entry share the position's value and follow each other by key: the read
-    /// starts past its key.
+    /// (`sort_is_entry`) and its encoding fixes the value, the documents of that entry
+    /// share the position's value and follow each other by key: read upwards, the read
+    /// starts past its key; read downwards, it first reads the rest of that entry
+    /// upwards (`within`), then the entries below.
     pub fn start(&self, position: Option<&crate::Position>) -> SortedStart {
         let whole = SortedStart {
             low: self.range.low.clone(),
             high: self.range.high.clone(),
             after: None,
+            within: None,
         };
         let Some(position) = position else {
             return whole;
@@ -189,6 +205,22 @@ impl IndexRange {
         let mut at = self.range.low[..self.prefix.min(self.range.low.len())].to_vec();
         let first = position.values.first().and_then(Option::as_ref);
         encode(first, &mut at);
+        let in_range = at >= self.range.low && whole.high.as_ref().is_none_or(|high| &at < high);
+        if self.descending && self.sort_is_entry && first.is_none_or(exact) && in_range {
+            // The cursor's value is that entry's alone: after its rest, every lower entry
+            // holds lower values, and every higher one came before.
+            let mut end = at.clone();
+            end.push(0);
+            return SortedStart {
+                high: Some(at.clone()),
+                within: Some(EntryRest {
+                    entry: at,
+                    end,
+                    after_key: position.key.clone(),
+                }),
+                ..whole
+            };
+        }
         if self.descending {
             return match after_prefix(&at) {
                 Some(top) if whole.high.as_ref().is_none_or(|high| &top < high) => SortedStart {
@@ -198,7 +230,7 @@ impl IndexRange {
                 _ => whole,
             };
         }
-        if self.sort_is_entry && first.is_none_or(exact) && at >= self.range.low {
+        if self.sort_is_entry && first.is_none_or(exact) && in_range {
             return SortedStart {
                 after: Some((at.clone(), position.key.clone())),
                 low: at,
@@ -796,8 +828,21 @@ mod tests {
             mut low,
             mut high,
             after: after_entry,
+            within,
         } = range.start(after.as_ref());
         let mut page = crate::Page::new(query, after);
+        if let Some(rest) = &within {
+            let mut upwards = rows.clone();
+            upwards.sort();
+            for (e, key, i) in upwards {
+                if e >= rest.entry && e < rest.end && (&e, &key) > (&rest.entry, &rest.after_key) {
+                    page.offer(&key, &docs[i], i);
+                    if page.is_full() {
+                        return page.finish();
+                    }
+                }
+            }
+        }
         for (e, key, i) in rows {
             let past = match &after_entry {
                 Some(at) if range.descending => (&e, &key) < (&at.0, &at.1),
