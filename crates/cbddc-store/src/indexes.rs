@@ -353,11 +353,24 @@ pub(crate) fn read(conn: &Connection, read: &IndexRead) -> Result<Option<IndexPa
         return Ok(None);
     };
     // Resuming after an entry and key starts right there, even among many equal entries.
-    let mut conditions = vec!["i.entry >= :low"];
-    if read.high.is_some() {
+    // Where a page resumes, that bound replaces the range's own on that side: given both,
+    // SQLite may seek by the range's and filter by the resume point, rereading every
+    // earlier page of the range.
+    let resumes = read.after.as_ref().filter(|(entry, _)| {
+        if read.reverse {
+            read.high.as_ref().is_none_or(|high| entry < high)
+        } else {
+            entry >= &read.low
+        }
+    });
+    let mut conditions = Vec::new();
+    if resumes.is_none() || read.reverse {
+        conditions.push("i.entry >= :low");
+    }
+    if read.high.is_some() && (resumes.is_none() || !read.reverse) {
         conditions.push("i.entry < :high");
     }
-    if read.after.is_some() {
+    if resumes.is_some() {
         conditions.push(if read.reverse {
             "(i.entry, i.key) < (:after_entry, :after_key)"
         } else {
@@ -389,7 +402,7 @@ pub(crate) fn read(conn: &Connection, read: &IndexRead) -> Result<Option<IndexPa
     bind(":limit", &limit).during(OP)?;
     bind(":low", &read.low).during(OP)?;
     bind(":high", &read.high).during(OP)?;
-    if let Some((entry, key)) = &read.after {
+    if let Some((entry, key)) = resumes {
         bind(":after_entry", entry).during(OP)?;
         bind(":after_key", key).during(OP)?;
     }
