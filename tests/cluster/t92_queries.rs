@@ -395,6 +395,65 @@ async fn random_queries_return_what_a_filter_gives_in_order_and_pages_stay_stabl
     assert!(refused.to_string().contains("$near at a"), "{refused}");
 }
 
+/// A query no index serves names the index that would, with the configuration that
+/// declares it; declared, that index serves the query in its sort's order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_no_index_serves_names_the_index_that_would() {
+    use cbddc_core::IndexDefinition;
+    let mut node = TestNode::spawn("advised-node", |_| {}).await;
+    let writes = (0..2_000)
+        .map(|i| {
+            let doc = json!({"shop": format!("s{}", i % 20), "total": i % 97});
+            LocalWrite::put("items", format!("k{i:05}"), doc.to_string())
+        })
+        .collect();
+    node.node().write(writes).await.unwrap();
+    let query = Query::parse(r#"{"shop": "s3"}"#, &[Sort::parse("total").unwrap()], 10).unwrap();
+
+    let scanned = node.node().find("items", &query, None).await.unwrap();
+    assert!(
+        scanned.plan.starts_with("a scan of items"),
+        "{}",
+        scanned.plan
+    );
+    assert!(
+        scanned.plan.ends_with(
+            r#"; an index on items(shop, total) would serve it: [[indexes]] collection = "items", fields = ["shop", "total"]"#
+        ),
+        "{}",
+        scanned.plan
+    );
+
+    node.reconfigure(|config| {
+        config.indexes = vec![IndexDefinition::new("items", &["shop", "total"])];
+    });
+    cbddc_tests::wait_until(
+        "the advised index is declared",
+        std::time::Duration::from_secs(30),
+        || async { node.node().status().await.unwrap().indexes.len() == 1 },
+    )
+    .await;
+    indexes_built(&node).await;
+    let served = node.node().find("items", &query, None).await.unwrap();
+    assert!(
+        served
+            .plan
+            .starts_with("index items(shop, total): 1 range in the sort's order, 11 entries read"),
+        "{}",
+        served.plan
+    );
+    assert!(!served.plan.contains("would serve"), "{}", served.plan);
+    let keys = |found: &cbddc_node::Found| {
+        found
+            .documents
+            .iter()
+            .map(|d| d.key.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(keys(&served), keys(&scanned));
+    assert_eq!(served.documents.len(), 10);
+}
+
 /// `Node::watch_query`: the current matches enter first; puts, patches and deletes, here
 /// and from a peer, enter, stay and leave.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

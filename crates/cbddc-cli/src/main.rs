@@ -181,8 +181,9 @@ enum Command {
     /// resumes after them (--after): documents that did not change meanwhile are neither
     /// skipped nor repeated. A query reads through the built index that narrows it most
     /// ([[indexes]] in the node's configuration), else scans its collection; --explain says
-    /// which. Sorted one way by the index's fields after its equalities (on users(city,
-    /// age): {"city":"Paris"} --sort age, or --sort age:desc), a page reads about --limit
+    /// which, and names the index that would serve a query none of the node's serves.
+    /// Sorted one way by the index's fields after its equalities (on users(city, age):
+    /// {"city":"Paris"} --sort age, or --sort age:desc), a page reads about --limit
     /// entries, not every match.
     Find {
         /// The collection.

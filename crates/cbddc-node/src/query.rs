@@ -5,7 +5,7 @@
 
 use crate::NodeError;
 use crate::indexes::Indexes;
-use cbddc_core::{Document, DocumentStore};
+use cbddc_core::{Document, DocumentStore, IndexDefinition};
 
 /// Documents a scan reads per step of a query.
 const SCAN_PAGE: usize = 1_000;
@@ -63,15 +63,31 @@ pub(crate) async fn find(
             position.clone(),
         )
         .await?;
-        if let Some(found) = read {
+        if let Some(mut found) = read {
+            let in_sort_order = matches!(
+                plan,
+                cbddc_query::index::Plan::Ranges {
+                    in_sort_order: true,
+                    ..
+                }
+            );
+            // Sorted but not read in the sort's order: every match was read.
+            if !query.sort().is_empty() && !in_sort_order {
+                found.plan.push_str(&advice(collection, query, &built));
+            }
             return Ok(found);
         }
         // An index dropped since it was planned: the scan answers.
     }
     let mut found = find_by_scan(store, collection, query, position).await?;
-    found.plan = if built.is_empty() {
+    let advised = advice(collection, query, &built);
+    found.plan = if built.is_empty() && advised.is_empty() {
         format!(
             "a scan of {collection} in key order: no index serves this query (none of {collection} is built; declare one under [[indexes]])"
+        )
+    } else if built.is_empty() {
+        format!(
+            "a scan of {collection} in key order: no index serves this query (none of {collection} is built){advised}"
         )
     } else {
         format!(
@@ -81,9 +97,31 @@ pub(crate) async fn find(
                 .map(|i| i.name())
                 .collect::<Vec<_>>()
                 .join(", ")
-        )
+        ) + &advised
     };
     Ok(found)
+}
+
+/// What a plan ends with when an index this node lacks would serve the query: its name
+/// and the configuration that declares it (empty when there is none to advise).
+fn advice(collection: &str, query: &cbddc_query::Query, built: &[IndexDefinition]) -> String {
+    let Some(fields) = query.advise() else {
+        return String::new();
+    };
+    let fields: Vec<String> = fields.iter().map(cbddc_query::Path::dotted).collect();
+    if built.iter().any(|index| index.fields == fields) {
+        return String::new();
+    }
+    let index = IndexDefinition {
+        collection: collection.to_string(),
+        fields,
+    };
+    format!(
+        "; an index on {} would serve it: [[indexes]] collection = {:?}, fields = {:?}",
+        index.name(),
+        index.collection,
+        index.fields
+    )
 }
 
 async fn find_by_scan(

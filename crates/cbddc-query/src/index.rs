@@ -325,10 +325,10 @@ pub enum Plan {
         /// Whether the ranges hold exactly the matching documents.
         exact: bool,
         /// One range whose entries order as the query sorts: the index's fields after the
-        /// pinned ones start with the sort's paths, all ascending. Read in entry order, a reader
-        /// holding more than a page may stop past the entries whose first sorted field
-        /// encodes as the last one read ([`IndexRange::stop_after`]), and a page resumes
-        /// at [`IndexRange::resume_at`]; the page still sorts what it read.
+        /// pinned ones start with the sort's paths, all one way (the range's
+        /// `descending`). Read in that direction, a reader holding more than a page may
+        /// stop as [`IndexRange::stop_after`] says, and a page starts where
+        /// [`IndexRange::start`] says; the page still sorts what it read.
         in_sort_order: bool,
     },
 }
@@ -648,6 +648,54 @@ impl Query {
                 }
             }
         }
+    }
+
+    /// The fields of the index that would serve this query, to advise one when none
+    /// does: the paths it tests for equality, then those it tests with `$in`, then its
+    /// sort paths when they go one way (read in their order, a page costs about its
+    /// limit), else one path it bounds. `None` when it constrains or sorts no path an
+    /// index could hold (an `$or` or a `$not` alone would need an index per branch).
+    pub fn advise(&self) -> Option<Vec<Path>> {
+        let mut conditions = Vec::new();
+        field_conditions(std::slice::from_ref(&self.selector), &mut conditions);
+        let mut fields: Vec<Path> = Vec::new();
+        let mut add = |path: &Path| {
+            let indexable = !path.dotted().starts_with('$');
+            if indexable && !fields.contains(path) && fields.len() < MAX_INDEX_FIELDS {
+                fields.push(path.clone());
+            }
+        };
+        for (path, condition) in &conditions {
+            if matches!(condition, Condition::Eq(_)) {
+                add(path);
+            }
+        }
+        for (path, condition) in &conditions {
+            if matches!(condition, Condition::In(_)) {
+                add(path);
+            }
+        }
+        let one_way = self
+            .sort
+            .first()
+            .is_some_and(|first| self.sort.iter().all(|s| s.descending == first.descending));
+        if one_way {
+            for sort in &self.sort {
+                add(&sort.path);
+            }
+        } else if let Some((path, _)) = conditions.iter().find(|(_, condition)| {
+            matches!(
+                condition,
+                Condition::Gt(_)
+                    | Condition::Gte(_)
+                    | Condition::Lt(_)
+                    | Condition::Lte(_)
+                    | Condition::Exists(_)
+            )
+        }) {
+            add(path);
+        }
+        (!fields.is_empty()).then_some(fields)
     }
 
     /// Whether `range` (the only one of a plan) can be read in this query's sort order,
@@ -997,6 +1045,51 @@ mod tests {
         assert!(entry_is_sort(plan(r#"{"other": 1}"#, &["status"])));
         assert!(!entry_is_sort(plan(r#"{}"#, &["shop"])));
         assert!(!entry_is_sort(plan(r#"{}"#, &["shop", "total"])));
+    }
+
+    #[test]
+    fn the_index_advised_serves_the_query_it_was_advised_for() {
+        let advised = |s: &str, sort: &[&str]| {
+            let sort: Vec<crate::Sort> = sort
+                .iter()
+                .map(|s| crate::Sort::parse(s).unwrap())
+                .collect();
+            let query = Query::parse(s, &sort, 10).unwrap();
+            let fields = query.advise();
+            // Declared, the advised index serves the query (in its sort's order, if any).
+            if let Some(fields) = &fields {
+                match query.plan(std::slice::from_ref(fields)) {
+                    Plan::Ranges { in_sort_order, .. } => {
+                        assert!(in_sort_order || sort.is_empty() || sort.len() > 1, "{s}")
+                    }
+                    Plan::Scan => panic!("{s}: the advised index does not serve it"),
+                }
+            }
+            fields.map(|f| f.iter().map(Path::dotted).collect::<Vec<_>>())
+        };
+        let names = |n: &[&str]| Some(n.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            advised(r#"{"shop": "s1"}"#, &["total"]),
+            names(&["shop", "total"])
+        );
+        assert_eq!(
+            advised(
+                r#"{"shop": "s1", "n": {"$in": [1, 2]}, "total": {"$gt": 3}}"#,
+                &[]
+            ),
+            names(&["shop", "n", "total"])
+        );
+        assert_eq!(
+            advised(r#"{"total": {"$gt": 3}}"#, &["total:desc"]),
+            names(&["total"])
+        );
+        assert_eq!(advised(r#"{}"#, &["a", "b"]), names(&["a", "b"]));
+        assert_eq!(advised(r#"{"a": {"$ne": 1}}"#, &[]), None);
+        assert_eq!(advised(r#"{"$or": [{"a": 1}, {"b": 2}]}"#, &[]), None);
+        assert_eq!(
+            advised(r#"{"a": 1, "b": {"$lt": 2}}"#, &["c", "d:desc"]),
+            names(&["a", "b"])
+        );
     }
 
     #[test]

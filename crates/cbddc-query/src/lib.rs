@@ -14,9 +14,10 @@
 //! only a field that holds `null`.
 //!
 //! **Sorting and pages.** Results come in the order of the sort paths (each ascending or
-//! descending), then by key, so the order is total. A page ends with a [`Cursor`] holding
-//! the last result's sort values and key: the next page starts after it, so a document
-//! that did not change meanwhile is neither skipped nor repeated, whatever else changes.
+//! descending), then by key, so the order is total. A page ends with a cursor
+//! ([`Query::cursor`]) holding the last result's sort values and key: the next page
+//! starts after it, so a document that did not change meanwhile is neither skipped nor
+//! repeated, whatever else changes.
 //!
 //! ```
 //! use cbddc_query::{Query, Sort};

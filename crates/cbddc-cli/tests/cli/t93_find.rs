@@ -407,6 +407,15 @@ fn queries_through_the_binary_use_the_indexes_of_the_configuration() {
                 "{text}: {explained}"
             );
             indexed += usize::from(served);
+            if round % 6 == 4 {
+                // No index serves it: the plan names the one that would.
+                assert!(
+                    explained.contains(
+                        r#"an index on items(addr.city, note) would serve it: [[indexes]] collection = "items", fields = ["addr.city", "note"]"#
+                    ),
+                    "{text}: {explained}"
+                );
+            }
             if round % 6 == 1 {
                 // Sorted by the index's first field: read in its order (downwards for
                 // total:desc), a page at a time.
