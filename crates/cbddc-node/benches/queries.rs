@@ -63,31 +63,36 @@ fn raw_database(path: &std::path::Path) -> Connection {
     )
     .unwrap();
     for start in (0..DOCUMENTS).step_by(BATCH as usize) {
-        let tx = conn.transaction().unwrap();
-        {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO docs (key, shop, total, value) VALUES (?1, ?2, ?3, ?4)",
-                )
-                .unwrap();
-            for i in start..start + BATCH {
-                insert
-                    .execute(params![
-                        format!("k{i:07}"),
-                        shop(i),
-                        total(i) as i64,
-                        document(i)
-                    ])
-                    .unwrap();
-            }
-        }
-        tx.commit().unwrap();
+        raw_insert(&mut conn, "docs", start..start + BATCH);
     }
     conn.execute_batch(
         "CREATE INDEX docs_shop ON docs (shop); CREATE INDEX docs_total ON docs (total);",
     )
     .unwrap();
     conn
+}
+
+/// Rows `range` of the documents inserted into `table` in one transaction.
+fn raw_insert(conn: &mut Connection, table: &str, range: std::ops::Range<u64>) {
+    let tx = conn.transaction().unwrap();
+    {
+        let mut insert = tx
+            .prepare_cached(&format!(
+                "INSERT INTO {table} (key, shop, total, value) VALUES (?1, ?2, ?3, ?4)"
+            ))
+            .unwrap();
+        for i in range {
+            insert
+                .execute(params![
+                    format!("k{i:07}"),
+                    shop(i),
+                    total(i) as i64,
+                    document(i)
+                ])
+                .unwrap();
+        }
+    }
+    tx.commit().unwrap();
 }
 
 fn raw_read(conn: &Connection, sql: &str, bind: impl rusqlite::Params) -> usize {
@@ -118,25 +123,7 @@ fn raw_write_rates(path: &std::path::Path) -> (f64, f64) {
     let mut write = |table: &str, next: &mut u64| {
         let started = Instant::now();
         for _ in 0..10 {
-            let tx = conn.transaction().unwrap();
-            {
-                let mut insert = tx
-                    .prepare_cached(&format!(
-                        "INSERT INTO {table} (key, shop, total, value) VALUES (?1, ?2, ?3, ?4)"
-                    ))
-                    .unwrap();
-                for i in *next..*next + 1_000 {
-                    insert
-                        .execute(params![
-                            format!("k{i:07}"),
-                            shop(i),
-                            total(i) as i64,
-                            document(i)
-                        ])
-                        .unwrap();
-                }
-            }
-            tx.commit().unwrap();
+            raw_insert(&mut conn, table, *next..*next + 1_000);
             *next += 1_000;
         }
         per_second(10_000, started.elapsed())

@@ -64,15 +64,8 @@ pub(crate) async fn find(
         )
         .await?;
         if let Some(mut found) = read {
-            let in_sort_order = matches!(
-                plan,
-                cbddc_query::index::Plan::Ranges {
-                    in_sort_order: true,
-                    ..
-                }
-            );
             // Sorted but not read in the sort's order: every match was read.
-            if !query.sort().is_empty() && !in_sort_order {
+            if !query.sort().is_empty() && !plan.in_sort_order() {
                 found.plan.push_str(&advice(collection, query, &built));
             }
             return Ok(found);
@@ -187,13 +180,7 @@ async fn find_by_index(
     let unread = matches!(plan, cbddc_query::index::Plan::Ranges { exact: true, .. })
         && query.sort().is_empty();
     let resume_key = position.as_ref().map(|p| p.key().to_string());
-    let in_sort_order = matches!(
-        plan,
-        cbddc_query::index::Plan::Ranges {
-            in_sort_order: true,
-            ..
-        }
-    );
+    let in_sort_order = plan.in_sort_order();
     let resume_sorted = position.clone().filter(|_| in_sort_order);
     let mut page = cbddc_query::Page::new(query, position);
     let mut read = 0u64;

@@ -334,6 +334,18 @@ pub enum Plan {
 }
 
 impl Plan {
+    /// Whether the plan reads its one range in the query's sort order (see
+    /// [`Plan::Ranges`]).
+    pub fn in_sort_order(&self) -> bool {
+        matches!(
+            self,
+            Plan::Ranges {
+                in_sort_order: true,
+                ..
+            }
+        )
+    }
+
     /// Whether `document`, met while reading range `at`, lies in an earlier range of the
     /// plan too (so it was offered already and must not be offered again).
     pub fn seen_before(&self, indexes: &[Vec<Path>], at: usize, document: &Value) -> bool {

@@ -583,8 +583,8 @@ impl<'q, T> Page<'q, T> {
     }
 
     /// Whether the page holds more results after its position than its limit: a reader
-    /// offering documents in the query's order (see [`index::Plan::Ranges`]) has what it
-    /// needs once it finishes the entry it is in.
+    /// offering documents in the query's order (see [`index::Plan::Ranges`]) may then
+    /// stop where [`index::IndexRange::stop_after`] says.
     pub fn is_full(&self) -> bool {
         self.more || self.kept.len() > self.query.limit
     }

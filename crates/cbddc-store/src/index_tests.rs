@@ -3,8 +3,8 @@
 
 use crate::{SqliteStore, StoreOptions};
 use cbddc_core::{
-    DocumentStore, Hlc, IndexDefinition, IndexRead, LocalWrite, NodeId, Operation, OplogEntry,
-    ReplicaId, SnapshotDocument, StorageError, VersionVector,
+    Document, DocumentStore, Hlc, IndexDefinition, IndexRead, LocalWrite, NodeId, Operation,
+    OplogEntry, ReplicaId, SnapshotDocument, StorageError, VersionVector,
 };
 use cbddc_query::Path;
 use std::collections::BTreeSet;
@@ -48,9 +48,9 @@ fn doc(i: u64) -> String {
     )
 }
 
-/// Every entry of the index, read a few at a time.
-async fn entries(store: &SqliteStore) -> BTreeSet<(Vec<u8>, String)> {
-    let mut out = BTreeSet::new();
+/// Every document under the index, read 7 at a time, upwards or from the top down.
+async fn read_whole(store: &SqliteStore, reverse: bool) -> Vec<Document> {
+    let mut documents = Vec::new();
     let mut after = None;
     for _ in 0..10_000 {
         let page = store
@@ -60,39 +60,7 @@ async fn entries(store: &SqliteStore) -> BTreeSet<(Vec<u8>, String)> {
                 high: None,
                 after: after.clone(),
                 limit: 7,
-                reverse: false,
-            })
-            .await
-            .unwrap();
-        let Some(last) = page.last.clone() else {
-            break;
-        };
-        after = Some(last);
-        let fields: Vec<Path> = index()
-            .fields
-            .iter()
-            .map(|f| Path::parse(f).unwrap())
-            .collect();
-        for document in page.documents {
-            let value = serde_json::from_str(&document.value).unwrap();
-            assert!(
-                out.insert((cbddc_query::index::entry(&fields, &value), document.key)),
-                "a page repeats an entry"
-            );
-        }
-    }
-    // Read from the top down, a few at a time: the same entries, highest first.
-    let mut down = Vec::new();
-    let mut after = None;
-    for _ in 0..10_000 {
-        let page = store
-            .read_index(IndexRead {
-                index: index(),
-                low: Vec::new(),
-                high: None,
-                after: after.clone(),
-                limit: 7,
-                reverse: true,
+                reverse,
             })
             .await
             .unwrap();
@@ -101,8 +69,32 @@ async fn entries(store: &SqliteStore) -> BTreeSet<(Vec<u8>, String)> {
         };
         assert_eq!(page.documents.last().map(|d| &d.key), Some(&last.1));
         after = Some(last);
-        down.extend(page.documents.into_iter().map(|d| d.key));
+        documents.extend(page.documents);
     }
+    documents
+}
+
+/// Every entry of the index, read a few at a time.
+async fn entries(store: &SqliteStore) -> BTreeSet<(Vec<u8>, String)> {
+    let fields: Vec<Path> = index()
+        .fields
+        .iter()
+        .map(|f| Path::parse(f).unwrap())
+        .collect();
+    let mut out = BTreeSet::new();
+    for document in read_whole(store, false).await {
+        let value = serde_json::from_str(&document.value).unwrap();
+        assert!(
+            out.insert((cbddc_query::index::entry(&fields, &value), document.key)),
+            "a page repeats an entry"
+        );
+    }
+    // Read from the top down: the same entries, highest first.
+    let down: Vec<String> = read_whole(store, true)
+        .await
+        .into_iter()
+        .map(|d| d.key)
+        .collect();
     let mut keys_up: Vec<&String> = out.iter().map(|(_, key)| key).collect();
     keys_up.reverse();
     assert_eq!(down.iter().collect::<Vec<_>>(), keys_up, "read down");
