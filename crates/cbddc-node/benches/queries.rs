@@ -6,8 +6,8 @@
 //! - a range returning 1% of the collection (10,000 documents), likewise;
 //! - the first page of 100 of a range sorted by its field (`ORDER BY … LIMIT 100` on the
 //!   raw side), read in the index's order;
-//! - writes in batches of 1,000 to a collection with two indexes vs writes before any
-//!   index was declared (and, for the record, to a collection without index beside
+//! - writes in batches of 1,000 to a collection with two indexes, until a query has them
+//!   folded into the indexes, vs writes before any index was declared (and, for the record, to a collection without index beside
 //!   indexed ones), and what two indexes cost raw SQLite itself on the same writes (the
 //!   floor of that ratio);
 //! - the peak memory of a `find` that reads the whole collection and of `list` paging
@@ -216,8 +216,10 @@ async fn list_all(node: &Node, collection: &str) -> usize {
     }
 }
 
-/// Documents per second written to `collection` in 10 batches of 1,000 new keys.
-async fn write_rate(node: &Node, collection: &str, next_key: &mut u64) -> f64 {
+/// Documents per second written to `collection` in 10 batches of 1,000 new keys. With
+/// `indexed`, the time includes folding the writes into the indexes: a query on the
+/// collection at the end has the writer fold what is pending before it reads.
+async fn write_rate(node: &Node, collection: &str, next_key: &mut u64, indexed: bool) -> f64 {
     let started = Instant::now();
     for _ in 0..10 {
         let writes = (*next_key..*next_key + 1_000)
@@ -225,6 +227,11 @@ async fn write_rate(node: &Node, collection: &str, next_key: &mut u64) -> f64 {
             .collect();
         node.write(writes).await.unwrap();
         *next_key += 1_000;
+    }
+    if indexed {
+        let query = Query::parse(r#"{"shop":"s00000"}"#, &[], 1).unwrap();
+        let found = node.find(collection, &query, None).await.unwrap();
+        assert!(found.plan.starts_with("index"), "{}", found.plan);
     }
     per_second(10_000, started.elapsed())
 }
@@ -271,7 +278,7 @@ fn main() {
         for _ in 0..ROUNDS {
             writes
                 .raw
-                .push(write_rate(&node, "plain", &mut next_key).await);
+                .push(write_rate(&node, "plain", &mut next_key, false).await);
         }
 
         eprintln!("declaring two indexes on {DOCUMENTS} documents");
@@ -386,8 +393,8 @@ fn main() {
 
             writes
                 .ours
-                .push(write_rate(&node, "written", &mut next_key).await);
-            beside.push(write_rate(&node, "plain", &mut next_key).await);
+                .push(write_rate(&node, "written", &mut next_key, true).await);
+            beside.push(write_rate(&node, "plain", &mut next_key, false).await);
         }
         let (eq_ours, eq_raw, eq_ratio) = equality.report();
         let (range_ours, range_raw, range_ratio) = range.report();

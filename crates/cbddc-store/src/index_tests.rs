@@ -299,3 +299,49 @@ async fn an_index_holds_one_entry_per_live_document_whatever_changed_it() {
     store.write(puts(300..310)).await.unwrap();
     store.close().await;
 }
+
+/// Rows of `index_pending`: writes not yet folded into the indexes.
+fn pending_rows(dir: &std::path::Path) -> i64 {
+    let conn = rusqlite::Connection::open(dir.join("node-idx.db")).unwrap();
+    conn.query_row("SELECT count(*) FROM index_pending", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn writes_not_yet_folded_into_an_index_survive_a_reopen_and_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    store.declare_indexes(vec![index()]).await.unwrap();
+    while !store.build_indexes(100).await.unwrap().is_empty() {}
+    // Fewer writes than a fold waits for: they stay pending.
+    let writes: Vec<LocalWrite> = (0..20u64)
+        .map(|i| LocalWrite::put("c", format!("k{i:03}"), doc(i)))
+        .collect();
+    store.write(writes).await.unwrap();
+    // Moved again: k000 leaves the entry it had, k001 has none any more.
+    store
+        .write(vec![
+            LocalWrite::put("c", "k000", doc(5)),
+            LocalWrite::delete("c", "k001"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(pending_rows(dir.path()), 22, "every write is pending");
+    store.close().await;
+
+    let store = open(dir.path()).await;
+    assert_eq!(pending_rows(dir.path()), 22, "pending writes are kept");
+    // The read finds them pending, has the writer fold them, and reads.
+    assert_eq!(entries(&store).await, expected(&store).await);
+    assert_eq!(pending_rows(dir.path()), 0, "folded by the read");
+    assert_eq!(store.indexes().await.unwrap()[0].entries, 19);
+
+    // Past the fold's threshold, the writer folds at the end of the transaction.
+    let many: Vec<LocalWrite> = (0..crate::indexes::FOLD_AT + 10)
+        .map(|i| LocalWrite::put("c", format!("m{i:03}"), doc(i)))
+        .collect();
+    store.write(many).await.unwrap();
+    assert_eq!(pending_rows(dir.path()), 0, "folded at the threshold");
+    assert_eq!(entries(&store).await, expected(&store).await);
+    store.close().await;
+}

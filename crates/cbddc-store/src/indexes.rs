@@ -2,12 +2,20 @@
 //! what an entry holds), kept current by the writer and built in the background in key
 //! order.
 //!
-//! - **Kept current on every path.** Each place the writer changes a document's value
-//!   (local writes, sync, snapshots) hands the key, the value it held and the value it
-//!   holds now to [`IndexSet::record`], which moves the key's entry in each index of its
-//!   collection. A table `index_<id>` is keyed by (entry, key): one b-tree, read by range.
-//!   Writes to a collection without an index cost nothing more (a trigger on `documents`
-//!   would have cost every write, of every collection, about a fifth).
+//! - **Kept current on every path, folded in batches.** Each place the writer changes a
+//!   document's value (local writes, sync, snapshots) hands the key, the value it held
+//!   and the value it holds now to [`IndexSet::record`]. It appends what moved (each
+//!   index's entry before and after) to `index_pending`, in the write's transaction:
+//!   one row at the end of a table, where moving the entries themselves would dirty a
+//!   page at a random place of every index (a write of 1,000 documents rewrote most of
+//!   each index into the write-ahead log). [`IndexSet::fold`] moves the pending entries
+//!   into the indexes, sorted, each page written once for many writes: when
+//!   [`FOLD_AT`] writes are pending, before a query reads an index, and before an index
+//!   is declared, dropped or built. A table `index_<id>` is keyed by (entry, key): one
+//!   b-tree, read by range. Writes to a collection without an index cost nothing more.
+//! - **Read exact.** A read finds no pending row in its own read transaction, or it is
+//!   done by the writer right after a fold: an index is never read behind its
+//!   documents.
 //! - **Built beside writes.** A new index is recorded, then its build walks the collection
 //!   in key order, a batch per transaction, adding entries; a document written meanwhile
 //!   has its entry from its write, and the build adds the same entry again as a no-op.
@@ -19,12 +27,21 @@ use cbddc_core::{
     Document, IndexBuild, IndexDefinition, IndexPage, IndexRead, IndexStatus, StorageError,
 };
 use cbddc_query::Path;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
+use std::cell::Cell;
 use std::collections::HashMap;
+
+/// Pending writes that make the writer fold them into the indexes at the end of the
+/// transaction that reached it; also the most rows one step of a fold holds in memory.
+#[cfg(not(test))]
+pub(crate) const FOLD_AT: u64 = 50_000;
+#[cfg(test)]
+pub(crate) const FOLD_AT: u64 = 64;
 
 /// One index as the writer keeps it current.
 #[derive(Debug)]
 struct Kept {
+    id: i64,
     fields: Vec<Path>,
     add: String,
     remove: String,
@@ -34,6 +51,19 @@ struct Kept {
 #[derive(Debug, Default)]
 pub(crate) struct IndexSet {
     by_collection: HashMap<String, Vec<Kept>>,
+    /// Rows in `index_pending` (at least: a rolled-back fold leaves more).
+    pending: Cell<u64>,
+}
+
+/// What a read of an index found.
+#[derive(Debug)]
+pub(crate) enum IndexLookup {
+    /// The page read.
+    Page(IndexPage),
+    /// The index is not built (or not held).
+    NotBuilt,
+    /// Writes are pending: the writer must fold them before the index is read.
+    Behind,
 }
 
 impl IndexSet {
@@ -46,12 +76,22 @@ impl IndexSet {
                 .entry(index.definition.collection.clone())
                 .or_default()
                 .push(Kept {
+                    id,
                     fields: paths(&index.definition)?,
                     add: format!("INSERT OR IGNORE INTO index_{id} (entry, key) VALUES (?1, ?2)"),
                     remove: format!("DELETE FROM index_{id} WHERE entry = ?1 AND key = ?2"),
                 });
         }
+        let pending: i64 = conn
+            .query_row("SELECT count(*) FROM index_pending", [], |r| r.get(0))
+            .during("counting the index entries pending")?;
+        set.pending.set(to_u64(pending));
         Ok(set)
+    }
+
+    /// Whether enough writes are pending to fold them now.
+    pub(crate) fn due(&self) -> bool {
+        self.pending.get() >= FOLD_AT
     }
 
     /// Whether `collection` has indexes (a writer replacing a document of it reads the
@@ -61,8 +101,9 @@ impl IndexSet {
     }
 
     /// Keeps the indexes of `collection` current after `key` went from holding `old` to
-    /// holding `new` (`None`: no document, or a tombstone). Nothing to do for a
-    /// collection without indexes.
+    /// holding `new` (`None`: no document, or a tombstone): what moved is appended to
+    /// `index_pending`, for [`IndexSet::fold`]. Nothing to do for a collection without
+    /// indexes, or when no entry moved.
     pub(crate) fn record(
         &self,
         conn: &Connection,
@@ -78,6 +119,7 @@ impl IndexSet {
         // as if it held none of the fields rather than failing the write.
         let parse = |v: &str| serde_json::from_str(v).unwrap_or(serde_json::Value::Null);
         let (old, new) = (old.map(parse), new.map(parse));
+        let mut moved = Vec::new();
         for index in indexes {
             let old = old
                 .as_ref()
@@ -85,18 +127,97 @@ impl IndexSet {
             let new = new
                 .as_ref()
                 .map(|d| cbddc_query::index::entry(&index.fields, d));
-            if old == new {
-                continue;
-            }
-            if let Some(old) = old {
-                conn.prepare_cached(&index.remove)?
-                    .execute(params![old, key])?;
-            }
-            if let Some(new) = new {
-                conn.prepare_cached(&index.add)?
-                    .execute(params![new, key])?;
+            if old != new {
+                Move {
+                    index: index.id,
+                    old,
+                    new,
+                }
+                .encode(&mut moved);
             }
         }
+        if moved.is_empty() {
+            return Ok(());
+        }
+        conn.prepare_cached("INSERT INTO index_pending (key, moved) VALUES (?1, ?2)")?
+            .execute(params![key, moved])?;
+        self.pending.set(self.pending.get() + 1);
+        Ok(())
+    }
+
+    /// Moves every pending entry into its index, [`FOLD_AT`] rows at a time, in the
+    /// caller's transaction: per index and key, the entry before the first pending write
+    /// goes and the one after the last comes, deletions then insertions each in entry
+    /// order.
+    pub(crate) fn fold(&self, conn: &Connection) -> Result<(), StoreError> {
+        const OP: &str = "folding pending writes into the indexes";
+        let mut read = conn
+            .prepare_cached("SELECT id, key, moved FROM index_pending ORDER BY id LIMIT ?1")
+            .during(OP)?;
+        let mut statements: HashMap<i64, (CachedStatement<'_>, CachedStatement<'_>)> =
+            HashMap::new();
+        for kept in self.by_collection.values().flatten() {
+            let remove = conn.prepare_cached(&kept.remove).during(OP)?;
+            let add = conn.prepare_cached(&kept.add).during(OP)?;
+            statements.insert(kept.id, (remove, add));
+        }
+        loop {
+            // Every move, sorted by index and key, each key's in the order written.
+            let mut moves: Vec<(i64, String, i64, Move)> = Vec::new();
+            let mut last_id = None;
+            let mut rows = read
+                .query([i64::try_from(FOLD_AT).unwrap_or(i64::MAX)])
+                .during(OP)?;
+            while let Some(row) = rows.next().during(OP)? {
+                let id: i64 = row.get(0).during(OP)?;
+                last_id = Some(id);
+                let key: String = row.get(1).during(OP)?;
+                let moved = row.get_ref(2).during(OP)?.as_blob().unwrap_or_default();
+                for one in Move::decode_all(moved)? {
+                    moves.push((one.index, key.clone(), id, one));
+                }
+            }
+            drop(rows);
+            let Some(last_id) = last_id else {
+                break;
+            };
+            moves.sort_unstable_by(|a, b| (a.0, &a.1, a.2).cmp(&(b.0, &b.1, b.2)));
+            // Per index and key: the entry before the first move goes, the one after the
+            // last comes.
+            let (mut removals, mut additions) = (Vec::new(), Vec::new());
+            for same in moves.chunk_by(|a, b| (a.0, &a.1) == (b.0, &b.1)) {
+                let (Some(first), Some(last)) = (same.first(), same.last()) else {
+                    continue;
+                };
+                let (index, key) = (first.0, &first.1);
+                let (before, after) = (&first.3.old, &last.3.new);
+                if before == after || !statements.contains_key(&index) {
+                    continue;
+                }
+                if let Some(before) = before {
+                    removals.push((index, before, key));
+                }
+                if let Some(after) = after {
+                    additions.push((index, after, key));
+                }
+            }
+            removals.sort_unstable();
+            additions.sort_unstable();
+            for (index, entry, key) in removals {
+                if let Some((remove, _)) = statements.get_mut(&index) {
+                    remove.execute(params![entry, key]).during(OP)?;
+                }
+            }
+            for (index, entry, key) in additions {
+                if let Some((_, add)) = statements.get_mut(&index) {
+                    add.execute(params![entry, key]).during(OP)?;
+                }
+            }
+            conn.prepare_cached("DELETE FROM index_pending WHERE id <= ?1")
+                .and_then(|mut s| s.execute([last_id]))
+                .during(OP)?;
+        }
+        self.pending.set(0);
         Ok(())
     }
 
@@ -116,6 +237,69 @@ impl IndexSet {
             .query_row(params![collection, key], |r| r.get::<_, Option<String>>(0))
             .optional()?
             .flatten())
+    }
+}
+
+/// One index's entry of a document before and after a write (`None`: none), as a
+/// pending row of `index_pending` holds it.
+#[derive(Debug, PartialEq)]
+struct Move {
+    index: i64,
+    old: Option<Vec<u8>>,
+    new: Option<Vec<u8>>,
+}
+
+impl Move {
+    /// Appends this move: the index id (8 bytes, little-endian), then the entry before
+    /// and after, each `0` when there is none or `1`, its length (4 bytes) and its bytes.
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.index.to_le_bytes());
+        for entry in [&self.old, &self.new] {
+            match entry {
+                None => out.push(0),
+                Some(bytes) => {
+                    out.push(1);
+                    let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+                    out.extend_from_slice(&len.to_le_bytes());
+                    out.extend_from_slice(bytes);
+                }
+            }
+        }
+    }
+
+    /// The moves of one pending row, in the order [`Move::encode`] appended them.
+    fn decode_all(mut bytes: &[u8]) -> Result<Vec<Self>, StoreError> {
+        fn take<'b>(bytes: &mut &'b [u8], n: usize) -> Result<&'b [u8], StoreError> {
+            if bytes.len() < n {
+                return Err(StoreError::Corrupt {
+                    operation: "folding pending writes into the indexes",
+                    detail: "a pending row of index_pending ends early".into(),
+                });
+            }
+            let (head, rest) = bytes.split_at(n);
+            *bytes = rest;
+            Ok(head)
+        }
+        fn entry(bytes: &mut &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            if take(bytes, 1)? == [0] {
+                return Ok(None);
+            }
+            let mut len = [0u8; 4];
+            len.copy_from_slice(take(bytes, 4)?);
+            let len = usize::try_from(u32::from_le_bytes(len)).unwrap_or(usize::MAX);
+            Ok(Some(take(bytes, len)?.to_vec()))
+        }
+        let mut moves = Vec::new();
+        while !bytes.is_empty() {
+            let mut index = [0u8; 8];
+            index.copy_from_slice(take(&mut bytes, 8)?);
+            moves.push(Move {
+                index: i64::from_le_bytes(index),
+                old: entry(&mut bytes)?,
+                new: entry(&mut bytes)?,
+            });
+        }
+        Ok(moves)
     }
 }
 
@@ -333,9 +517,26 @@ pub(crate) fn list(conn: &Connection) -> Result<Vec<IndexStatus>, StoreError> {
         .collect()
 }
 
-/// A page of a built index's range, each entry with its live document; `None` when the
-/// index is not built (or not held).
-pub(crate) fn read(conn: &Connection, read: &IndexRead) -> Result<Option<IndexPage>, StoreError> {
+/// A page of a built index's range, each entry with its live document, in one read
+/// transaction; [`IndexLookup::Behind`] when writes are pending in it.
+pub(crate) fn read(conn: &Connection, read: &IndexRead) -> Result<IndexLookup, StoreError> {
+    crate::rows::consistently(conn, "reading an index", |c| {
+        let behind: bool = c
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM index_pending)")
+            .and_then(|mut s| s.query_row([], |r| r.get(0)))
+            .during("reading an index")?;
+        if behind {
+            return Ok(IndexLookup::Behind);
+        }
+        Ok(match read_page(c, read)? {
+            Some(page) => IndexLookup::Page(page),
+            None => IndexLookup::NotBuilt,
+        })
+    })
+}
+
+/// [`read`] once no write is pending; `None` when the index is not built (or not held).
+fn read_page(conn: &Connection, read: &IndexRead) -> Result<Option<IndexPage>, StoreError> {
     const OP: &str = "reading an index";
     let Ok(fields) = serde_json::to_string(&read.index.fields) else {
         return Ok(None);
@@ -442,4 +643,42 @@ pub(crate) fn read(conn: &Connection, read: &IndexRead) -> Result<Option<IndexPa
     }
     page.last = page.documents.last().map(|d| (entry, d.key.clone()));
     Ok(Some(page))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Move;
+
+    #[test]
+    fn a_pending_row_decodes_to_the_moves_encoded_and_refuses_a_cut_one() {
+        let moves = vec![
+            Move {
+                index: 3,
+                old: None,
+                new: Some(vec![4, 0, 1]),
+            },
+            Move {
+                index: -1,
+                old: Some(vec![]),
+                new: None,
+            },
+            Move {
+                index: i64::MAX,
+                old: Some(vec![9; 300]),
+                new: Some(vec![5]),
+            },
+        ];
+        let mut bytes = Vec::new();
+        for m in &moves {
+            m.encode(&mut bytes);
+        }
+        assert_eq!(Move::decode_all(&bytes).unwrap(), moves);
+        for cut in 1..bytes.len() {
+            let decoded = Move::decode_all(&bytes[..cut]);
+            assert!(
+                decoded.is_err() || decoded.unwrap().len() < moves.len(),
+                "a row cut at {cut} decodes whole"
+            );
+        }
+    }
 }

@@ -218,6 +218,13 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         total       INTEGER NOT NULL,
         UNIQUE (collection, fields)
     );",
+    // 15: index entries moved by writes and not yet folded into the indexes (see
+    // `indexes`): a row per document write, its moves encoded by `indexes::Move`.
+    "CREATE TABLE index_pending (
+        id    INTEGER PRIMARY KEY,
+        key   TEXT NOT NULL,
+        moved BLOB NOT NULL
+    );",
 ];
 
 /// The schema version this build writes.

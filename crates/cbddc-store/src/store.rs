@@ -494,10 +494,20 @@ impl DocumentStore for SqliteStore {
         read: cbddc_core::IndexRead,
     ) -> Result<cbddc_core::IndexPage, StorageError> {
         let index = read.index.name();
-        self.readers
-            .read(move |c| crate::indexes::read(c, &read))
+        let asked = read.clone();
+        let page = match self
+            .readers
+            .read(move |c| crate::indexes::read(c, &asked))
             .await?
-            .ok_or(StorageError::IndexUnavailable { index })
+        {
+            crate::indexes::IndexLookup::Page(page) => Some(page),
+            crate::indexes::IndexLookup::NotBuilt => None,
+            // Writes are pending: the writer folds them into the indexes and reads.
+            crate::indexes::IndexLookup::Behind => {
+                self.send(|reply| Solo::ReadIndex { read, reply }).await?
+            }
+        };
+        page.ok_or(StorageError::IndexUnavailable { index })
     }
 }
 

@@ -162,6 +162,11 @@ pub(crate) enum Solo {
         documents: usize,
         reply: Reply<Vec<cbddc_core::IndexDefinition>>,
     },
+    /// A read of an index a reader found behind its documents: folded, then read here.
+    ReadIndex {
+        read: cbddc_core::IndexRead,
+        reply: Reply<Option<cbddc_core::IndexPage>>,
+    },
 }
 
 impl Command {
@@ -314,6 +319,13 @@ impl Writer {
             }
             return;
         }
+        if self.indexes.due()
+            && let Err(e) = self.indexes.fold(conn)
+        {
+            // Folding again is harmless (removals and insertions of entries already
+            // moved change nothing): the writes commit, and the next fold retries.
+            tracing::warn!(error = %e, "cannot fold pending writes into the indexes; a later fold retries");
+        }
         let commit = self.persist_clock(conn).and_then(|()| {
             conn.execute_batch("COMMIT")
                 .map_err(sql("committing a transaction"))
@@ -421,7 +433,11 @@ impl Writer {
                 let _ = reply.send(done);
             }
             Solo::DeclareIndexes { indexes, reply } => {
-                let done = self.alone(false, |_, conn| crate::indexes::declare(conn, &indexes));
+                let done = self.alone(false, |writer, conn| {
+                    // Pending moves name the indexes of now: fold them while they exist.
+                    writer.indexes.fold(conn)?;
+                    crate::indexes::declare(conn, &indexes)
+                });
                 // What the database records now, committed or not.
                 let loaded = crate::indexes::IndexSet::load(&self.conn.hold());
                 let done = match (done, loaded) {
@@ -438,7 +454,26 @@ impl Writer {
                 let _ = reply.send(done);
             }
             Solo::BuildIndexes { documents, reply } => {
-                let done = self.alone(false, |_, conn| crate::indexes::build(conn, documents));
+                let done = self.alone(false, |writer, conn| {
+                    // A document the build reads has every move of its entry folded: a
+                    // pending move from an entry the build adds would leave it behind.
+                    writer.indexes.fold(conn)?;
+                    crate::indexes::build(conn, documents)
+                });
+                let _ = reply.send(done);
+            }
+            Solo::ReadIndex { read, reply } => {
+                let done = self
+                    .alone(false, |writer, conn| Ok(writer.indexes.fold(conn)?))
+                    .and_then(|()| match crate::indexes::read(&self.conn.hold(), &read)? {
+                        crate::indexes::IndexLookup::Page(page) => Ok(Some(page)),
+                        crate::indexes::IndexLookup::NotBuilt => Ok(None),
+                        crate::indexes::IndexLookup::Behind => Err(StorageError::Backend {
+                            operation: "reading an index",
+                            message: "writes are pending after the fold that preceded this read"
+                                .into(),
+                        }),
+                    });
                 let _ = reply.send(done);
             }
         }
@@ -482,6 +517,9 @@ impl Writer {
         conn.execute_batch("BEGIN IMMEDIATE")
             .map_err(sql("starting a transaction"))?;
         let done = work(self, conn).and_then(|value| {
+            if self.indexes.due() {
+                self.indexes.fold(conn)?;
+            }
             if moves_clock {
                 self.persist_clock(conn)?;
             }
