@@ -340,6 +340,11 @@ pub trait DocumentStore: Send + Sync + std::fmt::Debug {
         documents: usize,
     ) -> Result<Vec<crate::IndexDefinition>, StorageError>;
 
+    /// Folds the writes pending in the indexes (see `cbddc_store::indexes`) if none came
+    /// for `quiet_for`, in a transaction of its own, so that the next query does not wait
+    /// for it. Whether it folded anything.
+    async fn fold_indexes(&self, quiet_for: std::time::Duration) -> Result<bool, StorageError>;
+
     /// The indexes held, built or being built.
     async fn indexes(&self) -> Result<Vec<crate::IndexStatus>, StorageError>;
 

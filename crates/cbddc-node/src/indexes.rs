@@ -14,6 +14,9 @@ use tokio_util::sync::CancellationToken;
 const BUILD_BATCH: usize = 20_000;
 /// After a build step failed, the next waits this long.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
+/// Writes pending in the indexes are folded once none came for this long, so that a
+/// query after a burst of writes does not wait for the fold.
+const FOLD_WHEN_QUIET: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Default)]
 struct Declared {
@@ -84,15 +87,33 @@ impl Indexes {
     /// cancelled; sleeps while there is nothing to build.
     pub(crate) async fn run(self: Arc<Self>, token: CancellationToken) {
         loop {
-            let (pending, generation) = {
+            let (pending, any, generation) = {
                 let declared = self.declared.read().unwrap_or_else(|p| p.into_inner());
-                (!declared.building.is_empty(), declared.generation)
+                (
+                    !declared.building.is_empty(),
+                    !declared.all.is_empty(),
+                    declared.generation,
+                )
             };
             if !pending {
+                let quiet = async {
+                    if !any {
+                        return std::future::pending().await;
+                    }
+                    tokio::time::sleep(FOLD_WHEN_QUIET).await;
+                };
                 tokio::select! {
                     () = token.cancelled() => return,
                     () = self.wake.notified() => continue,
+                    () = quiet => {}
                 }
+                match self.store.fold_indexes(FOLD_WHEN_QUIET).await {
+                    Ok(true) => tracing::debug!("folded the writes pending in the indexes"),
+                    Ok(false) => {}
+                    Err(cbddc_core::StorageError::Closed) => return,
+                    Err(e) => tracing::warn!(error = %e, "folding writes into the indexes failed; trying again later"),
+                }
+                continue;
             }
             let step = tokio::select! {
                 () = token.cancelled() => return,

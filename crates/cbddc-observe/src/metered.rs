@@ -212,6 +212,10 @@ impl DocumentStore for MeteredStore {
         self.inner.build_indexes(documents).await
     }
 
+    async fn fold_indexes(&self, quiet_for: std::time::Duration) -> Result<bool, StorageError> {
+        self.inner.fold_indexes(quiet_for).await
+    }
+
     async fn indexes(&self) -> Result<Vec<cbddc_core::IndexStatus>, StorageError> {
         self.inner.indexes().await
     }

@@ -343,5 +343,24 @@ async fn writes_not_yet_folded_into_an_index_survive_a_reopen_and_are_read() {
     store.write(many).await.unwrap();
     assert_eq!(pending_rows(dir.path()), 0, "folded at the threshold");
     assert_eq!(entries(&store).await, expected(&store).await);
+
+    // Folded once writes stop for as long as asked, not before.
+    store.write(puts_from(500, 5)).await.unwrap();
+    let hour = std::time::Duration::from_secs(3_600);
+    assert!(!store.fold_indexes(hour).await.unwrap(), "writes just came");
+    assert_eq!(pending_rows(dir.path()), 5);
+    assert!(store.fold_indexes(std::time::Duration::ZERO).await.unwrap());
+    assert_eq!(pending_rows(dir.path()), 0);
+    assert!(
+        !store.fold_indexes(std::time::Duration::ZERO).await.unwrap(),
+        "nothing pending"
+    );
+    assert_eq!(entries(&store).await, expected(&store).await);
     store.close().await;
+}
+
+fn puts_from(first: u64, count: u64) -> Vec<LocalWrite> {
+    (first..first + count)
+        .map(|i| LocalWrite::put("c", format!("q{i:03}"), doc(i)))
+        .collect()
 }

@@ -30,6 +30,7 @@ use cbddc_query::Path;
 use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
 use std::cell::Cell;
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 /// Pending writes that make the writer fold them into the indexes at the end of the
 /// transaction that reached it; also the most rows one step of a fold holds in memory.
@@ -53,6 +54,8 @@ pub(crate) struct IndexSet {
     by_collection: HashMap<String, Vec<Kept>>,
     /// Rows in `index_pending` (at least: a rolled-back fold leaves more).
     pending: Cell<u64>,
+    /// When the last of them was recorded.
+    last_recorded: Cell<Option<Instant>>,
 }
 
 /// What a read of an index found.
@@ -87,6 +90,15 @@ impl IndexSet {
             .during("counting the index entries pending")?;
         set.pending.set(to_u64(pending));
         Ok(set)
+    }
+
+    /// Whether writes are pending and none was recorded for `quiet_for`.
+    pub(crate) fn quiet_for(&self, quiet_for: Duration) -> bool {
+        self.pending.get() > 0
+            && self
+                .last_recorded
+                .get()
+                .is_none_or(|at| at.elapsed() >= quiet_for)
     }
 
     /// Whether enough writes are pending to fold them now.
@@ -142,6 +154,7 @@ impl IndexSet {
         conn.prepare_cached("INSERT INTO index_pending (key, moved) VALUES (?1, ?2)")?
             .execute(params![key, moved])?;
         self.pending.set(self.pending.get() + 1);
+        self.last_recorded.set(Some(Instant::now()));
         Ok(())
     }
 

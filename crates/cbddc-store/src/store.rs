@@ -485,6 +485,11 @@ impl DocumentStore for SqliteStore {
             .await
     }
 
+    async fn fold_indexes(&self, quiet_for: std::time::Duration) -> Result<bool, StorageError> {
+        self.send(|reply| Solo::FoldIndexes { quiet_for, reply })
+            .await
+    }
+
     async fn indexes(&self) -> Result<Vec<cbddc_core::IndexStatus>, StorageError> {
         self.readers.read(crate::indexes::list).await
     }

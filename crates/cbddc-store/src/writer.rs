@@ -162,6 +162,11 @@ pub(crate) enum Solo {
         documents: usize,
         reply: Reply<Vec<cbddc_core::IndexDefinition>>,
     },
+    /// A fold of the writes pending in the indexes, if none came for `quiet_for`.
+    FoldIndexes {
+        quiet_for: std::time::Duration,
+        reply: Reply<bool>,
+    },
     /// A read of an index a reader found behind its documents: folded, then read here.
     ReadIndex {
         read: cbddc_core::IndexRead,
@@ -460,6 +465,15 @@ impl Writer {
                     writer.indexes.fold(conn)?;
                     crate::indexes::build(conn, documents)
                 });
+                let _ = reply.send(done);
+            }
+            Solo::FoldIndexes { quiet_for, reply } => {
+                let done = if self.indexes.quiet_for(quiet_for) {
+                    self.alone(false, |writer, conn| Ok(writer.indexes.fold(conn)?))
+                        .map(|()| true)
+                } else {
+                    Ok(false)
+                };
                 let _ = reply.send(done);
             }
             Solo::ReadIndex { read, reply } => {
