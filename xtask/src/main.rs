@@ -322,6 +322,7 @@ fn bench() -> Result<()> {
         ("cbddc-node", "membership"),
         ("cbddc-node", "compaction"),
         ("cbddc-node", "queries"),
+        ("cbddc-node", "index_writes"),
         ("cbddc-cli", "cluster_cost"),
         ("cbddc-cli", "hostile"),
         ("cbddc-cli", "hosts"),
@@ -546,6 +547,7 @@ fn print_queries(root: &Path) -> Result<Vec<String>> {
         f("index_build_ms") / 1e3,
         f("index_build_per_second")
     );
+    print_index_writes(root)?;
     for (label, small, large) in [
         (
             "peak memory of a find reading the whole collection",
@@ -576,6 +578,26 @@ fn print_queries(root: &Path) -> Result<Vec<String>> {
         );
     }
     Ok(missed)
+}
+
+/// Writes into a collection with two indexes as it grows, a query every 10 batches,
+/// beside the same writes without an index (figures, no bound).
+fn print_index_writes(root: &Path) -> Result<()> {
+    let report = read_json(root, "index_writes.json")?;
+    for step in report["steps"].as_array().into_iter().flatten() {
+        let f = |name: &str| step[name].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "{:<80} {:>14.0} {:>14.0} {:>6.0}%  (no bound)",
+            format!(
+                "writes with two indexes vs none, a query every 10 batches, up to {} documents",
+                step["documents"]
+            ),
+            f("two_indexes_per_second"),
+            f("no_index_per_second"),
+            f("ratio") * 100.0
+        );
+    }
+    Ok(())
 }
 
 /// A long-lived node's oplog and file after 1,000,000 overwrites on 10,000 keys, beside a

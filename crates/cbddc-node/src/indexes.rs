@@ -111,7 +111,9 @@ impl Indexes {
                     Ok(true) => tracing::debug!("folded the writes pending in the indexes"),
                     Ok(false) => {}
                     Err(cbddc_core::StorageError::Closed) => return,
-                    Err(e) => tracing::warn!(error = %e, "folding writes into the indexes failed; trying again later"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "folding writes into the indexes failed; trying again later")
+                    }
                 }
                 continue;
             }
