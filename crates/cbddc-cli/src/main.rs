@@ -905,6 +905,7 @@ fn index_json(index: &proto::IndexState) -> Value {
     json!({
         "collection": index.collection,
         "fields": index.fields,
+        "covering": index.covering,
         "entries": index.entries,
         "state": if index.building { "building" } else { "built" },
         "built": index.building.then_some(index.built),
@@ -913,7 +914,12 @@ fn index_json(index: &proto::IndexState) -> Value {
 }
 
 fn index_line(index: &proto::IndexState) -> String {
-    let name = format!("{}({})", index.collection, index.fields.join(", "));
+    let name = format!(
+        "{}({}){}",
+        index.collection,
+        index.fields.join(", "),
+        if index.covering { " covering" } else { "" }
+    );
     if index.building {
         let percent = if index.to_build == 0 {
             100.0

@@ -40,6 +40,9 @@ pub struct IndexEntry {
     pub collection: String,
     /// The dotted paths indexed, in order.
     pub fields: Vec<String>,
+    /// Whether each entry keeps a copy of its document (default: false); see
+    /// [`cbddc_core::IndexDefinition::covering`].
+    pub covering: Option<bool>,
 }
 
 /// `[discovery]` as written.
@@ -301,6 +304,7 @@ impl ConfigFile {
             .map(|entry| cbddc_core::IndexDefinition {
                 collection: entry.collection.clone(),
                 fields: entry.fields.clone(),
+                covering: entry.covering.unwrap_or(false),
             })
             .collect();
         if let Some(section) = &self.discovery {
@@ -469,7 +473,7 @@ mod tests {
         let config = resolve(
             &format!(
                 "{head}[[indexes]]\ncollection = \"orders\"\nfields = [\"shop\", \"addr.city\"]\n\
-                 [[indexes]]\ncollection = \"users\"\nfields = [\"age\"]\n"
+                 [[indexes]]\ncollection = \"users\"\nfields = [\"age\"]\ncovering = true\n"
             ),
             "f.toml",
         )
@@ -479,7 +483,7 @@ mod tests {
             config.indexes,
             vec![
                 cbddc_core::IndexDefinition::new("orders", &["shop", "addr.city"]),
-                cbddc_core::IndexDefinition::new("users", &["age"]),
+                cbddc_core::IndexDefinition::new("users", &["age"]).covering_documents(),
             ]
         );
         for (index, field, words) in [
@@ -525,7 +529,7 @@ mod tests {
             );
         }
         let twice = format!(
-            "{head}[[indexes]]\ncollection = \"o\"\nfields = [\"a\"]\n[[indexes]]\ncollection = \"o\"\nfields = [\"a\"]\n"
+            "{head}[[indexes]]\ncollection = \"o\"\nfields = [\"a\"]\n[[indexes]]\ncollection = \"o\"\nfields = [\"a\"]\ncovering = true\n"
         );
         let err = resolve(&twice, "f.toml")
             .and_then(|c| c.validate("f.toml").map(|_| c))

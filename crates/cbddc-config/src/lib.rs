@@ -25,6 +25,8 @@
 //! [[indexes]]                   # kept by this node for `cbddc find`; built in the background
 //! collection = "orders"
 //! fields = ["shop", "total"]    # dotted paths; a query narrowed by the first fields uses it
+//! covering = false              # true: entries keep a copy of each document (faster reads,
+//!                               # the space and write time of the copy)
 //!
 //! [discovery]                   # UDP beacons on the LAN
 //! enabled = false
@@ -499,7 +501,8 @@ impl PeerNodeConfiguration {
                     return Err(invalid(here, format!("{path:?} is listed twice")));
                 }
             }
-            if !seen.insert(index) {
+            // Covering or not, one index per collection and fields.
+            if !seen.insert((&index.collection, &index.fields)) {
                 return Err(invalid(
                     field("fields"),
                     format!("{} is declared twice", index.name()),

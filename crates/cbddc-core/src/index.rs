@@ -11,15 +11,27 @@ pub struct IndexDefinition {
     pub collection: String,
     /// The dotted paths indexed, in order (the first one narrows most).
     pub fields: Vec<String>,
+    /// Whether each entry keeps a copy of its document: a query reads the documents
+    /// from the index's range alone, with no lookup of each one elsewhere in the file,
+    /// at the cost of the copy's space and of writing it.
+    pub covering: bool,
 }
 
 impl IndexDefinition {
-    /// An index on `fields` of `collection`.
+    /// An index on `fields` of `collection` (not covering).
     pub fn new(collection: impl Into<String>, fields: &[&str]) -> Self {
         Self {
             collection: collection.into(),
             fields: fields.iter().map(|f| f.to_string()).collect(),
+            covering: false,
         }
+    }
+
+    /// The same index keeping a copy of each document in its entries (see
+    /// [`IndexDefinition::covering`]).
+    pub fn covering_documents(mut self) -> Self {
+        self.covering = true;
+        self
     }
 
     /// How people name it: `orders(shop, total)`.

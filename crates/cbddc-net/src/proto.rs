@@ -1054,6 +1054,9 @@ pub struct IndexState {
     pub built: u64,
     #[prost(uint64, tag = "6")]
     pub to_build: u64,
+    /// Its entries keep a copy of their documents.
+    #[prost(bool, tag = "7")]
+    pub covering: bool,
 }
 
 /// The node's feature level: the formats it writes, and those held back (and by whom).

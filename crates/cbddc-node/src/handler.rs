@@ -235,6 +235,7 @@ fn status_to_wire(status: NodeStatus) -> proto::StatusResponse {
             .map(|i| proto::IndexState {
                 collection: i.definition.collection,
                 fields: i.definition.fields,
+                covering: i.definition.covering,
                 entries: i.entries,
                 building: i.building.is_some(),
                 built: i.building.map_or(0, |b| b.done),

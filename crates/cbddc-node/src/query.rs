@@ -108,6 +108,7 @@ fn advice(collection: &str, query: &cbddc_query::Query, built: &[IndexDefinition
     let index = IndexDefinition {
         collection: collection.to_string(),
         fields,
+        covering: false,
     };
     format!(
         "; an index on {} would serve it: [[indexes]] collection = {:?}, fields = {:?}",
@@ -299,7 +300,17 @@ async fn find_by_index(
             batch = (batch * 2).min(SCAN_PAGE);
         }
     }
-    let mut names: Vec<String> = ranges.iter().map(|r| built[r.index].name()).collect();
+    let mut names: Vec<String> = ranges
+        .iter()
+        .map(|r| {
+            let index = &built[r.index];
+            if index.covering {
+                format!("{} (covering)", index.name())
+            } else {
+                index.name()
+            }
+        })
+        .collect();
     names.dedup();
     let (documents, next) = page.finish();
     Ok(Some(Found {

@@ -156,8 +156,36 @@ async fn expected(store: &SqliteStore) -> BTreeSet<(Vec<u8>, String)> {
         .collect()
 }
 
+/// The index holds each live document as the store does (a covering index's copies are
+/// current: same value, same stamp).
+async fn documents_match(store: &SqliteStore) {
+    let mut through_index: Vec<(String, String, Hlc)> = read_whole(store, false)
+        .await
+        .into_iter()
+        .map(|d| (d.key, d.value, d.hlc))
+        .collect();
+    through_index.sort();
+    let stored: Vec<(String, String, Hlc)> = store
+        .list("c", None, 100_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.key, d.value, d.hlc))
+        .collect();
+    assert_eq!(through_index, stored);
+}
+
 #[tokio::test]
 async fn an_index_holds_one_entry_per_live_document_whatever_changed_it() {
+    whatever_changed_it(index()).await;
+}
+
+#[tokio::test]
+async fn a_covering_index_holds_each_live_document_as_written_whatever_changed_it() {
+    whatever_changed_it(index().covering_documents()).await;
+}
+
+async fn whatever_changed_it(index: IndexDefinition) {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;
     let now = cbddc_core::unix_millis();
@@ -172,7 +200,7 @@ async fn an_index_holds_one_entry_per_live_document_whatever_changed_it() {
         .await
         .unwrap();
 
-    store.declare_indexes(vec![index()]).await.unwrap();
+    store.declare_indexes(vec![index.clone()]).await.unwrap();
     assert!(
         unavailable(&store).await,
         "an index being built is not read"
@@ -199,6 +227,7 @@ async fn an_index_holds_one_entry_per_live_document_whatever_changed_it() {
     );
     assert_eq!(store.indexes().await.unwrap()[0].building, None);
     assert_eq!(entries(&store).await, expected(&store).await);
+    documents_match(&store).await;
 
     // Sync: new documents, updates, and a delete; then a snapshot that removes what it
     // covers but lacks.
@@ -212,12 +241,14 @@ async fn an_index_holds_one_entry_per_live_document_whatever_changed_it() {
         .await
         .unwrap();
     assert_eq!(entries(&store).await, expected(&store).await);
+    documents_match(&store).await;
     // A page of new keys is written many rows to a statement.
     let page: Vec<OplogEntry> = (5..105)
         .map(|seq| remote(seq, &format!("p{seq:03}"), Some(&doc(seq)), now))
         .collect();
     store.apply_remote(page).await.unwrap();
     assert_eq!(entries(&store).await, expected(&store).await);
+    documents_match(&store).await;
     let mut vv = VersionVector::default();
     vv.advance(&ReplicaId::new("far").unwrap(), 104);
     let snap = |key: &str, seq: u64, value: &str| SnapshotDocument {
@@ -253,6 +284,7 @@ async fn an_index_holds_one_entry_per_live_document_whatever_changed_it() {
         .await
         .unwrap();
     assert_eq!(entries(&store).await, expected(&store).await);
+    documents_match(&store).await;
 
     // Reopened, writes keep it current.
     store.close().await;
@@ -262,6 +294,17 @@ async fn an_index_holds_one_entry_per_live_document_whatever_changed_it() {
         .write(vec![LocalWrite::delete("c", "k201")])
         .await
         .unwrap();
+    documents_match(&store).await;
+    // A field no index holds changes: the entry stays, a covering copy follows.
+    store
+        .write(vec![LocalWrite::put(
+            "c",
+            "k202",
+            doc(202).replace("xxxx", "yyyy"),
+        )])
+        .await
+        .unwrap();
+    documents_match(&store).await;
     let held = entries(&store).await;
     assert_eq!(held, expected(&store).await);
     assert_eq!(store.indexes().await.unwrap()[0].entries, held.len() as u64);
@@ -273,7 +316,7 @@ async fn an_index_holds_one_entry_per_live_document_whatever_changed_it() {
     *high.last_mut().unwrap() += 1;
     let threes = store
         .read_index(IndexRead {
-            index: index(),
+            index: index.clone(),
             low,
             high: Some(high),
             after: None,
@@ -333,6 +376,7 @@ async fn writes_not_yet_folded_into_an_index_survive_a_reopen_and_are_read() {
     assert_eq!(pending_rows(dir.path()), 22, "pending writes are kept");
     // The read finds them pending, has the writer fold them, and reads.
     assert_eq!(entries(&store).await, expected(&store).await);
+    documents_match(&store).await;
     assert_eq!(pending_rows(dir.path()), 0, "folded by the read");
     assert_eq!(store.indexes().await.unwrap()[0].entries, 19);
 
@@ -343,6 +387,7 @@ async fn writes_not_yet_folded_into_an_index_survive_a_reopen_and_are_read() {
     store.write(many).await.unwrap();
     assert_eq!(pending_rows(dir.path()), 0, "folded at the threshold");
     assert_eq!(entries(&store).await, expected(&store).await);
+    documents_match(&store).await;
 
     // Folded once writes stop for as long as asked, not before.
     store.write(puts_from(500, 5)).await.unwrap();
@@ -356,6 +401,7 @@ async fn writes_not_yet_folded_into_an_index_survive_a_reopen_and_are_read() {
         "nothing pending"
     );
     assert_eq!(entries(&store).await, expected(&store).await);
+    documents_match(&store).await;
     store.close().await;
 }
 

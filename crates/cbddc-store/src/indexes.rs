@@ -44,8 +44,51 @@ pub(crate) const FOLD_AT: u64 = 64;
 struct Kept {
     id: i64,
     fields: Vec<Path>,
+    covering: bool,
+    /// Adds an entry: `?1` the entry, `?2` the key, and for a covering index `?3` the
+    /// collection, whose document is copied as it is now.
     add: String,
     remove: String,
+}
+
+impl Kept {
+    fn new(id: i64, definition: &IndexDefinition) -> Result<Self, StoreError> {
+        Ok(Self {
+            id,
+            fields: paths(definition)?,
+            covering: definition.covering,
+            add: add_entry(id, definition.covering),
+            remove: format!("DELETE FROM index_{id} WHERE entry = ?1 AND key = ?2"),
+        })
+    }
+
+    /// Runs [`Kept::add`] for `key` of `collection` under `entry`.
+    fn add(
+        &self,
+        add: &mut CachedStatement<'_>,
+        entry: &[u8],
+        key: &str,
+        collection: &str,
+    ) -> rusqlite::Result<usize> {
+        if self.covering {
+            add.execute(params![entry, key, collection])
+        } else {
+            add.execute(params![entry, key])
+        }
+    }
+}
+
+/// The statement that adds an entry to index `id` (see [`Kept::add`]).
+fn add_entry(id: i64, covering: bool) -> String {
+    if covering {
+        format!(
+            "INSERT OR REPLACE INTO index_{id} (entry, key, value, hlc_wall, hlc_counter, hlc_node)
+             SELECT ?1, key, value, hlc_wall, hlc_counter, hlc_node FROM documents
+             WHERE collection = ?3 AND key = ?2 AND value IS NOT NULL"
+        )
+    } else {
+        format!("INSERT OR IGNORE INTO index_{id} (entry, key) VALUES (?1, ?2)")
+    }
 }
 
 /// The indexes of each collection, as the writer keeps them current.
@@ -74,16 +117,10 @@ impl IndexSet {
     pub(crate) fn load(conn: &Connection) -> Result<Self, StoreError> {
         let mut set = Self::default();
         for index in recorded(conn)? {
-            let id = index.id;
             set.by_collection
                 .entry(index.definition.collection.clone())
                 .or_default()
-                .push(Kept {
-                    id,
-                    fields: paths(&index.definition)?,
-                    add: format!("INSERT OR IGNORE INTO index_{id} (entry, key) VALUES (?1, ?2)"),
-                    remove: format!("DELETE FROM index_{id} WHERE entry = ?1 AND key = ?2"),
-                });
+                .push(Kept::new(index.id, &index.definition)?);
         }
         let pending: i64 = conn
             .query_row("SELECT count(*) FROM index_pending", [], |r| r.get(0))
@@ -139,7 +176,8 @@ impl IndexSet {
             let new = new
                 .as_ref()
                 .map(|d| cbddc_query::index::entry(&index.fields, d));
-            if old != new {
+            // A covering index copies the document: any new value is a move.
+            if old != new || (index.covering && new.is_some()) {
                 Move {
                     index: index.id,
                     old,
@@ -167,12 +205,14 @@ impl IndexSet {
         let mut read = conn
             .prepare_cached("SELECT id, key, moved FROM index_pending ORDER BY id LIMIT ?1")
             .during(OP)?;
-        let mut statements: HashMap<i64, (CachedStatement<'_>, CachedStatement<'_>)> =
-            HashMap::new();
-        for kept in self.by_collection.values().flatten() {
-            let remove = conn.prepare_cached(&kept.remove).during(OP)?;
-            let add = conn.prepare_cached(&kept.add).during(OP)?;
-            statements.insert(kept.id, (remove, add));
+        type Statements<'k, 'c> = (&'k str, &'k Kept, CachedStatement<'c>, CachedStatement<'c>);
+        let mut statements: HashMap<i64, Statements<'_, '_>> = HashMap::new();
+        for (collection, kept) in &self.by_collection {
+            for kept in kept {
+                let remove = conn.prepare_cached(&kept.remove).during(OP)?;
+                let add = conn.prepare_cached(&kept.add).during(OP)?;
+                statements.insert(kept.id, (collection.as_str(), kept, remove, add));
+            }
         }
         loop {
             // Every move, sorted by index and key, each key's in the order written.
@@ -196,7 +236,7 @@ impl IndexSet {
             };
             moves.sort_unstable_by(|a, b| (a.0, &a.1, a.2).cmp(&(b.0, &b.1, b.2)));
             // Per index and key: the entry before the first move goes, the one after the
-            // last comes.
+            // last comes (a covering index's comes again with the document as it is now).
             let (mut removals, mut additions) = (Vec::new(), Vec::new());
             for same in moves.chunk_by(|a, b| (a.0, &a.1) == (b.0, &b.1)) {
                 let (Some(first), Some(last)) = (same.first(), same.last()) else {
@@ -204,10 +244,13 @@ impl IndexSet {
                 };
                 let (index, key) = (first.0, &first.1);
                 let (before, after) = (&first.3.old, &last.3.new);
-                if before == after || !statements.contains_key(&index) {
+                let Some((_, kept, _, _)) = statements.get(&index) else {
+                    continue;
+                };
+                if before == after && !(kept.covering && after.is_some()) {
                     continue;
                 }
-                if let Some(before) = before {
+                if let Some(before) = before.as_ref().filter(|b| Some(*b) != after.as_ref()) {
                     removals.push((index, before, key));
                 }
                 if let Some(after) = after {
@@ -217,13 +260,13 @@ impl IndexSet {
             removals.sort_unstable();
             additions.sort_unstable();
             for (index, entry, key) in removals {
-                if let Some((remove, _)) = statements.get_mut(&index) {
+                if let Some((_, _, remove, _)) = statements.get_mut(&index) {
                     remove.execute(params![entry, key]).during(OP)?;
                 }
             }
             for (index, entry, key) in additions {
-                if let Some((_, add)) = statements.get_mut(&index) {
-                    add.execute(params![entry, key]).during(OP)?;
+                if let Some((collection, kept, _, add)) = statements.get_mut(&index) {
+                    kept.add(add, entry, key, collection).during(OP)?;
                 }
             }
             conn.prepare_cached("DELETE FROM index_pending WHERE id <= ?1")
@@ -333,7 +376,8 @@ fn recorded(conn: &Connection) -> Result<Vec<Recorded>, StoreError> {
     const OP: &str = "reading the indexes";
     let mut stmt = conn
         .prepare_cached(
-            "SELECT id, collection, fields, building, done, total FROM indexes ORDER BY id",
+            "SELECT id, collection, fields, building, done, total, covering FROM indexes
+             ORDER BY id",
         )
         .during(OP)?;
     let rows = stmt
@@ -345,12 +389,13 @@ fn recorded(conn: &Connection) -> Result<Vec<Recorded>, StoreError> {
                 r.get::<_, bool>(3)?,
                 r.get::<_, i64>(4)?,
                 r.get::<_, i64>(5)?,
+                r.get::<_, bool>(6)?,
             ))
         })
         .during(OP)?;
     let mut out = Vec::new();
     for row in rows {
-        let (id, collection, fields, building, done, total) = row.during(OP)?;
+        let (id, collection, fields, building, done, total, covering) = row.during(OP)?;
         let fields: Vec<String> =
             serde_json::from_str(&fields).map_err(|e| StoreError::Corrupt {
                 operation: OP,
@@ -358,7 +403,11 @@ fn recorded(conn: &Connection) -> Result<Vec<Recorded>, StoreError> {
             })?;
         out.push(Recorded {
             id,
-            definition: IndexDefinition { collection, fields },
+            definition: IndexDefinition {
+                collection,
+                fields,
+                covering,
+            },
             building,
             done: to_u64(done),
             total: to_u64(total),
@@ -415,16 +464,33 @@ pub(crate) fn declare(conn: &Connection, wanted: &[IndexDefinition]) -> Result<(
             .and_then(|mut s| s.query_row([&definition.collection], |r| r.get(0)))
             .during(OP)?;
         conn.prepare_cached(
-            "INSERT INTO indexes (collection, fields, building, done, total)
-             VALUES (?1, ?2, 1, 0, ?3)",
+            "INSERT INTO indexes (collection, fields, building, done, total, covering)
+             VALUES (?1, ?2, 1, 0, ?3, ?4)",
         )
-        .and_then(|mut s| s.execute(params![definition.collection, fields, total]))
+        .and_then(|mut s| {
+            s.execute(params![
+                definition.collection,
+                fields,
+                total,
+                definition.covering
+            ])
+        })
         .during(OP)?;
         let id = conn.last_insert_rowid();
+        // A covering index's entry holds its document as `documents` does.
+        let copy = if definition.covering {
+            "value       TEXT NOT NULL,
+             hlc_wall    INTEGER NOT NULL,
+             hlc_counter INTEGER NOT NULL,
+             hlc_node    TEXT NOT NULL,"
+        } else {
+            ""
+        };
         conn.execute_batch(&format!(
             "CREATE TABLE index_{id} (
                  entry BLOB NOT NULL,
                  key   TEXT NOT NULL,
+                 {copy}
                  PRIMARY KEY (entry, key)
              ) WITHOUT ROWID;"
         ))
@@ -446,6 +512,7 @@ pub(crate) fn build(
     };
     let id = index.id;
     let fields = paths(&index.definition)?;
+    let kept = Kept::new(id, &index.definition)?;
     let after: Option<String> = conn
         .prepare_cached("SELECT built_after FROM indexes WHERE id = ?1")
         .and_then(|mut s| s.query_row([id], |r| r.get(0)))
@@ -463,11 +530,7 @@ pub(crate) fn build(
             i64::try_from(budget.max(1)).unwrap_or(i64::MAX)
         ])
         .during(OP)?;
-    let mut add = conn
-        .prepare_cached(&format!(
-            "INSERT OR IGNORE INTO index_{id} (entry, key) VALUES (?1, ?2)"
-        ))
-        .during(OP)?;
+    let mut add = conn.prepare_cached(&kept.add).during(OP)?;
     let (mut seen, mut live) = (0usize, 0i64);
     let mut last = String::new();
     while let Some(row) = rows.next().during(OP)? {
@@ -479,7 +542,8 @@ pub(crate) fn build(
             continue;
         };
         let document = serde_json::from_str(&value).unwrap_or(serde_json::Value::Null);
-        add.execute(params![cbddc_query::index::entry(&fields, &document), last])
+        let entry = cbddc_query::index::entry(&fields, &document);
+        kept.add(&mut add, &entry, &last, &index.definition.collection)
             .during(OP)?;
         live += 1;
     }
@@ -554,16 +618,19 @@ fn read_page(conn: &Connection, read: &IndexRead) -> Result<Option<IndexPage>, S
     let Ok(fields) = serde_json::to_string(&read.index.fields) else {
         return Ok(None);
     };
-    let id: Option<i64> = conn
+    let held: Option<(i64, bool)> = conn
         .prepare_cached(
-            "SELECT id FROM indexes WHERE collection = ?1 AND fields = ?2 AND NOT building",
+            "SELECT id, covering FROM indexes
+             WHERE collection = ?1 AND fields = ?2 AND NOT building",
         )
         .and_then(|mut s| {
-            s.query_row(params![read.index.collection, fields], |r| r.get(0))
-                .optional()
+            s.query_row(params![read.index.collection, fields], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
         })
         .during(OP)?;
-    let Some(id) = id else {
+    let Some((id, covering)) = held else {
         return Ok(None);
     };
     // Resuming after an entry and key starts right there, even among many equal entries.
@@ -596,12 +663,24 @@ fn read_page(conn: &Connection, read: &IndexRead) -> Result<Option<IndexPage>, S
     } else {
         "i.entry, i.key"
     };
+    // A covering index holds its documents; another's are looked up one by one.
+    let (columns, from) = if covering {
+        (
+            "i.entry, i.key, i.value, i.hlc_wall, i.hlc_counter, i.hlc_node",
+            format!("index_{id} i"),
+        )
+    } else {
+        conditions.push("d.value IS NOT NULL");
+        (
+            "i.entry, i.key, d.value, d.hlc_wall, d.hlc_counter, d.hlc_node",
+            format!(
+                "index_{id} i JOIN documents d ON d.collection = :collection AND d.key = i.key"
+            ),
+        )
+    };
     let mut stmt = conn
         .prepare_cached(&format!(
-            "SELECT i.entry, i.key, d.value, d.hlc_wall, d.hlc_counter, d.hlc_node
-             FROM index_{id} i JOIN documents d ON d.collection = :collection AND d.key = i.key
-             WHERE {} AND d.value IS NOT NULL
-             ORDER BY {order} LIMIT :limit",
+            "SELECT {columns} FROM {from} WHERE {} ORDER BY {order} LIMIT :limit",
             conditions.join(" AND ")
         ))
         .during(OP)?;

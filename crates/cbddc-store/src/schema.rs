@@ -219,12 +219,14 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         UNIQUE (collection, fields)
     );",
     // 15: index entries moved by writes and not yet folded into the indexes (see
-    // `indexes`): a row per document write, its moves encoded by `indexes::Move`.
+    // `indexes`): a row per document write, its moves encoded by `indexes::Move`; and
+    // indexes whose entries keep a copy of their document.
     "CREATE TABLE index_pending (
         id    INTEGER PRIMARY KEY,
         key   TEXT NOT NULL,
         moved BLOB NOT NULL
-    );",
+    );
+    ALTER TABLE indexes ADD COLUMN covering INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The schema version this build writes.

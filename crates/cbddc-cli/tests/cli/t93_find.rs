@@ -298,9 +298,10 @@ fn queries_through_the_binary_use_the_indexes_of_the_configuration() {
     let imported = cbddc(&["import", "items", file.to_str().unwrap()], port);
     assert!(imported.status.success(), "{}", stderr(&imported));
 
-    // A second index added while the node runs: built in the background.
+    // A second index added while the node runs: built in the background; this one keeps
+    // a copy of each document, so queries through it read nothing else.
     node.extra_toml = format!(
-        "{shop_index}[[indexes]]\ncollection = \"items\"\nfields = [\"total\", \"addr.city\"]\n"
+        "{shop_index}[[indexes]]\ncollection = \"items\"\nfields = [\"total\", \"addr.city\"]\ncovering = true\n"
     );
     node.rewrite_config();
     let built = |count: usize| {
@@ -315,7 +316,7 @@ fn queries_through_the_binary_use_the_indexes_of_the_configuration() {
     let listed = stdout(&cbddc(&["index", "list"], port));
     assert!(
         listed.contains("items(shop): built, 20000 entries")
-            && listed.contains("items(total, addr.city): built, 20000 entries"),
+            && listed.contains("items(total, addr.city) covering: built, 20000 entries"),
         "{listed}"
     );
 
@@ -433,7 +434,8 @@ fn queries_through_the_binary_use_the_indexes_of_the_configuration() {
                     port,
                 ));
                 assert!(
-                    explained.contains("in the sort's order"),
+                    explained.contains("index items(total, addr.city) (covering)")
+                        && explained.contains("in the sort's order"),
                     "{text}: {explained}"
                 );
             }
