@@ -376,8 +376,8 @@ fn recorded(conn: &Connection) -> Result<Vec<Recorded>, StoreError> {
     const OP: &str = "reading the indexes";
     let mut stmt = conn
         .prepare_cached(
-            "SELECT id, collection, fields, building, done, total, covering FROM indexes
-             ORDER BY id",
+            "SELECT id, collection, fields, building, done, total, covering, copied
+             FROM indexes ORDER BY id",
         )
         .during(OP)?;
     let rows = stmt
@@ -390,12 +390,13 @@ fn recorded(conn: &Connection) -> Result<Vec<Recorded>, StoreError> {
                 r.get::<_, i64>(4)?,
                 r.get::<_, i64>(5)?,
                 r.get::<_, bool>(6)?,
+                r.get::<_, i64>(7)?,
             ))
         })
         .during(OP)?;
     let mut out = Vec::new();
     for row in rows {
-        let (id, collection, fields, building, done, total, covering) = row.during(OP)?;
+        let (id, collection, fields, building, done, total, covering, copied) = row.during(OP)?;
         let fields: Vec<String> =
             serde_json::from_str(&fields).map_err(|e| StoreError::Corrupt {
                 operation: OP,
@@ -409,7 +410,13 @@ fn recorded(conn: &Connection) -> Result<Vec<Recorded>, StoreError> {
                 covering,
             },
             building,
-            done: to_u64(done),
+            // A covering index's build passes over its documents twice (entries, then
+            // copies): each pass is half of it.
+            done: if covering {
+                (to_u64(done) + to_u64(copied)) / 2
+            } else {
+                to_u64(done)
+            },
             total: to_u64(total),
         });
     }
@@ -437,6 +444,7 @@ pub(crate) fn declare(conn: &Connection, wanted: &[IndexDefinition]) -> Result<(
         let id = index.id;
         conn.execute_batch(&format!(
             "DROP TABLE index_{id};
+             DROP TABLE IF EXISTS index_{id}_stage;
              DELETE FROM indexes WHERE id = {id};"
         ))
         .during(OP)?;
@@ -495,6 +503,19 @@ pub(crate) fn declare(conn: &Connection, wanted: &[IndexDefinition]) -> Result<(
              ) WITHOUT ROWID;"
         ))
         .during(OP)?;
+        if definition.covering {
+            // Its entries first, small rows in key order; then the copies, in entry order
+            // (see `build`): a covering index filled in key order writes a page at a
+            // random place of a large table for every document.
+            conn.execute_batch(&format!(
+                "CREATE TABLE index_{id}_stage (
+                     entry BLOB NOT NULL,
+                     key   TEXT NOT NULL,
+                     PRIMARY KEY (entry, key)
+                 ) WITHOUT ROWID;"
+            ))
+            .during(OP)?;
+        }
         tracing::info!(index = %definition.name(), documents = total, "index declared; building it");
     }
     Ok(())
@@ -510,6 +531,31 @@ pub(crate) fn build(
     let Some(index) = recorded(conn)?.into_iter().find(|i| i.building) else {
         return Ok(Vec::new());
     };
+    let id = index.id;
+    let copying: bool = conn
+        .prepare_cached("SELECT copying FROM indexes WHERE id = ?1")
+        .and_then(|mut s| s.query_row([id], |r| r.get(0)))
+        .during(OP)?;
+    let done = if copying {
+        copy_step(conn, &index, budget)?
+    } else {
+        entries_step(conn, &index, budget)?
+    };
+    let building: Vec<IndexDefinition> = recorded(conn)?
+        .into_iter()
+        .filter(|i| i.building)
+        .map(|i| i.definition)
+        .collect();
+    if done {
+        tracing::info!(index = %index.definition.name(), building = building.len(), "index built");
+    }
+    Ok(building)
+}
+
+/// Adds the entries of up to `budget` documents, in key order, to the index (to its
+/// stage if it is covering). Whether the index is built.
+fn entries_step(conn: &Connection, index: &Recorded, budget: usize) -> Result<bool, StoreError> {
+    const OP: &str = "building an index";
     let id = index.id;
     let fields = paths(&index.definition)?;
     let kept = Kept::new(id, &index.definition)?;
@@ -530,7 +576,15 @@ pub(crate) fn build(
             i64::try_from(budget.max(1)).unwrap_or(i64::MAX)
         ])
         .during(OP)?;
-    let mut add = conn.prepare_cached(&kept.add).during(OP)?;
+    let covering = index.definition.covering;
+    let mut add = if covering {
+        conn.prepare_cached(&format!(
+            "INSERT OR IGNORE INTO index_{id}_stage (entry, key) VALUES (?1, ?2)"
+        ))
+    } else {
+        conn.prepare_cached(&kept.add)
+    }
+    .during(OP)?;
     let (mut seen, mut live) = (0usize, 0i64);
     let mut last = String::new();
     while let Some(row) = rows.next().during(OP)? {
@@ -543,25 +597,111 @@ pub(crate) fn build(
         };
         let document = serde_json::from_str(&value).unwrap_or(serde_json::Value::Null);
         let entry = cbddc_query::index::entry(&fields, &document);
-        kept.add(&mut add, &entry, &last, &index.definition.collection)
-            .during(OP)?;
+        if covering {
+            add.execute(params![entry, last]).during(OP)?;
+        } else {
+            kept.add(&mut add, &entry, &last, &index.definition.collection)
+                .during(OP)?;
+        }
         live += 1;
     }
-    let done = seen < budget.max(1);
+    let read_all = seen < budget.max(1);
+    // A covering index goes on to copy its documents; another is built.
     conn.prepare_cached(
-        "UPDATE indexes SET built_after = ?2, done = done + ?3, building = ?4 WHERE id = ?1",
+        "UPDATE indexes SET built_after = ?2, done = done + ?3, building = ?4, copying = ?5
+         WHERE id = ?1",
     )
-    .and_then(|mut s| s.execute(params![id, (!done).then_some(last), live, !done]))
+    .and_then(|mut s| {
+        s.execute(params![
+            id,
+            (!read_all).then_some(last),
+            live,
+            !read_all || covering,
+            read_all && covering
+        ])
+    })
     .during(OP)?;
-    let building: Vec<IndexDefinition> = recorded(conn)?
-        .into_iter()
-        .filter(|i| i.building)
-        .map(|i| i.definition)
-        .collect();
-    if done {
-        tracing::info!(index = %index.definition.name(), building = building.len(), "index built");
+    Ok(read_all && !covering)
+}
+
+/// Copies up to `budget` entries of a covering index's stage, in entry order, with their
+/// documents as they are now: each lands after the last, so the index's pages are
+/// written once. An entry its document no longer has is skipped: the write that moved
+/// it left a pending move, folded into the index. Whether the index is built.
+fn copy_step(conn: &Connection, index: &Recorded, budget: usize) -> Result<bool, StoreError> {
+    const OP: &str = "copying documents into a covering index";
+    let id = index.id;
+    let fields = paths(&index.definition)?;
+    let (after_entry, after_key): (Option<Vec<u8>>, Option<String>) = conn
+        .prepare_cached("SELECT copied_entry, copied_key FROM indexes WHERE id = ?1")
+        .and_then(|mut s| s.query_row([id], |r| Ok((r.get(0)?, r.get(1)?))))
+        .during(OP)?;
+    // From the start, or after the last copied (a condition SQLite seeks to).
+    let resume = if after_entry.is_some() {
+        "(s.entry, s.key) > (?2, ?3)"
+    } else {
+        "?2 IS NULL AND ?3 IS NULL"
+    };
+    let mut read = conn
+        .prepare_cached(&format!(
+            "SELECT s.entry, s.key, d.value, d.hlc_wall, d.hlc_counter, d.hlc_node
+             FROM index_{id}_stage s
+             LEFT JOIN documents d ON d.collection = ?1 AND d.key = s.key
+             WHERE {resume}
+             ORDER BY s.entry, s.key LIMIT ?4"
+        ))
+        .during(OP)?;
+    let mut rows = read
+        .query(params![
+            index.definition.collection,
+            after_entry,
+            after_key,
+            i64::try_from(budget.max(1)).unwrap_or(i64::MAX)
+        ])
+        .during(OP)?;
+    let mut add = conn
+        .prepare_cached(&format!(
+            "INSERT OR REPLACE INTO index_{id}
+                 (entry, key, value, hlc_wall, hlc_counter, hlc_node)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+        ))
+        .during(OP)?;
+    let (mut seen, mut copied) = (0usize, 0i64);
+    let mut last: Option<(Vec<u8>, String)> = None;
+    while let Some(row) = rows.next().during(OP)? {
+        seen += 1;
+        let entry: Vec<u8> = row.get(0).during(OP)?;
+        let key: String = row.get(1).during(OP)?;
+        let value: Option<String> = row.get(2).during(OP)?;
+        if let Some(value) = &value {
+            let document = serde_json::from_str(value).unwrap_or(serde_json::Value::Null);
+            if cbddc_query::index::entry(&fields, &document) == entry {
+                let stamp: (i64, i64, String) = (
+                    row.get(3).during(OP)?,
+                    row.get(4).during(OP)?,
+                    row.get(5).during(OP)?,
+                );
+                add.execute(params![entry, key, value, stamp.0, stamp.1, stamp.2])
+                    .during(OP)?;
+                copied += 1;
+            }
+        }
+        last = Some((entry, key));
     }
-    Ok(building)
+    let copied_all = seen < budget.max(1);
+    let (last_entry, last_key) = last.unzip();
+    conn.prepare_cached(
+        "UPDATE indexes SET copied = copied + ?2, copied_entry = ?3, copied_key = ?4,
+             building = ?5, copying = ?5
+         WHERE id = ?1",
+    )
+    .and_then(|mut s| s.execute(params![id, copied, last_entry, last_key, !copied_all]))
+    .during(OP)?;
+    if copied_all {
+        conn.execute_batch(&format!("DROP TABLE index_{id}_stage;"))
+            .during(OP)?;
+    }
+    Ok(copied_all)
 }
 
 /// The indexes recorded: a built one with its entries counted, one being built with the

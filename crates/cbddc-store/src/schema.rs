@@ -220,13 +220,19 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );",
     // 15: index entries moved by writes and not yet folded into the indexes (see
     // `indexes`): a row per document write, its moves encoded by `indexes::Move`; and
-    // indexes whose entries keep a copy of their document.
+    // indexes whose entries keep a copy of their document, built in two passes: entries
+    // into `index_<id>_stage` in key order, then copied with their documents in entry
+    // order (`copying`, `copied` of them, the last one copied `copied_entry`/`copied_key`).
     "CREATE TABLE index_pending (
         id    INTEGER PRIMARY KEY,
         key   TEXT NOT NULL,
         moved BLOB NOT NULL
     );
-    ALTER TABLE indexes ADD COLUMN covering INTEGER NOT NULL DEFAULT 0;",
+    ALTER TABLE indexes ADD COLUMN covering INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE indexes ADD COLUMN copying INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE indexes ADD COLUMN copied INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE indexes ADD COLUMN copied_entry BLOB;
+    ALTER TABLE indexes ADD COLUMN copied_key TEXT;",
 ];
 
 /// The schema version this build writes.
