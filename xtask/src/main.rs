@@ -33,7 +33,12 @@ enum Task {
     Modules,
     /// Run the criterion benchmarks and print each one as a ratio of its baseline
     /// (raw SQLite measured in the same run).
-    Bench,
+    Bench {
+        /// Print the table from the figures of the last run (target/cbddc-bench) without
+        /// running any benchmark.
+        #[arg(long)]
+        report_only: bool,
+    },
     /// Run a local cluster: build cbddc, write a configuration for each node (loopback
     /// ports, every node a static peer of the others), start them, and show a live table
     /// (node, port, leader, peers alive, documents) until Ctrl-C stops them cleanly.
@@ -180,7 +185,7 @@ fn run(task: Task) -> Result<()> {
             }
             Ok(())
         }
-        Task::Bench => bench(),
+        Task::Bench { report_only } => bench(report_only),
         Task::Sim { seeds } => sim(seeds),
         Task::Faults { seed, rounds } => faults(seed, rounds),
         Task::Upgrade {
@@ -309,24 +314,28 @@ fn workspace_root() -> PathBuf {
         .unwrap_or_default()
 }
 
-fn bench() -> Result<()> {
+/// Every benchmark `cargo xtask bench` runs, in order: (package, bench).
+const BENCHES: [(&str, &str); 14] = [
+    ("cbddc-store", "puts"),
+    ("cbddc-net", "handshake"),
+    ("cbddc-node", "catch_up"),
+    ("cbddc-cli", "data_tools"),
+    ("cbddc-node", "reconfigure"),
+    ("cbddc-cli", "cluster"),
+    ("cbddc-election", "control_reconfigure"),
+    ("cbddc-node", "membership"),
+    ("cbddc-node", "compaction"),
+    ("cbddc-node", "queries"),
+    ("cbddc-node", "index_writes"),
+    ("cbddc-cli", "cluster_cost"),
+    ("cbddc-cli", "hostile"),
+    ("cbddc-cli", "hosts"),
+];
+
+fn bench(report_only: bool) -> Result<()> {
     let root = workspace_root();
-    for (package, bench) in [
-        ("cbddc-store", "puts"),
-        ("cbddc-net", "handshake"),
-        ("cbddc-node", "catch_up"),
-        ("cbddc-cli", "data_tools"),
-        ("cbddc-node", "reconfigure"),
-        ("cbddc-cli", "cluster"),
-        ("cbddc-election", "control_reconfigure"),
-        ("cbddc-node", "membership"),
-        ("cbddc-node", "compaction"),
-        ("cbddc-node", "queries"),
-        ("cbddc-node", "index_writes"),
-        ("cbddc-cli", "cluster_cost"),
-        ("cbddc-cli", "hostile"),
-        ("cbddc-cli", "hosts"),
-    ] {
+    let benches = if report_only { &[][..] } else { &BENCHES[..] };
+    for (package, bench) in benches {
         eprintln!("== cargo bench -p {package} --bench {bench}");
         let status = Command::new(env!("CARGO"))
             .current_dir(&root)
