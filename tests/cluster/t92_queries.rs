@@ -138,7 +138,8 @@ async fn indexes_built(node: &TestNode) {
 async fn random_queries_return_what_a_filter_gives_in_order_and_pages_stay_stable() {
     use cbddc_core::IndexDefinition;
     // `items` has indexes (one declared before the documents, the others built after
-    // them, in the background); `plain` holds the same documents and none.
+    // them, in the background, one of them covering); `plain` holds the same documents
+    // and none.
     let mut node = TestNode::spawn("query-node", |config| {
         config.indexes = vec![IndexDefinition::new("items", &["a"])];
     })
@@ -162,7 +163,7 @@ async fn random_queries_return_what_a_filter_gives_in_order_and_pages_stay_stabl
             .push(IndexDefinition::new("items", &["nested.b"]));
         config
             .indexes
-            .push(IndexDefinition::new("items", &["c", "a"]));
+            .push(IndexDefinition::new("items", &["c", "a"]).covering_documents());
     });
     cbddc_tests::wait_until(
         "the new indexes are declared",
