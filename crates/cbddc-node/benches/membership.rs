@@ -3,7 +3,8 @@
 //!   documents (and again 1,000,000), until it runs the new configuration and holds every
 //!   document, beside raw SQLite inserting the same documents into an empty table in one
 //!   durable transaction (the bound) and a raw copy of the same keys and values over one
-//!   loopback TCP connection; with the process's peak memory during each bootstrap (both
+//!   loopback TCP connection (at 100,000 documents each side's best of 3 runs); with
+//!   the process's peak memory during each bootstrap (both
 //!   nodes live in it), which stays flat when the data set grows tenfold (within 2x where proportional would be 10x);
 //! - reconfiguration over TCP: `reconfigure_cluster` swapping one member of three, until
 //!   it returns (the seal decided), then until every member of the new configuration
@@ -246,7 +247,13 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let (bootstrap, bootstrap_peak) = runtime.block_on(newcomer_bootstrap(documents));
+    // Each side at its best of 3, bootstrap and raw SQLite alike (one sample against the
+    // best of three made the ratio a draw of the machine's noise).
+    let mut runs: Vec<(Duration, f64)> = (0..3)
+        .map(|_| runtime.block_on(newcomer_bootstrap(documents)))
+        .collect();
+    runs.sort_by_key(|run| run.0);
+    let (bootstrap, bootstrap_peak) = runs[0];
     let raw = (0..3).map(|_| raw_copy(documents)).min().unwrap();
     let floor = (0..3).map(|_| raw_sqlite_apply(documents)).min().unwrap();
     let (large_bootstrap, large_peak) = runtime.block_on(newcomer_bootstrap(large));
