@@ -31,6 +31,7 @@
 pub mod index;
 pub mod live;
 pub mod order;
+pub mod pruned;
 
 use serde_json::Value;
 use std::cmp::Ordering;

@@ -27,6 +27,7 @@ use cbddc_core::{
     Document, IndexBuild, IndexDefinition, IndexPage, IndexRead, IndexStatus, StorageError,
 };
 use cbddc_query::Path;
+use cbddc_query::pruned::Pruner;
 use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -95,6 +96,8 @@ fn add_entry(id: i64, covering: bool) -> String {
 #[derive(Debug, Default)]
 pub(crate) struct IndexSet {
     by_collection: HashMap<String, Vec<Kept>>,
+    /// Per collection, the fields its indexes read (all a write's entries need).
+    pruners: HashMap<String, Pruner>,
     /// Rows in `index_pending` (at least: a rolled-back fold leaves more).
     pending: Cell<u64>,
     /// When the last of them was recorded.
@@ -122,6 +125,14 @@ impl IndexSet {
                 .or_default()
                 .push(Kept::new(index.id, &index.definition)?);
         }
+        set.pruners = set
+            .by_collection
+            .iter()
+            .map(|(collection, kept)| {
+                let paths = kept.iter().flat_map(|k| &k.fields);
+                (collection.clone(), Pruner::new(paths))
+            })
+            .collect();
         let pending: i64 = conn
             .query_row("SELECT count(*) FROM index_pending", [], |r| r.get(0))
             .during("counting the index entries pending")?;
@@ -161,12 +172,15 @@ impl IndexSet {
         old: Option<&str>,
         new: Option<&str>,
     ) -> rusqlite::Result<()> {
-        let Some(indexes) = self.by_collection.get(collection) else {
+        let (Some(indexes), Some(pruner)) = (
+            self.by_collection.get(collection),
+            self.pruners.get(collection),
+        ) else {
             return Ok(());
         };
         // Stored documents were checked on the way in; one that does not parse indexes
         // as if it held none of the fields rather than failing the write.
-        let parse = |v: &str| serde_json::from_str(v).unwrap_or(serde_json::Value::Null);
+        let parse = |v: &str| pruner.parse(v).unwrap_or(serde_json::Value::Null);
         let (old, new) = (old.map(parse), new.map(parse));
         let mut moved = Vec::new();
         for index in indexes {
@@ -558,6 +572,7 @@ fn entries_step(conn: &Connection, index: &Recorded, budget: usize) -> Result<bo
     const OP: &str = "building an index";
     let id = index.id;
     let fields = paths(&index.definition)?;
+    let pruner = Pruner::new(&fields);
     let kept = Kept::new(id, &index.definition)?;
     let after: Option<String> = conn
         .prepare_cached("SELECT built_after FROM indexes WHERE id = ?1")
@@ -595,7 +610,7 @@ fn entries_step(conn: &Connection, index: &Recorded, budget: usize) -> Result<bo
         let Some(value) = value else {
             continue;
         };
-        let document = serde_json::from_str(&value).unwrap_or(serde_json::Value::Null);
+        let document = pruner.parse(&value).unwrap_or(serde_json::Value::Null);
         let entry = cbddc_query::index::entry(&fields, &document);
         if covering {
             add.execute(params![entry, last]).during(OP)?;
@@ -632,6 +647,7 @@ fn copy_step(conn: &Connection, index: &Recorded, budget: usize) -> Result<bool,
     const OP: &str = "copying documents into a covering index";
     let id = index.id;
     let fields = paths(&index.definition)?;
+    let pruner = Pruner::new(&fields);
     let (after_entry, after_key): (Option<Vec<u8>>, Option<String>) = conn
         .prepare_cached("SELECT copied_entry, copied_key FROM indexes WHERE id = ?1")
         .and_then(|mut s| s.query_row([id], |r| Ok((r.get(0)?, r.get(1)?))))
@@ -674,7 +690,7 @@ fn copy_step(conn: &Connection, index: &Recorded, budget: usize) -> Result<bool,
         let key: String = row.get(1).during(OP)?;
         let value: Option<String> = row.get(2).during(OP)?;
         if let Some(value) = &value {
-            let document = serde_json::from_str(value).unwrap_or(serde_json::Value::Null);
+            let document = pruner.parse(value).unwrap_or(serde_json::Value::Null);
             if cbddc_query::index::entry(&fields, &document) == entry {
                 let stamp: (i64, i64, String) = (
                     row.get(3).during(OP)?,
