@@ -131,6 +131,8 @@ async fn find_by_scan(
         _ => None,
     };
     let mut page = cbddc_query::Page::new(query, position);
+    // Only the fields the query reads are parsed.
+    let pruner = query.pruner([]);
     loop {
         let docs = store
             .list(collection, scanned_after.clone(), SCAN_PAGE)
@@ -139,7 +141,7 @@ async fn find_by_scan(
         scanned_after = Some(last.key.clone());
         let full = docs.len() < SCAN_PAGE;
         for doc in docs {
-            if let Ok(value) = serde_json::from_str::<serde_json::Value>(&doc.value) {
+            if let Ok(value) = pruner.parse(&doc.value) {
                 page.offer(&doc.key.clone(), &value, doc);
             }
         }
@@ -184,6 +186,8 @@ async fn find_by_index(
     let in_sort_order = plan.in_sort_order();
     let resume_sorted = position.clone().filter(|_| in_sort_order);
     let mut page = cbddc_query::Page::new(query, position);
+    // Only the fields the query and the indexes' entries read are parsed.
+    let pruner = query.pruner(fields.iter().flatten());
     let mut read = 0u64;
     for (at, range) in ranges.iter().enumerate() {
         // A range of one entry holds its documents in key order: in key order, a page
@@ -214,7 +218,7 @@ async fn find_by_index(
                     page.offer_matching(&document.key.clone(), document);
                     continue;
                 }
-                let Ok(value) = serde_json::from_str::<serde_json::Value>(&document.value) else {
+                let Ok(value) = pruner.parse(&document.value) else {
                     continue;
                 };
                 if !plan.seen_before(fields, at, &value) {

@@ -191,6 +191,15 @@ impl Selector {
             Selector::Not(inner) => !inner.matches(document),
         }
     }
+
+    /// Every path a condition reads.
+    fn paths<'s>(&'s self, out: &mut Vec<&'s Path>) {
+        match self {
+            Selector::Field(path, _) => out.push(path),
+            Selector::And(all) | Selector::Or(all) => all.iter().for_each(|s| s.paths(out)),
+            Selector::Not(inner) => inner.paths(out),
+        }
+    }
 }
 
 /// Parses selectors, counting conditions against [`MAX_CONDITIONS`].
@@ -407,6 +416,17 @@ impl Query {
     /// Whether `document` matches.
     pub fn matches(&self, document: &Value) -> bool {
         self.selector.matches(document)
+    }
+
+    /// A parser of the fields this query reads (its conditions' and its sort's) and of
+    /// those `also` read: [`Query::matches`] and [`Query::position`] on what it parses
+    /// give what they give on the whole document.
+    pub fn pruner<'p>(&'p self, also: impl IntoIterator<Item = &'p Path>) -> pruned::Pruner {
+        let mut paths = Vec::new();
+        self.selector.paths(&mut paths);
+        paths.extend(self.sort.iter().map(|s| &s.path));
+        paths.extend(also);
+        pruned::Pruner::new(paths)
     }
 
     /// The most results per page.

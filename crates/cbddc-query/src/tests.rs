@@ -192,11 +192,17 @@ proptest! {
             _ => json!({"$and": [c1, {"$not": c2}]}),
         };
         let q = Query::parse(&selector.to_string(), &[], 10).unwrap();
+        // Sorted by another path: the pruned document places it as the whole one does.
+        let sorted = Query::parse(&selector.to_string(), &[Sort::parse("c:desc").unwrap()], 10).unwrap();
+        let pruner = sorted.pruner([]);
         for doc in &docs {
             let a = expected(get(doc, &p1), &o1, &v1);
             let b = expected(get(doc, &p2), &o2, &v2);
             let want = match combine { 0 => a && b, 1 => a || b, _ => a && !b };
             prop_assert_eq!(q.matches(doc), want, "{} on {}", selector, doc);
+            let pruned = pruner.parse(&doc.to_string()).unwrap();
+            prop_assert_eq!(sorted.matches(&pruned), want, "{} on pruned {}", selector, pruned);
+            prop_assert_eq!(sorted.position("k", &pruned), sorted.position("k", doc));
         }
     }
 
