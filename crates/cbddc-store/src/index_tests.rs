@@ -410,3 +410,49 @@ fn puts_from(first: u64, count: u64) -> Vec<LocalWrite> {
         .map(|i| LocalWrite::put("c", format!("q{i:03}"), doc(i)))
         .collect()
 }
+
+#[tokio::test]
+async fn a_read_waits_only_for_the_writes_pending_in_its_own_collection() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let other = IndexDefinition::new("other", &["n"]);
+    store
+        .declare_indexes(vec![index(), other.clone()])
+        .await
+        .unwrap();
+    while !store.build_indexes(100).await.unwrap().is_empty() {}
+    store.write(puts_from(0, 3)).await.unwrap();
+    let others: Vec<LocalWrite> = (0..5u64)
+        .map(|i| LocalWrite::put("other", format!("o{i}"), doc(i)))
+        .collect();
+    store.write(others).await.unwrap();
+    assert_eq!(pending_rows(dir.path()), 8);
+    // Reading `c` folds what is pending (all of it, on the writer), so `c`'s writes are
+    // read; with nothing of `c` pending, a read of `c` leaves `other`'s writes alone.
+    assert_eq!(entries(&store).await, expected(&store).await);
+    assert_eq!(pending_rows(dir.path()), 0);
+    store
+        .write(vec![LocalWrite::put("other", "o9", doc(9))])
+        .await
+        .unwrap();
+    assert_eq!(entries(&store).await, expected(&store).await);
+    assert_eq!(
+        pending_rows(dir.path()),
+        1,
+        "a read of c left other's write pending"
+    );
+    let page = store
+        .read_index(IndexRead {
+            index: other,
+            low: Vec::new(),
+            high: None,
+            after: None,
+            limit: 100,
+            reverse: false,
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.documents.len(), 6, "other's read folds its own writes");
+    assert_eq!(pending_rows(dir.path()), 0);
+    store.close().await;
+}

@@ -13,9 +13,9 @@
 //!   [`FOLD_AT`] writes are pending, before a query reads an index, and before an index
 //!   is declared, dropped or built. A table `index_<id>` is keyed by (entry, key): one
 //!   b-tree, read by range. Writes to a collection without an index cost nothing more.
-//! - **Read exact.** A read finds no pending row in its own read transaction, or it is
-//!   done by the writer right after a fold: an index is never read behind its
-//!   documents.
+//! - **Read exact.** A read finds no pending row of its collection in its own read
+//!   transaction, or it is done by the writer right after a fold: an index is never read
+//!   behind its documents.
 //! - **Built beside writes.** A new index is recorded, then its build walks the collection
 //!   in key order, a batch per transaction, adding entries; a document written meanwhile
 //!   has its entry from its write, and the build adds the same entry again as a no-op.
@@ -100,6 +100,8 @@ pub(crate) struct IndexSet {
     pruners: HashMap<String, Pruner>,
     /// Rows in `index_pending` (at least: a rolled-back fold leaves more).
     pending: Cell<u64>,
+    /// The id of the next pending row: ids rise in the order written.
+    next_pending: Cell<i64>,
     /// When the last of them was recorded.
     last_recorded: Cell<Option<Instant>>,
 }
@@ -133,10 +135,15 @@ impl IndexSet {
                 (collection.clone(), Pruner::new(paths))
             })
             .collect();
-        let pending: i64 = conn
-            .query_row("SELECT count(*) FROM index_pending", [], |r| r.get(0))
+        let (pending, last): (i64, i64) = conn
+            .query_row(
+                "SELECT count(*), COALESCE(MAX(id), 0) FROM index_pending",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .during("counting the index entries pending")?;
         set.pending.set(to_u64(pending));
+        set.next_pending.set(last + 1);
         Ok(set)
     }
 
@@ -203,8 +210,12 @@ impl IndexSet {
         if moved.is_empty() {
             return Ok(());
         }
-        conn.prepare_cached("INSERT INTO index_pending (key, moved) VALUES (?1, ?2)")?
-            .execute(params![key, moved])?;
+        let id = self.next_pending.get();
+        conn.prepare_cached(
+            "INSERT INTO index_pending (collection, id, key, moved) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![collection, id, key, moved])?;
+        self.next_pending.set(id + 1);
         self.pending.set(self.pending.get() + 1);
         self.last_recorded.set(Some(Instant::now()));
         Ok(())
@@ -217,7 +228,10 @@ impl IndexSet {
     pub(crate) fn fold(&self, conn: &Connection) -> Result<(), StoreError> {
         const OP: &str = "folding pending writes into the indexes";
         let mut read = conn
-            .prepare_cached("SELECT id, key, moved FROM index_pending ORDER BY id LIMIT ?1")
+            .prepare_cached(
+                "SELECT collection, id, key, moved FROM index_pending
+                 ORDER BY collection, id LIMIT ?1",
+            )
             .during(OP)?;
         type Statements<'k, 'c> = (&'k str, &'k Kept, CachedStatement<'c>, CachedStatement<'c>);
         let mut statements: HashMap<i64, Statements<'_, '_>> = HashMap::new();
@@ -231,21 +245,22 @@ impl IndexSet {
         loop {
             // Every move, sorted by index and key, each key's in the order written.
             let mut moves: Vec<(i64, String, i64, Move)> = Vec::new();
-            let mut last_id = None;
+            let mut last_row: Option<(String, i64)> = None;
             let mut rows = read
                 .query([i64::try_from(FOLD_AT).unwrap_or(i64::MAX)])
                 .during(OP)?;
             while let Some(row) = rows.next().during(OP)? {
-                let id: i64 = row.get(0).during(OP)?;
-                last_id = Some(id);
-                let key: String = row.get(1).during(OP)?;
-                let moved = row.get_ref(2).during(OP)?.as_blob().unwrap_or_default();
+                let id: i64 = row.get(1).during(OP)?;
+                let key: String = row.get(2).during(OP)?;
+                let moved = row.get_ref(3).during(OP)?.as_blob().unwrap_or_default();
                 for one in Move::decode_all(moved)? {
+                    // An index belongs to one collection: its moves are in `id` order.
                     moves.push((one.index, key.clone(), id, one));
                 }
+                last_row = Some((row.get(0).during(OP)?, id));
             }
             drop(rows);
-            let Some(last_id) = last_id else {
+            let Some((last_collection, last_id)) = last_row else {
                 break;
             };
             moves.sort_unstable_by(|a, b| (a.0, &a.1, a.2).cmp(&(b.0, &b.1, b.2)));
@@ -283,8 +298,8 @@ impl IndexSet {
                     kept.add(add, entry, key, collection).during(OP)?;
                 }
             }
-            conn.prepare_cached("DELETE FROM index_pending WHERE id <= ?1")
-                .and_then(|mut s| s.execute([last_id]))
+            conn.prepare_cached("DELETE FROM index_pending WHERE (collection, id) <= (?1, ?2)")
+                .and_then(|mut s| s.execute(params![last_collection, last_id]))
                 .during(OP)?;
         }
         self.pending.set(0);
@@ -754,9 +769,10 @@ pub(crate) fn list(conn: &Connection) -> Result<Vec<IndexStatus>, StoreError> {
 /// transaction; [`IndexLookup::Behind`] when writes are pending in it.
 pub(crate) fn read(conn: &Connection, read: &IndexRead) -> Result<IndexLookup, StoreError> {
     crate::rows::consistently(conn, "reading an index", |c| {
+        // Only this collection's pending writes concern its indexes.
         let behind: bool = c
-            .prepare_cached("SELECT EXISTS (SELECT 1 FROM index_pending)")
-            .and_then(|mut s| s.query_row([], |r| r.get(0)))
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM index_pending WHERE collection = ?1)")
+            .and_then(|mut s| s.query_row([&read.index.collection], |r| r.get(0)))
             .during("reading an index")?;
         if behind {
             return Ok(IndexLookup::Behind);

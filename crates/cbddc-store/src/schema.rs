@@ -224,10 +224,12 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // into `index_<id>_stage` in key order, then copied with their documents in entry
     // order (`copying`, `copied` of them, the last one copied `copied_entry`/`copied_key`).
     "CREATE TABLE index_pending (
-        id    INTEGER PRIMARY KEY,
-        key   TEXT NOT NULL,
-        moved BLOB NOT NULL
-    );
+        collection TEXT NOT NULL,
+        id         INTEGER NOT NULL,  -- in the order written
+        key        TEXT NOT NULL,
+        moved      BLOB NOT NULL,
+        PRIMARY KEY (collection, id)
+    ) WITHOUT ROWID;
     ALTER TABLE indexes ADD COLUMN covering INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE indexes ADD COLUMN copying INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE indexes ADD COLUMN copied INTEGER NOT NULL DEFAULT 0;
