@@ -9,6 +9,10 @@ use cbddc_core::{Document, DocumentStore, IndexDefinition};
 
 /// Documents a scan reads per step of a query.
 const SCAN_PAGE: usize = 1_000;
+/// Entries an exact range read in key order takes per step: each is a result the page
+/// keeps (up to twice the limit), so a step of up to the limit holds no more than the
+/// page does, in fewer trips to the store.
+const EXACT_STEP: usize = 10_000;
 
 /// A page of a query's results.
 #[derive(Debug, Clone)]
@@ -207,15 +211,20 @@ async fn find_by_index(
         }
         let reverse = in_sort_order && range.descending;
         let mut stopping = false;
+        let most = if unread && !in_key_order && !in_sort_order {
+            EXACT_STEP.min(query.limit() + 1)
+        } else {
+            SCAN_PAGE
+        };
         let mut batch = if in_key_order || in_sort_order {
             SCAN_PAGE.min(query.limit() + 1)
         } else {
-            SCAN_PAGE
+            most
         };
         let offer = |page: &mut cbddc_query::Page<'_, Document>, documents: Vec<Document>| {
             for document in documents {
                 if unread {
-                    page.offer_matching(&document.key.clone(), document);
+                    page.offer_matching(document.key.clone(), document);
                     continue;
                 }
                 let Ok(value) = pruner.parse(&document.value) else {
@@ -301,7 +310,7 @@ async fn find_by_index(
                 }
             }
             // Documents the query does not match make a sorted read go on: fewer trips.
-            batch = (batch * 2).min(SCAN_PAGE);
+            batch = (batch * 2).min(most);
         }
     }
     let mut names: Vec<String> = ranges

@@ -565,13 +565,13 @@ impl<'q, T> Page<'q, T> {
     /// Offers a document already known to match (read from an exact index range), without
     /// its value: only a query ordered by key alone can place it, so for a query with
     /// sort paths nothing is kept and `false` comes back.
-    pub fn offer_matching(&mut self, key: &str, result: T) -> bool {
+    pub fn offer_matching(&mut self, key: String, result: T) -> bool {
         if !self.query.sort.is_empty() {
             return false;
         }
         let position = Position {
             values: Vec::new(),
-            key: key.to_string(),
+            key,
         };
         self.keep(position, result);
         true
@@ -614,12 +614,17 @@ impl<'q, T> Page<'q, T> {
     pub fn finish(mut self) -> (Vec<T>, Option<String>) {
         self.trim();
         let query = self.query;
-        self.kept.sort_unstable_by(|a, b| query.compare(&a.0, &b.0));
-        let next = match (self.more, self.kept.last()) {
-            (true, Some((position, _))) => Some(query.cursor(position)),
+        // Sorted by where each result goes, not by moving the results themselves (a
+        // page of 10,000 documents would move each of them a dozen times).
+        let mut order: Vec<usize> = (0..self.kept.len()).collect();
+        order.sort_unstable_by(|&a, &b| query.compare(&self.kept[a].0, &self.kept[b].0));
+        let next = match (self.more, order.last()) {
+            (true, Some(&last)) => Some(query.cursor(&self.kept[last].0)),
             _ => None,
         };
-        (self.kept.into_iter().map(|(_, t)| t).collect(), next)
+        let mut slots: Vec<Option<T>> = self.kept.into_iter().map(|(_, t)| Some(t)).collect();
+        let results = order.iter().filter_map(|&at| slots[at].take()).collect();
+        (results, next)
     }
 }
 
