@@ -3,6 +3,8 @@
 //! fresh file. Both report documents per second; `cargo xtask bench` prints the ratio.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod support;
+
 use cbddc_config::PeerNodeConfiguration;
 use cbddc_core::{KnownPeer, LocalWrite, NodeId, PeerType};
 use cbddc_node::Node;
@@ -49,11 +51,7 @@ fn raw_copy(path: &std::path::Path) {
 }
 
 fn catch_up(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = support::runtime();
     let source_dir = tempfile::tempdir().unwrap();
     let source = runtime.block_on(async {
         let mut config =

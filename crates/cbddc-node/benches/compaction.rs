@@ -145,11 +145,7 @@ fn main() {
     } else {
         (1_000, 20_000)
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = support::runtime();
     let dir = tempfile::tempdir().unwrap();
     let (entries, documents, wrote, settled) =
         runtime.block_on(overwrite(&dir.path().join("churn"), keys, writes));

@@ -54,11 +54,7 @@ async fn rates(node: &Node, collection: &str, indexed: bool) -> Vec<f64> {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = support::runtime();
     let dir = tempfile::tempdir().unwrap();
     runtime.block_on(async {
         let mut config = PeerNodeConfiguration::new(NodeId::new("writes").unwrap(), dir.path());

@@ -266,11 +266,7 @@ async fn memory(node: &Node, collection: &str) -> (f64, f64) {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = support::runtime();
     let dir = tempfile::tempdir().unwrap();
     eprintln!("raw SQLite: {DOCUMENTS} rows, two indexed columns");
     let raw = raw_database(&dir.path().join("raw.db"));

@@ -27,11 +27,7 @@ fn config_text(port: u16, data: &std::path::Path) -> String {
 }
 
 fn reconfigure(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = support::runtime();
     let mut group = c.benchmark_group("reconfigure");
     group
         .sample_size(10)

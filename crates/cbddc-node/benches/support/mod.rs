@@ -7,5 +7,7 @@ pub use ports::free_port;
 
 mod memory;
 mod report;
+mod runtime;
 pub use memory::{memory_mib, reset_peak_rss};
 pub use report::write_report;
+pub use runtime::runtime;
