@@ -432,6 +432,29 @@ async fn a_query_no_index_serves_names_the_index_that_would() {
     };
     assert_eq!(keys(&served), keys(&scanned));
     assert_eq!(served.documents.len(), 10);
+
+    // Writes after it are folded into the index once writes stop, with no query asking.
+    let more = (2_000..2_050)
+        .map(|i| {
+            let doc = json!({"shop": "s3", "total": -1 - i});
+            LocalWrite::put("items", format!("k{i:05}"), doc.to_string())
+        })
+        .collect();
+    node.node().write(more).await.unwrap();
+    cbddc_tests::wait_until(
+        "the writes are folded in while no query asks",
+        std::time::Duration::from_secs(30),
+        || async {
+            let status = node.node().status().await.unwrap();
+            status.indexes.iter().all(|i| i.pending == 0)
+        },
+    )
+    .await;
+    let first = node.node().find("items", &query, None).await.unwrap();
+    assert_eq!(
+        first.documents[0].key, "k02049",
+        "the lowest total comes first"
+    );
 }
 
 /// `Node::watch_query`: the current matches enter first; puts, patches and deletes, here

@@ -907,6 +907,7 @@ fn index_json(index: &proto::IndexState) -> Value {
         "fields": index.fields,
         "covering": index.covering,
         "entries": index.entries,
+        "pending": index.pending,
         "state": if index.building { "building" } else { "built" },
         "built": index.building.then_some(index.built),
         "to_build": index.building.then_some(index.to_build),
@@ -929,6 +930,11 @@ fn index_line(index: &proto::IndexState) -> String {
         format!(
             "{name}: building, {} of {} documents ({percent:.0}%); queries scan until it is built",
             index.built, index.to_build
+        )
+    } else if index.pending > 0 {
+        format!(
+            "{name}: built, {} entries, {} writes to fold in (the next query on it folds them)",
+            index.entries, index.pending
         )
     } else {
         format!("{name}: built, {} entries", index.entries)

@@ -50,6 +50,9 @@ pub struct IndexStatus {
     pub entries: u64,
     /// While it is being built: how far. `None`: built, queries use it.
     pub building: Option<IndexBuild>,
+    /// Writes to its collection recorded and not yet folded into its entries (the store
+    /// folds them in batches; a query folds them first).
+    pub pending: u64,
 }
 
 /// How far the background build of an index has come.

@@ -1057,6 +1057,9 @@ pub struct IndexState {
     /// Its entries keep a copy of their documents.
     #[prost(bool, tag = "7")]
     pub covering: bool,
+    /// Writes to its collection not yet folded into its entries.
+    #[prost(uint64, tag = "8")]
+    pub pending: u64,
 }
 
 /// The node's feature level: the formats it writes, and those held back (and by whom).

@@ -236,6 +236,7 @@ fn status_to_wire(status: NodeStatus) -> proto::StatusResponse {
                 collection: i.definition.collection,
                 fields: i.definition.fields,
                 covering: i.definition.covering,
+                pending: i.pending,
                 entries: i.entries,
                 building: i.building.is_some(),
                 built: i.building.map_or(0, |b| b.done),

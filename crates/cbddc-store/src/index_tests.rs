@@ -370,6 +370,7 @@ async fn writes_not_yet_folded_into_an_index_survive_a_reopen_and_are_read() {
         .await
         .unwrap();
     assert_eq!(pending_rows(dir.path()), 22, "every write is pending");
+    assert_eq!(store.indexes().await.unwrap()[0].pending, 22, "and says so");
     store.close().await;
 
     let store = open(dir.path()).await;
@@ -378,6 +379,7 @@ async fn writes_not_yet_folded_into_an_index_survive_a_reopen_and_are_read() {
     assert_eq!(entries(&store).await, expected(&store).await);
     documents_match(&store).await;
     assert_eq!(pending_rows(dir.path()), 0, "folded by the read");
+    assert_eq!(store.indexes().await.unwrap()[0].pending, 0);
     assert_eq!(store.indexes().await.unwrap()[0].entries, 19);
 
     // Past the fold's threshold, the writer folds at the end of the transaction.

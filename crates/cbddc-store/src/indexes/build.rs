@@ -281,7 +281,7 @@ fn copy_step(conn: &Connection, index: &Recorded, budget: usize) -> Result<bool,
 }
 
 /// The indexes recorded: a built one with its entries counted, one being built with the
-/// documents it has read so far.
+/// documents it has read so far; each with the writes to its collection not yet folded.
 pub(crate) fn list(conn: &Connection) -> Result<Vec<IndexStatus>, StoreError> {
     recorded(conn)?
         .into_iter()
@@ -298,7 +298,12 @@ pub(crate) fn list(conn: &Connection) -> Result<Vec<IndexStatus>, StoreError> {
                     .during("counting an index's entries")?;
                 to_u64(counted)
             };
+            let pending: i64 = conn
+                .prepare_cached("SELECT count(*) FROM index_pending WHERE collection = ?1")
+                .and_then(|mut s| s.query_row([&index.definition.collection], |r| r.get(0)))
+                .during("counting the writes pending in an index")?;
             Ok(IndexStatus {
+                pending: to_u64(pending),
                 definition: index.definition,
                 entries,
                 building: index.building.then_some(IndexBuild {
