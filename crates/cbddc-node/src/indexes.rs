@@ -84,10 +84,11 @@ impl Indexes {
     }
 
     /// Builds what is declared and not built, a batch per transaction, until `token` is
-    /// cancelled; sleeps while there is nothing to build.
+    /// cancelled; while there is nothing to build, has the writes pending in the indexes
+    /// folded in once no write came for [`FOLD_WHEN_QUIET`].
     pub(crate) async fn run(self: Arc<Self>, token: CancellationToken) {
         loop {
-            let (pending, any, generation) = {
+            let (to_build, any, generation) = {
                 let declared = self.declared.read().unwrap_or_else(|p| p.into_inner());
                 (
                     !declared.building.is_empty(),
@@ -95,7 +96,8 @@ impl Indexes {
                     declared.generation,
                 )
             };
-            if !pending {
+            if !to_build {
+                // Nothing to build: fold what writes left pending once they stop.
                 let quiet = async {
                     if !any {
                         return std::future::pending().await;
