@@ -2,7 +2,7 @@
 //! per transaction; a covering index in two passes (entries into a stage, then copies in
 //! entry order).
 
-use super::{Kept, Recorded, paths, recorded, to_u64};
+use super::catalog::{Kept, Recorded, paths, recorded, to_u64};
 use crate::error::{SqlContext, StoreError};
 use cbddc_core::{IndexBuild, IndexDefinition, IndexStatus, StorageError};
 use cbddc_query::Path;

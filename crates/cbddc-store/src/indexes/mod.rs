@@ -27,13 +27,14 @@
 //! - **Local.** Nothing here is in the oplog or in a snapshot: every node builds its own.
 
 mod build;
+mod catalog;
 mod read;
 pub(crate) use build::{build, declare, list};
 pub(crate) use read::{IndexLookup, read};
 
+use catalog::{Kept, recorded, to_u64};
+
 use crate::error::{SqlContext, StoreError};
-use cbddc_core::IndexDefinition;
-use cbddc_query::Path;
 use cbddc_query::pruned::Pruner;
 use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
 use std::cell::Cell;
@@ -46,58 +47,6 @@ use std::time::{Duration, Instant};
 pub(crate) const FOLD_AT: u64 = 50_000;
 #[cfg(test)]
 pub(crate) const FOLD_AT: u64 = 64;
-
-/// One index as the writer keeps it current.
-#[derive(Debug)]
-struct Kept {
-    id: i64,
-    fields: Vec<Path>,
-    covering: bool,
-    /// Adds an entry: `?1` the entry, `?2` the key, and for a covering index `?3` the
-    /// collection, whose document is copied as it is now.
-    add: String,
-    remove: String,
-}
-
-impl Kept {
-    fn new(id: i64, definition: &IndexDefinition) -> Result<Self, StoreError> {
-        Ok(Self {
-            id,
-            fields: paths(definition)?,
-            covering: definition.covering,
-            add: add_entry(id, definition.covering),
-            remove: format!("DELETE FROM index_{id} WHERE entry = ?1 AND key = ?2"),
-        })
-    }
-
-    /// Runs [`Kept::add`] for `key` of `collection` under `entry`.
-    fn add(
-        &self,
-        add: &mut CachedStatement<'_>,
-        entry: &[u8],
-        key: &str,
-        collection: &str,
-    ) -> rusqlite::Result<usize> {
-        if self.covering {
-            add.execute(params![entry, key, collection])
-        } else {
-            add.execute(params![entry, key])
-        }
-    }
-}
-
-/// The statement that adds an entry to index `id` (see [`Kept::add`]).
-fn add_entry(id: i64, covering: bool) -> String {
-    if covering {
-        format!(
-            "INSERT OR REPLACE INTO index_{id} (entry, key, value, hlc_wall, hlc_counter, hlc_node)
-             SELECT ?1, key, value, hlc_wall, hlc_counter, hlc_node FROM documents
-             WHERE collection = ?3 AND key = ?2 AND value IS NOT NULL"
-        )
-    } else {
-        format!("INSERT OR IGNORE INTO index_{id} (entry, key) VALUES (?1, ?2)")
-    }
-}
 
 /// The indexes of each collection, as the writer keeps them current.
 #[derive(Debug, Default)]
@@ -382,82 +331,6 @@ impl Move {
         }
         Ok(moves)
     }
-}
-
-/// An index as recorded in `indexes`.
-struct Recorded {
-    id: i64,
-    definition: IndexDefinition,
-    building: bool,
-    done: u64,
-    total: u64,
-}
-
-fn to_u64(value: i64) -> u64 {
-    u64::try_from(value).unwrap_or(0)
-}
-
-fn recorded(conn: &Connection) -> Result<Vec<Recorded>, StoreError> {
-    const OP: &str = "reading the indexes";
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT id, collection, fields, building, done, total, covering, copied
-             FROM indexes ORDER BY id",
-        )
-        .during(OP)?;
-    let rows = stmt
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, bool>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, i64>(5)?,
-                r.get::<_, bool>(6)?,
-                r.get::<_, i64>(7)?,
-            ))
-        })
-        .during(OP)?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (id, collection, fields, building, done, total, covering, copied) = row.during(OP)?;
-        let fields: Vec<String> =
-            serde_json::from_str(&fields).map_err(|e| StoreError::Corrupt {
-                operation: OP,
-                detail: format!("the fields of index {id}: {e}"),
-            })?;
-        out.push(Recorded {
-            id,
-            definition: IndexDefinition {
-                collection,
-                fields,
-                covering,
-            },
-            building,
-            // A covering index's build passes over its documents twice (entries, then
-            // copies): each pass is half of it.
-            done: if covering {
-                (to_u64(done) + to_u64(copied)) / 2
-            } else {
-                to_u64(done)
-            },
-            total: to_u64(total),
-        });
-    }
-    Ok(out)
-}
-
-fn paths(definition: &IndexDefinition) -> Result<Vec<Path>, StoreError> {
-    definition
-        .fields
-        .iter()
-        .map(|f| Path::parse(f))
-        .collect::<Result<_, _>>()
-        .map_err(|e| StoreError::Corrupt {
-            operation: "reading the indexes",
-            detail: format!("index {}: {e}", definition.name()),
-        })
 }
 
 #[cfg(test)]
