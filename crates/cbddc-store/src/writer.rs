@@ -319,6 +319,7 @@ impl Writer {
         if alone && executed.iter().any(|done| !done.is_ok()) {
             // `execute` has put the version vector and the change position back.
             let _ = conn.execute_batch("ROLLBACK");
+            self.indexes.recount(conn);
             for done in executed {
                 done.reply();
             }
@@ -337,6 +338,7 @@ impl Writer {
         });
         if let Err(e) = commit {
             let _ = conn.execute_batch("ROLLBACK");
+            self.indexes.recount(conn);
             self.vv = vv_before;
             self.last_change = change_before;
             tracing::error!(error = %e, "a group commit failed; its writes are not stored");
@@ -543,6 +545,7 @@ impl Writer {
         });
         if done.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
+            self.indexes.recount(conn);
             self.vv = vv_before;
         }
         done

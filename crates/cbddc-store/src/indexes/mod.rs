@@ -106,6 +106,16 @@ impl IndexSet {
         self.pending.get() >= FOLD_AT
     }
 
+    /// Counts the pending writes again after a rollback: a fold rolled back leaves its
+    /// rows, and writes rolled back leave none.
+    pub(crate) fn recount(&self, conn: &Connection) {
+        match conn.query_row("SELECT count(*) FROM index_pending", [], |r| r.get(0)) {
+            Ok(pending) => self.pending.set(to_u64(pending)),
+            // Unknown: the next transaction folds, and sets the count right.
+            Err(_) => self.pending.set(FOLD_AT),
+        }
+    }
+
     /// Whether `collection` has indexes (a writer replacing a document of it reads the
     /// value it replaces, for [`IndexSet::record`]).
     pub(crate) fn covers(&self, collection: &str) -> bool {
