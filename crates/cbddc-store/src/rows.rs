@@ -50,6 +50,37 @@ pub(crate) fn stamp(wall: i64, counter: u32, replica: &str) -> Result<Hlc, Store
     })
 }
 
+/// The stamp in columns `first..first + 3` of `row` (wall clock, counter, replica), read
+/// after `previous`: rows written by the same replica as the one before share its
+/// checked id rather than checking and allocating it again.
+pub(crate) fn stamp_after(
+    row: &rusqlite::Row<'_>,
+    first: usize,
+    previous: Option<&Hlc>,
+    operation: &'static str,
+) -> Result<Hlc, StoreError> {
+    let (wall, counter): (i64, u32) = (
+        row.get(first).during(operation)?,
+        row.get(first + 1).during(operation)?,
+    );
+    let replica = row
+        .get_ref(first + 2)
+        .during(operation)?
+        .as_str()
+        .map_err(|e| StoreError::Corrupt {
+            operation,
+            detail: format!("a stamp's replica is not text: {e}"),
+        })?;
+    match previous {
+        Some(last) if last.replica.as_str() == replica => Ok(Hlc {
+            wall_ms: wall_clock(wall)?,
+            counter,
+            replica: last.replica.clone(),
+        }),
+        _ => stamp(wall, counter, replica),
+    }
+}
+
 pub(crate) fn corrupt(operation: &'static str, detail: impl ToString) -> StoreError {
     StoreError::Corrupt {
         operation,

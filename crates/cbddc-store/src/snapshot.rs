@@ -18,7 +18,7 @@ use crate::error::{SqlContext, StoreError};
 use crate::indexes::IndexSet;
 use crate::rows::QUEUE_TOMBSTONE;
 use crate::rows::corrupt;
-use crate::rows::stamp;
+use crate::rows::stamp_after;
 use cbddc_core::{
     Interest, NodeId, PageLimits, SnapshotChunk, SnapshotDocument, SnapshotProgress, StorageError,
     VersionVector,
@@ -86,29 +86,9 @@ fn read_chunk_in(
             break;
         }
         bytes += size;
-        let (wall, counter, seq): (i64, u32, Option<i64>) = (
-            r.get(3).during(OP)?,
-            r.get(4).during(OP)?,
-            r.get(6).during(OP)?,
-        );
-        let replica = r
-            .get_ref(5)
-            .during(OP)?
-            .as_str()
-            .map_err(|e| StoreError::Corrupt {
-                operation: OP,
-                detail: format!("a stamp's replica is not text: {e}"),
-            })?;
-        // Most documents of a chunk were written by the same few replicas: the id read
-        // last is checked once and shared.
-        let hlc = match chunk.documents.last() {
-            Some(last) if last.hlc.replica.as_str() == replica => cbddc_core::Hlc {
-                wall_ms: crate::rows::wall_clock(wall)?,
-                counter,
-                replica: last.hlc.replica.clone(),
-            },
-            _ => stamp(wall, counter, replica)?,
-        };
+        let seq: Option<i64> = r.get(6).during(OP)?;
+        // Most documents of a chunk were written by the same few replicas.
+        let hlc = stamp_after(r, 3, chunk.documents.last().map(|d| &d.hlc), OP)?;
         chunk.documents.push(SnapshotDocument {
             hlc,
             collection,

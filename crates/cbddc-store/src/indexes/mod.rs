@@ -48,12 +48,17 @@ pub(crate) const FOLD_AT: u64 = 50_000;
 #[cfg(test)]
 pub(crate) const FOLD_AT: u64 = 64;
 
+/// The indexes of one collection, and the fields they read (all a write's entries need).
+#[derive(Debug)]
+struct Collection {
+    indexes: Vec<Kept>,
+    pruner: Pruner,
+}
+
 /// The indexes of each collection, as the writer keeps them current.
 #[derive(Debug, Default)]
 pub(crate) struct IndexSet {
-    by_collection: HashMap<String, Vec<Kept>>,
-    /// Per collection, the fields its indexes read (all a write's entries need).
-    pruners: HashMap<String, Pruner>,
+    by_collection: HashMap<String, Collection>,
     /// Rows in `index_pending` (at least: a rolled-back fold leaves more).
     pending: Cell<u64>,
     /// The id of the next pending row: ids rise in the order written.
@@ -65,19 +70,17 @@ pub(crate) struct IndexSet {
 impl IndexSet {
     /// The indexes recorded in the database.
     pub(crate) fn load(conn: &Connection) -> Result<Self, StoreError> {
-        let mut set = Self::default();
+        let mut kept: HashMap<String, Vec<Kept>> = HashMap::new();
         for index in recorded(conn)? {
-            set.by_collection
-                .entry(index.definition.collection.clone())
+            kept.entry(index.definition.collection.clone())
                 .or_default()
                 .push(Kept::new(index.id, &index.definition)?);
         }
-        set.pruners = set
-            .by_collection
-            .iter()
-            .map(|(collection, kept)| {
-                let paths = kept.iter().flat_map(|k| &k.fields);
-                (collection.clone(), Pruner::new(paths))
+        let by_collection = kept
+            .into_iter()
+            .map(|(collection, indexes)| {
+                let pruner = Pruner::new(indexes.iter().flat_map(|k| &k.fields));
+                (collection, Collection { indexes, pruner })
             })
             .collect();
         let (pending, last): (i64, i64) = conn
@@ -87,8 +90,12 @@ impl IndexSet {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .during("counting the index entries pending")?;
-        set.pending.set(to_u64(pending));
-        set.next_pending.set(last + 1);
+        let set = Self {
+            by_collection,
+            pending: Cell::new(to_u64(pending)),
+            next_pending: Cell::new(last + 1),
+            last_recorded: Cell::new(None),
+        };
         Ok(set)
     }
 
@@ -134,10 +141,7 @@ impl IndexSet {
         old: Option<&str>,
         new: Option<&str>,
     ) -> rusqlite::Result<()> {
-        let (Some(indexes), Some(pruner)) = (
-            self.by_collection.get(collection),
-            self.pruners.get(collection),
-        ) else {
+        let Some(Collection { indexes, pruner }) = self.by_collection.get(collection) else {
             return Ok(());
         };
         // Stored documents were checked on the way in; one that does not parse indexes
@@ -190,8 +194,8 @@ impl IndexSet {
             .during(OP)?;
         type Statements<'k, 'c> = (&'k str, &'k Kept, CachedStatement<'c>, CachedStatement<'c>);
         let mut statements: HashMap<i64, Statements<'_, '_>> = HashMap::new();
-        for (collection, kept) in &self.by_collection {
-            for kept in kept {
+        for (collection, held) in &self.by_collection {
+            for kept in &held.indexes {
                 let remove = conn.prepare_cached(&kept.remove).during(OP)?;
                 let add = conn.prepare_cached(&kept.add).during(OP)?;
                 statements.insert(kept.id, (collection.as_str(), kept, remove, add));

@@ -1,7 +1,7 @@
 //! Reading a page of an index's range with its documents, never behind them.
 
 use crate::error::{SqlContext, StoreError};
-use crate::rows::stamp;
+use crate::rows::stamp_after;
 use cbddc_core::{Document, IndexPage, IndexRead};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -129,24 +129,7 @@ fn read_page(conn: &Connection, read: &IndexRead) -> Result<Option<IndexPage>, S
     while let Some(r) = rows.next().during(OP)? {
         let key: String = r.get(1).during(OP)?;
         let value: String = r.get(2).during(OP)?;
-        let (wall, counter): (i64, u32) = (r.get(3).during(OP)?, r.get(4).during(OP)?);
-        let replica = r
-            .get_ref(5)
-            .during(OP)?
-            .as_str()
-            .map_err(|e| StoreError::Corrupt {
-                operation: OP,
-                detail: format!("a stamp's replica is not text: {e}"),
-            })?;
-        // Documents written by the replica of the one before share its checked id.
-        let hlc = match page.documents.last() {
-            Some(last) if last.hlc.replica.as_str() == replica => cbddc_core::Hlc {
-                wall_ms: crate::rows::wall_clock(wall)?,
-                counter,
-                replica: last.hlc.replica.clone(),
-            },
-            _ => stamp(wall, counter, replica)?,
-        };
+        let hlc = stamp_after(r, 3, page.documents.last().map(|d| &d.hlc), OP)?;
         entry.clear();
         entry.extend_from_slice(r.get_ref(0).during(OP)?.as_blob().unwrap_or_default());
         page.documents.push(Document {
