@@ -1,4 +1,3 @@
-use cbddc_core::Operation;
 use cbddc_node::{ChangeFeed, ChangeFilter, FeedStart, NodeError};
 use cbddc_tests::{TestNode, two_peers};
 use std::time::Duration;
@@ -12,9 +11,9 @@ async fn take(feed: &mut ChangeFeed, count: usize) -> Vec<String> {
             .expect("the feed to yield the next change within 20 s")
             .unwrap()
             .expect("the feed to stay open");
-        out.push(match change.entry.op {
-            Operation::Put { value } => format!("{}={value}", change.entry.key),
-            Operation::Delete => format!("{} deleted", change.entry.key),
+        out.push(match change.document_text() {
+            Some(value) => format!("{}={value}", change.entry.key),
+            None => format!("{} deleted", change.entry.key),
         });
     }
     out

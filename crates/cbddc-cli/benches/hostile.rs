@@ -172,6 +172,7 @@ fn large_push() -> proto::Request {
             hlc_wall_ms: 1,
             hlc_counter: 0,
             node: "holder".into(),
+            field_write: None,
         })
         .collect();
     proto::Request {

@@ -2,7 +2,7 @@
 
 use crate::Target;
 use anyhow::{Context, Result};
-use cbddc_core::{Operation, OplogEntry};
+use cbddc_core::Change;
 use cbddc_net::{ChangesAsk, FeedFrom, NetError};
 use cbddc_query::live::Match;
 use std::process::ExitCode;
@@ -36,22 +36,22 @@ impl std::str::FromStr for From {
     }
 }
 
-/// One change as a JSON line: the value goes out byte for byte as stored; with a live
+/// One change as a JSON line: the value goes out byte for byte as stored (the merged
+/// document for a write merged field by field, with the paths it changed); with a live
 /// query, what the change does to its result.
-pub(crate) fn change_json(
-    position: u64,
-    entry: &OplogEntry,
-    matched: Option<Match>,
-) -> Result<String> {
-    let value = match &entry.op {
-        Operation::Put { value } => value.as_str(),
-        Operation::Delete => "null",
+pub(crate) fn change_json(change: &Change, matched: Option<Match>) -> Result<String> {
+    let entry = &change.entry;
+    let position = change.position;
+    let value = change.document_text().unwrap_or("null");
+    let paths = match &change.merged {
+        Some(merged) => format!(",\"paths\":{}", serde_json::to_string(&merged.paths)?),
+        None => String::new(),
     };
     Ok(format!(
-        "{{\"position\":{position},\"collection\":{},\"key\":{},\"value\":{value},\"deleted\":{},\"origin\":{},\"node\":{},\"hlc\":{}{}}}",
+        "{{\"position\":{position},\"collection\":{},\"key\":{},\"value\":{value},\"deleted\":{}{paths},\"origin\":{},\"node\":{},\"hlc\":{}{}}}",
         serde_json::to_string(&entry.collection)?,
         serde_json::to_string(&entry.key)?,
-        matches!(entry.op, Operation::Delete),
+        change.deletes(),
         serde_json::to_string(entry.origin.as_str())?,
         serde_json::to_string(entry.node.as_str())?,
         serde_json::to_string(&entry.hlc.to_string())?,
@@ -126,18 +126,16 @@ pub(crate) async fn watch(watching: Watching, target: &Target) -> Result<ExitCod
                 return Err(e).with_context(|| format!("the node stopped answering{resume_hint}"));
             }
         };
-        for (position, entry) in &page.changes {
+        for change in &page.changes {
+            let (position, entry) = (change.position, &change.entry);
             if let Some(live) = &mut live {
-                let Some(matched) = live.change(&entry.key, entry.op.document().as_ref()) else {
+                let Some(matched) = live.change(&entry.key, change.document().as_ref()) else {
                     continue;
                 };
                 if as_json {
-                    say!("{}", change_json(*position, entry, Some(matched))?);
+                    say!("{}", change_json(change, Some(matched))?);
                 } else {
-                    let value = match &entry.op {
-                        Operation::Put { value } => value.as_str(),
-                        Operation::Delete => "deleted",
-                    };
+                    let value = change.document_text().unwrap_or("deleted");
                     say!(
                         "{position}\t{}\t{}\t{}\t{value}",
                         matched.as_str(),
@@ -148,15 +146,21 @@ pub(crate) async fn watch(watching: Watching, target: &Target) -> Result<ExitCod
                 continue;
             }
             if as_json {
-                say!("{}", change_json(*position, entry, None)?);
+                say!("{}", change_json(change, None)?);
             } else {
-                match &entry.op {
-                    Operation::Put { value } => say!(
+                match (change.document_text(), &change.merged) {
+                    (Some(value), None) => say!(
                         "{position}\tput\t{}\t{}\t{value}",
                         entry.collection,
                         entry.key
                     ),
-                    Operation::Delete => {
+                    (Some(value), Some(merged)) => say!(
+                        "{position}\tmerge\t{}\t{}\t{value}\t{}",
+                        entry.collection,
+                        entry.key,
+                        merged.paths.join(",")
+                    ),
+                    (None, _) => {
                         say!("{position}\tdelete\t{}\t{}", entry.collection, entry.key)
                     }
                 }

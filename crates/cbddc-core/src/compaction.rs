@@ -108,6 +108,9 @@ pub struct SnapshotDocument {
     pub hlc: crate::Hlc,
     /// The winning entry's sequence number of its origin.
     pub seq: u64,
+    /// What the sender keeps to merge the document field by field (JSON of a
+    /// [`crate::field_merge::FieldState`]); `None` for a document only whole writes made.
+    pub field_state: Option<String>,
 }
 
 /// One chunk of a snapshot.

@@ -131,7 +131,7 @@ pub struct Tally {
 pub type Observed = BTreeMap<String, BTreeMap<ReplicaId, Tally>>;
 
 /// A write of one document, as it travels (with its stamp beside it).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FieldWrite {
     /// Replaces the document.
     Put {
@@ -211,9 +211,13 @@ impl Counter {
 /// object, its fields, and its counter.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct Node {
+    #[serde(default, rename = "s", skip_serializing_if = "Option::is_none")]
     set: Option<(Hlc, Set)>,
+    #[serde(default, rename = "m", skip_serializing_if = "Option::is_none")]
     merged: Option<Hlc>,
+    #[serde(default, rename = "f", skip_serializing_if = "BTreeMap::is_empty")]
     fields: BTreeMap<String, Node>,
+    #[serde(default, rename = "c", skip_serializing_if = "Option::is_none")]
     counter: Option<Counter>,
 }
 
@@ -505,6 +509,171 @@ impl FieldState {
             FieldWrite::Delete { .. } => FieldWrite::Delete { observed: counters },
         })
     }
+}
+
+impl FieldWrite {
+    /// Checks a write that came from outside the process (a peer's entry): a patch is an
+    /// object, no value or path is deeper than [`MAX_DEPTH`], no path has an empty part.
+    pub fn check(&self) -> Result<(), MergeError> {
+        let observed = match self {
+            FieldWrite::Put { value, observed } => {
+                if depth_of(value) > MAX_DEPTH {
+                    return Err(MergeError::TooDeep {
+                        path: "the document".into(),
+                    });
+                }
+                observed
+            }
+            FieldWrite::Patch { patch, observed } => {
+                check_patch(patch)?;
+                observed
+            }
+            FieldWrite::Increment { path, .. } => {
+                check_parts(path)?;
+                return Ok(());
+            }
+            FieldWrite::Delete { observed } => observed,
+        };
+        for dotted in observed.keys() {
+            parse_path(dotted)?;
+        }
+        Ok(())
+    }
+
+    /// The write's kind, in one word.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FieldWrite::Put { .. } => "put",
+            FieldWrite::Patch { .. } => "patch",
+            FieldWrite::Increment { .. } => "increment",
+            FieldWrite::Delete { .. } => "delete",
+        }
+    }
+}
+
+fn check_parts(path: &[String]) -> Result<(), MergeError> {
+    let dotted = path.join(".");
+    if path.is_empty() || path.iter().any(|p| p.is_empty() || p.contains('.')) {
+        return Err(MergeError::BadPath { path: dotted });
+    }
+    if path.len() > MAX_DEPTH {
+        return Err(MergeError::TooDeep { path: dotted });
+    }
+    Ok(())
+}
+
+impl FieldState {
+    /// The state of a document only whole-document writes made: `document` (`None`: a
+    /// delete) written at `stamp`.
+    pub fn from_whole(document: Option<&Value>, stamp: &Hlc) -> Self {
+        let mut state = Self::default();
+        let mut path = Vec::new();
+        match document {
+            Some(value) => state.root.put(stamp, value, &mut path),
+            None => state.root.set(stamp, Set::Removed),
+        }
+        state
+    }
+
+    /// The state as stored beside its document (and carried in snapshots).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// A stored or received state; `None` when the text is not one.
+    pub fn from_json(text: &str) -> Option<Self> {
+        serde_json::from_str(text).ok()
+    }
+
+    /// The latest stamp anything in the state carries.
+    pub fn latest(&self) -> Option<Hlc> {
+        fn walk(node: &Node, best: &mut Option<Hlc>) {
+            for stamp in node.set.iter().map(|(s, _)| s).chain(node.merged.iter()) {
+                if best.as_ref().is_none_or(|b| stamp > b) {
+                    *best = Some(stamp.clone());
+                }
+            }
+            for field in node.fields.values() {
+                walk(field, best);
+            }
+        }
+        let mut best = None;
+        walk(&self.root, &mut best);
+        best
+    }
+}
+
+impl Counter {
+    fn join(&mut self, other: &Counter) {
+        for (mine, theirs) in [
+            (&mut self.tallies, &other.tallies),
+            (&mut self.observed, &other.observed),
+        ] {
+            for (replica, tally) in theirs {
+                let held = mine.entry(replica.clone()).or_default();
+                if tally.count > held.count {
+                    *held = *tally;
+                }
+            }
+        }
+    }
+}
+
+impl Node {
+    fn join(&mut self, other: &Node) {
+        if let Some((stamp, set)) = &other.set {
+            self.set(stamp, set.clone());
+        }
+        if let Some(stamp) = &other.merged {
+            self.merged_at(stamp);
+        }
+        for (name, field) in &other.fields {
+            self.fields.entry(name.clone()).or_default().join(field);
+        }
+        if let Some(counter) = &other.counter {
+            self.counter
+                .get_or_insert_with(Counter::default)
+                .join(counter);
+        }
+    }
+}
+
+impl FieldState {
+    /// Takes in everything `other` holds: the state of a replica that applied the writes
+    /// either of them applied (how a snapshot's state meets the receiver's). Every part
+    /// of a state only grows (a later stamp, a longer tally), so joining commutes and
+    /// joining twice changes nothing.
+    pub fn join(&mut self, other: &FieldState) {
+        self.root.join(&other.root);
+    }
+}
+
+/// The dotted paths whose values differ between two versions of a document (`None`:
+/// absent); the root is named `""`. A field that is an object on both sides is compared
+/// field by field, anything else as one value.
+pub fn changed_paths(before: Option<&Value>, after: Option<&Value>) -> Vec<String> {
+    fn walk(
+        before: Option<&Value>,
+        after: Option<&Value>,
+        path: &mut Vec<String>,
+        out: &mut Vec<String>,
+    ) {
+        match (before, after) {
+            (Some(Value::Object(a)), Some(Value::Object(b))) => {
+                let names: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+                for name in names {
+                    path.push(name.clone());
+                    walk(a.get(name), b.get(name), path, out);
+                    path.pop();
+                }
+            }
+            (a, b) if a == b => {}
+            _ => out.push(path.join(".")),
+        }
+    }
+    let mut out = Vec::new();
+    walk(before, after, &mut Vec::new(), &mut out);
+    out
 }
 
 /// Parses a patch's JSON text: it must be an object no deeper than [`MAX_DEPTH`].

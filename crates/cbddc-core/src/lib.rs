@@ -65,7 +65,7 @@ pub use peer::{KnownPeer, PeerType, validate_peer_address};
 pub use replica::ReplicaId;
 pub use store::{
     ApplyOutcome, Change, ChangePage, DocumentStore, EntryPage, FeedConsumer, FeedRetention,
-    MAX_CONSUMER_NAME_LEN, PageLimits, PeerStore, StoreStats, validate_consumer_name,
+    MAX_CONSUMER_NAME_LEN, MergedChange, PageLimits, PeerStore, StoreStats, validate_consumer_name,
 };
 #[cfg(feature = "mocks")]
 pub use store::{MockDocumentStore, MockPeerStore};

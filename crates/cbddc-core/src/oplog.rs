@@ -1,4 +1,4 @@
-use crate::field_merge::Edit;
+use crate::field_merge::{Edit, FieldWrite};
 use crate::{CoreError, Hlc, NodeId, ReplicaId};
 use serde::{Deserialize, Serialize};
 
@@ -19,16 +19,50 @@ pub enum Operation {
     },
     /// Delete the document. Kept as a tombstone that competes by HLC like any write.
     Delete,
+    /// A write merged into its document path by path (the `field-merge` format; see
+    /// [`crate::field_merge`]): a patch, an increment, or a put or delete that carries the
+    /// counters its writer had seen.
+    Merge {
+        /// What it does.
+        write: FieldWrite,
+    },
 }
 
 impl Operation {
-    /// The document this operation leaves: the put's JSON parsed, `None` for a delete
-    /// (or for text that is not JSON, which a validated entry never holds).
+    /// The document this operation leaves when it is a whole-document write: the put's
+    /// JSON parsed, `None` for a delete (or for text that is not JSON, which a validated
+    /// entry never holds). A field-level write leaves a merge: its change in the feed
+    /// carries the document (see `Change::document`).
     pub fn document(&self) -> Option<serde_json::Value> {
         match self {
             Operation::Put { value } => serde_json::from_str(value).ok(),
-            Operation::Delete => None,
+            Operation::Merge {
+                write: FieldWrite::Put { value, .. },
+            } => Some(value.clone()),
+            Operation::Delete | Operation::Merge { .. } => None,
         }
+    }
+
+    /// The entry as stored in the oplog: the value column (JSON text of a put) and the
+    /// field column (JSON of a field-level write).
+    pub fn to_columns(&self) -> (Option<String>, Option<String>) {
+        match self {
+            Operation::Put { value } => (Some(value.clone()), None),
+            Operation::Delete => (None, None),
+            Operation::Merge { write } => (None, serde_json::to_string(write).ok()),
+        }
+    }
+
+    /// The operation stored in those columns; `None` when the field column does not hold
+    /// a field-level write.
+    pub fn from_columns(value: Option<String>, field: Option<&str>) -> Option<Self> {
+        Some(match (value, field) {
+            (_, Some(field)) => Operation::Merge {
+                write: serde_json::from_str(field).ok()?,
+            },
+            (Some(value), None) => Operation::Put { value },
+            (None, None) => Operation::Delete,
+        })
     }
 }
 
@@ -61,6 +95,18 @@ impl OplogEntry {
         let value = match &self.op {
             Operation::Put { value } => value.len(),
             Operation::Delete => 0,
+            Operation::Merge { write } => match write {
+                FieldWrite::Put { value, observed } => {
+                    value.to_string().len() + 64 * observed.len()
+                }
+                FieldWrite::Patch { patch, observed } => {
+                    patch.to_string().len() + 64 * observed.len()
+                }
+                FieldWrite::Increment { path, .. } => {
+                    16 + path.iter().map(String::len).sum::<usize>()
+                }
+                FieldWrite::Delete { observed } => 64 * observed.len(),
+            },
         };
         48 + 2 * self.origin.as_str().len()
             + self.node.as_str().len()
@@ -73,8 +119,26 @@ impl OplogEntry {
     pub fn validate(&self) -> Result<(), CoreError> {
         validate_collection(&self.collection)?;
         validate_key(&self.key)?;
-        if let Operation::Put { value } = &self.op {
-            validate_json_value(value)?;
+        match &self.op {
+            Operation::Put { value } => validate_json_value(value)?,
+            Operation::Delete => {}
+            Operation::Merge { write } => {
+                let invalid = |reason: String| CoreError::InvalidValue {
+                    reason: format!("{}/{}: {reason}", self.collection, self.key),
+                };
+                write.check().map_err(|e| invalid(e.to_string()))?;
+                let size = match write {
+                    FieldWrite::Put { value, .. } => value.to_string().len(),
+                    FieldWrite::Patch { patch, .. } => patch.to_string().len(),
+                    _ => 0,
+                };
+                if size > MAX_VALUE_BYTES {
+                    return Err(invalid(format!(
+                        "the {} is {size} bytes; the limit is {MAX_VALUE_BYTES} bytes",
+                        write.kind()
+                    )));
+                }
+            }
         }
         if self.seq == 0 {
             return Err(CoreError::InvalidValue {

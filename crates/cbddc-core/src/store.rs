@@ -67,6 +67,40 @@ pub struct Change {
     pub position: u64,
     /// The write, with its origin, writer and stamp.
     pub entry: OplogEntry,
+    /// For a write merged field by field: what the merge left. `None` for a
+    /// whole-document write, whose entry is the document.
+    pub merged: Option<MergedChange>,
+}
+
+/// What a write merged field by field left of its document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergedChange {
+    /// The document after the write, as JSON text; `None` when it does not exist.
+    pub document: Option<String>,
+    /// The dotted paths whose values the write changed (`""`: the whole document).
+    pub paths: Vec<String>,
+}
+
+impl Change {
+    /// The document after this change, as JSON text; `None` when it was deleted.
+    pub fn document_text(&self) -> Option<&str> {
+        match (&self.merged, &self.entry.op) {
+            (Some(merged), _) => merged.document.as_deref(),
+            (None, crate::Operation::Put { value }) => Some(value),
+            (None, _) => None,
+        }
+    }
+
+    /// The document after this change, parsed; `None` when it was deleted.
+    pub fn document(&self) -> Option<serde_json::Value> {
+        self.document_text()
+            .and_then(|text| serde_json::from_str(text).ok())
+    }
+
+    /// Whether the change left the document deleted.
+    pub fn deletes(&self) -> bool {
+        self.document_text().is_none()
+    }
 }
 
 /// A page of the change feed.

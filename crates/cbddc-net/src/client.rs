@@ -547,7 +547,15 @@ impl PeerClient {
                     let entry = change.entry.ok_or_else(|| NetError::Malformed {
                         detail: "a change without its entry".into(),
                     })?;
-                    changes.push((change.position, crate::convert::entry_from_wire(entry)?));
+                    let merged = change.merged.then_some(cbddc_core::MergedChange {
+                        document: change.document,
+                        paths: change.paths,
+                    });
+                    changes.push(cbddc_core::Change {
+                        position: change.position,
+                        entry: crate::convert::entry_from_wire(entry)?,
+                        merged,
+                    });
                 }
                 Ok(ChangesPage {
                     changes,
@@ -784,8 +792,8 @@ pub struct ChangesAsk {
 /// A page of the change feed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChangesPage {
-    /// Changes as `(position, entry)`; position 0 for a listing's documents.
-    pub changes: Vec<(u64, OplogEntry)>,
+    /// Changes in order; position 0 for a listing's documents.
+    pub changes: Vec<cbddc_core::Change>,
     /// Where to ask next.
     pub next: FeedFrom,
     /// This page completes a listing of the current state: what follows are the changes

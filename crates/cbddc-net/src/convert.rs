@@ -3,6 +3,7 @@
 
 use crate::{NetError, proto};
 use cbddc_core as core;
+use cbddc_core::field_merge::{FieldWrite, Observed, Tally};
 
 fn node_id(text: &str, field: &'static str) -> Result<core::NodeId, NetError> {
     core::NodeId::new(text).map_err(|e| NetError::Malformed {
@@ -74,6 +75,7 @@ pub fn snapshot_document_to_wire(doc: core::SnapshotDocument) -> proto::Snapshot
         key: doc.key,
         value: doc.value,
         seq: doc.seq,
+        field_state: doc.field_state,
     }
 }
 
@@ -103,6 +105,7 @@ pub fn snapshot_chunk_from_wire(
                 key: doc.key,
                 value: doc.value,
                 seq: doc.seq,
+                field_state: doc.field_state,
             })
         })
         .collect::<Result<_, NetError>>()?;
@@ -125,17 +128,119 @@ pub fn entry_to_wire(entry: &core::OplogEntry) -> proto::OplogEntry {
         key: entry.key.clone(),
         value: match &entry.op {
             core::Operation::Put { value } => Some(value.clone()),
-            core::Operation::Delete => None,
+            core::Operation::Delete | core::Operation::Merge { .. } => None,
         },
         hlc_wall_ms: entry.hlc.wall_ms,
         hlc_counter: entry.hlc.counter,
         node: entry.node.to_string(),
+        field_write: match &entry.op {
+            core::Operation::Merge { write } => Some(field_write_to_wire(write)),
+            _ => None,
+        },
     }
+}
+
+fn observed_to_wire(observed: &Observed) -> Vec<proto::ObservedCounter> {
+    observed
+        .iter()
+        .map(|(path, tallies)| proto::ObservedCounter {
+            path: path.split('.').map(str::to_string).collect(),
+            tallies: tallies
+                .iter()
+                .map(|(replica, tally)| proto::CounterTally {
+                    replica: replica.to_string(),
+                    count: tally.count,
+                    sum: tally.sum,
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// A field-level write to wire.
+pub fn field_write_to_wire(write: &FieldWrite) -> proto::FieldWrite {
+    match write {
+        FieldWrite::Put { value, observed } => proto::FieldWrite {
+            kind: 1,
+            json: value.to_string(),
+            observed: observed_to_wire(observed),
+            ..Default::default()
+        },
+        FieldWrite::Patch { patch, observed } => proto::FieldWrite {
+            kind: 2,
+            json: patch.to_string(),
+            observed: observed_to_wire(observed),
+            ..Default::default()
+        },
+        FieldWrite::Increment { path, by } => proto::FieldWrite {
+            kind: 3,
+            path: path.clone(),
+            by: *by,
+            ..Default::default()
+        },
+        FieldWrite::Delete { observed } => proto::FieldWrite {
+            kind: 4,
+            observed: observed_to_wire(observed),
+            ..Default::default()
+        },
+    }
+}
+
+/// A field-level write from the wire; the entry's validation checks its paths and sizes.
+pub fn field_write_from_wire(write: proto::FieldWrite) -> Result<FieldWrite, NetError> {
+    let malformed = |detail: String| NetError::Malformed {
+        detail: format!("field write: {detail}"),
+    };
+    let json = |text: &str| -> Result<serde_json::Value, NetError> {
+        if text.len() > core::MAX_VALUE_BYTES {
+            return Err(malformed(format!(
+                "its JSON is {} bytes; the limit is {} bytes",
+                text.len(),
+                core::MAX_VALUE_BYTES
+            )));
+        }
+        serde_json::from_str(text).map_err(|e| malformed(format!("not JSON ({e})")))
+    };
+    let mut observed = Observed::new();
+    for counter in write.observed {
+        let mut tallies = std::collections::BTreeMap::new();
+        for tally in counter.tallies {
+            let replica = replica_id(&tally.replica, "counter replica")?;
+            tallies.insert(
+                replica,
+                Tally {
+                    count: tally.count,
+                    sum: tally.sum,
+                },
+            );
+        }
+        if counter.path.iter().any(|p| p.contains('.')) {
+            return Err(malformed("a counter's field name holds a dot".into()));
+        }
+        observed.insert(counter.path.join("."), tallies);
+    }
+    Ok(match write.kind {
+        1 => FieldWrite::Put {
+            value: json(&write.json)?,
+            observed,
+        },
+        2 => FieldWrite::Patch {
+            patch: json(&write.json)?,
+            observed,
+        },
+        3 => FieldWrite::Increment {
+            path: write.path,
+            by: write.by,
+        },
+        4 => FieldWrite::Delete { observed },
+        other => return Err(malformed(format!("unknown kind {other}"))),
+    })
 }
 
 /// Wire oplog entry to domain, checking every field. An entry without `node` was
 /// written before replica ids: its origin is its writer's node id.
 pub fn entry_from_wire(entry: proto::OplogEntry) -> Result<core::OplogEntry, NetError> {
+    let origin_text = entry.origin.clone();
     let origin = replica_id(&entry.origin, "entry origin")?;
     let node = if entry.node.is_empty() {
         node_id(&entry.origin, "entry origin (as the writer's node id)")?
@@ -153,9 +258,20 @@ pub fn entry_from_wire(entry: proto::OplogEntry) -> Result<core::OplogEntry, Net
         seq: entry.seq,
         collection: entry.collection,
         key: entry.key,
-        op: match entry.value {
-            Some(value) => core::Operation::Put { value },
-            None => core::Operation::Delete,
+        op: match (entry.value, entry.field_write) {
+            (None, Some(write)) => core::Operation::Merge {
+                write: field_write_from_wire(write)?,
+            },
+            (Some(_), Some(_)) => {
+                return Err(NetError::Malformed {
+                    detail: format!(
+                        "oplog entry {} of {origin_text} carries both a value and a field write",
+                        entry.seq
+                    ),
+                });
+            }
+            (Some(value), None) => core::Operation::Put { value },
+            (None, None) => core::Operation::Delete,
         },
     };
     out.validate().map_err(|e| NetError::Malformed {

@@ -246,6 +246,52 @@ pub struct OplogEntry {
     /// (their origin is the writer's node id).
     #[prost(string, tag = "8")]
     pub node: String,
+    /// A write merged field by field (feature `field-merge`); `value` is then absent and
+    /// this says what the entry does.
+    #[prost(message, optional, tag = "9")]
+    pub field_write: Option<FieldWrite>,
+}
+
+/// A write merged into its document field by field (docs/protocol.md, "Field entries").
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct FieldWrite {
+    /// 1 put, 2 patch, 3 increment, 4 delete.
+    #[prost(uint32, tag = "1")]
+    pub kind: u32,
+    /// JSON text: the document of a put, the patch object of a patch.
+    #[prost(string, tag = "2")]
+    pub json: String,
+    /// The field an increment adds to, one name per part.
+    #[prost(string, repeated, tag = "3")]
+    pub path: Vec<String>,
+    /// The amount an increment adds.
+    #[prost(sint64, tag = "4")]
+    pub by: i64,
+    /// Of a put, patch or delete: the counters its writer had applied under the paths
+    /// it sets.
+    #[prost(message, repeated, tag = "5")]
+    pub observed: Vec<ObservedCounter>,
+}
+
+/// A counter as a write's writer had applied it: each replica's increments.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ObservedCounter {
+    /// The counter's field, one name per part.
+    #[prost(string, repeated, tag = "1")]
+    pub path: Vec<String>,
+    #[prost(message, repeated, tag = "2")]
+    pub tallies: Vec<CounterTally>,
+}
+
+/// One replica's increments of a counter: how many, and their sum.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct CounterTally {
+    #[prost(string, tag = "1")]
+    pub replica: String,
+    #[prost(uint64, tag = "2")]
+    pub count: u64,
+    #[prost(sint64, tag = "3")]
+    pub sum: i64,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -389,6 +435,10 @@ pub struct SnapshotDocument {
     /// The winning entry's sequence number (0: unknown).
     #[prost(uint64, tag = "5")]
     pub seq: u64,
+    /// What the sender keeps to merge the document field by field (JSON, see
+    /// docs/protocol.md "Field entries"); absent for a document only whole writes made.
+    #[prost(string, optional, tag = "6")]
+    pub field_state: Option<String>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -805,6 +855,15 @@ pub struct Change {
     pub position: u64,
     #[prost(message, optional, tag = "2")]
     pub entry: Option<OplogEntry>,
+    /// The entry was merged field by field: `document` and `paths` say what it left.
+    #[prost(bool, tag = "3")]
+    pub merged: bool,
+    /// The document after a merged entry, as JSON text; absent when it does not exist.
+    #[prost(string, optional, tag = "4")]
+    pub document: Option<String>,
+    /// The dotted paths a merged entry changed (`""`: the whole document).
+    #[prost(string, repeated, tag = "5")]
+    pub paths: Vec<String>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]

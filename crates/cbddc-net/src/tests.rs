@@ -75,6 +75,7 @@ fn golden_bytes_of_a_hello_and_an_oplog_entry() {
         hlc_wall_ms: 300,
         hlc_counter: 0,
         node: String::new(),
+        field_write: None,
     };
     // 300 = 0xAC 0x02 as a varint; an absent value (delete), a zero counter and an empty
     // node (an entry written before replica ids) are not sent: v1's bytes exactly.

@@ -346,11 +346,12 @@ impl ChangeFeed {
             listing.after = Some((last.collection.clone(), last.key.clone()));
         }
         let found = !entries.is_empty();
-        self.buffered.extend(
-            entries
-                .into_iter()
-                .map(|entry| Change { position: 0, entry }),
-        );
+        self.buffered
+            .extend(entries.into_iter().map(|entry| Change {
+                position: 0,
+                entry,
+                merged: None,
+            }));
         Ok(found)
     }
 }

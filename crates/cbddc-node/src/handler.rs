@@ -567,6 +567,13 @@ impl NodeHandler {
                 .map(|c| proto::Change {
                     position: c.position,
                     entry: Some(entry_to_wire(&c.entry)),
+                    merged: c.merged.is_some(),
+                    document: c.merged.as_ref().and_then(|m| m.document.clone()),
+                    paths: c
+                        .merged
+                        .as_ref()
+                        .map(|m| m.paths.clone())
+                        .unwrap_or_default(),
                 })
                 .collect(),
             resume_after: feed.position(),

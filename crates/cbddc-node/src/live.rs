@@ -35,7 +35,7 @@ impl QueryFeed {
     /// `Ok(None)` once the database is closed.
     pub async fn next(&mut self) -> Result<Option<QueryChange>, NodeError> {
         while let Some(change) = self.feed.next().await? {
-            let document = change.entry.op.document();
+            let document = change.document();
             if let Some(matched) = self.live.change(&change.entry.key, document.as_ref()) {
                 return Ok(Some(QueryChange {
                     position: change.position,

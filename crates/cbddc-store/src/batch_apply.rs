@@ -48,7 +48,7 @@ pub(crate) fn write(
     static OPLOG: OnceLock<String> = OnceLock::new();
     static DOCUMENTS: OnceLock<String> = OnceLock::new();
     static CHANGES: OnceLock<String> = OnceLock::new();
-    fn oplog_row<'a>(r: &'a Applying<'_>) -> [&'a dyn ToSql; 8] {
+    fn oplog_row<'a>(r: &'a Applying<'_>) -> [&'a dyn ToSql; 9] {
         let d = &r.document;
         [
             &r.origin,
@@ -59,13 +59,15 @@ pub(crate) fn write(
             &d.wall,
             &d.counter,
             &r.node,
+            // Whole-document writes only: field-level ones merge (`field_apply`).
+            &rusqlite::types::Null,
         ]
     }
     fn document_row<'a>(r: &'a Applying<'_>) -> [&'a dyn ToSql; 8] {
         r.document.columns()
     }
 
-    let mut values: Vec<&dyn ToSql> = Vec::with_capacity(ROWS * 8);
+    let mut values: Vec<&dyn ToSql> = Vec::with_capacity(ROWS * 9);
     for chunk in rows.chunks(ROWS) {
         let mut insert = if chunk.len() == ROWS {
             conn.prepare_cached(multi_row(&OPLOG, APPEND_OPLOG))?

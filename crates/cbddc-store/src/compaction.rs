@@ -139,6 +139,9 @@ fn collect_origin(
     let mut drop_change = conn
         .prepare_cached("DELETE FROM changes WHERE position = ?1")
         .map_err(sql("preparing a change removal"))?;
+    let mut forget_state = conn
+        .prepare_cached("DELETE FROM field_states WHERE collection = ?1 AND key = ?2")
+        .map_err(sql("preparing a field state removal"))?;
     let mut dequeue = conn
         .prepare_cached("DELETE FROM collectable WHERE origin = ?1 AND seq = ?2")
         .map_err(sql("preparing a dequeue"))?;
@@ -146,9 +149,16 @@ fn collect_origin(
     let mut highest_change = 0;
     for (seq, position, place) in &queued {
         if tombstones && let Some((collection, key)) = place {
-            drop_row
+            let dropped = drop_row
                 .execute(params![collection, key, origin, seq])
                 .map_err(sql("removing a tombstone"))?;
+            if dropped > 0 {
+                // Every peer holds the delete and everything before it: whatever writes
+                // still come are stamped after it, and merge into nothing as well.
+                forget_state
+                    .execute(params![collection, key])
+                    .map_err(sql("removing a tombstone's field state"))?;
+            }
         }
         if let Some(position) = position {
             if tombstones {

@@ -14,7 +14,9 @@
 
 use crate::error::{SqlContext, StoreError};
 use crate::rows::{corrupt, oplog_entry, replica_id};
-use cbddc_core::{Change, ChangePage, FeedConsumer, FeedRetention, OplogEntry, StorageError};
+use cbddc_core::{
+    Change, ChangePage, FeedConsumer, FeedRetention, MergedChange, OplogEntry, StorageError,
+};
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// A page of the change feed reads at most this many positions, matching or not, so a
@@ -129,16 +131,17 @@ fn page_after(
     // tombstones were collected.
     let mut stmt = conn
         .prepare_cached(
-            "SELECT position, origin, seq, collection, key, value, hlc_wall, hlc_counter, node
+            "SELECT position, origin, seq, collection, key, value, hlc_wall, hlc_counter, node,
+                    field, merged
              FROM (
                  SELECT c.position, o.origin, o.seq, o.collection, o.key, o.value, o.hlc_wall,
-                        o.hlc_counter, o.node
+                        o.hlc_counter, o.node, o.field, c.merged
                  FROM changes c JOIN oplog o ON o.origin = c.origin AND o.seq = c.seq
                  WHERE c.position > ?1 AND c.position <= ?2
                    AND (?3 IS NULL OR o.collection = ?3)
                  UNION ALL
                  SELECT position, origin, seq, collection, key, NULL, hlc_wall, hlc_counter,
-                        node
+                        node, NULL, NULL
                  FROM feed_deletes
                  WHERE position > ?1 AND position <= ?2 AND (?3 IS NULL OR collection = ?3)
              )
@@ -164,23 +167,26 @@ fn page_after(
                     r.get::<_, i64>(6)?,
                     r.get::<_, u32>(7)?,
                     r.get::<_, String>(8)?,
+                    r.get::<_, Option<String>>(9)?,
+                    r.get::<_, Option<String>>(10)?,
                 ))
             },
         )
         .during(OP)?;
     for row in rows {
-        let (position, origin, seq, collection, key, value, wall, counter, node) =
+        let (position, origin, seq, collection, key, value, wall, counter, node, field, merged) =
             row.during(OP)?;
         let entry = oplog_entry(
             replica_id(&origin, OP)?,
             u64::try_from(seq).map_err(|_| corrupt(OP, seq))?,
-            (collection, key, value),
+            (collection, key, value, field),
             (wall, counter),
             &node,
         )?;
         page.changes.push(Change {
             position: u64::try_from(position).map_err(|_| corrupt(OP, position))?,
             entry,
+            merged: merged.map(|text| merged_change(&text)).transpose()?,
         });
     }
     if page.changes.len() >= limit
@@ -242,12 +248,33 @@ pub(crate) fn current_state(
         out.push(oplog_entry(
             replica_id(&origin, OP)?,
             u64::try_from(seq).map_err(|_| corrupt(OP, seq))?,
-            (collection, key, value),
+            (collection, key, value, None),
             (wall, counter),
             &node,
         )?);
     }
     Ok(out)
+}
+
+/// What a merged change left, as `field_apply` records it.
+fn merged_change(text: &str) -> Result<MergedChange, StoreError> {
+    const OP: &str = "reading a merged change";
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| corrupt(OP, e))?;
+    let document = match value.get("document") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(document) => Some(document.to_string()),
+    };
+    let paths = value
+        .get("paths")
+        .and_then(serde_json::Value::as_array)
+        .map(|paths| {
+            paths
+                .iter()
+                .filter_map(|p| p.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(MergedChange { document, paths })
 }
 
 /// Compaction is about to collect the tombstone whose change is at `position`: the

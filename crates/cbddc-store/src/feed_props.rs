@@ -94,11 +94,11 @@ impl Consumer {
             match store.changes_after(self.position, None, max - read).await {
                 Ok(page) => {
                     for change in &page.changes {
-                        match &change.entry.op {
-                            Operation::Put { value } => self
+                        match change.document_text() {
+                            Some(value) => self
                                 .documents
-                                .insert(change.entry.key.clone(), value.clone()),
-                            Operation::Delete => self.documents.remove(&change.entry.key),
+                                .insert(change.entry.key.clone(), value.to_string()),
+                            None => self.documents.remove(&change.entry.key),
                         };
                     }
                     read += page.changes.len();

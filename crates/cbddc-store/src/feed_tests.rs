@@ -2,7 +2,7 @@
 
 use crate::{SqliteStore, StoreOptions};
 use cbddc_core::{
-    CompactionPlan, DocumentStore, FeedRetention, Hlc, LocalWrite, NodeId, Operation, ReplicaId,
+    CompactionPlan, DocumentStore, FeedRetention, Hlc, LocalWrite, NodeId, ReplicaId,
     SnapshotDocument, StorageError, VersionVector, horizons,
 };
 use std::collections::BTreeMap;
@@ -48,9 +48,9 @@ async fn feed_after(store: &SqliteStore, after: u64) -> Result<Vec<String>, Stor
     let mut cursor = after;
     for _ in 0..1_000 {
         let page = store.changes_after(cursor, None, 100).await?;
-        out.extend(page.changes.into_iter().map(|c| match c.entry.op {
-            Operation::Put { value } => format!("{} {}={value}", c.position, c.entry.key),
-            Operation::Delete => format!("{} {} deleted", c.position, c.entry.key),
+        out.extend(page.changes.into_iter().map(|c| match c.document_text() {
+            Some(value) => format!("{} {}={value}", c.position, c.entry.key),
+            None => format!("{} {} deleted", c.position, c.entry.key),
         }));
         if page.scanned_to >= page.last_position {
             return Ok(out);
@@ -215,6 +215,7 @@ async fn a_snapshot_that_changes_documents_makes_earlier_consumers_resync() {
             replica: origin,
         },
         seq: 1,
+        field_state: None,
     };
     let source = NodeId::new("b").unwrap();
     store

@@ -261,6 +261,7 @@ async fn whatever_changed_it(index: IndexDefinition) {
             replica: ReplicaId::new("far").unwrap(),
         },
         seq,
+        field_state: None,
     };
     store
         .apply_snapshot_chunk(

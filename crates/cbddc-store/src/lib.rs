@@ -37,6 +37,7 @@ mod document_write;
 mod error;
 mod features;
 mod feed;
+mod field_apply;
 mod indexes;
 mod paxos_log;
 mod reader;
@@ -62,6 +63,8 @@ mod feed_props;
 mod feed_tests;
 #[cfg(test)]
 mod index_tests;
+#[cfg(test)]
+mod merge_tests;
 #[cfg(test)]
 mod replica_props;
 #[cfg(test)]

@@ -213,7 +213,7 @@ fn entries_in(
     let mut scan_budget = max_entries.saturating_mul(MAX_SCANNED_PER_ENTRY);
     let mut stmt = conn
         .prepare_cached(
-            "SELECT seq, collection, key, value, hlc_wall, hlc_counter, node FROM oplog
+            "SELECT seq, collection, key, value, hlc_wall, hlc_counter, node, field FROM oplog
              WHERE origin = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
         )
         .during(OP)?;
@@ -230,6 +230,7 @@ fn entries_in(
                         r.get::<_, i64>(4)?,
                         r.get::<_, u32>(5)?,
                         r.get::<_, String>(6)?,
+                        r.get::<_, Option<String>>(7)?,
                     ))
                 },
             )
@@ -239,7 +240,7 @@ fn entries_in(
         let mut full = false;
         let mut gap = false;
         for row in rows {
-            let (seq, collection, key, value, wall, counter, node) = row.during(OP)?;
+            let (seq, collection, key, value, wall, counter, node, field) = row.during(OP)?;
             let seq = u64::try_from(seq).map_err(|_| corrupt(OP, seq))?;
             if seq != spoken + 1 {
                 if ours_interest.is_all() {
@@ -263,7 +264,7 @@ fn entries_in(
                 let entry = oplog_entry(
                     origin.clone(),
                     seq,
-                    (collection, key, value),
+                    (collection, key, value, field),
                     (wall, counter),
                     &node,
                 )?;

@@ -19,8 +19,8 @@ pub(crate) fn set_meta(conn: &Connection, key: &str, value: &str) -> rusqlite::R
 }
 
 pub(crate) const APPEND_OPLOG: &str =
-    "INSERT INTO oplog (origin, seq, collection, key, value, hlc_wall, hlc_counter, node)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+    "INSERT INTO oplog (origin, seq, collection, key, value, hlc_wall, hlc_counter, node, field)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 
 /// A winning delete, queued for compaction as its document's tombstone.
 pub(crate) const QUEUE_TOMBSTONE: &str =
@@ -114,19 +114,22 @@ pub(crate) fn writer_of(node: &str, origin: &ReplicaId) -> Result<NodeId, StoreE
 pub(crate) fn oplog_entry(
     origin: ReplicaId,
     seq: u64,
-    (collection, key, value): (String, String, Option<String>),
+    (collection, key, value, field): (String, String, Option<String>, Option<String>),
     (wall, counter): (i64, u32),
     node: &str,
 ) -> Result<OplogEntry, StoreError> {
+    let op = Operation::from_columns(value, field.as_deref()).ok_or_else(|| {
+        corrupt(
+            "reading an oplog entry",
+            format!("entry {seq} of {origin} holds a field write that is not one"),
+        )
+    })?;
     Ok(OplogEntry {
         node: writer_of(node, &origin)?,
         seq,
         collection,
         key,
-        op: match value {
-            Some(value) => Operation::Put { value },
-            None => Operation::Delete,
-        },
+        op,
         hlc: stamp(wall, counter, origin.as_str())?,
         origin,
     })

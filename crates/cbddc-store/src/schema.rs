@@ -235,6 +235,17 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ALTER TABLE indexes ADD COLUMN copied INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE indexes ADD COLUMN copied_entry BLOB;
     ALTER TABLE indexes ADD COLUMN copied_key TEXT;",
+    // 16: field-level merge (see `field_apply`): an entry's field-level write (JSON of a
+    // `FieldWrite`; `value` is then NULL), the state each document merged field by field
+    // keeps, and what a merged change left (JSON: the document and the paths it changed).
+    "ALTER TABLE oplog ADD COLUMN field TEXT;
+    CREATE TABLE field_states (
+        collection TEXT NOT NULL,
+        key        TEXT NOT NULL,
+        state      TEXT NOT NULL,
+        PRIMARY KEY (collection, key)
+    ) WITHOUT ROWID;
+    ALTER TABLE changes ADD COLUMN merged TEXT;",
 ];
 
 /// The schema version this build writes.

@@ -61,11 +61,25 @@ fn read_chunk_in(
         .map(|(c, k)| (c.as_str(), k.as_str()))
         .unwrap_or(("", ""));
     let max = limits.max_entries.max(1);
+    // Documents merged field by field carry their state; a database without any skips
+    // looking for one per document.
+    let any_state: bool = conn
+        .query_row("SELECT EXISTS (SELECT 1 FROM field_states)", [], |r| {
+            r.get(0)
+        })
+        .during(OP)?;
     let mut stmt = conn
-        .prepare_cached(
-            "SELECT collection, key, value, hlc_wall, hlc_counter, hlc_node, seq FROM documents
-             WHERE (collection, key) > (?1, ?2) ORDER BY collection, key",
-        )
+        .prepare_cached(if any_state {
+            "SELECT d.collection, d.key, d.value, d.hlc_wall, d.hlc_counter, d.hlc_node, d.seq,
+                    f.state
+             FROM documents d LEFT JOIN field_states f
+                 ON f.collection = d.collection AND f.key = d.key
+             WHERE (d.collection, d.key) > (?1, ?2) ORDER BY d.collection, d.key"
+        } else {
+            "SELECT collection, key, value, hlc_wall, hlc_counter, hlc_node, seq, NULL
+             FROM documents
+             WHERE (collection, key) > (?1, ?2) ORDER BY collection, key"
+        })
         .during(OP)?;
     let mut rows = stmt
         .query(params![after_collection, after_key])
@@ -78,7 +92,12 @@ fn read_chunk_in(
         }
         let key: String = r.get(1).during(OP)?;
         let value: Option<String> = r.get(2).during(OP)?;
-        let size = collection.len() + key.len() + value.as_ref().map_or(0, String::len) + 48;
+        let field_state: Option<String> = r.get(7).during(OP)?;
+        let size = collection.len()
+            + key.len()
+            + value.as_ref().map_or(0, String::len)
+            + field_state.as_ref().map_or(0, String::len)
+            + 48;
         if chunk.documents.len() >= max
             || (!chunk.documents.is_empty() && bytes + size > limits.max_bytes)
         {
@@ -95,6 +114,7 @@ fn read_chunk_in(
             key,
             value,
             seq: seq.and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+            field_state,
         });
     }
     Ok(chunk)
@@ -134,7 +154,7 @@ pub(crate) fn clear(conn: &Connection) -> Result<(), StorageError> {
 /// the progress from the same source. Returns the progress and the documents changed.
 pub(crate) fn apply_chunk(
     conn: &Connection,
-    indexes: &IndexSet,
+    (indexes, any_state): (&IndexSet, bool),
     source: &NodeId,
     version_vector: Option<VersionVector>,
     documents: &[SnapshotDocument],
@@ -205,7 +225,21 @@ pub(crate) fn apply_chunk(
         )?,
         _ => 0,
     };
-    changed += write_documents(conn, indexes, documents, position)
+    // Documents merged field by field (here or at the source) join their states; the
+    // others settle by last-writer-wins.
+    let mut plain = Vec::with_capacity(documents.len());
+    for doc in documents {
+        let merges = doc.field_state.is_some()
+            || (any_state
+                && crate::field_apply::has_state(conn, &doc.collection, &doc.key)
+                    .map_err(sql("applying a snapshot chunk"))?);
+        if merges {
+            changed += u64::from(join_document(conn, indexes, doc, position)?);
+        } else {
+            plain.push(doc.clone());
+        }
+    }
+    changed += write_documents(conn, indexes, &plain, position)
         .map_err(sql("applying a snapshot chunk"))?;
     progress.changed += changed;
     save_progress(conn, &progress)?;
@@ -280,6 +314,9 @@ fn remove_absent(
     let mut remove = conn
         .prepare_cached("DELETE FROM documents WHERE collection = ?1 AND key = ?2")
         .map_err(sql(OP))?;
+    let mut forget_state = conn
+        .prepare_cached("DELETE FROM field_states WHERE collection = ?1 AND key = ?2")
+        .map_err(sql(OP))?;
     let mut removed = 0;
     for (collection, key, replica, seq) in held {
         let in_snapshot = present
@@ -292,6 +329,9 @@ fn remove_absent(
         if !in_snapshot && written_before {
             let held = indexes.held(conn, &collection, &key).map_err(sql(OP))?;
             removed += remove.execute(params![collection, key]).map_err(sql(OP))? as u64;
+            forget_state
+                .execute(params![collection, key])
+                .map_err(sql(OP))?;
             indexes
                 .record(conn, &collection, &key, held.as_deref(), None)
                 .map_err(sql(OP))?;
@@ -338,6 +378,47 @@ impl<'a> SnapshotRow<'a> {
             seq: (doc.seq > 0).then(|| i64::try_from(doc.seq).unwrap_or(i64::MAX)),
         }
     }
+}
+
+/// Joins a snapshot document's state (or the one its whole document stands for) into the
+/// receiver's state of it. Whether the document changed.
+fn join_document(
+    conn: &Connection,
+    indexes: &IndexSet,
+    doc: &SnapshotDocument,
+    position: i64,
+) -> Result<bool, StorageError> {
+    use cbddc_core::field_merge::FieldState;
+    let incoming = match &doc.field_state {
+        Some(text) => crate::field_apply::parse_state(text).map_err(|reason| {
+            StorageError::Invalid(cbddc_core::CoreError::InvalidValue {
+                reason: format!("snapshot document {}/{}: {reason}", doc.collection, doc.key),
+            })
+        })?,
+        None => {
+            let document = doc
+                .value
+                .as_deref()
+                .map(|text| serde_json::from_str(text).unwrap_or(serde_json::Value::Null));
+            FieldState::from_whole(document.as_ref(), &doc.hlc)
+        }
+    };
+    let current = crate::field_apply::read(conn, &doc.collection, &doc.key)?;
+    let outcome = crate::field_apply::write(
+        conn,
+        indexes,
+        current,
+        &crate::field_apply::Merging {
+            collection: &doc.collection,
+            key: &doc.key,
+            stamp: &doc.hlc,
+            seq: (doc.seq > 0).then(|| i64::try_from(doc.seq).unwrap_or(i64::MAX)),
+            position,
+            arriving: crate::field_apply::Arriving::State(&incoming),
+        },
+        None,
+    )?;
+    Ok(outcome.changed)
 }
 
 /// Writes the chunk's documents by last-writer-wins, [`ROWS`] to a statement while every

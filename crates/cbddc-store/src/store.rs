@@ -99,6 +99,7 @@ impl SqliteStore {
                 let mut conn = schema::open_writer(&path, durability)?;
                 schema::migrate(&mut conn, &path)?;
                 let indexes = crate::indexes::IndexSet::load(&conn)?;
+                let field_merge = crate::field_apply::FieldMerge::load(&conn)?;
                 let (clock, vv) = crate::writer::load_state(&conn, &path, &node)?;
                 crate::writer::bind_interest(&conn, &path, &interest)?;
                 let replica = crate::writer::start_replica(&conn)?;
@@ -114,7 +115,7 @@ impl SqliteStore {
                     own,
                     last_change,
                     checkpoint_conn,
-                    indexes,
+                    (indexes, field_merge),
                 ))
             })
             .await
@@ -123,7 +124,16 @@ impl SqliteStore {
                 detail: e.to_string(),
             })??
         };
-        let (conn, stored_clock, vv, replica, own, last_change, checkpoint_conn, indexes) = opened;
+        let (
+            conn,
+            stored_clock,
+            vv,
+            replica,
+            own,
+            last_change,
+            checkpoint_conn,
+            (indexes, field_merge),
+        ) = opened;
         let (change_tx, changes) = watch::channel(last_change);
         let mut clock = HybridClock::new(
             replica.clone(),
@@ -148,6 +158,7 @@ impl SqliteStore {
             change_tx,
             interest: options.interest.clone(),
             indexes,
+            field_merge,
         };
         std::thread::Builder::new()
             .name(format!("cbddc-writer-{node}"))

@@ -50,6 +50,7 @@ fn snapshot_doc(key: &str, seq: u64, value: &str, wall_ms: u64) -> SnapshotDocum
             replica: r("a"),
         },
         seq,
+        field_state: None,
     }
 }
 
@@ -1084,6 +1085,7 @@ async fn a_hostile_snapshot_chunk_is_refused_whole_and_stages_nothing() {
             replica: r("a"),
         },
         seq: 1,
+        field_state: None,
     };
     let mut vv = VersionVector::default();
     vv.advance(&r("a"), 1);
@@ -1216,10 +1218,7 @@ async fn feed(store: &SqliteStore, after: u64, collection: Option<&str>) -> Vec<
             .await
             .unwrap();
         out.extend(page.changes.into_iter().map(|c| {
-            let value = match c.entry.op {
-                Operation::Put { value } => value,
-                Operation::Delete => "deleted".into(),
-            };
+            let value = c.document_text().unwrap_or("deleted").to_string();
             (
                 c.position,
                 format!("{}/{}={value}", c.entry.collection, c.entry.key),

@@ -49,10 +49,20 @@ impl Validate for SnapshotDocument {
     fn validate(&self) -> Result<(), cbddc_core::CoreError> {
         cbddc_core::validate_collection(&self.collection)?;
         cbddc_core::validate_key(&self.key)?;
-        match &self.value {
-            Some(value) => cbddc_core::validate_json_value(value),
-            None => Ok(()),
+        if let Some(value) = &self.value {
+            cbddc_core::validate_json_value(value)?;
         }
+        if let Some(state) = &self.field_state {
+            crate::field_apply::parse_state(state).map_err(|reason| {
+                cbddc_core::CoreError::InvalidValue {
+                    reason: format!(
+                        "snapshot document {}/{}: {reason}",
+                        self.collection, self.key
+                    ),
+                }
+            })?;
+        }
+        Ok(())
     }
 }
 
@@ -237,6 +247,9 @@ pub(crate) struct Writer {
     pub(crate) interest: Interest,
     /// The indexes each write keeps current.
     pub(crate) indexes: crate::indexes::IndexSet,
+    /// Whether local writes merge field by field, and whether any document keeps a
+    /// field state (see [`crate::field_apply`]).
+    pub(crate) field_merge: crate::field_apply::FieldMerge,
 }
 
 fn to_i64(value: u64, what: &'static str) -> Result<i64, StorageError> {
@@ -412,12 +425,15 @@ impl Writer {
                     let position = to_i64(writer.last_change + 1, "a change position")?;
                     let (progress, changed) = crate::snapshot::apply_chunk(
                         conn,
-                        &writer.indexes,
+                        (&writer.indexes, writer.field_merge.any_state),
                         &source,
                         version_vector,
                         &documents,
                         position,
                     )?;
+                    if documents.iter().any(|d| d.field_state.is_some()) {
+                        writer.field_merge.any_state = true;
+                    }
                     if let Some((wall, counter)) = progress.latest {
                         // Before any local write could stamp below what this node holds.
                         writer.clock.restore(wall, counter);
@@ -645,6 +661,10 @@ impl Writer {
                 reply,
             } => Executed::SavePeer(crate::feed::acknowledge(conn, &name, position), reply),
             Command::RaiseFeatures { features, reply } => {
+                if features.contains(crate::field_apply::FEATURE) {
+                    // Only raised once every peer reads it: writing it early is harmless.
+                    self.field_merge.in_force = true;
+                }
                 Executed::SavePeer(crate::features::raise(conn, &features), reply)
             }
             Command::ForgetFeedConsumer { name, reply } => {
@@ -705,86 +725,80 @@ impl Writer {
                 .prepare_cached("SELECT value FROM documents WHERE collection = ?1 AND key = ?2")
                 .map_err(sql("preparing to read a document"))?;
             for write in writes {
-                // A patch or an increment is resolved here, in the write's transaction,
-                // into the whole document it makes (earlier writes of the batch included).
-                let value = match &write.edit {
-                    Edit::Put(value) => Some(value.clone()),
-                    Edit::Delete => None,
-                    edit => {
-                        let held: Option<String> = current
-                            .query_row(params![write.collection, write.key], |r| r.get(0))
-                            .optional()
-                            .map_err(sql("reading the document to edit"))?
-                            .flatten();
-                        let value = cbddc_core::field_merge::resolve_whole(held.as_deref(), edit)
-                            .map_err(|e| {
-                            StorageError::Invalid(cbddc_core::CoreError::InvalidValue {
-                                reason: format!("{}/{}: {e}", write.collection, write.key),
-                            })
-                        })?;
-                        if let Some(value) = &value {
-                            cbddc_core::validate_json_value(value)?;
-                        }
-                        value
-                    }
-                };
+                let merges = self
+                    .field_merge
+                    .has_state(conn, &write.collection, &write.key)
+                    .map_err(sql("looking for a field state"))?
+                    || (self.field_merge.in_force
+                        && matches!(write.edit, Edit::Patch(_) | Edit::Increment { .. }));
                 seq += 1;
                 let hlc = self.clock.tick();
                 let wall = to_i64(hlc.wall_ms, "a clock reading")?;
+                self.last_change += 1;
+                let position = to_i64(self.last_change, "a change position")?;
+                let seq_i64 = to_i64(seq, "a sequence number")?;
+                let op = if merges {
+                    self.field_merge.any_state = true;
+                    merge_local(
+                        conn,
+                        &self.indexes,
+                        self.field_merge.in_force,
+                        write,
+                        &hlc,
+                        (seq_i64, position),
+                    )?
+                } else {
+                    let op = resolve_whole(&mut current, write)?;
+                    let value = match &op {
+                        Operation::Put { value } => Some(value.as_str()),
+                        _ => None,
+                    };
+                    documents
+                        .write(
+                            &DocumentRow {
+                                collection: &write.collection,
+                                key: &write.key,
+                                value,
+                                wall,
+                                counter: hlc.counter,
+                                replica: self.replica.as_str(),
+                                seq: seq_i64,
+                                position,
+                            },
+                            Overwrite::Always,
+                        )
+                        .map_err(sql("writing a document"))?;
+                    if value.is_none() {
+                        tombstone
+                            .execute(params![self.replica.as_str(), seq_i64, position])
+                            .map_err(sql("queuing a tombstone"))?;
+                    }
+                    record_change
+                        .execute(params![position, self.replica.as_str(), seq_i64])
+                        .map_err(sql("recording a change"))?;
+                    op
+                };
+                let (value, field) = op.to_columns();
                 append
                     .execute(params![
                         self.replica.as_str(),
-                        to_i64(seq, "a sequence number")?,
+                        seq_i64,
                         write.collection,
                         write.key,
                         value,
                         wall,
                         hlc.counter,
-                        self.node.as_str()
+                        self.node.as_str(),
+                        field
                     ])
                     .map_err(sql("appending to the oplog"))?;
-                self.last_change += 1;
-                documents
-                    .write(
-                        &DocumentRow {
-                            collection: &write.collection,
-                            key: &write.key,
-                            value: value.as_deref(),
-                            wall,
-                            counter: hlc.counter,
-                            replica: self.replica.as_str(),
-                            seq: to_i64(seq, "a sequence number")?,
-                            position: to_i64(self.last_change, "a change position")?,
-                        },
-                        Overwrite::Always,
-                    )
-                    .map_err(sql("writing a document"))?;
-                if value.is_none() {
-                    tombstone
-                        .execute(params![
-                            self.replica.as_str(),
-                            to_i64(seq, "a sequence number")?,
-                            to_i64(self.last_change, "a change position")?
-                        ])
-                        .map_err(sql("queuing a tombstone"))?;
-                }
-                record_change
-                    .execute(params![
-                        to_i64(self.last_change, "a change position")?,
-                        self.replica.as_str(),
-                        to_i64(seq, "a sequence number")?
-                    ])
-                    .map_err(sql("recording a change"))?;
                 entries.push(OplogEntry {
                     origin: self.replica.clone(),
                     node: self.node.clone(),
                     seq,
                     collection: write.collection.clone(),
                     key: write.key.clone(),
-                    op: match value {
-                        Some(value) => Operation::Put { value },
-                        None => Operation::Delete,
-                    },
+                    op,
                     hlc,
                 });
             }
@@ -824,6 +838,14 @@ impl Writer {
         // written together (`batch_apply`). Each gets the next change position, used if
         // its write wins.
         let mut applying = Vec::with_capacity(entries.len());
+        // Entries of documents merged field by field: every entry of a document that
+        // keeps a field state, or that a field-level entry of this batch reaches.
+        let merge_keys: BTreeSet<(&str, &str)> = entries
+            .iter()
+            .filter(|e| matches!(e.op, Operation::Merge { .. }))
+            .map(|e| (e.collection.as_str(), e.key.as_str()))
+            .collect();
+        let mut merging = Vec::new();
         let mut position = self.last_change;
         for entry in &entries {
             let held = self.vv.get(&entry.origin);
@@ -850,29 +872,82 @@ impl Writer {
                 continue;
             }
             position += 1;
-            applying.push(Applying {
-                document: DocumentRow {
-                    collection: &entry.collection,
-                    key: &entry.key,
-                    value: match &entry.op {
-                        Operation::Put { value } => Some(value.as_str()),
-                        Operation::Delete => None,
-                    },
-                    wall: to_i64(entry.hlc.wall_ms, "a clock reading")?,
-                    counter: entry.hlc.counter,
-                    replica: entry.hlc.replica.as_str(),
-                    seq: to_i64(entry.seq, "a sequence number")?,
-                    position: to_i64(position, "a change position")?,
+            let document = DocumentRow {
+                collection: &entry.collection,
+                key: &entry.key,
+                value: match &entry.op {
+                    Operation::Put { value } => Some(value.as_str()),
+                    Operation::Delete | Operation::Merge { .. } => None,
                 },
-                origin: entry.origin.as_str(),
-                node: entry.node.as_str(),
-            });
+                wall: to_i64(entry.hlc.wall_ms, "a clock reading")?,
+                counter: entry.hlc.counter,
+                replica: entry.hlc.replica.as_str(),
+                seq: to_i64(entry.seq, "a sequence number")?,
+                position: to_i64(position, "a change position")?,
+            };
+            let merges = merge_keys.contains(&(entry.collection.as_str(), entry.key.as_str()))
+                || self
+                    .field_merge
+                    .has_state(conn, &entry.collection, &entry.key)
+                    .map_err(sql("looking for a field state"))?;
+            if merges {
+                merging.push((document, entry));
+            } else {
+                applying.push(Applying {
+                    document,
+                    origin: entry.origin.as_str(),
+                    node: entry.node.as_str(),
+                });
+            }
             self.clock.restore(entry.hlc.wall_ms, entry.hlc.counter);
             outcome.applied += 1;
         }
-        if let Some(last) = batch_apply::write(conn, &applying, &self.indexes)
-            .map_err(sql("writing remote entries"))?
-        {
+        let mut last_changed = batch_apply::write(conn, &applying, &self.indexes)
+            .map_err(sql("writing remote entries"))?;
+        if !merging.is_empty() {
+            self.field_merge.any_state = true;
+        }
+        for (row, entry) in merging {
+            let (value, field) = entry.op.to_columns();
+            conn.prepare_cached(APPEND_OPLOG)
+                .and_then(|mut s| {
+                    s.execute(params![
+                        entry.origin.as_str(),
+                        row.seq,
+                        entry.collection,
+                        entry.key,
+                        value,
+                        row.wall,
+                        row.counter,
+                        entry.node.as_str(),
+                        field
+                    ])
+                })
+                .map_err(sql("appending to the oplog"))?;
+            let current = crate::field_apply::read(conn, &entry.collection, &entry.key)?;
+            let position = row.position;
+            let merged = crate::field_apply::write(
+                conn,
+                &self.indexes,
+                current,
+                &crate::field_apply::Merging {
+                    collection: &entry.collection,
+                    key: &entry.key,
+                    stamp: &entry.hlc,
+                    seq: Some(row.seq),
+                    position,
+                    arriving: crate::field_apply::Arriving::Write {
+                        origin: &entry.origin,
+                        write: &crate::field_apply::as_field_write(&entry.op),
+                    },
+                },
+                None,
+            )?;
+            if merged.changed {
+                last_changed = Some(last_changed.map_or(position, |l| l.max(position)));
+            }
+        }
+        if let Some(last) = last_changed {
             self.last_change = u64::try_from(last).unwrap_or(self.last_change);
         }
         for (origin, (after, upto)) in coverage.iter() {
@@ -1036,6 +1111,123 @@ impl Writer {
 
 /// Records the collections a database replicates, refusing a configuration that asks it
 /// for more than it ever took (it stepped over those entries).
+/// A local write to a document merged field by field: with field-level entries in
+/// force, the write travels as what it says (a patch, an increment, a put or delete
+/// with the counters it saw); before, resolved into the whole document it makes.
+fn merge_local(
+    conn: &Connection,
+    indexes: &crate::indexes::IndexSet,
+    in_force: bool,
+    write: &LocalWrite,
+    hlc: &cbddc_core::Hlc,
+    (seq, position): (i64, i64),
+) -> Result<Operation, StorageError> {
+    use cbddc_core::field_merge::{self, FieldWrite};
+    let current = crate::field_apply::read(conn, &write.collection, &write.key)?;
+    let invalid = |e: field_merge::MergeError| {
+        StorageError::Invalid(cbddc_core::CoreError::InvalidValue {
+            reason: format!("{}/{}: {e}", write.collection, write.key),
+        })
+    };
+    let op = if in_force {
+        let field_write = match &write.edit {
+            Edit::Put(value) => FieldWrite::Put {
+                value: serde_json::from_str(value).map_err(|e| {
+                    StorageError::Invalid(cbddc_core::CoreError::InvalidValue {
+                        reason: format!("it is not valid JSON ({e})"),
+                    })
+                })?,
+                observed: Default::default(),
+            },
+            Edit::Delete => FieldWrite::Delete {
+                observed: Default::default(),
+            },
+            Edit::Patch(text) => FieldWrite::Patch {
+                patch: field_merge::parse_patch(text).map_err(invalid)?,
+                observed: Default::default(),
+            },
+            Edit::Increment { path, by } => FieldWrite::Increment {
+                path: field_merge::parse_path(path).map_err(invalid)?,
+                by: *by,
+            },
+        };
+        match (
+            current.state.prepare(field_write).map_err(invalid)?,
+            &write.edit,
+        ) {
+            (FieldWrite::Put { observed, .. }, Edit::Put(value)) if observed.is_empty() => {
+                Operation::Put {
+                    value: value.clone(),
+                }
+            }
+            (FieldWrite::Delete { observed }, _) if observed.is_empty() => Operation::Delete,
+            (prepared, _) => Operation::Merge { write: prepared },
+        }
+    } else {
+        let held = current.value().map(|v| v.to_string());
+        match field_merge::resolve_whole(held.as_deref(), &write.edit).map_err(invalid)? {
+            Some(value) => {
+                cbddc_core::validate_json_value(&value)?;
+                Operation::Put { value }
+            }
+            None => Operation::Delete,
+        }
+    };
+    let field_write = crate::field_apply::as_field_write(&op);
+    crate::field_apply::write(
+        conn,
+        indexes,
+        current,
+        &crate::field_apply::Merging {
+            collection: &write.collection,
+            key: &write.key,
+            stamp: hlc,
+            seq: Some(seq),
+            position,
+            arriving: crate::field_apply::Arriving::Write {
+                origin: &hlc.replica,
+                write: &field_write,
+            },
+        },
+        Some(cbddc_core::MAX_VALUE_BYTES),
+    )?;
+    Ok(op)
+}
+
+/// A local write to a document that keeps no field state, as the operation it stores:
+/// a patch or an increment resolved into the whole document it makes of `current` (the
+/// document as stored, earlier writes of the batch included).
+fn resolve_whole(
+    current: &mut rusqlite::CachedStatement<'_>,
+    write: &LocalWrite,
+) -> Result<Operation, StorageError> {
+    let value = match &write.edit {
+        Edit::Put(value) => Some(value.clone()),
+        Edit::Delete => None,
+        edit => {
+            let held: Option<String> = current
+                .query_row(params![write.collection, write.key], |r| r.get(0))
+                .optional()
+                .map_err(sql("reading the document to edit"))?
+                .flatten();
+            let value =
+                cbddc_core::field_merge::resolve_whole(held.as_deref(), edit).map_err(|e| {
+                    StorageError::Invalid(cbddc_core::CoreError::InvalidValue {
+                        reason: format!("{}/{}: {e}", write.collection, write.key),
+                    })
+                })?;
+            if let Some(value) = &value {
+                cbddc_core::validate_json_value(value)?;
+            }
+            value
+        }
+    };
+    Ok(match value {
+        Some(value) => Operation::Put { value },
+        None => Operation::Delete,
+    })
+}
+
 pub(crate) fn bind_interest(
     conn: &Connection,
     path: &std::path::Path,

@@ -1,0 +1,372 @@
+//! Writing a document merged field by field: its state (`field_states`, see
+//! `cbddc_core::field_merge`) read, the write applied to it, and the document row, the
+//! state, the index entries and the change written back.
+//!
+//! A document keeps a state only once a field-level write reached it: until then it is
+//! what its last whole write made, and [`FieldState::from_whole`] of that row stands for
+//! its state. Every write to a document with a state goes through here, whole ones too
+//! (as a put or delete that saw no counters), so the state never falls behind its row.
+//!
+//! The row keeps the stamp, entry and change of the latest write the state took in; a
+//! write stamped before it can still change fields nobody wrote later: it changes the
+//! row's value and gets a change of its own, and is queued for compaction at once (its
+//! document's latest write is another).
+
+use crate::error::StoreError;
+use crate::indexes::IndexSet;
+use cbddc_core::field_merge::{FieldState, FieldWrite, changed_paths};
+use cbddc_core::{Hlc, Operation, ReplicaId, StorageError};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::Value;
+
+fn sql(operation: &'static str) -> impl FnOnce(rusqlite::Error) -> StorageError {
+    move |source| StoreError::Sqlite { operation, source }.into()
+}
+
+fn corrupt(detail: String) -> StorageError {
+    StoreError::Corrupt {
+        operation: "reading a document's field state",
+        detail,
+    }
+    .into()
+}
+
+/// The field-level write an entry's operation is: a whole put or delete is one that saw
+/// no counters.
+pub(crate) fn as_field_write(op: &Operation) -> FieldWrite {
+    match op {
+        Operation::Put { value } => FieldWrite::Put {
+            // Validated JSON on the way in; a stored value that is not reads as `null`.
+            value: serde_json::from_str(value).unwrap_or(Value::Null),
+            observed: Default::default(),
+        },
+        Operation::Delete => FieldWrite::Delete {
+            observed: Default::default(),
+        },
+        Operation::Merge { write } => write.clone(),
+    }
+}
+
+/// Whether `(collection, key)` keeps a field state.
+pub(crate) fn has_state(conn: &Connection, collection: &str, key: &str) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT 1 FROM field_states WHERE collection = ?1 AND key = ?2")?
+        .query_row(params![collection, key], |_| Ok(()))
+        .optional()
+        .map(|found| found.is_some())
+}
+
+/// The name of the format of field-level entries (see `cbddc_net::version`).
+pub(crate) const FEATURE: &str = "field-merge";
+
+/// What the writer knows of field-level merge in this database.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct FieldMerge {
+    /// This node writes field-level entries (the feature is in force).
+    pub in_force: bool,
+    /// Some document keeps a state: whole writes look for one before taking the fast
+    /// path. Only ever set while the store is open.
+    pub any_state: bool,
+}
+
+impl FieldMerge {
+    pub(crate) fn load(conn: &Connection) -> Result<Self, StoreError> {
+        Ok(Self {
+            in_force: crate::features::in_force(conn)?.contains(FEATURE),
+            any_state: conn
+                .query_row("SELECT EXISTS (SELECT 1 FROM field_states)", [], |r| {
+                    r.get(0)
+                })
+                .map_err(|source| StoreError::Sqlite {
+                    operation: "looking for field states",
+                    source,
+                })?,
+        })
+    }
+
+    /// Whether a write of `(collection, key)` goes through its field state.
+    pub(crate) fn has_state(
+        &self,
+        conn: &Connection,
+        collection: &str,
+        key: &str,
+    ) -> rusqlite::Result<bool> {
+        if !self.any_state {
+            return Ok(false);
+        }
+        has_state(conn, collection, key)
+    }
+}
+
+/// The most a document's state may take as text: its fields' stamps take several times
+/// the document's bytes.
+pub(crate) const MAX_STATE_BYTES: usize = 8 * cbddc_core::MAX_VALUE_BYTES;
+
+/// A field state that came from a peer (a snapshot's), checked: a message says what is
+/// wrong with it.
+pub(crate) fn parse_state(text: &str) -> Result<FieldState, String> {
+    if text.len() > MAX_STATE_BYTES {
+        return Err(format!(
+            "its field state is {} bytes; the limit is {MAX_STATE_BYTES} bytes",
+            text.len()
+        ));
+    }
+    FieldState::from_json(text).ok_or_else(|| "its field state is not one".to_string())
+}
+
+/// A document row as the merge reads it.
+struct Held {
+    value: Option<String>,
+    stamp: Hlc,
+    seq: Option<i64>,
+    position: Option<i64>,
+}
+
+/// A document's row and state, as held before a write.
+pub(crate) struct Current {
+    held: Option<Held>,
+    /// The state, or the one its row stands for.
+    pub state: FieldState,
+}
+
+impl Current {
+    /// The document as merged now.
+    pub(crate) fn value(&self) -> Option<Value> {
+        self.state.value()
+    }
+}
+
+/// Reads `(collection, key)`'s row and state.
+pub(crate) fn read(
+    conn: &Connection,
+    collection: &str,
+    key: &str,
+) -> Result<Current, StorageError> {
+    const OP: &str = "reading a document to merge into";
+    let held = conn
+        .prepare_cached(
+            "SELECT value, hlc_wall, hlc_counter, hlc_node, seq, position FROM documents
+             WHERE collection = ?1 AND key = ?2",
+        )
+        .map_err(sql(OP))?
+        .query_row(params![collection, key], |r| {
+            Ok((
+                r.get::<_, Option<String>>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, u32>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, Option<i64>>(4)?,
+                r.get::<_, Option<i64>>(5)?,
+            ))
+        })
+        .optional()
+        .map_err(sql(OP))?;
+    let held = match held {
+        Some((value, wall, counter, replica, seq, position)) => Some(Held {
+            value,
+            stamp: crate::rows::stamp(wall, counter, &replica)?,
+            seq,
+            position,
+        }),
+        None => None,
+    };
+    let stored: Option<String> = conn
+        .prepare_cached("SELECT state FROM field_states WHERE collection = ?1 AND key = ?2")
+        .map_err(sql(OP))?
+        .query_row(params![collection, key], |r| r.get(0))
+        .optional()
+        .map_err(sql(OP))?;
+    let state = match (&stored, &held) {
+        (Some(text), _) => FieldState::from_json(text)
+            .ok_or_else(|| corrupt(format!("{collection}/{key}: not a field state")))?,
+        (None, Some(held)) => {
+            let document = held
+                .value
+                .as_deref()
+                .map(|text| serde_json::from_str(text).unwrap_or(Value::Null));
+            FieldState::from_whole(document.as_ref(), &held.stamp)
+        }
+        (None, None) => FieldState::default(),
+    };
+    Ok(Current { held, state })
+}
+
+/// What reaches a document's state.
+pub(crate) enum Arriving<'a> {
+    /// An oplog entry's write, by its origin.
+    Write {
+        origin: &'a ReplicaId,
+        write: &'a FieldWrite,
+    },
+    /// The state a snapshot's source keeps (or the one its whole document stands for).
+    State(&'a FieldState),
+}
+
+/// Something to merge into `(collection, key)`, stamped `stamp` (the entry's, or the
+/// snapshot document's), written by entry `seq` of the stamp's replica (`None`: unknown,
+/// a snapshot's), taking change position `position` if it changes the document.
+pub(crate) struct Merging<'a> {
+    pub collection: &'a str,
+    pub key: &'a str,
+    pub stamp: &'a Hlc,
+    pub seq: Option<i64>,
+    pub position: i64,
+    pub arriving: Arriving<'a>,
+}
+
+/// What a merge did to its document.
+#[derive(Debug)]
+pub(crate) struct MergeOutcome {
+    /// The document changed (an entry's change was recorded at its position).
+    pub changed: bool,
+}
+
+fn upsert_state(
+    conn: &Connection,
+    collection: &str,
+    key: &str,
+    state: &FieldState,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO field_states (collection, key, state) VALUES (?1, ?2, ?3)
+         ON CONFLICT (collection, key) DO UPDATE SET state = excluded.state",
+    )?
+    .execute(params![collection, key, state.to_json()])
+    .map(|_| ())
+}
+
+/// Merges `merging` into `current` (the document's, read by [`read`]) and writes the
+/// row, the state, index entries, the change (for an entry that changed the document)
+/// and what compaction may collect. With `max_bytes`, a merge that would make a larger
+/// document is refused before anything is written (a local write; a peer's write or
+/// snapshot merges whatever it makes, as every other replica does).
+pub(crate) fn write(
+    conn: &Connection,
+    indexes: &IndexSet,
+    mut current: Current,
+    merging: &Merging<'_>,
+    max_bytes: Option<usize>,
+) -> Result<MergeOutcome, StorageError> {
+    const OP: &str = "writing a merged document";
+    let (collection, key) = (merging.collection, merging.key);
+    let before = current.state.value();
+    match &merging.arriving {
+        Arriving::Write { origin, write } => current.state.apply(merging.stamp, origin, write),
+        Arriving::State(state) => current.state.join(state),
+    }
+    let after = current.state.value();
+    let text = after.as_ref().map(Value::to_string);
+    if let (Some(limit), Some(text)) = (max_bytes, &text)
+        && text.len() > limit
+    {
+        return Err(StorageError::Invalid(cbddc_core::CoreError::InvalidValue {
+            reason: format!(
+                "{collection}/{key}: the document this write makes is {} bytes; the limit is \
+                 {limit} bytes",
+                text.len()
+            ),
+        }));
+    }
+    let changed = before != after;
+    let entry = matches!(merging.arriving, Arriving::Write { .. });
+    // A position only where a change is recorded: compaction drops the change at the
+    // position queued with an entry.
+    let position = (changed && entry).then_some(merging.position);
+    let latest = current
+        .held
+        .as_ref()
+        .is_none_or(|held| merging.stamp > &held.stamp);
+    let replica = merging.stamp.replica.as_str();
+    let wall = i64::try_from(merging.stamp.wall_ms).unwrap_or(i64::MAX);
+    let counter = merging.stamp.counter;
+    let held_text = current.held.as_ref().and_then(|h| h.value.as_deref());
+    if current.held.is_none() || held_text != text.as_deref() {
+        let replaced = indexes.held(conn, collection, key).map_err(sql(OP))?;
+        let columns = params![
+            collection,
+            key,
+            text,
+            wall,
+            counter,
+            replica,
+            merging.seq,
+            position
+        ];
+        let written = match (&current.held, latest) {
+            (None, _) => conn
+                .prepare_cached(crate::document_write::INSERT_DOCUMENT)
+                .and_then(|mut s| s.execute(columns)),
+            (Some(_), true) => conn
+                .prepare_cached(
+                    "UPDATE documents SET value = ?3, hlc_wall = ?4, hlc_counter = ?5,
+                         hlc_node = ?6, seq = ?7, position = ?8
+                     WHERE collection = ?1 AND key = ?2",
+                )
+                .and_then(|mut s| s.execute(columns)),
+            // The row keeps its latest write; only the value changes.
+            (Some(_), false) => conn
+                .prepare_cached(
+                    "UPDATE documents SET value = ?3 WHERE collection = ?1 AND key = ?2",
+                )
+                .and_then(|mut s| s.execute(params![collection, key, text])),
+        };
+        written.map_err(sql(OP))?;
+        indexes
+            .record(conn, collection, key, replaced.as_deref(), text.as_deref())
+            .map_err(sql(OP))?;
+    } else if latest {
+        conn.prepare_cached(
+            "UPDATE documents SET hlc_wall = ?3, hlc_counter = ?4, hlc_node = ?5, seq = ?6,
+                 position = ?7
+             WHERE collection = ?1 AND key = ?2",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                collection,
+                key,
+                wall,
+                counter,
+                replica,
+                merging.seq,
+                position
+            ])
+        })
+        .map_err(sql(OP))?;
+    }
+    upsert_state(conn, collection, key, &current.state).map_err(sql(OP))?;
+
+    let queue = |seq: &Option<i64>, replica: &str, position: Option<i64>, tombstone: bool| {
+        let Some(seq) = seq else { return Ok(()) };
+        conn.prepare_cached(
+            "INSERT OR REPLACE INTO collectable (origin, seq, position, tombstone)
+             VALUES (?1, ?2, ?3, ?4)",
+        )
+        .and_then(|mut s| s.execute(params![replica, seq, position, tombstone]))
+        .map(|_| ())
+        .map_err(sql(OP))
+    };
+    if latest {
+        // The write the row held before is superseded; this one is the document's
+        // tombstone if it left it deleted.
+        if let Some(held) = &current.held {
+            queue(&held.seq, held.stamp.replica.as_str(), held.position, false)?;
+        }
+        if after.is_none() {
+            queue(&merging.seq, replica, position, true)?;
+        }
+    } else {
+        // Its document's latest write is another: collectable once every peer has it.
+        queue(&merging.seq, replica, position, false)?;
+    }
+    if let (Some(position), Some(seq)) = (position, merging.seq) {
+        let merged = serde_json::json!({
+            "document": after,
+            "paths": changed_paths(before.as_ref(), after.as_ref()),
+        });
+        conn.prepare_cached(
+            "INSERT INTO changes (position, origin, seq, merged) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .and_then(|mut s| s.execute(params![position, replica, seq, merged.to_string()]))
+        .map_err(sql(OP))?;
+    }
+    Ok(MergeOutcome { changed })
+}
