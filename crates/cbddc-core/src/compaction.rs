@@ -52,6 +52,9 @@ pub struct CompactionOutcome {
     pub tombstones: u64,
     /// Deletes the change feed dropped (past the feed retention).
     pub feed_dropped: u64,
+    /// Field states dropped: documents merged field by field whose every write every
+    /// peer holds, kept as their rows alone from then on.
+    pub settled: u64,
     /// The step stopped at its bound: more may be collected now.
     pub more: bool,
 }

@@ -585,6 +585,14 @@ impl FieldState {
         serde_json::from_str(text).ok()
     }
 
+    /// Whether some path holds a counter (increments, tallied per replica).
+    pub fn has_counters(&self) -> bool {
+        fn walk(node: &Node) -> bool {
+            node.counter.is_some() || node.fields.values().any(walk)
+        }
+        walk(&self.root)
+    }
+
     /// The latest stamp anything in the state carries.
     pub fn latest(&self) -> Option<Hlc> {
         fn walk(node: &Node, best: &mut Option<Hlc>) {

@@ -5,7 +5,7 @@
 
 use crate::error::StoreError;
 use cbddc_core::{CompactionOutcome, CompactionPlan, PeerAck, StorageError, VersionVector};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 fn sql(operation: &'static str) -> impl FnOnce(rusqlite::Error) -> StorageError {
     move |source| StoreError::Sqlite { operation, source }.into()
@@ -40,6 +40,7 @@ pub(crate) fn compact(
             }
         }
     }
+    outcome.settled = settle_states(conn, &plan.tombstone_horizon, budget)?;
     outcome.feed_dropped = crate::feed::drop_expired(conn, &plan.feed, budget)?;
     if outcome.feed_dropped as usize >= budget {
         outcome.more = true;
@@ -88,6 +89,79 @@ fn give_back_free_pages(conn: &Connection) -> Result<(), StorageError> {
         .map_err(sql("giving free pages back"))?;
     }
     Ok(())
+}
+
+/// Drops the field states of documents whose latest write is under `horizon` (the
+/// tombstone horizon: every peer holds it and everything it held before, so every write
+/// still to come is stamped after it). Such a state and the one its row stands for
+/// (`FieldState::from_whole`) merge every later write alike, so the row alone is kept.
+/// A state that holds counters stays: its tallies decide how later writes count. Looks
+/// at up to `budget` states per step, round the table from where the last step stopped
+/// (meta `settle_after`). Returns how many it dropped.
+fn settle_states(
+    conn: &Connection,
+    horizon: &VersionVector,
+    budget: usize,
+) -> Result<u64, StorageError> {
+    const OP: &str = "settling field states";
+    if budget == 0 || horizon.is_empty() {
+        return Ok(0);
+    }
+    let after: String = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'settle_after'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(sql(OP))?
+        .unwrap_or_default();
+    let (after_collection, after_key) = after.split_once('\n').unwrap_or(("", ""));
+    type Row = (String, String, String, String, Option<i64>);
+    let rows: Vec<Row> = {
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT f.collection, f.key, f.state, d.hlc_node, d.seq
+                 FROM field_states f JOIN documents d
+                     ON d.collection = f.collection AND d.key = f.key
+                 WHERE (f.collection, f.key) > (?1, ?2)
+                 ORDER BY f.collection, f.key LIMIT ?3",
+            )
+            .map_err(sql(OP))?;
+        let rows = stmt
+            .query_map(
+                params![after_collection, after_key, to_i64(budget as u64)],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .map_err(sql(OP))?;
+        rows.collect::<Result<_, _>>().map_err(sql(OP))?
+    };
+    let mut drop_state = conn
+        .prepare_cached("DELETE FROM field_states WHERE collection = ?1 AND key = ?2")
+        .map_err(sql(OP))?;
+    let mut settled = 0;
+    for (collection, key, state, replica, seq) in &rows {
+        let under = cbddc_core::ReplicaId::new(replica).is_ok_and(|r| {
+            seq.and_then(|s| u64::try_from(s).ok())
+                .is_some_and(|s| s <= horizon.get(&r))
+        });
+        let counts = cbddc_core::field_merge::FieldState::from_json(state)
+            .is_none_or(|state| state.has_counters());
+        if under && !counts {
+            settled += drop_state
+                .execute(params![collection, key])
+                .map_err(sql(OP))? as u64;
+        }
+    }
+    let next = match rows.last() {
+        // A short read reached the end: the next step starts from the beginning.
+        Some((collection, key, ..)) if rows.len() == budget => format!("{collection}\n{key}"),
+        _ => String::new(),
+    };
+    if next != after {
+        crate::rows::set_meta(conn, "settle_after", &next).map_err(sql(OP))?;
+    }
+    Ok(settled)
 }
 
 /// A queued entry: its sequence number, its change position, and its document's place
@@ -187,14 +261,17 @@ fn collect_origin(
     Ok(queued.len())
 }
 
-/// Whether nothing waits for compaction under `plan`: nothing queued, and no delete the
-/// change feed may drop.
+/// Whether nothing waits for compaction under `plan`: nothing queued, no field state that
+/// may settle, and no delete the change feed may drop.
 pub(crate) fn nothing_to_do(
     conn: &Connection,
     plan: &CompactionPlan,
 ) -> Result<bool, StorageError> {
     let queue_empty: bool = conn
-        .prepare_cached("SELECT NOT EXISTS (SELECT 1 FROM collectable)")
+        .prepare_cached(
+            "SELECT NOT EXISTS (SELECT 1 FROM collectable)
+                AND NOT EXISTS (SELECT 1 FROM field_states)",
+        )
         .and_then(|mut stmt| stmt.query_row([], |r| r.get(0)))
         .map_err(sql("reading the compaction queue"))?;
     Ok(queue_empty && !crate::feed::has_expired(conn, &plan.feed)?)

@@ -312,3 +312,72 @@ async fn a_collected_tombstone_takes_its_field_state_with_it() {
         .unwrap();
     assert_eq!(document(&a, "k").await, Some(json!({"y":2})));
 }
+
+fn field_states(dir: &std::path::Path, name: &str) -> i64 {
+    let path = crate::database_path(&dir.join(name), &NodeId::new(name).unwrap());
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.query_row("SELECT count(*) FROM field_states", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn once_every_peer_holds_every_write_a_document_keeps_its_row_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = merging(dir.path(), "a").await;
+    let b = merging(dir.path(), "b").await;
+    a.write(vec![LocalWrite::put("c", "k", r#"{"x":1,"y":1,"z":1}"#)])
+        .await
+        .unwrap();
+    a.write(vec![LocalWrite::put("c", "counted", r#"{"n":1}"#)])
+        .await
+        .unwrap();
+    sync(&a, &b).await;
+    for i in 0..20 {
+        let (store, field) = if i % 2 == 0 { (&a, "x") } else { (&b, "y") };
+        store
+            .write(vec![LocalWrite::patch(
+                "c",
+                "k",
+                format!(r#"{{"{field}":{i}}}"#),
+            )])
+            .await
+            .unwrap();
+    }
+    b.write(vec![LocalWrite::patch("c", "k", r#"{"z":null}"#)])
+        .await
+        .unwrap();
+    a.write(vec![LocalWrite::increment("c", "counted", "n", 2)])
+        .await
+        .unwrap();
+    both_ways(&a, &b).await;
+    assert_eq!(field_states(dir.path(), "a"), 2);
+
+    for (store, name) in [(&a, "a"), (&b, "b")] {
+        let vv = store.version_vector().await.unwrap();
+        let outcome = store
+            .compact(CompactionPlan {
+                horizon: vv.clone(),
+                tombstone_horizon: vv,
+                max_entries: 1_000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        // The counted document keeps its state: its tallies decide later increments.
+        assert_eq!(outcome.settled, 1, "{outcome:?}");
+        // One entry per document is left: the one that wrote it last.
+        assert_eq!(store.stats().await.unwrap().oplog_entries, 2);
+        assert_eq!(field_states(dir.path(), name), 1);
+        assert_eq!(document(store, "k").await, Some(json!({"x":18,"y":19})));
+    }
+    // Later edits still merge field by field.
+    a.write(vec![LocalWrite::patch("c", "k", r#"{"x":"a"}"#)])
+        .await
+        .unwrap();
+    b.write(vec![LocalWrite::patch("c", "k", r#"{"y":"b"}"#)])
+        .await
+        .unwrap();
+    both_ways(&a, &b).await;
+    assert_eq!(document(&a, "k").await, Some(json!({"x":"a","y":"b"})));
+    assert_eq!(document(&b, "k").await, Some(json!({"x":"a","y":"b"})));
+}
