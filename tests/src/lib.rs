@@ -133,12 +133,17 @@ impl TestNode {
         );
     }
 
-    /// Starts the node again on its configuration as a build that reads `features` (a
-    /// newer build, for mixed-version scenarios; none: this build).
+    /// Starts the node again on its configuration as a build that reads `features` beside
+    /// what this build reads (a newer build, for mixed-version scenarios; none: this
+    /// build).
     pub async fn restart_reading(&mut self, features: &[&str]) {
         self.stop().await;
         self.provider = Arc::new(StaticProvider::new(self.config.clone()).unwrap());
-        let features = features.iter().map(|f| f.to_string()).collect();
+        let features = cbddc_net::version::READABLE_FEATURES
+            .iter()
+            .chain(features)
+            .map(|f| f.to_string())
+            .collect();
         self.node = Some(
             Node::start_reading(self.provider.clone(), features)
                 .await

@@ -105,7 +105,9 @@ enum Command {
     /// Merge a JSON Merge Patch (RFC 7386) into a document: the fields it names are set,
     /// `null` removes a field, an object merges into the field; an absent document is {}.
     ///
-    /// Until field-level merge is in force (not in this release), the node resolves the
+    /// Once field-level merge is in force (every peer of the node reads it: `cbddc status`
+    /// says so), the patch syncs as itself and merges field by field, so a concurrent
+    /// edit of another field on another node survives. Until then the node resolves the
     /// patch into the whole document it makes and syncs that (a note on stderr says so).
     /// Needs a node of release 0.2.0 or later.
     Patch {
@@ -120,8 +122,10 @@ enum Command {
     },
     /// Add a signed integer to a field of a document (a missing field counts from 0).
     ///
-    /// Resolved like `patch`. Refused, storing nothing: a path through a field that is not
-    /// an object, a field holding something else than an integer, a sum past 64 bits.
+    /// Once field-level merge is in force, concurrent increments on different nodes all
+    /// count, once each (+5 and +5 here, -2 there, from 10: 18 everywhere); until then
+    /// resolved like `patch`. Refused, storing nothing: a path through a field that is
+    /// not an object, a field holding something else than an integer, a sum past 64 bits.
     Increment {
         /// Collection of the document.
         collection: String,

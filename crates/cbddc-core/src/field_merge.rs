@@ -32,6 +32,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
+/// The name of the format of field-level entries, as peers say it in handshakes: a node
+/// writes them only once every peer reads it.
+pub const FEATURE: &str = "field-merge";
+
 /// What a local write does to its document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Edit {
@@ -866,6 +870,27 @@ mod tests {
             path: parse_path(path).unwrap(),
             by,
         }
+    }
+
+    #[test]
+    fn the_state_travels_in_the_form_docs_protocol_md_gives() {
+        let mut state = FieldState::default();
+        state.apply(&stamp(1, "a"), &replica("a"), &put(json!({"x": 1})));
+        state.apply(&stamp(2, "b"), &replica("b"), &increment("n", 3));
+        let at =
+            |wall_ms: u64, name: &str| json!({"wall_ms": wall_ms, "counter": 0, "replica": name});
+        assert_eq!(
+            serde_json::from_str::<Value>(&state.to_json()).unwrap(),
+            json!({"root": {
+                "s": [at(1, "a"), "Object"],
+                "m": at(2, "b"),
+                "f": {
+                    "x": {"s": [at(1, "a"), {"Value": 1}]},
+                    "n": {"c": {"tallies": {"b": {"count": 1, "sum": 3}}, "observed": {}}}
+                }
+            }})
+        );
+        assert_eq!(FieldState::from_json(&state.to_json()), Some(state));
     }
 
     #[test]

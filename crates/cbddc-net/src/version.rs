@@ -197,7 +197,12 @@ impl Default for Versions {
 /// The formats this build can read. A format is written only once every peer (and every
 /// member of a cluster's running configuration) has said it reads it; see the node's
 /// feature level.
-pub const READABLE_FEATURES: &[&str] = &[];
+pub const READABLE_FEATURES: &[&str] = &[FIELD_MERGE];
+
+/// Field-level entries: patches, increments, and puts and deletes that carry the counters
+/// their writer saw, merged into documents path by path (docs/protocol.md, "Field
+/// entries").
+pub const FIELD_MERGE: &str = cbddc_core::field_merge::FEATURE;
 
 #[cfg(test)]
 mod tests {

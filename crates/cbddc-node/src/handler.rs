@@ -227,8 +227,11 @@ fn status_to_wire(status: NodeStatus) -> proto::StatusResponse {
         protocol_version: status.protocols.newest(),
         oldest_protocol_version: status.protocols.oldest(),
         release: status.release,
+        whole_document_edits: !status
+            .features
+            .in_force
+            .contains(cbddc_net::version::FIELD_MERGE),
         features: Some(features_to_wire(status.features)),
-        whole_document_edits: true,
         indexes: status
             .indexes
             .into_iter()
@@ -333,9 +336,10 @@ impl NodeHandler {
                         edit: change,
                     })
                     .await?;
-                // Field-level merge is not in force in this release: every edit is
-                // resolved into its whole document.
-                written(entry, true)
+                // Until field-level merge is in force, an edit is resolved into its
+                // whole document.
+                let whole = !matches!(entry.op, cbddc_core::Operation::Merge { .. });
+                written(entry, whole)
             }
             Req::Find(find) => {
                 let query = find

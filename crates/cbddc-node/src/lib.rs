@@ -340,10 +340,13 @@ impl Node {
     /// Merges a JSON Merge Patch (RFC 7386: an object; `null` removes a field, an object
     /// merges into the field) into a document (an absent one is `{}`).
     ///
-    /// Field-level merge is not in force in this release: the patch is resolved on this
-    /// node, in the write's transaction, into the whole document it makes, and the entry
-    /// is a put of it (a concurrent write of the same document on another node may win
-    /// over it whole). A patch that is not an object, or too deep, is refused naming it.
+    /// Once field-level merge is in force (every peer reads it, see `status`), the entry
+    /// is the patch itself ([`cbddc_core::Operation::Merge`]) and merges path by path on
+    /// every node: a concurrent write of another field of the document survives. Until
+    /// then the patch is resolved on this node, in the write's transaction, into the whole
+    /// document it makes, and the entry is a put of it (a concurrent write of the same
+    /// document on another node may win over it whole). A patch that is not an object,
+    /// or too deep, is refused naming it.
     pub async fn patch(
         &self,
         collection: &str,
@@ -355,7 +358,9 @@ impl Node {
     }
 
     /// Adds `by` to the integer at the dotted `path` of a document (a missing field counts
-    /// from 0, missing objects on the way are created); resolved like [`Node::patch`].
+    /// from 0, missing objects on the way are created). Once field-level merge is in
+    /// force, concurrent increments on different nodes all count, once each; until then
+    /// it is resolved like [`Node::patch`].
     /// A path through a field that is not an object, a field that holds no integer, or a
     /// sum past 64 bits is refused naming the path, and nothing is stored.
     pub async fn increment(

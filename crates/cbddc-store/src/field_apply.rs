@@ -55,8 +55,7 @@ pub(crate) fn has_state(conn: &Connection, collection: &str, key: &str) -> rusql
         .map(|found| found.is_some())
 }
 
-/// The name of the format of field-level entries (see `cbddc_net::version`).
-pub(crate) const FEATURE: &str = "field-merge";
+pub(crate) use cbddc_core::field_merge::FEATURE;
 
 /// What the writer knows of field-level merge in this database.
 #[derive(Debug, Clone, Copy, Default)]

@@ -18,6 +18,7 @@ mod t90_data_tools;
 mod t91_feed;
 mod t92_edits;
 mod t93_find;
+mod t94_field_merge;
 mod t95_cluster_page;
 mod t97_upgrade;
 mod t99_faults;

@@ -66,7 +66,12 @@ fn two_processes_that_know_each_other_converge_and_report_each_other() {
     assert_eq!(status["release"], release, "{status}");
     assert_eq!(status["protocols"]["oldest"], 4);
     assert_eq!(status["protocols"]["newest"], 5);
-    assert_eq!(status["features"]["in_force"], serde_json::json!([]));
+    // Both read field-level entries: once each has heard the other, they write them.
+    wait_until(
+        "field-merge to be in force on node-a",
+        Duration::from_secs(20),
+        || status_json(pa)["features"]["in_force"] == serde_json::json!(["field-merge"]),
+    );
     assert_eq!(peer["protocol_version"], 5, "{status}");
     assert_eq!(peer["release"], release);
     let text = stdout(&cbddc(&["status"], pa));

@@ -16,8 +16,10 @@ fn document(port: u16, key: &str) -> serde_json::Value {
 fn patches_and_increments_edit_documents_and_reach_a_peer() {
     let dir = tempfile::tempdir().unwrap();
     let (pa, pb) = (free_port(), free_port());
+    // node-b is not heard from yet: it holds field-level merge back, so edits travel as
+    // whole documents and say so.
     let _a = RunningNode::start(dir.path(), "node-a", pa, &[("node-b", pb)]);
-    let _b = RunningNode::start(dir.path(), "node-b", pb, &[("node-a", pa)]);
+    assert_eq!(status_json(pa)["whole_document_edits"], true);
     let put = cbddc(
         &[
             "put",
@@ -57,6 +59,7 @@ fn patches_and_increments_edit_documents_and_reach_a_peer() {
         "status": "open", "addr": {"city": "P", "zip": "2"}, "stock": {"count": 3}
     });
     assert_eq!(document(pa, "o1"), expected);
+    let _b = RunningNode::start(dir.path(), "node-b", pb, &[("node-a", pa)]);
     wait_until("the edits to reach node-b", Duration::from_secs(20), || {
         cbddc(&["get", "orders", "o1"], pb).status.success() && document(pb, "o1") == expected
     });
@@ -78,8 +81,29 @@ fn patches_and_increments_edit_documents_and_reach_a_peer() {
         assert!(stderr(&out).contains(words), "{args:?}: {}", stderr(&out));
     }
     assert_eq!(document(pa, "o1"), expected);
-    let status = status_json(pa);
-    assert_eq!(status["whole_document_edits"], true, "{status}");
+
+    // Both read field-level entries: once node-a has heard node-b, edits travel as what
+    // they change.
+    wait_until(
+        "field-level merge in force",
+        Duration::from_secs(20),
+        || status_json(pa)["whole_document_edits"] == false,
+    );
+    let patched = cbddc(&["patch", "orders", "o1", r#"{"status":"done"}"#], pa);
+    assert!(patched.status.success(), "{}", stderr(&patched));
+    assert!(
+        !stderr(&patched).contains("whole document"),
+        "{}",
+        stderr(&patched)
+    );
+    wait_until(
+        "the field-level patch to reach node-b",
+        Duration::from_secs(20),
+        || {
+            cbddc(&["get", "orders", "o1"], pb).status.success()
+                && document(pb, "o1")["status"] == "done"
+        },
+    );
 }
 
 #[test]
