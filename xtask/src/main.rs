@@ -58,8 +58,9 @@ enum Task {
     },
     /// Run the seeded simulations of the control plane for many seeds (the test suite
     /// runs a few hundred): reconfiguration under drops, delays and reorders, and a
-    /// member cut off or paused during its removal, checked for lost acknowledged writes.
-    /// A failing seed is printed with the command that replays it.
+    /// member cut off or paused during its removal, checked for lost acknowledged writes;
+    /// then the field-merge properties over 20 cases per seed. A failing seed is printed
+    /// with the command that replays it.
     Sim {
         /// Seeds per simulation (1..=N).
         #[arg(long, default_value_t = 5_000)]
@@ -248,6 +249,31 @@ fn sim(seeds: u64) -> Result<()> {
     }
     eprintln!(
         "{seeds} seeds of each simulation passed in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let cases = seeds.saturating_mul(20);
+    eprintln!(
+        "running the field-merge properties over {cases} cases each (five replicas, reordering, duplication, partitions, restarts)"
+    );
+    let started = std::time::Instant::now();
+    let status = Command::new(env!("CARGO"))
+        .current_dir(workspace_root())
+        .args([
+            "test",
+            "--release",
+            "-p",
+            "cbddc-core",
+            "--lib",
+            "field_merge_props",
+        ])
+        .env("CBDDC_MERGE_CASES", cases.to_string())
+        .status()
+        .context("running cargo test")?;
+    if !status.success() {
+        bail!("a field-merge property failed: proptest printed the smallest case above");
+    }
+    eprintln!(
+        "{cases} cases of each field-merge property passed in {:.1} s",
         started.elapsed().as_secs_f64()
     );
     Ok(())

@@ -32,6 +32,8 @@ mod compaction;
 mod directory;
 mod error;
 pub mod field_merge;
+#[cfg(test)]
+mod field_merge_props;
 mod hlc;
 mod index;
 mod interest;
