@@ -56,7 +56,7 @@ fn finish(
     outcome: CompactionOutcome,
 ) -> Result<CompactionOutcome, StorageError> {
     let removed = outcome.entries + outcome.tombstones;
-    if removed > 0 && !outcome.more {
+    if !outcome.more {
         give_back_free_pages(conn)?;
     }
     if removed > 0 {
@@ -70,23 +70,38 @@ fn finish(
     Ok(outcome)
 }
 
-/// Once a tenth of the file is free pages, hands some back (a no-op for a database
-/// created before incremental vacuum was chosen: its free pages are reused instead).
-fn give_back_free_pages(conn: &Connection) -> Result<(), StorageError> {
+/// Whether a tenth of the file is free pages that incremental vacuum can hand back (never
+/// for a database created before incremental vacuum was chosen: its free pages are
+/// reused instead).
+fn many_free_pages(conn: &Connection) -> Result<Option<i64>, StorageError> {
     let read = |pragma: &str| -> Result<i64, StorageError> {
         conn.query_row(pragma, [], |r| r.get(0))
             .map_err(sql("reading the free pages"))
     };
     if read("PRAGMA auto_vacuum")? != 2 {
-        return Ok(());
+        return Ok(None);
     }
     let free = read("PRAGMA freelist_count")?;
-    if free > 64 && free * 10 > read("PRAGMA page_count")? {
-        conn.execute_batch(&format!(
-            "PRAGMA incremental_vacuum({});",
-            free.min(VACUUM_PAGES)
-        ))
-        .map_err(sql("giving free pages back"))?;
+    Ok((free > 64 && free * 10 > read("PRAGMA page_count")?).then_some(free))
+}
+
+/// Once a tenth of the file is free pages, hands some back.
+fn give_back_free_pages(conn: &Connection) -> Result<(), StorageError> {
+    if let Some(free) = many_free_pages(conn)? {
+        // The pragma frees one page per step of its statement: run it to the end (one
+        // `execute` would hand back a single page).
+        let mut stmt = conn
+            .prepare(&format!(
+                "PRAGMA incremental_vacuum({})",
+                free.min(VACUUM_PAGES)
+            ))
+            .map_err(sql("giving free pages back"))?;
+        let mut rows = stmt.query([]).map_err(sql("giving free pages back"))?;
+        while rows
+            .next()
+            .map_err(sql("giving free pages back"))?
+            .is_some()
+        {}
     }
     Ok(())
 }
@@ -261,8 +276,8 @@ fn collect_origin(
     Ok(queued.len())
 }
 
-/// Whether nothing waits for compaction under `plan`: nothing queued, no field state that
-/// may settle, and no delete the change feed may drop.
+/// Whether nothing waits for compaction under `plan`: nothing queued, no field state to
+/// look at, no free pages to hand back, and no delete the change feed may drop.
 pub(crate) fn nothing_to_do(
     conn: &Connection,
     plan: &CompactionPlan,
@@ -274,7 +289,9 @@ pub(crate) fn nothing_to_do(
         )
         .and_then(|mut stmt| stmt.query_row([], |r| r.get(0)))
         .map_err(sql("reading the compaction queue"))?;
-    Ok(queue_empty && !crate::feed::has_expired(conn, &plan.feed)?)
+    Ok(queue_empty
+        && many_free_pages(conn)?.is_none()
+        && !crate::feed::has_expired(conn, &plan.feed)?)
 }
 
 /// Records that entries of `origin` up to `upto` may be missing here.

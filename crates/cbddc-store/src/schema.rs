@@ -272,8 +272,12 @@ pub(crate) fn open_writer(path: &Path, durability: Durability) -> Result<Connect
         Durability::Full => "FULL",
         Durability::Normal => "NORMAL",
     };
+    // Incremental vacuum first: it can be chosen only before the file has its first
+    // page, and switching to WAL writes that page. On a file that exists it changes
+    // nothing.
     conn.execute_batch(&format!(
-        "PRAGMA journal_mode = WAL;
+        "PRAGMA auto_vacuum = INCREMENTAL;
+         PRAGMA journal_mode = WAL;
          PRAGMA synchronous = {sync};
          PRAGMA wal_autocheckpoint = 0;
          PRAGMA foreign_keys = ON;
@@ -304,15 +308,6 @@ pub(crate) fn open_reader(path: &Path) -> Result<Connection, StoreError> {
 
 /// Brings the schema up to [`SCHEMA_VERSION`] in one transaction.
 pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
-    let pages: i64 = conn
-        .query_row("PRAGMA page_count", [], |row| row.get(0))
-        .during("reading the database size")?;
-    if pages == 0 {
-        // A new file: let compaction hand freed pages back to the file system
-        // (`incremental_vacuum`). It can only be chosen before the first table exists.
-        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL;")
-            .during("choosing incremental vacuum")?;
-    }
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .during("starting the migration")?;

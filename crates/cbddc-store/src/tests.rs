@@ -1556,3 +1556,43 @@ async fn a_local_write_during_a_snapshot_wins_over_a_document_it_brought() {
     );
     store.close().await;
 }
+
+#[tokio::test]
+async fn compaction_hands_the_pages_it_freed_back_to_the_file_system() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), "a").await;
+    let big = format!(r#"{{"x":"{}"}}"#, "y".repeat(200));
+    for batch in 0..20 {
+        let writes = (0..500)
+            .map(|i| LocalWrite::put("c", format!("k{batch}-{i}"), big.clone()))
+            .collect();
+        store.write(writes).await.unwrap();
+    }
+    for batch in 0..20 {
+        let writes = (0..500)
+            .map(|i| LocalWrite::put("c", format!("k{batch}-{i}"), "1"))
+            .collect();
+        store.write(writes).await.unwrap();
+    }
+    let path = crate::database_path(dir.path(), &NodeId::new("a").unwrap());
+    let pages = || -> i64 {
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap()
+    };
+    let before = pages();
+    let vv = store.version_vector().await.unwrap();
+    let outcome = store
+        .compact(cbddc_core::CompactionPlan {
+            horizon: vv.clone(),
+            tombstone_horizon: vv,
+            max_entries: 100_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(outcome.entries, 10_000);
+    // The overwritten values were most of the file: it shrinks to about half.
+    assert!(pages() * 10 < before * 6, "{} pages of {before}", pages());
+}
