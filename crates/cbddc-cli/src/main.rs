@@ -1085,6 +1085,7 @@ fn status_json(status: &proto::StatusResponse) -> Value {
             "retention_ms": c.retention_ms,
             "collectable": c.collectable,
             "collected": c.collected,
+            "field_states": c.field_states,
             "holding_back": c.holding_back,
             "oldest_unacknowledged_peer": (!c.oldest_unacknowledged_peer.is_empty()).then(|| json!({
                 "node_id": c.oldest_unacknowledged_peer,
@@ -1188,6 +1189,12 @@ async fn status(as_json: bool, target: &Target) -> Result<ExitCode> {
             c.holding_back,
             human_ms(c.retention_ms)
         );
+        if c.field_states > 0 {
+            say!(
+                "merging    {} documents keep field states (until every peer holds their writes)",
+                c.field_states
+            );
+        }
         if !c.snapshot_from.is_empty() {
             say!(
                 "snapshot   from {}: {} documents staged",

@@ -1,8 +1,9 @@
-//! Field-level merge of one document (the target of issue "No concurrent edit is lost"):
-//! the state every replica keeps for a document, the writes that change it, and the
-//! merged document it stands for. Not wired into the store yet: a pure engine, so that
-//! its rules are checked on their own (by the property test below) before any format
-//! carries them.
+//! Field-level merge of one document: the state every replica keeps for a document, the
+//! writes that change it, and the merged document it stands for. A pure engine: the
+//! store keeps a state per document a field write reached (`cbddc-store`'s
+//! `field_apply`), the wire carries the writes (`Operation::Merge`), and its rules are
+//! checked on their own by `field_merge_props`. docs/data-model.md gives the rules with
+//! their reasons, docs/protocol.md ("Field entries") the exact merge.
 //!
 //! **Rules.** Every write carries an HLC stamp; a later stamp wins, path by path.
 //! - `put(v)` replaces the document as of its stamp: each field of `v` is set at that
@@ -22,8 +23,8 @@
 //!   its writer saw it*: the increments its writer had applied are folded into what it
 //!   wrote, and increments it had not seen (made concurrently elsewhere) still count on
 //!   top (a removed field reappears holding their sum). A delete of the document, or a
-//!   scalar written over an object that holds counters, drops those counters with the
-//!   rest of what it hides; increments stamped after it count again from 0.
+//!   scalar written over an object that holds counters, drops the increments its writer
+//!   had seen with the rest of what it hides; increments stamped after it count from 0.
 //! - An increment stamped after a delete makes the document exist again, like any write.
 //! - Arrays are single values: a write replaces an array whole.
 

@@ -130,6 +130,9 @@ pub struct StoreStats {
     pub feed_entries: u64,
     /// The oldest position the change feed can resume after (0: every position).
     pub feed_oldest: u64,
+    /// Documents merged field by field that keep a field state (compaction drops a
+    /// state once every peer holds its document's every write, unless it counts).
+    pub field_states: u64,
 }
 
 /// A named consumer of the change feed, as the store keeps it.

@@ -1174,6 +1174,9 @@ pub struct CompactionStatus {
     pub snapshot_from: String,
     #[prost(uint64, tag = "8")]
     pub snapshot_staged: u64,
+    /// Documents merged field by field that keep a field state.
+    #[prost(uint64, tag = "9")]
+    pub field_states: u64,
 }
 
 /// The change feed: what it keeps for its consumers, and its named consumers.

@@ -207,6 +207,7 @@ fn status_to_wire(status: NodeStatus) -> proto::StatusResponse {
             .map(|(p, _)| p.to_string())
             .unwrap_or_default(),
         snapshot_staged: c.snapshot.as_ref().map_or(0, |(_, n)| *n),
+        field_states: c.field_states,
     };
     proto::StatusResponse {
         compaction: Some(compaction),

@@ -629,6 +629,7 @@ impl NodeService {
         let mut compaction = self.sync.compactor().report();
         compaction.collectable = stats.collectable;
         compaction.collected = stats.collected;
+        compaction.field_states = stats.field_states;
         compaction.snapshot = self
             .store
             .snapshot_progress()

@@ -315,6 +315,9 @@ pub(crate) fn stats(conn: &Connection) -> Result<StoreStats, StoreError> {
     let collectable: i64 = conn
         .query_row("SELECT COUNT(*) FROM collectable", [], |r| r.get(0))
         .during("counting collectable entries")?;
+    let field_states: i64 = conn
+        .query_row("SELECT COUNT(*) FROM field_states", [], |r| r.get(0))
+        .during("counting field states")?;
     let collected: Option<String> = conn
         .query_row("SELECT value FROM meta WHERE key = 'collected'", [], |r| {
             r.get(0)
@@ -326,6 +329,7 @@ pub(crate) fn stats(conn: &Connection) -> Result<StoreStats, StoreError> {
         oplog_entries: oplog_entries.max(0) as u64,
         collectable: collectable.max(0) as u64,
         collected: collected.and_then(|c| c.parse().ok()).unwrap_or(0),
+        field_states: field_states.max(0) as u64,
         ..StoreStats::default()
     })
 }

@@ -47,6 +47,8 @@ pub struct CompactionReport {
     pub collected: u64,
     /// A snapshot being received: from whom, and the documents staged so far.
     pub snapshot: Option<(NodeId, u64)>,
+    /// Documents merged field by field that keep a field state.
+    pub field_states: u64,
 }
 
 #[derive(Debug, Default)]
