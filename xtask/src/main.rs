@@ -136,6 +136,20 @@ const COMPARISONS: &[Comparison] = &[
         target: Some(0.75),
     },
     Comparison {
+        label: "catch-up of 100,000 field entries (patches) vs raw SQLite insert of the same rows",
+        group: "catch_up_100k",
+        subject: "node_catch_up_field_entries",
+        baseline: "raw_sqlite_insert",
+        target: Some(0.8),
+    },
+    Comparison {
+        label: "one-field patches of 4 KiB documents (1,000 per call) vs whole puts of them",
+        group: "field_merge",
+        subject: "patch_batch_1000",
+        baseline: "put_batch_1000",
+        target: Some(0.7),
+    },
+    Comparison {
         label: "handshakes/s: protocol 2 (node keys, XXpsk0) vs protocol 1 (cluster key only, NNpsk0)",
         group: "handshake",
         subject: "v2_node_keys_xxpsk0",
@@ -341,7 +355,7 @@ fn workspace_root() -> PathBuf {
 }
 
 /// Every benchmark `cargo xtask bench` runs, in order: (package, bench).
-const BENCHES: [(&str, &str); 14] = [
+const BENCHES: [(&str, &str); 15] = [
     ("cbddc-store", "puts"),
     ("cbddc-net", "handshake"),
     ("cbddc-node", "catch_up"),
@@ -353,6 +367,7 @@ const BENCHES: [(&str, &str); 14] = [
     ("cbddc-node", "compaction"),
     ("cbddc-node", "queries"),
     ("cbddc-node", "index_writes"),
+    ("cbddc-node", "field_merge"),
     ("cbddc-cli", "cluster_cost"),
     ("cbddc-cli", "hostile"),
     ("cbddc-cli", "hosts"),

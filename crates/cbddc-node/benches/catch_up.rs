@@ -1,6 +1,10 @@
 //! A new node catching up with a peer that holds 100,000 documents, beside raw rusqlite
 //! inserting the same 100,000 rows (document + oplog entry) in batches of 1,000 into a
 //! fresh file. Both report documents per second; `cargo xtask bench` prints the ratio.
+//!
+//! The same with field entries: a peer whose 100,000 documents were each written by a
+//! patch (field-level merge in force), so the newcomer merges every entry through a
+//! field state.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod support;
@@ -50,24 +54,100 @@ fn raw_copy(path: &std::path::Path) {
     }
 }
 
+/// A source node named `name` holding 100,000 documents, written as puts or (once
+/// field-level merge is in force) as patches.
+async fn holding(name: &str, dir: &std::path::Path, patches: bool) -> Node {
+    let mut config = PeerNodeConfiguration::new(NodeId::new(name).unwrap(), dir);
+    config.tcp_port = 0;
+    config.cluster_key = "bench".into();
+    let node = Node::start(config).await.unwrap();
+    if patches {
+        let started = Instant::now();
+        while !node
+            .status()
+            .await
+            .unwrap()
+            .features
+            .in_force
+            .contains("field-merge")
+        {
+            assert!(started.elapsed() < Duration::from_secs(30));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    for batch in 0..DOCUMENTS / BATCH {
+        let writes = (0..BATCH)
+            .map(|i| {
+                let key = format!("doc-{:06}", batch * BATCH + i);
+                if patches {
+                    LocalWrite::patch("docs", key, VALUE)
+                } else {
+                    LocalWrite::put("docs", key, VALUE)
+                }
+            })
+            .collect();
+        let written = node.write(writes).await.unwrap();
+        assert_eq!(
+            patches,
+            matches!(written[0].op, cbddc_core::Operation::Merge { .. })
+        );
+    }
+    node
+}
+
+/// Seconds of `iterations` newcomers catching up with the node at `source_address`.
+async fn newcomers(
+    source: &str,
+    source_address: &str,
+    iterations: u64,
+    named: &mut u64,
+) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iterations {
+        let dir = tempfile::tempdir().unwrap();
+        // A fresh data dir is a fresh node key: a new name each time, or the source
+        // (which pinned the last newcomer's key) rightly refuses it.
+        *named += 1;
+        let name = format!("newcomer-{named}");
+        let mut config = PeerNodeConfiguration::new(NodeId::new(name).unwrap(), dir.path());
+        config.tcp_port = 0;
+        config.cluster_key = "bench".into();
+        config.known_peers.push(
+            KnownPeer::new(
+                NodeId::new(source).unwrap(),
+                source_address.to_string(),
+                PeerType::StaticRemote,
+            )
+            .unwrap(),
+        );
+        let start = Instant::now();
+        let node = Node::start(config).await.unwrap();
+        let deadline = start + Duration::from_secs(300);
+        loop {
+            let vv = node.store().version_vector().await.unwrap();
+            if vv.total() >= DOCUMENTS as u64 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "catch-up did not finish in 300 s"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        total += start.elapsed();
+        node.shutdown().await;
+    }
+    total
+}
+
 fn catch_up(c: &mut Criterion) {
     let runtime = support::runtime();
     let source_dir = tempfile::tempdir().unwrap();
-    let source = runtime.block_on(async {
-        let mut config =
-            PeerNodeConfiguration::new(NodeId::new("source").unwrap(), source_dir.path());
-        config.tcp_port = 0;
-        config.cluster_key = "bench".into();
-        let node = Node::start(config).await.unwrap();
-        for batch in 0..DOCUMENTS / BATCH {
-            let writes = (0..BATCH)
-                .map(|i| LocalWrite::put("docs", format!("doc-{:06}", batch * BATCH + i), VALUE))
-                .collect();
-            node.write(writes).await.unwrap();
-        }
-        node
-    });
+    let patched_dir = tempfile::tempdir().unwrap();
+    let source = runtime.block_on(holding("source", source_dir.path(), false));
+    let patched = runtime.block_on(holding("patched", patched_dir.path(), true));
     let source_address = source.local_addr().to_string();
+    let patched_address = patched.local_addr().to_string();
 
     let mut group = c.benchmark_group("catch_up_100k");
     group
@@ -87,52 +167,25 @@ fn catch_up(c: &mut Criterion) {
             total
         })
     });
-    let mut newcomers = 0u64;
+    let mut named = 0u64;
     group.bench_function("node_catch_up", |b| {
         b.iter_custom(|iterations| {
-            runtime.block_on(async {
-                let mut total = Duration::ZERO;
-                for _ in 0..iterations {
-                    let dir = tempfile::tempdir().unwrap();
-                    // A fresh data dir is a fresh node key: a new name each time, or the
-                    // source (which pinned the last newcomer's key) rightly refuses it.
-                    newcomers += 1;
-                    let name = format!("newcomer-{newcomers}");
-                    let mut config =
-                        PeerNodeConfiguration::new(NodeId::new(name).unwrap(), dir.path());
-                    config.tcp_port = 0;
-                    config.cluster_key = "bench".into();
-                    config.known_peers.push(
-                        KnownPeer::new(
-                            NodeId::new("source").unwrap(),
-                            source_address.clone(),
-                            PeerType::StaticRemote,
-                        )
-                        .unwrap(),
-                    );
-                    let start = Instant::now();
-                    let node = Node::start(config).await.unwrap();
-                    let deadline = start + Duration::from_secs(300);
-                    loop {
-                        let vv = node.store().version_vector().await.unwrap();
-                        if vv.total() >= DOCUMENTS as u64 {
-                            break;
-                        }
-                        assert!(
-                            Instant::now() < deadline,
-                            "catch-up did not finish in 300 s"
-                        );
-                        tokio::time::sleep(Duration::from_millis(2)).await;
-                    }
-                    total += start.elapsed();
-                    node.shutdown().await;
-                }
-                total
-            })
+            runtime.block_on(newcomers("source", &source_address, iterations, &mut named))
+        })
+    });
+    group.bench_function("node_catch_up_field_entries", |b| {
+        b.iter_custom(|iterations| {
+            runtime.block_on(newcomers(
+                "patched",
+                &patched_address,
+                iterations,
+                &mut named,
+            ))
         })
     });
     group.finish();
     runtime.block_on(source.shutdown());
+    runtime.block_on(patched.shutdown());
 }
 
 criterion_group!(benches, catch_up);
