@@ -134,3 +134,93 @@ async fn a_rolling_upgrade_under_writes_turns_a_format_on_only_when_every_node_r
         node.stop().await;
     }
 }
+
+async fn has(node: &TestNode, key: &str, value: &str) -> bool {
+    node.node()
+        .get("docs", key)
+        .await
+        .unwrap()
+        .is_some_and(|d| d.value == value)
+}
+
+/// a -- x -- c: a and x read field-level entries, c (an older build) does not. a writes
+/// them (its only peer reads them); x, held back by c, relays a's writes to c only up to
+/// a's first field-level entry: c never reads a patch as a delete, and waits for its
+/// upgrade for the rest of a's writes while x's own still reach it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_field_entry_never_reaches_a_peer_that_cannot_read_it() {
+    let (mut a_config, a_dir) = TestNode::configure("relay-a");
+    let (mut x_config, x_dir) = TestNode::configure("relay-x");
+    let (mut c_config, c_dir) = TestNode::configure("relay-c");
+    let peer = |config: &cbddc_config::PeerNodeConfiguration| {
+        cbddc_core::KnownPeer::new(
+            config.node_id.clone(),
+            format!("127.0.0.1:{}", config.tcp_port),
+            cbddc_core::PeerType::StaticRemote,
+        )
+        .unwrap()
+    };
+    a_config.known_peers = vec![peer(&x_config)];
+    c_config.known_peers = vec![peer(&x_config)];
+    x_config.known_peers = vec![peer(&a_config), peer(&c_config)];
+    let a = TestNode::start(a_config, a_dir).await;
+    let x = TestNode::start(x_config, x_dir).await;
+    let c = TestNode::start_reading_only(c_config, c_dir, &[]).await;
+    let field_merge = cbddc_core::field_merge::FEATURE;
+    wait_until("a to write field-level entries", DEADLINE, || async {
+        a.node()
+            .status()
+            .await
+            .unwrap()
+            .features
+            .in_force
+            .contains(field_merge)
+    })
+    .await;
+
+    a.node().put("docs", "d", r#"{"x":1}"#).await.unwrap();
+    wait_until("the put to reach c", DEADLINE, || {
+        has(&c, "d", r#"{"x":1}"#)
+    })
+    .await;
+    let patch = a.node().patch("docs", "d", r#"{"y":2}"#).await.unwrap();
+    assert!(matches!(patch.op, cbddc_core::Operation::Merge { .. }));
+    wait_until("the patch to reach x", DEADLINE, || {
+        has(&x, "d", r#"{"x":1,"y":2}"#)
+    })
+    .await;
+    x.node().put("docs", "later", "1").await.unwrap();
+    wait_until("x's later write to reach c", DEADLINE, || {
+        has(&c, "later", "1")
+    })
+    .await;
+    // Two rounds of c with x that began after x held the patch.
+    for round in 0..2 {
+        let since = cbddc_core::unix_millis();
+        wait_until(
+            &format!("sync round {round} of c with x"),
+            DEADLINE,
+            || async {
+                c.node().status().await.unwrap().peers.iter().any(|p| {
+                    p.node_id.as_str() == "relay-x" && p.last_exchange_ms.is_some_and(|t| t > since)
+                })
+            },
+        )
+        .await;
+    }
+    assert!(
+        has(&c, "d", r#"{"x":1}"#).await,
+        "c holds the document as before the patch, not deleted"
+    );
+    let held = c.node().store().version_vector().await.unwrap();
+    assert!(held.get(&patch.origin) < patch.seq, "{held:?}");
+    assert!(
+        !x.node()
+            .status()
+            .await
+            .unwrap()
+            .features
+            .in_force
+            .contains(field_merge)
+    );
+}

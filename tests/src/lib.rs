@@ -69,6 +69,25 @@ impl TestNode {
         }
     }
 
+    /// Starts a node as a build that reads exactly `features` (an older release: none).
+    pub async fn start_reading_only(
+        config: PeerNodeConfiguration,
+        dir: tempfile::TempDir,
+        features: &[&str],
+    ) -> Self {
+        let provider = Arc::new(StaticProvider::new(config.clone()).unwrap());
+        let features = features.iter().map(|f| f.to_string()).collect();
+        let node = Node::start_reading(provider.clone(), features)
+            .await
+            .unwrap();
+        Self {
+            config,
+            node: Some(node),
+            provider,
+            _dir: dir,
+        }
+    }
+
     /// Hands the running node a changed configuration (it applies it in the background).
     pub fn reconfigure(&mut self, change: impl FnOnce(&mut PeerNodeConfiguration)) {
         change(&mut self.config);

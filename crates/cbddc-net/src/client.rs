@@ -324,10 +324,16 @@ impl PeerClient {
         coverage: &cbddc_core::Coverage,
         floors: &Floors,
     ) -> Result<PushOutcome, NetError> {
+        // Nothing the peer would misread: entries of a format it lacks wait for it.
+        let (entries, coverage, _) = crate::formats::readable_by(
+            entries.to_vec(),
+            coverage.clone(),
+            &self.remote.build.features,
+        );
         let body = proto::request::Body::Push(proto::PushRequest {
             entries: entries.iter().map(entry_to_wire).collect(),
             floors: floors.digest().to_vec(),
-            coverage: crate::convert::coverage_to_wire(coverage),
+            coverage: crate::convert::coverage_to_wire(&coverage),
         });
         match self.call(body).await? {
             proto::response::Body::Push(ack) => {

@@ -64,6 +64,7 @@ pub mod convert;
 pub mod discovery;
 mod error;
 pub mod floors;
+pub mod formats;
 pub mod identity;
 pub mod liveness;
 mod meter;

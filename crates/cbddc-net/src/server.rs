@@ -92,6 +92,8 @@ pub struct SessionInfo {
     pub peer_eligible: bool,
     /// The collections the peer replicates (every one for tools).
     pub peer_interest: cbddc_core::Interest,
+    /// The formats the peer said it reads (`None` for tools).
+    pub peer_features: Option<std::collections::BTreeSet<String>>,
     /// The peer's socket address.
     pub address: SocketAddr,
     /// Cancelled when the server stops: a handler that waits (a long poll) answers
@@ -380,6 +382,7 @@ async fn handshake(
             .as_ref()
             .map(|p| p.interest.clone())
             .unwrap_or_default(),
+        peer_features: peer.as_ref().map(|p| p.build.features.clone()),
         peer: peer.map(|p| p.node_id),
         address,
         stopping: token.clone(),

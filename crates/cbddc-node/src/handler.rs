@@ -273,14 +273,26 @@ impl NodeHandler {
                 let served = service
                     .serve_pull(session, have, &pull.floors, limits)
                     .await?;
+                let mut page = served.page;
+                if let Some(features) = &session.peer_features {
+                    // Nothing the peer would misread: entries of a format it lacks wait
+                    // for its upgrade (and the page says there is no more meanwhile).
+                    let (entries, coverage, withheld) =
+                        cbddc_net::formats::readable_by(page.entries, page.coverage, features);
+                    if withheld {
+                        tracing::debug!(peer = ?session.peer, "entries in a format the peer cannot read wait for its upgrade");
+                        page.more = false;
+                    }
+                    (page.entries, page.coverage) = (entries, coverage);
+                }
                 Res::Pull(Box::new(proto::PullResponse {
-                    entries: served.page.entries.iter().map(entry_to_wire).collect(),
-                    more: served.page.more,
+                    entries: page.entries.iter().map(entry_to_wire).collect(),
+                    more: page.more,
                     holder: Some(vv_to_wire(&served.holder)),
                     notice: served.notice.unwrap_or_default(),
                     floors: served.floors,
-                    coverage: coverage_to_wire(&served.page.coverage),
-                    behind: served.page.behind,
+                    coverage: coverage_to_wire(&page.coverage),
+                    behind: page.behind,
                 }))
             }
             Req::Snapshot(ask) => {

@@ -683,6 +683,7 @@ mod tests {
             peer_replica: None,
             peer_eligible: false,
             peer_interest: cbddc_core::Interest::all(),
+            peer_features: None,
             address: "127.0.0.1:9".parse().unwrap(),
             stopping: Default::default(),
         }
