@@ -28,6 +28,8 @@
 //! - An increment stamped after a delete makes the document exist again, like any write.
 //! - Arrays are single values: a write replaces an array whole.
 
+mod stored;
+
 use crate::{Hlc, ReplicaId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -167,7 +169,7 @@ pub enum FieldWrite {
 }
 
 /// How a path was last set as a whole.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 enum Set {
     /// A scalar or an array.
     Value(Value),
@@ -179,7 +181,7 @@ enum Set {
 
 /// The increments of one counter path, per replica, and the most any write that set or
 /// removed the path had seen of them (those are folded into what it wrote).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 struct Counter {
     tallies: BTreeMap<ReplicaId, Tally>,
     observed: BTreeMap<ReplicaId, Tally>,
@@ -214,15 +216,11 @@ impl Counter {
 
 /// One path of the document: how it was last set, when it was last merged into as an
 /// object, its fields, and its counter.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 struct Node {
-    #[serde(default, rename = "s", skip_serializing_if = "Option::is_none")]
     set: Option<(Hlc, Set)>,
-    #[serde(default, rename = "m", skip_serializing_if = "Option::is_none")]
     merged: Option<Hlc>,
-    #[serde(default, rename = "f", skip_serializing_if = "BTreeMap::is_empty")]
     fields: BTreeMap<String, Node>,
-    #[serde(default, rename = "c", skip_serializing_if = "Option::is_none")]
     counter: Option<Counter>,
 }
 
@@ -380,7 +378,7 @@ impl Node {
 }
 
 /// What a replica keeps of one document to merge it field by field.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct FieldState {
     root: Node,
 }
@@ -623,16 +621,6 @@ impl FieldState {
             None => state.root.set(stamp, Set::Removed),
         }
         state
-    }
-
-    /// The state as stored beside its document (and carried in snapshots).
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
-    }
-
-    /// A stored or received state; `None` when the text is not one.
-    pub fn from_json(text: &str) -> Option<Self> {
-        serde_json::from_str(text).ok()
     }
 
     /// Whether some path holds a counter (increments, tallied per replica).
@@ -930,22 +918,38 @@ mod tests {
     #[test]
     fn the_state_travels_in_the_form_docs_protocol_md_gives() {
         let mut state = FieldState::default();
-        state.apply(&stamp(1, "a"), &replica("a"), &put(json!({"x": 1})));
+        state.apply(
+            &stamp(1, "a"),
+            &replica("a"),
+            &put(json!({"x": 1, "y": {"z": 2}})),
+        );
         state.apply(&stamp(2, "b"), &replica("b"), &increment("n", 3));
-        let at =
-            |wall_ms: u64, name: &str| json!({"wall_ms": wall_ms, "counter": 0, "replica": name});
+        state.apply(&stamp(3, "a"), &replica("a"), &patch(json!({"x": null})));
         assert_eq!(
             serde_json::from_str::<Value>(&state.to_json()).unwrap(),
-            json!({"root": {
-                "s": [at(1, "a"), "Object"],
-                "m": at(2, "b"),
-                "f": {
-                    "x": {"s": [at(1, "a"), {"Value": 1}]},
-                    "n": {"c": {"tallies": {"b": {"count": 1, "sum": 3}}, "observed": {}}}
+            json!({
+                "r": ["a", "b"],
+                "n": {
+                    "s": [[1, 0, 0], "o"],
+                    "m": [3, 0, 0],
+                    "f": {
+                        "x": {"s": [[3, 0, 0], "x"]},
+                        "y": {"s": [null, "o"], "f": {"z": {"s": [null, {"v": 2}]}}},
+                        "n": {"c": {"t": [[1, 1, 3]], "o": []}}
+                    }
                 }
-            }})
+            })
         );
         assert_eq!(FieldState::from_json(&state.to_json()), Some(state));
+        // A stamp naming no replica of the table, or an elided stamp with none to take.
+        assert_eq!(
+            FieldState::from_json(r#"{"r":[],"n":{"s":[[1,0,0],"o"]}}"#),
+            None
+        );
+        assert_eq!(
+            FieldState::from_json(r#"{"r":[],"n":{"s":[null,"o"]}}"#),
+            None
+        );
     }
 
     #[test]

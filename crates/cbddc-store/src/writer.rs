@@ -725,12 +725,12 @@ impl Writer {
                 .prepare_cached("SELECT value FROM documents WHERE collection = ?1 AND key = ?2")
                 .map_err(sql("preparing to read a document"))?;
             for write in writes {
-                let merges = self
-                    .field_merge
-                    .has_state(conn, &write.collection, &write.key)
-                    .map_err(sql("looking for a field state"))?
-                    || (self.field_merge.in_force
-                        && matches!(write.edit, Edit::Patch(_) | Edit::Increment { .. }));
+                let merges = (self.field_merge.in_force
+                    && matches!(write.edit, Edit::Patch(_) | Edit::Increment { .. }))
+                    || self
+                        .field_merge
+                        .has_state(conn, &write.collection, &write.key)
+                        .map_err(sql("looking for a field state"))?;
                 seq += 1;
                 let hlc = self.clock.tick();
                 let wall = to_i64(hlc.wall_ms, "a clock reading")?;

@@ -1,0 +1,186 @@
+//! The text a field state is kept (and sent in snapshots) as. Stamps name their replica
+//! by its place in a table at the top, and a path set by the same write as the path
+//! holding it (every field of a put) leaves its stamp out: a document only whole writes
+//! made is its JSON and one stamp. See docs/protocol.md, "Field entries".
+
+use super::{Counter, FieldState, Node, Set, Tally};
+use crate::{Hlc, ReplicaId};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// A stamp: wall clock, counter, replica (its place in the table).
+type Stamp = (u64, u32, u32);
+
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    /// The replicas the stamps and tallies name.
+    r: Vec<String>,
+    /// The document's root.
+    n: StoredNode,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct StoredNode {
+    /// The latest set: its stamp (absent: the enclosing path's set stamp) and what it set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    s: Option<(Option<Stamp>, StoredSet)>,
+    /// The latest merge into it as an object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    m: Option<Stamp>,
+    /// Its fields.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    f: BTreeMap<String, StoredNode>,
+    /// Its counter: per replica (count, sum) applied, and observed by sets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    c: Option<StoredCounter>,
+}
+
+#[derive(Serialize, Deserialize)]
+enum StoredSet {
+    #[serde(rename = "v")]
+    Value(Value),
+    #[serde(rename = "o")]
+    Object,
+    #[serde(rename = "x")]
+    Removed,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredCounter {
+    t: Vec<(u32, u64, i64)>,
+    o: Vec<(u32, u64, i64)>,
+}
+
+struct Table {
+    names: Vec<String>,
+    places: BTreeMap<ReplicaId, u32>,
+}
+
+impl Table {
+    fn place(&mut self, replica: &ReplicaId) -> u32 {
+        if let Some(place) = self.places.get(replica) {
+            return *place;
+        }
+        let place = self.names.len() as u32;
+        self.names.push(replica.to_string());
+        self.places.insert(replica.clone(), place);
+        place
+    }
+
+    fn stamp(&mut self, hlc: &Hlc) -> Stamp {
+        (hlc.wall_ms, hlc.counter, self.place(&hlc.replica))
+    }
+
+    fn tallies(&mut self, tallies: &BTreeMap<ReplicaId, Tally>) -> Vec<(u32, u64, i64)> {
+        tallies
+            .iter()
+            .map(|(replica, t)| (self.place(replica), t.count, t.sum))
+            .collect()
+    }
+}
+
+fn store(node: &Node, enclosing: Option<&Hlc>, table: &mut Table) -> StoredNode {
+    let own = node.set.as_ref().map(|(stamp, _)| stamp);
+    StoredNode {
+        s: node.set.as_ref().map(|(stamp, set)| {
+            let stamp = (Some(stamp) != enclosing).then(|| table.stamp(stamp));
+            let set = match set {
+                Set::Value(value) => StoredSet::Value(value.clone()),
+                Set::Object => StoredSet::Object,
+                Set::Removed => StoredSet::Removed,
+            };
+            (stamp, set)
+        }),
+        m: node.merged.as_ref().map(|stamp| table.stamp(stamp)),
+        f: node
+            .fields
+            .iter()
+            .map(|(name, field)| (name.clone(), store(field, own, table)))
+            .collect(),
+        c: node.counter.as_ref().map(|counter| StoredCounter {
+            t: table.tallies(&counter.tallies),
+            o: table.tallies(&counter.observed),
+        }),
+    }
+}
+
+fn load(stored: StoredNode, enclosing: Option<&Hlc>, replicas: &[ReplicaId]) -> Option<Node> {
+    let stamp = |(wall_ms, counter, place): Stamp| -> Option<Hlc> {
+        Some(Hlc {
+            wall_ms,
+            counter,
+            replica: replicas.get(usize::try_from(place).ok()?)?.clone(),
+        })
+    };
+    let tallies = |list: Vec<(u32, u64, i64)>| -> Option<BTreeMap<ReplicaId, Tally>> {
+        list.into_iter()
+            .map(|(place, count, sum)| {
+                Some((
+                    replicas.get(usize::try_from(place).ok()?)?.clone(),
+                    Tally { count, sum },
+                ))
+            })
+            .collect()
+    };
+    let set = match stored.s {
+        None => None,
+        Some((at, set)) => {
+            let at = match at {
+                Some(at) => stamp(at)?,
+                None => enclosing?.clone(),
+            };
+            let set = match set {
+                StoredSet::Value(value) => Set::Value(value),
+                StoredSet::Object => Set::Object,
+                StoredSet::Removed => Set::Removed,
+            };
+            Some((at, set))
+        }
+    };
+    let own = set.as_ref().map(|(at, _)| at.clone());
+    let mut fields = BTreeMap::new();
+    for (name, field) in stored.f {
+        fields.insert(name, load(field, own.as_ref(), replicas)?);
+    }
+    Some(Node {
+        set,
+        merged: match stored.m {
+            Some(m) => Some(stamp(m)?),
+            None => None,
+        },
+        fields,
+        counter: match stored.c {
+            Some(c) => Some(Counter {
+                tallies: tallies(c.t)?,
+                observed: tallies(c.o)?,
+            }),
+            None => None,
+        },
+    })
+}
+
+impl FieldState {
+    /// The state as kept beside its document and sent in snapshots.
+    pub fn to_json(&self) -> String {
+        let mut table = Table {
+            names: Vec::new(),
+            places: BTreeMap::new(),
+        };
+        let n = store(&self.root, None, &mut table);
+        serde_json::to_string(&Stored { r: table.names, n }).unwrap_or_default()
+    }
+
+    /// A kept or received state; `None` when the text is not one.
+    pub fn from_json(text: &str) -> Option<Self> {
+        let stored: Stored = serde_json::from_str(text).ok()?;
+        let replicas: Vec<ReplicaId> = stored
+            .r
+            .iter()
+            .map(|name| ReplicaId::new(name).ok())
+            .collect::<Option<_>>()?;
+        Some(FieldState {
+            root: load(stored.n, None, &replicas)?,
+        })
+    }
+}
