@@ -75,7 +75,8 @@ pub struct Change {
 /// What a write merged field by field left of its document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MergedChange {
-    /// The document after the write, as JSON text; `None` when it does not exist.
+    /// The document as it stands when the feed is read (after this write, and after any
+    /// that followed it), as JSON text; `None` when it does not exist.
     pub document: Option<String>,
     /// The dotted paths whose values the write changed (`""`: the whole document).
     pub paths: Vec<String>,

@@ -858,7 +858,8 @@ pub struct Change {
     /// The entry was merged field by field: `document` and `paths` say what it left.
     #[prost(bool, tag = "3")]
     pub merged: bool,
-    /// The document after a merged entry, as JSON text; absent when it does not exist.
+    /// The document a merged entry changed, as the responder holds it when it answers
+    /// (JSON text); absent when it does not exist.
     #[prost(string, optional, tag = "4")]
     pub document: Option<String>,
     /// The dotted paths a merged entry changed (`""`: the whole document).

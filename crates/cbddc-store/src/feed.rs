@@ -132,16 +132,20 @@ fn page_after(
     let mut stmt = conn
         .prepare_cached(
             "SELECT position, origin, seq, collection, key, value, hlc_wall, hlc_counter, node,
-                    field, merged
+                    field, merged, document
              FROM (
                  SELECT c.position, o.origin, o.seq, o.collection, o.key, o.value, o.hlc_wall,
-                        o.hlc_counter, o.node, o.field, c.merged
+                        o.hlc_counter, o.node, o.field, c.merged,
+                        CASE WHEN c.merged IS NULL THEN NULL ELSE (
+                            SELECT d.value FROM documents d
+                            WHERE d.collection = o.collection AND d.key = o.key
+                        ) END AS document
                  FROM changes c JOIN oplog o ON o.origin = c.origin AND o.seq = c.seq
                  WHERE c.position > ?1 AND c.position <= ?2
                    AND (?3 IS NULL OR o.collection = ?3)
                  UNION ALL
                  SELECT position, origin, seq, collection, key, NULL, hlc_wall, hlc_counter,
-                        node, NULL, NULL
+                        node, NULL, NULL, NULL
                  FROM feed_deletes
                  WHERE position > ?1 AND position <= ?2 AND (?3 IS NULL OR collection = ?3)
              )
@@ -169,13 +173,26 @@ fn page_after(
                     r.get::<_, String>(8)?,
                     r.get::<_, Option<String>>(9)?,
                     r.get::<_, Option<String>>(10)?,
+                    r.get::<_, Option<String>>(11)?,
                 ))
             },
         )
         .during(OP)?;
     for row in rows {
-        let (position, origin, seq, collection, key, value, wall, counter, node, field, merged) =
-            row.during(OP)?;
+        let (
+            position,
+            origin,
+            seq,
+            collection,
+            key,
+            value,
+            wall,
+            counter,
+            node,
+            field,
+            merged,
+            document,
+        ) = row.during(OP)?;
         let entry = oplog_entry(
             replica_id(&origin, OP)?,
             u64::try_from(seq).map_err(|_| corrupt(OP, seq))?,
@@ -186,7 +203,9 @@ fn page_after(
         page.changes.push(Change {
             position: u64::try_from(position).map_err(|_| corrupt(OP, position))?,
             entry,
-            merged: merged.map(|text| merged_change(&text)).transpose()?,
+            merged: merged
+                .map(|text| merged_change(&text, document))
+                .transpose()?,
         });
     }
     if page.changes.len() >= limit
@@ -256,14 +275,11 @@ pub(crate) fn current_state(
     Ok(out)
 }
 
-/// What a merged change left, as `field_apply` records it.
-fn merged_change(text: &str) -> Result<MergedChange, StoreError> {
+/// What a merged change left: the paths `field_apply` recorded, and the document as its
+/// row holds it now.
+fn merged_change(text: &str, document: Option<String>) -> Result<MergedChange, StoreError> {
     const OP: &str = "reading a merged change";
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| corrupt(OP, e))?;
-    let document = match value.get("document") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(document) => Some(document.to_string()),
-    };
     let paths = value
         .get("paths")
         .and_then(serde_json::Value::as_array)

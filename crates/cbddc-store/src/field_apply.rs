@@ -215,7 +215,7 @@ pub(crate) struct Merging<'a> {
 /// What a merge did to its document.
 #[derive(Debug)]
 pub(crate) struct MergeOutcome {
-    /// The document changed (an entry's change was recorded at its position).
+    /// An entry's change was recorded at its position.
     pub changed: bool,
 }
 
@@ -267,13 +267,15 @@ pub(crate) fn write(
     }
     let changed = before != after;
     let entry = matches!(merging.arriving, Arriving::Write { .. });
-    // A position only where a change is recorded: compaction drops the change at the
-    // position queued with an entry.
-    let position = (changed && entry).then_some(merging.position);
     let latest = current
         .held
         .as_ref()
         .is_none_or(|held| merging.stamp > &held.stamp);
+    // An entry that changed the document, or became its latest write, gets a change (as a
+    // whole write that wins does): the feed always holds one for the document's latest
+    // state, whatever compaction collects. A position only where a change is recorded:
+    // compaction drops the change at the position queued with an entry.
+    let position = ((changed || latest) && entry).then_some(merging.position);
     let replica = merging.stamp.replica.as_str();
     let wall = i64::try_from(merging.stamp.wall_ms).unwrap_or(i64::MAX);
     let counter = merging.stamp.counter;
@@ -357,8 +359,8 @@ pub(crate) fn write(
         queue(&merging.seq, replica, position, false)?;
     }
     if let (Some(position), Some(seq)) = (position, merging.seq) {
+        // The paths only: the feed reads the document from its row.
         let merged = serde_json::json!({
-            "document": after,
             "paths": changed_paths(before.as_ref(), after.as_ref()),
         });
         conn.prepare_cached(
@@ -367,5 +369,7 @@ pub(crate) fn write(
         .and_then(|mut s| s.execute(params![position, replica, seq, merged.to_string()]))
         .map_err(sql(OP))?;
     }
-    Ok(MergeOutcome { changed })
+    Ok(MergeOutcome {
+        changed: position.is_some(),
+    })
 }
