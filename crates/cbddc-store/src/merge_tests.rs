@@ -197,7 +197,9 @@ async fn whole_puts_from_a_node_without_the_feature_merge_as_puts_as_of_their_st
     a.write(vec![LocalWrite::patch("c", "k", r#"{"y":2}"#)])
         .await
         .unwrap();
-    // Stamped after the patch: the put replaces the document, the patch's field too.
+    // Once it has the patch, its put is stamped after it: the put replaces the document,
+    // the patch's field too.
+    sync(&a, &old).await;
     old.write(vec![LocalWrite::put("c", "k", r#"{"z":3}"#)])
         .await
         .unwrap();
@@ -380,4 +382,35 @@ async fn once_every_peer_holds_every_write_a_document_keeps_its_row_alone() {
     both_ways(&a, &b).await;
     assert_eq!(document(&a, "k").await, Some(json!({"x":"a","y":"b"})));
     assert_eq!(document(&b, "k").await, Some(json!({"x":"a","y":"b"})));
+}
+
+#[tokio::test]
+async fn a_store_of_some_collections_counts_field_entries_of_others_as_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = merging(dir.path(), "a").await;
+    let part = SqliteStore::open(
+        &dir.path().join("part"),
+        NodeId::new("part").unwrap(),
+        StoreOptions {
+            interest: cbddc_core::Interest::only(["c"]),
+            ..StoreOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    part.raise_features(["field-merge".to_string()].into())
+        .await
+        .unwrap();
+    let entries = a
+        .write(vec![
+            LocalWrite::patch("c", "k", r#"{"x":1}"#),
+            LocalWrite::patch("other", "k", r#"{"y":1}"#),
+            LocalWrite::increment("c", "k", "n", 2),
+        ])
+        .await
+        .unwrap();
+    let outcome = part.apply_remote(entries).await.unwrap();
+    assert_eq!((outcome.applied, outcome.filtered), (2, 1));
+    assert_eq!(document(&part, "k").await, Some(json!({"x":1,"n":2})));
+    assert_eq!(part.get("other", "k").await.unwrap(), None);
 }
