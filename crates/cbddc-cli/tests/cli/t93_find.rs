@@ -162,8 +162,12 @@ fn a_live_query_shows_documents_entering_staying_and_leaving() {
         (Some("o3"), Some("enter")),
         "{entered}"
     );
+    // A field-level patch from the peer: it arrives as what it changed, merged here.
+    wait_until("field-level merge in force on node-b", deadline, || {
+        status_json(pb)["whole_document_edits"] == false
+    });
     assert!(
-        cbddc(&["patch", "orders", "o1", r#"{"n":2}"#], pa)
+        cbddc(&["patch", "orders", "o1", r#"{"n":2}"#], pb)
             .status
             .success()
     );
@@ -173,6 +177,8 @@ fn a_live_query_shows_documents_entering_staying_and_leaving() {
         (Some("o1"), Some("stay")),
         "{stayed}"
     );
+    assert_eq!(stayed["paths"], serde_json::json!(["n"]), "{stayed}");
+    assert_eq!(stayed["value"], serde_json::json!({"status":"open","n":2}));
     assert!(
         cbddc(&["patch", "orders", "o1", r#"{"status":"closed"}"#], pa)
             .status
