@@ -49,11 +49,34 @@ async fn acknowledge_on_c_while_cut_off(nodes: &[TestNode], switch: &Switch) {
         holds_all(c, "before-", 10)
     })
     .await;
+    wait_until("c to write field-level entries", DEADLINE, || async {
+        c.node()
+            .status()
+            .await
+            .unwrap()
+            .features
+            .in_force
+            .contains(cbddc_core::field_merge::FEATURE)
+    })
+    .await;
     switch.cut();
-    // c does not know yet that it is being removed: it acknowledges writes.
+    // c does not know yet that it is being removed: it acknowledges writes, field-level
+    // edits among them, while a edits another field of the same document.
     for write in writes("from-c-", 20) {
         c.node().write(vec![write]).await.unwrap();
     }
+    c.node()
+        .patch("docs", "before-00", r#"{"by_c":true}"#)
+        .await
+        .unwrap();
+    c.node()
+        .increment("docs", "before-01", "n", 5)
+        .await
+        .unwrap();
+    a.node()
+        .patch("docs", "before-00", r#"{"by_a":true}"#)
+        .await
+        .unwrap();
     let next = a
         .node()
         .reconfigure_cluster(vec![node_id("a"), node_id("b")])
@@ -78,6 +101,24 @@ async fn the_writes_of_c_were_handed_over(nodes: &[TestNode]) {
         || async { holds_all(a, "from-c-", 20).await && holds_all(b, "from-c-", 20).await },
     )
     .await;
+    for node in [a, b] {
+        wait_until(
+            "c's field-level edits merged on a and b",
+            DEADLINE,
+            || async {
+                let doc = |key: &'static str| async move {
+                    node.node()
+                        .get("docs", key)
+                        .await
+                        .unwrap()
+                        .map(|d| serde_json::from_str::<serde_json::Value>(&d.value).unwrap())
+                };
+                doc("before-00").await == Some(serde_json::json!({"n":0,"by_a":true,"by_c":true}))
+                    && doc("before-01").await == Some(serde_json::json!({"n":6}))
+            },
+        )
+        .await;
+    }
     wait_until("c reports its hand-over complete", DEADLINE, || async {
         status(c)
             .handover

@@ -160,9 +160,11 @@ fn settle_states(
             seq.and_then(|s| u64::try_from(s).ok())
                 .is_some_and(|s| s <= horizon.get(&r))
         });
-        let counts = cbddc_core::field_merge::FieldState::from_json(state)
-            .is_none_or(|state| state.has_counters());
-        if under && !counts {
+        // Parsed only once it could go.
+        if under
+            && cbddc_core::field_merge::FieldState::from_json(state)
+                .is_some_and(|state| !state.has_counters())
+        {
             settled += drop_state
                 .execute(params![collection, key])
                 .map_err(sql(OP))? as u64;
