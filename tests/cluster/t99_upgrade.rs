@@ -21,13 +21,19 @@ async fn write_some(node: &TestNode, step: usize, acknowledged: &mut BTreeSet<St
     }
 }
 
-/// The nodes holding the format back, as `node` names them, each with the release it
-/// heard from it.
+/// Whether `node` writes the new format.
 async fn writes_format(node: &TestNode) -> bool {
-    let status = node.node().status().await.unwrap();
-    status.features.in_force.contains(FEATURE)
+    writes_feature(node, FEATURE).await
 }
 
+/// Whether `node` writes `feature` (it is in force there).
+async fn writes_feature(node: &TestNode, feature: &str) -> bool {
+    let status = node.node().status().await.unwrap();
+    status.features.in_force.contains(feature)
+}
+
+/// The nodes holding the format back, as `node` names them, each with the release it
+/// heard from it.
 async fn holders(node: &TestNode) -> Option<BTreeSet<(String, Option<String>)>> {
     let status = node.node().status().await.unwrap();
     let pending = status
@@ -167,14 +173,8 @@ async fn a_field_entry_never_reaches_a_peer_that_cannot_read_it() {
     let x = TestNode::start(x_config, x_dir).await;
     let c = TestNode::start_reading_only(c_config, c_dir, &[]).await;
     let field_merge = cbddc_core::field_merge::FEATURE;
-    wait_until("a to write field-level entries", DEADLINE, || async {
-        a.node()
-            .status()
-            .await
-            .unwrap()
-            .features
-            .in_force
-            .contains(field_merge)
+    wait_until("a to write field-level entries", DEADLINE, || {
+        writes_feature(&a, field_merge)
     })
     .await;
 
@@ -214,13 +214,5 @@ async fn a_field_entry_never_reaches_a_peer_that_cannot_read_it() {
     );
     let held = c.node().store().version_vector().await.unwrap();
     assert!(held.get(&patch.origin) < patch.seq, "{held:?}");
-    assert!(
-        !x.node()
-            .status()
-            .await
-            .unwrap()
-            .features
-            .in_force
-            .contains(field_merge)
-    );
+    assert!(!writes_feature(&x, field_merge).await);
 }

@@ -62,18 +62,7 @@ async fn holding(name: &str, dir: &std::path::Path, patches: bool) -> Node {
     config.cluster_key = "bench".into();
     let node = Node::start(config).await.unwrap();
     if patches {
-        let started = Instant::now();
-        while !node
-            .status()
-            .await
-            .unwrap()
-            .features
-            .in_force
-            .contains("field-merge")
-        {
-            assert!(started.elapsed() < Duration::from_secs(30));
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        support::field_merge_in_force(&node).await;
     }
     for batch in 0..DOCUMENTS / BATCH {
         let writes = (0..BATCH)

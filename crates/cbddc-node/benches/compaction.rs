@@ -172,7 +172,7 @@ async fn patched(
     writes: usize,
 ) -> (u64, u64, u64, Vec<Vec<u64>>, Duration) {
     let node = Node::start(config("merger", dir)).await.unwrap();
-    settled(&node, |s| s.features.in_force.contains("field-merge")).await;
+    support::field_merge_in_force(&node).await;
     let mut documents = vec![vec![0u64; MERGED_FIELDS]; keys];
     for chunk in (0..keys).collect::<Vec<_>>().chunks(BATCH) {
         let batch = chunk

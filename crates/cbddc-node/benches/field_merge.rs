@@ -14,7 +14,7 @@ use cbddc_node::Node;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use prost::Message;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const DOCUMENTS: u64 = 10_000;
 const BATCH: u64 = 1_000;
@@ -43,21 +43,7 @@ async fn merging_node(dir: &std::path::Path) -> Node {
     config.cluster_key = "bench-merge".into();
     let node = Node::start(config).await.unwrap();
     // Alone, nobody holds field-level entries back.
-    let started = Instant::now();
-    while !node
-        .status()
-        .await
-        .unwrap()
-        .features
-        .in_force
-        .contains("field-merge")
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "field-merge never in force"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    support::field_merge_in_force(&node).await;
     for batch in 0..DOCUMENTS / BATCH {
         let writes = (0..BATCH)
             .map(|i| LocalWrite::put("docs", key(batch * BATCH + i), document(0)))

@@ -5,9 +5,11 @@
 mod ports;
 pub use ports::free_port;
 
+mod features;
 mod memory;
 mod report;
 mod runtime;
+pub use features::field_merge_in_force;
 pub use memory::{memory_mib, reset_peak_rss};
 pub use report::write_report;
 pub use runtime::runtime;
