@@ -373,3 +373,88 @@ pub(crate) fn write(
         changed: position.is_some(),
     })
 }
+
+/// A local write to a document merged field by field: with field-level entries in
+/// force, the write travels as what it says (a patch, an increment, a put or delete
+/// with the counters it saw); before, resolved into the whole document it makes.
+pub(crate) fn local(
+    conn: &Connection,
+    indexes: &IndexSet,
+    in_force: bool,
+    write: &cbddc_core::LocalWrite,
+    hlc: &cbddc_core::Hlc,
+    (seq, position): (i64, i64),
+) -> Result<Operation, StorageError> {
+    use cbddc_core::field_merge::{self, FieldWrite};
+    let current = read(conn, &write.collection, &write.key)?;
+    let invalid = |e: field_merge::MergeError| {
+        StorageError::Invalid(cbddc_core::CoreError::InvalidValue {
+            reason: format!("{}/{}: {e}", write.collection, write.key),
+        })
+    };
+    let op = if in_force {
+        let field_write = match &write.edit {
+            cbddc_core::Edit::Put(value) => FieldWrite::Put {
+                value: serde_json::from_str(value).map_err(|e| {
+                    StorageError::Invalid(cbddc_core::CoreError::InvalidValue {
+                        reason: format!("it is not valid JSON ({e})"),
+                    })
+                })?,
+                observed: Default::default(),
+            },
+            cbddc_core::Edit::Delete => FieldWrite::Delete {
+                observed: Default::default(),
+            },
+            cbddc_core::Edit::Patch(text) => FieldWrite::Patch {
+                patch: field_merge::parse_patch(text).map_err(invalid)?,
+                observed: Default::default(),
+            },
+            cbddc_core::Edit::Increment { path, by } => FieldWrite::Increment {
+                path: field_merge::parse_path(path).map_err(invalid)?,
+                by: *by,
+            },
+        };
+        match (
+            current.state.prepare(field_write).map_err(invalid)?,
+            &write.edit,
+        ) {
+            (FieldWrite::Put { observed, .. }, cbddc_core::Edit::Put(value))
+                if observed.is_empty() =>
+            {
+                Operation::Put {
+                    value: value.clone(),
+                }
+            }
+            (FieldWrite::Delete { observed }, _) if observed.is_empty() => Operation::Delete,
+            (prepared, _) => Operation::Merge { write: prepared },
+        }
+    } else {
+        let held = current.value().map(|v| v.to_string());
+        match field_merge::resolve_whole(held.as_deref(), &write.edit).map_err(invalid)? {
+            Some(value) => {
+                cbddc_core::validate_json_value(&value)?;
+                Operation::Put { value }
+            }
+            None => Operation::Delete,
+        }
+    };
+    let field_write = as_field_write(&op);
+    self::write(
+        conn,
+        indexes,
+        current,
+        &Merging {
+            collection: &write.collection,
+            key: &write.key,
+            stamp: hlc,
+            seq: Some(seq),
+            position,
+            arriving: Arriving::Write {
+                origin: &hlc.replica,
+                write: &field_write,
+            },
+        },
+        Some(cbddc_core::MAX_VALUE_BYTES),
+    )?;
+    Ok(op)
+}

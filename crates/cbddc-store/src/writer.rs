@@ -739,7 +739,7 @@ impl Writer {
                 let seq_i64 = to_i64(seq, "a sequence number")?;
                 let op = if merges {
                     self.field_merge.any_state = true;
-                    merge_local(
+                    crate::field_apply::local(
                         conn,
                         &self.indexes,
                         self.field_merge.in_force,
@@ -1109,91 +1109,6 @@ impl Writer {
     }
 }
 
-/// Records the collections a database replicates, refusing a configuration that asks it
-/// for more than it ever took (it stepped over those entries).
-/// A local write to a document merged field by field: with field-level entries in
-/// force, the write travels as what it says (a patch, an increment, a put or delete
-/// with the counters it saw); before, resolved into the whole document it makes.
-fn merge_local(
-    conn: &Connection,
-    indexes: &crate::indexes::IndexSet,
-    in_force: bool,
-    write: &LocalWrite,
-    hlc: &cbddc_core::Hlc,
-    (seq, position): (i64, i64),
-) -> Result<Operation, StorageError> {
-    use cbddc_core::field_merge::{self, FieldWrite};
-    let current = crate::field_apply::read(conn, &write.collection, &write.key)?;
-    let invalid = |e: field_merge::MergeError| {
-        StorageError::Invalid(cbddc_core::CoreError::InvalidValue {
-            reason: format!("{}/{}: {e}", write.collection, write.key),
-        })
-    };
-    let op = if in_force {
-        let field_write = match &write.edit {
-            Edit::Put(value) => FieldWrite::Put {
-                value: serde_json::from_str(value).map_err(|e| {
-                    StorageError::Invalid(cbddc_core::CoreError::InvalidValue {
-                        reason: format!("it is not valid JSON ({e})"),
-                    })
-                })?,
-                observed: Default::default(),
-            },
-            Edit::Delete => FieldWrite::Delete {
-                observed: Default::default(),
-            },
-            Edit::Patch(text) => FieldWrite::Patch {
-                patch: field_merge::parse_patch(text).map_err(invalid)?,
-                observed: Default::default(),
-            },
-            Edit::Increment { path, by } => FieldWrite::Increment {
-                path: field_merge::parse_path(path).map_err(invalid)?,
-                by: *by,
-            },
-        };
-        match (
-            current.state.prepare(field_write).map_err(invalid)?,
-            &write.edit,
-        ) {
-            (FieldWrite::Put { observed, .. }, Edit::Put(value)) if observed.is_empty() => {
-                Operation::Put {
-                    value: value.clone(),
-                }
-            }
-            (FieldWrite::Delete { observed }, _) if observed.is_empty() => Operation::Delete,
-            (prepared, _) => Operation::Merge { write: prepared },
-        }
-    } else {
-        let held = current.value().map(|v| v.to_string());
-        match field_merge::resolve_whole(held.as_deref(), &write.edit).map_err(invalid)? {
-            Some(value) => {
-                cbddc_core::validate_json_value(&value)?;
-                Operation::Put { value }
-            }
-            None => Operation::Delete,
-        }
-    };
-    let field_write = crate::field_apply::as_field_write(&op);
-    crate::field_apply::write(
-        conn,
-        indexes,
-        current,
-        &crate::field_apply::Merging {
-            collection: &write.collection,
-            key: &write.key,
-            stamp: hlc,
-            seq: Some(seq),
-            position,
-            arriving: crate::field_apply::Arriving::Write {
-                origin: &hlc.replica,
-                write: &field_write,
-            },
-        },
-        Some(cbddc_core::MAX_VALUE_BYTES),
-    )?;
-    Ok(op)
-}
-
 /// A local write to a document that keeps no field state, as the operation it stores:
 /// a patch or an increment resolved into the whole document it makes of `current` (the
 /// document as stored, earlier writes of the batch included).
@@ -1228,6 +1143,8 @@ fn resolve_whole(
     })
 }
 
+/// Records the collections a database replicates, refusing a configuration that asks it
+/// for more than it ever took (it stepped over those entries).
 pub(crate) fn bind_interest(
     conn: &Connection,
     path: &std::path::Path,
