@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 /// A stamp: wall clock, counter, replica (its place in the table).
 type Stamp = (u64, u32, u32);
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct Stored {
     /// The replicas the stamps and tallies name.
     r: Vec<String>,
@@ -20,7 +20,7 @@ struct Stored {
     n: StoredNode,
 }
 
-#[derive(Serialize, Deserialize, Default)]
+#[derive(Deserialize, Default)]
 struct StoredNode {
     /// The latest set: its stamp (absent: the enclosing path's set stamp) and what it set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -36,7 +36,7 @@ struct StoredNode {
     c: Option<StoredCounter>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 enum StoredSet {
     #[serde(rename = "v")]
     Value(Value),
@@ -52,27 +52,59 @@ struct StoredCounter {
     o: Vec<(u32, u64, i64)>,
 }
 
-struct Table {
-    names: Vec<String>,
-    places: BTreeMap<ReplicaId, u32>,
+/// What [`FieldState::to_json`] writes: the same form as [`Stored`], borrowing the
+/// state's names and values rather than copying them.
+#[derive(Serialize)]
+struct Out<'a> {
+    r: Vec<&'a str>,
+    n: OutNode<'a>,
 }
 
-impl Table {
-    fn place(&mut self, replica: &ReplicaId) -> u32 {
-        if let Some(place) = self.places.get(replica) {
-            return *place;
-        }
-        let place = self.names.len() as u32;
-        self.names.push(replica.to_string());
-        self.places.insert(replica.clone(), place);
-        place
+#[derive(Serialize)]
+struct OutNode<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    s: Option<(Option<Stamp>, OutSet<'a>)>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    m: Option<Stamp>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    f: BTreeMap<&'a str, OutNode<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    c: Option<StoredCounter>,
+}
+
+#[derive(Serialize)]
+enum OutSet<'a> {
+    #[serde(rename = "v")]
+    Value(&'a Value),
+    #[serde(rename = "o")]
+    Object,
+    #[serde(rename = "x")]
+    Removed,
+}
+
+/// The replicas a state names, in the order first met (a state names a few).
+struct Table<'a> {
+    names: Vec<&'a str>,
+}
+
+impl<'a> Table<'a> {
+    fn place(&mut self, replica: &'a ReplicaId) -> u32 {
+        let name = replica.as_str();
+        let place = match self.names.iter().position(|n| *n == name) {
+            Some(place) => place,
+            None => {
+                self.names.push(name);
+                self.names.len() - 1
+            }
+        };
+        u32::try_from(place).unwrap_or(u32::MAX)
     }
 
-    fn stamp(&mut self, hlc: &Hlc) -> Stamp {
+    fn stamp(&mut self, hlc: &'a Hlc) -> Stamp {
         (hlc.wall_ms, hlc.counter, self.place(&hlc.replica))
     }
 
-    fn tallies(&mut self, tallies: &BTreeMap<ReplicaId, Tally>) -> Vec<(u32, u64, i64)> {
+    fn tallies(&mut self, tallies: &'a BTreeMap<ReplicaId, Tally>) -> Vec<(u32, u64, i64)> {
         tallies
             .iter()
             .map(|(replica, t)| (self.place(replica), t.count, t.sum))
@@ -80,15 +112,15 @@ impl Table {
     }
 }
 
-fn store(node: &Node, enclosing: Option<&Hlc>, table: &mut Table) -> StoredNode {
+fn store<'a>(node: &'a Node, enclosing: Option<&Hlc>, table: &mut Table<'a>) -> OutNode<'a> {
     let own = node.set.as_ref().map(|(stamp, _)| stamp);
-    StoredNode {
+    OutNode {
         s: node.set.as_ref().map(|(stamp, set)| {
             let stamp = (Some(stamp) != enclosing).then(|| table.stamp(stamp));
             let set = match set {
-                Set::Value(value) => StoredSet::Value(value.clone()),
-                Set::Object => StoredSet::Object,
-                Set::Removed => StoredSet::Removed,
+                Set::Value(value) => OutSet::Value(value),
+                Set::Object => OutSet::Object,
+                Set::Removed => OutSet::Removed,
             };
             (stamp, set)
         }),
@@ -96,7 +128,7 @@ fn store(node: &Node, enclosing: Option<&Hlc>, table: &mut Table) -> StoredNode 
         f: node
             .fields
             .iter()
-            .map(|(name, field)| (name.clone(), store(field, own, table)))
+            .map(|(name, field)| (name.as_str(), store(field, own, table)))
             .collect(),
         c: node.counter.as_ref().map(|counter| StoredCounter {
             t: table.tallies(&counter.tallies),
@@ -163,12 +195,9 @@ fn load(stored: StoredNode, enclosing: Option<&Hlc>, replicas: &[ReplicaId]) -> 
 impl FieldState {
     /// The state as kept beside its document and sent in snapshots.
     pub fn to_json(&self) -> String {
-        let mut table = Table {
-            names: Vec::new(),
-            places: BTreeMap::new(),
-        };
+        let mut table = Table { names: Vec::new() };
         let n = store(&self.root, None, &mut table);
-        serde_json::to_string(&Stored { r: table.names, n }).unwrap_or_default()
+        serde_json::to_string(&Out { r: table.names, n }).unwrap_or_default()
     }
 
     /// A kept or received state; `None` when the text is not one.
