@@ -242,54 +242,47 @@ fn run(task: Task) -> Result<()> {
 /// -p cbddc-election …` replays it).
 fn sim(seeds: u64) -> Result<()> {
     eprintln!("running the handover simulations over seeds 1..={seeds} (release build)");
-    let started = std::time::Instant::now();
-    let status = Command::new(env!("CARGO"))
-        .current_dir(workspace_root())
-        .args([
-            "test",
-            "--release",
+    release_tests(
+        &[
             "-p",
             "cbddc-election",
             "--lib",
             "handover_sim",
             "--",
             "--nocapture",
-        ])
-        .env("SIM_HANDOVER_SEEDS", seeds.to_string())
-        .status()
-        .context("running cargo test")?;
-    if !status.success() {
-        bail!("a simulation failed: its seed is printed above");
-    }
-    eprintln!(
-        "{seeds} seeds of each simulation passed in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
+        ],
+        ("SIM_HANDOVER_SEEDS", seeds),
+        "a simulation failed: its seed is printed above",
+    )?;
+    eprintln!("{seeds} seeds of each simulation passed");
     let cases = seeds.saturating_mul(20);
     eprintln!(
         "running the field-merge properties over {cases} cases each (five replicas, reordering, duplication, partitions, restarts)"
     );
+    release_tests(
+        &["-p", "cbddc-core", "--lib", "field_merge_props"],
+        ("CBDDC_MERGE_CASES", cases),
+        "a field-merge property failed: proptest printed the smallest case above",
+    )?;
+    eprintln!("{cases} cases of each field-merge property passed");
+    Ok(())
+}
+
+/// Runs `cargo test --release` with `args` and one setting in the environment; says how
+/// long it took, and fails with `failed` if a test did.
+fn release_tests(args: &[&str], (name, value): (&str, u64), failed: &str) -> Result<()> {
     let started = std::time::Instant::now();
     let status = Command::new(env!("CARGO"))
         .current_dir(workspace_root())
-        .args([
-            "test",
-            "--release",
-            "-p",
-            "cbddc-core",
-            "--lib",
-            "field_merge_props",
-        ])
-        .env("CBDDC_MERGE_CASES", cases.to_string())
+        .args(["test", "--release"])
+        .args(args)
+        .env(name, value.to_string())
         .status()
         .context("running cargo test")?;
     if !status.success() {
-        bail!("a field-merge property failed: proptest printed the smallest case above");
+        bail!("{failed}");
     }
-    eprintln!(
-        "{cases} cases of each field-merge property passed in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
+    eprintln!("   in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }
 

@@ -69,6 +69,20 @@ pub struct SqliteStore {
     write: Arc<WriteConnection>,
 }
 
+/// What opening a database reads on the blocking pool, before the writer starts.
+struct Opened {
+    conn: rusqlite::Connection,
+    /// The clock as last persisted.
+    clock: Option<(u64, u32)>,
+    vv: VersionVector,
+    replica: ReplicaId,
+    own: Vec<ReplicaId>,
+    last_change: u64,
+    checkpoint_conn: rusqlite::Connection,
+    indexes: crate::indexes::IndexSet,
+    field_merge: crate::field_apply::FieldMerge,
+}
+
 impl SqliteStore {
     /// Opens (or creates) the database of `node` in `data_dir`.
     ///
@@ -95,7 +109,7 @@ impl SqliteStore {
         let opened = {
             let (path, node, durability) = (path.clone(), node.clone(), options.durability);
             let interest = options.interest.clone();
-            tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+            tokio::task::spawn_blocking(move || -> Result<Opened, StoreError> {
                 let mut conn = schema::open_writer(&path, durability)?;
                 schema::migrate(&mut conn, &path)?;
                 let indexes = crate::indexes::IndexSet::load(&conn)?;
@@ -107,7 +121,7 @@ impl SqliteStore {
                 let last_change = crate::feed::last_position(&conn)?;
                 let checkpoint_conn = rusqlite::Connection::open(&path)
                     .during("opening the checkpoint connection")?;
-                Ok((
+                Ok(Opened {
                     conn,
                     clock,
                     vv,
@@ -115,8 +129,9 @@ impl SqliteStore {
                     own,
                     last_change,
                     checkpoint_conn,
-                    (indexes, field_merge),
-                ))
+                    indexes,
+                    field_merge,
+                })
             })
             .await
             .map_err(|e| StoreError::Corrupt {
@@ -124,16 +139,17 @@ impl SqliteStore {
                 detail: e.to_string(),
             })??
         };
-        let (
+        let Opened {
             conn,
-            stored_clock,
+            clock: stored_clock,
             vv,
             replica,
             own,
             last_change,
             checkpoint_conn,
-            (indexes, field_merge),
-        ) = opened;
+            indexes,
+            field_merge,
+        } = opened;
         let (change_tx, changes) = watch::channel(last_change);
         let mut clock = HybridClock::new(
             replica.clone(),
