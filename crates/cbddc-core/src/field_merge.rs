@@ -708,23 +708,27 @@ impl FieldState {
 /// absent); the root is named `""`. A field that is an object on both sides is compared
 /// field by field, anything else as one value.
 pub fn changed_paths(before: Option<&Value>, after: Option<&Value>) -> Vec<String> {
-    fn walk(
-        before: Option<&Value>,
-        after: Option<&Value>,
-        path: &mut Vec<String>,
+    fn walk<'a>(
+        before: Option<&'a Value>,
+        after: Option<&'a Value>,
+        path: &mut Vec<&'a str>,
         out: &mut Vec<String>,
     ) {
-        match (before, after) {
-            (Some(Value::Object(a)), Some(Value::Object(b))) => {
-                let names: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-                for name in names {
-                    path.push(name.clone());
-                    walk(a.get(name), b.get(name), path, out);
-                    path.pop();
-                }
-            }
-            (a, b) if a == b => {}
-            _ => out.push(path.join(".")),
+        if before == after {
+            return;
+        }
+        let (Some(Value::Object(a)), Some(Value::Object(b))) = (before, after) else {
+            out.push(path.join("."));
+            return;
+        };
+        // Both sides' names in order, each once.
+        let mut names: Vec<&str> = a.keys().chain(b.keys()).map(String::as_str).collect();
+        names.sort_unstable();
+        names.dedup();
+        for name in names {
+            path.push(name);
+            walk(a.get(name), b.get(name), path, out);
+            path.pop();
         }
     }
     let mut out = Vec::new();
@@ -940,7 +944,31 @@ mod tests {
                 }
             })
         );
-        assert_eq!(FieldState::from_json(&state.to_json()), Some(state));
+        assert_eq!(FieldState::from_json(&state.to_json()), Some(state.clone()));
+        // Beside its document, the state leaves out the values the document holds (the
+        // counter's base would stay, as would a value a later write hid).
+        let document = state.value();
+        assert_eq!(document, Some(json!({"y": {"z": 2}, "n": 3})));
+        let kept = state.to_json_beside(document.as_ref());
+        assert_eq!(
+            serde_json::from_str::<Value>(&kept).unwrap()["n"]["f"]["y"]["f"]["z"],
+            json!({"s": [null, "d"]})
+        );
+        assert_eq!(
+            FieldState::from_json_beside(&kept, document.as_ref()),
+            Some(state.clone())
+        );
+        // Compaction reads whether a state keeps counters without its document.
+        assert_eq!(FieldState::stored_has_counters(&kept), Some(true));
+        let plain = FieldState::from_whole(Some(&json!({"x": [{"c": 1}]})), &stamp(1, "a"));
+        assert_eq!(
+            FieldState::stored_has_counters(&plain.to_json()),
+            Some(false)
+        );
+        assert_eq!(FieldState::stored_has_counters("[]"), None);
+        // A value left out that the document lacks.
+        assert_eq!(FieldState::from_json_beside(&kept, Some(&json!({}))), None);
+        assert_eq!(FieldState::from_json(&kept), None);
         // A stamp naming no replica of the table, or an elided stamp with none to take.
         assert_eq!(
             FieldState::from_json(r#"{"r":[],"n":{"s":[[1,0,0],"o"]}}"#),

@@ -246,7 +246,11 @@ impl Run {
             }
             Step::Restart => {
                 let replica = &mut self.replicas[who];
-                replica.state = FieldState::from_json(&replica.state.to_json()).unwrap();
+                // As the store keeps it: the document's text, and the state beside it.
+                let text = replica.state.value().map(|v| v.to_string());
+                let document: Option<Value> = text.map(|t| serde_json::from_str(&t).unwrap());
+                let kept = replica.state.to_json_beside(document.as_ref());
+                replica.state = FieldState::from_json_beside(&kept, document.as_ref()).unwrap();
                 replica.early.clear();
             }
         }

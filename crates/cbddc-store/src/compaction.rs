@@ -161,10 +161,7 @@ fn settle_states(
                 .is_some_and(|s| s <= horizon.get(&r))
         });
         // Parsed only once it could go.
-        if under
-            && cbddc_core::field_merge::FieldState::from_json(state)
-                .is_some_and(|state| !state.has_counters())
-        {
+        if under && cbddc_core::field_merge::FieldState::stored_has_counters(state) == Some(false) {
             settled += drop_state
                 .execute(params![collection, key])
                 .map_err(sql(OP))? as u64;

@@ -102,14 +102,23 @@ pub(crate) const MAX_STATE_BYTES: usize = 8 * cbddc_core::MAX_VALUE_BYTES;
 
 /// A field state that came from a peer (a snapshot's), checked: a message says what is
 /// wrong with it.
-pub(crate) fn parse_state(text: &str) -> Result<FieldState, String> {
+/// `document` is the value sent with it, which holds the values the state leaves out.
+pub(crate) fn parse_state(text: &str, document: Option<&Value>) -> Result<FieldState, String> {
     if text.len() > MAX_STATE_BYTES {
         return Err(format!(
             "its field state is {} bytes; the limit is {MAX_STATE_BYTES} bytes",
             text.len()
         ));
     }
-    FieldState::from_json(text).ok_or_else(|| "its field state is not one".to_string())
+    FieldState::from_json_beside(text, document).ok_or_else(|| {
+        "its field state is not one, or leaves out a value its document lacks".to_string()
+    })
+}
+
+/// A stored or received document's text as JSON; one that is not reads as `null`
+/// (every way in validates it).
+pub(crate) fn parse_document(text: Option<&str>) -> Option<Value> {
+    text.map(|text| serde_json::from_str(text).unwrap_or(Value::Null))
 }
 
 /// A document row as the merge reads it.
@@ -125,12 +134,18 @@ pub(crate) struct Current {
     held: Option<Held>,
     /// The state, or the one its row stands for.
     pub state: FieldState,
+    /// The document its state makes, when it keeps one (its row holds it, written from
+    /// the state).
+    merged: Option<Option<Value>>,
 }
 
 impl Current {
     /// The document as merged now.
     pub(crate) fn value(&self) -> Option<Value> {
-        self.state.value()
+        match &self.merged {
+            Some(document) => document.clone(),
+            None => self.state.value(),
+        }
     }
 }
 
@@ -174,19 +189,24 @@ pub(crate) fn read(
         .query_row(params![collection, key], |r| r.get(0))
         .optional()
         .map_err(sql(OP))?;
-    let state = match (&stored, &held) {
-        (Some(text), _) => FieldState::from_json(text)
-            .ok_or_else(|| corrupt(format!("{collection}/{key}: not a field state")))?,
-        (None, Some(held)) => {
-            let document = held
-                .value
-                .as_deref()
-                .map(|text| serde_json::from_str(text).unwrap_or(Value::Null));
-            FieldState::from_whole(document.as_ref(), &held.stamp)
+    let document = parse_document(held.as_ref().and_then(|h| h.value.as_deref()));
+    let (state, merged) = match (&stored, &held) {
+        (Some(text), _) => {
+            let state = FieldState::from_json_beside(text, document.as_ref()).ok_or_else(|| {
+                corrupt(format!(
+                    "{collection}/{key}: not a field state of the document it is kept with"
+                ))
+            })?;
+            (state, Some(document))
         }
-        (None, None) => FieldState::default(),
+        (None, Some(held)) => (FieldState::from_whole(document.as_ref(), &held.stamp), None),
+        (None, None) => (FieldState::default(), None),
     };
-    Ok(Current { held, state })
+    Ok(Current {
+        held,
+        state,
+        merged,
+    })
 }
 
 /// What reaches a document's state.
@@ -219,17 +239,18 @@ pub(crate) struct MergeOutcome {
     pub changed: bool,
 }
 
+/// Keeps `state` beside `document`, the document it makes.
 fn upsert_state(
     conn: &Connection,
-    collection: &str,
-    key: &str,
+    (collection, key): (&str, &str),
     state: &FieldState,
+    document: Option<&Value>,
 ) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO field_states (collection, key, state) VALUES (?1, ?2, ?3)
          ON CONFLICT (collection, key) DO UPDATE SET state = excluded.state",
     )?
-    .execute(params![collection, key, state.to_json()])
+    .execute(params![collection, key, state.to_json_beside(document)])
     .map(|_| ())
 }
 
@@ -247,7 +268,10 @@ pub(crate) fn write(
 ) -> Result<MergeOutcome, StorageError> {
     const OP: &str = "writing a merged document";
     let (collection, key) = (merging.collection, merging.key);
-    let before = current.state.value();
+    let before = match current.merged.take() {
+        Some(document) => document,
+        None => current.state.value(),
+    };
     match &merging.arriving {
         Arriving::Write { origin, write } => current.state.apply(merging.stamp, origin, write),
         Arriving::State(state) => current.state.join(state),
@@ -333,7 +357,7 @@ pub(crate) fn write(
         })
         .map_err(sql(OP))?;
     }
-    upsert_state(conn, collection, key, &current.state).map_err(sql(OP))?;
+    upsert_state(conn, (collection, key), &current.state, after.as_ref()).map_err(sql(OP))?;
 
     let queue = |seq: &Option<i64>, replica: &str, position: Option<i64>, tombstone: bool| {
         let Some(seq) = seq else { return Ok(()) };

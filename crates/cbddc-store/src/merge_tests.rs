@@ -291,6 +291,41 @@ async fn a_hostile_field_write_is_refused_whole_and_changes_nothing() {
 }
 
 #[tokio::test]
+async fn a_snapshot_state_leaving_out_a_value_its_document_lacks_is_refused_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = merging(dir.path(), "a").await;
+    let newcomer = merging(dir.path(), "newcomer").await;
+    a.write(vec![
+        LocalWrite::put("c", "j", r#"{"x":1}"#),
+        LocalWrite::patch("c", "k", r#"{"x":1,"y":"kept beside"}"#),
+    ])
+    .await
+    .unwrap();
+    let chunk = a
+        .snapshot_chunk(None, PageLimits::default(), cbddc_core::Interest::all())
+        .await
+        .unwrap();
+    let mut documents = chunk.documents;
+    let merged = documents.iter_mut().find(|d| d.key == "k").unwrap();
+    assert!(
+        merged.field_state.as_deref().unwrap().contains(r#""d""#),
+        "the state leaves out what its document holds: {:?}",
+        merged.field_state
+    );
+    merged.value = Some(r#"{"x":1}"#.into());
+    let refused = newcomer
+        .apply_snapshot_chunk(
+            NodeId::new("a").unwrap(),
+            Some(chunk.version_vector.unwrap_or_default()),
+            documents,
+        )
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(newcomer.stats().await.unwrap().documents, 0);
+    assert_eq!(newcomer.snapshot_progress().await.unwrap(), None);
+}
+
+#[tokio::test]
 async fn a_collected_tombstone_takes_its_field_state_with_it() {
     let dir = tempfile::tempdir().unwrap();
     let a = merging(dir.path(), "a").await;

@@ -389,19 +389,16 @@ fn join_document(
     position: i64,
 ) -> Result<bool, StorageError> {
     use cbddc_core::field_merge::FieldState;
+    let document = crate::field_apply::parse_document(doc.value.as_deref());
     let incoming = match &doc.field_state {
-        Some(text) => crate::field_apply::parse_state(text).map_err(|reason| {
-            StorageError::Invalid(cbddc_core::CoreError::InvalidValue {
-                reason: format!("snapshot document {}/{}: {reason}", doc.collection, doc.key),
-            })
-        })?,
-        None => {
-            let document = doc
-                .value
-                .as_deref()
-                .map(|text| serde_json::from_str(text).unwrap_or(serde_json::Value::Null));
-            FieldState::from_whole(document.as_ref(), &doc.hlc)
+        Some(text) => {
+            crate::field_apply::parse_state(text, document.as_ref()).map_err(|reason| {
+                StorageError::Invalid(cbddc_core::CoreError::InvalidValue {
+                    reason: format!("snapshot document {}/{}: {reason}", doc.collection, doc.key),
+                })
+            })?
         }
+        None => FieldState::from_whole(document.as_ref(), &doc.hlc),
     };
     let current = crate::field_apply::read(conn, &doc.collection, &doc.key)?;
     let outcome = crate::field_apply::write(

@@ -53,7 +53,8 @@ impl Validate for SnapshotDocument {
             cbddc_core::validate_json_value(value)?;
         }
         if let Some(state) = &self.field_state {
-            crate::field_apply::parse_state(state).map_err(|reason| {
+            let document = crate::field_apply::parse_document(self.value.as_deref());
+            crate::field_apply::parse_state(state, document.as_ref()).map_err(|reason| {
                 cbddc_core::CoreError::InvalidValue {
                     reason: format!(
                         "snapshot document {}/{}: {reason}",

@@ -1,7 +1,9 @@
 //! The text a field state is kept (and sent in snapshots) as. Stamps name their replica
 //! by its place in a table at the top, and a path set by the same write as the path
-//! holding it (every field of a put) leaves its stamp out: a document only whole writes
-//! made is its JSON and one stamp. See docs/protocol.md, "Field entries".
+//! holding it (every field of a put) leaves its stamp out. Kept beside its document, a
+//! state leaves out the values the document holds (`"d"`): they are read back from it,
+//! so a state costs its stamps, not a second copy of the document. See
+//! docs/protocol.md, "Field entries".
 
 use super::{Counter, FieldState, Node, Set, Tally};
 use crate::{Hlc, ReplicaId};
@@ -44,12 +46,35 @@ enum StoredSet {
     Object,
     #[serde(rename = "x")]
     Removed,
+    /// The value the document holds at this path.
+    #[serde(rename = "d")]
+    InDocument,
 }
 
 #[derive(Serialize, Deserialize)]
 struct StoredCounter {
     t: Vec<(u32, u64, i64)>,
     o: Vec<(u32, u64, i64)>,
+}
+
+/// Only where a stored state keeps counters (see [`FieldState::stored_has_counters`]).
+#[derive(Deserialize)]
+struct Shape {
+    n: ShapeNode,
+}
+
+#[derive(Deserialize)]
+struct ShapeNode {
+    #[serde(default)]
+    f: BTreeMap<String, ShapeNode>,
+    #[serde(default)]
+    c: Option<serde::de::IgnoredAny>,
+}
+
+impl ShapeNode {
+    fn has_counters(&self) -> bool {
+        self.c.is_some() || self.f.values().any(ShapeNode::has_counters)
+    }
 }
 
 /// What [`FieldState::to_json`] writes: the same form as [`Stored`], borrowing the
@@ -80,6 +105,8 @@ enum OutSet<'a> {
     Object,
     #[serde(rename = "x")]
     Removed,
+    #[serde(rename = "d")]
+    InDocument,
 }
 
 /// The replicas a state names, in the order first met (a state names a few).
@@ -112,12 +139,27 @@ impl<'a> Table<'a> {
     }
 }
 
-fn store<'a>(node: &'a Node, enclosing: Option<&Hlc>, table: &mut Table<'a>) -> OutNode<'a> {
+/// The field `name` of `document`, if it is an object holding one.
+fn field<'v>(document: Option<&'v Value>, name: &str) -> Option<&'v Value> {
+    document?.as_object()?.get(name)
+}
+
+/// `node` as stored; `document` is what the document holds at its path (`None`: nothing,
+/// or the state is stored alone), and a value equal to it is left out.
+fn store<'a>(
+    node: &'a Node,
+    enclosing: Option<&Hlc>,
+    document: Option<&Value>,
+    table: &mut Table<'a>,
+) -> OutNode<'a> {
     let own = node.set.as_ref().map(|(stamp, _)| stamp);
     OutNode {
         s: node.set.as_ref().map(|(stamp, set)| {
             let stamp = (Some(stamp) != enclosing).then(|| table.stamp(stamp));
             let set = match set {
+                // A value hidden by a later write, or a counter's base, differs from
+                // what the document shows: it is kept whole.
+                Set::Value(value) if document == Some(value) => OutSet::InDocument,
                 Set::Value(value) => OutSet::Value(value),
                 Set::Object => OutSet::Object,
                 Set::Removed => OutSet::Removed,
@@ -128,7 +170,12 @@ fn store<'a>(node: &'a Node, enclosing: Option<&Hlc>, table: &mut Table<'a>) -> 
         f: node
             .fields
             .iter()
-            .map(|(name, field)| (name.as_str(), store(field, own, table)))
+            .map(|(name, node)| {
+                (
+                    name.as_str(),
+                    store(node, own, field(document, name), table),
+                )
+            })
             .collect(),
         c: node.counter.as_ref().map(|counter| StoredCounter {
             t: table.tallies(&counter.tallies),
@@ -137,7 +184,12 @@ fn store<'a>(node: &'a Node, enclosing: Option<&Hlc>, table: &mut Table<'a>) -> 
     }
 }
 
-fn load(stored: StoredNode, enclosing: Option<&Hlc>, replicas: &[ReplicaId]) -> Option<Node> {
+fn load(
+    stored: StoredNode,
+    enclosing: Option<&Hlc>,
+    document: Option<&Value>,
+    replicas: &[ReplicaId],
+) -> Option<Node> {
     let stamp = |(wall_ms, counter, place): Stamp| -> Option<Hlc> {
         Some(Hlc {
             wall_ms,
@@ -166,6 +218,7 @@ fn load(stored: StoredNode, enclosing: Option<&Hlc>, replicas: &[ReplicaId]) -> 
                 StoredSet::Value(value) => Set::Value(value),
                 StoredSet::Object => Set::Object,
                 StoredSet::Removed => Set::Removed,
+                StoredSet::InDocument => Set::Value(document?.clone()),
             };
             Some((at, set))
         }
@@ -173,7 +226,8 @@ fn load(stored: StoredNode, enclosing: Option<&Hlc>, replicas: &[ReplicaId]) -> 
     let own = set.as_ref().map(|(at, _)| at.clone());
     let mut fields = BTreeMap::new();
     for (name, field) in stored.f {
-        fields.insert(name, load(field, own.as_ref(), replicas)?);
+        let node = load(field, own.as_ref(), self::field(document, &name), replicas)?;
+        fields.insert(name, node);
     }
     Some(Node {
         set,
@@ -193,15 +247,34 @@ fn load(stored: StoredNode, enclosing: Option<&Hlc>, replicas: &[ReplicaId]) -> 
 }
 
 impl FieldState {
-    /// The state as kept beside its document and sent in snapshots.
+    /// The state as text on its own, every value in it.
     pub fn to_json(&self) -> String {
+        self.to_json_beside(None)
+    }
+
+    /// The state as kept beside `document` (the document it makes: [`FieldState::value`])
+    /// and sent with it in snapshots: the values `document` holds are left out.
+    pub fn to_json_beside(&self, document: Option<&Value>) -> String {
         let mut table = Table { names: Vec::new() };
-        let n = store(&self.root, None, &mut table);
+        let n = store(&self.root, None, document, &mut table);
         serde_json::to_string(&Out { r: table.names, n }).unwrap_or_default()
     }
 
-    /// A kept or received state; `None` when the text is not one.
+    /// Whether a stored state (in either form) keeps a counter, read without its
+    /// document; `None` when the text is not a state.
+    pub fn stored_has_counters(text: &str) -> Option<bool> {
+        let shape: Shape = serde_json::from_str(text).ok()?;
+        Some(shape.n.has_counters())
+    }
+
+    /// A state stored on its own; `None` when the text is not one.
     pub fn from_json(text: &str) -> Option<Self> {
+        Self::from_json_beside(text, None)
+    }
+
+    /// A state kept or received beside `document`, which holds the values it leaves out;
+    /// `None` when the text is not one, or leaves out a value `document` lacks.
+    pub fn from_json_beside(text: &str, document: Option<&Value>) -> Option<Self> {
         let stored: Stored = serde_json::from_str(text).ok()?;
         let replicas: Vec<ReplicaId> = stored
             .r
@@ -209,7 +282,7 @@ impl FieldState {
             .map(|name| ReplicaId::new(name).ok())
             .collect::<Option<_>>()?;
         Some(FieldState {
-            root: load(stored.n, None, &replicas)?,
+            root: load(stored.n, None, document, &replicas)?,
         })
     }
 }
