@@ -263,13 +263,6 @@ const WRITER_CACHE_KIB: u32 = 32 * 1024;
 /// The most page cache each read connection keeps (a pool holds up to 8 of them).
 const READER_CACHE_KIB: u32 = 8 * 1024;
 
-/// How much of the database file the write connection reads through a memory map rather
-/// than a system call and a copy per page: a merge reads each document it rewrites. A
-/// read error of the disk then stops the process (SIGBUS) instead of failing the one
-/// write, which changes nothing that was acknowledged: a restart finds every committed
-/// write in the file or the write-ahead log.
-const WRITER_MMAP_BYTES: u64 = 1 << 30;
-
 /// Opens the write connection: WAL, the chosen durability, no automatic checkpoints.
 pub(crate) fn open_writer(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).during("opening the database")?;
@@ -289,8 +282,7 @@ pub(crate) fn open_writer(path: &Path, durability: Durability) -> Result<Connect
          PRAGMA wal_autocheckpoint = 0;
          PRAGMA foreign_keys = ON;
          PRAGMA temp_store = MEMORY;
-         PRAGMA cache_size = -{WRITER_CACHE_KIB};
-         PRAGMA mmap_size = {WRITER_MMAP_BYTES};"
+         PRAGMA cache_size = -{WRITER_CACHE_KIB};"
     ))
     .during("configuring the write connection")?;
     conn.set_prepared_statement_cache_capacity(128);

@@ -236,7 +236,7 @@ pub(crate) fn apply_chunk(
         if merges {
             changed += u64::from(join_document(conn, indexes, doc, position)?);
         } else {
-            plain.push(doc.clone());
+            plain.push(doc);
         }
     }
     changed += write_documents(conn, indexes, &plain, position)
@@ -424,11 +424,11 @@ fn join_document(
 fn write_documents(
     conn: &Connection,
     indexes: &IndexSet,
-    documents: &[SnapshotDocument],
+    documents: &[&SnapshotDocument],
     position: i64,
 ) -> rusqlite::Result<u64> {
     static MULTI: OnceLock<String> = OnceLock::new();
-    let rows: Vec<SnapshotRow<'_>> = documents.iter().map(SnapshotRow::of).collect();
+    let rows: Vec<SnapshotRow<'_>> = documents.iter().map(|doc| SnapshotRow::of(doc)).collect();
     let mut changed = 0;
     let mut values: Vec<&dyn ToSql> = Vec::with_capacity(ROWS * 8);
     let mut tombstone = conn.prepare_cached(QUEUE_TOMBSTONE)?;
