@@ -1,6 +1,7 @@
 use crate::CoreError;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 
 /// Who owns a line of oplog history: one incarnation of a node's database.
 ///
@@ -13,9 +14,12 @@ use std::fmt;
 /// Fresh ids are 32 lowercase hex digits (128 random bits). Histories written before
 /// replica ids existed keep their node id as their replica id, so any 1 to 64 characters
 /// from `A-Z a-z 0-9 . _ -` are accepted. Ordering is byte-wise (it breaks stamp ties).
+///
+/// Every stamp names one, and stamps are copied everywhere (each field of a merged
+/// document keeps its own): a copy shares the text rather than allocating it again.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct ReplicaId(String);
+pub struct ReplicaId(Arc<str>);
 
 impl ReplicaId {
     /// Longest accepted replica id, in bytes.
@@ -26,7 +30,7 @@ impl ReplicaId {
         let value = value.into();
         match crate::node_id::broken_name_rule(&value) {
             Some(reason) => Err(CoreError::InvalidReplicaId { value, reason }),
-            None => Ok(Self(value)),
+            None => Ok(Self(value.into())),
         }
     }
 
@@ -36,12 +40,13 @@ impl ReplicaId {
         getrandom::fill(&mut bytes).map_err(|e| CoreError::Random {
             reason: e.to_string(),
         })?;
-        Ok(Self(bytes.iter().map(|b| format!("{b:02x}")).collect()))
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        Ok(Self(hex.into()))
     }
 
     /// The replica id of a history written before replica ids existed: its node id.
     pub fn legacy(node: &crate::NodeId) -> Self {
-        Self(node.as_str().to_string())
+        Self(node.as_str().into())
     }
 
     /// The id as text.
@@ -64,7 +69,7 @@ impl TryFrom<String> for ReplicaId {
 
 impl From<ReplicaId> for String {
     fn from(id: ReplicaId) -> Self {
-        id.0
+        id.0.to_string()
     }
 }
 
