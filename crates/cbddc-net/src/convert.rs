@@ -17,6 +17,24 @@ fn replica_id(text: &str, field: &'static str) -> Result<core::ReplicaId, NetErr
     })
 }
 
+/// The replica named last in a page being converted: a page's entries and documents
+/// come from a few writers, so most share it rather than check and copy it again.
+#[derive(Default)]
+struct LastReplica(Option<core::ReplicaId>);
+
+impl LastReplica {
+    fn get(&mut self, text: &str, field: &'static str) -> Result<core::ReplicaId, NetError> {
+        if let Some(last) = &self.0
+            && last.as_str() == text
+        {
+            return Ok(last.clone());
+        }
+        let replica = replica_id(text, field)?;
+        self.0 = Some(replica.clone());
+        Ok(replica)
+    }
+}
+
 /// Domain version vector to wire.
 pub fn vv_to_wire(vv: &core::VersionVector) -> proto::VersionVector {
     proto::VersionVector {
@@ -83,6 +101,7 @@ pub fn snapshot_document_to_wire(doc: core::SnapshotDocument) -> proto::Snapshot
 pub fn snapshot_chunk_from_wire(
     chunk: proto::SnapshotResponse,
 ) -> Result<core::SnapshotChunk, NetError> {
+    let mut last = LastReplica::default();
     let documents = chunk
         .documents
         .into_iter()
@@ -91,15 +110,10 @@ pub fn snapshot_chunk_from_wire(
                 detail: "a stamp is missing".into(),
             })?;
             Ok(core::SnapshotDocument {
-                // The wire's text becomes the id: checked, not copied.
                 hlc: core::Hlc {
                     wall_ms: hlc.wall_ms,
                     counter: hlc.counter,
-                    replica: core::ReplicaId::try_from(hlc.node).map_err(|e| {
-                        NetError::Malformed {
-                            detail: format!("stamp replica: {e}"),
-                        }
-                    })?,
+                    replica: last.get(&hlc.node, "stamp replica")?,
                 },
                 collection: doc.collection,
                 key: doc.key,
@@ -240,8 +254,14 @@ pub fn field_write_from_wire(write: proto::FieldWrite) -> Result<FieldWrite, Net
 /// Wire oplog entry to domain, checking every field. An entry without `node` was
 /// written before replica ids: its origin is its writer's node id.
 pub fn entry_from_wire(entry: proto::OplogEntry) -> Result<core::OplogEntry, NetError> {
-    let origin_text = entry.origin.clone();
-    let origin = replica_id(&entry.origin, "entry origin")?;
+    entry_from_wire_after(entry, &mut LastReplica::default())
+}
+
+fn entry_from_wire_after(
+    entry: proto::OplogEntry,
+    last: &mut LastReplica,
+) -> Result<core::OplogEntry, NetError> {
+    let origin = last.get(&entry.origin, "entry origin")?;
     let node = if entry.node.is_empty() {
         node_id(&entry.origin, "entry origin (as the writer's node id)")?
     } else {
@@ -265,8 +285,8 @@ pub fn entry_from_wire(entry: proto::OplogEntry) -> Result<core::OplogEntry, Net
             (Some(_), Some(_)) => {
                 return Err(NetError::Malformed {
                     detail: format!(
-                        "oplog entry {} of {origin_text} carries both a value and a field write",
-                        entry.seq
+                        "oplog entry {} of {} carries both a value and a field write",
+                        entry.seq, entry.origin
                     ),
                 });
             }
@@ -284,7 +304,11 @@ pub fn entry_from_wire(entry: proto::OplogEntry) -> Result<core::OplogEntry, Net
 pub fn entries_from_wire(
     entries: Vec<proto::OplogEntry>,
 ) -> Result<Vec<core::OplogEntry>, NetError> {
-    entries.into_iter().map(entry_from_wire).collect()
+    let mut last = LastReplica::default();
+    entries
+        .into_iter()
+        .map(|entry| entry_from_wire_after(entry, &mut last))
+        .collect()
 }
 
 /// Domain document to wire.
