@@ -235,6 +235,28 @@ fn median(mut samples: Vec<Duration>) -> f64 {
     samples[samples.len() / 2].as_secs_f64() * 1e3
 }
 
+/// A bootstrap of `documents` and raw SQLite storing them, each at its best of `runs`
+/// taken in turns, so that both meet the same disk: its speed drifts by a third within
+/// minutes here, and one sample against one (or against the best of three) made the
+/// ratio a draw of that drift (1.10x to 1.45x at 1,000,000 in five runs of one build).
+/// The memory is the first bootstrap's: later runs find the allocator's memory from
+/// earlier ones and add less.
+fn in_turns(
+    runtime: &tokio::runtime::Runtime,
+    documents: usize,
+    runs: usize,
+) -> (Duration, f64, Duration) {
+    let mut bootstraps = Vec::new();
+    let mut floors = Vec::new();
+    for _ in 0..runs {
+        bootstraps.push(runtime.block_on(newcomer_bootstrap(documents)));
+        floors.push(raw_sqlite_apply(documents));
+    }
+    let peak = bootstraps[0].1;
+    let best = bootstraps.iter().map(|run| run.0).min().unwrap();
+    (best, peak, floors.into_iter().min().unwrap())
+}
+
 fn main() {
     // `cargo test --benches` runs this without --bench: keep that quick.
     let full = std::env::args().any(|a| a == "--bench");
@@ -247,32 +269,9 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    // Each side at its best of 3, bootstrap and raw SQLite alike (one sample against the
-    // best of three made the ratio a draw of the machine's noise), taken in turns so
-    // that both meet the same disk: its speed drifts by a third within minutes here.
-    // The memory is the first run's, at either size: later runs find the allocator's
-    // memory from earlier ones and add less.
-    let mut runs: Vec<(Duration, f64)> = Vec::new();
-    let mut floors = Vec::new();
-    for _ in 0..3 {
-        runs.push(runtime.block_on(newcomer_bootstrap(documents)));
-        floors.push(raw_sqlite_apply(documents));
-    }
-    let bootstrap_peak = runs[0].1;
-    let bootstrap = runs.iter().map(|run| run.0).min().unwrap();
-    let floor = floors.into_iter().min().unwrap();
+    let (bootstrap, bootstrap_peak, floor) = in_turns(&runtime, documents, 3);
     let raw = (0..3).map(|_| raw_copy(documents)).min().unwrap();
-    // The same in turns at 1,000,000, best of 2: one run against one let the disk's
-    // drift decide (1.10x to 1.45x in five runs of the same build).
-    let mut large_runs: Vec<(Duration, f64)> = Vec::new();
-    let mut large_floors = Vec::new();
-    for _ in 0..2 {
-        large_runs.push(runtime.block_on(newcomer_bootstrap(large)));
-        large_floors.push(raw_sqlite_apply(large));
-    }
-    let large_peak = large_runs[0].1;
-    let large_bootstrap = large_runs.iter().map(|run| run.0).min().unwrap();
-    let large_floor = large_floors.into_iter().min().unwrap();
+    let (large_bootstrap, large_peak, large_floor) = in_turns(&runtime, large, 2);
     let (decided, running) = runtime.block_on(reconfigure_rounds(rounds));
     let report = serde_json::json!({
         "documents": documents,
