@@ -1,13 +1,16 @@
 use crate::CoreError;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 
 /// The name of a node: 1 to 64 characters from `A-Z a-z 0-9 . _ -`.
 ///
 /// Ordering is byte-wise lexicographic; the bully election elects the smallest id.
+/// Every oplog entry names its writer's: a copy shares the text rather than allocating
+/// it again.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct NodeId(String);
+pub struct NodeId(Arc<str>);
 
 impl NodeId {
     /// Longest accepted node id, in bytes.
@@ -18,7 +21,7 @@ impl NodeId {
         let value = value.into();
         match broken_name_rule(&value) {
             Some(reason) => Err(CoreError::InvalidNodeId { value, reason }),
-            None => Ok(Self(value)),
+            None => Ok(Self(value.into())),
         }
     }
 
@@ -54,7 +57,7 @@ impl TryFrom<String> for NodeId {
 
 impl From<NodeId> for String {
     fn from(id: NodeId) -> Self {
-        id.0
+        id.0.to_string()
     }
 }
 

@@ -35,6 +35,23 @@ impl LastReplica {
     }
 }
 
+/// The same for the writer's node id of a page's entries.
+#[derive(Default)]
+struct LastNode(Option<core::NodeId>);
+
+impl LastNode {
+    fn get(&mut self, text: &str, field: &'static str) -> Result<core::NodeId, NetError> {
+        if let Some(last) = &self.0
+            && last.as_str() == text
+        {
+            return Ok(last.clone());
+        }
+        let node = node_id(text, field)?;
+        self.0 = Some(node.clone());
+        Ok(node)
+    }
+}
+
 /// Domain version vector to wire.
 pub fn vv_to_wire(vv: &core::VersionVector) -> proto::VersionVector {
     proto::VersionVector {
@@ -254,18 +271,18 @@ pub fn field_write_from_wire(write: proto::FieldWrite) -> Result<FieldWrite, Net
 /// Wire oplog entry to domain, checking every field. An entry without `node` was
 /// written before replica ids: its origin is its writer's node id.
 pub fn entry_from_wire(entry: proto::OplogEntry) -> Result<core::OplogEntry, NetError> {
-    entry_from_wire_after(entry, &mut LastReplica::default())
+    entry_from_wire_after(entry, &mut Default::default())
 }
 
 fn entry_from_wire_after(
     entry: proto::OplogEntry,
-    last: &mut LastReplica,
+    (last_replica, last_node): &mut (LastReplica, LastNode),
 ) -> Result<core::OplogEntry, NetError> {
-    let origin = last.get(&entry.origin, "entry origin")?;
+    let origin = last_replica.get(&entry.origin, "entry origin")?;
     let node = if entry.node.is_empty() {
-        node_id(&entry.origin, "entry origin (as the writer's node id)")?
+        last_node.get(&entry.origin, "entry origin (as the writer's node id)")?
     } else {
-        node_id(&entry.node, "entry node")?
+        last_node.get(&entry.node, "entry node")?
     };
     let out = core::OplogEntry {
         hlc: core::Hlc {
@@ -304,7 +321,7 @@ fn entry_from_wire_after(
 pub fn entries_from_wire(
     entries: Vec<proto::OplogEntry>,
 ) -> Result<Vec<core::OplogEntry>, NetError> {
-    let mut last = LastReplica::default();
+    let mut last = Default::default();
     entries
         .into_iter()
         .map(|entry| entry_from_wire_after(entry, &mut last))
