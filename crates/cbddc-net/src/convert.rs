@@ -17,38 +17,50 @@ fn replica_id(text: &str, field: &'static str) -> Result<core::ReplicaId, NetErr
     })
 }
 
-/// The replica named last in a page being converted: a page's entries and documents
-/// come from a few writers, so most share it rather than check and copy it again.
-#[derive(Default)]
-struct LastReplica(Option<core::ReplicaId>);
+/// An id read from the wire: checked (`parse`), and told apart by its text.
+trait WireId: Clone {
+    fn parse(text: &str, field: &'static str) -> Result<Self, NetError>;
+    fn text(&self) -> &str;
+}
 
-impl LastReplica {
-    fn get(&mut self, text: &str, field: &'static str) -> Result<core::ReplicaId, NetError> {
-        if let Some(last) = &self.0
-            && last.as_str() == text
-        {
-            return Ok(last.clone());
-        }
-        let replica = replica_id(text, field)?;
-        self.0 = Some(replica.clone());
-        Ok(replica)
+impl WireId for core::ReplicaId {
+    fn parse(text: &str, field: &'static str) -> Result<Self, NetError> {
+        replica_id(text, field)
+    }
+    fn text(&self) -> &str {
+        self.as_str()
     }
 }
 
-/// The same for the writer's node id of a page's entries.
-#[derive(Default)]
-struct LastNode(Option<core::NodeId>);
+impl WireId for core::NodeId {
+    fn parse(text: &str, field: &'static str) -> Result<Self, NetError> {
+        node_id(text, field)
+    }
+    fn text(&self) -> &str {
+        self.as_str()
+    }
+}
 
-impl LastNode {
-    fn get(&mut self, text: &str, field: &'static str) -> Result<core::NodeId, NetError> {
+/// The id of a kind named last in a page being converted: a page's entries and documents
+/// come from a few writers, so most share it rather than check and copy it again.
+struct Last<T>(Option<T>);
+
+impl<T> Default for Last<T> {
+    fn default() -> Self {
+        Self(None)
+    }
+}
+
+impl<T: WireId> Last<T> {
+    fn get(&mut self, text: &str, field: &'static str) -> Result<T, NetError> {
         if let Some(last) = &self.0
-            && last.as_str() == text
+            && last.text() == text
         {
             return Ok(last.clone());
         }
-        let node = node_id(text, field)?;
-        self.0 = Some(node.clone());
-        Ok(node)
+        let id = T::parse(text, field)?;
+        self.0 = Some(id.clone());
+        Ok(id)
     }
 }
 
@@ -118,7 +130,7 @@ pub fn snapshot_document_to_wire(doc: core::SnapshotDocument) -> proto::Snapshot
 pub fn snapshot_chunk_from_wire(
     chunk: proto::SnapshotResponse,
 ) -> Result<core::SnapshotChunk, NetError> {
-    let mut last = LastReplica::default();
+    let mut last = Last::<core::ReplicaId>::default();
     let documents = chunk
         .documents
         .into_iter()
@@ -276,7 +288,7 @@ pub fn entry_from_wire(entry: proto::OplogEntry) -> Result<core::OplogEntry, Net
 
 fn entry_from_wire_after(
     entry: proto::OplogEntry,
-    (last_replica, last_node): &mut (LastReplica, LastNode),
+    (last_replica, last_node): &mut (Last<core::ReplicaId>, Last<core::NodeId>),
 ) -> Result<core::OplogEntry, NetError> {
     let origin = last_replica.get(&entry.origin, "entry origin")?;
     let node = if entry.node.is_empty() {

@@ -147,6 +147,14 @@ impl Current {
             None => self.state.value(),
         }
     }
+
+    /// [`Current::value`], taking the document read rather than copying it.
+    fn take_value(&mut self) -> Option<Value> {
+        match self.merged.take() {
+            Some(document) => document,
+            None => self.state.value(),
+        }
+    }
 }
 
 /// Reads `(collection, key)`'s row and state.
@@ -268,10 +276,7 @@ pub(crate) fn write(
 ) -> Result<MergeOutcome, StorageError> {
     const OP: &str = "writing a merged document";
     let (collection, key) = (merging.collection, merging.key);
-    let before = match current.merged.take() {
-        Some(document) => document,
-        None => current.state.value(),
-    };
+    let before = current.take_value();
     match &merging.arriving {
         Arriving::Write { origin, write } => current.state.apply(merging.stamp, origin, write),
         Arriving::State(state) => current.state.join(state),
