@@ -37,6 +37,31 @@ pub(crate) fn multi_row(cache: &'static OnceLock<String>, single: &str) -> &'sta
     })
 }
 
+/// Inserts `rows` by `single`, a one-row `INSERT`: [`ROWS`] at a time through its
+/// multi-row form (kept in `cache`), the last few one by one.
+pub(crate) fn insert_rows<const N: usize>(
+    conn: &Connection,
+    cache: &'static OnceLock<String>,
+    single: &str,
+    rows: &[[&dyn ToSql; N]],
+) -> rusqlite::Result<()> {
+    let mut values: Vec<&dyn ToSql> = Vec::with_capacity(ROWS * N);
+    for chunk in rows.chunks(ROWS) {
+        if chunk.len() == ROWS {
+            values.clear();
+            values.extend(chunk.iter().flatten().copied());
+            conn.prepare_cached(multi_row(cache, single))?
+                .execute(&values[..])?;
+        } else {
+            let mut insert = conn.prepare_cached(single)?;
+            for row in chunk {
+                insert.execute(&row[..])?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Appends the entries to the oplog and writes their documents by last-writer-wins, with
 /// a change for every write that won, the tombstones that won and the entries that lost
 /// queued for compaction. Returns the last winning change's position.
@@ -67,23 +92,9 @@ pub(crate) fn write(
         r.document.columns()
     }
 
-    let mut values: Vec<&dyn ToSql> = Vec::with_capacity(ROWS * 9);
-    for chunk in rows.chunks(ROWS) {
-        let mut insert = if chunk.len() == ROWS {
-            conn.prepare_cached(multi_row(&OPLOG, APPEND_OPLOG))?
-        } else {
-            conn.prepare_cached(APPEND_OPLOG)?
-        };
-        if chunk.len() == ROWS {
-            values.clear();
-            values.extend(chunk.iter().flat_map(oplog_row));
-            insert.execute(&values[..])?;
-        } else {
-            for r in chunk {
-                insert.execute(&oplog_row(r)[..])?;
-            }
-        }
-    }
+    let oplog: Vec<[&dyn ToSql; 9]> = rows.iter().map(oplog_row).collect();
+    insert_rows(conn, &OPLOG, APPEND_OPLOG, &oplog)?;
+    let mut values: Vec<&dyn ToSql> = Vec::with_capacity(ROWS * 8);
 
     // Queued as each write settles: a tombstone a later entry of the page overwrites is
     // then re-queued as merely superseded, in that order.
@@ -136,25 +147,17 @@ pub(crate) fn write(
         .filter(|(_, w)| w.changed())
         .map(|(r, _)| r)
         .collect();
-    for chunk in winners.chunks(ROWS) {
-        if chunk.len() == ROWS {
-            values.clear();
-            values.extend(chunk.iter().flat_map(|r| {
-                [
-                    &r.document.position as &dyn ToSql,
-                    &r.origin,
-                    &r.document.seq,
-                ]
-            }));
-            conn.prepare_cached(multi_row(&CHANGES, RECORD_CHANGE))?
-                .execute(&values[..])?;
-        } else {
-            let mut insert = conn.prepare_cached(RECORD_CHANGE)?;
-            for r in chunk {
-                insert.execute(params![r.document.position, r.origin, r.document.seq])?;
-            }
-        }
-    }
+    let changes: Vec<[&dyn ToSql; 3]> = winners
+        .iter()
+        .map(|r| {
+            [
+                &r.document.position as &dyn ToSql,
+                &r.origin,
+                &r.document.seq,
+            ]
+        })
+        .collect();
+    insert_rows(conn, &CHANGES, RECORD_CHANGE, &changes)?;
 
     Ok(winners.last().map(|r| r.document.position))
 }

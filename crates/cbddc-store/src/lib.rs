@@ -30,6 +30,7 @@
 #![warn(missing_docs)]
 
 mod batch_apply;
+mod batch_merge;
 mod checkpoint;
 mod cluster_records;
 mod compaction;

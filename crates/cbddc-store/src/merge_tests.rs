@@ -449,3 +449,147 @@ async fn a_store_of_some_collections_counts_field_entries_of_others_as_held() {
     assert_eq!(document(&part, "k").await, Some(json!({"x":1,"n":2})));
     assert_eq!(part.get("other", "k").await.unwrap(), None);
 }
+
+/// Every row of the tables a merge writes, as text, in key order.
+fn merged_rows(dir: &std::path::Path, name: &str) -> Vec<String> {
+    let path = crate::database_path(&dir.join(name), &NodeId::new(name).unwrap());
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let mut rows = Vec::new();
+    for query in [
+        "SELECT collection, key, value, hlc_wall, hlc_counter, hlc_node, seq, position
+         FROM documents ORDER BY collection, key",
+        "SELECT collection, key, state FROM field_states ORDER BY collection, key",
+        "SELECT position, origin, seq, merged FROM changes ORDER BY position",
+        "SELECT origin, seq, position, tombstone FROM collectable ORDER BY origin, seq",
+        "SELECT origin, seq, collection, key, value, field FROM oplog ORDER BY origin, seq",
+    ] {
+        let mut statement = conn.prepare(query).unwrap();
+        let columns = statement.column_count();
+        let found = statement
+            .query_map([], |r| {
+                (0..columns)
+                    .map(|i| {
+                        r.get::<_, rusqlite::types::Value>(i)
+                            .map(|v| format!("{v:?}"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .unwrap()
+            .map(|row| row.unwrap().join(" | "))
+            .collect::<Vec<_>>();
+        rows.push(format!("-- {query}"));
+        rows.extend(found);
+    }
+    rows
+}
+
+#[tokio::test]
+async fn a_page_of_field_entries_merged_at_once_leaves_what_one_at_a_time_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = merging(dir.path(), "a").await;
+    let d = merging(dir.path(), "d").await;
+    let at_once = merging(dir.path(), "at-once").await;
+    let one_by_one = merging(dir.path(), "one-by-one").await;
+
+    // What both receivers hold before: documents `a` edits concurrently, one with counters.
+    for i in 0..40 {
+        d.write(vec![LocalWrite::put(
+            "c",
+            format!("held-{i}"),
+            format!(r#"{{"from":"d","i":{i},"keep":true}}"#),
+        )])
+        .await
+        .unwrap();
+    }
+    d.write(vec![LocalWrite::increment("c", "held-0", "n", 3)])
+        .await
+        .unwrap();
+    sync(&d, &at_once).await;
+    sync(&d, &one_by_one).await;
+
+    // `a`'s page mixes documents nobody holds (most of it, as in a catch-up) with
+    // documents the receivers hold, documents the page writes twice, counters and a
+    // delete.
+    for i in 0..150 {
+        let created = format!(r#"{{"i":{i},"addr":{{"zip":"{i}"}}}}"#);
+        a.write(vec![LocalWrite::patch("c", format!("new-{i}"), created)])
+            .await
+            .unwrap();
+        if i % 4 == 0 {
+            let held = format!("held-{}", i / 4);
+            a.write(vec![LocalWrite::patch(
+                "c",
+                held,
+                r#"{"from":"a","keep":null}"#,
+            )])
+            .await
+            .unwrap();
+        }
+        if i % 10 == 0 {
+            let twice = format!("twice-{}", i / 10);
+            a.write(vec![LocalWrite::patch("c", twice.clone(), r#"{"x":1}"#)])
+                .await
+                .unwrap();
+            a.write(vec![LocalWrite::increment("c", twice, "n", 2)])
+                .await
+                .unwrap();
+            a.write(vec![LocalWrite::increment(
+                "c",
+                format!("count-{i}"),
+                "n",
+                -1,
+            )])
+            .await
+            .unwrap();
+        }
+    }
+    a.write(vec![LocalWrite::increment("c", "held-0", "n", 4)])
+        .await
+        .unwrap();
+    a.write(vec![LocalWrite::delete("c", "new-7")])
+        .await
+        .unwrap();
+
+    let theirs = at_once.version_vector().await.unwrap();
+    let page = a
+        .entries_missing_from(
+            theirs,
+            PageLimits {
+                max_entries: 10_000,
+                max_bytes: 64 * 1024 * 1024,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(page.entries.len() > 200, "{} entries", page.entries.len());
+    at_once.apply_remote(page.entries.clone()).await.unwrap();
+    for entry in page.entries {
+        one_by_one.apply_remote(vec![entry]).await.unwrap();
+    }
+
+    assert_eq!(document(&at_once, "held-0").await.unwrap()["n"], json!(7));
+    assert_eq!(
+        document(&at_once, "held-5").await,
+        Some(json!({"from":"a","i":5}))
+    );
+    assert_eq!(
+        document(&at_once, "twice-3").await,
+        Some(json!({"x":1,"n":2}))
+    );
+    assert_eq!(document(&at_once, "new-7").await, None);
+    let (at_once, one_by_one) = (
+        merged_rows(dir.path(), "at-once"),
+        merged_rows(dir.path(), "one-by-one"),
+    );
+    let differing: Vec<_> = at_once
+        .iter()
+        .zip(&one_by_one)
+        .filter(|(a, b)| a != b)
+        .take(5)
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "first rows that differ: {differing:#?}"
+    );
+    assert_eq!(at_once.len(), one_by_one.len());
+}

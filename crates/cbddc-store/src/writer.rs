@@ -2,6 +2,7 @@
 //! commits whatever is queued as one transaction (group commit).
 
 use crate::batch_apply::{self, Applying};
+use crate::batch_merge::{self, MergingEntry};
 use crate::document_write::{DocumentRow, DocumentWriter, Overwrite};
 use crate::error::{SqlContext, StoreError};
 use crate::rows::{APPEND_OPLOG, QUEUE_TOMBSTONE, RECORD_CHANGE, set_meta};
@@ -892,7 +893,7 @@ impl Writer {
                     .has_state(conn, &entry.collection, &entry.key)
                     .map_err(sql("looking for a field state"))?;
             if merges {
-                merging.push((document, entry));
+                merging.push(MergingEntry { document, entry });
             } else {
                 applying.push(Applying {
                     document,
@@ -908,46 +909,8 @@ impl Writer {
         if !merging.is_empty() {
             self.field_merge.any_state = true;
         }
-        for (row, entry) in merging {
-            let (value, field) = entry.op.to_columns();
-            conn.prepare_cached(APPEND_OPLOG)
-                .and_then(|mut s| {
-                    s.execute(params![
-                        entry.origin.as_str(),
-                        row.seq,
-                        entry.collection,
-                        entry.key,
-                        value,
-                        row.wall,
-                        row.counter,
-                        entry.node.as_str(),
-                        field
-                    ])
-                })
-                .map_err(sql("appending to the oplog"))?;
-            let current = crate::field_apply::read(conn, &entry.collection, &entry.key)?;
-            let position = row.position;
-            let merged = crate::field_apply::write(
-                conn,
-                &self.indexes,
-                current,
-                &crate::field_apply::Merging {
-                    collection: &entry.collection,
-                    key: &entry.key,
-                    stamp: &entry.hlc,
-                    seq: Some(row.seq),
-                    position,
-                    arriving: crate::field_apply::Arriving::Write {
-                        origin: &entry.origin,
-                        write: &crate::field_apply::as_field_write(&entry.op),
-                    },
-                },
-                None,
-            )?;
-            if merged.changed {
-                last_changed = Some(last_changed.map_or(position, |l| l.max(position)));
-            }
-        }
+        let merged = batch_merge::write(conn, &self.indexes, &merging)?;
+        last_changed = last_changed.max(merged);
         if let Some(last) = last_changed {
             self.last_change = u64::try_from(last).unwrap_or(self.last_change);
         }

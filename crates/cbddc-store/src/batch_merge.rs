@@ -1,0 +1,250 @@
+//! Writing a page's entries of documents merged field by field. An entry that makes a
+//! document this store does not hold yet (the whole of a newcomer's catch-up) merges
+//! into an empty state, so its row, state and change need no read and go in multi-row
+//! statements, as whole entries do (`batch_apply`); every other entry merges one by one
+//! through its document's state (`field_apply`).
+
+use crate::batch_apply::{ROWS, insert_rows, multi_row};
+use crate::document_write::{DocumentRow, INSERT_DOCUMENT};
+use crate::error::StoreError;
+use crate::field_apply::{self, Arriving, Merging};
+use crate::indexes::IndexSet;
+use crate::rows::{APPEND_OPLOG, QUEUE_TOMBSTONE};
+use cbddc_core::field_merge::{FieldState, FieldWrite, changed_paths};
+use cbddc_core::{Operation, OplogEntry, StorageError};
+use rusqlite::{Connection, ToSql, params};
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::sync::OnceLock;
+
+/// An entry to merge: the document row its stamp and change position make (its value is
+/// the merge's to decide), and the entry.
+pub(crate) struct MergingEntry<'e> {
+    pub document: DocumentRow<'e>,
+    pub entry: &'e OplogEntry,
+}
+
+/// What an entry merged into an empty state makes.
+struct Fresh {
+    /// The document, `None` for a delete.
+    text: Option<String>,
+    state: String,
+    /// The change's `merged` column: every path of the document changed.
+    paths: String,
+}
+
+impl Fresh {
+    fn of(entry: &OplogEntry, write: &FieldWrite) -> Self {
+        let mut state = FieldState::default();
+        state.apply(&entry.hlc, &entry.origin, write);
+        let after = state.value();
+        Fresh {
+            text: after.as_ref().map(serde_json::Value::to_string),
+            state: state.to_json_beside(after.as_ref()),
+            paths: serde_json::json!({ "paths": changed_paths(None, after.as_ref()) }).to_string(),
+        }
+    }
+}
+
+fn sql(operation: &'static str) -> impl FnOnce(rusqlite::Error) -> StorageError {
+    move |source| StoreError::Sqlite { operation, source }.into()
+}
+
+/// Appends the entries to the oplog and merges each into its document, recording a
+/// change for every entry that changed its document. Returns the last such change's
+/// position.
+pub(crate) fn write(
+    conn: &Connection,
+    indexes: &IndexSet,
+    rows: &[MergingEntry<'_>],
+) -> Result<Option<i64>, StorageError> {
+    static OPLOG: OnceLock<String> = OnceLock::new();
+    let columns: Vec<(Option<String>, Option<String>)> =
+        rows.iter().map(|r| r.entry.op.to_columns()).collect();
+    let ids: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r.entry.origin.as_str(), r.entry.node.as_str()))
+        .collect();
+    let oplog: Vec<[&dyn ToSql; 9]> = rows
+        .iter()
+        .zip(&columns)
+        .zip(&ids)
+        .map(|((r, (value, field)), (origin, node))| {
+            let d = &r.document;
+            [
+                origin as &dyn ToSql,
+                &d.seq,
+                &d.collection,
+                &d.key,
+                value,
+                &d.wall,
+                &d.counter,
+                node,
+                field,
+            ]
+        })
+        .collect();
+    insert_rows(conn, &OPLOG, APPEND_OPLOG, &oplog).map_err(sql("appending to the oplog"))?;
+
+    let mut last_changed = None;
+    let created = create(conn, indexes, rows)?;
+    for (r, created) in rows.iter().zip(&created) {
+        if *created {
+            last_changed = Some(r.document.position);
+            continue;
+        }
+        let entry = r.entry;
+        let current = field_apply::read(conn, &entry.collection, &entry.key)?;
+        let merged = field_apply::write(
+            conn,
+            indexes,
+            current,
+            &Merging {
+                collection: &entry.collection,
+                key: &entry.key,
+                stamp: &entry.hlc,
+                seq: Some(r.document.seq),
+                position: r.document.position,
+                arriving: Arriving::Write {
+                    origin: &entry.origin,
+                    write: &field_write(&entry.op),
+                },
+            },
+            None,
+        )?;
+        if merged.changed {
+            last_changed =
+                Some(last_changed.map_or(r.document.position, |l: i64| l.max(r.document.position)));
+        }
+    }
+    Ok(last_changed)
+}
+
+/// Writes the documents that field-level entries create, for each entry of `rows`
+/// whether it did. An entry can create its document when it is the page's only entry
+/// of it and the store holds no row of it, which the insert itself finds out.
+fn create(
+    conn: &Connection,
+    indexes: &IndexSet,
+    rows: &[MergingEntry<'_>],
+) -> Result<Vec<bool>, StorageError> {
+    const OP: &str = "writing documents field-level entries create";
+    static DOCUMENTS: OnceLock<String> = OnceLock::new();
+    static RETURNING: OnceLock<String> = OnceLock::new();
+    static STATES: OnceLock<String> = OnceLock::new();
+    static CHANGES: OnceLock<String> = OnceLock::new();
+    const INSERT_STATE: &str =
+        "INSERT INTO field_states (collection, key, state) VALUES (?1, ?2, ?3)";
+    const RECORD_MERGED_CHANGE: &str =
+        "INSERT INTO changes (position, origin, seq, merged) VALUES (?1, ?2, ?3, ?4)";
+
+    let mut entries_of: HashMap<(&str, &str), u32> = HashMap::with_capacity(rows.len());
+    for r in rows {
+        *entries_of
+            .entry((r.document.collection, r.document.key))
+            .or_default() += 1;
+    }
+    let candidates: Vec<(usize, Fresh)> = rows
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| match &r.entry.op {
+            Operation::Merge { write }
+                if entries_of[&(r.document.collection, r.document.key)] == 1 =>
+            {
+                Some((i, Fresh::of(r.entry, write)))
+            }
+            _ => None,
+        })
+        .collect();
+
+    let mut created = vec![false; rows.len()];
+    let insert_returning = RETURNING.get_or_init(|| {
+        format!(
+            "{} RETURNING collection, key",
+            multi_row(&DOCUMENTS, INSERT_DOCUMENT)
+        )
+    });
+    let mut values: Vec<&dyn ToSql> = Vec::with_capacity(ROWS * 8);
+    for chunk in candidates.chunks(ROWS) {
+        let document = |candidate| document_columns(rows, candidate);
+        if chunk.len() == ROWS {
+            values.clear();
+            values.extend(chunk.iter().flat_map(document));
+            let mut insert = conn.prepare_cached(insert_returning).map_err(sql(OP))?;
+            let inserted: HashSet<(String, String)> = insert
+                .query_map(&values[..], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(sql(OP))?
+                .collect::<Result<_, _>>()
+                .map_err(sql(OP))?;
+            for (i, _) in chunk {
+                let d = &rows[*i].document;
+                created[*i] = inserted.len() == ROWS
+                    || inserted.contains(&(d.collection.to_string(), d.key.to_string()));
+            }
+        } else {
+            let mut insert = conn.prepare_cached(INSERT_DOCUMENT).map_err(sql(OP))?;
+            for candidate in chunk {
+                created[candidate.0] =
+                    insert.execute(&document(candidate)[..]).map_err(sql(OP))? == 1;
+            }
+        }
+    }
+
+    let made: Vec<&(usize, Fresh)> = candidates.iter().filter(|(i, _)| created[*i]).collect();
+    let mut tombstone = conn.prepare_cached(QUEUE_TOMBSTONE).map_err(sql(OP))?;
+    for (i, fresh) in &made {
+        let d = &rows[*i].document;
+        indexes
+            .record(conn, d.collection, d.key, None, fresh.text.as_deref())
+            .map_err(sql(OP))?;
+        if fresh.text.is_none() {
+            // A delete that saw counters, of a document never written here: its tombstone.
+            tombstone
+                .execute(params![d.replica, d.seq, d.position])
+                .map_err(sql(OP))?;
+        }
+    }
+    let states: Vec<[&dyn ToSql; 3]> = made
+        .iter()
+        .map(|(i, fresh)| {
+            let d = &rows[*i].document;
+            [&d.collection as &dyn ToSql, &d.key, &fresh.state]
+        })
+        .collect();
+    insert_rows(conn, &STATES, INSERT_STATE, &states).map_err(sql(OP))?;
+    let changes: Vec<[&dyn ToSql; 4]> = made
+        .iter()
+        .map(|(i, fresh)| {
+            let d = &rows[*i].document;
+            [&d.position as &dyn ToSql, &d.replica, &d.seq, &fresh.paths]
+        })
+        .collect();
+    insert_rows(conn, &CHANGES, RECORD_MERGED_CHANGE, &changes).map_err(sql(OP))?;
+    Ok(created)
+}
+
+/// The documents row a created document takes ([`DocumentRow::columns`] order).
+fn document_columns<'a>(
+    rows: &'a [MergingEntry<'_>],
+    (i, fresh): &'a (usize, Fresh),
+) -> [&'a dyn ToSql; 8] {
+    let d = &rows[*i].document;
+    [
+        &d.collection,
+        &d.key,
+        &fresh.text,
+        &d.wall,
+        &d.counter,
+        &d.replica,
+        &d.seq,
+        &d.position,
+    ]
+}
+
+/// The field-level write an entry's operation is, borrowed where it is one already.
+fn field_write(op: &Operation) -> Cow<'_, FieldWrite> {
+    match op {
+        Operation::Merge { write } => Cow::Borrowed(write),
+        other => Cow::Owned(field_apply::as_field_write(other)),
+    }
+}
