@@ -4,7 +4,9 @@
 //!
 //! The same with field entries: a peer whose 100,000 documents were each written by a
 //! patch (field-level merge in force), so the newcomer merges every entry through a
-//! field state.
+//! field state. Its baseline is raw rusqlite inserting the rows such an entry stores: the
+//! oplog entry (its field write), the document, the document's field state and its
+//! change (with the paths it changed), the same bytes as the node stores.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod support;
@@ -48,6 +50,84 @@ fn raw_copy(path: &std::path::Path) {
                     .unwrap();
                 doc.execute(params!["docs", key, VALUE, seq, 0, "source"])
                     .unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    }
+}
+
+/// The texts a field entry that creates `VALUE` stores: its oplog field column, its
+/// document's field state and its change's paths.
+fn field_rows_texts() -> (String, String, String) {
+    use cbddc_core::field_merge::{FieldState, FieldWrite, changed_paths};
+    let value: serde_json::Value = serde_json::from_str(VALUE).unwrap();
+    let write = FieldWrite::Patch {
+        patch: value.clone(),
+        observed: Default::default(),
+    };
+    let stamp = cbddc_core::Hlc {
+        wall_ms: 1_800_000_000_000,
+        counter: 0,
+        replica: cbddc_core::ReplicaId::new("0123456789abcdef0123456789abcdef").unwrap(),
+    };
+    let mut state = FieldState::default();
+    state.apply(&stamp, &stamp.replica, &write);
+    let document = state.value();
+    assert_eq!(document.as_ref(), Some(&value));
+    let field = cbddc_core::Operation::Merge { write }
+        .to_columns()
+        .1
+        .unwrap();
+    let paths = serde_json::json!({ "paths": changed_paths(None, document.as_ref()) });
+    (
+        field,
+        state.to_json_beside(document.as_ref()),
+        paths.to_string(),
+    )
+}
+
+/// Raw rusqlite inserting what a catch-up of field entries stores, in batches of 1,000.
+fn raw_field_rows(path: &std::path::Path, (field, state, paths): &(String, String, String)) {
+    let mut conn = Connection::open(path).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
+         CREATE TABLE documents (collection TEXT NOT NULL, key TEXT NOT NULL, value TEXT,
+             hlc_wall INTEGER NOT NULL, hlc_counter INTEGER NOT NULL, hlc_node TEXT NOT NULL,
+             seq INTEGER, position INTEGER,
+             PRIMARY KEY (collection, key)) WITHOUT ROWID;
+         CREATE TABLE oplog (origin TEXT NOT NULL, seq INTEGER NOT NULL, collection TEXT NOT NULL,
+             key TEXT NOT NULL, value TEXT, hlc_wall INTEGER NOT NULL, hlc_counter INTEGER NOT NULL,
+             field TEXT, PRIMARY KEY (origin, seq)) WITHOUT ROWID;
+         CREATE TABLE field_states (collection TEXT NOT NULL, key TEXT NOT NULL,
+             state TEXT NOT NULL, PRIMARY KEY (collection, key)) WITHOUT ROWID;
+         CREATE TABLE changes (position INTEGER PRIMARY KEY, origin TEXT NOT NULL,
+             seq INTEGER NOT NULL, merged TEXT);",
+    )
+    .unwrap();
+    for batch in 0..DOCUMENTS / BATCH {
+        let tx = conn.transaction().unwrap();
+        {
+            let mut op = tx
+                .prepare_cached("INSERT INTO oplog VALUES (?1, ?2, ?3, ?4, NULL, ?5, ?6, ?7)")
+                .unwrap();
+            let mut doc = tx
+                .prepare_cached("INSERT INTO documents VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")
+                .unwrap();
+            let mut states = tx
+                .prepare_cached("INSERT INTO field_states VALUES (?1, ?2, ?3)")
+                .unwrap();
+            let mut changes = tx
+                .prepare_cached("INSERT INTO changes VALUES (?1, ?2, ?3, ?4)")
+                .unwrap();
+            for i in 0..BATCH {
+                let seq = (batch * BATCH + i + 1) as i64;
+                let key = format!("doc-{seq:06}");
+                op.execute(params!["source", seq, "docs", key, seq, 0, field])
+                    .unwrap();
+                doc.execute(params!["docs", key, VALUE, seq, 0, "source", seq, seq])
+                    .unwrap();
+                states.execute(params!["docs", key, state]).unwrap();
+                changes.execute(params![seq, "source", seq, paths]).unwrap();
             }
         }
         tx.commit().unwrap();
@@ -151,6 +231,19 @@ fn catch_up(c: &mut Criterion) {
                 let dir = tempfile::tempdir().unwrap();
                 let start = Instant::now();
                 raw_copy(&dir.path().join("raw.db"));
+                total += start.elapsed();
+            }
+            total
+        })
+    });
+    let field_rows = field_rows_texts();
+    group.bench_function("raw_sqlite_insert_field_rows", |b| {
+        b.iter_custom(|iterations| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iterations {
+                let dir = tempfile::tempdir().unwrap();
+                let start = Instant::now();
+                raw_field_rows(&dir.path().join("raw.db"), &field_rows);
                 total += start.elapsed();
             }
             total
