@@ -275,17 +275,15 @@ impl Node {
     }
 
     /// Writes `value` here as a put does: the path replaced as of `stamp`.
-    fn put(&mut self, stamp: &Hlc, value: &Value, path: &mut Vec<String>) {
+    fn put(&mut self, stamp: &Hlc, value: &Value) {
         match value {
             Value::Object(fields) => {
                 self.set(stamp, Set::Object);
                 for (name, value) in fields {
-                    path.push(name.clone());
                     self.fields
                         .entry(name.clone())
                         .or_default()
-                        .put(stamp, value, path);
-                    path.pop();
+                        .put(stamp, value);
                 }
             }
             Value::Null => self.set(stamp, Set::Removed),
@@ -294,17 +292,15 @@ impl Node {
     }
 
     /// Merges `patch` here at `stamp` (RFC 7386, field by field).
-    fn patch(&mut self, stamp: &Hlc, patch: &Map<String, Value>, path: &mut Vec<String>) {
+    fn patch(&mut self, stamp: &Hlc, patch: &Map<String, Value>) {
         self.merged_at(stamp);
         for (name, value) in patch {
-            path.push(name.clone());
             let field = self.fields.entry(name.clone()).or_default();
             match value {
-                Value::Object(inner) => field.patch(stamp, inner, path),
+                Value::Object(inner) => field.patch(stamp, inner),
                 Value::Null => field.set(stamp, Set::Removed),
                 other => field.set(stamp, Set::Value(other.clone())),
             }
-            path.pop();
         }
     }
 
@@ -417,20 +413,19 @@ impl FieldState {
     /// replica that applied the same writes, in any order (each origin's in its order),
     /// holds the same state.
     pub fn apply(&mut self, stamp: &Hlc, replica: &ReplicaId, write: &FieldWrite) {
-        let mut path = Vec::new();
         let observed = match write {
             FieldWrite::Put { value, observed } => {
-                self.root.put(stamp, value, &mut path);
+                self.root.put(stamp, value);
                 observed
             }
             FieldWrite::Patch { patch, observed } => {
                 #[cfg(test)]
                 if broken(Breakage::WholeDocument) {
-                    self.root.put(stamp, patch, &mut path);
+                    self.root.put(stamp, patch);
                     return;
                 }
                 if let Value::Object(fields) = patch {
-                    self.root.patch(stamp, fields, &mut path);
+                    self.root.patch(stamp, fields);
                 }
                 observed
             }
@@ -615,9 +610,8 @@ impl FieldState {
     /// delete) written at `stamp`.
     pub fn from_whole(document: Option<&Value>, stamp: &Hlc) -> Self {
         let mut state = Self::default();
-        let mut path = Vec::new();
         match document {
-            Some(value) => state.root.put(stamp, value, &mut path),
+            Some(value) => state.root.put(stamp, value),
             None => state.root.set(stamp, Set::Removed),
         }
         state

@@ -37,13 +37,33 @@ impl Fresh {
     fn of(entry: &OplogEntry, write: &FieldWrite) -> Self {
         let mut state = FieldState::default();
         state.apply(&entry.hlc, &entry.origin, write);
-        let after = state.value();
+        let made;
+        let after = match write {
+            // A patch that removes nothing makes itself out of nothing: no need to build it.
+            FieldWrite::Patch { patch, .. } if patch.is_object() && !removes_a_field(patch) => {
+                debug_assert_eq!(Some(patch), state.value().as_ref());
+                Some(patch)
+            }
+            _ => {
+                made = state.value();
+                made.as_ref()
+            }
+        };
         Fresh {
-            text: after.as_ref().map(serde_json::Value::to_string),
-            state: state.to_json_beside(after.as_ref()),
-            paths: serde_json::json!({ "paths": changed_paths(None, after.as_ref()) }).to_string(),
+            text: after.map(serde_json::Value::to_string),
+            state: state.to_json_beside(after),
+            paths: serde_json::json!({ "paths": changed_paths(None, after) }).to_string(),
         }
     }
+}
+
+/// Whether a patch sets some field to `null` (removes it), at any depth.
+fn removes_a_field(patch: &serde_json::Value) -> bool {
+    patch.as_object().is_some_and(|fields| {
+        fields
+            .values()
+            .any(|value| value.is_null() || removes_a_field(value))
+    })
 }
 
 fn sql(operation: &'static str) -> impl FnOnce(rusqlite::Error) -> StorageError {
