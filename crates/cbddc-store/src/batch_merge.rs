@@ -14,7 +14,7 @@ use cbddc_core::field_merge::{FieldState, FieldWrite, changed_paths};
 use cbddc_core::{Operation, OplogEntry, StorageError};
 use rusqlite::{Connection, ToSql, params};
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
 /// An entry to merge: the document row its stamp and change position make (its value is
@@ -150,7 +150,6 @@ fn create(
 ) -> Result<Vec<bool>, StorageError> {
     const OP: &str = "writing documents field-level entries create";
     static DOCUMENTS: OnceLock<String> = OnceLock::new();
-    static RETURNING: OnceLock<String> = OnceLock::new();
     static STATES: OnceLock<String> = OnceLock::new();
     static CHANGES: OnceLock<String> = OnceLock::new();
     const INSERT_STATE: &str =
@@ -178,28 +177,18 @@ fn create(
         .collect();
 
     let mut created = vec![false; rows.len()];
-    let insert_returning = RETURNING.get_or_init(|| {
-        format!(
-            "{} RETURNING collection, key",
-            multi_row(&DOCUMENTS, INSERT_DOCUMENT)
-        )
-    });
     let mut values: Vec<&dyn ToSql> = Vec::with_capacity(ROWS * 8);
     for chunk in candidates.chunks(ROWS) {
         let document = |candidate| document_columns(rows, candidate);
         if chunk.len() == ROWS {
             values.clear();
             values.extend(chunk.iter().flat_map(document));
-            let mut insert = conn.prepare_cached(insert_returning).map_err(sql(OP))?;
-            let inserted: HashSet<(String, String)> = insert
-                .query_map(&values[..], |r| Ok((r.get(0)?, r.get(1)?)))
-                .map_err(sql(OP))?
-                .collect::<Result<_, _>>()
+            let inserted = conn
+                .prepare_cached(multi_row(&DOCUMENTS, INSERT_DOCUMENT))
+                .and_then(|mut insert| insert.execute(&values[..]))
                 .map_err(sql(OP))?;
             for (i, _) in chunk {
-                let d = &rows[*i].document;
-                created[*i] = inserted.len() == ROWS
-                    || inserted.contains(&(d.collection.to_string(), d.key.to_string()));
+                created[*i] = inserted == ROWS || holds(conn, &rows[*i].document)?;
             }
         } else {
             let mut insert = conn.prepare_cached(INSERT_DOCUMENT).map_err(sql(OP))?;
@@ -241,6 +230,27 @@ fn create(
         .collect();
     insert_rows(conn, &CHANGES, RECORD_MERGED_CHANGE, &changes).map_err(sql(OP))?;
     Ok(created)
+}
+
+/// Whether the documents row of `document`'s key is the one `document` makes (a
+/// multi-row insert that skipped some rows does not say which): a row written before
+/// holds another write, since every entry applies once.
+fn holds(conn: &Connection, document: &DocumentRow<'_>) -> Result<bool, StorageError> {
+    conn.prepare_cached(
+        "SELECT 1 FROM documents WHERE collection = ?1 AND key = ?2 AND hlc_wall = ?3
+             AND hlc_counter = ?4 AND hlc_node = ?5 AND seq IS ?6",
+    )
+    .and_then(|mut s| {
+        s.exists(params![
+            document.collection,
+            document.key,
+            document.wall,
+            document.counter,
+            document.replica,
+            document.seq
+        ])
+    })
+    .map_err(sql("looking for a document a field-level entry created"))
 }
 
 /// The documents row a created document takes ([`DocumentRow::columns`] order).
