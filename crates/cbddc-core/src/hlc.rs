@@ -114,8 +114,23 @@ impl HybridClock {
 
     /// Checks that `remote` is within the allowed drift, without changing the clock.
     pub fn check(&self, remote: &Hlc) -> Result<(), ClockError> {
+        self.check_all(std::iter::once(remote))
+    }
+
+    /// Checks every stamp of `remotes` (a page, a chunk) against one reading of the time.
+    pub fn check_all<'a>(
+        &self,
+        remotes: impl IntoIterator<Item = &'a Hlc>,
+    ) -> Result<(), ClockError> {
         let now = self.time.now_ms();
         let limit = now.saturating_add(self.max_drift_ms);
+        for remote in remotes {
+            self.check_one(remote, now, limit)?;
+        }
+        Ok(())
+    }
+
+    fn check_one(&self, remote: &Hlc, now: u64, limit: u64) -> Result<(), ClockError> {
         if remote.wall_ms > limit {
             return Err(ClockError::TooFarAhead {
                 origin: remote.replica.clone(),

@@ -17,8 +17,13 @@ impl VersionVector {
         if seq == 0 {
             return;
         }
-        let slot = self.0.entry(origin.clone()).or_insert(0);
-        *slot = (*slot).max(seq);
+        // Held already in all but an origin's first entry: no copy of its id then.
+        match self.0.get_mut(origin) {
+            Some(slot) => *slot = (*slot).max(seq),
+            None => {
+                self.0.insert(origin.clone(), seq);
+            }
+        }
     }
 
     /// Point-wise maximum with `other`.

@@ -577,8 +577,8 @@ impl Writer {
     ) -> Result<Vec<SnapshotDocument>, StorageError> {
         let Checked(documents) = documents;
         let mut kept = Vec::with_capacity(documents.len());
+        self.clock.check_all(documents.iter().map(|doc| &doc.hlc))?;
         for doc in documents {
-            self.clock.check(&doc.hlc)?;
             to_i64(doc.hlc.wall_ms, "a clock reading")?;
             to_i64(doc.seq, "a sequence number")?;
             if doc.hlc.replica == self.replica && doc.seq > self.vv.get(&self.replica) {
@@ -821,6 +821,8 @@ impl Writer {
     ) -> Result<ApplyOutcome, StorageError> {
         // Everything is checked before anything is written: a refused batch changes nothing.
         let Checked(mut entries) = entries;
+        self.clock
+            .check_all(entries.iter().map(|entry| &entry.hlc))?;
         for entry in &entries {
             if entry.origin == self.replica {
                 // Nobody else can hold writes of this opening of the database: forged.
@@ -829,7 +831,6 @@ impl Writer {
                     seq: entry.seq,
                 });
             }
-            self.clock.check(&entry.hlc)?;
             to_i64(entry.seq, "a sequence number")?;
             to_i64(entry.hlc.wall_ms, "a clock reading")?;
         }
