@@ -96,12 +96,8 @@ impl OplogEntry {
             Operation::Put { value } => value.len(),
             Operation::Delete => 0,
             Operation::Merge { write } => match write {
-                FieldWrite::Put { value, observed } => {
-                    value.to_string().len() + 64 * observed.len()
-                }
-                FieldWrite::Patch { patch, observed } => {
-                    patch.to_string().len() + 64 * observed.len()
-                }
+                FieldWrite::Put { value, observed } => json_len(value) + 64 * observed.len(),
+                FieldWrite::Patch { patch, observed } => json_len(patch) + 64 * observed.len(),
                 FieldWrite::Increment { path, .. } => {
                     16 + path.iter().map(String::len).sum::<usize>()
                 }
@@ -128,8 +124,8 @@ impl OplogEntry {
                 };
                 write.check().map_err(|e| invalid(e.to_string()))?;
                 let size = match write {
-                    FieldWrite::Put { value, .. } => value.to_string().len(),
-                    FieldWrite::Patch { patch, .. } => patch.to_string().len(),
+                    FieldWrite::Put { value, .. } => json_len(value),
+                    FieldWrite::Patch { patch, .. } => json_len(patch),
                     _ => 0,
                 };
                 if size > MAX_VALUE_BYTES {
@@ -155,6 +151,24 @@ impl OplogEntry {
         }
         Ok(())
     }
+}
+
+/// The bytes `value` takes as JSON text, counted without writing it out.
+fn json_len(value: &serde_json::Value) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Writing to a counter cannot fail, nor can a `Value` fail to serialize.
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.0
 }
 
 /// A live document as a store returns it.
