@@ -192,13 +192,10 @@ pub(crate) fn apply_chunk(
         },
     };
     let from = progress.after.clone();
+    let mut last = from.as_ref().map(|(c, k)| (c.as_str(), k.as_str()));
     for doc in documents {
         let place = (doc.collection.as_str(), doc.key.as_str());
-        if progress
-            .after
-            .as_ref()
-            .is_some_and(|(c, k)| place <= (c.as_str(), k.as_str()))
-        {
+        if last.is_some_and(|last| place <= last) {
             return Err(StorageError::Invalid(cbddc_core::CoreError::InvalidValue {
                 reason: format!(
                     "snapshot document {}/{} is out of order",
@@ -206,12 +203,15 @@ pub(crate) fn apply_chunk(
                 ),
             }));
         }
-        progress.after = Some((doc.collection.clone(), doc.key.clone()));
+        last = Some(place);
         progress.staged += 1;
         let stamp = (doc.hlc.wall_ms, doc.hlc.counter);
         if progress.latest.is_none_or(|latest| stamp > latest) {
             progress.latest = Some(stamp);
         }
+    }
+    if let Some(last) = documents.last() {
+        progress.after = Some((last.collection.clone(), last.key.clone()));
     }
     // Before this chunk's own rows exist: a receiver that held nothing there reads nothing.
     let mut changed = match &progress.after {
