@@ -37,7 +37,8 @@ const MAX_PAGES_PER_ROUND: usize = 1_000;
 const MAX_SNAPSHOTS_PER_ROUND: usize = 2;
 /// A snapshot chunk holds at most this many documents...
 const SNAPSHOT_DOCUMENTS: usize = 8_192;
-/// The first chunk holds fewer, so that applying starts while the rest travel.
+/// The first chunk holds fewer, so that applying starts while the rest travel; each next
+/// one holds twice as many, up to [`SNAPSHOT_DOCUMENTS`].
 const FIRST_SNAPSHOT_DOCUMENTS: usize = 1_024;
 /// ...and about this many bytes.
 const SNAPSHOT_BYTES: usize = 4 * 1024 * 1024;
@@ -660,16 +661,15 @@ async fn fetch_snapshot(ctx: &SyncContext, client: &mut PeerClient) -> Result<u6
     let fetch = async {
         // Dropped when fetching ends, which ends applying.
         let chunks = chunks;
-        for _ in 0..MAX_SNAPSHOT_CHUNKS {
+        for round in 0..MAX_SNAPSHOT_CHUNKS {
             let first = after.is_none();
-            // A small first chunk starts the writer early; the rest are full.
-            let limits = if first {
-                PageLimits {
-                    max_entries: FIRST_SNAPSHOT_DOCUMENTS,
-                    ..limits
-                }
-            } else {
-                limits
+            // A small first chunk starts the writer early; the next ones double up to full
+            // size, each read ahead by the source while the one before is written.
+            let limits = PageLimits {
+                max_entries: FIRST_SNAPSHOT_DOCUMENTS
+                    .saturating_mul(1 << round.min(16))
+                    .min(limits.max_entries),
+                ..limits
             };
             let chunk = client.snapshot_chunk(after.as_ref(), limits).await?;
             let vv = match (first, chunk.version_vector) {

@@ -47,10 +47,14 @@ impl SnapshotReadAhead {
         let ready = {
             let mut ahead = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
             ahead.retain(|a| a.since.elapsed() < KEPT);
+            // A chunk read within smaller limits is still an answer (any chunk may hold
+            // fewer documents than asked): a puller whose chunks grow gets the one read
+            // ahead at once, and the next is read ahead within its new limits.
             let found = ahead.iter().position(|a| {
                 a.puller == puller
                     && Some(&a.after) == after.as_ref()
-                    && a.limits == limits
+                    && a.limits.max_entries <= limits.max_entries
+                    && a.limits.max_bytes <= limits.max_bytes
                     && a.wanted == wanted
             });
             found.map(|i| ahead.swap_remove(i))
