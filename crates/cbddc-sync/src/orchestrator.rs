@@ -10,7 +10,9 @@
 
 use crate::peers::PeerBook;
 use cbddc_core::PeerType;
-use cbddc_core::{DocumentStore, KnownPeer, NodeId, OplogEntry, PageLimits, VersionVector};
+use cbddc_core::{
+    ApplyOutcome, DocumentStore, KnownPeer, NodeId, OplogEntry, PageLimits, VersionVector,
+};
 use cbddc_net::{ClientSettings, ClusterKey, LocalIdentity, NetError, PeerClient};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -502,6 +504,32 @@ async fn catch_up(ctx: &SyncContext, client: &mut PeerClient) -> Result<(), Sync
     Ok(())
 }
 
+/// A page handed to the store, being checked and applied.
+type Applying = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<ApplyOutcome, cbddc_core::StorageError>> + Send>,
+>;
+
+/// Runs `work` to its end while `applying` (if any) goes on beside it; `applying`'s
+/// outcome, if it ended meanwhile, is kept in `ended`.
+async fn beside<T>(
+    work: impl std::future::Future<Output = T>,
+    applying: &mut Option<Applying>,
+    ended: &mut Option<Result<ApplyOutcome, cbddc_core::StorageError>>,
+) -> T {
+    tokio::pin!(work);
+    loop {
+        let running = applying.as_mut().filter(|_| ended.is_none());
+        tokio::select! {
+            // The earlier page first: it reaches the store's queue before the later one.
+            biased;
+            outcome = async { running?.await.into() }, if running.is_some() => {
+                *ended = outcome;
+            }
+            done = &mut work => return done,
+        }
+    }
+}
+
 /// Pulls and applies, from our own version vector, until the peer has nothing more (at
 /// most [`MAX_PAGES_PER_ROUND`] pages). Returns the peer's version vector and the number
 /// of entries applied.
@@ -512,15 +540,18 @@ async fn pull_missing(
     let mut holder = VersionVector::default();
     let mut applied = 0;
     let mut snapshots = 0;
-    // The next page is asked for while the last one is applied (in the same task):
-    // `have` runs ahead of the store by what was handed to it. A page the store could not
-    // take whole (an entry after a gap) sends the round back to the store's own vector.
+    // Pages are asked for while earlier ones are applied: `have` runs ahead of the store
+    // by what was handed to it. Up to two pages are in the store's hands at once, so the
+    // later one is checked while the writer applies the earlier (the store takes them in
+    // the order handed: an entry after one it lacks is skipped, never misapplied). A page
+    // the store could not take whole (an entry after a gap) sends the round back to the
+    // store's own vector.
     let mut have = ctx.store.version_vector().await?;
-    let mut handed: Option<(Vec<OplogEntry>, cbddc_core::Coverage)> = None;
-    let store = ctx.store.clone();
-    let apply = async |handed: Option<(Vec<OplogEntry>, cbddc_core::Coverage)>| match handed {
-        None => Ok(None),
-        Some((entries, coverage)) => store.apply_covered(entries, coverage).await.map(Some),
+    let mut applying: Option<Applying> = None;
+    let mut ended = None;
+    let apply = |entries: Vec<OplogEntry>, coverage: cbddc_core::Coverage| -> Applying {
+        let store = ctx.store.clone();
+        Box::pin(async move { store.apply_covered(entries, coverage).await })
     };
     // Pages start small and double: the first arrives (and the store starts on it) sooner.
     let mut limits = PageLimits {
@@ -529,56 +560,103 @@ async fn pull_missing(
     };
     for _ in 0..MAX_PAGES_PER_ROUND {
         let floors = ctx.fold.floors();
-        let (page, previous) = tokio::join!(
+        let page = beside(
             client.pull_with_floors(&have, &floors, limits),
-            apply(handed.take())
-        );
+            &mut applying,
+            &mut ended,
+        )
+        .await;
         limits.max_entries = (limits.max_entries * 2).min(ctx.limits.max_entries);
-        if let Some(outcome) = previous? {
-            applied += outcome.applied as u64;
-            if outcome.out_of_order > 0 {
-                have = ctx.store.version_vector().await?;
-                continue;
+        let page = match page {
+            Ok(page) => page,
+            Err(e) => {
+                // What was handed stays handed: wait for it, then report the pull.
+                finish(&mut applying, &mut ended).await?;
+                return Err(e.into());
             }
-        }
-        let page = page?;
+        };
         if let Some(notice) = &page.notice {
             ctx.duplicates.told(client.remote_node(), notice);
         }
-        if page.behind {
-            if snapshots >= MAX_SNAPSHOTS_PER_ROUND {
-                return Err(SyncError::StillBehind {
-                    peer: client.remote_node().clone(),
-                });
-            }
-            snapshots += 1;
-            applied += fetch_snapshot(ctx, client).await?;
-            have = ctx.store.version_vector().await?;
-            continue;
-        }
-        holder = page.holder;
         let received = page.entries.len();
         let spoken = !page.coverage.is_empty();
-        if received > 0 || spoken {
-            for entry in &page.entries {
-                have.advance(&entry.origin, entry.seq);
-            }
-            for (origin, (after, upto)) in page.coverage.iter() {
-                if have.get(origin) >= after {
-                    have.advance(origin, upto);
+        let mut next = None;
+        if page.behind {
+            // The store takes its snapshot once it applied what it was handed.
+        } else {
+            holder = page.holder;
+            if received > 0 || spoken {
+                for entry in &page.entries {
+                    have.advance(&entry.origin, entry.seq);
                 }
+                for (origin, (after, upto)) in page.coverage.iter() {
+                    if have.get(origin) >= after {
+                        have.advance(origin, upto);
+                    }
+                }
+                tracing::debug!(peer = %client.remote_node(), received, "pulled");
+                next = Some(apply(page.entries, page.coverage));
             }
-            tracing::debug!(peer = %client.remote_node(), received, "pulled");
-            handed = Some((page.entries, page.coverage));
+        }
+        // The earlier page's outcome, while the store starts checking this one.
+        let earlier = match applying.take() {
+            Some(earlier) => {
+                let mut later = next.take();
+                let mut later_ended = None;
+                let outcome = match ended.take() {
+                    Some(outcome) => outcome,
+                    None => beside(earlier, &mut later, &mut later_ended).await,
+                };
+                next = later;
+                ended = later_ended;
+                Some(outcome?)
+            }
+            None => None,
+        };
+        applying = next;
+        let mut out_of_order = false;
+        if let Some(outcome) = earlier {
+            applied += outcome.applied as u64;
+            out_of_order = outcome.out_of_order > 0;
+        }
+        if page.behind || out_of_order {
+            let outcome = finish(&mut applying, &mut ended).await?;
+            if let Some(outcome) = outcome {
+                applied += outcome.applied as u64;
+            }
+            if page.behind {
+                if snapshots >= MAX_SNAPSHOTS_PER_ROUND {
+                    return Err(SyncError::StillBehind {
+                        peer: client.remote_node().clone(),
+                    });
+                }
+                snapshots += 1;
+                applied += fetch_snapshot(ctx, client).await?;
+            }
+            have = ctx.store.version_vector().await?;
+            continue;
         }
         if !page.more || (received == 0 && !spoken) {
             break;
         }
     }
-    if let Some(outcome) = apply(handed.take()).await? {
+    if let Some(outcome) = finish(&mut applying, &mut ended).await? {
         applied += outcome.applied as u64;
     }
     Ok((holder, applied))
+}
+
+/// Waits for the page in the store's hands, if any.
+async fn finish(
+    applying: &mut Option<Applying>,
+    ended: &mut Option<Result<ApplyOutcome, cbddc_core::StorageError>>,
+) -> Result<Option<ApplyOutcome>, cbddc_core::StorageError> {
+    let outcome = match (applying.take(), ended.take()) {
+        (_, Some(outcome)) => outcome,
+        (Some(applying), None) => applying.await,
+        (None, None) => return Ok(None),
+    };
+    outcome.map(Some)
 }
 
 async fn push_missing(
@@ -771,5 +849,61 @@ mod interest_tests {
         let (kept, coverage) = for_peer(&commit, &Interest::all());
         assert_eq!(kept.len(), 3);
         assert!(coverage.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod pipeline_tests {
+    use super::{Applying, beside};
+    use cbddc_core::ApplyOutcome;
+    use std::sync::{Arc, Mutex};
+
+    fn recorded(log: &Arc<Mutex<Vec<&'static str>>>, name: &'static str) -> Applying {
+        let log = log.clone();
+        Box::pin(async move {
+            log.lock().unwrap().push(name);
+            tokio::task::yield_now().await;
+            log.lock().unwrap().push("applied");
+            Ok(ApplyOutcome {
+                applied: 7,
+                ..ApplyOutcome::default()
+            })
+        })
+    }
+
+    #[tokio::test]
+    async fn the_page_in_the_stores_hands_is_polled_before_the_next_pull_and_its_outcome_kept() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut applying = Some(recorded(&log, "earlier page handed"));
+        let mut ended = None;
+        let pulled = beside(
+            {
+                let log = log.clone();
+                async move {
+                    log.lock().unwrap().push("next page pulled");
+                    for _ in 0..3 {
+                        tokio::task::yield_now().await;
+                    }
+                    "page"
+                }
+            },
+            &mut applying,
+            &mut ended,
+        )
+        .await;
+        assert_eq!(pulled, "page");
+        // The earlier page reached the store first, and ended while the pull went on.
+        assert_eq!(
+            log.lock().unwrap()[..2],
+            ["earlier page handed", "next page pulled"]
+        );
+        assert_eq!(ended.unwrap().unwrap().applied, 7);
+    }
+
+    #[tokio::test]
+    async fn nothing_in_the_stores_hands_leaves_the_pull_alone() {
+        let (mut applying, mut ended) = (None, None);
+        assert_eq!(beside(async { 5 }, &mut applying, &mut ended).await, 5);
+        assert!(ended.is_none());
     }
 }
