@@ -6,7 +6,7 @@
 
 use crate::batch_apply::{ROWS, insert_rows, multi_row};
 use crate::document_write::{DocumentRow, INSERT_DOCUMENT};
-use crate::error::StoreError;
+use crate::error::{SqlContext, StoreError};
 use crate::field_apply::{self, Arriving, Merging};
 use crate::indexes::IndexSet;
 use crate::rows::{APPEND_OPLOG, QUEUE_TOMBSTONE};
@@ -66,10 +66,6 @@ fn removes_a_field(patch: &serde_json::Value) -> bool {
     })
 }
 
-fn sql(operation: &'static str) -> impl FnOnce(rusqlite::Error) -> StorageError {
-    move |source| StoreError::Sqlite { operation, source }.into()
-}
-
 /// Appends the entries to the oplog and merges each into its document, recording a
 /// change for every entry that changed its document. Returns the last such change's
 /// position.
@@ -104,8 +100,10 @@ pub(crate) fn write(
             ]
         })
         .collect();
-    insert_rows(conn, &OPLOG, APPEND_OPLOG, &oplog).map_err(sql("appending to the oplog"))?;
+    insert_rows(conn, &OPLOG, APPEND_OPLOG, &oplog).during("appending to the oplog")?;
 
+    // Rows come in the order of their change positions: the last change is the last row
+    // that made one.
     let mut last_changed = None;
     let created = create(conn, indexes, rows)?;
     for (r, created) in rows.iter().zip(&created) {
@@ -133,8 +131,7 @@ pub(crate) fn write(
             None,
         )?;
         if merged.changed {
-            last_changed =
-                Some(last_changed.map_or(r.document.position, |l: i64| l.max(r.document.position)));
+            last_changed = Some(r.document.position);
         }
     }
     Ok(last_changed)
@@ -186,31 +183,30 @@ fn create(
             let inserted = conn
                 .prepare_cached(multi_row(&DOCUMENTS, INSERT_DOCUMENT))
                 .and_then(|mut insert| insert.execute(&values[..]))
-                .map_err(sql(OP))?;
+                .during(OP)?;
             for (i, _) in chunk {
                 created[*i] = inserted == ROWS || holds(conn, &rows[*i].document)?;
             }
         } else {
-            let mut insert = conn.prepare_cached(INSERT_DOCUMENT).map_err(sql(OP))?;
+            let mut insert = conn.prepare_cached(INSERT_DOCUMENT).during(OP)?;
             for candidate in chunk {
-                created[candidate.0] =
-                    insert.execute(&document(candidate)[..]).map_err(sql(OP))? == 1;
+                created[candidate.0] = insert.execute(&document(candidate)[..]).during(OP)? == 1;
             }
         }
     }
 
     let made: Vec<&(usize, Fresh)> = candidates.iter().filter(|(i, _)| created[*i]).collect();
-    let mut tombstone = conn.prepare_cached(QUEUE_TOMBSTONE).map_err(sql(OP))?;
+    let mut tombstone = conn.prepare_cached(QUEUE_TOMBSTONE).during(OP)?;
     for (i, fresh) in &made {
         let d = &rows[*i].document;
         indexes
             .record(conn, d.collection, d.key, None, fresh.text.as_deref())
-            .map_err(sql(OP))?;
+            .during(OP)?;
         if fresh.text.is_none() {
             // A delete that saw counters, of a document never written here: its tombstone.
             tombstone
                 .execute(params![d.replica, d.seq, d.position])
-                .map_err(sql(OP))?;
+                .during(OP)?;
         }
     }
     let states: Vec<[&dyn ToSql; 3]> = made
@@ -220,7 +216,7 @@ fn create(
             [&d.collection as &dyn ToSql, &d.key, &fresh.state]
         })
         .collect();
-    insert_rows(conn, &STATES, INSERT_STATE, &states).map_err(sql(OP))?;
+    insert_rows(conn, &STATES, INSERT_STATE, &states).during(OP)?;
     let changes: Vec<[&dyn ToSql; 4]> = made
         .iter()
         .map(|(i, fresh)| {
@@ -228,14 +224,14 @@ fn create(
             [&d.position as &dyn ToSql, &d.replica, &d.seq, &fresh.paths]
         })
         .collect();
-    insert_rows(conn, &CHANGES, RECORD_MERGED_CHANGE, &changes).map_err(sql(OP))?;
+    insert_rows(conn, &CHANGES, RECORD_MERGED_CHANGE, &changes).during(OP)?;
     Ok(created)
 }
 
 /// Whether the documents row of `document`'s key is the one `document` makes (a
 /// multi-row insert that skipped some rows does not say which): a row written before
 /// holds another write, since every entry applies once.
-fn holds(conn: &Connection, document: &DocumentRow<'_>) -> Result<bool, StorageError> {
+fn holds(conn: &Connection, document: &DocumentRow<'_>) -> Result<bool, StoreError> {
     conn.prepare_cached(
         "SELECT 1 FROM documents WHERE collection = ?1 AND key = ?2 AND hlc_wall = ?3
              AND hlc_counter = ?4 AND hlc_node = ?5 AND seq IS ?6",
@@ -250,7 +246,7 @@ fn holds(conn: &Connection, document: &DocumentRow<'_>) -> Result<bool, StorageE
             document.seq
         ])
     })
-    .map_err(sql("looking for a document a field-level entry created"))
+    .during("looking for a document a field-level entry created")
 }
 
 /// The documents row a created document takes ([`DocumentRow::columns`] order).

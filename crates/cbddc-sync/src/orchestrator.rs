@@ -581,9 +581,9 @@ async fn pull_missing(
         let received = page.entries.len();
         let spoken = !page.coverage.is_empty();
         let mut next = None;
-        if page.behind {
-            // The store takes its snapshot once it applied what it was handed.
-        } else {
+        // A page that says we are behind holds nothing: the snapshot comes once the store
+        // applied what it was handed (below).
+        if !page.behind {
             holder = page.holder;
             if received > 0 || spoken {
                 for entry in &page.entries {
